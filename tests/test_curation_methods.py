@@ -10,12 +10,15 @@ import pytest
 
 from claptune.curation import (
     CaptionSet,
+    CurationInputs,
+    CurationSettings,
     CurationWarning,
     Pairs,
     Threshold,
     audio_to_audio,
     augmented_domain_specific,
     class_prompts,
+    curate,
     domain_specific,
     domain_unspecific,
     ds_captions,
@@ -183,6 +186,69 @@ def test_pseudo_confidence_margin_and_cap(world):
     kept = m >= np.quantile(m, 0.5, method="lower")
     assert margin.audio == [t for t, k in zip(world["target_ids"], kept, strict=True) if k]
     np.testing.assert_allclose(margin.score, m[kept], rtol=1e-12)
+
+
+def test_knn_smooth_and_balance():
+    from claptune.curation.pseudo import balance, knn_smooth
+
+    probs = np.array([[0.9, 0.1], [0.6, 0.4], [0.2, 0.8]])
+    emb = unit(np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]]))
+    smoothed = knn_smooth(probs, emb, k=1, weight=0.5)
+    # nearest other clip: 0 <-> 1, 2 -> 1 (closer than 0)
+    np.testing.assert_allclose(smoothed, 0.5 * probs + 0.5 * probs[[1, 0, 1]])
+    np.testing.assert_array_equal(knn_smooth(probs, emb, k=1, weight=0.0), probs)
+
+    rng = np.random.default_rng(0)
+    skewed = rng.dirichlet(np.ones(4), size=40) * np.array([8.0, 1.0, 1.0, 1.0])
+    skewed /= skewed.sum(1, keepdims=True)
+    q = balance(skewed)
+    np.testing.assert_allclose(q.sum(1), 1.0, atol=1e-9)
+    np.testing.assert_allclose(q.sum(0), 10.0, rtol=1e-6)  # 40 clips, 4 equal shares
+    assert (skewed.argmax(1) == 0).sum() > 20 > (q.argmax(1) == 0).sum()
+    uniform = np.full((6, 3), 1 / 3)
+    np.testing.assert_allclose(balance(uniform), uniform)
+
+
+def test_pseudo_refined_undoes_a_class_the_prompts_over_predict(rng):
+    """Two well-separated groups of clips; the prompts lean to class a, so plain pseudo-labels
+    call almost everything a. Balancing the classes over the unlabeled clips recovers b."""
+    a, b = unit(rng.standard_normal(16)), unit(rng.standard_normal(16))
+    clips = np.concatenate([noisy(rng, a, 6, 0.3), noisy(rng, b, 6, 0.3)]).astype(np.float32)
+    other = unit(rng.standard_normal(16))
+    # prompt a also leans to b's clips more than prompt b (half an unrelated direction) does
+    prompt_emb = unit(np.stack([a + 1.2 * b, b + other])).astype(np.float32)
+    ids = [f"c{i}" for i in range(12)]
+    truth = ["a"] * 6 + ["b"] * 6
+    plain = pseudo_label(ids, clips, ["a", "b"], prompt_emb, 20.0, threshold=0.0,
+                         max_per_class=0)
+    assert plain.classes.count("a") >= 10  # most of b's clips are called a
+    refined = pseudo_label(ids, clips, ["a", "b"], prompt_emb, 20.0, threshold=0.0,
+                           max_per_class=0, refine="knn_balance", knn=2)
+    assert refined.classes == truth
+    assert set(refined.method) == {"pseudo_refined"} and refined.meta["refine"] == "knn_balance"
+    assert np.all(refined.score <= 1.0) and np.all(refined.score > 0.5)
+    with pytest.raises(ValueError, match="refine"):
+        pseudo_label(ids, clips, ["a", "b"], prompt_emb, 20.0, refine="cluster")
+
+
+def test_curate_pseudo_refined_scores_with_the_class_embeddings(world):
+    """pseudo_refined through curate(): its own threshold, pseudo's cap, and the classifier
+    given as class_emb (not the single prompts) deciding the labels."""
+    prompts = class_prompts(world["class_names"])
+    inputs = CurationInputs(target_ids=world["target_ids"], target_emb=world["target_emb"],
+                            class_names=world["class_names"], prompts=prompts,
+                            prompt_emb=world["prompt_emb"], logit_scale=10.0)
+    # knn only: the world's target has no "rain" clips, so a balanced split would be wrong
+    settings = CurationSettings(pseudo_refined_threshold=0.0, pseudo_max_per_class=0,
+                                pseudo_refined_mode="knn")
+    pairs = curate(["pseudo_refined"], inputs, settings)
+    assert pairs.classes == ["dog"] * 5 + ["chirping_birds"] * 5
+    assert pairs.text[0] == prompts[0]
+    swapped = CurationInputs(**{**inputs.__dict__, "class_emb": world["prompt_emb"][::-1].copy()})
+    flipped = curate(["pseudo_refined"], swapped, settings)
+    assert flipped.classes == ["chirping_birds"] * 5 + ["dog"] * 5
+    with pytest.raises(ClaptuneError, match="pseudo_refined_mode"):
+        CurationSettings(pseudo_refined_mode="none")
 
 
 def test_threshold_that_keeps_nothing_warns(world):

@@ -10,14 +10,15 @@ corpus and a target task's class names (never its labels).
 
 Inputs: --audio (unpaired clips: du, ads, a2a), --text (unpaired captions: du), --corpus (a
 paired corpus manifest with path and caption columns: ds, ads, a2a), --target-audio
-(unlabeled target clips: a2a, pseudo; defaults to the clips of --target). Each is an embedding
+(unlabeled target clips: a2a, pseudo, pseudo_refined; defaults to the clips of --target). Each is an embedding
 store written by `claptune embed`, or files embedded now with --model into a resumable cache
 (--cache, default OUT/embeddings). Class names come from --classes ("a,b" or a file with one
 per line) or --target NAME --root PATH; prompts are --template ("this is a sound of {}").
 
 Thresholds: a raw cosine (0.7) or a quantile of the observed scores (q0.99); "--threshold X"
 sets the chosen method's, "--threshold ds=0.7 ads=q0.99" several (ds is also the DS stage of
-ads and a2a). Defaults are the paper's: du 0.75, ds 0.7, ads 0.7, a2a 0.7; pseudo q0.5.
+ads and a2a). Defaults are the paper's: du 0.75, ds 0.7, ads 0.7, a2a 0.7; pseudo and
+pseudo_refined (labels refined by audio neighbours and balanced classes first) q0.5.
 The score distributions and how many pairs each threshold keeps are printed.
 
 Writes OUT/pairs.csv (audio,text,score,method,class; identical pairs merged), OUT/summary.json
@@ -38,14 +39,17 @@ import numpy as np
 
 from claptune.errors import ClaptuneError
 
-METHOD_NAMES = ("du", "ds", "ads", "a2a", "pseudo")
+# claptune.curation.METHODS, spelled out so that `--help` does not import the library
+METHOD_NAMES = ("du", "ds", "ads", "a2a", "pseudo", "pseudo_refined")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser("curate", help="curate pseudo audio-text pairs (du, ds, ads, a2a, pseudo)",
+    p = sub.add_parser("curate", help="curate pseudo audio-text pairs (du, ds, ads, a2a, pseudo, "
+                       "pseudo_refined)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--method", required=True,
-                   help="one or more of du, ds, ads, a2a, pseudo, comma-separated")
+                   help="one or more of du, ds, ads, a2a, pseudo, pseudo_refined, "
+                   "comma-separated")
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument("--model", default=None,
                    help="teacher: registered name, model folder or hub id (needed for prompts "
@@ -72,9 +76,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--text-threshold", type=float, default=None,
                    help="a2a: keep only pairings with audio-text cosine >= this")
     p.add_argument("--criterion", choices=["confidence", "margin"], default="confidence",
-                   help="pseudo: softmax confidence or top1-top2 cosine margin")
+                   help="pseudo, pseudo_refined: softmax confidence or top1-top2 margin")
     p.add_argument("--max-per-class", type=int, default=None,
-                   help="pseudo: cap per class (default 2x the balanced share; 0 = no cap)")
+                   help="pseudo, pseudo_refined: cap per class (default 2x the balanced share; 0 = no cap)")
     p.add_argument("--block-size", type=int, default=4096, help="search tile side (4096)")
     p.add_argument("--device", default=None, help="torch device, e.g. cuda (default: cpu)")
     p.add_argument("--cache", type=Path, default=None,
@@ -309,14 +313,15 @@ def report(pairs) -> None:
             continue
         what = {"du": "audio-text cosine", "ads": "audio-text cosine",
                 "ds": "best caption-prompt cosine", "a2a": "best clip-target cosine",
-                "pseudo": meta.get("criterion", "")}[method]
+                "pseudo": meta.get("criterion", ""),
+                "pseudo_refined": f"refined {meta.get('criterion', '')}"}[method]
         print(format_distribution(f"{method}: {what}", meta["distribution"]))
         if "threshold_value" in meta:
             print(f"  threshold {meta['threshold']} = {meta['threshold_value']:.4f}")
         if method == "a2a":
             print(f"  {meta['clips_kept']} clips kept, each paired with its top "
                   f"{meta['top_k']} DS caption(s)")
-        if method == "pseudo":
+        if method in ("pseudo", "pseudo_refined"):
             print(f"  {meta['above_threshold']} clips above the threshold, "
                   f"{meta['dropped_by_cap']} dropped by the cap of {meta['max_per_class']} "
                   "per class")

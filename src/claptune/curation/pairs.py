@@ -5,7 +5,7 @@ A ``Pairs`` table holds one row per (audio, text) pair with the columns of the p
     audio   the clip's path (as the embedding store or the corpus gave it)
     text    the caption or class prompt paired with it
     score   the similarity the method selected it by (see each method's docstring)
-    method  du, ds, ads, a2a or pseudo
+    method  du, ds, ads, a2a, pseudo or pseudo_refined
     class   the target class whose prompt the pair matched, "" where none did
 
 ``meta`` carries how the table was made (thresholds, similarity distributions); it is not

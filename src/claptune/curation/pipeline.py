@@ -18,11 +18,11 @@ from claptune.curation.common import DEFAULT_SEARCH, SearchOptions
 from claptune.curation.ds import DS_THRESHOLD, CaptionSet, domain_specific, ds_captions
 from claptune.curation.du import DU_THRESHOLD, domain_unspecific
 from claptune.curation.pairs import Pairs
-from claptune.curation.pseudo import CRITERIA, pseudo_label
+from claptune.curation.pseudo import CRITERIA, REFINES, pseudo_label
 from claptune.curation.thresholds import Threshold
 from claptune.errors import ClaptuneError
 
-METHODS = ("du", "ds", "ads", "a2a", "pseudo")
+METHODS = ("du", "ds", "ads", "a2a", "pseudo", "pseudo_refined")
 # what each method reads; DS captions come from the paired corpus and the prompts
 NEEDS = {
     "du": ("audio", "text"),
@@ -30,6 +30,7 @@ NEEDS = {
     "ads": ("audio", "corpus", "prompts"),
     "a2a": ("audio", "target", "corpus", "prompts"),
     "pseudo": ("target", "prompts"),
+    "pseudo_refined": ("target", "prompts"),
 }
 
 
@@ -50,6 +51,9 @@ class CurationInputs:
     prompts: list[str] | None = None
     prompt_emb: np.ndarray | None = None
     logit_scale: float | None = None  # the teacher's (pseudo confidence)
+    # the zero-shot classifier pseudo scores with (e.g. prompt-ensemble means), row c for
+    # class c; None: prompt_emb. The pairs' text stays prompts[c].
+    class_emb: np.ndarray | None = None
 
     def has(self, what: str) -> bool:
         return {
@@ -75,6 +79,12 @@ class CurationSettings:
     pseudo_criterion: str = "confidence"
     pseudo_threshold: float | str = "q0.5"
     pseudo_max_per_class: int | None = None  # None: 2x a class's balanced share, 0: no cap
+    # pseudo_refined: pseudo with the labels refined first (claptune.curation.pseudo); it
+    # shares pseudo's criterion and per-class cap
+    pseudo_refined_threshold: float | str = "q0.5"
+    pseudo_refined_mode: str = "knn_balance"  # knn | balance | knn_balance
+    pseudo_refined_knn: int = 3  # neighbours of the knn step
+    pseudo_refined_knn_weight: float = 0.5  # share of the neighbours' probabilities
     search: SearchOptions = field(default=DEFAULT_SEARCH)
 
     def __post_init__(self) -> None:
@@ -94,6 +104,11 @@ class CurationSettings:
             raise ClaptuneError(f"pseudo_criterion must be one of {', '.join(CRITERIA)}")
         if self.pseudo_max_per_class is not None and self.pseudo_max_per_class < 0:
             raise ClaptuneError("pseudo_max_per_class must be >= 0")
+        if self.pseudo_refined_mode not in REFINES[1:]:
+            raise ClaptuneError(f"pseudo_refined_mode must be one of {', '.join(REFINES[1:])}")
+        if self.pseudo_refined_knn < 1 or not 0.0 <= self.pseudo_refined_knn_weight <= 1.0:
+            raise ClaptuneError("pseudo_refined_knn must be >= 1 and pseudo_refined_knn_weight "
+                                "in [0, 1]")
 
     @classmethod
     def from_dict(cls, values: dict) -> CurationSettings:
@@ -144,12 +159,18 @@ def curate(methods: list[str] | tuple[str, ...], inputs: CurationInputs,
                                         ds_set, settings.a2a_threshold, settings.a2a_top_k,
                                         settings.a2a_text_threshold, opts))
         else:
-            if inputs.logit_scale is None and settings.pseudo_criterion == "confidence":
-                raise ClaptuneError("pseudo with confidence needs the model's logit scale")
-            parts.append(pseudo_label(inputs.target_ids, inputs.target_emb, inputs.class_names,
-                                      inputs.prompt_emb, inputs.logit_scale or 1.0,
-                                      inputs.prompts, settings.pseudo_criterion,
-                                      settings.pseudo_threshold, settings.pseudo_max_per_class))
+            if inputs.logit_scale is None and (settings.pseudo_criterion == "confidence"
+                                               or method == "pseudo_refined"):
+                raise ClaptuneError(f"{method} needs the model's logit scale")
+            class_emb = inputs.prompt_emb if inputs.class_emb is None else inputs.class_emb
+            refined = method == "pseudo_refined"
+            parts.append(pseudo_label(
+                inputs.target_ids, inputs.target_emb, inputs.class_names, class_emb,
+                inputs.logit_scale or 1.0, inputs.prompts, settings.pseudo_criterion,
+                settings.pseudo_refined_threshold if refined else settings.pseudo_threshold,
+                settings.pseudo_max_per_class,
+                refine=settings.pseudo_refined_mode if refined else "none",
+                knn=settings.pseudo_refined_knn, knn_weight=settings.pseudo_refined_knn_weight))
     merged = Pairs.concat(parts)
     if ds_pairs is not None and "ds" not in methods:
         merged.meta["ds"] = ds_pairs.meta  # the DS stage the other methods used

@@ -7,6 +7,17 @@ second-best prompt cosine, which does not depend on the logit scale). The cap ke
 sure clips of each class so that a class the teacher over-predicts cannot flood the set; by
 default it is twice a class's balanced share of the target clips. Score = the sureness value;
 text = the class prompt; class = the predicted class.
+
+``refine`` (beyond the paper; the ``pseudo_refined`` curation method) improves the labels before choosing, with
+no label: ``knn`` mixes each clip's class probabilities with those of its ``knn`` nearest
+target clips (the teacher's audio-audio cosine: clips that sound alike share a class more
+often than the classifier alone says); ``balance`` rescales the probabilities so that every
+class receives an equal share of the clips (Sinkhorn-Knopp, the transductive prior of a
+balanced task: it stops a few classes the text side over-predicts from taking most clips);
+``knn_balance`` does both, in that order. On the ESC-50 subset with the default model, the
+quarter of the adaptation clips the refined labels are surest of were 55-67 % correct against
+38-40 % without refinement (adaptation-part labels read for this diagnosis only; see
+docs/improve.md).
 """
 
 from __future__ import annotations
@@ -22,6 +33,7 @@ from claptune.curation.search import check_pair
 from claptune.curation.thresholds import Threshold, describe
 
 CRITERIA = ("confidence", "margin")
+REFINES = ("none", "knn", "balance", "knn_balance")
 ROWS_PER_BLOCK = 65536  # clips scored at once: the (rows, C) float64 logits stay small
 
 
@@ -43,6 +55,57 @@ def class_scores(audio_emb: np.ndarray, prompt_emb: np.ndarray,
     return pred, conf, margin
 
 
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return z / z.sum(axis=1, keepdims=True)
+
+
+def knn_smooth(probs: np.ndarray, audio_emb: np.ndarray, k: int = 3,
+               weight: float = 0.5) -> np.ndarray:
+    """(1 - weight) * probs + weight * the mean probs of each clip's ``k`` nearest other clips
+    (cosine of ``audio_emb``; lower index first on ties)."""
+    n = len(probs)
+    k = min(k, n - 1)
+    if k < 1 or weight == 0:
+        return probs
+    emb = audio_emb.astype(np.float64)
+    sim = emb @ emb.T
+    np.fill_diagonal(sim, -np.inf)
+    neighbours = np.argsort(-sim, axis=1, kind="stable")[:, :k]
+    return (1 - weight) * probs + weight * probs[neighbours].mean(axis=1)
+
+
+def balance(probs: np.ndarray, iterations: int = 100, tol: float = 1e-9) -> np.ndarray:
+    """Sinkhorn-Knopp: rescale rows and columns until every class holds an equal share of the
+    total mass and every clip's row sums to 1; returns the row-normalised result."""
+    q = np.clip(probs.astype(np.float64), 1e-300, None)
+    n, c = q.shape
+    for _ in range(iterations):
+        q *= (n / c) / q.sum(axis=0, keepdims=True)
+        rows = q.sum(axis=1, keepdims=True)
+        q /= rows
+        if np.abs(rows - 1).max() < tol:
+            break
+    return q / q.sum(axis=1, keepdims=True)
+
+
+def refined_scores(audio_emb: np.ndarray, class_emb: np.ndarray, logit_scale: float,
+                   refine: str = "knn_balance", k: int = 3, weight: float = 0.5,
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(predicted class, refined probability of it, margin to the second class's probability)."""
+    if refine not in REFINES:
+        raise ValueError(f"refine must be one of {REFINES}, got {refine!r}")
+    probs = _softmax(logit_scale * (audio_emb.astype(np.float64) @ class_emb.astype(np.float64).T))
+    if refine in ("knn", "knn_balance"):
+        probs = knn_smooth(probs, audio_emb, k, weight)
+    if refine in ("balance", "knn_balance"):
+        probs = balance(probs)
+    pred = np.argmax(probs, axis=1)
+    conf = probs[np.arange(len(probs)), pred]
+    second = np.partition(probs, -2, axis=1)[:, -2] if probs.shape[1] > 1 else np.zeros(len(probs))
+    return pred, conf, conf - second
+
+
 def pseudo_label(
     target_ids: Sequence[str],
     target_emb: np.ndarray,
@@ -53,6 +116,9 @@ def pseudo_label(
     criterion: str = "confidence",
     threshold: float | str | Threshold = "q0.5",
     max_per_class: int | None = None,
+    refine: str = "none",
+    knn: int = 3,
+    knn_weight: float = 0.5,
 ) -> Pairs:
     """(target clip, prompt of its predicted class) for the clips at or above ``threshold``.
 
@@ -60,7 +126,10 @@ def pseudo_label(
     ``prompt_emb`` (C, D): the prompts of ``class_names`` (``prompts``, the pair texts; default
     the class names); ``logit_scale``: the teacher's multiplier of cosines (for confidence).
     ``threshold`` applies to ``criterion``; the default keeps the surer half. ``max_per_class``
-    None = 2 x ceil(N / C), 0 = no cap. Rows are ordered by clip.
+    None = 2 x ceil(N / C), 0 = no cap. ``refine`` (``knn``/``knn_weight``: its neighbours)
+    replaces the softmax by the refined probabilities for both the label and the sureness
+    (margin then = best minus second-best refined probability); its pairs are named
+    ``pseudo_refined``. Rows are ordered by clip.
     """
     if criterion not in CRITERIA:
         raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
@@ -72,7 +141,15 @@ def pseudo_label(
     target_ids = check_ids("target clips", target_ids, len(target_emb))
     class_names = check_ids("class names", class_names, len(prompt_emb))
     prompts = class_names if prompts is None else check_ids("prompts", prompts, len(prompt_emb))
-    pred, conf, margin = class_scores(target_emb, prompt_emb, float(logit_scale))
+    if refine not in REFINES:
+        raise ValueError(f"refine must be one of {REFINES}, got {refine!r}")
+    if knn < 1 or not 0.0 <= knn_weight <= 1.0:
+        raise ValueError(f"need knn >= 1 and 0 <= knn_weight <= 1, got {knn}, {knn_weight}")
+    if refine == "none":
+        pred, conf, margin = class_scores(target_emb, prompt_emb, float(logit_scale))
+    else:
+        pred, conf, margin = refined_scores(target_emb, prompt_emb, float(logit_scale), refine,
+                                            knn, knn_weight)
     score = conf if criterion == "confidence" else margin
     threshold = Threshold.parse(threshold)
     value = threshold.resolve(score)
@@ -80,14 +157,15 @@ def pseudo_label(
     if max_per_class is None:
         max_per_class = 2 * math.ceil(len(target_ids) / len(class_names))
     keep = _cap_per_class(np.flatnonzero(sure), pred, score, max_per_class)
-    meta = {"method": "pseudo", "n_target": len(target_ids), "n_classes": len(class_names),
-            "criterion": criterion, "logit_scale": float(logit_scale),
+    name = "pseudo" if refine == "none" else "pseudo_refined"
+    meta = {"method": name, "n_target": len(target_ids), "n_classes": len(class_names),
+            "criterion": criterion, "refine": refine, "logit_scale": float(logit_scale),
             "threshold": str(threshold), "threshold_value": value,
             "max_per_class": max_per_class, "above_threshold": int(sure.sum()),
             "dropped_by_cap": int(sure.sum() - len(keep)), "distribution": describe(score)}
-    warn_if_empty(len(keep), "pseudo", value, float(score.max()))
+    warn_if_empty(len(keep), name, value, float(score.max()))
     return Pairs.build([target_ids[i] for i in keep], [prompts[pred[i]] for i in keep],
-                       score[keep], "pseudo", [class_names[pred[i]] for i in keep], meta)
+                       score[keep], name, [class_names[pred[i]] for i in keep], meta)
 
 
 def _cap_per_class(candidates: np.ndarray, pred: np.ndarray, score: np.ndarray,
@@ -107,4 +185,5 @@ def _cap_per_class(candidates: np.ndarray, pred: np.ndarray, score: np.ndarray,
     return np.sort(np.asarray(kept, dtype=np.int64))
 
 
-__all__ = ["CRITERIA", "class_scores", "pseudo_label"]
+__all__ = ["CRITERIA", "REFINES", "balance", "class_scores", "knn_smooth", "pseudo_label",
+           "refined_scores"]

@@ -13,7 +13,7 @@ from typing import Any
 
 from claptune.errors import ClaptuneError
 
-CURATION_METHODS = ("du", "ds", "ads", "a2a", "pseudo")
+CURATION_METHODS = ("du", "ds", "ads", "a2a", "pseudo", "pseudo_refined")
 LOSSES = ("hard", "soft")
 TARGETS = ("esc50", "us8k", "tut2017", "folder", "csv")
 # where the shared paired corpus lives in this repo's development layout (../shared/data)

@@ -7,7 +7,8 @@
   labels unread);
 - *unpaired audio* of a2a: the corpus clips with their captions ignored, kept when close to
   the adaptation clips (a2a compares two pools, so the target clips cannot be both);
-- *unlabeled target clips* of pseudo: the adaptation part;
+- *unlabeled target clips* of pseudo and pseudo_refined: the adaptation part, scored with the
+  run's zero-shot classifier (the prompt ensemble when ``templates`` asks for it);
 - *class prompts*: "this is a sound of <class>" for the target's class names.
 Every similarity is the teacher's; nothing here reads a target label or a test-part clip.
 """
@@ -33,6 +34,7 @@ DEFAULT_CURATION: dict[str, Any] = {
     "a2a_threshold": "q0.8",
     "du_threshold": "q0.99",
     "pseudo_threshold": "q0.5",
+    "pseudo_refined_threshold": "q0.5",
 }
 
 
@@ -52,6 +54,7 @@ def curate_split(ws: Workspace, split: Split, methods: tuple[str, ...],
         corpus_audio=ws.replay_audio, corpus_captions=ws.replay_text,
         corpus_caption_emb=ws.replay_text_emb, class_names=ws.class_names, prompts=prompts,
         prompt_emb=ws.ds_prompt_emb(), logit_scale=float(ws.teacher.logit_scale.detach()),
+        class_emb=ws.classifier(ws.teacher),  # pseudo scores with the zero-shot classifier
         target_ids=adapt_ids, target_emb=adapt_emb,
     )
     parts = []
