@@ -319,20 +319,23 @@ def test_ablate_cli_writes_table_on_shared_splits(tiny_clap_dir, tiny_task, tmp_
     code = main([
         "ablate", "--model", str(tiny_clap_dir), "--target", "folder", "--root", str(target),
         "--corpus", str(corpus), "--out", str(out), "--splits", "2", "--seeds", "1",
-        "--methods", "ds,pseudo", "--losses", "soft", "--no-replay-only", "--template", "default",
+        "--methods", "ds,pseudo,ds+pseudo_refined", "--losses", "soft", "--no-replay-only",
+        "--template", "default",
         "--threshold", "ds=q0.5", "--train", "epochs=1", "--train", "batch_size=4",
         "--train", "num_workers=0", "--quiet",
     ])
     assert code == 0
     result = json.loads((out / "ablation.json").read_text())
     names = [row["name"] for row in result["rows"]]
-    assert names == ["baseline (teacher)", "ds / soft", "pseudo / soft"]
+    assert names == ["baseline (teacher)", "ds / soft", "pseudo / soft",
+                     "ds+pseudo_refined / soft"]
+    assert result["rows"][-1]["methods"] == ["ds", "pseudo_refined"]
     base = result["rows"][0]
     assert base["gain"]["mean"] == 0.0 and base["after"] == base["before"]
     # every row is scored on the same splits, so "before" is identical across rows
     assert all(row["before"] == base["before"] for row in result["rows"])
     table = (out / "ablation.md").read_text()
-    assert table.count("\n| ") == 4  # header + 3 rows
+    assert table.count("\n| ") == 5  # header + 4 rows
     assert (out / "ablation.png").read_bytes()[:4] == b"\x89PNG"
 
 

@@ -1,5 +1,7 @@
-"""``claptune ablate``: baseline, DU, DS, ADS, a2a and pseudo, each with the hard and the soft
-loss, on the same splits and seeds (3 x 3 by default), as a Markdown table and a plot.
+"""``claptune ablate``: baseline, DU, DS, ADS, a2a, pseudo and pseudo_refined, and DS together
+with pseudo_refined, each with the hard and the soft loss, on the same splits and seeds (3 x 3
+by default), as a Markdown table and a plot. ``--methods`` takes methods and "+"-joined
+combinations, e.g. ``ds,pseudo,ds+pseudo``.
 
     claptune ablate --model default --target esc50 --root ../shared/data/esc50-subset --out bench/results
 
@@ -21,9 +23,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_arguments(p)
     # DS first: the paper's claim is the row a cut-short ablation must not miss
-    order = ("ds", "pseudo", "ads", "a2a", "du")
+    order = ("ds", "pseudo_refined", "pseudo", "ds+pseudo_refined", "ads", "a2a", "du")
     p.add_argument("--methods", default=",".join(order),
-                   help=f"methods to compare, in this order (default: {','.join(order)})")
+                   help="methods (or +-joined combinations) to compare, in this order "
+                        f"(default: {','.join(order)})")
     p.add_argument("--losses", default=",".join(LOSSES), help="losses to compare (hard,soft)")
     p.add_argument("--no-replay-only", action="store_true",
                    help="leave out the replay-only fine-tuning control rows")
@@ -31,8 +34,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def _names(value: str, allowed: tuple[str, ...], what: str) -> tuple[str, ...]:
+    """Comma-separated names, each in ``allowed`` (any, when ``allowed`` is empty)."""
     names = tuple(v.strip() for v in value.split(",") if v.strip())
-    bad = [v for v in names if v not in allowed]
+    bad = [v for v in names if allowed and v not in allowed]
     if bad or not names:
         raise ClaptuneError(f"unknown {what} {bad or value!r}; choose from {', '.join(allowed)}")
     return names
@@ -41,11 +45,13 @@ def _names(value: str, allowed: tuple[str, ...], what: str) -> tuple[str, ...]:
 def run(args: argparse.Namespace) -> int:
     from claptune.improve import ablation_grid, run_ablation
 
-    methods = _names(args.methods, CURATION_METHODS, "curation method(s)")
+    entries = tuple(tuple(_names(e.replace("+", ","), CURATION_METHODS, "curation method(s)"))
+                    for e in _names(args.methods, (), "") or ())
+    methods = tuple(dict.fromkeys(m for e in entries for m in e))
     losses = _names(args.losses, LOSSES, "loss(es)")
     # the workspace validates against the union of methods; save_model is irrelevant here
     config = config_from_args(args, methods=methods, save_model=False)
-    grid = ablation_grid(methods, losses, replay_only=not args.no_replay_only)
+    grid = ablation_grid(entries, losses, replay_only=not args.no_replay_only)
     result = run_ablation(config, args.out, grid, progress=not args.quiet)
     from claptune.improve.ablation import ablation_markdown
 

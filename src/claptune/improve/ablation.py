@@ -37,11 +37,20 @@ class AblationEntry:
         return f"{'+'.join(self.methods) or 'replay only'} / {self.loss}"
 
 
-def ablation_grid(methods=CURATION_METHODS, losses=LOSSES, replay_only: bool = True) -> list[AblationEntry]:
+DEFAULT_ENTRIES = ("ds", "pseudo_refined", "pseudo", ("ds", "pseudo_refined"), "ads", "a2a", "du")
+
+
+def ablation_grid(methods=DEFAULT_ENTRIES, losses=LOSSES, replay_only: bool = True) -> list[AblationEntry]:
+    """Baseline, the replay-only controls, then each entry of ``methods`` (a method name or a
+    tuple of methods curated together) with each loss."""
     grid = [AblationEntry((), None)]
     if replay_only:
         grid += [AblationEntry((), loss) for loss in losses]
-    grid += [AblationEntry((m,), loss) for m in methods for loss in losses]
+    entries = [(m,) if isinstance(m, str) else tuple(m) for m in methods]
+    unknown = sorted({m for e in entries for m in e} - set(CURATION_METHODS))
+    if unknown:
+        raise ValueError(f"unknown curation method(s) {unknown}")
+    grid += [AblationEntry(e, loss) for e in entries for loss in losses]
     return grid
 
 
