@@ -91,7 +91,7 @@ def test_save_load_roundtrip_and_identity(default_model, tmp_path):
     np.testing.assert_allclose(loaded.encode_text(texts, progress=False),
                                model.encode_text(texts, progress=False), atol=1e-6)
     with torch.no_grad():
-        loaded.text_projection.linear1.bias.add_(0.01)
+        next(loaded.text_projection.parameters()).add_(0.01)
     assert loaded.identity()["heads_sha256"] != model.identity()["heads_sha256"]
 
 
@@ -150,7 +150,10 @@ def test_pretrain_cli_end_to_end(tmp_path):
     meta = model.metadata
     assert meta["recipe"]["seed"] == 3 and meta["n_train"] + meta["n_heldout"] == 24
     assert set(meta["heldout_retrieval"]) >= {"a2t_R@1", "t2a_R@1", "mean_R"}
-    assert len(json.loads((out / "pretrain_history.json").read_text())) == 2
+    n_heads = model.config.n_heads  # the recipe's ensemble: each member trains 2 epochs
+    history = json.loads((out / "pretrain_history.json").read_text())
+    assert len(history) == 2 * n_heads
+    assert len(meta["best_epoch"] if n_heads > 1 else [meta["best_epoch"]]) == n_heads
     emb = model.encode_text(["a bird singing"], progress=False)
     assert emb.shape == (1, model.config.embed_dim)
 
@@ -182,3 +185,40 @@ def test_multi_positive_loss_reduces_to_infonce_and_groups_duplicates(rng):
     # smoothing with orthogonal caption features and a tiny tau changes nothing
     feats = torch.eye(6)
     torch.testing.assert_close(_multi_positive_loss(logits, distinct, feats, 0.3, 1e-3), infonce)
+
+
+def test_ensemble_heads_join_independent_members(default_model, tmp_path):
+    """An n_heads=2 model built by join_members embeds as the renormalised mean of its two
+    single-head members, and survives save/load."""
+    from claptune.models import load_model
+    from claptune.models.default import DefaultModel, DefaultModelConfig, EnsembleHead
+    from claptune.pretrain import join_members
+
+    single = dict(embed_dim=384, text_head_init="identity", dropout=0.5)
+    members = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        member = DefaultModel(DefaultModelConfig(**single))
+        member.reset_heads()
+        with torch.no_grad():
+            member.log_logit_scale.fill_(float(seed))
+        members.append(member)
+    joined = DefaultModel(DefaultModelConfig(**single, n_heads=2))
+    assert isinstance(joined.audio_projection, EnsembleHead)
+    joined.load_head_state_dict(join_members([m.head_state_dict() for m in members]))
+    assert joined.log_logit_scale.item() == pytest.approx(1.5)
+    feats = torch.randn(3, joined.config.audio_feature_dim)
+    texts = ["a dog barking", "rain on a roof"]
+    with torch.no_grad():
+        want_a = torch.nn.functional.normalize(sum(m.audio_head(feats) for m in members), dim=-1)
+        tf = joined.text_features(texts)
+        want_t = torch.nn.functional.normalize(sum(m.text_head(tf) for m in members), dim=-1)
+        torch.testing.assert_close(joined.audio_head(feats), want_a)
+        torch.testing.assert_close(joined.text_head(tf), want_t)
+    joined.save(tmp_path / "ens")
+    loaded = load_model(tmp_path / "ens")
+    assert loaded.config.n_heads == 2
+    np.testing.assert_allclose(loaded.encode_text(texts, progress=False), want_t.numpy(),
+                               atol=1e-6)
+    with pytest.raises(ValueError, match="n_heads"):
+        DefaultModelConfig(n_heads=0)

@@ -130,7 +130,7 @@ class CaptionedCorpus:
 @dataclass
 class PretrainResult:
     out_dir: Path
-    best_epoch: int
+    best_epoch: int | list[int]  # the kept epoch (per member for an ensemble)
     heldout: dict[str, float]  # retrieval metrics of the kept heads on the held-out part
     history: list[dict[str, float]]
     seconds: float
@@ -364,16 +364,31 @@ def _train_heads(model, audio_feats, text_table, caption_ids, config, heldout, l
     return best_epoch, history
 
 
+def member_seed(seed: int, member: int) -> int:
+    """The training seed of ensemble member ``member`` of a recipe with ``seed`` (member 0
+    trains exactly like a single-head recipe with that seed)."""
+    return seed + 1000 * member
+
+
 def pretrain(corpus_root: str | Path, out_dir: str | Path, config: PretrainConfig,
              cache_dir: str | Path | None = ".claptune-cache/pretrain",
              log: Callable[[str], None] = logger.info) -> PretrainResult:
-    """Train the default model's heads by ``config`` on the corpus and save it to ``out_dir``."""
+    """Train the default model's heads by ``config`` on the corpus and save it to ``out_dir``.
+
+    With ``model.n_heads`` > 1, each ensemble member is trained on its own, exactly as a
+    single-head recipe with seed ``member_seed(seed, i)`` (its own initialisation, batches and
+    kept epoch), and the members are then joined; the held-out retrieval of the joined model
+    is what gets recorded.
+    """
     from claptune.models.default import DefaultModel, DefaultModelConfig
 
     start = time.time()
-    torch.manual_seed(config.seed)  # the heads' initialisation
     corpus = read_corpus(corpus_root, config)
-    model = DefaultModel(DefaultModelConfig.from_dict(config.model))
+    model_config = DefaultModelConfig.from_dict(config.model)
+    n_members = model_config.n_heads
+    member_config = DefaultModelConfig.from_dict({**config.model, "n_heads": 1})
+    torch.manual_seed(config.seed)  # the heads' initialisation
+    model = DefaultModel(member_config)
     log(f"corpus: {len(corpus.audio)} clips, {int(corpus.heldout.sum())} held out")
     audio_feats = audio_feature_windows(
         model, corpus.audio, config.max_windows_per_clip, Path(cache_dir) if cache_dir else None,
@@ -388,21 +403,54 @@ def pretrain(corpus_root: str | Path, out_dir: str | Path, config: PretrainConfi
     held_distinct = sorted({caption_norm[i] for i in held_idx})
     held_groups = np.array([held_distinct.index(caption_norm[i]) for i in held_idx])
     held_text = text_feature_table(model, held_distinct, ["{caption}"])[0]
-    best_epoch, history = train_heads(
-        model, [audio_feats[i] for i in train_idx], text_table, caption_ids[train_idx], config,
-        heldout=([audio_feats[i] for i in held_idx], held_text, held_groups), log=log)
-    kept = history[best_epoch - 1]
-    heldout_metrics = {k: v for k, v in kept.items() if "R" in k}
+    held_audio = [audio_feats[i] for i in held_idx]
+    member_states, epochs, history = [], [], []
+    for m in range(n_members):
+        seed = member_seed(config.seed, m)
+        if m > 0:
+            torch.manual_seed(seed)
+            model.reset_heads()
+        prefix = f"member {m + 1}/{n_members} (seed {seed}): " if n_members > 1 else ""
+        best_epoch, member_history = train_heads(
+            model, [audio_feats[i] for i in train_idx], text_table, caption_ids[train_idx],
+            dataclasses.replace(config, seed=seed),
+            heldout=(held_audio, held_text, held_groups), log=lambda msg, p=prefix: log(p + msg))
+        epochs.append(best_epoch)
+        history += [{"member": m, **r} if n_members > 1 else r for r in member_history]
+        member_states.append(model.head_state_dict())
+    if n_members > 1:
+        model = DefaultModel(model_config)
+        model.load_head_state_dict(join_members(member_states))
+    audio_emb, text_emb = embed_heldout(model, held_audio, held_text)
+    heldout_metrics = grouped_retrieval(audio_emb, text_emb, held_groups)
     model.metadata = {
         "trained_by": "claptune pretrain", "recipe": config.to_dict(),
         "corpus": str(corpus_root), "n_train": int(len(train_idx)), "n_heldout": int(len(held_idx)),
-        "best_epoch": best_epoch, "heldout_retrieval": heldout_metrics,
+        "best_epoch": epochs[0] if n_members == 1 else epochs,
+        "heldout_retrieval": heldout_metrics,
         "heldout_ids": [corpus.ids[i] for i in held_idx],
     }
     out_dir = Path(out_dir)
     model.save(out_dir)
     (out_dir / "pretrain_history.json").write_text(json.dumps(history, indent=1) + "\n")
     seconds = time.time() - start
-    log(f"saved {out_dir} (epoch {best_epoch}, held-out mean recall "
+    log(f"saved {out_dir} (epoch{'s' if n_members > 1 else ''} "
+        f"{', '.join(map(str, epochs))}, held-out mean recall "
         f"{heldout_metrics.get('mean_R', float('nan')):.4f}) in {seconds:.0f} s")
-    return PretrainResult(out_dir, best_epoch, heldout_metrics, history, seconds)
+    return PretrainResult(out_dir, epochs[0] if n_members == 1 else epochs, heldout_metrics,
+                          history, seconds)
+
+
+def join_members(states: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Head states of single-head models -> the state of their ensemble: each projection's
+    weights go to ``<side>_projection.members.<i>.``; the logit scale is the members' mean
+    (of the logarithm)."""
+    joined: dict[str, torch.Tensor] = {}
+    for i, state in enumerate(states):
+        for key, value in state.items():
+            side, _, rest = key.partition(".")
+            if key == "log_logit_scale":
+                continue
+            joined[f"{side}.members.{i}.{rest}"] = value
+    joined["log_logit_scale"] = torch.stack([s["log_logit_scale"] for s in states]).mean()
+    return joined

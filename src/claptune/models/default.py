@@ -68,11 +68,14 @@ class DefaultModelConfig:
     text_head_init: str = "mlp"
     hidden_mult: int = 1  # width of the heads' residual MLP, in multiples of embed_dim
     dropout: float = 0.5  # inside the residual MLP (MS-CLAP's projection uses 0.5)
+    # heads per side: >1 makes each side an ensemble (the renormalised mean of independently
+    # trained heads; claptune pretrain trains member i with its own seed)
+    n_heads: int = 1
     init_logit_scale: float = float(np.log(1 / 0.07))
 
     def __post_init__(self):
-        if self.embed_dim < 1 or self.hidden_mult < 1:
-            raise ValueError("embed_dim and hidden_mult must be positive")
+        if self.embed_dim < 1 or self.hidden_mult < 1 or self.n_heads < 1:
+            raise ValueError("embed_dim, hidden_mult and n_heads must be positive")
         if self.audio_pooling not in AUDIO_POOLINGS:
             raise ValueError(f"audio_pooling must be one of {AUDIO_POOLINGS}, "
                              f"not {self.audio_pooling!r}")
@@ -234,6 +237,32 @@ class MiniLMTextEncoder(nn.Module):
         return F.normalize(mean, dim=-1)
 
 
+class EnsembleHead(nn.Module):
+    """``n`` ``ProjectionHead``s of the same shape; the output is the L2-normalised mean of
+    theirs (each already normalised), so every member votes with equal weight."""
+
+    def __init__(self, n: int, in_dim: int, out_dim: int, hidden_mult: int = 1,
+                 dropout: float = 0.5):
+        super().__init__()
+        self.members = nn.ModuleList(
+            ProjectionHead(in_dim, out_dim, hidden_mult, dropout) for _ in range(n))
+
+    def init_identity(self) -> None:
+        for member in self.members:
+            member.init_identity()
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return F.normalize(torch.stack([m(features) for m in self.members]).mean(dim=0), dim=-1)
+
+
+def make_head(n: int, in_dim: int, out_dim: int, hidden_mult: int = 1,
+              dropout: float = 0.5) -> nn.Module:
+    """One ``ProjectionHead`` (n = 1, the original weight names) or an ``EnsembleHead``."""
+    if n == 1:
+        return ProjectionHead(in_dim, out_dim, hidden_mult, dropout)
+    return EnsembleHead(n, in_dim, out_dim, hidden_mult, dropout)
+
+
 class DefaultModel(AudioTextModel):
     """aisfx + MiniLM, frozen, joined by two trainable ``ProjectionHead``s."""
 
@@ -252,14 +281,26 @@ class DefaultModel(AudioTextModel):
         for p in [*self.audio_encoder.parameters(), *self.text_encoder.parameters()]:
             p.requires_grad_(False)
         c = self.config
-        self.audio_projection = ProjectionHead(c.audio_feature_dim, c.embed_dim, c.hidden_mult,
-                                               c.dropout)
-        self.text_projection = ProjectionHead(TEXT_FEATURE_DIM, c.embed_dim, c.hidden_mult,
-                                              c.dropout)
+        self.audio_projection = make_head(c.n_heads, c.audio_feature_dim, c.embed_dim,
+                                          c.hidden_mult, c.dropout)
+        self.text_projection = make_head(c.n_heads, TEXT_FEATURE_DIM, c.embed_dim, c.hidden_mult,
+                                         c.dropout)
         if c.text_head_init == "identity":
             self.text_projection.init_identity()
         self.log_logit_scale = nn.Parameter(torch.tensor(c.init_logit_scale))
         self.eval()
+
+    def reset_heads(self) -> None:
+        """Fresh heads and logit scale (from torch's global generator), as a new model has."""
+        c = self.config
+        for head in (self.audio_projection, self.text_projection):
+            for module in head.modules():
+                if isinstance(module, (nn.Linear, nn.LayerNorm)):
+                    module.reset_parameters()
+        if c.text_head_init == "identity":
+            self.text_projection.init_identity()
+        with torch.no_grad():
+            self.log_logit_scale.fill_(c.init_logit_scale)
 
     def train(self, mode: bool = True) -> DefaultModel:
         # The encoders are frozen feature extractors: their BatchNorm/dropout stay in eval mode.
