@@ -142,6 +142,18 @@ def test_improve_end_to_end_cli(tiny_clap_dir, tiny_task, tmp_path):
     assert report["forgetting"]["n_pairs"] == 3
     assert set(report["forgetting"]["before"]) == {"a2t_R@1", "a2t_R@5", "t2a_R@1", "t2a_R@5"}
     assert report["curation"]["pairs"]["ds"]["mean"] == 5  # ds=q0.5 keeps half of 9 captions
+    # transfer check: the held-out captions naming one class ("rain falling 7"; "a dog
+    # barking" does not name "dog_bark": "barking" is not "bark")
+    held_captions = [line.split(",")[1] for line in
+                     (corpus / "manifest.csv").read_text().splitlines()[1:]
+                     if str(corpus / line.split(",")[0]) in report["forgetting"]["held_out_audio"]]
+    named = [c for c in held_captions if c.startswith(("rain", "a siren"))]
+    tr = report["transfer"]
+    assert (tr is None) == (not named)
+    if tr is not None:
+        assert tr["n_clips"] == len(named) and 0.0 <= tr["before"]["accuracy"] <= 1.0
+        assert tr["after"]["accuracy"]["n"] == 2
+        assert "Transfer check" in (out / "report.md").read_text()
     assert report["config"]["methods"] == ["ds", "pseudo"]
 
     # the recorded splits partition the clips, and no test clip was curated in split 0
@@ -353,3 +365,25 @@ def test_demo_reads_root_from_flag_then_env_else_downloads(monkeypatch, tmp_path
     assert (cfg.root, cfg.download) == (str(tmp_path / "esc"), False)
     cfg = demo_config(parser.parse_args(["demo", "--root", "/x", "--corpus", str(tmp_path)]))
     assert cfg.root == "/x"
+
+
+def test_transfer_check_matches_captions_naming_one_class():
+    from claptune.improve.transfer import match_captions, summarize_transfer
+
+    classes = ["dog", "chirping_birds", "door_wood_knock", "rain"]
+    captions = ["a dog barking", "birds chirping at dawn", "a dog barking in the rain",
+                "someone knocks on a wooden door", "heavy rain on a roof", "a car passing",
+                "Dogs howling."]
+    rows, labels = match_captions(captions, classes)
+    # "dog ... rain" names two classes; "knocks on a wooden door" lacks the word "wood"
+    assert rows.tolist() == [0, 1, 4, 6] and labels.tolist() == [0, 1, 3, 0]
+    out = summarize_transfer(labels, classes, np.array([0, 0, 3, 0]),
+                             [np.array([0, 1, 3, 0]), np.array([0, 1, 3, 1])],
+                             [captions[i] for i in rows])
+    assert out["n_clips"] == 4 and out["clips_per_class"] == {"dog": 2, "chirping_birds": 1,
+                                                              "rain": 1}
+    assert out["before"]["accuracy"] == 0.75
+    assert out["before"]["class_mean_accuracy"] == pytest.approx((1 + 0 + 1) / 3)
+    assert out["after"]["accuracy"]["mean"] == pytest.approx((1.0 + 0.75) / 2)
+    assert out["after"]["class_mean_accuracy"]["mean"] == pytest.approx((1.0 + 2.5 / 3) / 2)
+    assert summarize_transfer(np.zeros(0, np.int64), classes, np.zeros(0), [], []) is None

@@ -9,7 +9,8 @@ The flow of one invocation (``run_improve``):
    corpus and the split's *adaptation* part (its audio, never its labels).
 3. For each training seed: fine-tune a fresh student from the teacher on the curated pairs
    with the corpus as replay (``claptune.train.fit``); score it on all clips; retrieval on
-   the held-out corpus part.
+   the held-out corpus part; zero-shot on the held-out corpus clips whose caption names a
+   target class (``claptune.improve.transfer``: the classes on recordings from other sources).
 4. Summarise over runs (test parts only for the headline figures, paired tests, spreads)
    and write the report; the student of split 0 / seed 0 is saved as ``RUN/model``.
 
@@ -122,6 +123,13 @@ class Workspace:
         self.replay_text_emb = self.embed_text(self.teacher, self.replay_text)
         self.pred_before = self.predict(self.teacher, self.target_emb)
         self.retrieval_before = self.retrieval(self.teacher) if self.holdout_audio else {}
+        # transfer check: held-out corpus clips whose caption names one target class
+        from claptune.improve.transfer import match_captions
+
+        self.transfer_idx, self.transfer_labels = match_captions(self.holdout_text,
+                                                                 self.class_names)
+        self.transfer_audio = [self.holdout_audio[i] for i in self.transfer_idx]
+        self.transfer_before = self.predict_transfer(self.teacher)
         self.splits: list[Split] = make_splits(self.labels, config.n_splits, config.test_fraction,
                                                config.seed)
         self.seeds = [config.seed + j for j in range(config.n_seeds)]
@@ -221,6 +229,11 @@ class Workspace:
     def predict(self, model: AudioTextModel, audio_emb: np.ndarray) -> np.ndarray:
         return np.argmax(audio_emb @ self.classifier(model).T, axis=1)
 
+    def predict_transfer(self, model: AudioTextModel) -> np.ndarray | None:
+        if not self.transfer_audio:
+            return None
+        return self.predict(model, self.embed_audio(model, self.transfer_audio))
+
     def retrieval(self, model: AudioTextModel) -> dict[str, float]:
         from claptune.evaluate.retrieval import retrieval_metrics
 
@@ -266,6 +279,7 @@ class Workspace:
             pred_after=self.predict(student, emb), n_pairs=pair_counts(pairs),
             pairs_per_class=pairs_per_class(pairs),
             retrieval_after=self.retrieval(student) if self.holdout_audio else {},
+            transfer_after=self.predict_transfer(student),
             train={"steps": result.steps, "epochs": result.epochs_completed,
                    "final": result.history[-1] if result.history else None},
         )
@@ -346,8 +360,13 @@ def build_report(ws: Workspace, runs: list[RunOutcome], seconds: float,
                  model_dir: str | Path | None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """(report.json content, pooled test-part confusion matrices before/after)."""
     import claptune
+    from claptune.improve.transfer import summarize_transfer
 
     summary, confusions = summarize_runs(runs, ws.labels, ws.class_names)
+    transfer = None
+    if ws.transfer_before is not None and all(r.transfer_after is not None for r in runs):
+        transfer = summarize_transfer(ws.transfer_labels, ws.class_names, ws.transfer_before,
+                                      [r.transfer_after for r in runs], ws.transfer_audio)
     report: dict[str, Any] = {
         "claptune_version": claptune.__version__,
         "model": {"spec": ws.config.model, "backend": ws.teacher.backend,
@@ -362,6 +381,7 @@ def build_report(ws: Workspace, runs: list[RunOutcome], seconds: float,
         "forgetting": ({**summarize_retrieval(ws.retrieval_before, runs, len(ws.holdout_audio)),
                         "held_out_source": ws.holdout_source,
                         "held_out_audio": ws.holdout_audio} if ws.holdout_audio else None),
+        "transfer": transfer,
         "model_dir": None if model_dir is None else str(model_dir),
         "model_run": {"split": 0, "seed": ws.seeds[0]},
         "train": {"head_only": ws.head_only, **ws.train_overrides},

@@ -27,6 +27,7 @@ class RunOutcome:
     n_pairs: dict[str, int] = field(default_factory=dict)  # curated pairs per method (+ "total")
     pairs_per_class: dict[str, int] = field(default_factory=dict)
     retrieval_after: dict[str, float] = field(default_factory=dict)
+    transfer_after: np.ndarray | None = None  # predictions on the transfer-check clips
     train: dict = field(default_factory=dict)  # what fit reported (steps, final loss, ...)
 
 

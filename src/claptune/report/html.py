@@ -117,6 +117,18 @@ def render_html(report: dict, assets: ReportAssets, figures: dict[str, bytes] | 
                 for k in fg.get("before", {})]
         parts.append(_table(["retrieval", "before", "after"], rows))
 
+    tr = report.get("transfer")
+    if tr:
+        parts.append("<h2>Transfer check</h2>")
+        parts.append(f'<p class="muted">Zero-shot accuracy on {tr["n_clips"]} held-out corpus '
+                     f'clips whose caption names one of {tr["n_classes"]} target classes: the '
+                     "same classes, recorded elsewhere. Clips per class: "
+                     + escape(", ".join(f"{c} {n}" for c, n in tr["clips_per_class"].items()))
+                     + ".</p>")
+        rows = [(k.replace("_", " "), pct(tr["before"][k]), spread(tr["after"][k]))
+                for k in ("accuracy", "class_mean_accuracy")]
+        parts.append(_table(["", "before", "after"], rows))
+
     cur = report.get("curation") or {}
     by_class = _pairs_by_class(assets.pairs)
     if cur or by_class:

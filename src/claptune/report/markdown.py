@@ -52,6 +52,17 @@ def render_markdown(report: dict, assets: ReportAssets, figure_files: Sequence[s
                 for k in fg.get("before", {})]
         out += _table(["retrieval", "before", "after"], rows)
         out.append("")
+    tr = report.get("transfer")
+    if tr:
+        out.append("## Transfer check (target classes, recordings from other sources)")
+        out.append("")
+        out.append(f"{tr['n_clips']} held-out corpus clips whose caption names one of "
+                   f"{tr['n_classes']} target classes; zero-shot accuracy.")
+        out.append("")
+        rows = [(k.replace("_", " "), pct(tr["before"][k]), spread(tr["after"][k]))
+                for k in ("accuracy", "class_mean_accuracy")]
+        out += _table(["", "before", "after"], rows)
+        out.append("")
     for name in figure_files:
         out.append(f"![{name}]({name})")
         out.append("")
