@@ -15,9 +15,9 @@ often than the classifier alone says); ``balance`` rescales the probabilities so
 class receives an equal share of the clips (Sinkhorn-Knopp, the transductive prior of a
 balanced task: it stops a few classes the text side over-predicts from taking most clips);
 ``knn_balance`` does both, in that order. On the ESC-50 subset with the default model, the
-quarter of the adaptation clips the refined labels are surest of were 55-67 % correct against
+quarter of the adaptation clips the refined labels are surest of were 56-65 % correct against
 38-40 % without refinement (adaptation-part labels read for this diagnosis only; see
-docs/improve.md).
+docs/curation.md).
 """
 
 from __future__ import annotations
