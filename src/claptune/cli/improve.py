@@ -61,7 +61,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_arguments(p)
     p.add_argument("--methods", help=f"comma-separated curation methods of {', '.join(CURATION_METHODS)}; "
-                                     "'none' fine-tunes on replay only (default: ds,pseudo_refined)")
+                                     "'none' fine-tunes on replay only (default: pseudo_refined)")
     p.add_argument("--loss", choices=LOSSES, help="contrastive loss (default: hard)")
     p.add_argument("--audio-samples", type=int, help="curated pairs to listen to in report.html (16)")
     p.add_argument("--no-save-model", action="store_true", help="do not write RUN/model")
