@@ -6,7 +6,7 @@ The target's clips are split (stratified, seeded, recorded) into an adaptation p
 audio is used without labels, and a test part that is only scored; 3 splits x 3 training
 seeds by default. RUN gets report.json, report.md, report.html (open it in a browser: before
 and after accuracy with spreads, per-class bars, confusion matrices, the curated pairs to
-listen to, the forgetting check) and model/ (the improved model of split 0, seed 0, loadable
+listen to, the forgetting and transfer checks) and model/ (the improved model of split 0, seed 0, loadable
 with ``claptune.load_model``).
 """
 
@@ -129,6 +129,13 @@ def print_summary(report: dict) -> None:
         parts = [f"{k} {100 * fg['before'][k]:.1f} -> {100 * fg['after'][k]['mean']:.1f}"
                  for k in fg["before"]]
         print("forgetting check (held-out corpus retrieval, %): " + ", ".join(parts))
+    tr = report.get("transfer")
+    if tr:
+        print(f"transfer check ({tr['n_clips']} held-out corpus clips naming {tr['n_classes']} "
+              f"target classes, %): accuracy {100 * tr['before']['accuracy']:.1f} -> "
+              f"{100 * tr['after']['accuracy']['mean']:.1f}, class mean "
+              f"{100 * tr['before']['class_mean_accuracy']:.1f} -> "
+              f"{100 * tr['after']['class_mean_accuracy']['mean']:.1f}")
 
 
 def improve_and_print(config: ImproveConfig, out: Path, quiet: bool) -> int:
