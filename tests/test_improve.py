@@ -304,12 +304,21 @@ def test_improve_default_model_trains_heads_on_cached_features(tiny_task, tmp_pa
     code = main([
         "improve", "--model", str(tmp_path / "teacher"), "--target", "folder",
         "--root", str(target), "--corpus", str(corpus), "--out", str(out), "--splits", "1",
-        "--seeds", "1", "--methods", "ds", "--template", "default", "--train", "epochs=2",
+        "--seeds", "1", "--template", "default", "--train", "epochs=2",
         "--train", "batch_size=4", "--train", "num_workers=0", "--audio-samples", "0",
         "--cache-dir", str(tmp_path / "cache"), "--quiet",
-    ])
+    ])  # improve's default curation (pseudo_refined) and loss (hard)
     assert code == 0
     report = json.loads((out / "report.json").read_text())
+    assert report["config"]["methods"] == ["pseudo_refined"] and report["config"]["loss"] == "hard"
+    # q0.5 keeps the adaptation clips at or above the lower median sureness: 4 of 6
+    assert report["curation"]["pairs"]["pseudo_refined"]["mean"] == 4
+    with (out / "pairs_split0.csv").open() as f:
+        import csv
+
+        rows = list(csv.DictReader(f))
+    test0 = {report["target"]["items"][i] for i in report["splits"][0]["test"]}
+    assert {r["method"] for r in rows} == {"pseudo_refined"} and not {r["audio"] for r in rows} & test0
     assert report["train"]["head_only"] is True and report["train"]["trainable"] == "projections"
     held = sorted(report["forgetting"]["held_out_audio"])
     assert held == sorted(str(corpus / "audio" / f"{i}.wav") for i in (0, 5, 7))
