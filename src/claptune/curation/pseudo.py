@@ -29,7 +29,7 @@ import numpy as np
 
 from claptune.curation.common import check_ids, warn_if_empty
 from claptune.curation.pairs import Pairs
-from claptune.curation.search import check_pair
+from claptune.curation.search import check_pair, topk_pairs
 from claptune.curation.thresholds import Threshold, describe
 
 CRITERIA = ("confidence", "margin")
@@ -63,15 +63,14 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 def knn_smooth(probs: np.ndarray, audio_emb: np.ndarray, k: int = 3,
                weight: float = 0.5) -> np.ndarray:
     """(1 - weight) * probs + weight * the mean probs of each clip's ``k`` nearest other clips
-    (cosine of ``audio_emb``; lower index first on ties)."""
+    (exact cosine of ``audio_emb``, lower index first on ties; the blocked search of
+    ``claptune.curation.search``, so memory stays bounded for large unlabeled sets)."""
     n = len(probs)
     k = min(k, n - 1)
     if k < 1 or weight == 0:
         return probs
-    emb = audio_emb.astype(np.float64)
-    sim = emb @ emb.T
-    np.fill_diagonal(sim, -np.inf)
-    neighbours = np.argsort(-sim, axis=1, kind="stable")[:, :k]
+    found = topk_pairs(audio_emb, audio_emb, k + 1).key.reshape(n, k + 1)
+    neighbours = np.array([[j for j in row if j != i][:k] for i, row in enumerate(found)])
     return (1 - weight) * probs + weight * probs[neighbours].mean(axis=1)
 
 
