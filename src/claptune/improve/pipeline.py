@@ -165,7 +165,7 @@ class Workspace:
             overrides.setdefault("trainable", "projections")
             if overrides["trainable"] == "projections":
                 # 10 epochs (about 200 steps on a 2.5k-pair replay set), not the published 20:
-                # the compute budget that lets 3 x 3 runs (and the 108 of ablate) finish on a
+                # the compute budget that lets 3 x 3 runs (and the 144 of ablate) finish on a
                 # busy 2-core CPU; chosen for time, never by a target label
                 overrides.setdefault("epochs", 10)
         overrides.setdefault("progress", False)
