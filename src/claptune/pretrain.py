@@ -421,12 +421,13 @@ def pretrain(corpus_root: str | Path, out_dir: str | Path, config: PretrainConfi
     if n_members > 1:
         model = DefaultModel(model_config)
         model.load_head_state_dict(join_members(member_states))
+    kept_epoch = epochs[0] if n_members == 1 else epochs
     audio_emb, text_emb = embed_heldout(model, held_audio, held_text)
     heldout_metrics = grouped_retrieval(audio_emb, text_emb, held_groups)
     model.metadata = {
         "trained_by": "claptune pretrain", "recipe": config.to_dict(),
         "corpus": str(corpus_root), "n_train": int(len(train_idx)), "n_heldout": int(len(held_idx)),
-        "best_epoch": epochs[0] if n_members == 1 else epochs,
+        "best_epoch": kept_epoch,
         "heldout_retrieval": heldout_metrics,
         "heldout_ids": [corpus.ids[i] for i in held_idx],
     }
@@ -437,8 +438,7 @@ def pretrain(corpus_root: str | Path, out_dir: str | Path, config: PretrainConfi
     log(f"saved {out_dir} (epoch{'s' if n_members > 1 else ''} "
         f"{', '.join(map(str, epochs))}, held-out mean recall "
         f"{heldout_metrics.get('mean_R', float('nan')):.4f}) in {seconds:.0f} s")
-    return PretrainResult(out_dir, epochs[0] if n_members == 1 else epochs, heldout_metrics,
-                          history, seconds)
+    return PretrainResult(out_dir, kept_epoch, heldout_metrics, history, seconds)
 
 
 def join_members(states: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:

@@ -34,9 +34,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def _names(value: str, allowed: tuple[str, ...], what: str) -> tuple[str, ...]:
-    """Comma-separated names, each in ``allowed`` (any, when ``allowed`` is empty)."""
     names = tuple(v.strip() for v in value.split(",") if v.strip())
-    bad = [v for v in names if allowed and v not in allowed]
+    bad = [v for v in names if v not in allowed]
     if bad or not names:
         raise ClaptuneError(f"unknown {what} {bad or value!r}; choose from {', '.join(allowed)}")
     return names
@@ -45,8 +44,10 @@ def _names(value: str, allowed: tuple[str, ...], what: str) -> tuple[str, ...]:
 def run(args: argparse.Namespace) -> int:
     from claptune.improve import ablation_grid, run_ablation
 
-    entries = tuple(tuple(_names(e.replace("+", ","), CURATION_METHODS, "curation method(s)"))
-                    for e in _names(args.methods, (), "") or ())
+    entries = tuple(_names(e.replace("+", ","), CURATION_METHODS, "curation method(s)")
+                    for e in args.methods.split(",") if e.strip())
+    if not entries:
+        raise ClaptuneError(f"--methods {args.methods!r} names no curation method")
     methods = tuple(dict.fromkeys(m for e in entries for m in e))
     losses = _names(args.losses, LOSSES, "loss(es)")
     # the workspace validates against the union of methods; save_model is irrelevant here

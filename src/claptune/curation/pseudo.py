@@ -140,13 +140,11 @@ def pseudo_label(
     target_ids = check_ids("target clips", target_ids, len(target_emb))
     class_names = check_ids("class names", class_names, len(prompt_emb))
     prompts = class_names if prompts is None else check_ids("prompts", prompts, len(prompt_emb))
-    if refine not in REFINES:
-        raise ValueError(f"refine must be one of {REFINES}, got {refine!r}")
     if knn < 1 or not 0.0 <= knn_weight <= 1.0:
         raise ValueError(f"need knn >= 1 and 0 <= knn_weight <= 1, got {knn}, {knn_weight}")
     if refine == "none":
         pred, conf, margin = class_scores(target_emb, prompt_emb, float(logit_scale))
-    else:
+    else:  # refined_scores rejects an unknown refine
         pred, conf, margin = refined_scores(target_emb, prompt_emb, float(logit_scale), refine,
                                             knn, knn_weight)
     score = conf if criterion == "confidence" else margin
