@@ -128,3 +128,15 @@ def test_extract_refuses_path_traversal(tmp_path):
     with pytest.raises(ClaptuneError, match="outside"):
         extract_archive(zpath, tmp_path / "root")
     assert not (tmp_path / "escaped.txt").exists()
+
+
+def test_extract_refuses_links_in_tar(tmp_path):
+    """Links are refused whether or not this Python has tarfile's "data" filter."""
+    tpath = tmp_path / "links.tar"
+    with tarfile.open(tpath, "w") as tf:
+        link = tarfile.TarInfo("top/passwd")
+        link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        tf.addfile(link)
+    with pytest.raises(ClaptuneError, match="not a plain file"):
+        extract_archive(tpath, tmp_path / "root")
+    assert not (tmp_path / "root" / "top" / "passwd").exists()

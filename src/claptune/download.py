@@ -138,7 +138,15 @@ def extract_archive(archive: str | os.PathLike, dest_dir: str | os.PathLike) -> 
             with tarfile.open(archive) as tf:
                 for member in tf.getmembers():
                     _check_member(member.name, tmp)
-                tf.extractall(tmp, filter="data")
+                    if not (member.isfile() or member.isdir()):
+                        # data sets hold files and folders; links and devices are refused on
+                        # every Python (the "data" filter only exists from 3.11.4 on)
+                        raise ClaptuneError(f"archive member {member.name!r} is not a plain "
+                                            "file or folder")
+                if hasattr(tarfile, "data_filter"):
+                    tf.extractall(tmp, filter="data")
+                else:  # Python < 3.11.4 (e.g. Debian 12's 3.11.2): members checked above
+                    tf.extractall(tmp)
         else:
             raise ClaptuneError(f"{archive} is not a zip or tar archive")
     except (zipfile.BadZipFile, tarfile.TarError, EOFError) as err:
