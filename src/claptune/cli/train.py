@@ -6,8 +6,9 @@
 
 Settings come from the TrainConfig defaults, then ``--config FILE.json``, then the flags
 given. The run folder gets config.json, loss.csv, metrics.jsonl, loss.png, tensorboard/,
-checkpoint/ (resume with ``--resume``) and model/ (loadable by ``claptune.load_model``; a
-Hugging Face student also by ``transformers.ClapModel.from_pretrained``).
+checkpoint/ and model/ (loadable by ``claptune.load_model``; a Hugging Face student also by
+``transformers.ClapModel.from_pretrained``). A run folder that holds a checkpoint is refused
+unless ``--resume`` (continue it) or ``--overwrite`` (start again) is given.
 """
 
 from __future__ import annotations
@@ -61,7 +62,13 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--replay", type=Path, help="replay pairs CSV (e.g. the original paired corpus)")
     p.add_argument("--out", required=True, type=Path, help="run folder")
     p.add_argument("--config", type=Path, help="TrainConfig JSON; flags given override it")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
+    again = p.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true",
+                       help="continue the run in OUT from its checkpoint (default: off; an OUT "
+                            "without a checkpoint is an error)")
+    again.add_argument("--overwrite", action="store_true",
+                       help="delete the earlier run's checkpoint, logs and model in OUT and "
+                            "start again (default: off; an OUT holding a checkpoint is refused)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--loss", choices=["hard", "soft", "multipos"])
     p.add_argument("--beta", type=float, help="soft-target weight of teacher similarities (0.3)")
@@ -127,7 +134,8 @@ def run(args: argparse.Namespace) -> int:
     pairs = read_pair_file(args.pairs)  # user errors in the inputs before the model loads
     replay = None if args.replay is None else read_pair_file(args.replay)
     model = load_model(args.model)
-    result = fit(model, pairs, config, replay=replay, out_dir=args.out, resume=args.resume)
+    result = fit(model, pairs, config, replay=replay, out_dir=args.out, resume=args.resume,
+                 overwrite=args.overwrite)
     if result.model_dir is not None:
         losses = "".join(
             f"; epoch {r['epoch']} train loss {r['train_loss']:.4f}"

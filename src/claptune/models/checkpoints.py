@@ -89,18 +89,7 @@ def read_state_dict(path: str | Path, nested_keys: Iterable[str] = NESTED_KEYS
         except Exception as err:  # noqa: BLE001 - safetensors raises its own error types
             raise ClaptuneError(f"cannot read safetensors file {path}: "
                                 f"{str(err).splitlines()[0]}") from None
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
-        needs = f"it needs {found.group(1)}" if found else "it needs objects beyond tensors"
-        raise UnsafeCheckpointError(
-            f"refusing to load {path}: {needs} to unpickle, and unpickling can run arbitrary "
-            f"code; "
-            f"{CONVERSION_HINT}") from None
-    except (RuntimeError, EOFError, OSError) as err:
-        raise ClaptuneError(f"cannot read checkpoint {path}: not a PyTorch checkpoint or "
-                            f"truncated ({str(err).splitlines()[0]})") from None
+    obj = torch_load_safely(path, hint=CONVERSION_HINT)
     if isinstance(obj, Mapping):
         for key in nested_keys:
             if isinstance(obj.get(key), Mapping):
@@ -109,6 +98,26 @@ def read_state_dict(path: str | Path, nested_keys: Iterable[str] = NESTED_KEYS
     if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise ClaptuneError(f"checkpoint {path} holds no state dict (a dict of tensors)")
     return strip_prefix(dict(obj), "module.")
+
+
+def torch_load_safely(path: str | Path, hint: str = "") -> object:
+    """``torch.load(weights_only=True)`` with one-line user errors naming ``path``.
+
+    A pickle that needs code to unpickle raises ``UnsafeCheckpointError`` (never run; ``hint``
+    is appended); a truncated or non-PyTorch file raises ``ClaptuneError``.
+    """
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        needs = f"it needs {found.group(1)}" if found else "it needs objects beyond tensors"
+        raise UnsafeCheckpointError(
+            f"refusing to load {path}: {needs} to unpickle, and unpickling can run arbitrary "
+            f"code" + (f"; {hint}" if hint else "")) from None
+    except (RuntimeError, EOFError, OSError) as err:
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ClaptuneError(f"cannot read checkpoint {path}: not a PyTorch checkpoint or "
+                            f"truncated ({first})") from None
 
 
 def strip_prefix(state_dict: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:

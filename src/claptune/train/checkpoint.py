@@ -19,6 +19,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from claptune.errors import ClaptuneError
+from claptune.models.checkpoints import torch_load_safely
 from claptune.train.config import TrainConfig
 
 CHECKPOINT = "checkpoint"
@@ -38,7 +39,12 @@ def save_student(model: torch.nn.Module, path: Path) -> Path:
 
 def load_student(model: torch.nn.Module, path: Path) -> None:
     """Copy saved tensors into ``model``; every trainable parameter must be in the file."""
-    saved = load_file(str(path))
+    try:
+        saved = load_file(str(path))
+    except Exception as err:  # noqa: BLE001 - safetensors raises its own error types
+        raise ClaptuneError(f"cannot read {path}: damaged safetensors file "
+                            f"({str(err).splitlines()[0] if str(err) else type(err).__name__})"
+                            ) from None
     targets = dict(model.named_parameters())
     targets.update(model.named_buffers())
     unexpected = sorted(set(saved) - set(targets))
@@ -48,6 +54,10 @@ def load_student(model: torch.nn.Module, path: Path) -> None:
             f"checkpoint {path} does not match the model: missing {missing[:5]}, "
             f"unexpected {unexpected[:5]} (resume with the same --model and --trainable)"
         )
+    wrong = sorted(n for n, t in saved.items() if t.shape != targets[n].shape)
+    if wrong:
+        raise ClaptuneError(f"checkpoint {path} does not match the model: wrong shape of "
+                            f"{wrong[:5]} (resume with the same --model and --trainable)")
     with torch.no_grad():
         for name, tensor in saved.items():
             targets[name].copy_(tensor)
@@ -102,7 +112,10 @@ def load_checkpoint(
     config: TrainConfig,
 ) -> dict[str, Any]:
     """Restore everything into the given objects; returns the progress dict."""
-    saved = TrainConfig.load(path / "config.json")
+    try:
+        saved = TrainConfig.load(path / "config.json")
+    except (OSError, ValueError) as err:
+        raise ClaptuneError(f"cannot resume from {path / 'config.json'}: {err}") from None
     changed = config.differences(saved)
     if changed:
         raise ClaptuneError(
@@ -110,10 +123,25 @@ def load_checkpoint(
             "use a new --out or the original settings"
         )
     load_student(model, path / "student.safetensors")
-    state = torch.load(path / "trainer.pt", map_location="cpu", weights_only=True)
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    torch.set_rng_state(state["torch_rng"])
-    if state["cuda_rng"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda_rng"])
-    return json.loads((path / "progress.json").read_text())
+    trainer_pt = path / "trainer.pt"
+    # weights_only: a run folder may come from elsewhere, and unpickling can run code
+    state = torch_load_safely(trainer_pt)
+    try:
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        if state["cuda_rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as err:
+        raise ClaptuneError(
+            f"cannot resume from {trainer_pt}: it does not hold this run's optimiser, scheduler "
+            f"and RNG state ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
+        ) from None
+    progress_json = path / "progress.json"
+    try:
+        progress = json.loads(progress_json.read_text())
+    except (OSError, ValueError) as err:
+        raise ClaptuneError(f"cannot resume from {progress_json}: {err}") from None
+    if not isinstance(progress, dict) or not isinstance(progress.get("step"), int):
+        raise ClaptuneError(f"cannot resume from {progress_json}: no step count in it")
+    return progress

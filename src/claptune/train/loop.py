@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import random
+import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +44,7 @@ from claptune.losses import (
 )
 from claptune.models.base import AudioTextModel
 from claptune.train.checkpoint import (
+    CHECKPOINT,
     find_checkpoint,
     load_checkpoint,
     load_student,
@@ -135,21 +138,30 @@ def fit(
     replay: TrainPairs | str | Path | Sequence | None = None,
     out_dir: str | Path = "runs/train",
     resume: bool = False,
+    overwrite: bool = False,
 ) -> TrainResult:
     """Fine-tune ``model`` in place on curated ``pairs`` (mixed with ``replay`` pairs).
 
     ``pairs``/``replay``: TrainPairs, a pairs CSV (``audio``, ``text``[, ``class``]), or
-    (audio, text) tuples. With ``resume=True`` training continues from the last checkpoint
-    in ``out_dir``; pass the same starting model, since it is the teacher.
+    (audio, text) tuples. A run folder that holds a checkpoint is never overwritten silently:
+    ``resume=True`` continues from its last checkpoint (pass the same starting model, since it
+    is the teacher), ``overwrite=True`` deletes the earlier run's checkpoint, logs and model
+    and starts again; with neither, ``ClaptuneError``. ``resume=True`` with no checkpoint in
+    ``out_dir`` is a ``ClaptuneError`` too.
     """
+    if resume and overwrite:
+        raise ValueError("resume and overwrite exclude each other")
     config = config or TrainConfig()
     out_dir = Path(out_dir)
+    _check_run_folder(out_dir, resume, overwrite)
     device = _device(config)
     env = setup_distributed(device.type == "cuda")
     if env.enabled and device.type == "cuda":
         device = torch.device("cuda", env.local_rank)
     _seed_everything(config.seed)
     if env.is_main:
+        if overwrite:
+            clear_run(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
     model.to(device)
 
@@ -160,6 +172,40 @@ def fit(
         raise ClaptuneError("need at least two training pairs")
     trainer = _Trainer(model, table, config, env, device, out_dir)
     return trainer.run(resume)
+
+
+# what a run writes into its folder; ``overwrite=True`` removes these and nothing else
+RUN_OUTPUTS = (CHECKPOINT, f"{CHECKPOINT}.old", f"{CHECKPOINT}.tmp", BEST, "model",
+               "tensorboard", "config.json", "loss.csv", "metrics.jsonl", "loss.png")
+
+
+def _check_run_folder(out_dir: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse to start over an earlier run unless told, and to resume from nothing."""
+    checkpoint = find_checkpoint(out_dir)
+    if resume and checkpoint is None:
+        raise ClaptuneError(f"nothing to resume: {out_dir} holds no checkpoint; "
+                            "run without --resume to start training there")
+    if checkpoint is not None and not resume and not overwrite:
+        raise ClaptuneError(f"{out_dir} already holds a training run (checkpoint at step "
+                            f"{_checkpoint_step(checkpoint)}); pass --resume to continue it, "
+                            "--overwrite to start again, or choose another --out")
+
+
+def _checkpoint_step(checkpoint: Path) -> str:
+    try:
+        return str(json.loads((checkpoint / "progress.json").read_text())["step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return "?"
+
+
+def clear_run(out_dir: Path) -> None:
+    """Delete what an earlier training run wrote into ``out_dir`` (and nothing else there)."""
+    for name in RUN_OUTPUTS:
+        path = out_dir / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
 
 
 class _Trainer:
