@@ -10,24 +10,45 @@ the clip, never on what else shares its batch.
 
 ``embed_to_store`` writes embeddings to a folder that survives being killed:
 
-    OUT/manifest.json          the latest run: kind, model identity, ids, failures
+    OUT/manifest.json          the view: kind, model identity, ids, failures
     OUT/embeddings.npy         (N, D) float32, rows in the order of manifest["ids"]
-    OUT/cache/<key>/part-r<rank>-<n>.npz   computed vectors, keyed per item
+    OUT/cache/<key>/part-r<rank>-<writer>-<n>.npz   computed vectors, keyed per item
+    OUT/cache/<key>/lock, claims/<writer>.json     coordination of concurrent writers
 
 ``<key>`` hashes the model identity (weights fingerprint and preprocessing) and the kind, so
 another model or another preprocessing gets its own cache folder and never reads stale
 vectors. Items are keyed by absolute path + size + mtime (audio) or by the text's hash, so a
-changed file is embedded again. Parts are written atomically (temporary file + ``os.replace``);
-a rerun loads them and computes only what is missing. Under ``torchrun`` (WORLD_SIZE > 1) each
-rank embeds its slice into its own parts and rank 0 writes the merged view.
+changed file is embedded again. Parts are written atomically (temporary file, fsync,
+``os.replace``, fsync of the folder); a rerun loads them and computes only what is missing. A
+part that cannot be read (truncated by a crash or a full disk) is reported in one warning,
+renamed ``*.damaged`` and its items are computed again; a part holding pickled object arrays
+(claptune never writes one) is refused, never unpickled.
+
+Several writers may share one store: ``torchrun`` ranks (each embeds its slice), and
+independent runs into the same folder. Every writer names its parts with a unique writer id
+(host, pid, random), and under an advisory lock (``fcntl.flock`` on ``lock``) it claims the
+next chunk of items that no live writer has finished or claimed, so identical items are
+embedded once. A claim lapses when its writer dies (the writer holds a lock on its claim file
+for as long as it lives). The view is rewritten under the same lock as the union of the
+earlier view (same model and kind) and this run's items, so concurrent runs never drop each
+other's items; ``load_store(..., items=...)`` reads back exactly one run's items.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
+import logging
 import os
+import re
+import socket
 import tempfile
+import time
+import uuid
+import zipfile
+import zlib
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -46,6 +67,9 @@ from claptune.models.base import AudioItem, AudioTextModel
 
 ON_ERROR = ("raise", "skip")
 STORE_FORMAT = 1  # bump when the store layout changes
+CLAIM_POLL_S = 0.2  # how often a writer waiting for another writer's claimed items looks again
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -267,7 +291,9 @@ def embed_to_store(
     per atomically written part (default 256 clips or 4096 texts). With ``on_error="raise"``
     the first bad clip stops the run, keeping every part already written; ``"skip"`` records it
     in the manifest's ``failed`` list. Under ``torchrun`` every rank must call this with the
-    same items; rank 0 writes the merged view once all ranks are done.
+    same items; rank 0 writes the merged view once all ranks are done. Other runs may write
+    into the same ``out_dir`` at the same time: items one of them has embedded or is embedding
+    are not computed twice, and the view holds the items of all of them.
     """
     if kind not in ("audio", "text"):
         raise ValueError(f"kind must be 'audio' or 'text', got {kind!r}")
@@ -281,31 +307,48 @@ def embed_to_store(
     key = _key_of(identity, kind)
     cache = out_dir / "cache" / key
     cache.mkdir(parents=True, exist_ok=True)
-    _write_json_atomic(cache / "identity.json", {"kind": kind, "identity": identity})
+    with _locked(cache):
+        if not (cache / "identity.json").is_file():
+            _write_json_atomic(cache / "identity.json", {"kind": kind, "identity": identity})
 
     rank, world_size, created_group = _distributed_setup()
     try:
         keys = [item_key(it, kind) for it in items]
         unique = list(dict.fromkeys(keys))
         first_item = {k: it for k, it in zip(reversed(keys), reversed(items), strict=True)}
-        done, failed = _read_parts(cache)
+        parts = _Parts(cache)
+        with _locked(cache):
+            parts.refresh()
         if on_error == "raise":  # failures cached by an earlier run with on_error="skip"
-            for k in unique:
-                if k in failed:
-                    raise AudioDecodeError(str(first_item[k]), failed[k])
-        todo = [k for j, k in enumerate(unique)
-                if j % world_size == rank and k not in done and k not in failed]
+            _raise_cached_failure(unique, parts, first_item)
+        mine = [k for j, k in enumerate(unique) if j % world_size == rank]
+        remaining = [k for k in mine if k not in parts.done and k not in parts.failed]
         unit = "clip" if kind == "audio" else "text"
-        with tqdm(total=len(todo), desc=f"embedding {kind}", unit=unit,
-                  disable=not progress) as bar:
-            for start in range(0, len(todo), chunk_size):
-                chunk = todo[start : start + chunk_size]
-                _embed_part(model, [first_item[k] for k in chunk], chunk, cache, rank, kind,
-                            batch_size, num_workers, on_error)
-                bar.update(len(chunk))
+        with (tqdm(total=len(remaining), desc=f"embedding {kind}", unit=unit,
+                   disable=not progress) as bar, _Claims(cache, rank) as claims):
+            while remaining:
+                with _locked(cache):
+                    parts.refresh()
+                    left = [k for k in remaining if k not in parts.done and k not in parts.failed]
+                    taken = claims.others()
+                    chunk = [k for k in left if k not in taken][:chunk_size]
+                    claims.set(chunk)
+                bar.update(len(remaining) - len(left))
+                remaining = left
+                if not remaining:
+                    break
+                if not chunk:  # everything left is being embedded by another writer
+                    time.sleep(CLAIM_POLL_S)
+                    continue
+                _embed_part(model, [first_item[k] for k in chunk], chunk, claims.next_part(),
+                            kind, batch_size, num_workers, on_error)
         _barrier(world_size)
         if rank == 0:
-            _write_view(out_dir, items, keys, key, kind, identity, model)
+            with _locked(cache):
+                parts.refresh()
+                if on_error == "raise":  # another writer may have skipped a bad clip of ours
+                    _raise_cached_failure(unique, parts, first_item)
+                _write_view(out_dir, items, keys, key, kind, identity, model, parts)
         _barrier(world_size)
     finally:
         if created_group:
@@ -313,8 +356,14 @@ def embed_to_store(
     return out_dir
 
 
-def _embed_part(model: AudioTextModel, chunk_items: list, chunk_keys: list[str], cache: Path,
-                rank: int, kind: str, batch_size: int, num_workers: int, on_error: str) -> None:
+def _raise_cached_failure(unique: list[str], parts: _Parts, first_item: dict) -> None:
+    for k in unique:
+        if k in parts.failed:
+            raise AudioDecodeError(str(first_item[k]), parts.failed[k])
+
+
+def _embed_part(model: AudioTextModel, chunk_items: list, chunk_keys: list[str], path: Path,
+                kind: str, batch_size: int, num_workers: int, on_error: str) -> None:
     failed_keys: list[str] = []
     reasons: list[str] = []
     if kind == "audio":
@@ -332,33 +381,171 @@ def _embed_part(model: AudioTextModel, chunk_items: list, chunk_keys: list[str],
         embeddings = encode_text(model, [str(t) for t in chunk_items], batch_size=batch_size,
                                  progress=False)
         ok_keys = chunk_keys
-    _write_part(cache, rank, ok_keys, embeddings, failed_keys, reasons)
+    _write_part(path, ok_keys, embeddings, failed_keys, reasons)
 
 
-def _write_part(cache: Path, rank: int, keys: list[str], embeddings: np.ndarray,
+def _write_part(path: Path, keys: list[str], embeddings: np.ndarray,
                 failed_keys: list[str], reasons: list[str]) -> Path:
-    existing = [int(p.stem.split("-")[-1]) for p in cache.glob(f"part-r{rank}-*.npz")]
-    path = cache / f"part-r{rank}-{max(existing, default=-1) + 1:06d}.npz"
     with _atomic_file(path) as fh:
         np.savez(fh, keys=np.array(keys, dtype=str), embeddings=embeddings.astype(np.float32),
                  failed_keys=np.array(failed_keys, dtype=str), reasons=np.array(reasons, dtype=str))
     return path
 
 
-def _read_parts(cache: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    done: dict[str, np.ndarray] = {}
-    failed: dict[str, str] = {}
-    for path in sorted(cache.glob("part-r*-*.npz")):
-        with np.load(path) as part:
-            done.update(zip(part["keys"].tolist(), part["embeddings"], strict=True))
-            failed.update(zip(part["failed_keys"].tolist(), part["reasons"].tolist(), strict=True))
-    return done, failed
+class _Parts:
+    """The parts of one cache folder read so far: vectors and failures by item key. Each
+    ``refresh`` reads only the parts that appeared since the last one."""
+
+    def __init__(self, cache: Path):
+        self.cache = cache
+        self.done: dict[str, np.ndarray] = {}
+        self.failed: dict[str, str] = {}
+        self.seen: set[str] = set()
+        self.dim: int | None = None
+
+    def refresh(self) -> None:
+        for path in sorted(self.cache.glob("part-*.npz")):
+            if path.name in self.seen:
+                continue
+            self.seen.add(path.name)
+            part = _read_part(path, self.dim)
+            if part is None:
+                continue
+            keys, embeddings, failed_keys, reasons = part
+            if len(keys):
+                self.dim = embeddings.shape[1]
+            self.done.update(zip(keys.tolist(), embeddings, strict=True))
+            self.failed.update(zip(failed_keys.tolist(), reasons.tolist(), strict=True))
 
 
+PART_ARRAYS = ("keys", "embeddings", "failed_keys", "reasons")
+
+
+def _read_part(path: Path, dim: int | None) -> tuple[np.ndarray, ...] | None:
+    """A part's arrays, or None for a damaged part (reported once and renamed ``*.damaged``,
+    so that its items count as missing and are computed again)."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = tuple(npz[name] for name in PART_ARRAYS)
+    except ValueError as err:
+        if "allow_pickle" in str(err):  # pickled data: claptune never writes it, never load it
+            raise ClaptuneError(
+                f"refusing to load {path}: it holds pickled objects, which claptune never "
+                "writes into a store and will not unpickle (unpickling can run code); "
+                "delete the file and rerun") from None
+        return _set_aside(path, f"unreadable ({_first_line(err)})")
+    except (OSError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as err:
+        return _set_aside(path, f"unreadable ({_first_line(err)})")
+    keys, embeddings, failed_keys, reasons = arrays
+    if not (keys.ndim == 1 and keys.dtype.kind == "U" and embeddings.dtype == np.float32
+            and embeddings.ndim == 2 and embeddings.shape[0] == keys.shape[0]
+            and (dim is None or not len(keys) or embeddings.shape[1] == dim)
+            and failed_keys.ndim == 1 and failed_keys.shape == reasons.shape
+            and np.isfinite(embeddings).all()):
+        return _set_aside(path, "wrong contents")
+    return arrays
+
+
+def _set_aside(path: Path, what: str) -> None:
+    damaged = path.with_name(path.name + ".damaged")
+    with contextlib.suppress(FileNotFoundError):  # another writer may have moved it already
+        os.replace(path, damaged)
+    log.warning("damaged store part %s: %s; moved to %s, its items will be embedded again",
+                path, what, damaged.name)
+    return None
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+# -- concurrent writers --------------------------------------------------------------------------
+@contextlib.contextmanager
+def _locked(cache: Path) -> Iterator[None]:
+    """Hold the store's advisory lock (one per cache folder) for the block."""
+    with open(cache / "lock", "a+b") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+class _Claims:
+    """This writer's claim on the items it is embedding, seen by concurrent writers.
+
+    The claim file stays locked (``flock``) while the writer lives, so a claim whose file is
+    unlocked belongs to a writer that died and lapses. Read and written under ``_locked``.
+    """
+
+    def __init__(self, cache: Path, rank: int):
+        host = re.sub(r"[^A-Za-z0-9.]", "", socket.gethostname())[:32] or "host"
+        self.writer = f"{host}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.cache, self.rank, self.n_parts = cache, rank, 0
+        self.folder = cache / "claims"
+        self.path = self.folder / f"{self.writer}.json"
+
+    def __enter__(self) -> _Claims:
+        self.folder.mkdir(exist_ok=True)
+        with _locked(self.cache):  # created and locked at once: never seen unlocked
+            self.fh = open(self.path, "w+b")  # noqa: SIM115 - held until __exit__
+            fcntl.flock(self.fh, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with _locked(self.cache):
+            self.path.unlink(missing_ok=True)
+            self.fh.close()
+
+    def next_part(self) -> Path:
+        """A part name no other writer can pick."""
+        self.n_parts += 1
+        return self.cache / f"part-r{self.rank}-{self.writer}-{self.n_parts:06d}.npz"
+
+    def set(self, keys: list[str]) -> None:
+        self.fh.seek(0)
+        self.fh.truncate()
+        self.fh.write(json.dumps(keys).encode())
+        self.fh.flush()
+
+    def others(self) -> set[str]:
+        """Item keys claimed by other live writers; the files of dead ones are removed."""
+        claimed: set[str] = set()
+        for path in self.folder.glob("*.json"):
+            if path == self.path:
+                continue
+            try:
+                fh = open(path, "rb")  # noqa: SIM115 - closed below
+            except FileNotFoundError:
+                continue
+            with fh:
+                try:
+                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:  # its writer lives
+                    with contextlib.suppress(ValueError):
+                        claimed.update(json.loads(fh.read() or b"[]"))
+                    continue
+                path.unlink(missing_ok=True)
+        return claimed
+
+
+# -- the view ------------------------------------------------------------------------------------
 def _write_view(out_dir: Path, items: Sequence, keys: list[str], key: str, kind: str,
-                identity: dict[str, Any], model: AudioTextModel) -> None:
-    done, failed_by_key = _read_parts(out_dir / "cache" / key)
+                identity: dict[str, Any], model: AudioTextModel, parts: _Parts) -> None:
+    """Write manifest.json + embeddings.npy: the earlier view's items (same model and kind)
+    that this run did not ask for, then this run's items. Called under the store lock."""
+    done, failed_by_key = parts.done, parts.failed
+    this_run = {str(item) for item in items}
     ids, rows, failed = [], [], []
+    earlier_ids, earlier_failed = _earlier_view(out_dir, key)
+    for item in earlier_ids:
+        k = item_key(item, kind)
+        if item not in this_run and k in done:  # a changed file drops out until re-embedded
+            ids.append(item)
+            rows.append(done[k])
+    failed.extend(f for f in earlier_failed
+                  if f[0] not in this_run and item_key(f[0], kind) in failed_by_key)
     for item, k in zip(items, keys, strict=True):
         if k in done:
             ids.append(str(item))
@@ -373,33 +560,80 @@ def _write_view(out_dir: Path, items: Sequence, keys: list[str], key: str, kind:
         np.save(fh, embeddings)
     _write_json_atomic(out_dir / "manifest.json", {
         "format": STORE_FORMAT, "kind": kind, "key": key, "identity": identity,
-        "n_items": len(items), "n_embedded": len(ids), "dim": int(dim), "ids": ids,
+        "n_items": len(ids) + len(failed), "n_embedded": len(ids), "dim": int(dim), "ids": ids,
         "failed": failed, "written": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     })
 
 
-def load_store(directory: str | os.PathLike,
-               model: AudioTextModel | None = None) -> StoredEmbeddings:
+def _earlier_view(out_dir: Path, key: str) -> tuple[list[str], list[list[str]]]:
+    """Ids and failures of the view on disk if it came from the same model and kind."""
+    try:
+        manifest = json.loads((out_dir / "manifest.json").read_text())
+    except FileNotFoundError:
+        return [], []
+    except (OSError, ValueError) as err:  # rebuilt from the cache below: nothing is lost
+        log.warning("replacing the unreadable %s (%s)", out_dir / "manifest.json", _first_line(err))
+        return [], []
+    if not isinstance(manifest, dict) or manifest.get("key") != key:
+        return [], []  # another model's vectors: not comparable, replaced
+    return list(manifest.get("ids", [])), list(manifest.get("failed", []))
+
+
+def load_store(directory: str | os.PathLike, model: AudioTextModel | None = None,
+               items: Sequence[str | os.PathLike] | None = None) -> StoredEmbeddings:
     """Read the store written by ``embed_to_store``; with ``model``, refuse a store whose
-    vectors came from another model or preprocessing."""
+    vectors came from another model or preprocessing. With ``items`` (as passed to
+    ``embed_to_store``), return only those: ids and rows in their order (duplicates kept),
+    and the manifest's ``ids``/``failed`` restricted to them."""
     directory = Path(directory)
     manifest_path = directory / "manifest.json"
     if not manifest_path.is_file():
         raise ClaptuneError(f"no embedding store at {directory} (manifest.json missing)")
-    manifest = json.loads(manifest_path.read_text())
-    if model is not None and manifest["key"] != store_key(model, manifest["kind"]):
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        kind, key, ids = manifest["kind"], manifest["key"], list(manifest["ids"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ClaptuneError(f"cannot read {manifest_path}: {_first_line(err)}; "
+                            "rerun embed to rebuild it") from None
+    if model is not None and key != store_key(model, kind):
         raise ClaptuneError(f"the store at {directory} was written by another model or "
                             "preprocessing; embed again")
-    embeddings = np.load(directory / "embeddings.npy")
-    if embeddings.shape[0] != len(manifest["ids"]):
+    npy = directory / "embeddings.npy"
+    try:
+        embeddings = np.load(npy, allow_pickle=False)
+    except ValueError as err:
+        if "allow_pickle" in str(err):
+            raise ClaptuneError(f"refusing to load {npy}: it holds pickled objects, which "
+                                "claptune never writes and will not unpickle (unpickling can "
+                                "run code); delete it and rerun embed") from None
+        raise ClaptuneError(f"cannot read {npy}: {_first_line(err)}; rerun embed") from None
+    except (OSError, EOFError) as err:
+        raise ClaptuneError(f"cannot read {npy}: {_first_line(err)}; rerun embed") from None
+    if embeddings.ndim != 2 or embeddings.shape[0] != len(ids):
         raise ClaptuneError(f"the store at {directory} is inconsistent "
-                            f"({embeddings.shape[0]} rows, {len(manifest['ids'])} ids); rerun embed")
-    return StoredEmbeddings(ids=list(manifest["ids"]), embeddings=embeddings, manifest=manifest)
+                            f"({embeddings.shape[0]} rows, {len(ids)} ids); rerun embed")
+    if items is None:
+        return StoredEmbeddings(ids=ids, embeddings=embeddings, manifest=manifest)
+    row_of = {item: row for row, item in enumerate(ids)}
+    reason_of = {item: reason for item, reason in manifest.get("failed", [])}
+    wanted = [str(item) for item in items]
+    lacking = [item for item in wanted if item not in row_of and item not in reason_of]
+    if lacking:
+        raise ClaptuneError(f"the store at {directory} lacks {lacking[0]} "
+                            f"({len(lacking)} items in all); rerun embed")
+    kept = [item for item in wanted if item in row_of]
+    failed = [[item, reason_of[item]] for item in wanted if item not in row_of]
+    subset = {**manifest, "ids": kept, "failed": failed, "n_items": len(wanted),
+              "n_embedded": len(kept)}
+    return StoredEmbeddings(ids=kept, embeddings=embeddings[[row_of[i] for i in kept]],
+                            manifest=subset)
 
 
 class _atomic_file:
-    """Open a temporary file beside ``path`` for binary writing; on success move it over
-    ``path`` with ``os.replace`` (atomic on POSIX), on failure delete it."""
+    """Open a temporary file beside ``path`` for binary writing; on success flush it to disk,
+    move it over ``path`` with ``os.replace`` (atomic on POSIX) and flush the folder entry, so
+    a crash or a full disk leaves the old file or the new one, never a part of it; on failure
+    delete it."""
 
     def __init__(self, path: Path):
         self.path = path
@@ -411,11 +645,28 @@ class _atomic_file:
         return self.fh
 
     def __exit__(self, exc_type, *exc: object) -> None:
-        self.fh.close()
-        if exc_type is None:
-            os.replace(self.tmp, self.path)
-        else:
-            os.unlink(self.tmp)
+        try:
+            if exc_type is None:
+                self.fh.flush()
+                os.fsync(self.fh.fileno())
+        except BaseException:
+            exc_type = OSError  # the data may not be on disk: never move it into place
+            raise
+        finally:
+            self.fh.close()
+            if exc_type is None:
+                os.replace(self.tmp, self.path)
+                _fsync_dir(self.path.parent)
+            else:
+                os.unlink(self.tmp)
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _write_json_atomic(path: Path, obj: Any) -> None:

@@ -256,7 +256,7 @@ def _embed_items(args, model, items: list[str], kind: str, cache: Path):
     model = _require_model(model, f"embedding {len(items)} {kind} items")
     embed_to_store(model, items, cache, kind=kind, batch_size=args.batch_size,
                    progress=not args.no_progress, on_error=args.on_error)
-    store = load_store(cache, model)
+    store = load_store(cache, model, items=items)
     for item, reason in store.manifest["failed"]:
         print(f"  skipped {item}: {reason}", file=sys.stderr)
     return store.ids, store.embeddings, store.manifest["identity"]

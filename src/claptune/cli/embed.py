@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
                          batch_size=args.batch_size, num_workers=args.num_workers,
                          progress=not args.no_progress, on_error=args.on_error)
     if int(os.environ.get("RANK", "0")) == 0:  # one report, not one per torchrun rank
-        store = load_store(out)
+        store = load_store(out, items=items)  # this run's items; the view may hold more
         print(f"embedded {len(store.ids)} of {len(items)} {kind} items "
               f"({store.embeddings.shape[1]}-d) into {out}")
         for item, reason in store.manifest["failed"]:

@@ -183,7 +183,7 @@ def _embed_cached(model: AudioTextModel, dataset: ClassificationDataset, cache_d
     items = [str(p) for p in dataset.items]
     store = load_store(embed_to_store(model, items, cache_dir, kind="audio", batch_size=batch_size,
                                       num_workers=num_workers, progress=progress,
-                                      on_error=on_error), model=model)
+                                      on_error=on_error), model=model, items=items)
     failed = [(str(item), str(reason)) for item, reason in store.manifest["failed"]]
     if failed and on_error == "raise":  # failures recorded by an earlier run with "skip"
         raise AudioDecodeError(*failed[0])
