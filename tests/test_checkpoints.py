@@ -13,7 +13,6 @@ from claptune.errors import ClaptuneError
 from claptune.models.checkpoints import (
     CheckpointMismatchError,
     UnsafeCheckpointError,
-    fetch_weights,
     load_strict,
     peek_keys,
     read_state_dict,
@@ -118,16 +117,6 @@ def test_strict_load_drops_only_declared_derivable_buffers():
     assert torch.equal(target[0].weight, source[0].weight)
     with pytest.raises(CheckpointMismatchError, match="unexpected: 0.position_ids"):
         load_strict(_net(), sd)
-
-
-def test_fetch_weights_offline_says_where_to_put_the_file(tmp_path, monkeypatch):
-    monkeypatch.setenv("CLAPTUNE_CACHE", str(tmp_path / "cache"))
-    # port 9 (discard) on localhost refuses at once: a network failure without a network
-    with pytest.raises(ClaptuneError) as err:
-        fetch_weights("http://127.0.0.1:9/w.pth", "w.pth", subdir="fam")
-    message = str(err.value)
-    assert str(tmp_path / "cache" / "fam" / "w.pth") in message
-    assert "\n" not in message
 
 
 def test_load_model_on_an_unsafe_file_reports_the_refusal(tmp_path):

@@ -15,7 +15,6 @@ import pytest
 import soundfile as sf
 import torch
 
-from claptune.errors import ClaptuneError
 from claptune.models import load_model
 from claptune.models.checkpoints import CheckpointMismatchError, read_state_dict
 from claptune.models.msclap import MSClapModel
@@ -178,17 +177,6 @@ def test_published_checkpoint_layout_is_recognised(bert_dir, tmp_path):
     assert MSClapModel.checkpoint_version(path) == "2022"
     assert MSClapModel.recognizes(path)
     assert MSClapModel.checkpoint_version(tmp_path / "missing.pth") is None
-
-
-def test_registered_release_offline_error_names_the_cache_path(tmp_path, monkeypatch):
-    from claptune.models import msclap
-
-    monkeypatch.setenv("CLAPTUNE_CACHE", str(tmp_path))
-    monkeypatch.setitem(msclap.RELEASES, "2022",
-                        {**msclap.RELEASES["2022"], "url": "http://127.0.0.1:9/CLAP_weights_2022.pth"})
-    with pytest.raises(ClaptuneError) as err:
-        load_model("msclap-2022")
-    assert str(tmp_path / "msclap" / "CLAP_weights_2022.pth") in str(err.value)
 
 
 def test_encode_audio_repeats_short_clips_and_windows_long_ones(bert_dir, tmp_path):

@@ -433,12 +433,40 @@ def pretrain(corpus_root: str | Path, out_dir: str | Path, config: PretrainConfi
     }
     out_dir = Path(out_dir)
     model.save(out_dir)
+    _write_card(out_dir, corpus_root, config, heldout_metrics, kept_epoch, len(train_idx))
     (out_dir / "pretrain_history.json").write_text(json.dumps(history, indent=1) + "\n")
     seconds = time.time() - start
     log(f"saved {out_dir} (epoch{'s' if n_members > 1 else ''} "
         f"{', '.join(map(str, epochs))}, held-out mean recall "
         f"{heldout_metrics.get('mean_R', float('nan')):.4f}) in {seconds:.0f} s")
     return PretrainResult(out_dir, kept_epoch, heldout_metrics, history, seconds)
+
+
+def _write_card(out_dir: Path, corpus_root, config, heldout: dict, kept_epoch, n_train: int
+                ) -> None:
+    """The default model's card: its corpus, loss and held-out retrieval (no before: the
+    heads start from random)."""
+    from claptune.card import (
+        DEFAULT_MODEL_LICENSE,
+        BaseModel,
+        CardInfo,
+        CardResult,
+        write_model_card,
+    )
+
+    corpus = Path(corpus_root).name
+    results = [CardResult(dataset=corpus, dataset_name=f"{corpus} (held-out part)", after=v,
+                          split="held-out", metric=k, task="audio-text-retrieval",
+                          note="recall on the corpus's held-out clips")
+               for k, v in heldout.items() if isinstance(v, float)]
+    write_model_card(out_dir, CardInfo(
+        made_by="claptune pretrain",
+        base=BaseModel(license=DEFAULT_MODEL_LICENSE,
+                       description="the aisfx audio encoder and all-MiniLM-L6-v2 text encoder "
+                                   "(frozen), with heads trained from random"),
+        datasets=[corpus], loss="multi-positive contrastive (heads only)", results=results,
+        details={"kept epoch": kept_epoch, "training clips": n_train,
+                 "seed": config.seed}, model_name="claptune default model heads"))
 
 
 def join_members(states: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:

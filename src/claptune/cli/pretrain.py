@@ -39,8 +39,7 @@ def run(args: argparse.Namespace) -> int:
     config = PretrainConfig.from_recipe(args.recipe, seed=args.seed, epochs=args.epochs,
                                         max_clips=args.max_clips)
     result = pretrain(args.corpus, args.out, config,
-                      cache_dir=None if args.no_cache else args.cache_dir,
-                      log=lambda msg: print(f"[pretrain] {msg}", flush=True))
+                      cache_dir=None if args.no_cache else args.cache_dir)
     metrics = ", ".join(f"{k} {v:.3f}" for k, v in result.heldout.items())
     print(f"model saved to {result.out_dir} (epoch {result.best_epoch}; held-out {metrics})")
     return 0

@@ -130,6 +130,10 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.quiet:
         values["progress"] = False
+    from claptune.card import methods_of
+
+    if methods := methods_of(args.pairs):  # the pairs file's curation methods, for the card
+        values["extra"] = {**values.get("extra", {}), "curation": methods}
     config = TrainConfig.from_dict(values)
     pairs = read_pair_file(args.pairs)  # user errors in the inputs before the model loads
     replay = None if args.replay is None else read_pair_file(args.replay)

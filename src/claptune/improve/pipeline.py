@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import logging
 import shutil
 import tempfile
 import time
@@ -48,10 +49,14 @@ from claptune.improve.splits import Split, holdout_indices, make_splits
 from claptune.improve.summary import RunOutcome, summarize_retrieval, summarize_runs
 from claptune.models.base import AudioTextModel
 
+logger = logging.getLogger(__name__)
+
 
 def log_progress(msg: str, progress: bool) -> None:
+    """A progress line through ``logging`` (``--log-level``); ``progress=False`` (--quiet)
+    keeps it out of the log."""
     if progress:
-        print(f"[claptune improve] {msg}", flush=True)
+        logger.info(msg)
 
 
 @dataclass
@@ -342,6 +347,8 @@ def run_improve(config: ImproveConfig, out_dir: str | Path, progress: bool = Tru
                  f"{100 * acc_b:.1f} -> {100 * acc_a:.1f} % in {time.perf_counter() - t_run:.0f} s",
                  progress)
     report, confusions = build_report(ws, runs, time.perf_counter() - t0, model_dir)
+    if model_dir is not None:
+        write_improve_card(ws, report, model_dir)
     from claptune.report import ReportAssets, write_report
 
     write_report(out_dir, report, ReportAssets(
@@ -354,6 +361,28 @@ def run_improve(config: ImproveConfig, out_dir: str | Path, progress: bool = Tru
          f"{100 * report['after']['accuracy']:.1f} % (test parts, {len(runs)} runs); "
          f"report: {out_dir / 'report.html'}", progress)
     return ImproveResult(report, out_dir, None if model_dir is None else Path(model_dir))
+
+
+def write_improve_card(ws: Workspace, report: dict[str, Any], model_dir: str | Path) -> Path:
+    """The improved model's card: base model, target and corpus, curation and loss, and its
+    own before/after test-part accuracy (split 0, first seed) beside the mean over runs."""
+    from claptune.card import CardInfo, CardResult, base_of, write_model_card
+
+    config, own = ws.config, report["runs"][0]
+    datasets = [config.target] + ([Path(config.corpus).name] if config.corpus else [])
+    mean = (f"this model: split {own['split']}, seed {own['seed']}; mean of {report['n_runs']} "
+            f"runs: {100 * report['before']['accuracy']:.1f} -> "
+            f"{100 * report['after']['accuracy']:.1f} %")
+    return write_model_card(model_dir, CardInfo(
+        made_by="claptune improve", base=base_of(ws.teacher), datasets=datasets,
+        curation=list(config.methods), loss=config.loss,
+        results=[CardResult(dataset=config.target, dataset_name=config.target,
+                            before=own["before_accuracy"], after=own["after_accuracy"],
+                            note=mean)],
+        details={"teacher": config.model, "curation settings": config.curation or None,
+                 "training settings": report.get("train") or None,
+                 "curated pairs": own["n_pairs"]},
+        model_name=f"{config.model} improved on {config.target}"))
 
 
 def build_report(ws: Workspace, runs: list[RunOutcome], seconds: float,
@@ -392,4 +421,5 @@ def build_report(ws: Workspace, runs: list[RunOutcome], seconds: float,
     return report, confusions
 
 
-__all__ = ["ImproveResult", "Workspace", "run_improve", "build_report", "RETRIEVAL_KEYS"]
+__all__ = ["ImproveResult", "Workspace", "run_improve", "build_report", "write_improve_card",
+           "RETRIEVAL_KEYS"]

@@ -89,13 +89,44 @@ def registered_models() -> list[RegisteredModel]:
     return [_REGISTRY[n] for n in list_models()]
 
 
-def load_model(spec: str | Path, **kwargs) -> AudioTextModel:
-    """Load a model from a registered name, a local directory or a Hugging Face hub id."""
+# Backends whose registered sources live on the Hugging Face Hub, so a revision applies.
+HUB_BACKENDS = ("hf_clap", "msclap", "laion_clap")
+
+
+def split_revision(spec: str) -> tuple[str, str | None]:
+    """``"msclap-2022@v1"`` -> ``("msclap-2022", "v1")``: a Hub revision (branch, tag or commit)
+    pinned on a registered name or hub id. A spec naming an existing path is never split."""
+    name, sep, revision = spec.rpartition("@")
+    if not sep or not name or not revision or Path(spec).expanduser().exists():
+        return spec, None
+    return name, revision
+
+
+def load_model(spec: str | Path, revision: str | None = None, **kwargs) -> AudioTextModel:
+    """Load a model from a registered name, a local directory or a Hugging Face hub id.
+
+    ``revision`` (or a ``@revision`` suffix on the spec) pins the Hub revision of a registered
+    Hub model or hub id; published weights come through the Hugging Face cache
+    (``HF_HUB_OFFLINE=1`` uses it without network).
+    """
     spec_str = str(spec)
+    if not isinstance(spec, Path):
+        spec_str, pinned = split_revision(spec_str)
+        if pinned and revision and pinned != revision:
+            raise ClaptuneError(f"model {spec!r} pins revision {pinned!r} but revision "
+                                f"{revision!r} was also given")
+        revision = revision or pinned
     if spec_str in _REGISTRY:
         entry = _REGISTRY[spec_str]
+        if revision is not None:
+            if entry.backend not in HUB_BACKENDS:
+                raise ClaptuneError(f"model {spec_str!r} is not on the Hugging Face Hub; a "
+                                    "revision does not apply")
+            kwargs["revision"] = revision
         return backend_class(entry.backend).from_source(entry.source, **kwargs)
     path = Path(spec_str).expanduser()
+    if revision is not None and path.exists():
+        raise ClaptuneError(f"{path} is a local path; a revision applies to Hub models only")
     if path.is_dir():
         marker = path / MODEL_MARKER
         if marker.is_file():
@@ -113,6 +144,8 @@ def load_model(spec: str | Path, **kwargs) -> AudioTextModel:
                 return cls.load(path, **kwargs)
         raise ClaptuneError(f"model file {path} is not in a format claptune knows")
     if spec_str.count("/") == 1 and not spec_str.startswith((".", "/", "~")):
+        if revision is not None:
+            kwargs["revision"] = revision
         return backend_class("hf_clap").from_source(spec_str, **kwargs)
     raise ClaptuneError(
         f"unknown model {spec_str!r}: not a registered name (see `claptune models`), "
@@ -120,5 +153,5 @@ def load_model(spec: str | Path, **kwargs) -> AudioTextModel:
     )
 
 
-__all__ = ["AudioTextModel", "BACKENDS", "load_model", "list_models", "register_model",
+__all__ = ["AudioTextModel", "BACKENDS", "load_model", "split_revision", "list_models", "register_model",
            "registered_models", "backend_class"]

@@ -163,25 +163,6 @@ def fingerprint(state_dict: Mapping[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
-def weights_cache_dir() -> Path:
-    """Where downloaded weights live: ``$CLAPTUNE_CACHE`` or ``~/.cache/claptune``."""
-    import os
-
-    return Path(os.environ.get("CLAPTUNE_CACHE") or Path.home() / ".cache" / "claptune")
-
-
-def fetch_weights(url: str, filename: str, sha256: str | None = None, subdir: str = "weights"
-                  ) -> Path:
-    """The cached copy of a published weights file, downloaded (with a checksum) if absent.
-
-    Without network the error names the path where a copy fetched by other means belongs.
-    """
-    from claptune.download import download
-
-    return download(url, weights_cache_dir() / subdir / filename, sha256=sha256, desc=filename,
-                    hint="or pass the local file path as the model")
-
-
 def peek_keys(path: str | Path) -> list[str] | None:
     """The state-dict names in a checkpoint file without reading its tensors (memory-mapped),
     or None if it is not a file readable that way (then ``read_state_dict`` says why)."""

@@ -377,6 +377,9 @@ class DefaultModel(AudioTextModel):
         (directory / CONFIG_FILE).write_text(json.dumps(
             {"config": dataclasses.asdict(self.config), "metadata": self.metadata}, indent=2) + "\n")
         (directory / MODEL_MARKER).write_text(json.dumps({"backend": self.backend}) + "\n")
+        from claptune.card import base_card
+
+        base_card(directory, self)  # the Hub's model card; commands that know more rewrite it
         return directory
 
     @classmethod

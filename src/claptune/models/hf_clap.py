@@ -97,21 +97,23 @@ class HFClapModel(AudioTextModel):
 
     @classmethod
     def from_source(cls, source: str, device: str | torch.device | None = None,
-                    **kwargs: Any) -> HFClapModel:
-        """Load a hub id (downloads into the Hugging Face cache) or a local folder."""
+                    revision: str | None = None, **kwargs: Any) -> HFClapModel:
+        """Load a hub id (downloads into the Hugging Face cache; ``revision``: a branch, tag
+        or commit, default main) or a local folder."""
         if Path(source).expanduser().is_dir():
             return cls.load(Path(source).expanduser(), device=device)
-        return cls._from_pretrained(source, source=source, device=device)
+        return cls._from_pretrained(source, source=source, device=device, revision=revision)
 
     @classmethod
-    def _from_pretrained(cls, name: str, source: str,
-                         device: str | torch.device | None) -> HFClapModel:
+    def _from_pretrained(cls, name: str, source: str, device: str | torch.device | None,
+                         revision: str | None = None) -> HFClapModel:
         from transformers import ClapModel, ClapProcessor
 
         try:
             with _no_transformers_bars():
-                model, info = ClapModel.from_pretrained(name, output_loading_info=True)
-                processor = ClapProcessor.from_pretrained(name)
+                model, info = ClapModel.from_pretrained(name, output_loading_info=True,
+                                                        revision=revision)
+                processor = ClapProcessor.from_pretrained(name, revision=revision)
         except OSError as err:
             offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False")
             hint = (" (HF_HUB_OFFLINE is set: downloads are disabled and it is not in the local "
@@ -139,6 +141,9 @@ class HFClapModel(AudioTextModel):
             self._merged_model().save_pretrained(directory)
         self.processor.save_pretrained(directory)
         (directory / MODEL_MARKER).write_text(json.dumps({"backend": self.backend}) + "\n")
+        from claptune.card import base_card
+
+        base_card(directory, self)  # the Hub's model card; commands that know more rewrite it
         return directory
 
     # -- features ------------------------------------------------------------------------------

@@ -33,7 +33,6 @@ import torch
 
 from claptune.errors import ClaptuneError
 from claptune.models.checkpoints import (
-    fetch_weights,
     load_strict,
     peek_keys,
     read_state_dict,
@@ -70,18 +69,17 @@ SAMPLE_RATE = 48000
 CLIP_SECONDS = 10
 TEXT_LEN = 77  # CLAP_Module.tokenizer: padding to 77, truncation at 77
 
-# https://huggingface.co/lukewys/laion_clap (the files laion_clap's load_ckpt downloads). No
-# published sha256 was found: None skips verification; fill it in to pin.
-HF_BASE = "https://huggingface.co/lukewys/laion_clap/resolve/main/"
+# The files laion_clap's load_ckpt downloads, in the Hub repository lukewys/laion_clap
+# (fetched with hf_hub_download: the HF cache, HF_HUB_OFFLINE, revision pinning).
+HUB_REPO = "lukewys/laion_clap"
 RELEASES: dict[str, dict[str, Any]] = {
-    "630k-best": {"filename": "630k-best.pt", "sha256": None},
-    "630k-audioset-best": {"filename": "630k-audioset-best.pt", "sha256": None},
-    "630k-fusion-best": {"filename": "630k-fusion-best.pt", "sha256": None},
-    "630k-audioset-fusion-best": {"filename": "630k-audioset-fusion-best.pt", "sha256": None},
-    "music-audioset": {"filename": "music_audioset_epoch_15_esc_90.14.pt", "sha256": None},
-    "music-speech": {"filename": "music_speech_epoch_15_esc_89.25.pt", "sha256": None},
-    "music-speech-audioset": {"filename": "music_speech_audioset_epoch_15_esc_89.98.pt",
-                              "sha256": None},
+    "630k-best": {"filename": "630k-best.pt"},
+    "630k-audioset-best": {"filename": "630k-audioset-best.pt"},
+    "630k-fusion-best": {"filename": "630k-fusion-best.pt"},
+    "630k-audioset-fusion-best": {"filename": "630k-audioset-fusion-best.pt"},
+    "music-audioset": {"filename": "music_audioset_epoch_15_esc_90.14.pt"},
+    "music-speech": {"filename": "music_speech_epoch_15_esc_89.25.pt"},
+    "music-speech-audioset": {"filename": "music_speech_audioset_epoch_15_esc_89.98.pt"},
 }
 
 
@@ -214,15 +212,17 @@ class LaionClapModel(HFClapModel):
     @classmethod
     def from_source(cls, source: str, device: str | torch.device | None = None,
                     weights: str | Path | None = None, tokenizer: Any = "roberta-base",
-                    **kwargs: Any) -> HFClapModel:
-        """``source`` is a release name of ``RELEASES``; weights from ``weights`` or the cache."""
+                    revision: str | None = None, **kwargs: Any) -> HFClapModel:
+        """``source`` is a release name of ``RELEASES``; weights from ``weights``, else from the
+        Hugging Face cache or Hub (``revision`` of lukewys/laion_clap; default main)."""
         if source not in RELEASES:
             raise ClaptuneError(f"unknown LAION-CLAP release {source!r}: use one of "
                                 f"{list(RELEASES)}")
         release = RELEASES[source]
         if weights is None:
-            weights = fetch_weights(HF_BASE + release["filename"], release["filename"],
-                                    release["sha256"], subdir="laion_clap")
+            from claptune.hub import hub_download
+
+            weights = hub_download(HUB_REPO, release["filename"], revision=revision)
         return cls.from_checkpoint(weights, tokenizer=tokenizer, device=device)
 
     @classmethod

@@ -6,7 +6,7 @@ MS-CLAP 2022 is the base model of the paper claptune implements: CNN14 on 44.1 k
 ``claptune.models.msclap_nets`` under the original parameter names, so the published files
 load strictly:
 
-    load_model("msclap-2022")                       # cached or downloaded CLAP_weights_2022.pth
+    load_model("msclap-2022")                       # CLAP_weights_2022.pth via the HF cache
     MSClapModel.from_checkpoint("CLAP_weights_2022.pth", version="2022")
     load_model("runs/student")                      # a folder written by save()
 
@@ -35,7 +35,6 @@ from torch import nn
 from claptune.errors import ClaptuneError
 from claptune.models.base import MODEL_MARKER, AudioTextModel
 from claptune.models.checkpoints import (
-    fetch_weights,
     fingerprint,
     load_strict,
     needs_code_to_unpickle,
@@ -75,14 +74,13 @@ def published_config(version: str) -> MSClapConfig:
     raise ClaptuneError(f"unknown MS-CLAP version {version!r}: use 2022 or 2023")
 
 
-# Published files (Hugging Face repository microsoft/msclap) and the tokenizers they were
-# trained with. No published sha256 was found: None skips verification; fill it in to pin.
-RELEASES: dict[str, dict[str, str | None]] = {
-    "2022": {"url": "https://huggingface.co/microsoft/msclap/resolve/main/CLAP_weights_2022.pth",
-             "filename": "CLAP_weights_2022.pth", "sha256": None,
+# Published files on the Hugging Face Hub (fetched with hf_hub_download: the HF cache,
+# HF_HUB_OFFLINE, revision pinning) and the tokenizers they were trained with.
+HUB_REPO = "microsoft/msclap"
+RELEASES: dict[str, dict[str, str]] = {
+    "2022": {"repo_id": HUB_REPO, "filename": "CLAP_weights_2022.pth",
              "tokenizer": "bert-base-uncased"},
-    "2023": {"url": "https://huggingface.co/microsoft/msclap/resolve/main/CLAP_weights_2023.pth",
-             "filename": "CLAP_weights_2023.pth", "sha256": None, "tokenizer": "gpt2"},
+    "2023": {"repo_id": HUB_REPO, "filename": "CLAP_weights_2023.pth", "tokenizer": "gpt2"},
 }
 
 
@@ -139,15 +137,17 @@ class MSClapModel(AudioTextModel):
     @classmethod
     def from_source(cls, source: str, device: str | torch.device | None = None,
                     weights: str | Path | None = None, tokenizer=None,
-                    **kwargs: Any) -> MSClapModel:
+                    revision: str | None = None, **kwargs: Any) -> MSClapModel:
         """``source`` is a release ("2022", "2023"); weights come from ``weights`` if given,
-        else from the cache (downloaded when missing). ``tokenizer``: see ``from_checkpoint``."""
+        else from the Hugging Face cache or Hub (``revision``: a branch, tag or commit of
+        microsoft/msclap; default main). ``tokenizer``: see ``from_checkpoint``."""
         if source not in RELEASES:
             raise ClaptuneError(f"unknown MS-CLAP release {source!r}: use one of {list(RELEASES)}")
         release = RELEASES[source]
         if weights is None:
-            weights = fetch_weights(release["url"], release["filename"], release["sha256"],
-                                    subdir="msclap")
+            from claptune.hub import hub_download
+
+            weights = hub_download(release["repo_id"], release["filename"], revision=revision)
         return cls.from_checkpoint(weights, version=source, tokenizer=tokenizer, device=device)
 
     @staticmethod
@@ -207,6 +207,9 @@ class MSClapModel(AudioTextModel):
         (directory / CONFIG_FILE).write_text(json.dumps(self.config.to_dict(), indent=1) + "\n")
         self.tokenizer.save_pretrained(str(directory))
         (directory / MODEL_MARKER).write_text(json.dumps({"backend": self.backend}) + "\n")
+        from claptune.card import base_card
+
+        base_card(directory, self)  # the Hub's model card; commands that know more rewrite it
         return directory
 
     # -- audio ---------------------------------------------------------------------------------

@@ -171,7 +171,26 @@ def fit(
     if len(table.curated) + len(table.replay) < 2:
         raise ClaptuneError("need at least two training pairs")
     trainer = _Trainer(model, table, config, env, device, out_dir)
-    return trainer.run(resume)
+    result = trainer.run(resume)
+    if result.model_dir is not None:
+        _write_card(result, pairs, len(table.curated), len(table.replay))
+    return result
+
+
+def _write_card(result: TrainResult, pairs: Any, n_curated: int, n_replay: int) -> None:
+    """The saved model's card: the base model, loss, curation methods (a pairs CSV's
+    ``method`` column) and the training settings."""
+    from claptune.card import CardInfo, base_of, methods_of, write_model_card
+
+    config = result.config
+    last = result.history[-1] if result.history else {}
+    details = {"trainable": config.trainable, "epochs": result.epochs_completed,
+               "steps": result.steps, "batch size": config.batch_size, "lr": config.lr,
+               "curated pairs": n_curated, "replay pairs": n_replay, "seed": config.seed,
+               "kept": config.keep, "last held-out curated loss": last.get("val_loss")}
+    write_model_card(result.model_dir, CardInfo(
+        made_by="claptune train", base=base_of(result.model), loss=config.loss,
+        curation=methods_of(pairs) or list(config.extra.get("curation", [])), details=details))
 
 
 # what a run writes into its folder; ``overwrite=True`` removes these and nothing else
