@@ -156,6 +156,13 @@ def test_pretrain_cli_end_to_end(tmp_path):
     assert len(meta["best_epoch"] if n_heads > 1 else [meta["best_epoch"]]) == n_heads
     emb = model.encode_text(["a bird singing"], progress=False)
     assert emb.shape == (1, model.config.embed_dim)
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(out / "README.md").data
+    assert card.claptune["made_by"] == "claptune pretrain" and card.license == "cc-by-4.0"
+    assert card.datasets == [root.name]
+    recall = {r.metric_type: r.metric_value for r in card.eval_results}
+    assert recall["a2t_R@1"] == round(meta["heldout_retrieval"]["a2t_R@1"], 4)
 
 
 def test_pretrain_cli_rejects_missing_corpus(tmp_path, capsys):

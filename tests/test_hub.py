@@ -257,10 +257,25 @@ def test_log_level_is_global_shown_in_help_and_quiet_leaves_no_state(capsys, tmp
 
     help_text = build_parser().format_help()
     assert "--log-level" in help_text and "default: info" in help_text
-    assert main(["--log-level", "debug", "models"]) == 0
-    assert logging.getLogger("claptune").level == logging.DEBUG
-    assert main(["models", "--log-level", "error"]) == 0
-    assert logging.getLogger("claptune").level == logging.ERROR
+    seen = []
+    from claptune.cli import models as models_cli
+
+    def spy(args):
+        seen.append((args.log_level, logging.getLogger("claptune").getEffectiveLevel()))
+        return 0
+
+    original = models_cli.run
+    try:
+        models_cli.run = spy
+        for argv in (["--log-level", "debug", "models"], ["models", "--log-level", "error"],
+                     ["models"]):
+            assert main(argv) == 0  # build_parser() picks up the spy as the command
+    finally:
+        models_cli.run = original
+    assert [s[0] for s in seen] == ["debug", "error", "info"]
+    assert [s[1] for s in seen] == [logging.DEBUG, logging.ERROR, logging.INFO]
+    assert not any(getattr(h, "formatter", None) and "%(asctime)s" in h.formatter._fmt
+                   for h in logging.getLogger().handlers)  # nothing left behind
     before = os.environ.get("TQDM_DISABLE")
     (tmp_path / "c.txt").write_text("x\n")
     main(["embed", "--model", "missing-model", "--text", str(tmp_path / "c.txt"),

@@ -171,6 +171,16 @@ def test_improve_end_to_end_cli(tiny_clap_dir, tiny_task, tmp_path):
     model = load_model(out / "model")
     emb = model.encode_text(["a dog barking"], progress=False)
     assert emb.shape == (1, 16)
+    from huggingface_hub import ModelCard  # the model card: what made it, and its numbers
+
+    card = ModelCard.load(out / "model" / "README.md").data
+    assert card.claptune["made_by"] == "claptune improve"
+    assert card.claptune["curation"] == ["ds", "pseudo"]
+    assert card.claptune["loss"] == report["config"]["loss"]
+    assert card.datasets == ["folder", "corpus"]
+    scores = {r.metric_name: r.metric_value for r in card.eval_results}
+    assert scores == {"zero-shot accuracy (before)": round(report["runs"][0]["before_accuracy"], 4),
+                      "zero-shot accuracy (after)": round(report["runs"][0]["after_accuracy"], 4)}
     assert (out / "report.html").stat().st_size > 0 and (out / "report.md").is_file()
 
 

@@ -62,21 +62,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def setup_logging(level: str) -> None:
-    """Log lines on stderr with time, level and logger; claptune's at ``level``."""
+@contextlib.contextmanager
+def logging_settings(level: str) -> Iterator[None]:
+    """Log lines on stderr with time, level and logger; claptune's at ``level``.
+
+    Undone on exit (handler, levels, warnings capture), so that ``main()`` called in process
+    leaves no global state behind."""
     rank = os.environ.get("RANK")
     where = f" [rank {rank}]" if rank is not None and os.environ.get("WORLD_SIZE", "1") != "1" else ""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(
         f"%(asctime)s %(levelname)s %(name)s{where}: %(message)s", "%Y-%m-%d %H:%M:%S"))
-    root = logging.getLogger()
-    for old in [h for h in root.handlers if getattr(h, "_claptune", False)]:
-        root.removeHandler(old)  # main() called again in one process (tests)
-    handler._claptune = True  # type: ignore[attr-defined]
+    root, ours = logging.getLogger(), logging.getLogger("claptune")
+    saved = (root.level, ours.level)
     root.addHandler(handler)
     root.setLevel(logging.WARNING)
-    logging.getLogger("claptune").setLevel(level.upper())
+    ours.setLevel(level.upper())
     logging.captureWarnings(True)  # warnings.warn from the library becomes a log line
+    try:
+        yield
+    finally:
+        logging.captureWarnings(False)
+        root.removeHandler(handler)
+        root.setLevel(saved[0])
+        ours.setLevel(saved[1])
 
 
 @contextlib.contextmanager
@@ -113,11 +122,10 @@ def progress_settings(args: argparse.Namespace) -> Iterator[None]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    setup_logging(args.log_level)
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     try:
-        with progress_settings(args), logging_redirect_tqdm():
+        with logging_settings(args.log_level), progress_settings(args), logging_redirect_tqdm():
             return int(args._run(args) or 0)
     except ClaptuneError as err:
         print(f"claptune {args.command}: error: {err}", file=sys.stderr)
