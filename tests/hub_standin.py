@@ -5,7 +5,9 @@ It records every request (so a test can assert that offline mode made none) and 
 ``POST /api/repos/create``, ``POST /api/validate-yaml`` (the model card's header must be a
 YAML mapping), ``POST /api/models/{repo}/branch/{branch}``,
 ``POST /api/models/{repo}/preupload/{rev}`` (every file "regular": no LFS transfer) and
-``POST /api/models/{repo}/commit/{rev}`` (ndjson; base64 file contents kept in ``repos``).
+``POST /api/models/{repo}/commit/{rev}`` (ndjson; base64 file contents kept in ``repos``),
+and file downloads, ``HEAD``/``GET /{repo}/resolve/{rev}/{file}`` of what ``repos`` holds
+(put files there with ``add_file``).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ class HubStandIn:
         self.repos: dict[str, dict] = {}
         self.requests: list[tuple[str, str]] = []
         self.validated: list[str] = []  # README.md contents sent to /api/validate-yaml
+        self.commit = "0" * 39 + "1"  # what every resolve answers as the repository's commit
         stand_in = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -42,13 +45,33 @@ class HubStandIn:
             def _body(self) -> bytes:
                 return self.rfile.read(int(self.headers.get("Content-Length") or 0))
 
+            def _resolve(self, send_body: bool) -> None:
+                path = unquote(urlparse(self.path).path)
+                stand_in.requests.append(("GET" if send_body else "HEAD", path))
+                m = re.fullmatch(r"/(.+)/resolve/([^/]+)/(.+)", path)
+                repo = stand_in.repos.get(m.group(1)) if m else None
+                files = repo["branches"].get(m.group(2)) if repo else None
+                if files is None or m.group(3) not in files:
+                    self.send_response(404)
+                    self.send_header("X-Error-Code", "EntryNotFound" if files is not None
+                                     else "RepoNotFound")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                data = files[m.group(3)]
+                self.send_response(200)
+                self.send_header("X-Repo-Commit", stand_in.commit)
+                self.send_header("ETag", f'"{hashlib.sha256(data).hexdigest()}"')
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if send_body:
+                    self.wfile.write(data)
+
             def do_HEAD(self):
-                stand_in.requests.append(("HEAD", self.path))
-                self._reply(404)
+                self._resolve(send_body=False)
 
             def do_GET(self):
-                stand_in.requests.append(("GET", self.path))
-                self._reply(404, {"error": "not found"})
+                self._resolve(send_body=True)
 
             def do_POST(self):
                 path = unquote(urlparse(self.path).path)
@@ -104,6 +127,10 @@ class HubStandIn:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def add_file(self, repo_id: str, filename: str, data: bytes, branch: str = "main") -> None:
+        repo = self.repos.setdefault(repo_id, {"private": False, "branches": {"main": {}}})
+        repo["branches"].setdefault(branch, {})[filename] = data
 
     def __enter__(self) -> HubStandIn:
         self.thread.start()

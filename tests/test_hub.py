@@ -122,6 +122,31 @@ def test_populated_cache_loads_offline_and_pins_revisions(tmp_path):
     assert len(lines) == 1 and f"revision {OTHER_COMMIT}" in lines[0], proc.stderr
 
 
+def test_download_fills_the_hf_cache_then_offline_needs_no_network(tmp_path):
+    weights = _tiny_laion_checkpoint(tmp_path / "tiny.pt").read_bytes()
+    code = ("import sys; from claptune.hub import hub_download; "
+            "print(hub_download('lukewys/laion_clap', '630k-best.pt', "
+            "revision=sys.argv[1] if len(sys.argv) > 1 else None))")
+    env = {"PYTHONPATH": str(SRC), "HF_HOME": str(tmp_path / "hf")}
+    base = {k: v for k, v in os.environ.items()
+            if not k.startswith(("HF_", "TRANSFORMERS_", "HUGGINGFACE_"))}
+    with HubStandIn() as hub:
+        hub.add_file("lukewys/laion_clap", "630k-best.pt", weights)
+        env["HF_ENDPOINT"] = hub.url
+        online = subprocess.run([sys.executable, "-c", code], env={**base, **env},
+                                capture_output=True, text=True, timeout=120)
+        n_online = len(hub.requests)
+        offline = subprocess.run([sys.executable, "-c", code, hub.commit],
+                                 env={**base, **env, "HF_HUB_OFFLINE": "1"},
+                                 capture_output=True, text=True, timeout=120)
+    assert online.returncode == 0, online.stderr
+    path = Path(online.stdout.strip())
+    assert path.read_bytes() == weights and f"snapshots/{hub.commit}/630k-best.pt" in str(path)
+    assert n_online >= 1 and len(hub.requests) == n_online  # offline: the cache alone
+    assert offline.returncode == 0, offline.stderr
+    assert Path(offline.stdout.strip()) == path
+
+
 def test_revision_reaches_the_backend_and_is_refused_where_meaningless(monkeypatch):
     from claptune.errors import ClaptuneError
     from claptune.models import load_model, split_revision

@@ -40,16 +40,17 @@ def hub_download(repo_id: str, filename: str, revision: str | None = None) -> Pa
     except errors.RepositoryNotFoundError:
         raise ClaptuneError(f"Hugging Face repository {repo_id} not found (or private: log in "
                             "with `hf auth login`)") from None
-    except errors.RemoteEntryNotFoundError:
-        raise ClaptuneError(f"{repo_id} has no file {filename}"
-                            + (f" at revision {revision}" if revision else "")) from None
     except errors.LocalEntryNotFoundError:
-        # offline mode, or no connection and no cached copy
+        # offline mode, or no connection and no cached copy (caught before its base class
+        # EntryNotFoundError, which also means "not in the repository")
         raise ClaptuneError(
             f"{where} is not in the Hugging Face cache ({_cache_dir()}) and cannot be "
             f"downloaded{' (HF_HUB_OFFLINE is set)' if _offline() else ''}; run once with "
             f"network, or `hf download {repo_id} {filename}`, or pass the local file path as "
             "the model") from None
+    except errors.EntryNotFoundError:
+        raise ClaptuneError(f"{repo_id} has no file {filename}"
+                            + (f" at revision {revision}" if revision else "")) from None
     except (OSError, errors.HfHubHTTPError) as err:
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise ClaptuneError(f"cannot download {where} ({first})") from None
