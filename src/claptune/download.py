@@ -37,15 +37,16 @@ def download(
     md5: str | None = None,
     desc: str | None = None,
     timeout: float = 30.0,
-    progress: bool = True,
+    progress: bool | None = None,
     hint: str | None = None,
 ) -> Path:
     """Fetch ``url`` to ``dest`` and return ``dest``.
 
     ``sha256`` / ``md5`` (hex) are verified before ``dest`` appears; a mismatch deletes the
     partial download and raises ``ClaptuneError``. ``timeout`` bounds connecting and every
-    read, so an unreachable host fails fast. ``hint`` is appended to network errors (e.g.
-    "or pass --root to a local copy").
+    read, so an unreachable host fails fast. ``progress``: a bar (True), none (False), or
+    tqdm's defaults (None), which ``claptune ... --quiet`` turns off through ``TQDM_DISABLE``.
+    ``hint`` is appended to network errors (e.g. "or pass --root to a local copy").
     """
     dest = Path(dest)
     expected = _expected_digest(sha256, md5)
@@ -93,7 +94,7 @@ def _file_digest(path: Path, algo: str) -> str:
     return h.hexdigest()
 
 
-def _fetch(url: str, part: Path, desc: str, timeout: float, progress: bool) -> None:
+def _fetch(url: str, part: Path, desc: str, timeout: float, progress: bool | None) -> None:
     """Write ``url`` into ``part``, continuing an existing ``part`` where the server allows."""
     have = part.stat().st_size if part.is_file() else 0
     request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
@@ -108,7 +109,7 @@ def _fetch(url: str, part: Path, desc: str, timeout: float, progress: bool) -> N
         total = have + int(length) if length and length.isdigit() else None
         with part.open("ab" if resumed else "wb") as out, tqdm(
             total=total, initial=have, unit="B", unit_scale=True, unit_divisor=1024,
-            desc=desc, disable=not progress,
+            desc=desc, **({} if progress is None else {"disable": not progress}),
         ) as bar:
             for block in iter(lambda: response.read(CHUNK_BYTES), b""):
                 out.write(block)
