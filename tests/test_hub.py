@@ -90,7 +90,11 @@ def test_offline_with_empty_cache_is_one_line_exit_2_and_no_request(tmp_path):
     assert hub.requests == []  # offline means no network attempt at all
 
 
-def test_populated_cache_loads_offline_and_pins_revisions(tmp_path):
+def test_populated_cache_loads_offline_and_pins_revisions(tmp_path, monkeypatch, capsys):
+    from huggingface_hub import constants
+
+    from claptune.cli import main
+
     hf = tmp_path / "hf"
     _cache_file(hf, "lukewys/laion_clap", "630k-best.pt",
                 source=_tiny_laion_checkpoint(tmp_path / "tiny.pt"))
@@ -102,24 +106,26 @@ def test_populated_cache_loads_offline_and_pins_revisions(tmp_path):
     for f in tok_dir.iterdir():  # roberta-base's tokenizer, as the cache would hold it
         _cache_file(hf, "roberta-base", f.name, source=f)
     (tmp_path / "captions.txt").write_text("a dog barking\nrain\n")
-    env = {"HF_HOME": str(hf), "HF_HUB_OFFLINE": "1"}
-    with HubStandIn() as hub:
-        env["HF_ENDPOINT"] = hub.url
-        outcomes = {}
-        for spec in ("laion-clap-630k-best", f"laion-clap-630k-best@{COMMIT}",
-                     f"laion-clap-630k-best@{OTHER_COMMIT}"):
-            out = tmp_path / f"store{len(outcomes)}"
-            outcomes[spec] = (_claptune(["embed", "--model", spec, "--text", "captions.txt",
-                                         "--out", str(out), "--no-progress"], env, tmp_path), out)
+    with HubStandIn() as hub:  # a fresh process, as a user runs it
+        proc = _claptune(["embed", "--model", "laion-clap-630k-best", "--text", "captions.txt",
+                          "--out", "store", "--no-progress"],
+                         {"HF_HOME": str(hf), "HF_HUB_OFFLINE": "1", "HF_ENDPOINT": hub.url},
+                         tmp_path)
     assert hub.requests == []
-    for spec in ("laion-clap-630k-best", f"laion-clap-630k-best@{COMMIT}"):
-        proc, out = outcomes[spec]
-        assert proc.returncode == 0, proc.stderr
-        assert "embedded 2 of 2 text items (16-d)" in proc.stdout
-    proc, _ = outcomes[f"laion-clap-630k-best@{OTHER_COMMIT}"]
-    assert proc.returncode == 2
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and f"revision {OTHER_COMMIT}" in lines[0], proc.stderr
+    assert proc.returncode == 0, proc.stderr
+    assert "embedded 2 of 2 text items (16-d)" in proc.stdout
+
+    # revisions, in process: the same cache, offline
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hf / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    argv = ["embed", "--text", str(tmp_path / "captions.txt"), "--no-progress"]
+    assert main([*argv, "--model", f"laion-clap-630k-best@{COMMIT}",
+                 "--out", str(tmp_path / "pinned")]) == 0
+    capsys.readouterr()
+    assert main([*argv, "--model", f"laion-clap-630k-best@{OTHER_COMMIT}",
+                 "--out", str(tmp_path / "other")]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and f"revision {OTHER_COMMIT}" in lines[0], lines
 
 
 def test_download_fills_the_hf_cache_then_offline_needs_no_network(tmp_path):
@@ -258,7 +264,6 @@ def test_push_uploads_the_folder_to_a_hub_stand_in(tiny_clap_dir, tmp_path):
         proc = _claptune(["push", str(folder), "--repo-id", "someone/tiny-clap", "--private",
                           "--revision", "exp"], env, tmp_path)
         again = _claptune(["push", str(folder), "--repo-id", "someone/tiny-clap"], env, tmp_path)
-        bad = _claptune(["push", str(tmp_path), "--repo-id", "someone/x"], env, tmp_path)
     assert proc.returncode == 0, proc.stderr
     repo = hub.repos["someone/tiny-clap"]
     assert repo["private"] is True
@@ -269,8 +274,15 @@ def test_push_uploads_the_folder_to_a_hub_stand_in(tiny_clap_dir, tmp_path):
     assert uploaded["README.md"].decode() in hub.validated  # the Hub accepted its header
     assert again.returncode == 0, again.stderr  # existing repository: exist_ok
     assert repo["branches"]["main"].keys() == local.keys()
-    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
-    assert "not a model folder" in bad.stderr
+
+
+def test_push_refuses_a_run_folder_in_one_line(tmp_path, capsys):
+    from claptune.cli import main
+
+    (tmp_path / "run").mkdir()
+    assert main(["push", str(tmp_path / "run"), "--repo-id", "someone/x"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "not a model folder" in lines[0]
 
 
 # -- logging -------------------------------------------------------------------------------------
