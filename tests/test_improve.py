@@ -63,7 +63,7 @@ def test_config_validates_itself():
 
 
 def test_summarize_runs_pools_test_parts():
-    from claptune.improve.summary import RunOutcome, summarize_runs
+    from claptune.improve.runs import RunOutcome, summarize_runs
 
     labels = np.array([0, 0, 1, 1, 2, 2])
     before = np.array([0, 1, 1, 0, 2, 0])
@@ -75,16 +75,16 @@ def test_summarize_runs_pools_test_parts():
     ]
     summary, confusions = summarize_runs(runs, labels, ["a", "b", "c"], bootstrap_resamples=200)
     # run 0: test [0, 2, 4] before 3/3, after 3/3; run 1: test [1, 3, 5] before 0/3, after 3/3
-    assert summary["before"]["accuracy"] == pytest.approx(0.5)
-    assert summary["after"]["accuracy"] == pytest.approx(1.0)
-    assert summary["gain"]["accuracy_spread"]["std"] == pytest.approx(np.std([0, 1], ddof=1))
-    assert summary["before"]["accuracy_all"] == pytest.approx(0.5)
-    assert summary["before"]["per_class"] == {"a": 0.5, "b": 0.5, "c": 0.5}
-    mc = summary["paired_test"]["mcnemar"]
-    assert (mc["n"], mc["only_after"], mc["only_before"]) == (6, 3, 0)
-    assert summary["curation"]["pairs"]["ds"]["mean"] == 5
+    assert summary.before.accuracy == pytest.approx(0.5)
+    assert summary.after.accuracy == pytest.approx(1.0)
+    assert summary.gain.accuracy_spread.std == pytest.approx(np.std([0, 1], ddof=1))
+    assert summary.before.accuracy_all == pytest.approx(0.5)
+    assert summary.before.per_class == {"a": 0.5, "b": 0.5, "c": 0.5}
+    mc = summary.paired_test.mcnemar
+    assert (mc.n, mc.only_after, mc.only_before) == (6, 3, 0)
+    assert summary.curation.pairs["ds"].mean == 5
     assert confusions["before"].sum() == 6 and np.trace(confusions["after"]) == 6
-    assert [r["after_accuracy"] for r in summary["runs"]] == [1.0, 1.0]
+    assert [r.after_accuracy for r in summary.runs] == [1.0, 1.0]
 
 
 def _tone(path, freq, seconds=1.0, rate=16000, noise=0.0, seed=0):
@@ -132,7 +132,13 @@ def test_improve_end_to_end_cli(tiny_clap_dir, tiny_task, tmp_path):
         "--audio-samples", "2", "--quiet",
     ])
     assert code == 0
-    report = json.loads((out / "report.json").read_text())
+    text = (out / "report.json").read_text()
+    report = json.loads(text)
+    # the file is the typed Report's JSON, and reads back into it exactly
+    from claptune.report import Report
+
+    typed = Report.read(out / "report.json")
+    assert typed.to_json() == text and typed.before.accuracy == report["before"]["accuracy"]
     for side in ("before", "after"):
         assert 0.0 <= report[side]["accuracy"] <= 1.0
         assert set(report[side]["per_class"]) == {"dog_bark", "rain", "siren"}
@@ -401,10 +407,9 @@ def test_transfer_check_matches_captions_naming_one_class():
     out = summarize_transfer(labels, classes, np.array([0, 0, 3, 0]),
                              [np.array([0, 1, 3, 0]), np.array([0, 1, 3, 1])],
                              [captions[i] for i in rows])
-    assert out["n_clips"] == 4 and out["clips_per_class"] == {"dog": 2, "chirping_birds": 1,
-                                                              "rain": 1}
-    assert out["before"]["accuracy"] == 0.75
-    assert out["before"]["class_mean_accuracy"] == pytest.approx((1 + 0 + 1) / 3)
-    assert out["after"]["accuracy"]["mean"] == pytest.approx((1.0 + 0.75) / 2)
-    assert out["after"]["class_mean_accuracy"]["mean"] == pytest.approx((1.0 + 2.5 / 3) / 2)
+    assert out.n_clips == 4 and out.clips_per_class == {"dog": 2, "chirping_birds": 1, "rain": 1}
+    assert out.before.accuracy == 0.75
+    assert out.before.class_mean_accuracy == pytest.approx((1 + 0 + 1) / 3)
+    assert out.after.accuracy.mean == pytest.approx((1.0 + 0.75) / 2)
+    assert out.after.class_mean_accuracy.mean == pytest.approx((1.0 + 2.5 / 3) / 2)
     assert summarize_transfer(np.zeros(0, np.int64), classes, np.zeros(0), [], []) is None

@@ -6,31 +6,89 @@ import json
 import re
 
 import numpy as np
+import pytest
 import soundfile as sf
 
+from claptune.errors import ClaptuneError
 from claptune.report import ReportAssets, write_report
-from claptune.stats import mean_spread
+from claptune.report.schema import (
+    CurationCounts,
+    Forgetting,
+    Gain,
+    ModelInfo,
+    PairedTest,
+    Report,
+    RunRecord,
+    Side,
+    TargetInfo,
+    Transfer,
+    TransferScores,
+    TransferSpreads,
+)
+from claptune.stats import McNemarResult, Spread, mcnemar, mean_spread
 
 
-def _summary(class_names):
+def _summary(class_names) -> Report:
     before = {c: 0.2 + 0.1 * i for i, c in enumerate(class_names)}
     after = {c: 0.3 + 0.1 * i for i, c in enumerate(class_names)}
-    return {
-        "model": {"spec": "tiny"}, "target": {"name": "folder", "n_clips": 6, "n_classes": 3},
-        "n_runs": 2, "splits": [{"index": 0}], "seeds": [0, 1],
-        "before": {"accuracy": 0.25, "accuracy_spread": mean_spread([0.2, 0.3]).to_dict(),
-                   "per_class": before, "per_class_std": dict.fromkeys(class_names, 0.05)},
-        "after": {"accuracy": 0.35, "accuracy_spread": mean_spread([0.3, 0.4]).to_dict(),
-                  "per_class": after, "per_class_std": dict.fromkeys(class_names, 0.05)},
-        "gain": {"accuracy": 0.1, "accuracy_spread": mean_spread([0.1, 0.1]).to_dict()},
-        "paired_test": {"mcnemar": {"n": 6, "only_before": 0, "only_after": 2,
-                                    "p_exact": 0.5, "p_midp": 0.25}},
-        "curation": {"pairs": {"ds": mean_spread([3, 3]).to_dict()}, "per_class": {"dog": 2}},
-        "forgetting": {"n_pairs": 4, "before": {"a2t_R@1": 0.5},
-                       "after": {"a2t_R@1": mean_spread([0.5, 0.25]).to_dict()}},
-        "runs": [{"split": 0, "seed": 0, "before_accuracy": 0.2, "after_accuracy": 0.3, "n_pairs": 3}],
-        "config": {"model": "tiny", "methods": ["ds"]},
-    }
+    return Report(
+        claptune_version="0", model=ModelInfo(spec="tiny"),
+        target=TargetInfo(name="folder", n_clips=6, n_classes=3),
+        n_runs=2, splits=[{"index": 0}], seeds=[0, 1],
+        before=Side(accuracy=0.25, accuracy_spread=mean_spread([0.2, 0.3]), per_class=before,
+                    per_class_std=dict.fromkeys(class_names, 0.05)),
+        after=Side(accuracy=0.35, accuracy_spread=mean_spread([0.3, 0.4]), per_class=after,
+                   per_class_std=dict.fromkeys(class_names, 0.05)),
+        gain=Gain(accuracy=0.1, accuracy_spread=mean_spread([0.1, 0.1])),
+        paired_test=PairedTest(mcnemar=mcnemar(np.array([1, 0, 0, 1, 1, 1], bool),
+                                               np.ones(6, bool))),
+        curation=CurationCounts(pairs={"ds": mean_spread([3, 3])}, per_class={"dog": 2}),
+        forgetting=Forgetting(n_pairs=4, before={"a2t_R@1": 0.5},
+                              after={"a2t_R@1": mean_spread([0.5, 0.25])}),
+        runs=[RunRecord(split=0, seed=0, before_accuracy=0.2, after_accuracy=0.3, n_pairs=3)],
+        config={"model": "tiny", "methods": ["ds"]},
+    )
+
+
+def test_report_json_round_trip_is_exact():
+    report = _summary(["dog", "rain"])
+    report.transfer = Transfer(
+        n_clips=3, n_classes=2, clips_per_class={"dog": 2, "rain": 1},
+        before=TransferScores(accuracy=1 / 3, class_mean_accuracy=0.25),
+        after=TransferSpreads(accuracy=mean_spread([0.5, 1.0]),
+                              class_mean_accuracy=mean_spread([0.25, 0.75])))
+    report.before.per_class["rain"] = None  # a class never scored
+    text = report.to_json()
+    again = Report.from_json(text)
+    assert again == report and again.to_json() == text
+    assert isinstance(again.before.accuracy_spread, Spread)
+    assert isinstance(again.paired_test.mcnemar, McNemarResult)
+    assert isinstance(again.transfer.after.accuracy, Spread)
+    # the keys users read stay those of report.json
+    data = json.loads(text)
+    assert data["before"]["accuracy_spread"]["mean"] == pytest.approx(0.25)
+    assert data["forgetting"]["after"]["a2t_R@1"]["n"] == 2
+    assert list(data)[:3] == ["claptune_version", "model", "target"]
+
+
+def test_report_from_json_rejects_unknown_and_missing_keys():
+    data = _summary(["dog"]).to_dict()
+    data["before"]["accurracy"] = 0.1
+    with pytest.raises(ClaptuneError, match="unknown keys"):
+        Report.from_dict(data)
+    data = _summary(["dog"]).to_dict()
+    del data["gain"]
+    with pytest.raises(ClaptuneError, match="gain"):
+        Report.from_dict(data)
+
+
+def test_report_new_optional_fields_load_old_files():
+    """A field added with a default leaves older report.json files readable."""
+    data = _summary(["dog"]).to_dict()
+    del data["templates"], data["transfer"], data["before"]["accuracy_all"]
+    report = Report.from_dict(data)
+    assert report.templates == [] and report.transfer is None
+    assert report.before.accuracy_all is None
 
 
 def test_write_report_files_and_offline_html(tmp_path):

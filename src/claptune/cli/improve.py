@@ -15,10 +15,13 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from claptune.errors import ClaptuneError
 from claptune.improve.config import CURATION_METHODS, LOSSES, TARGETS, ImproveConfig
+
+if TYPE_CHECKING:
+    from claptune.report.schema import Report
 
 
 def add_common_arguments(p: argparse.ArgumentParser, target_required: bool = True) -> None:
@@ -117,25 +120,25 @@ def config_from_args(args: argparse.Namespace, **fixed: Any) -> ImproveConfig:
     return ImproveConfig.from_dict(values)
 
 
-def print_summary(report: dict) -> None:
+def print_summary(report: Report) -> None:
     from claptune.report.format import headline_rows, paired_test_lines
 
     for name, before, after, change in headline_rows(report):
         print(f"{name:38s} before {before:>12s}   after {after:>12s}   change {change:>12s}")
     for line in paired_test_lines(report):
         print(line)
-    fg = report.get("forgetting")
+    fg = report.forgetting
     if fg:
-        parts = [f"{k} {100 * fg['before'][k]:.1f} -> {100 * fg['after'][k]['mean']:.1f}"
-                 for k in fg["before"]]
+        parts = [f"{k} {100 * fg.before[k]:.1f} -> {100 * fg.after[k].mean:.1f}"
+                 for k in fg.before]
         print("forgetting check (held-out corpus retrieval, %): " + ", ".join(parts))
-    tr = report.get("transfer")
+    tr = report.transfer
     if tr:
-        print(f"transfer check ({tr['n_clips']} held-out corpus clips naming {tr['n_classes']} "
-              f"target classes, %): accuracy {100 * tr['before']['accuracy']:.1f} -> "
-              f"{100 * tr['after']['accuracy']['mean']:.1f}, class mean "
-              f"{100 * tr['before']['class_mean_accuracy']:.1f} -> "
-              f"{100 * tr['after']['class_mean_accuracy']['mean']:.1f}")
+        print(f"transfer check ({tr.n_clips} held-out corpus clips naming {tr.n_classes} "
+              f"target classes, %): accuracy {100 * tr.before.accuracy:.1f} -> "
+              f"{100 * tr.after.accuracy.mean:.1f}, class mean "
+              f"{100 * tr.before.class_mean_accuracy:.1f} -> "
+              f"{100 * tr.after.class_mean_accuracy.mean:.1f}")
 
 
 def improve_and_print(config: ImproveConfig, out: Path, quiet: bool) -> int:

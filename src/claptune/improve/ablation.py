@@ -21,8 +21,9 @@ import numpy as np
 from claptune.curation import Pairs
 from claptune.improve.config import CURATION_METHODS, LOSSES, ImproveConfig
 from claptune.improve.pipeline import Workspace, log_progress
-from claptune.improve.summary import RunOutcome, summarize_runs
+from claptune.improve.runs import RunOutcome, summarize_runs
 from claptune.report.format import pvalue
+from claptune.report.schema import RunsSummary, to_dict
 
 
 @dataclass(frozen=True)
@@ -54,18 +55,20 @@ def ablation_grid(methods=DEFAULT_ENTRIES, losses=LOSSES, replay_only: bool = Tr
     return grid
 
 
-def _row(entry: AblationEntry, summary: dict, runs: list[RunOutcome], seconds: float) -> dict[str, Any]:
-    gain_p = summary["paired_test"]
+def _row(entry: AblationEntry, summary: RunsSummary, runs: list[RunOutcome], seconds: float
+         ) -> dict[str, Any]:
+    """One row of ablation.json: the entry's figures from the report schema, as JSON."""
     retrieval = [r.retrieval_after for r in runs if r.retrieval_after]
     return {
         "name": entry.name, "methods": list(entry.methods), "loss": entry.loss,
-        "n_runs": summary["n_runs"],
-        "before": summary["before"]["accuracy_spread"],
-        "after": summary["after"]["accuracy_spread"],
-        "gain": summary["gain"]["accuracy_spread"],
-        "after_all": summary["after"]["accuracy_all_spread"],
-        "mcnemar": gain_p["mcnemar"], "bootstrap": gain_p["bootstrap"],
-        "pairs": summary["curation"]["pairs"].get("total"),
+        "n_runs": summary.n_runs,
+        "before": to_dict(summary.before.accuracy_spread),
+        "after": to_dict(summary.after.accuracy_spread),
+        "gain": to_dict(summary.gain.accuracy_spread),
+        "after_all": to_dict(summary.after.accuracy_all_spread),
+        "mcnemar": to_dict(summary.paired_test.mcnemar),
+        "bootstrap": to_dict(summary.paired_test.bootstrap),
+        "pairs": to_dict(summary.curation.pairs.get("total")),
         "retrieval_after": {k: float(np.mean([r[k] for r in retrieval])) for k in retrieval[0]}
         if retrieval else {},
         "seconds": seconds,

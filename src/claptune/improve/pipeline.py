@@ -45,9 +45,10 @@ from claptune.improve.curate import (
     pairs_per_class,
 )
 from claptune.improve.features import FeatureCache
+from claptune.improve.runs import RunOutcome, summarize_retrieval, summarize_runs
 from claptune.improve.splits import Split, holdout_indices, make_splits
-from claptune.improve.summary import RunOutcome, summarize_retrieval, summarize_runs
 from claptune.models.base import AudioTextModel
+from claptune.report.schema import ModelInfo, ModelRun, Report, TargetInfo
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ def log_progress(msg: str, progress: bool) -> None:
 
 @dataclass
 class ImproveResult:
-    report: dict[str, Any]  # what report.json holds
+    report: Report  # what report.json holds
     out_dir: Path
     model_dir: Path | None  # the improved model (split 0, seed 0), loadable by load_model
 
@@ -357,8 +358,8 @@ def run_improve(config: ImproveConfig, out_dir: str | Path, progress: bool = Tru
         audio_samples=config.audio_samples))
     if rep_pairs is not None and len(rep_pairs):
         write_pairs(rep_pairs, out_dir / "pairs_split0.csv")
-    log_progress(f"before {100 * report['before']['accuracy']:.1f} % -> after "
-         f"{100 * report['after']['accuracy']:.1f} % (test parts, {len(runs)} runs); "
+    log_progress(f"before {100 * report.before.accuracy:.1f} % -> after "
+         f"{100 * report.after.accuracy:.1f} % (test parts, {len(runs)} runs); "
          f"report: {out_dir / 'report.html'}", progress)
     return ImproveResult(report, out_dir, None if model_dir is None else Path(model_dir))
 
@@ -386,7 +387,7 @@ def write_improve_card(ws: Workspace, report: dict[str, Any], model_dir: str | P
 
 
 def build_report(ws: Workspace, runs: list[RunOutcome], seconds: float,
-                 model_dir: str | Path | None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+                 model_dir: str | Path | None) -> tuple[Report, dict[str, np.ndarray]]:
     """(report.json content, pooled test-part confusion matrices before/after)."""
     import claptune
     from claptune.improve.transfer import summarize_transfer
@@ -396,28 +397,30 @@ def build_report(ws: Workspace, runs: list[RunOutcome], seconds: float,
     if ws.transfer_before is not None and all(r.transfer_after is not None for r in runs):
         transfer = summarize_transfer(ws.transfer_labels, ws.class_names, ws.transfer_before,
                                       [r.transfer_after for r in runs], ws.transfer_audio)
-    report: dict[str, Any] = {
-        "claptune_version": claptune.__version__,
-        "model": {"spec": ws.config.model, "backend": ws.teacher.backend,
-                  "identity": ws.teacher.identity()},
-        "target": {"name": ws.config.target, "root": ws.config.root,
-                   "n_clips": len(ws.items), "n_classes": len(ws.class_names),
-                   "class_names": ws.class_names, "items": ws.items},
-        "splits": [s.to_dict() for s in ws.splits],
-        "seeds": ws.seeds,
-        **summary,
-        "templates": ws.templates,
-        "forgetting": ({**summarize_retrieval(ws.retrieval_before, runs, len(ws.holdout_audio)),
-                        "held_out_source": ws.holdout_source,
-                        "held_out_audio": ws.holdout_audio} if ws.holdout_audio else None),
-        "transfer": transfer,
-        "model_dir": None if model_dir is None else str(model_dir),
-        "model_run": {"split": 0, "seed": ws.seeds[0]},
-        "train": {"head_only": ws.head_only, **ws.train_overrides},
-        "failed_clips": [{"item": i, "reason": r} for i, r in ws.failed],
-        "timing_s": {"setup": ws.setup_seconds, "total": seconds},
-        "config": ws.config.to_dict(),
-    }
+    forgetting = None
+    if ws.holdout_audio:
+        forgetting = summarize_retrieval(ws.retrieval_before, runs, len(ws.holdout_audio),
+                                         ws.holdout_source, ws.holdout_audio)
+    report = Report.from_summary(
+        summary,
+        claptune_version=claptune.__version__,
+        model=ModelInfo(spec=ws.config.model, backend=ws.teacher.backend,
+                        identity=ws.teacher.identity()),
+        target=TargetInfo(name=ws.config.target, root=ws.config.root, n_clips=len(ws.items),
+                          n_classes=len(ws.class_names), class_names=ws.class_names,
+                          items=ws.items),
+        splits=[s.to_dict() for s in ws.splits],
+        seeds=ws.seeds,
+        templates=ws.templates,
+        forgetting=forgetting,
+        transfer=transfer,
+        model_dir=None if model_dir is None else str(model_dir),
+        model_run=ModelRun(split=0, seed=ws.seeds[0]),
+        train={"head_only": ws.head_only, **ws.train_overrides},
+        failed_clips=[{"item": i, "reason": r} for i, r in ws.failed],
+        timing_s={"setup": ws.setup_seconds, "total": seconds},
+        config=ws.config.to_dict(),
+    )
     return report, confusions
 
 

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from claptune.report.schema import Transfer, TransferScores, TransferSpreads
 from claptune.stats import mean_spread
 
 
@@ -48,20 +49,20 @@ def _scores(pred: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
 
 
 def summarize_transfer(labels: np.ndarray, class_names: Sequence[str], pred_before: np.ndarray,
-                       preds_after: Sequence[np.ndarray], items: Sequence[str]) -> dict | None:
+                       preds_after: Sequence[np.ndarray], items: Sequence[str]) -> Transfer | None:
     """Clip and class-mean accuracy before (teacher) and after (mean ± spread over runs)."""
     if not len(labels):
         return None
     before = _scores(pred_before, labels)
     after = [_scores(p, labels) for p in preds_after]
     counts = {class_names[c]: int((labels == c).sum()) for c in np.unique(labels)}
-    return {
-        "n_clips": int(len(labels)), "n_classes": len(counts), "clips_per_class": counts,
-        "before": {"accuracy": before[0], "class_mean_accuracy": before[1]},
-        "after": {"accuracy": mean_spread([a[0] for a in after]).to_dict(),
-                  "class_mean_accuracy": mean_spread([a[1] for a in after]).to_dict()},
-        "items": list(items),
-    }
+    return Transfer(
+        n_clips=int(len(labels)), n_classes=len(counts), clips_per_class=counts,
+        before=TransferScores(accuracy=before[0], class_mean_accuracy=before[1]),
+        after=TransferSpreads(accuracy=mean_spread([a[0] for a in after]),
+                              class_mean_accuracy=mean_spread([a[1] for a in after])),
+        items=list(items),
+    )
 
 
 __all__ = ["match_captions", "summarize_transfer"]

@@ -1,7 +1,7 @@
 """The report of an ``improve`` run: report.json, report.md and a self-contained report.html.
 
-``write_report(out_dir, report, assets)`` takes the run's summary (a JSON-able dict, see
-``claptune.improve`` for its keys) and the arrays the figures need, and writes:
+``write_report(out_dir, report, assets)`` takes the run's ``Report`` (the typed schema of
+report.json, ``claptune.report.schema``) and the arrays the figures need, and writes:
 - ``report.json``: the summary itself, the machine-readable record;
 - ``report.md`` plus the PNG figures beside it;
 - ``report.html``: one file with the figures and a sample of the curated pairs as playable
@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import numpy as np
 from claptune.report import plots
 from claptune.report.html import render_html
 from claptune.report.markdown import render_markdown
+from claptune.report.schema import Report
 
 
 @dataclass
@@ -34,19 +34,18 @@ class ReportAssets:
     pairs_per_class: int = 5  # top-scoring curated pairs listed per class
 
 
-def _figures(report: dict, assets: ReportAssets) -> dict[str, bytes]:
+def _figures(report: Report, assets: ReportAssets) -> dict[str, bytes]:
     figs: dict[str, bytes] = {}
     names = assets.class_names
-    before, after = report.get("before", {}), report.get("after", {})
-    if before.get("per_class") and after.get("per_class"):
+    before, after = report.before, report.after
+    if before.per_class and after.per_class:
 
-        def values(side: dict, key: str) -> list[float]:  # None (class never scored) -> NaN
-            got = side.get(key, {})
+        def values(got: dict[str, float | None]) -> list[float]:  # None (never scored) -> NaN
             return [np.nan if got.get(c) is None else got[c] for c in names]
 
         figs["per_class.png"] = plots.per_class_bars(
-            names, values(before, "per_class"), values(after, "per_class"),
-            values(before, "per_class_std"), values(after, "per_class_std"),
+            names, values(before.per_class), values(after.per_class),
+            values(before.per_class_std), values(after.per_class_std),
         )
     if assets.confusion_before is not None:
         figs["confusion_before.png"] = plots.confusion_plot(
@@ -57,13 +56,13 @@ def _figures(report: dict, assets: ReportAssets) -> dict[str, bytes]:
     return figs
 
 
-def write_report(out_dir: str | Path, report: dict, assets: ReportAssets) -> dict[str, Path]:
+def write_report(out_dir: str | Path, report: Report, assets: ReportAssets) -> dict[str, Path]:
     """Write report.json, report.md (+ PNGs) and report.html into ``out_dir``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
     path = out / "report.json"
-    path.write_text(json.dumps(report, indent=2, default=_json_default))
+    path.write_text(report.to_json())
     written["json"] = path
     figs = _figures(report, assets)
     for name, png in figs.items():
@@ -78,14 +77,4 @@ def write_report(out_dir: str | Path, report: dict, assets: ReportAssets) -> dic
     return written
 
 
-def _json_default(obj):
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
-
-
-__all__ = ["ReportAssets", "write_report", "render_html", "render_markdown"]
+__all__ = ["Report", "ReportAssets", "write_report", "render_html", "render_markdown"]

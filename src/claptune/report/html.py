@@ -16,6 +16,7 @@ from claptune.report.format import headline_rows, paired_test_lines, pct, spread
 
 if TYPE_CHECKING:
     from claptune.report import ReportAssets
+    from claptune.report.schema import Report
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1100px;
@@ -77,26 +78,26 @@ def _players(sample: list[dict], seconds: float) -> str:
     return _table(["class", "listen", "caption", "score", "method", "file"], rows, numeric_from=3)
 
 
-def render_html(report: dict, assets: ReportAssets, figures: dict[str, bytes] | None = None) -> str:
+def render_html(report: Report, assets: ReportAssets, figures: dict[str, bytes] | None = None) -> str:
     figures = figures or {}
-    target, model = report.get("target", {}), report.get("model", {})
-    title = f"claptune improve: {model.get('spec', '?')} on {target.get('name', '?')}"
+    target, model = report.target, report.model
+    title = f"claptune improve: {model.spec} on {target.name}"
     parts = [f"<h1>{escape(title)}</h1>"]
     parts.append(
-        f'<p class="muted">{escape(str(target.get("n_clips", "?")))} clips, '
-        f'{escape(str(target.get("n_classes", "?")))} classes; {report.get("n_runs", "?")} runs '
-        f'({len(report.get("splits", []))} splits x {len(report.get("seeds", []))} seeds). '
+        f'<p class="muted">{target.n_clips} clips, '
+        f'{target.n_classes} classes; {report.n_runs} runs '
+        f'({len(report.splits)} splits x {len(report.seeds)} seeds). '
         "Accuracy on the test part of each split (never used for anything but scoring), "
         "mean ± std over runs, in percent.</p>"
     )
     rows = [(escape(a), escape(b), escape(c), escape(d)) for a, b, c, d in headline_rows(report)]
     parts.append('<div class="big">' + _table(["", "before", "after", "change"], rows) + "</div>")
     parts += [f"<p>{escape(line)}</p>" for line in paired_test_lines(report)]
-    if report.get("model_dir"):
-        run = report.get("model_run", {})
-        parts.append(f'<p class="muted">Improved model: <code>{escape(str(report["model_dir"]))}'
-                     f'</code> (the student of split {run.get("split", 0)}, seed '
-                     f'{run.get("seed", 0)}), loadable with <code>claptune.load_model</code>.</p>')
+    if report.model_dir:
+        run = report.model_run
+        parts.append(f'<p class="muted">Improved model: <code>{escape(report.model_dir)}'
+                     f'</code> (the student of split {run.split}, seed '
+                     f'{run.seed}), loadable with <code>claptune.load_model</code>.</p>')
 
     if "per_class.png" in figures:
         parts.append("<h2>Per class</h2>")
@@ -108,38 +109,37 @@ def render_html(report: dict, assets: ReportAssets, figures: dict[str, bytes] | 
                   for n in conf]
         parts.append("</div>")
 
-    fg = report.get("forgetting")
+    fg = report.forgetting
     if fg:
         parts.append("<h2>Forgetting check</h2>")
-        parts.append(f'<p class="muted">Retrieval on {fg.get("n_pairs", "?")} held-out pairs of '
+        parts.append(f'<p class="muted">Retrieval on {fg.n_pairs} held-out pairs of '
                      "the paired corpus (excluded from replay and curation), in percent.</p>")
-        rows = [(escape(k), pct(fg["before"][k]), spread(fg["after"].get(k)))
-                for k in fg.get("before", {})]
+        rows = [(escape(k), pct(fg.before[k]), spread(fg.after.get(k))) for k in fg.before]
         parts.append(_table(["retrieval", "before", "after"], rows))
 
-    tr = report.get("transfer")
+    tr = report.transfer
     if tr:
         parts.append("<h2>Transfer check</h2>")
-        parts.append(f'<p class="muted">Zero-shot accuracy on {tr["n_clips"]} held-out corpus '
-                     f'clips whose caption names one of {tr["n_classes"]} target classes: the '
+        parts.append(f'<p class="muted">Zero-shot accuracy on {tr.n_clips} held-out corpus '
+                     f'clips whose caption names one of {tr.n_classes} target classes: the '
                      "same classes, recorded elsewhere. Clips per class: "
-                     + escape(", ".join(f"{c} {n}" for c, n in tr["clips_per_class"].items()))
+                     + escape(", ".join(f"{c} {n}" for c, n in tr.clips_per_class.items()))
                      + ".</p>")
-        rows = [(k.replace("_", " "), pct(tr["before"][k]), spread(tr["after"][k]))
+        rows = [(k.replace("_", " "), pct(getattr(tr.before, k)), spread(getattr(tr.after, k)))
                 for k in ("accuracy", "class_mean_accuracy")]
         parts.append(_table(["", "before", "after"], rows))
 
-    cur = report.get("curation") or {}
+    cur = report.curation
     by_class = _pairs_by_class(assets.pairs)
-    if cur or by_class:
+    if cur.pairs or cur.per_class or by_class:
         parts.append("<h2>Curated pairs</h2>")
-        rows = [(escape(k), spread(s, digits=0, scale=1.0)) for k, s in cur.get("pairs", {}).items()]
+        rows = [(escape(k), spread(s, digits=0, scale=1.0)) for k, s in cur.pairs.items()]
         if rows:
             parts.append(_table(["method", "pairs per run (mean ± std)"], rows))
         if by_class:
-            run = report.get("model_run", {})
-            parts.append(f'<p class="muted">Pairs of split {run.get("split", 0)}, seed '
-                         f'{run.get("seed", 0)} (the run whose model is saved).</p>')
+            run = report.model_run
+            parts.append(f'<p class="muted">Pairs of split {run.split}, seed '
+                         f'{run.seed} (the run whose model is saved).</p>')
             parts.append("<h3>Listen to what the curation chose</h3>")
             parts.append(_players(_audio_sample(by_class, assets.audio_samples), assets.audio_seconds))
             parts.append("<h3>Top pairs per class</h3>")
@@ -152,14 +152,13 @@ def render_html(report: dict, assets: ReportAssets, figures: dict[str, bytes] | 
                 parts.append(f"<details><summary>{escape(cls)}: {len(rows_c)} pairs</summary>"
                              f"{table}</details>")
 
-    runs = report.get("runs", [])
-    if runs:
+    if report.runs:
         parts.append("<h2>Runs</h2>")
-        rows = [(str(r["split"]), str(r["seed"]), pct(r["before_accuracy"]),
-                 pct(r["after_accuracy"]), escape(str(r.get("n_pairs", "")))) for r in runs]
+        rows = [(str(r.split), str(r.seed), pct(r.before_accuracy), pct(r.after_accuracy),
+                 str(r.n_pairs)) for r in report.runs]
         parts.append(_table(["split", "seed", "before", "after", "pairs"], rows))
     parts.append("<h2>Resolved configuration</h2>")
-    parts.append(f"<pre>{escape(json.dumps(report.get('config', {}), indent=2, default=str))}</pre>")
+    parts.append(f"<pre>{escape(json.dumps(report.config, indent=2, default=str))}</pre>")
     body = "\n".join(parts)
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             f"<title>{escape(title)}</title><style>{_CSS}</style></head><body>\n{body}\n</body></html>\n")

@@ -6,10 +6,11 @@ import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from claptune.report.format import headline_rows, paired_test_lines, pct, spread
+from claptune.report.format import headline_rows, paired_test_lines, pct, pct_std, spread
 
 if TYPE_CHECKING:
     from claptune.report import ReportAssets
+    from claptune.report.schema import Report
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
@@ -18,78 +19,74 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     return lines
 
 
-def render_markdown(report: dict, assets: ReportAssets, figure_files: Sequence[str] = ()) -> str:
-    target, model = report.get("target", {}), report.get("model", {})
-    out = [f"# claptune improve: {model.get('spec', '?')} on {target.get('name', '?')}", ""]
+def render_markdown(report: Report, assets: ReportAssets, figure_files: Sequence[str] = ()) -> str:
+    target, model = report.target, report.model
+    out = [f"# claptune improve: {model.spec} on {target.name}", ""]
     out.append(
-        f"{target.get('n_clips', '?')} clips, {target.get('n_classes', '?')} classes; "
-        f"{report.get('n_runs', '?')} runs ({len(report.get('splits', []))} splits x "
-        f"{len(report.get('seeds', []))} seeds). Figures are mean ± std over runs, in percent."
+        f"{target.n_clips} clips, {target.n_classes} classes; "
+        f"{report.n_runs} runs ({len(report.splits)} splits x "
+        f"{len(report.seeds)} seeds). Figures are mean ± std over runs, in percent."
     )
     out.append("")
     out += _table(["figure", "before", "after", "change"], headline_rows(report))
     out.append("")
     for line in paired_test_lines(report):
         out.append(f"- {line}")
-    if report.get("model_dir"):
-        run = report.get("model_run", {})
-        out.append(f"- Improved model: `{report['model_dir']}` (the student of split "
-                   f"{run.get('split', 0)}, seed {run.get('seed', 0)}), loadable with "
+    if report.model_dir:
+        run = report.model_run
+        out.append(f"- Improved model: `{report.model_dir}` (the student of split "
+                   f"{run.split}, seed {run.seed}), loadable with "
                    "`claptune.load_model`.")
     out.append("")
-    cur = report.get("curation") or {}
-    if cur:
+    cur = report.curation
+    if cur.pairs or cur.per_class:
         out.append("## Curated pairs")
         out.append("")
-        rows = [(name, spread(s, digits=0, scale=1.0)) for name, s in cur.get("pairs", {}).items()]
+        rows = [(name, spread(s, digits=0, scale=1.0)) for name, s in cur.pairs.items()]
         out += _table(["method", "pairs per run"], rows)
         out.append("")
-    fg = report.get("forgetting")
+    fg = report.forgetting
     if fg:
         out.append("## Forgetting check (held-out paired corpus)")
         out.append("")
-        rows = [(k, pct(fg["before"][k]), spread(fg["after"].get(k)))
-                for k in fg.get("before", {})]
+        rows = [(k, pct(fg.before[k]), spread(fg.after.get(k))) for k in fg.before]
         out += _table(["retrieval", "before", "after"], rows)
         out.append("")
-    tr = report.get("transfer")
+    tr = report.transfer
     if tr:
         out.append("## Transfer check (target classes, recordings from other sources)")
         out.append("")
-        out.append(f"{tr['n_clips']} held-out corpus clips whose caption names one of "
-                   f"{tr['n_classes']} target classes; zero-shot accuracy.")
+        out.append(f"{tr.n_clips} held-out corpus clips whose caption names one of "
+                   f"{tr.n_classes} target classes; zero-shot accuracy.")
         out.append("")
-        rows = [(k.replace("_", " "), pct(tr["before"][k]), spread(tr["after"][k]))
+        rows = [(k.replace("_", " "), pct(getattr(tr.before, k)), spread(getattr(tr.after, k)))
                 for k in ("accuracy", "class_mean_accuracy")]
         out += _table(["", "before", "after"], rows)
         out.append("")
     for name in figure_files:
         out.append(f"![{name}]({name})")
         out.append("")
-    before, after = report.get("before", {}), report.get("after", {})
-    if before.get("per_class"):
+    before, after = report.before, report.after
+    if before.per_class:
         out.append("## Per class (test parts)")
         out.append("")
-        counts = cur.get("per_class", {})
-        rows = [(c, spread({"mean": before["per_class"][c],
-                            "std": before.get("per_class_std", {}).get(c, 0.0)}),
-                 spread({"mean": after["per_class"][c],
-                         "std": after.get("per_class_std", {}).get(c, 0.0)}),
+        counts = cur.per_class
+        rows = [(c, pct_std(before.per_class[c], before.per_class_std.get(c)),
+                 pct_std(after.per_class[c], after.per_class_std.get(c)),
                  f"{counts.get(c, 0):.0f}")
                 for c in assets.class_names]
         out += _table(["class", "before", "after", "curated pairs per run"], rows)
         out.append("")
-    runs = report.get("runs", [])
-    if runs:
+    if report.runs:
         out.append("## Runs")
         out.append("")
-        rows = [(r["split"], r["seed"], pct(r["before_accuracy"]), pct(r["after_accuracy"]),
-                 r.get("n_pairs", "")) for r in runs]
+        rows = [(r.split, r.seed, pct(r.before_accuracy), pct(r.after_accuracy), r.n_pairs)
+                for r in report.runs]
         out += _table(["split", "seed", "before", "after", "pairs"], rows)
         out.append("")
     out.append("## Resolved configuration")
     out.append("")
     out.append("```json")
-    out.append(json.dumps(report.get("config", {}), indent=2, default=str))
+    out.append(json.dumps(report.config, indent=2, default=str))
     out.append("```")
     return "\n".join(out) + "\n"

@@ -12,6 +12,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from claptune.report.schema import (
+    CurationCounts,
+    Forgetting,
+    Gain,
+    PairedTest,
+    RunRecord,
+    RunsSummary,
+    Side,
+)
 from claptune.stats import mcnemar, mean_spread, paired_bootstrap
 
 
@@ -59,13 +68,13 @@ def summarize_runs(
     class_names: Sequence[str],
     bootstrap_resamples: int = 10_000,
     bootstrap_seed: int = 0,
-) -> tuple[dict, dict[str, np.ndarray]]:
-    """(summary dict for report.json, pooled confusion matrices before/after on test parts)."""
+) -> tuple[RunsSummary, dict[str, np.ndarray]]:
+    """(the report's figures over runs, pooled confusion matrices before/after on test parts)."""
     if not runs:
         raise ValueError("no runs to summarize")
     labels = np.asarray(labels)
     n_classes = len(class_names)
-    side: dict[str, dict] = {}
+    side: dict[str, Side] = {}
     confusions: dict[str, np.ndarray] = {}
     for name in ("before", "after"):
         preds = [r.pred_before if name == "before" else r.pred_after for r in runs]
@@ -77,12 +86,12 @@ def summarize_runs(
             pc_mean = np.nanmean(per_class, axis=0)
             pc_std = np.nanstd(per_class, axis=0, ddof=1) if len(runs) > 1 else np.zeros(n_classes)
         test_spread, all_spread = mean_spread(test_acc), mean_spread(all_acc)
-        side[name] = {
-            "accuracy": test_spread.mean, "accuracy_spread": test_spread.to_dict(),
-            "accuracy_all": all_spread.mean, "accuracy_all_spread": all_spread.to_dict(),
-            "per_class": {c: _finite(v) for c, v in zip(class_names, pc_mean, strict=True)},
-            "per_class_std": {c: _finite(v) for c, v in zip(class_names, pc_std, strict=True)},
-        }
+        side[name] = Side(
+            accuracy=test_spread.mean, accuracy_spread=test_spread,
+            accuracy_all=all_spread.mean, accuracy_all_spread=all_spread,
+            per_class={c: _finite(v) for c, v in zip(class_names, pc_mean, strict=True)},
+            per_class_std={c: _finite(v) for c, v in zip(class_names, pc_std, strict=True)},
+        )
         confusions[name] = sum(_confusion(p, labels, r.test, n_classes)
                                for p, r in zip(preds, runs, strict=True))
 
@@ -94,50 +103,51 @@ def summarize_runs(
     before_ok = np.concatenate([r.pred_before[r.test] == labels[r.test] for r in runs])
     after_ok = np.concatenate([r.pred_after[r.test] == labels[r.test] for r in runs])
     clip_ids = np.concatenate([r.test for r in runs])
-    paired = {
-        "mcnemar": mcnemar(before_ok, after_ok).to_dict(),
-        "bootstrap": paired_bootstrap(before_ok, after_ok, groups=clip_ids,
-                                      n_resamples=bootstrap_resamples,
-                                      seed=bootstrap_seed).to_dict(),
-        "note": "test-part outcomes of all runs pooled; the bootstrap resamples clips",
-    }
+    paired = PairedTest(
+        mcnemar=mcnemar(before_ok, after_ok),
+        bootstrap=paired_bootstrap(before_ok, after_ok, groups=clip_ids,
+                                   n_resamples=bootstrap_resamples, seed=bootstrap_seed),
+        note="test-part outcomes of all runs pooled; the bootstrap resamples clips",
+    )
 
     methods = sorted({m for r in runs for m in r.n_pairs})
-    curation = {
-        "pairs": {m: mean_spread([r.n_pairs.get(m, 0) for r in runs]).to_dict() for m in methods},
-        "per_class": {c: float(np.mean([r.pairs_per_class.get(c, 0) for r in runs]))
-                      for c in class_names},
-    }
-    summary = {
-        "n_runs": len(runs),
-        "before": side["before"],
-        "after": side["after"],
-        "gain": {"accuracy": gain_spread.mean, "accuracy_spread": gain_spread.to_dict(),
-                 "accuracy_all": gain_all_spread.mean,
-                 "accuracy_all_spread": gain_all_spread.to_dict()},
-        "paired_test": paired,
-        "curation": curation,
-        "runs": [{
-            "split": r.split, "seed": r.seed,
-            "before_accuracy": _accuracy(r.pred_before, labels, r.test),
-            "after_accuracy": _accuracy(r.pred_after, labels, r.test),
-            "before_accuracy_all": _accuracy(r.pred_before, labels),
-            "after_accuracy_all": _accuracy(r.pred_after, labels),
-            "n_pairs": r.n_pairs.get("total", sum(r.n_pairs.values())),
-            "mcnemar": mcnemar(r.pred_before[r.test] == labels[r.test],
-                               r.pred_after[r.test] == labels[r.test]).to_dict(),
-            "retrieval_after": r.retrieval_after,
-            "train": r.train,
-        } for r in runs],
-    }
+    curation = CurationCounts(
+        pairs={m: mean_spread([r.n_pairs.get(m, 0) for r in runs]) for m in methods},
+        per_class={c: float(np.mean([r.pairs_per_class.get(c, 0) for r in runs]))
+                   for c in class_names},
+    )
+    summary = RunsSummary(
+        n_runs=len(runs),
+        before=side["before"],
+        after=side["after"],
+        gain=Gain(accuracy=gain_spread.mean, accuracy_spread=gain_spread,
+                  accuracy_all=gain_all_spread.mean, accuracy_all_spread=gain_all_spread),
+        paired_test=paired,
+        curation=curation,
+        runs=[RunRecord(
+            split=r.split, seed=r.seed,
+            before_accuracy=_accuracy(r.pred_before, labels, r.test),
+            after_accuracy=_accuracy(r.pred_after, labels, r.test),
+            before_accuracy_all=_accuracy(r.pred_before, labels),
+            after_accuracy_all=_accuracy(r.pred_after, labels),
+            n_pairs=r.n_pairs.get("total", sum(r.n_pairs.values())),
+            mcnemar=mcnemar(r.pred_before[r.test] == labels[r.test],
+                            r.pred_after[r.test] == labels[r.test]),
+            retrieval_after=r.retrieval_after,
+            train=r.train,
+        ) for r in runs],
+    )
     return summary, confusions
 
 
-def summarize_retrieval(before: dict[str, float], runs: Sequence[RunOutcome], n_pairs: int) -> dict:
+def summarize_retrieval(before: dict[str, float], runs: Sequence[RunOutcome], n_pairs: int,
+                        held_out_source: str = "", held_out_audio: Sequence[str] = ()
+                        ) -> Forgetting:
     """Held-out retrieval before (teacher, one number) and after (mean ± spread over runs)."""
-    after = {k: mean_spread([r.retrieval_after[k] for r in runs]).to_dict() for k in before}
-    change = {k: after[k]["mean"] - before[k] for k in before}
-    return {"n_pairs": n_pairs, "before": before, "after": after, "change": change}
+    after = {k: mean_spread([r.retrieval_after[k] for r in runs]) for k in before}
+    change = {k: after[k].mean - before[k] for k in before}
+    return Forgetting(n_pairs=n_pairs, before=dict(before), after=after, change=change,
+                      held_out_source=held_out_source, held_out_audio=list(held_out_audio))
 
 
 def _finite(x: float) -> float | None:
