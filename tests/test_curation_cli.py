@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 
 from claptune.cli import main
-from claptune.curation import CurationInputs, CurationSettings, class_prompts, curate, read_pairs
+from claptune.curation import CurationInputs, CurationSettings, curate, curation_prompts, read_pairs
 from claptune.embed import load_store
 from conftest import CAPTIONED_SFX, ESC50_SUBSET, require_shared_data
 
@@ -82,7 +82,7 @@ def test_all_methods_on_files_match_the_library(files, tiny_clap_dir, tmp_path, 
 
     model = load_model(str(tiny_clap_dir))
     names = ["dog", "rain", "bird_song"]
-    prompts = class_prompts(names)
+    prompts = curation_prompts(names)
     inputs = CurationInputs(
         audio_ids=audio.ids, audio_emb=audio.embeddings,
         corpus_audio=[str(root / f"clips/c{i}.wav") for i in range(4)],
@@ -126,7 +126,7 @@ def test_threshold_keeping_nothing_fails_and_writes_nothing(files, tiny_clap_dir
     (["--method", "ds,ads", "--threshold", "0.7"], "several methods"),
     (["--method", "dss"], "unknown method"),
     (["--method", "ds", "--threshold", "q2"], "quantile"),
-    (["--method", "du", "--audio", "nowhere/"], "not found"),
+    (["--method", "du", "--audio", "nowhere/", "--text", "nowhere.txt"], "not found"),
     (["--method", "ads", "--classes", "dog"], "needs unpaired clips"),
 ])
 def test_bad_arguments(tmp_path, tiny_clap_dir, capsys, argv, message):

@@ -17,8 +17,8 @@ from claptune.curation import (
     Threshold,
     audio_to_audio,
     augmented_domain_specific,
-    class_prompts,
     curate,
+    curation_prompts,
     domain_specific,
     domain_unspecific,
     ds_captions,
@@ -67,11 +67,13 @@ def cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a.astype(np.float64)[:, None, :] * b.astype(np.float64)[None, :, :]).sum(-1)
 
 
-def test_class_prompts():
-    assert class_prompts(["dog", "chirping_birds"]) == ["this is a sound of dog",
+def test_curation_prompts():
+    assert curation_prompts(["dog", "chirping_birds"]) == ["this is a sound of dog",
                                                         "this is a sound of chirping birds"]
-    with pytest.raises(ValueError):
-        class_prompts(["dog"], "no placeholder")
+    # the zero-shot prompt builder's cleaning: the same prompt through curate and improve
+    assert curation_prompts(["cafe/restaurant"]) == ["this is a sound of cafe or restaurant"]
+    with pytest.raises(ClaptuneError):
+        curation_prompts(["dog"], "no placeholder")
 
 
 def test_threshold_parse_and_resolve():
@@ -158,7 +160,7 @@ def test_a2a_keeps_target_like_clips_and_pairs_best_caption(world):
 
 
 def test_pseudo_confidence_margin_and_cap(world):
-    prompts = class_prompts(world["class_names"])
+    prompts = curation_prompts(world["class_names"])
     pairs = pseudo_label(world["target_ids"], world["target_emb"], world["class_names"],
                          world["prompt_emb"], logit_scale=10.0, prompts=prompts,
                          threshold=0.0, max_per_class=0)
@@ -234,7 +236,7 @@ def test_pseudo_refined_undoes_a_class_the_prompts_over_predict(rng):
 def test_curate_pseudo_refined_scores_with_the_class_embeddings(world):
     """pseudo_refined through curate(): its own threshold, pseudo's cap, and the classifier
     given as class_emb (not the single prompts) deciding the labels."""
-    prompts = class_prompts(world["class_names"])
+    prompts = curation_prompts(world["class_names"])
     inputs = CurationInputs(target_ids=world["target_ids"], target_emb=world["target_emb"],
                             class_names=world["class_names"], prompts=prompts,
                             prompt_emb=world["prompt_emb"], logit_scale=10.0)

@@ -413,3 +413,42 @@ def test_transfer_check_matches_captions_naming_one_class():
     assert out.after.accuracy.mean == pytest.approx((1.0 + 0.75) / 2)
     assert out.after.class_mean_accuracy.mean == pytest.approx((1.0 + 2.5 / 3) / 2)
     assert summarize_transfer(np.zeros(0, np.int64), classes, np.zeros(0), [], []) is None
+
+
+def test_curate_cli_and_improve_curate_the_same_pairs(tiny_clap_dir, tiny_task, tmp_path):
+    """One curation path: `claptune curate` given the roles improve assigns for a split
+    (adaptation clips as unpaired and target audio, the corpus, the class names) keeps the
+    same pairs as improve, with the same default thresholds and prompts."""
+    from claptune.cli import main
+    from claptune.curation import read_pairs
+    from claptune.improve.config import ImproveConfig
+    from claptune.improve.pipeline import Workspace
+
+    target, corpus = tiny_task
+    methods = ("du", "ds", "ads", "pseudo", "pseudo_refined")
+    config = ImproveConfig(model=str(tiny_clap_dir), target="folder", root=str(target),
+                           corpus=str(corpus), corpus_holdout=0.0, n_splits=1, n_seeds=1,
+                           templates=("default",), methods=methods, cache_dir=None)
+    ws = Workspace(config, tmp_path / "ws", progress=False)
+    split = ws.splits[0]
+    expected = ws.curate(split, methods)
+    adapt = [ws.items[i] for i in split.adapt]
+    (tmp_path / "captions.txt").write_text("\n".join(ws.replay_text) + "\n")
+    out = tmp_path / "cli"
+    assert main(["curate", "--method", ",".join(methods), "--model", str(tiny_clap_dir),
+                 "--audio", *adapt, "--target-audio", *adapt, "--text",
+                 str(tmp_path / "captions.txt"), "--corpus", str(corpus),
+                 "--classes", ",".join(ws.class_names), "--out", str(out),
+                 "--no-progress"]) == 0
+    got = read_pairs(out / "pairs.csv")
+
+    def rows(pairs):
+        return {(a, t, m, c): s for a, t, s, m, c in zip(pairs.audio, pairs.text, pairs.score,
+                                                         pairs.method, pairs.classes,
+                                                         strict=True)}
+
+    want, have = rows(expected), rows(got)
+    assert set(expected.method) == set(methods)  # every method kept something
+    assert set(have) == set(want)
+    for key, score in want.items():
+        assert have[key] == pytest.approx(score, abs=1e-5)

@@ -17,8 +17,11 @@ per line) or --target NAME --root PATH; prompts are --template ("this is a sound
 
 Thresholds: a raw cosine (0.7) or a quantile of the observed scores (q0.99); "--threshold X"
 sets the chosen method's, "--threshold ds=0.7 ads=q0.99" several (ds is also the DS stage of
-ads and a2a). Defaults are the paper's: du 0.75, ds 0.7, ads 0.7, a2a 0.7; pseudo and
-pseudo_refined (labels refined by audio neighbours and balanced classes first) q0.5.
+ads and a2a). Defaults are improve's (--preset quantile): du q0.99, ds q0.8, ads q0.99,
+a2a q0.8, pseudo and pseudo_refined (labels refined by audio neighbours and balanced classes
+first) q0.5; --preset paper takes the paper's raw cosines (du 0.75, ds 0.7, ads 0.7,
+a2a 0.7), which suit MS-CLAP. Prompts are built as in zero-shot evaluation (dog_bark ->
+"dog bark", cafe/restaurant -> "cafe or restaurant").
 The score distributions and how many pairs each threshold keeps are printed.
 
 Writes OUT/pairs.csv (audio,text,score,method,class; identical pairs merged), OUT/summary.json
@@ -35,12 +38,9 @@ import sys
 import warnings
 from pathlib import Path
 
-import numpy as np
-
+from claptune.curation.methods import METHODS as METHOD_NAMES
+from claptune.curation.methods import THRESHOLD_PRESETS
 from claptune.errors import ClaptuneError
-
-# claptune.curation.METHODS, spelled out so that `--help` does not import the library
-METHOD_NAMES = ("du", "ds", "ads", "a2a", "pseudo", "pseudo_refined")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -70,6 +70,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="class prompt with {} for the name ('this is a sound of {}')")
     p.add_argument("--threshold", nargs="+", default=[], metavar="[METHOD=]T",
                    help="cosine (0.7) or quantile (q0.99), for the method or per method")
+    p.add_argument("--preset", choices=list(THRESHOLD_PRESETS), default="quantile",
+                   help="default thresholds: quantile (of the teacher's own scores; also "
+                        "improve's) or paper (the paper's raw cosines, for MS-CLAP) (quantile)")
     p.add_argument("--top-k", type=int, default=None,
                    help="du: top-k captions per clip instead of a threshold; a2a: DS captions "
                         "per kept clip (1)")
@@ -97,7 +100,8 @@ def run(args: argparse.Namespace) -> int:
     created_group = _init_distributed()
     try:
         rank = _rank()
-        settings = CurationSettings(
+        settings = CurationSettings.preset(
+            args.preset,
             **parse_thresholds(args.threshold, methods),
             **_top_k(methods, args.top_k),
             a2a_text_threshold=args.text_threshold,
@@ -161,55 +165,49 @@ def _top_k(methods: list[str], top_k: int | None) -> dict:
 
 
 def build_inputs(args: argparse.Namespace, methods: list[str]):
-    """Embeddings of everything the chosen methods read, from stores or embedded now."""
-    from claptune.curation import CurationInputs, class_prompts
-    from claptune.curation.pipeline import NEEDS
-    from claptune.data import load_captioned_corpus
+    """The library's one curation path (``build_curation_inputs``) with the roles named by
+    the flags; the flag of a missing role is named in the error."""
+    from claptune.curation.inputs import (
+        EmbedOptions,
+        build_curation_inputs,
+        class_names_from,
+        target_rows_of_dataset,
+    )
+    from claptune.curation.methods import NEEDS
 
     needs = {w for m in methods for w in NEEDS[m]}
+    what = "/".join(methods)
+    for role, flag, value, label in (("audio", "--audio", args.audio, "unpaired clips"),
+                                     ("text", "--text", args.text, "unpaired captions"),
+                                     ("corpus", "--corpus", args.corpus, "a paired corpus")):
+        if role in needs and not value:
+            raise ClaptuneError(f"{what} needs {label}: give {flag}")
     model = _load_model(args)
-    cache = args.cache or args.out / "embeddings"
-    stores = []
-    inputs = CurationInputs()
-    if "audio" in needs:
-        if not args.audio:
-            raise ClaptuneError(f"{'/'.join(methods)} needs unpaired clips: give --audio")
-        inputs.audio_ids, inputs.audio_emb, ident = _embed(args, model, args.audio, "audio",
-                                                           cache / "audio")
-        stores.append(("--audio", ident))
-    if "text" in needs:
-        if not args.text:
-            raise ClaptuneError("du needs unpaired captions: give --text")
-        inputs.texts, inputs.text_emb, ident = _embed(args, model, [args.text], "text",
-                                                      cache / "text")
-        stores.append(("--text", ident))
-    if "corpus" in needs:
-        if not args.corpus:
-            raise ClaptuneError(f"{'/'.join(methods)} needs a paired corpus: give --corpus")
-        corpus = load_captioned_corpus(args.corpus)
-        inputs.corpus_audio = [str(a) for a in corpus.audio]
-        inputs.corpus_captions = list(corpus.captions)
-        inputs.corpus_caption_emb = _embed_texts(args, model, inputs.corpus_captions,
-                                                 cache / "corpus_text")
+    options = EmbedOptions(cache=args.cache or args.out / "embeddings",
+                           batch_size=args.batch_size, progress=not args.no_progress,
+                           on_error=args.on_error, text_column=args.text_column)
     dataset = _target_dataset(args) if args.target else None
+    target = None
     if "target" in needs:
         if args.target_audio:
-            inputs.target_ids, inputs.target_emb, ident = _embed(args, model, args.target_audio,
-                                                                 "audio", cache / "target")
-            stores.append(("--target-audio", ident))
+            target = args.target_audio
         elif dataset is not None:
-            inputs.target_ids, inputs.target_emb, _ = _embed_items(
-                args, model, [str(p) for p in dataset.items], "audio", cache / "target")
+            target = target_rows_of_dataset(dataset, model, options)
         else:
-            raise ClaptuneError(f"{'/'.join(methods)} needs target clips: give --target-audio "
+            raise ClaptuneError(f"{what} needs target clips: give --target-audio "
                                 "or --target/--root")
+    class_names = None
     if "prompts" in needs:
-        inputs.class_names = _class_names(args, dataset)
-        inputs.prompts = class_prompts(inputs.class_names, args.template)
-        inputs.prompt_emb = _embed_texts(args, model, inputs.prompts, None)
-        inputs.logit_scale = float(model.logit_scale.detach())
-    _check_same_model(stores, model)
-    return inputs
+        if args.classes:
+            class_names = class_names_from(args.classes)
+        elif dataset is not None:
+            class_names = list(dataset.class_names)
+        else:
+            raise ClaptuneError("class prompts need class names: give --classes or "
+                                "--target/--root")
+    return build_curation_inputs(
+        methods, model=model, audio=args.audio, texts=args.text, corpus=args.corpus,
+        target=target, class_names=class_names, template=args.template, options=options)
 
 
 def _load_model(args: argparse.Namespace):
@@ -220,89 +218,12 @@ def _load_model(args: argparse.Namespace):
     return load_model(args.model, **({"device": args.device} if args.device else {}))
 
 
-def _require_model(model, what: str):
-    if model is None:
-        raise ClaptuneError(f"{what} needs --model (the teacher that embeds it)")
-    return model
-
-
-def _is_store(paths: list[str]) -> bool:
-    return len(paths) == 1 and (Path(paths[0]) / "manifest.json").is_file()
-
-
-def _embed(args, model, paths: list[str], kind: str, cache: Path):
-    """(ids, embeddings, model identity) of a store, or of files embedded now into ``cache``."""
-    from claptune.audio import find_audio
-    from claptune.cli.embed import read_captions
-    from claptune.embed import load_store
-
-    if _is_store(paths):
-        store = load_store(paths[0], model)
-        if store.manifest["kind"] != kind:
-            raise ClaptuneError(f"{paths[0]} is a {store.manifest['kind']} store, not {kind}")
-        return store.ids, store.embeddings, store.manifest["identity"]
-    if kind == "audio":
-        items = [str(p) for p in find_audio(paths)]
-        if not items:
-            raise ClaptuneError(f"no audio files found in {' '.join(paths)}")
-    else:
-        items = read_captions(Path(paths[0]), args.text_column)
-    return _embed_items(args, model, items, kind, cache)
-
-
-def _embed_items(args, model, items: list[str], kind: str, cache: Path):
-    from claptune.embed import embed_to_store, load_store
-
-    model = _require_model(model, f"embedding {len(items)} {kind} items")
-    embed_to_store(model, items, cache, kind=kind, batch_size=args.batch_size,
-                   progress=not args.no_progress, on_error=args.on_error)
-    store = load_store(cache, model, items=items)
-    for item, reason in store.manifest["failed"]:
-        print(f"  skipped {item}: {reason}", file=sys.stderr)
-    return store.ids, store.embeddings, store.manifest["identity"]
-
-
-def _embed_texts(args, model, texts: list[str], cache: Path | None) -> np.ndarray:
-    """Caption embeddings aligned with ``texts`` (stored in ``cache`` when given)."""
-    model = _require_model(model, "embedding captions and class prompts")
-    if cache is None:
-        return model.encode_text(texts, progress=False)
-    return _embed_items(args, model, texts, "text", cache)[1]
-
-
 def _target_dataset(args: argparse.Namespace):
     from claptune.data import load_dataset
 
     if not args.root:
         raise ClaptuneError("--target needs --root (the data set's local copy)")
     return load_dataset(args.target, root=args.root)
-
-
-def _class_names(args: argparse.Namespace, dataset) -> list[str]:
-    if args.classes:
-        path = Path(args.classes)
-        if path.is_file():
-            names = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()]
-        else:
-            names = [n.strip() for n in args.classes.split(",")]
-        names = [n for n in names if n]
-        if not names:
-            raise ClaptuneError(f"no class names in --classes {args.classes!r}")
-        return names
-    if dataset is not None:
-        return list(dataset.class_names)
-    raise ClaptuneError("class prompts need class names: give --classes or --target/--root")
-
-
-def _check_same_model(stores: list[tuple[str, dict]], model) -> None:
-    """Stores read without --model must all come from one model (and preprocessing)."""
-    if model is not None or len(stores) < 2:
-        return
-    first_flag, first = stores[0]
-    for flag, ident in stores[1:]:
-        if ident != first:
-            raise ClaptuneError(f"{flag} and {first_flag} were embedded by different models "
-                                "or preprocessing; embed both with the same model")
 
 
 def report(pairs) -> None:
@@ -325,7 +246,8 @@ def report(pairs) -> None:
             print(f"  {meta['above_threshold']} clips above the threshold, "
                   f"{meta['dropped_by_cap']} dropped by the cap of {meta['max_per_class']} "
                   "per class")
-    counts = ", ".join(f"{m} {n}" for m, n in pairs.counts("method").items()) or "none"
+    counts = ", ".join(f"{m} {n}" for m, n in pairs.method_counts().items()
+                       if m != "total") or "none"
     print(f"kept {len(pairs)} pairs ({counts}; {pairs.meta.get('duplicates_removed', 0)} "
           "duplicates merged)")
 

@@ -12,7 +12,6 @@ again after an interruption and it computes only what is missing. Under
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 from pathlib import Path
 
@@ -52,6 +51,8 @@ def run(args: argparse.Namespace) -> int:
         if not items:
             raise ClaptuneError(f"no audio files found in {' '.join(args.audio)}")
     else:
+        from claptune.data.captioned import read_captions
+
         kind, items = "text", read_captions(Path(args.text), args.text_column)
     model = load_model(args.model, **({"device": args.device} if args.device else {}))
     out = embed_to_store(model, items, args.out, kind=kind, chunk_size=args.chunk_size,
@@ -66,20 +67,3 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def read_captions(path: Path, column: str = "caption") -> list[str]:
-    """Captions from a .txt (one per non-empty line) or a .csv column."""
-    if not path.is_file():
-        raise ClaptuneError(f"caption file not found: {path}")
-    if path.suffix.lower() == ".csv":
-        with path.open(newline="", encoding="utf-8") as fh:
-            reader = csv.DictReader(fh)
-            if column not in (reader.fieldnames or []):
-                raise ClaptuneError(f"{path} has no column {column!r}; columns: "
-                                    f"{', '.join(reader.fieldnames or [])}")
-            captions = [row[column].strip() for row in reader]
-    else:
-        captions = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
-    captions = [c for c in captions if c]
-    if not captions:
-        raise ClaptuneError(f"no captions in {path}")
-    return captions

@@ -1,6 +1,11 @@
 """Unsupervised curation: turn unpaired audio, unpaired captions and a target task's class
 names into pseudo audio-text pairs (../shared/docs/METHOD.md, "Curation").
 
+- ``methods``: the method names, what each reads, and the one table of default thresholds
+  (``quantile``; ``paper`` holds the paper's raw cosines);
+- ``inputs``: ``build_curation_inputs``, the one place that turns named roles (unpaired
+  audio and captions, the paired corpus, target clips, class names, the teacher) into
+  ``CurationInputs``; ``claptune curate`` and ``improve`` both go through it;
 - ``search``: exact blocked ``threshold_pairs`` / ``topk_pairs`` (the N x M matrix is never
   held), sharded over torchrun ranks;
 - one module per method, each a pure function over embeddings and their ids:
@@ -9,30 +14,44 @@ names into pseudo audio-text pairs (../shared/docs/METHOD.md, "Curation").
 - ``thresholds``: raw cosines or quantiles (``"q0.99"``) of the observed scores;
 - ``pipeline``: ``curate(methods, inputs, settings)``, several methods sharing the DS stage;
 - ``pairs``: the ``Pairs`` table and its CSV; ``summary``: summary.json and scores.png.
+
+Names are imported on first use (PEP 562), so ``claptune.curation.methods`` is readable
+without loading numpy or torch.
 """
 
-from claptune.curation.a2a import A2A_THRESHOLD, audio_to_audio
-from claptune.curation.ads import ADS_THRESHOLD, augmented_domain_specific
-from claptune.curation.common import (
-    DEFAULT_TEMPLATE,
-    CurationWarning,
-    SearchOptions,
-    class_prompts,
-)
-from claptune.curation.ds import DS_THRESHOLD, CaptionSet, domain_specific, ds_captions
-from claptune.curation.du import DU_THRESHOLD, DU_TOP_K, domain_unspecific
-from claptune.curation.pairs import COLUMNS, Pairs, read_pairs, write_pairs
-from claptune.curation.pipeline import METHODS, CurationInputs, CurationSettings, curate
-from claptune.curation.pseudo import pseudo_label
-from claptune.curation.search import Triples, threshold_pairs, topk_pairs
-from claptune.curation.summary import summarize
-from claptune.curation.thresholds import Threshold
+from __future__ import annotations
 
-__all__ = [
-    "A2A_THRESHOLD", "ADS_THRESHOLD", "COLUMNS", "DEFAULT_TEMPLATE", "DS_THRESHOLD",
-    "DU_THRESHOLD", "DU_TOP_K", "METHODS", "CaptionSet", "CurationInputs", "CurationSettings",
-    "CurationWarning", "Pairs",
-    "SearchOptions", "Threshold", "Triples", "audio_to_audio", "augmented_domain_specific",
-    "class_prompts", "curate", "domain_specific", "domain_unspecific", "ds_captions", "pseudo_label",
-    "read_pairs", "summarize", "threshold_pairs", "topk_pairs", "write_pairs",
-]
+import importlib
+from typing import Any
+
+_HOME = {
+    "A2A_THRESHOLD": "a2a", "audio_to_audio": "a2a",
+    "ADS_THRESHOLD": "ads", "augmented_domain_specific": "ads",
+    "DEFAULT_TEMPLATE": "common", "CurationWarning": "common", "SearchOptions": "common",
+    "DS_THRESHOLD": "ds", "CaptionSet": "ds", "domain_specific": "ds", "ds_captions": "ds",
+    "DU_THRESHOLD": "du", "DU_TOP_K": "du", "domain_unspecific": "du",
+    "Corpus": "inputs", "Rows": "inputs", "build_curation_inputs": "inputs",
+    "class_names_from": "inputs", "curation_prompts": "inputs",
+    "METHODS": "methods", "NEEDS": "methods", "THRESHOLD_PRESETS": "methods",
+    "COLUMNS": "pairs", "Pairs": "pairs", "read_pairs": "pairs", "write_pairs": "pairs",
+    "CurationInputs": "pipeline", "CurationSettings": "pipeline", "curate": "pipeline",
+    "pseudo_label": "pseudo",
+    "Triples": "search", "threshold_pairs": "search", "topk_pairs": "search",
+    "summarize": "summary",
+    "Threshold": "thresholds",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOME:
+        raise AttributeError(f"module 'claptune.curation' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"claptune.curation.{_HOME[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + list(_HOME))
+
+
+__all__ = sorted(_HOME)

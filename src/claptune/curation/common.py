@@ -1,5 +1,5 @@
 """What the curation methods share: the search options, the warning for an empty result, and
-the class prompts."""
+the prompt template (prompts are built by ``claptune.curation.inputs.curation_prompts``)."""
 
 from __future__ import annotations
 
@@ -39,15 +39,6 @@ class SearchOptions:
 DEFAULT_SEARCH = SearchOptions()  # frozen, so safe as a shared default argument
 
 
-def class_prompts(class_names: Sequence[str], template: str = DEFAULT_TEMPLATE) -> list[str]:
-    """One prompt per class; underscores in names (ESC-50's ``chirping_birds``) become spaces."""
-    if "{}" not in template:
-        raise ValueError(f"the prompt template needs a '{{}}' for the class name: {template!r}")
-    if not class_names:
-        raise ValueError("no class names")
-    return [template.format(str(name).replace("_", " ").strip()) for name in class_names]
-
-
 def warn_if_empty(n_kept: int, step: str, threshold: float, max_score: float) -> None:
     if n_kept == 0:
         warnings.warn(f"{step}: threshold {threshold:.4f} keeps nothing (highest score "
@@ -64,5 +55,5 @@ def check_ids(name: str, ids: Sequence, n_rows: int) -> list[str]:
     return [str(i) for i in ids]
 
 
-__all__ = ["CurationWarning", "DEFAULT_SEARCH", "DEFAULT_TEMPLATE", "SearchOptions", "check_ids", "class_prompts",
+__all__ = ["CurationWarning", "DEFAULT_SEARCH", "DEFAULT_TEMPLATE", "SearchOptions", "check_ids",
            "warn_if_empty"]

@@ -14,12 +14,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from claptune.curation.common import DEFAULT_SEARCH, SearchOptions, check_ids, warn_if_empty
+from claptune.curation.methods import PAPER_THRESHOLDS
 from claptune.curation.pairs import Pairs
 from claptune.curation.search import as_embeddings, check_pair, topk_pairs
 from claptune.curation.thresholds import Threshold, describe
 from claptune.errors import ClaptuneError
 
-DS_THRESHOLD = 0.7  # the paper's ESC-50 value
+DS_THRESHOLD = PAPER_THRESHOLDS["ds"]  # the paper's cosine (claptune.curation.methods)
 
 
 @dataclass

@@ -9,11 +9,12 @@ from collections.abc import Sequence
 import numpy as np
 
 from claptune.curation.common import DEFAULT_SEARCH, SearchOptions, check_ids, warn_if_empty
+from claptune.curation.methods import PAPER_THRESHOLDS
 from claptune.curation.pairs import Pairs
 from claptune.curation.search import Triples, check_pair, threshold_pairs, topk_pairs
 from claptune.curation.thresholds import Threshold, describe, pair_score_sample
 
-DU_THRESHOLD = 0.75
+DU_THRESHOLD = PAPER_THRESHOLDS["du"]  # the paper's cosine (claptune.curation.methods)
 DU_TOP_K = 5
 
 

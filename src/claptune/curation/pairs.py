@@ -98,6 +98,14 @@ class Pairs:
         return {str(u): int(c) for u, c in sorted(zip(uniq, n, strict=True),
                                                   key=lambda t: (-t[1], t[0]))}
 
+    def method_counts(self) -> dict[str, int]:
+        """Pairs per method by name, then ``"total"`` (the one count every report shows)."""
+        return {**dict(sorted(self.counts("method").items())), "total": len(self)}
+
+    def class_counts(self) -> dict[str, int]:
+        """Pairs per named class (pairs without a class, such as du's, left out)."""
+        return {c: n for c, n in self.counts("class").items() if c}
+
 
 def write_pairs(pairs: Pairs, path: str | os.PathLike) -> Path:
     """Write the CSV (columns ``audio,text,score,method,class``); refuses an empty table, so

@@ -1,9 +1,11 @@
 """Several curation methods in one call, sharing the DS stage: ``curate(methods, inputs,
 settings)`` returns their pairs concatenated, identical (audio, text) pairs merged.
 
-``CurationInputs`` holds what the methods read (embeddings of the teacher and their ids);
-each method checks that the inputs it needs are there. ``CurationSettings`` holds every
-threshold and option, validated on construction.
+``CurationInputs`` holds what the methods read (embeddings of the teacher and their ids;
+``claptune.curation.inputs.build_curation_inputs`` assembles it from named roles); each
+method checks that the inputs it needs are there. ``CurationSettings`` holds every threshold
+and option, validated on construction; its thresholds default to the one table of
+``claptune.curation.methods`` (``CurationSettings.preset("paper")`` for the paper's cosines).
 """
 
 from __future__ import annotations
@@ -12,26 +14,16 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 
-from claptune.curation.a2a import A2A_THRESHOLD, audio_to_audio
-from claptune.curation.ads import ADS_THRESHOLD, augmented_domain_specific
+from claptune.curation.a2a import audio_to_audio
+from claptune.curation.ads import augmented_domain_specific
 from claptune.curation.common import DEFAULT_SEARCH, SearchOptions
-from claptune.curation.ds import DS_THRESHOLD, CaptionSet, domain_specific, ds_captions
-from claptune.curation.du import DU_THRESHOLD, domain_unspecific
+from claptune.curation.ds import CaptionSet, domain_specific, ds_captions
+from claptune.curation.du import domain_unspecific
+from claptune.curation.methods import DEFAULT_THRESHOLDS, METHODS, NEEDS, THRESHOLD_PRESETS
 from claptune.curation.pairs import Pairs
 from claptune.curation.pseudo import CRITERIA, REFINES, pseudo_label
 from claptune.curation.thresholds import Threshold
 from claptune.errors import ClaptuneError
-
-METHODS = ("du", "ds", "ads", "a2a", "pseudo", "pseudo_refined")
-# what each method reads; DS captions come from the paired corpus and the prompts
-NEEDS = {
-    "du": ("audio", "text"),
-    "ds": ("corpus", "prompts"),
-    "ads": ("audio", "corpus", "prompts"),
-    "a2a": ("audio", "target", "corpus", "prompts"),
-    "pseudo": ("target", "prompts"),
-    "pseudo_refined": ("target", "prompts"),
-}
 
 
 @dataclass
@@ -69,19 +61,20 @@ class CurationInputs:
 class CurationSettings:
     """Thresholds (raw cosine or "q<quantile>") and options of every method."""
 
-    du_threshold: float | str | None = None  # None: 0.75, or no threshold with du_top_k
+    # None: the table's (q0.99), or no threshold with du_top_k
+    du_threshold: float | str | None = None
     du_top_k: int | None = None  # top-k captions per clip instead of a threshold
-    ds_threshold: float | str = DS_THRESHOLD
-    ads_threshold: float | str = ADS_THRESHOLD
-    a2a_threshold: float | str = A2A_THRESHOLD
+    ds_threshold: float | str = DEFAULT_THRESHOLDS["ds"]
+    ads_threshold: float | str = DEFAULT_THRESHOLDS["ads"]
+    a2a_threshold: float | str = DEFAULT_THRESHOLDS["a2a"]
     a2a_top_k: int = 1  # DS captions per kept clip
     a2a_text_threshold: float | None = None  # and only those at or above this cosine
     pseudo_criterion: str = "confidence"
-    pseudo_threshold: float | str = "q0.5"
+    pseudo_threshold: float | str = DEFAULT_THRESHOLDS["pseudo"]
     pseudo_max_per_class: int | None = None  # None: 2x a class's balanced share, 0: no cap
     # pseudo_refined: pseudo with the labels refined first (claptune.curation.pseudo); it
     # shares pseudo's criterion and per-class cap
-    pseudo_refined_threshold: float | str = "q0.5"
+    pseudo_refined_threshold: float | str = DEFAULT_THRESHOLDS["pseudo_refined"]
     pseudo_refined_mode: str = "knn_balance"  # knn | balance | knn_balance
     pseudo_refined_knn: int = 3  # neighbours of the knn step
     pseudo_refined_knn_weight: float = 0.5  # share of the neighbours' probabilities
@@ -109,6 +102,18 @@ class CurationSettings:
         if self.pseudo_refined_knn < 1 or not 0.0 <= self.pseudo_refined_knn_weight <= 1.0:
             raise ClaptuneError("pseudo_refined_knn must be >= 1 and pseudo_refined_knn_weight "
                                 "in [0, 1]")
+
+    @classmethod
+    def preset(cls, name: str, **overrides) -> CurationSettings:
+        """The thresholds of table ``name`` (``quantile``, the default; ``paper``), then
+        ``overrides``. du keeps no threshold of the table when ``du_top_k`` is given."""
+        if name not in THRESHOLD_PRESETS:
+            raise ClaptuneError(f"unknown threshold preset {name!r}; choose from "
+                                f"{', '.join(THRESHOLD_PRESETS)}")
+        table = {f"{m}_threshold": v for m, v in THRESHOLD_PRESETS[name].items()}
+        if overrides.get("du_top_k") is not None:
+            table["du_threshold"] = None
+        return cls.from_dict({**table, **overrides})
 
     @classmethod
     def from_dict(cls, values: dict) -> CurationSettings:
@@ -146,7 +151,7 @@ def curate(methods: list[str] | tuple[str, ...], inputs: CurationInputs,
         if method == "du":
             threshold = settings.du_threshold
             if threshold is None and settings.du_top_k is None:
-                threshold = DU_THRESHOLD
+                threshold = DEFAULT_THRESHOLDS["du"]
             parts.append(domain_unspecific(inputs.audio_ids, inputs.audio_emb, inputs.texts,
                                            inputs.text_emb, threshold, settings.du_top_k, opts))
         elif method == "ds":

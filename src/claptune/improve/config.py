@@ -11,9 +11,10 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from claptune.curation.methods import METHODS
 from claptune.errors import ClaptuneError
 
-CURATION_METHODS = ("du", "ds", "ads", "a2a", "pseudo", "pseudo_refined")
+CURATION_METHODS = METHODS  # the one list, claptune.curation.methods
 LOSSES = ("hard", "soft")
 TARGETS = ("esc50", "us8k", "tut2017", "folder", "csv")
 # where the shared paired corpus lives in this repo's development layout (../shared/data)
@@ -57,7 +58,7 @@ class ImproveConfig:
     templates: tuple[str, ...] = ("ensemble",)
     # claptune.curation.CurationSettings overrides, e.g. {"ds_threshold": "q0.9"}: a raw cosine
     # or a quantile of the teacher's own similarity distribution; unset fields take
-    # claptune.improve.curate.DEFAULT_CURATION (quantiles, since raw cosines are per-checkpoint)
+    # the one default table of claptune.curation.methods (quantiles: raw cosines are per-checkpoint)
     curation: dict[str, Any] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)  # overrides of claptune.train.TrainConfig
     save_model: bool = True  # write the improved model of split 0 / seed 0 to RUN/model

@@ -10,6 +10,9 @@
 - *unlabeled target clips* of pseudo and pseudo_refined: the adaptation part, scored with the
   run's zero-shot classifier (the prompt ensemble when ``templates`` asks for it);
 - *class prompts*: "this is a sound of <class>" for the target's class names.
+
+The roles go through ``claptune.curation.inputs.build_curation_inputs``, the path
+``claptune curate`` takes too, with the one default threshold table and prompt builder.
 Every similarity is the teacher's; nothing here reads a target label or a test-part clip.
 """
 
@@ -17,7 +20,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from claptune.curation import DEFAULT_TEMPLATE, CurationInputs, CurationSettings, Pairs, curate
+from claptune.curation import DEFAULT_TEMPLATE, CurationSettings, Pairs, curate
+from claptune.curation.inputs import Corpus, Rows, build_curation_inputs
 
 if TYPE_CHECKING:
     from claptune.improve.pipeline import Workspace
@@ -25,21 +29,11 @@ if TYPE_CHECKING:
 
 DS_PROMPT = DEFAULT_TEMPLATE  # the paper's DS, pseudo-label and evaluation prompt
 
-# Default thresholds as quantiles of the teacher's own similarity distributions (an unlabeled
-# signal): the paper's raw cosines (0.7, 0.75) belong to MS-CLAP and mean something else for
-# every other checkpoint. DS keeps the fifth of the corpus captions closest to a class prompt.
-DEFAULT_CURATION: dict[str, Any] = {
-    "ds_threshold": "q0.8",
-    "ads_threshold": "q0.99",
-    "a2a_threshold": "q0.8",
-    "du_threshold": "q0.99",
-    "pseudo_threshold": "q0.5",
-    "pseudo_refined_threshold": "q0.5",
-}
-
 
 def curation_settings(overrides: dict[str, Any]) -> CurationSettings:
-    return CurationSettings.from_dict({**DEFAULT_CURATION, **overrides})
+    """The one default table (``claptune.curation.methods``, quantiles of the teacher's own
+    similarities), then ``overrides``."""
+    return CurationSettings.from_dict(dict(overrides))
 
 
 def curate_split(ws: Workspace, split: Split, methods: tuple[str, ...],
@@ -47,36 +41,24 @@ def curate_split(ws: Workspace, split: Split, methods: tuple[str, ...],
     """The pairs of ``methods`` for one split (empty for a replay-only run), duplicates merged."""
     if not methods:
         return Pairs.empty()
-    adapt_ids = [ws.items[i] for i in split.adapt]
-    adapt_emb = ws.target_emb[split.adapt]
-    prompts = [DS_PROMPT.format(n) for n in ws.prompt_names]
-    common = dict(
-        corpus_audio=ws.replay_audio, corpus_captions=ws.replay_text,
-        corpus_caption_emb=ws.replay_text_emb, class_names=ws.class_names, prompts=prompts,
-        prompt_emb=ws.ds_prompt_emb(), logit_scale=float(ws.teacher.logit_scale.detach()),
+    adapt = Rows([ws.items[i] for i in split.adapt], ws.target_emb[split.adapt])
+    roles = dict(
+        model=ws.teacher, corpus=Corpus(ws.replay_audio, ws.replay_text, ws.replay_text_emb),
+        target=adapt, class_names=ws.class_names, template=DS_PROMPT,
         class_emb=ws.classifier(ws.teacher),  # pseudo scores with the zero-shot classifier
-        target_ids=adapt_ids, target_emb=adapt_emb,
+        encode_text=lambda texts: ws.embed_text(ws.teacher, texts),
     )
     parts = []
     on_target = [m for m in methods if m != "a2a"]
     if on_target:
-        parts.append(curate(on_target, CurationInputs(
-            audio_ids=adapt_ids, audio_emb=adapt_emb, texts=ws.replay_text,
-            text_emb=ws.replay_text_emb, **common), settings))
+        parts.append(curate(on_target, build_curation_inputs(
+            on_target, audio=adapt, texts=Rows(ws.replay_text, ws.replay_text_emb), **roles),
+            settings))
     if "a2a" in methods:
-        parts.append(curate(["a2a"], CurationInputs(
-            audio_ids=ws.replay_audio, audio_emb=ws.replay_audio_emb, **common), settings))
-    pairs = Pairs.concat(parts).dedup() if len(parts) > 1 else parts[0]
-    return pairs
-
-
-def pair_counts(pairs: Pairs) -> dict[str, int]:
-    return {**dict(sorted(pairs.counts("method").items())), "total": len(pairs)} if len(pairs) \
-        else {"total": 0}
-
-
-def pairs_per_class(pairs: Pairs) -> dict[str, int]:
-    return {c: n for c, n in pairs.counts("class").items() if c} if len(pairs) else {}
+        replay_clips = Rows(ws.replay_audio, ws.replay_audio_emb)
+        parts.append(curate(["a2a"], build_curation_inputs(["a2a"], audio=replay_clips,
+                                                           **roles), settings))
+    return Pairs.concat(parts).dedup() if len(parts) > 1 else parts[0]
 
 
 def pair_rows(pairs: Pairs) -> list[dict]:
@@ -88,8 +70,7 @@ def pair_rows(pairs: Pairs) -> list[dict]:
 def describe(pairs: Pairs) -> str:
     if not len(pairs):
         return "no pairs (replay only)"
-    return ", ".join(f"{m} {n}" for m, n in pair_counts(pairs).items() if m != "total") + " pairs"
+    return ", ".join(f"{m} {n}" for m, n in pairs.method_counts().items() if m != "total") + " pairs"
 
 
-__all__ = ["DS_PROMPT", "DEFAULT_CURATION", "curation_settings", "curate_split", "pair_counts",
-           "pairs_per_class", "pair_rows", "describe"]
+__all__ = ["DS_PROMPT", "curation_settings", "curate_split", "pair_rows", "describe"]

@@ -36,13 +36,10 @@ import numpy as np
 from claptune.curation import Pairs, write_pairs
 from claptune.improve.config import ImproveConfig
 from claptune.improve.curate import (
-    DS_PROMPT,
     curate_split,
     curation_settings,
     describe,
-    pair_counts,
     pair_rows,
-    pairs_per_class,
 )
 from claptune.improve.features import FeatureCache
 from claptune.improve.runs import RunOutcome, summarize_retrieval, summarize_runs
@@ -101,7 +98,6 @@ class Workspace:
         from claptune.evaluate.zeroshot import clean_class_name
 
         self.prompt_names = [clean_class_name(c) for c in self.class_names]
-        self._ds_prompt_emb: np.ndarray | None = None
 
         self.replay_audio: list[str] = []
         self.replay_text: list[str] = []
@@ -247,13 +243,6 @@ class Workspace:
                                     self.embed_text(model, self.holdout_text), ks=(1, 5))
         return {k: float(v) for k, v in metrics.items() if k in RETRIEVAL_KEYS}
 
-    def ds_prompt_emb(self) -> np.ndarray:
-        """(C, D) teacher embeddings of the paper's DS prompt for every class."""
-        if self._ds_prompt_emb is None:
-            self._ds_prompt_emb = self.embed_text(
-                self.teacher, [DS_PROMPT.format(n) for n in self.prompt_names])
-        return self._ds_prompt_emb
-
     # -- one run ----------------------------------------------------------------------------------
     def curate(self, split: Split, methods: tuple[str, ...]) -> Pairs:
         return curate_split(self, split, methods, curation_settings(self.config.curation))
@@ -282,8 +271,8 @@ class Workspace:
         emb = self.embed_audio(student, self.items)
         return RunOutcome(
             split=split.index, seed=seed, test=split.test, pred_before=self.pred_before,
-            pred_after=self.predict(student, emb), n_pairs=pair_counts(pairs),
-            pairs_per_class=pairs_per_class(pairs),
+            pred_after=self.predict(student, emb), n_pairs=pairs.method_counts(),
+            pairs_per_class=pairs.class_counts(),
             retrieval_after=self.retrieval(student) if self.holdout_audio else {},
             transfer_after=self.predict_transfer(student),
             train={"steps": result.steps, "epochs": result.epochs_completed,
