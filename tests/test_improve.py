@@ -452,3 +452,10 @@ def test_curate_cli_and_improve_curate_the_same_pairs(tiny_clap_dir, tiny_task, 
     assert set(have) == set(want)
     for key, score in want.items():
         assert have[key] == pytest.approx(score, abs=1e-5)
+
+    # improve scores with the public zero-shot classifier, not a copy of it
+    from claptune.evaluate.zeroshot import predict, text_classifier
+
+    classifier = text_classifier(ws.teacher, ws.class_names, ws.templates)
+    np.testing.assert_array_equal(ws.classifier(ws.teacher), classifier)
+    np.testing.assert_array_equal(ws.pred_before, predict(ws.target_emb, classifier))

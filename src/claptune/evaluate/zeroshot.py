@@ -13,7 +13,7 @@ the clip, see ``claptune.embed``), so the same model gives the same accuracy on 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -80,13 +80,26 @@ def class_prompts(class_names: Sequence[str],
 
 def text_classifier(model: AudioTextModel, class_names: Sequence[str],
                     templates: Sequence[str] = DEFAULT_TEMPLATES,
-                    batch_size: int = 256, progress: bool = False) -> np.ndarray:
-    """(C, D) float32: per class, the renormalised mean of its prompt embeddings."""
+                    batch_size: int = 256, progress: bool = False,
+                    encode_text: Callable[[list[str]], np.ndarray] | None = None) -> np.ndarray:
+    """(C, D) float32: per class, the renormalised mean of its prompt embeddings.
+
+    ``encode_text`` embeds the prompts instead of ``model.encode_text`` (``improve`` passes
+    its cache of frozen text features); it must return (N, D) L2-normalised rows.
+    """
     prompts = class_prompts(class_names, templates)
-    n_templates = len(prompts[0])
     flat = [p for group in prompts for p in group]
-    text_emb = model.encode_text(flat, batch_size=batch_size, progress=progress)
-    mean = text_emb.reshape(len(class_names), n_templates, -1).astype(np.float64).mean(axis=1)
+    if encode_text is None:
+        text_emb = model.encode_text(flat, batch_size=batch_size, progress=progress)
+    else:
+        text_emb = encode_text(flat)
+    return prompt_classifier(text_emb, len(class_names))
+
+
+def prompt_classifier(prompt_emb: np.ndarray, n_classes: int) -> np.ndarray:
+    """(C, D) float32 classifier from (C * T, D) prompt embeddings in ``class_prompts`` order
+    (class-major): each class's T rows averaged in float64, then renormalised."""
+    mean = prompt_emb.reshape(n_classes, -1, prompt_emb.shape[-1]).astype(np.float64).mean(axis=1)
     return (mean / np.linalg.norm(mean, axis=1, keepdims=True)).astype(np.float32)
 
 

@@ -95,9 +95,6 @@ class Workspace:
         self.items = [str(p) for p in dataset.items]
         self.labels = np.asarray(dataset.labels)
         self.class_names = list(dataset.class_names)
-        from claptune.evaluate.zeroshot import clean_class_name
-
-        self.prompt_names = [clean_class_name(c) for c in self.class_names]
 
         self.replay_audio: list[str] = []
         self.replay_text: list[str] = []
@@ -209,18 +206,12 @@ class Workspace:
         return encode_text(model, texts, progress=False)
 
     def classifier(self, model: AudioTextModel) -> np.ndarray:
-        """(C, D): per class, the renormalised mean of its prompt embeddings."""
-        from claptune.evaluate.zeroshot import class_prompts
+        """(C, D) zero-shot classifier of ``model`` (``claptune.evaluate.zeroshot``), its
+        prompts embedded through this workspace (the feature cache when there is one)."""
+        from claptune.evaluate.zeroshot import text_classifier
 
-        prompts = class_prompts(self.class_names, self.templates)
-        flat = [p for group in prompts for p in group]
-        emb = self.embed_text(model, flat)
-        out, start = [], 0
-        for group in prompts:
-            mean = emb[start : start + len(group)].mean(axis=0)
-            out.append(mean / np.linalg.norm(mean))
-            start += len(group)
-        return np.stack(out).astype(np.float32)
+        return text_classifier(model, self.class_names, self.templates,
+                               encode_text=lambda texts: self.embed_text(model, texts))
 
     @property
     def templates(self) -> list[str]:
@@ -229,7 +220,9 @@ class Workspace:
         return list(resolve_templates(self.config.templates))
 
     def predict(self, model: AudioTextModel, audio_emb: np.ndarray) -> np.ndarray:
-        return np.argmax(audio_emb @ self.classifier(model).T, axis=1)
+        from claptune.evaluate.zeroshot import predict
+
+        return predict(audio_emb, self.classifier(model))
 
     def predict_transfer(self, model: AudioTextModel) -> np.ndarray | None:
         if not self.transfer_audio:
