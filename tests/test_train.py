@@ -16,7 +16,7 @@ import torch
 from claptune.cli import main
 from claptune.errors import ClaptuneError
 from claptune.losses import hard_contrastive_loss
-from claptune.train import TrainConfig, TrainPairs, fit, read_pair_file
+from claptune.train import TrainConfig, TrainPairs, as_train_pairs, fit
 from claptune.train.data import epoch_plan, split_holdout
 from conftest import CAPTIONED_SFX, require_shared_data
 
@@ -112,18 +112,21 @@ def test_config_validates_and_round_trips(tmp_path):
     assert config.differences(TrainConfig(loss="soft", lora_targets=["query"])) == ["loss"]
 
 
-def test_read_pair_file(pairs_csv, tmp_path):
-    pairs = read_pair_file(pairs_csv)
+def test_read_pairs_for_training(pairs_csv, tmp_path):
+    pairs = as_train_pairs(pairs_csv)
     assert len(pairs) == 12 and pairs.text[1] == "rain"
     assert Path(pairs.audio[0]) == pairs_csv.parent / "clip0.wav"  # relative to the CSV
     assert pairs.classes[0] == "animal" and pairs.classes[1] is None
+    from claptune.curation import read_pairs
+
+    assert read_pairs(pairs_csv).audio == pairs.audio  # one reader, one path rule
     corpus_style = tmp_path / "manifest.csv"
     corpus_style.write_text("path,caption,source\na.wav,dog,x\n")
-    assert read_pair_file(corpus_style).text == ["dog"]
+    assert as_train_pairs(corpus_style).text == ["dog"]
     bad = tmp_path / "bad.csv"
     bad.write_text("file,label\na.wav,dog\n")
     with pytest.raises(ClaptuneError, match="lacks column"):
-        read_pair_file(bad)
+        as_train_pairs(bad)
 
 
 def test_epoch_plan_mixes_sources_deterministically():
@@ -168,7 +171,7 @@ def test_short_run_lowers_loss_and_saves_hf_model(tiny_clap_dir, pairs_csv, tmp_
     # the tiny random model starts near chance (its embeddings are almost collapsed), so it
     # takes ~100 full-batch steps of the heads to separate 8 pairs
     model = _model(tiny_clap_dir)
-    pairs = read_pair_file(pairs_csv).subset(range(8))
+    pairs = as_train_pairs(pairs_csv).subset(range(8))
     before = _pairs_loss(model, pairs)
     result = fit(
         model,
@@ -323,7 +326,7 @@ def test_generic_lora_fallback_targets_encoders_and_merges_exactly(tiny_clap_dir
 
 
 def test_replay_mixing_uses_both_sources(tiny_clap_dir, pairs_csv, tmp_path):
-    pairs = read_pair_file(pairs_csv)
+    pairs = as_train_pairs(pairs_csv)
     replay = TrainPairs(pairs.audio[:8], [f"{t} loud" for t in pairs.text[:8]])
     result = fit(
         _model(tiny_clap_dir),
@@ -351,7 +354,7 @@ def test_bf16_autocast_runs_with_float32_loss(tiny_clap_dir, pairs_csv, tmp_path
 
 
 def test_real_captioned_corpus_as_replay(tiny_clap_dir, tmp_path):
-    corpus = read_pair_file(require_shared_data(CAPTIONED_SFX))  # a folder reads its manifest
+    corpus = as_train_pairs(require_shared_data(CAPTIONED_SFX))  # a folder reads its manifest
     assert len(corpus) > 100 and all(Path(a).is_absolute() for a in corpus.audio[:5])
     result = fit(
         _model(tiny_clap_dir),

@@ -113,7 +113,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from claptune.models import load_model
-    from claptune.train import TrainConfig, fit, read_pair_file
+    from claptune.train import TrainConfig, as_train_pairs, fit
 
     values = {}
     if args.config is not None:
@@ -135,8 +135,8 @@ def run(args: argparse.Namespace) -> int:
     if methods := methods_of(args.pairs):  # the pairs file's curation methods, for the card
         values["extra"] = {**values.get("extra", {}), "curation": methods}
     config = TrainConfig.from_dict(values)
-    pairs = read_pair_file(args.pairs)  # user errors in the inputs before the model loads
-    replay = None if args.replay is None else read_pair_file(args.replay)
+    pairs = as_train_pairs(args.pairs)  # user errors in the inputs before the model loads
+    replay = None if args.replay is None else as_train_pairs(args.replay)
     model = load_model(args.model)
     result = fit(model, pairs, config, replay=replay, out_dir=args.out, resume=args.resume,
                  overwrite=args.overwrite)

@@ -126,24 +126,50 @@ def write_pairs(pairs: Pairs, path: str | os.PathLike) -> Path:
 
 
 def read_pairs(path: str | os.PathLike) -> Pairs:
-    """Read a pairs CSV written by ``write_pairs`` (``audio`` and ``text`` required; a missing
-    ``score`` reads as NaN, a missing ``method`` or ``class`` as "")."""
+    """The one reader of pairs files, for curation and training alike.
+
+    ``path`` is a pairs CSV (``audio`` and ``text`` required, a corpus's ``path``/``caption``
+    columns read as such; a missing ``score`` reads as NaN, a missing ``method`` or ``class``
+    as "") or a captioned-corpus folder (its manifest.csv,
+    ``claptune.data.load_captioned_corpus``). Path rule: a relative audio path is read as
+    written when that file exists (relative to the working directory, as ``claptune curate``
+    writes the paths it was given), else relative to the CSV's folder when it exists there
+    (a manifest's rule), else as written.
+    """
     path = Path(path)
+    if path.is_dir():
+        from claptune.data import load_captioned_corpus
+
+        corpus = load_captioned_corpus(path)
+        n = len(corpus.audio)
+        return Pairs([str(a) for a in corpus.audio], list(corpus.captions), np.full(n, np.nan),
+                     [""] * n, [""] * n)
     if not path.is_file():
         raise ClaptuneError(f"pairs file {path} not found")
     with path.open(newline="", encoding="utf-8") as fh:
         reader = csv.DictReader(fh)
         columns = reader.fieldnames or []
-        missing = [c for c in ("audio", "text") if c not in columns]
-        if missing:
-            raise ClaptuneError(f"pairs file {path} lacks column(s) {', '.join(missing)}")
+        audio_col = next((c for c in ("audio", "path") if c in columns), None)
+        text_col = next((c for c in ("text", "caption") if c in columns), None)
+        if audio_col is None or text_col is None:
+            missing = [c for c, found in (("audio", audio_col), ("text", text_col)) if not found]
+            raise ClaptuneError(f"pairs file {path} lacks column(s) {', '.join(missing)} "
+                                f"(has: {', '.join(columns)})")
         rows = list(reader)
     try:
         score = [float(r["score"]) if r.get("score") not in (None, "") else np.nan for r in rows]
     except ValueError as err:
         raise ClaptuneError(f"pairs file {path}: bad score ({err})") from None
-    return Pairs([r["audio"] for r in rows], [r["text"] for r in rows], np.array(score),
+    return Pairs([_resolve(r[audio_col], path.parent) for r in rows],
+                 [r[text_col] for r in rows], np.array(score, dtype=np.float64),
                  [r.get("method") or "" for r in rows], [r.get("class") or "" for r in rows])
+
+
+def _resolve(audio: str, base: Path) -> str:
+    p = Path(audio)
+    if p.is_absolute() or p.exists() or not (base / p).exists():
+        return audio
+    return str(base / p)
 
 
 __all__ = ["COLUMNS", "Pairs", "read_pairs", "write_pairs"]

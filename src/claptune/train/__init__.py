@@ -6,7 +6,7 @@ plan, clips), ``loop`` (fit), ``checkpoint``, ``distributed``, ``lora``, ``logs`
 """
 
 from claptune.train.config import TrainConfig
-from claptune.train.data import TrainPairs, as_train_pairs, read_pair_file
+from claptune.train.data import TrainPairs, as_train_pairs
 from claptune.train.loop import TrainResult, fit
 
-__all__ = ["TrainConfig", "TrainPairs", "TrainResult", "as_train_pairs", "fit", "read_pair_file"]
+__all__ = ["TrainConfig", "TrainPairs", "TrainResult", "as_train_pairs", "fit"]

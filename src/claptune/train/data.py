@@ -16,7 +16,6 @@ workers or processes and after a resume.
 
 from __future__ import annotations
 
-import csv
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -62,40 +61,6 @@ class TrainPairs:
         )
 
 
-def read_pair_file(path: str | Path) -> TrainPairs:
-    """Read a pairs CSV: ``audio`` and ``text`` columns required, ``class`` used if present.
-
-    A captioned corpus's ``path``/``caption`` columns are read as ``audio``/``text``, and a
-    folder is read as a captioned corpus (its manifest.csv, see
-    ``claptune.data.load_captioned_corpus``), so the original paired set can serve as replay
-    as it is. Other columns (``score``, ``method``, ...) are ignored. A relative audio path
-    that does not exist from the working directory is taken relative to the CSV's folder.
-    """
-    path = Path(path)
-    if path.is_dir():
-        from claptune.data import load_captioned_corpus
-
-        return as_train_pairs(load_captioned_corpus(path))
-    if not path.is_file():
-        raise ClaptuneError(f"pairs file {path} not found")
-    with path.open(newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        columns = reader.fieldnames or []
-        audio_col = next((c for c in ("audio", "path") if c in columns), None)
-        text_col = next((c for c in ("text", "caption") if c in columns), None)
-        if audio_col is None or text_col is None:
-            missing = [c for c, found in (("audio", audio_col), ("text", text_col)) if not found]
-            raise ClaptuneError(
-                f"pairs file {path} lacks column(s) {', '.join(missing)} (has: {', '.join(columns)})"
-            )
-        rows = list(reader)
-    if not rows:
-        raise ClaptuneError(f"pairs file {path} has no pairs")
-    audio = [_resolve(r[audio_col], path.parent) for r in rows]
-    classes = [r["class"] or None for r in rows] if "class" in columns else None
-    return TrainPairs(audio, [r[text_col] for r in rows], classes)
-
-
 def as_train_pairs(source) -> TrainPairs:
     """Accept TrainPairs, a pairs CSV path or corpus folder, (audio, text) tuples, or any
     table object with ``audio`` and ``text`` (or ``captions``) sequences and optionally
@@ -103,7 +68,12 @@ def as_train_pairs(source) -> TrainPairs:
     if isinstance(source, TrainPairs):
         return source
     if isinstance(source, str | Path):
-        return read_pair_file(source)
+        from claptune.curation.pairs import read_pairs
+
+        pairs = read_pairs(source)  # the one pairs reader and path rule
+        if not len(pairs):
+            raise ClaptuneError(f"pairs file {source} has no pairs")
+        source = pairs
     text = getattr(source, "text", None)
     if text is None:
         text = getattr(source, "captions", None)
@@ -238,8 +208,3 @@ def clip_loader(
     )
 
 
-def _resolve(audio: str, base: Path) -> str:
-    p = Path(audio)
-    if p.is_absolute() or p.exists() or not (base / p).exists():
-        return audio
-    return str(base / p)
