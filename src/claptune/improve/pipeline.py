@@ -120,7 +120,7 @@ class Workspace:
         self.target_emb = self.embed_audio(self.teacher, self.items)
         self.replay_audio_emb = self.embed_audio(self.teacher, self.replay_audio)
         self.replay_text_emb = self.embed_text(self.teacher, self.replay_text)
-        self.pred_before = self.predict(self.teacher, self.target_emb)
+        self.pred_before = self.predictions(self.teacher, self.target_emb)
         self.retrieval_before = self.retrieval(self.teacher) if self.holdout_audio else {}
         # transfer check: held-out corpus clips whose caption names one target class
         from claptune.improve.transfer import match_captions
@@ -128,7 +128,7 @@ class Workspace:
         self.transfer_idx, self.transfer_labels = match_captions(self.holdout_text,
                                                                  self.class_names)
         self.transfer_audio = [self.holdout_audio[i] for i in self.transfer_idx]
-        self.transfer_before = self.predict_transfer(self.teacher)
+        self.transfer_before = self.transfer_predictions(self.teacher)
         self.splits: list[Split] = make_splits(self.labels, config.n_splits, config.test_fraction,
                                                config.seed)
         self.seeds = [config.seed + j for j in range(config.n_seeds)]
@@ -219,15 +219,16 @@ class Workspace:
 
         return list(resolve_templates(self.config.templates))
 
-    def predict(self, model: AudioTextModel, audio_emb: np.ndarray) -> np.ndarray:
+    def predictions(self, model: AudioTextModel, audio_emb: np.ndarray) -> np.ndarray:
+        """(N,) zero-shot class of each row of ``audio_emb`` under ``model``'s classifier."""
         from claptune.evaluate.zeroshot import predict
 
         return predict(audio_emb, self.classifier(model))
 
-    def predict_transfer(self, model: AudioTextModel) -> np.ndarray | None:
+    def transfer_predictions(self, model: AudioTextModel) -> np.ndarray | None:
         if not self.transfer_audio:
             return None
-        return self.predict(model, self.embed_audio(model, self.transfer_audio))
+        return self.predictions(model, self.embed_audio(model, self.transfer_audio))
 
     def retrieval(self, model: AudioTextModel) -> dict[str, float]:
         from claptune.evaluate.retrieval import retrieval_metrics
@@ -264,10 +265,10 @@ class Workspace:
         emb = self.embed_audio(student, self.items)
         return RunOutcome(
             split=split.index, seed=seed, test=split.test, pred_before=self.pred_before,
-            pred_after=self.predict(student, emb), n_pairs=pairs.method_counts(),
+            pred_after=self.predictions(student, emb), n_pairs=pairs.method_counts(),
             pairs_per_class=pairs.class_counts(),
             retrieval_after=self.retrieval(student) if self.holdout_audio else {},
-            transfer_after=self.predict_transfer(student),
+            transfer_after=self.transfer_predictions(student),
             train={"steps": result.steps, "epochs": result.epochs_completed,
                    "final": result.history[-1] if result.history else None},
         )
