@@ -17,8 +17,8 @@ embedded now go into a resumable store under ``EmbedOptions.cache``.
 
 from __future__ import annotations
 
+import logging
 import os
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +30,8 @@ from claptune.curation.common import DEFAULT_TEMPLATE
 from claptune.curation.methods import METHODS, NEEDS
 from claptune.curation.pipeline import CurationInputs
 from claptune.errors import ClaptuneError
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from claptune.models.base import AudioTextModel
@@ -241,7 +243,7 @@ def embed_items(model, items: list[str], kind: str, cache: Path | None,
 
 def _report_failed(failed) -> None:
     for item, reason in failed:
-        print(f"  skipped {item}: {reason}", file=sys.stderr)
+        logger.warning("skipped %s: %s", item, reason)
 
 
 def _embed_corpus(source, model, encode_text, cache: Path | None,

@@ -347,25 +347,24 @@ def run_improve(config: ImproveConfig, out_dir: str | Path, progress: bool = Tru
     return ImproveResult(report, out_dir, None if model_dir is None else Path(model_dir))
 
 
-def write_improve_card(ws: Workspace, report: dict[str, Any], model_dir: str | Path) -> Path:
+def write_improve_card(ws: Workspace, report: Report, model_dir: str | Path) -> Path:
     """The improved model's card: base model, target and corpus, curation and loss, and its
     own before/after test-part accuracy (split 0, first seed) beside the mean over runs."""
     from claptune.card import CardInfo, CardResult, base_of, write_model_card
 
-    config, own = ws.config, report["runs"][0]
+    config, own = ws.config, report.runs[0]
     datasets = [config.target] + ([Path(config.corpus).name] if config.corpus else [])
-    mean = (f"this model: split {own['split']}, seed {own['seed']}; mean of {report['n_runs']} "
-            f"runs: {100 * report['before']['accuracy']:.1f} -> "
-            f"{100 * report['after']['accuracy']:.1f} %")
+    mean = (f"this model: split {own.split}, seed {own.seed}; mean of {report.n_runs} "
+            f"runs: {100 * report.before.accuracy:.1f} -> {100 * report.after.accuracy:.1f} %")
     return write_model_card(model_dir, CardInfo(
         made_by="claptune improve", base=base_of(ws.teacher), datasets=datasets,
         curation=list(config.methods), loss=config.loss,
         results=[CardResult(dataset=config.target, dataset_name=config.target,
-                            before=own["before_accuracy"], after=own["after_accuracy"],
+                            before=own.before_accuracy, after=own.after_accuracy,
                             note=mean)],
         details={"teacher": config.model, "curation settings": config.curation or None,
-                 "training settings": report.get("train") or None,
-                 "curated pairs": own["n_pairs"]},
+                 "training settings": report.train or None,
+                 "curated pairs": own.n_pairs},
         model_name=f"{config.model} improved on {config.target}"))
 
 
