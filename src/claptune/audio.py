@@ -49,10 +49,12 @@ def load_audio(path: str | os.PathLike, sample_rate: int) -> np.ndarray:
     if path.stat().st_size == 0:
         raise AudioDecodeError(path, "empty file")
     try:
-        info = sf.info(str(path))
-        data, file_rate = sf.read(str(path), dtype="float32", always_2d=True)
+        info = sf.info(_sf_name(path))
+        data, file_rate = sf.read(_sf_name(path), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError) as err:
-        raise AudioDecodeError(path, f"not a readable audio file ({err})") from None
+        # libsndfile's own words, without soundfile's "Error opening b'<path>'" prefix
+        detail = getattr(err, "error_string", None) or err
+        raise AudioDecodeError(path, f"not a readable audio file ({detail})") from None
     if any(marker in info.extra_info for marker in _TRUNCATION_MARKERS) or (
         data.shape[0] < info.frames - _MP3_SLACK_FRAMES
     ):
@@ -64,6 +66,15 @@ def load_audio(path: str | os.PathLike, sample_rate: int) -> np.ndarray:
     # Averaging before resampling is exact (both are linear) and resamples one channel, not N.
     wave = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
     return resample(wave, file_rate, sample_rate)
+
+
+def _sf_name(path: Path) -> str | bytes:
+    """The name to hand libsndfile: the file system's own bytes on POSIX.
+
+    soundfile encodes a str name strictly, so a name that is not valid UTF-8 (which Python
+    holds with surrogate escapes) would raise UnicodeEncodeError instead of being opened.
+    """
+    return str(path) if os.name == "nt" else os.fsencode(path)
 
 
 def resample(wave: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:

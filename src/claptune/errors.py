@@ -1,8 +1,23 @@
-"""User-facing errors: the CLI prints them as one line and exits with code 2."""
+"""User-facing errors: the CLI prints them as one line and exits with code 2.
+
+They survive pickling (a DataLoader worker or another process hands them back whole), and
+``printable`` turns any file name into text every terminal and log can show.
+"""
+
+from __future__ import annotations
 
 
 class ClaptuneError(Exception):
     """A problem with the user's input (a file, a name, a column), not a bug in claptune."""
+
+    def __reduce__(self):
+        # Exception's own pickling calls type(self)(*self.args): that breaks for subclasses
+        # whose __init__ takes other arguments than the message (AudioDecodeError(path, reason))
+        return _rebuild, (type(self), self.args), self.__dict__
+
+
+def _rebuild(cls: type[ClaptuneError], args: tuple) -> ClaptuneError:
+    return cls.__new__(cls, *args)  # BaseException.__new__ sets .args; __init__ is skipped
 
 
 class AudioDecodeError(ClaptuneError):
@@ -11,4 +26,19 @@ class AudioDecodeError(ClaptuneError):
     def __init__(self, path: str, reason: str):
         self.path = str(path)
         self.reason = reason
-        super().__init__(f"cannot read audio {self.path}: {reason}")
+        super().__init__(f"cannot read audio {printable(self.path)}: {reason}")
+
+
+def printable(text: object) -> str:
+    """``text`` with what a strict UTF-8 stream cannot write escaped.
+
+    A file name that is not valid UTF-8 reaches Python as surrogate escapes
+    (``bad\\udcff.flac``); it is shown with its original bytes as ``\\xNN``
+    (``bad\\xff.flac``), so that printing or logging it never raises.
+    """
+    text = str(text)
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # surrogates that no byte string produced
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return raw.decode("utf-8", "backslashreplace")

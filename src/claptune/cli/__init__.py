@@ -22,7 +22,7 @@ import os
 import sys
 from collections.abc import Iterator, Sequence
 
-from claptune.errors import ClaptuneError
+from claptune.errors import ClaptuneError, printable
 
 # sub-command name -> module in claptune.cli; the order is the order of `claptune --help`
 COMMANDS: dict[str, str] = {
@@ -128,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with logging_settings(args.log_level), progress_settings(args), logging_redirect_tqdm():
             return int(args._run(args) or 0)
     except ClaptuneError as err:
-        print(f"claptune {args.command}: error: {err}", file=sys.stderr)
+        print(f"claptune {args.command}: error: {printable(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("claptune: interrupted", file=sys.stderr)

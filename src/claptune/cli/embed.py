@@ -15,7 +15,7 @@ import argparse
 import os
 from pathlib import Path
 
-from claptune.errors import ClaptuneError
+from claptune.errors import ClaptuneError, printable
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"embedded {len(store.ids)} of {len(items)} {kind} items "
               f"({store.embeddings.shape[1]}-d) into {out}")
         for item, reason in store.manifest["failed"]:
-            print(f"  skipped {item}: {reason}")
+            print(f"  skipped {printable(item)}: {reason}")
     return 0
 
 

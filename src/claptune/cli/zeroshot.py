@@ -19,7 +19,7 @@ import os
 import sys
 from pathlib import Path
 
-from claptune.errors import ClaptuneError
+from claptune.errors import ClaptuneError, printable
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
     plot_confusion(result.confusion, result.class_names, args.out / "confusion.png", title=title)
     print(format_table(result, report["per_fold"]))
     for item, reason in result.failed:
-        print(f"skipped {item}: {reason}", file=sys.stderr)
+        print(f"skipped {printable(item)}: {reason}", file=sys.stderr)
     print(f"wrote {args.out / 'zeroshot.json'} and {args.out / 'confusion.png'}")
     return 0
 

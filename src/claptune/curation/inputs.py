@@ -29,7 +29,7 @@ import numpy as np
 from claptune.curation.common import DEFAULT_TEMPLATE
 from claptune.curation.methods import METHODS, NEEDS
 from claptune.curation.pipeline import CurationInputs
-from claptune.errors import ClaptuneError
+from claptune.errors import ClaptuneError, printable
 
 logger = logging.getLogger(__name__)
 
@@ -243,7 +243,7 @@ def embed_items(model, items: list[str], kind: str, cache: Path | None,
 
 def _report_failed(failed) -> None:
     for item, reason in failed:
-        logger.warning("skipped %s: %s", item, reason)
+        logger.warning("skipped %s: %s", printable(item), reason)
 
 
 def _embed_corpus(source, model, encode_text, cache: Path | None,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from claptune.audio import AUDIO_EXTENSIONS
 from claptune.data.dataset import ClassificationDataset, index_labels, parse_int, read_csv
-from claptune.errors import ClaptuneError
+from claptune.errors import ClaptuneError, printable
 
 
 def load_folder(root: str | Path | None = None) -> ClassificationDataset:
@@ -29,7 +29,8 @@ def load_folder(root: str | Path | None = None) -> ClassificationDataset:
         files = sorted(p for p in class_dir.rglob("*")
                        if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
         items += files
-        names += [class_dir.name] * len(files)
+        # a folder name that is not UTF-8 still names a class a tokenizer can read
+        names += [printable(class_dir.name)] * len(files)
     if not items:
         raise ClaptuneError(f"no audio files in class folders under {root} "
                             f"(expected {root}/<class>/<clip>{AUDIO_EXTENSIONS[0]})")
