@@ -81,3 +81,97 @@ def test_zeroshot_console_script_with_non_utf8_names(undecodable_names, tiny_cla
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "worse\\xff.wav" in lines[0], proc.stderr
+
+
+# -- training pairs that cannot be read ----------------------------------------------------------
+def _pairs_csv(folder: Path, extra_rows: list[str], header: str = "audio,text",
+               encoding: str = "utf-8") -> Path:
+    """Six readable clips with captions, then ``extra_rows`` (raw CSV lines)."""
+    rows = [f"{write_clip(folder / f'c{i}.wav', seconds=0.3, seed=i).name},caption {i}"
+            for i in range(6)]
+    path = folder / "pairs.csv"
+    path.write_text("\n".join([header, *rows, *extra_rows]) + "\n", encoding=encoding)
+    return path
+
+
+def _train(tiny_clap_dir, pairs: Path, out: Path, *extra: str) -> list[str]:
+    return ["train", "--model", str(tiny_clap_dir), "--pairs", str(pairs), "--out", str(out),
+            "--epochs", "1", "--batch-size", "4", "--loss", "hard", "--quiet",
+            "--val-fraction", "0", *extra]
+
+
+def _bad_clip(folder: Path, kind: str) -> str:
+    if kind == "missing":
+        return "gone.wav"
+    if kind == "not-audio":
+        (folder / "text.wav").write_text("not audio\n" * 50)
+        return "text.wav"
+    clip = write_clip(folder / "cut.wav", seconds=0.5)
+    clip.write_bytes(clip.read_bytes()[:2000])
+    return "cut.wav"
+
+
+@pytest.mark.parametrize("kind", ["missing", "not-audio", "truncated"])
+def test_train_unreadable_clip_one_line(kind, tiny_clap_dir, tmp_path, capsys):
+    """With the default two decoding processes, the error reaches the CLI whole."""
+    bad = _bad_clip(tmp_path, kind)
+    pairs = _pairs_csv(tmp_path, [f"{bad},a broken pair"])
+    assert main(_train(tiny_clap_dir, pairs, tmp_path / "run")) == 2
+    line = one_line_error(capsys)
+    assert line.startswith("claptune train: error: cannot read audio") and bad in line
+
+
+def test_train_worker_error_arrives_whole(tiny_clap_dir, tmp_path):
+    """A clip that breaks after the up-front check fails inside a DataLoader worker; the
+    AudioDecodeError (two constructor arguments) must come back as itself."""
+    from claptune.errors import AudioDecodeError
+    from claptune.train.data import ClipDataset, clip_loader
+
+    good = write_clip(tmp_path / "ok.wav")
+    dataset = ClipDataset([str(good), str(tmp_path / "gone.wav")], 16000, 1600, "fixed", 0)
+    with pytest.raises(AudioDecodeError) as caught:
+        list(clip_loader(dataset, [[(0, -1, 0), (1, -1, 1)]], num_workers=2, seed=0))
+    assert caught.value.path == str(tmp_path / "gone.wav") and caught.value.reason == "file not found"
+
+
+def test_train_on_error_skip_drops_and_lists(tiny_clap_dir, tmp_path, capsys):
+    import json
+
+    _bad_clip(tmp_path, "not-audio")
+    pairs = _pairs_csv(tmp_path, ["gone.wav,a missing clip", "text.wav,a text file"])
+    out = tmp_path / "run"
+    assert main(_train(tiny_clap_dir, pairs, out, "--on-error", "skip")) == 0
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    warning = [ln for ln in captured.err.splitlines() if "warning" in ln]
+    assert len(warning) == 1 and "2 pairs" in warning[0] and "gone.wav" in warning[0]
+    skipped = json.loads((out / "skipped_clips.json").read_text())
+    assert [Path(s["path"]).name for s in skipped] == ["gone.wav", "text.wav"]
+    assert (out / "model").is_dir()
+
+
+@pytest.mark.parametrize("row, culprit", [(",", "empty audio"), ("c1.wav,", "empty text"),
+                                          (",,", "empty audio")])
+def test_train_blank_fields_refused(row, culprit, tiny_clap_dir, tmp_path, capsys):
+    pairs = _pairs_csv(tmp_path, [row])
+    assert main(_train(tiny_clap_dir, pairs, tmp_path / "run")) == 2
+    line = one_line_error(capsys)
+    assert f"{pairs}:8:" in line and culprit in line
+
+
+def test_pairs_duplicates_warned_and_merged(tmp_path):
+    from claptune.curation import read_pairs
+
+    pairs = _pairs_csv(tmp_path, ["c1.wav,caption 1", "c2.wav,caption 2", "c1.wav,caption 1"])
+    with pytest.warns(UserWarning, match="3 duplicated rows") as record:
+        table = read_pairs(pairs)
+    assert len(record) == 1 and str(pairs) in str(record[0].message)
+    assert len(table) == 6
+
+
+def test_pairs_csv_with_bom(tiny_clap_dir, tmp_path):
+    from claptune.curation import read_pairs
+
+    pairs = _pairs_csv(tmp_path, [], encoding="utf-8-sig")
+    assert pairs.read_bytes().startswith(b"\xef\xbb\xbf")
+    assert len(read_pairs(pairs)) == 6 and read_pairs(pairs).audio[0].endswith("c0.wav")

@@ -44,20 +44,12 @@ def load_audio(path: str | os.PathLike, sample_rate: int) -> np.ndarray:
     no or non-finite samples.
     """
     path = Path(path)
-    if not path.is_file():
-        raise AudioDecodeError(path, "file not found")
-    if path.stat().st_size == 0:
-        raise AudioDecodeError(path, "empty file")
+    info = probe_audio(path)
     try:
-        info = sf.info(_sf_name(path))
         data, file_rate = sf.read(_sf_name(path), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError) as err:
-        # libsndfile's own words, without soundfile's "Error opening b'<path>'" prefix
-        detail = getattr(err, "error_string", None) or err
-        raise AudioDecodeError(path, f"not a readable audio file ({detail})") from None
-    if any(marker in info.extra_info for marker in _TRUNCATION_MARKERS) or (
-        data.shape[0] < info.frames - _MP3_SLACK_FRAMES
-    ):
+        raise AudioDecodeError(path, f"not a readable audio file ({_sf_reason(err)})") from None
+    if data.shape[0] < info.frames - _MP3_SLACK_FRAMES:
         raise AudioDecodeError(path, "truncated file")
     if data.shape[0] == 0:
         raise AudioDecodeError(path, "no audio samples")
@@ -66,6 +58,32 @@ def load_audio(path: str | os.PathLike, sample_rate: int) -> np.ndarray:
     # Averaging before resampling is exact (both are linear) and resamples one channel, not N.
     wave = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
     return resample(wave, file_rate, sample_rate)
+
+
+def probe_audio(path: str | os.PathLike):
+    """Check what can be checked of ``path`` without decoding it; its ``soundfile`` info.
+
+    Reads the header only, so it is cheap enough to run over every clip of a training set
+    before training starts. Raises ``AudioDecodeError`` if the file is missing, empty, not
+    audio, or a WAV/OGG whose header promises more than the file holds.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise AudioDecodeError(path, "file not found")
+    if path.stat().st_size == 0:
+        raise AudioDecodeError(path, "empty file")
+    try:
+        info = sf.info(_sf_name(path))
+    except (sf.LibsndfileError, RuntimeError, TypeError) as err:
+        raise AudioDecodeError(path, f"not a readable audio file ({_sf_reason(err)})") from None
+    if any(marker in info.extra_info for marker in _TRUNCATION_MARKERS):
+        raise AudioDecodeError(path, "truncated file")
+    return info
+
+
+def _sf_reason(err: Exception) -> object:
+    """libsndfile's own words, without soundfile's "Error opening b'<path>'" prefix."""
+    return getattr(err, "error_string", None) or err
 
 
 def _sf_name(path: Path) -> str | bytes:
@@ -178,4 +196,4 @@ def _read_list(list_file: Path) -> list[Path]:
 
 
 __all__ = ["AUDIO_EXTENSIONS", "PADDING_MODES", "find_audio", "fixed_window", "load_audio",
-           "pad_window", "random_window", "resample", "windows"]
+           "pad_window", "probe_audio", "random_window", "resample", "windows"]

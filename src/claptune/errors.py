@@ -42,3 +42,7 @@ def printable(text: object) -> str:
     except UnicodeEncodeError:  # surrogates that no byte string produced
         return text.encode("utf-8", "backslashreplace").decode("utf-8")
     return raw.decode("utf-8", "backslashreplace")
+
+
+class InputWarning(UserWarning):
+    """Something in the user's input was dropped or merged; the run goes on without it."""

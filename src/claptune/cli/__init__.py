@@ -20,9 +20,10 @@ import importlib
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Iterator, Sequence
 
-from claptune.errors import ClaptuneError, printable
+from claptune.errors import ClaptuneError, InputWarning, printable
 
 # sub-command name -> module in claptune.cli; the order is the order of `claptune --help`
 COMMANDS: dict[str, str] = {
@@ -125,7 +126,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     try:
-        with logging_settings(args.log_level), progress_settings(args), logging_redirect_tqdm():
+        with logging_settings(args.log_level), progress_settings(args), logging_redirect_tqdm(), \
+                warnings.catch_warnings():
+            warnings.showwarning = _one_line_warning(args.command, warnings.showwarning)
             return int(args._run(args) or 0)
     except ClaptuneError as err:
         print(f"claptune {args.command}: error: {printable(err)}", file=sys.stderr)
@@ -133,6 +136,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("claptune: interrupted", file=sys.stderr)
         return 130
+
+
+def _one_line_warning(command: str, show):
+    """Print claptune's own warnings about the user's input as one line, like its errors."""
+
+    def showwarning(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, InputWarning):
+            print(f"claptune {command}: warning: {printable(message)}", file=file or sys.stderr)
+        else:
+            show(message, category, filename, lineno, file, line)
+
+    return showwarning
 
 
 def entry_point() -> None:

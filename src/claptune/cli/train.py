@@ -42,6 +42,7 @@ _FIELDS = {
     "seed": "seed",
     "save_every": "save_every",
     "num_workers": "num_workers",
+    "on_error": "on_error",
 }
 
 
@@ -108,6 +109,12 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int)
     p.add_argument("--save-every", type=int, help="steps between checkpoints")
     p.add_argument("--num-workers", type=int, help="audio decoding processes")
+    p.add_argument(
+        "--on-error",
+        choices=["raise", "skip"],
+        help="clips that cannot be read: stop before training (raise) or leave their pairs "
+        "out and list them in OUT/skipped_clips.json (skip)",
+    )
     return p
 
 

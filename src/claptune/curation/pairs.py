@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from claptune.errors import ClaptuneError
+from claptune.errors import ClaptuneError, InputWarning
 
 COLUMNS = ("audio", "text", "score", "method", "class")
 
@@ -115,7 +116,7 @@ def write_pairs(pairs: Pairs, path: str | os.PathLike) -> Path:
         raise ClaptuneError(f"no pairs to write to {path}")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", newline="", encoding="utf-8") as fh:
+    with tmp.open("w", newline="", encoding="utf-8", errors="surrogateescape") as fh:
         writer = csv.writer(fh)
         writer.writerow(COLUMNS)
         for row in zip(pairs.audio, pairs.text, pairs.score.tolist(), pairs.method,
@@ -146,7 +147,9 @@ def read_pairs(path: str | os.PathLike) -> Pairs:
                      [""] * n, [""] * n)
     if not path.is_file():
         raise ClaptuneError(f"pairs file {path} not found")
-    with path.open(newline="", encoding="utf-8") as fh:
+    # utf-8-sig: a spreadsheet's byte-order mark is not part of the first column's name;
+    # surrogateescape: a file name that is not UTF-8 reads back as the bytes written
+    with path.open(newline="", encoding="utf-8-sig", errors="surrogateescape") as fh:
         reader = csv.DictReader(fh)
         columns = reader.fieldnames or []
         audio_col = next((c for c in ("audio", "path") if c in columns), None)
@@ -156,6 +159,27 @@ def read_pairs(path: str | os.PathLike) -> Pairs:
             raise ClaptuneError(f"pairs file {path} lacks column(s) {', '.join(missing)} "
                                 f"(has: {', '.join(columns)})")
         rows = list(reader)
+    if not rows:
+        raise ClaptuneError(f"pairs file {path} has no pairs")
+    # like the corpus reader: an empty field is refused, naming its line; a row repeating an
+    # earlier (audio, text) pair is merged into it with one warning
+    seen: set[tuple[str, str]] = set()
+    kept, duplicated = [], []
+    for line, row in enumerate(rows, start=2):
+        audio, text = (row[audio_col] or "").strip(), (row[text_col] or "").strip()
+        if not audio or not text:
+            raise ClaptuneError(f"{path}:{line}: empty {'audio' if not audio else 'text'}")
+        row[audio_col], row[text_col] = audio, text
+        if (audio, text) in seen:
+            duplicated.append(line)
+        else:
+            seen.add((audio, text))
+            kept.append(row)
+    if duplicated:
+        warnings.warn(f"{path}: {len(duplicated)} duplicated rows (same audio and text as an "
+                      f"earlier row) merged, first at line {duplicated[0]}", InputWarning,
+                      stacklevel=2)
+    rows = kept
     try:
         score = [float(r["score"]) if r.get("score") not in (None, "") else np.nan for r in rows]
     except ValueError as err:

@@ -21,6 +21,7 @@ TRAINABLE = ("all", "projections", "lora")
 CROPS = ("fixed", "random")
 PRECISIONS = ("auto", "fp32", "bf16")
 KEEP = ("last", "best_val")
+ON_ERROR = ("raise", "skip")
 
 # fields that may change between a run and its resumption without changing what it computes
 RESUMABLE_CHANGES = frozenset(
@@ -56,6 +57,7 @@ class TrainConfig:
     save_every: int = 200  # steps between checkpoints (each epoch end saves too)
     num_workers: int = 2  # audio decoding processes
     progress: bool = True  # tqdm bar per epoch
+    on_error: str = "raise"  # clips that cannot be read: stop before training, or "skip" them
     extra: dict[str, Any] = field(default_factory=dict)  # free-form notes kept with the run
 
     def __post_init__(self) -> None:
@@ -64,6 +66,7 @@ class TrainConfig:
         _choice("crop", self.crop, CROPS)
         _choice("precision", self.precision, PRECISIONS)
         _choice("keep", self.keep, KEEP)
+        _choice("on_error", self.on_error, ON_ERROR)
         _check(0.0 <= self.beta <= 1.0, f"beta must lie in [0, 1], got {self.beta}")
         _check(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
         _check(

@@ -17,14 +17,15 @@ workers or processes and after a resume.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from claptune.errors import ClaptuneError
+from claptune.errors import AudioDecodeError, ClaptuneError, InputWarning
 
 
 @dataclass
@@ -192,19 +193,67 @@ class ClipDataset(torch.utils.data.Dataset):
 
 def clip_loader(
     dataset: ClipDataset, batches: list[list[tuple[int, int, int]]], num_workers: int, seed: int
-) -> torch.utils.data.DataLoader:
+) -> Iterator[torch.Tensor]:
     """Batches of stacked windows (B, clip_samples) in the order of ``batches``.
 
     The loader gets its own generator: otherwise creating it draws from the global torch RNG
     (the workers' base seed), shifting the dropout masks of the steps that follow and breaking
-    bit-exact resumption.
+    bit-exact resumption. A clip that cannot be decoded raises its ``AudioDecodeError`` here,
+    whole: a worker hands it back as a value, since the DataLoader would re-raise it as a
+    RuntimeError holding a traceback.
     """
-    return torch.utils.data.DataLoader(
-        dataset,
+    loader = torch.utils.data.DataLoader(
+        _ErrorsAsValues(dataset),
         batch_sampler=batches,
         num_workers=num_workers,
-        collate_fn=torch.stack,
+        collate_fn=_stack_or_error,
         generator=torch.Generator().manual_seed(seed),
     )
+    for batch in loader:
+        if isinstance(batch, AudioDecodeError):
+            raise batch
+        yield batch
+
+
+class _ErrorsAsValues(torch.utils.data.Dataset):
+    def __init__(self, dataset: ClipDataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key):
+        try:
+            return self.dataset[key]
+        except AudioDecodeError as err:
+            return err
+
+
+def _stack_or_error(items: list) -> torch.Tensor | AudioDecodeError:
+    errors = [x for x in items if isinstance(x, AudioDecodeError)]
+    return errors[0] if errors else torch.stack(items)
+
+
+def unreadable_clips(paths: Sequence[str], num_workers: int = 2) -> list[tuple[str, str]]:
+    """(path, reason) of each clip in ``paths`` that fails ``claptune.audio.probe_audio``
+    (missing, empty, not audio, truncated WAV/OGG), in the order of ``paths``.
+
+    Reads headers only, in ``num_workers`` threads, so a run can refuse or leave out bad clips
+    before training starts rather than fail halfway through an epoch.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from claptune.audio import probe_audio
+
+    def reason(path: str) -> str | None:
+        try:
+            probe_audio(path)
+        except AudioDecodeError as err:
+            return err.reason
+        return None
+
+    with ThreadPoolExecutor(max(1, num_workers)) as pool:
+        reasons = list(pool.map(reason, paths))
+    return [(p, r) for p, r in zip(paths, reasons, strict=True) if r is not None]
 
 

@@ -25,6 +25,7 @@ import copy
 import json
 import random
 import shutil
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +36,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from claptune.errors import ClaptuneError
+from claptune.errors import AudioDecodeError, ClaptuneError, InputWarning, printable
 from claptune.losses import (
     hard_contrastive_loss,
     multi_positive_contrastive_loss,
@@ -59,6 +60,7 @@ from claptune.train.data import (
     clip_loader,
     epoch_plan,
     split_holdout,
+    unreadable_clips,
 )
 from claptune.train.distributed import DistEnv, barrier, gather, gather_with_grad, setup_distributed
 from claptune.train.logs import TrainLog
@@ -74,9 +76,11 @@ class TrainResult:
     epochs_completed: int
     history: list[dict[str, Any]] = field(default_factory=list)  # one record per epoch
     config: TrainConfig = field(default_factory=TrainConfig)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # on_error="skip": (clip, why)
 
 
 BEST = "best_student.safetensors"  # heads/trainable weights at the lowest held-out loss
+SKIPPED = "skipped_clips.json"  # on_error="skip": the clips left out, with their reasons
 
 
 class _Embedder(nn.Module):
@@ -165,15 +169,20 @@ def fit(
         out_dir.mkdir(parents=True, exist_ok=True)
     model.to(device)
 
-    table = _Table.build(
-        as_train_pairs(pairs), None if replay is None else as_train_pairs(replay), config
-    )
+    curated, replay = as_train_pairs(pairs), None if replay is None else as_train_pairs(replay)
+    n_pairs = len(curated) + (0 if replay is None else len(replay))
+    curated, replay, skipped = _drop_unreadable(curated, replay, config)
+    if skipped and env.is_main:
+        n_left = n_pairs - len(curated) - (0 if replay is None else len(replay))
+        _report_skipped(skipped, n_left, out_dir)
+    table = _Table.build(curated, replay, config)
     if len(table.curated) + len(table.replay) < 2:
         raise ClaptuneError("need at least two training pairs")
     trainer = _Trainer(model, table, config, env, device, out_dir)
     result = trainer.run(resume)
     if result.model_dir is not None:
         _write_card(result, pairs, len(table.curated), len(table.replay))
+    result.skipped = skipped
     return result
 
 
@@ -193,9 +202,49 @@ def _write_card(result: TrainResult, pairs: Any, n_curated: int, n_replay: int) 
         curation=methods_of(pairs) or list(config.extra.get("curation", [])), details=details))
 
 
+def _drop_unreadable(
+    curated: TrainPairs, replay: TrainPairs | None, config: TrainConfig
+) -> tuple[TrainPairs, TrainPairs | None, list[tuple[str, str]]]:
+    """Check every clip's header before anything trains: raise the first unreadable clip's
+    ``AudioDecodeError``, or (``on_error="skip"``) drop the pairs of every unreadable clip.
+
+    Decided up front, so the pairs trained on, and so the batches, do not depend on when a
+    bad clip would have come up; (path, reason) of each dropped clip is returned.
+    """
+    clips = list(dict.fromkeys(curated.audio + ([] if replay is None else replay.audio)))
+    failed = unreadable_clips(clips, config.num_workers)
+    if not failed:
+        return curated, replay, []
+    if config.on_error == "raise":
+        raise AudioDecodeError(*failed[0])
+    bad = {path for path, _ in failed}
+
+    def readable(pairs: TrainPairs) -> TrainPairs:
+        return pairs.subset([i for i, a in enumerate(pairs.audio) if a not in bad])
+
+    return readable(curated), None if replay is None else readable(replay), failed
+
+
+def _report_skipped(skipped: list[tuple[str, str]], n_pairs: int, out_dir: Path) -> None:
+    """One warning, and every skipped clip with its reason in OUT/skipped_clips.json."""
+    listing = out_dir / SKIPPED
+    listing.write_text(
+        json.dumps([{"path": p, "reason": r} for p, r in skipped], indent=2) + "\n"
+    )
+    shown = ", ".join(f"{printable(p)} ({r})" for p, r in skipped[:3])
+    more = f", ... ({len(skipped)} in all)" if len(skipped) > 3 else ""
+    warnings.warn(
+        f"left out {n_pairs} pairs of {len(skipped)} clips that cannot be read: {shown}{more}; "
+        f"listed in {listing}",
+        InputWarning,
+        stacklevel=3,
+    )
+
+
 # what a run writes into its folder; ``overwrite=True`` removes these and nothing else
 RUN_OUTPUTS = (CHECKPOINT, f"{CHECKPOINT}.old", f"{CHECKPOINT}.tmp", BEST, "model",
-               "tensorboard", "config.json", "loss.csv", "metrics.jsonl", "loss.png")
+               "tensorboard", "config.json", "loss.csv", "metrics.jsonl", "loss.png",
+               SKIPPED)
 
 
 def _check_run_folder(out_dir: Path, resume: bool, overwrite: bool) -> None:
