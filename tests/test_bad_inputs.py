@@ -175,3 +175,27 @@ def test_pairs_csv_with_bom(tiny_clap_dir, tmp_path):
     pairs = _pairs_csv(tmp_path, [], encoding="utf-8-sig")
     assert pairs.read_bytes().startswith(b"\xef\xbb\xbf")
     assert len(read_pairs(pairs)) == 6 and read_pairs(pairs).audio[0].endswith("c0.wav")
+
+
+# -- curation never writes pairs whose audio does not exist --------------------------------------
+def test_curate_ds_leaves_out_missing_corpus_clips(tiny_clap_dir, tmp_path, capsys):
+    import csv
+
+    corpus = tmp_path / "corpus"
+    rows = [(write_clip(corpus / f"c{i}.wav", seed=i).name, f"a dog barks loudly {i}")
+            for i in range(4)]
+    rows += [("gone1.wav", "a dog barks far away"), ("sub/gone2.wav", "rain on a dog")]
+    write = corpus / "manifest.csv"
+    with write.open("w", newline="") as fh:
+        csv.writer(fh).writerows([("path", "caption"), *rows])
+    out = tmp_path / "ds"
+    argv = ["curate", "--method", "ds", "--model", str(tiny_clap_dir), "--corpus", str(corpus),
+            "--classes", "dog,rain", "--threshold", "q0.0", "--out", str(out), "--no-progress"]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    warning = [ln for ln in err.splitlines() if "do not exist" in ln]
+    assert len(warning) == 1 and "2 " in warning[0] and "gone1.wav" in warning[0], err
+    with (out / "pairs.csv").open() as fh:
+        audio = [r["audio"] for r in csv.DictReader(fh)]
+    assert len(audio) == 4 and all(Path(a).is_file() for a in audio)

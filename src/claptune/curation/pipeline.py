@@ -10,20 +10,22 @@ and option, validated on construction; its thresholds default to the one table o
 
 from __future__ import annotations
 
+import os
+import warnings
 from dataclasses import dataclass, field, fields
 
 import numpy as np
 
 from claptune.curation.a2a import audio_to_audio
 from claptune.curation.ads import augmented_domain_specific
-from claptune.curation.common import DEFAULT_SEARCH, SearchOptions
+from claptune.curation.common import DEFAULT_SEARCH, CurationWarning, SearchOptions
 from claptune.curation.ds import CaptionSet, domain_specific, ds_captions
 from claptune.curation.du import domain_unspecific
 from claptune.curation.methods import DEFAULT_THRESHOLDS, METHODS, NEEDS, THRESHOLD_PRESETS
 from claptune.curation.pairs import Pairs
 from claptune.curation.pseudo import CRITERIA, REFINES, pseudo_label
 from claptune.curation.thresholds import Threshold
-from claptune.errors import ClaptuneError
+from claptune.errors import ClaptuneError, printable
 
 
 @dataclass
@@ -155,7 +157,7 @@ def curate(methods: list[str] | tuple[str, ...], inputs: CurationInputs,
             parts.append(domain_unspecific(inputs.audio_ids, inputs.audio_emb, inputs.texts,
                                            inputs.text_emb, threshold, settings.du_top_k, opts))
         elif method == "ds":
-            parts.append(ds_pairs)
+            parts.append(_existing_audio(ds_pairs))
         elif method == "ads":
             parts.append(augmented_domain_specific(inputs.audio_ids, inputs.audio_emb, ds_set,
                                                    settings.ads_threshold, opts))
@@ -180,6 +182,27 @@ def curate(methods: list[str] | tuple[str, ...], inputs: CurationInputs,
     if ds_pairs is not None and "ds" not in methods:
         merged.meta["ds"] = ds_pairs.meta  # the DS stage the other methods used
     return merged.dedup()
+
+
+def _existing_audio(pairs: Pairs) -> Pairs:
+    """``pairs`` without those whose clip does not exist, with one warning naming them.
+
+    DS pairs a corpus clip with its own caption without ever decoding the clip, so a corpus
+    manifest naming missing files would otherwise put them into the pairs file (and fail the
+    training run that reads it). Only DS needs this: the other methods pair clips that were
+    decoded to be embedded.
+    """
+    exists = [os.path.isfile(a) for a in pairs.audio]
+    if all(exists):
+        return pairs
+    missing = sorted({a for a, e in zip(pairs.audio, exists, strict=True) if not e})
+    shown = ", ".join(printable(a) for a in missing[:5])
+    more = f", ... ({len(missing)} in all)" if len(missing) > 5 else ""
+    warnings.warn(f"ds: left out {exists.count(False)} pairs whose {len(missing)} corpus clips "
+                  f"do not exist: {shown}{more}", CurationWarning, stacklevel=3)
+    kept = pairs.subset(np.flatnonzero(exists))
+    kept.meta["missing_audio"] = missing
+    return kept
 
 
 __all__ = ["CurationInputs", "CurationSettings", "METHODS", "NEEDS", "curate"]
