@@ -199,3 +199,96 @@ def test_curate_ds_leaves_out_missing_corpus_clips(tiny_clap_dir, tmp_path, caps
     with (out / "pairs.csv").open() as fh:
         audio = [r["audio"] for r in csv.DictReader(fh)]
     assert len(audio) == 4 and all(Path(a).is_file() for a in audio)
+
+
+# -- model folders with bad contents -------------------------------------------------------------
+def _edit_json(path: Path, edit) -> None:
+    import json
+
+    data = json.loads(path.read_text())
+    edit(data)
+    path.write_text(json.dumps(data))
+
+
+def _grow_tensor(path: Path, name_part: str) -> str:
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(str(path))
+    name = sorted(k for k in state if name_part in k)[0]
+    state[name] = torch.zeros(*(s + 1 for s in state[name].shape))
+    save_file(state, str(path), metadata={"format": "pt"})
+    return name
+
+
+def _hf_case(folder: Path, case: str) -> tuple[str, str]:
+    """Damage a copy of the tiny HF CLAP; (the file to be named, a word of the problem)."""
+    if case == "config-type":
+        _edit_json(folder / "config.json", lambda c: c.update(projection_dim="sixteen"))
+        return "config.json", "projection_dim"
+    if case == "config-value":
+        _edit_json(folder / "config.json", lambda c: c["audio_config"].update(hidden_size=-3))
+        return "config.json", "negative"
+    if case == "config-json":
+        (folder / "config.json").write_text('{"model_type": "clap", ')
+        return "config.json", "JSON"
+    if case == "weights-shape":
+        name = _grow_tensor(folder / "model.safetensors", "audio_projection")
+        return "model.safetensors", name
+    if case == "weights-truncated":
+        with open(folder / "model.safetensors", "r+b") as fh:
+            fh.truncate(5000)
+        return "model.safetensors", "safetensors"
+    raise AssertionError(case)
+
+
+@pytest.mark.parametrize("case", ["config-type", "config-value", "config-json", "weights-shape",
+                                  "weights-truncated"])
+def test_damaged_hf_folder_one_line(case, tiny_clap_dir, tmp_path, capsys):
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_clap_dir, folder)
+    culprit, problem = _hf_case(folder, case)
+    clip = write_clip(tmp_path / "x.wav")
+    (tmp_path / "set.csv").write_text(f"path,label\n{clip},a\n")
+    argv = ["zeroshot", "--model", str(folder), "--dataset", "csv", "--root",
+            str(tmp_path / "set.csv"), "--out", str(tmp_path / "zs"), "--no-progress"]
+    assert main(argv) == 2
+    line = one_line_error(capsys)
+    assert str(folder / culprit) in line and problem in line, line
+
+
+def _default_case(folder: Path, case: str) -> tuple[str, str]:
+    if case == "heads-shape":
+        return "heads.safetensors", _grow_tensor(folder / "heads.safetensors", "audio_projection")
+    if case == "heads-truncated":
+        with open(folder / "heads.safetensors", "r+b") as fh:
+            fh.truncate(3000)
+        return "heads.safetensors", "safetensors"
+    if case == "config-json":
+        (folder / "default_model.json").write_text('{"config": {')
+        return "default_model.json", "JSON"
+    if case == "config-value":
+        _edit_json(folder / "default_model.json", lambda c: c["config"].update(embed_dim=-5))
+        return "default_model.json", "positive"
+    if case == "marker-json":
+        (folder / "claptune_model.json").write_text('{"backend": ')
+        return "claptune_model.json", "JSON"
+    raise AssertionError(case)
+
+
+@pytest.mark.parametrize("case", ["heads-shape", "heads-truncated", "config-json",
+                                  "config-value", "marker-json"])
+def test_damaged_default_model_folder_one_line(case, tmp_path, capsys):
+    from claptune.models.default import PACKAGED_DIR
+
+    if not (PACKAGED_DIR / "heads.safetensors").is_file():
+        pytest.skip("the packaged default-model heads are not in this checkout")
+    folder = tmp_path / "default"
+    shutil.copytree(PACKAGED_DIR, folder)
+    culprit, problem = _default_case(folder, case)
+    argv = ["embed", "--model", str(folder), "--text", str(tmp_path / "t.txt"),
+            "--out", str(tmp_path / "store"), "--no-progress"]
+    (tmp_path / "t.txt").write_text("a dog barks\n")
+    assert main(argv) == 2
+    line = one_line_error(capsys)
+    assert str(folder / culprit) in line and problem in line, line

@@ -9,7 +9,6 @@ by sniffing a model name.
 from __future__ import annotations
 
 import importlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -129,13 +128,21 @@ def load_model(spec: str | Path, revision: str | None = None, **kwargs) -> Audio
         raise ClaptuneError(f"{path} is a local path; a revision applies to Hub models only")
     if path.is_dir():
         marker = path / MODEL_MARKER
+        from claptune.models.checkpoints import read_json  # torch: only once a model loads
+
         if marker.is_file():
-            backend = json.loads(marker.read_text())["backend"]
+            saved = read_json(marker)
+            backend = saved.get("backend") if isinstance(saved, dict) else None
+            if backend not in BACKENDS:
+                raise ClaptuneError(f"{marker} names no known backend ({backend!r}); "
+                                    f"known: {', '.join(BACKENDS)}")
             return backend_class(backend).load(path, **kwargs)
         for backend in BACKENDS:
             cls = backend_class(backend)
             if cls.recognizes(path):
                 return cls.load(path, **kwargs)
+        for config in sorted(path.glob("*.json")):
+            read_json(config)  # a damaged config hides the format: name it, not the folder
         raise ClaptuneError(f"model directory {path} is not in a format claptune knows")
     if path.exists():
         for backend in BACKENDS:

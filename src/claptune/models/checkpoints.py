@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import json
 import pickle
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -120,6 +122,37 @@ def torch_load_safely(path: str | Path, hint: str = "") -> object:
                             f"truncated ({first})") from None
 
 
+def read_json(path: str | Path) -> Any:
+    """The contents of a JSON file of a model folder; a damaged one is a ``ClaptuneError``
+    naming the file and the place where its JSON breaks."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ClaptuneError(f"{path} is not valid JSON ({err})") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ClaptuneError(f"cannot read {path}: {err}") from None
+
+
+def safetensors_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of every tensor in a ``.safetensors`` file, from its header alone."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            return {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}  # noqa: SIM118
+    except Exception as err:  # noqa: BLE001 - safetensors raises its own error types
+        raise ClaptuneError(f"cannot read safetensors file {path}: "
+                            f"{str(err).splitlines()[0]}") from None
+
+
+def shape_mismatches(given: Mapping[str, tuple[int, ...]],
+                     expected: Mapping[str, tuple[int, ...]]) -> list[str]:
+    """"name (given) vs (expected)" for each name in both whose shapes differ, sorted."""
+    return sorted(f"{k} {tuple(given[k])} vs {tuple(expected[k])}"
+                  for k in given if k in expected and tuple(given[k]) != tuple(expected[k]))
+
+
 def strip_prefix(state_dict: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
     """Remove ``prefix`` from every key, if and only if every key has it."""
     if state_dict and all(k.startswith(prefix) for k in state_dict):
@@ -145,8 +178,8 @@ def load_strict(module: nn.Module, state_dict: Mapping[str, torch.Tensor], what:
     given = {k: v for k, v in state_dict.items() if k not in ignored}
     missing = sorted(k for k in own if k not in given and not is_derivable(k))
     unexpected = sorted(k for k in given if k not in own)
-    mismatched = sorted(f"{k} {tuple(given[k].shape)} vs {tuple(own[k].shape)}"
-                        for k in given if k in own and given[k].shape != own[k].shape)
+    mismatched = shape_mismatches({k: v.shape for k, v in given.items()},
+                                  {k: v.shape for k, v in own.items()})
     if missing or unexpected or mismatched:
         raise CheckpointMismatchError(what, missing, unexpected, mismatched)
     module.load_state_dict(given, strict=False)  # names verified above; derivable ones kept

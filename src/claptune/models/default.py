@@ -359,12 +359,18 @@ class DefaultModel(AudioTextModel):
         return {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()
                 if not k.startswith(("audio_encoder.", "text_encoder."))}
 
-    def load_head_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        expected = set(self.head_state_dict())
-        missing, unexpected = expected - set(state), set(state) - expected
-        if missing or unexpected:
-            raise ClaptuneError(f"default-model heads do not match: missing {sorted(missing)}, "
-                                f"unexpected {sorted(unexpected)}")
+    def load_head_state_dict(self, state: dict[str, torch.Tensor],
+                             what: str = "default-model heads") -> None:
+        """Load the heads strictly: every name and shape must match (``what`` names the
+        source in the error)."""
+        from claptune.models.checkpoints import CheckpointMismatchError, shape_mismatches
+
+        own = self.head_state_dict()
+        missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+        mismatched = shape_mismatches({k: v.shape for k, v in state.items()},
+                                      {k: v.shape for k, v in own.items()})
+        if missing or unexpected or mismatched:
+            raise CheckpointMismatchError(what, missing, unexpected, mismatched)
         self.load_state_dict(state, strict=False)  # encoders come from their own packages
 
     # -- persistence ---------------------------------------------------------------------------
@@ -385,15 +391,22 @@ class DefaultModel(AudioTextModel):
     @classmethod
     def load(cls, directory: str | Path, device: str | torch.device | None = None,
              **kwargs: Any) -> DefaultModel:
-        from safetensors.torch import load_file
+        from claptune.models.checkpoints import read_json, read_state_dict
 
         directory = Path(directory)
         if not (directory / HEADS_FILE).is_file() or not (directory / CONFIG_FILE).is_file():
             raise ClaptuneError(f"{directory} has no {HEADS_FILE} and {CONFIG_FILE} of the "
                                 "default model")
-        saved = json.loads((directory / CONFIG_FILE).read_text())
-        model = cls(DefaultModelConfig.from_dict(saved["config"]), saved.get("metadata"))
-        model.load_head_state_dict(load_file(str(directory / HEADS_FILE)))
+        saved = read_json(directory / CONFIG_FILE)
+        try:
+            config = DefaultModelConfig.from_dict(saved["config"])
+        except (ValueError, TypeError, KeyError) as err:
+            raise ClaptuneError(f"{directory / CONFIG_FILE}: invalid default-model config "
+                                f"({err})") from None
+        # read before the encoders load: a damaged file fails in a blink
+        heads = read_state_dict(directory / HEADS_FILE)
+        model = cls(config, saved.get("metadata"))
+        model.load_head_state_dict(heads, what=str(directory / HEADS_FILE))
         model.eval()
         return model.to(device) if device is not None else model
 

@@ -107,11 +107,14 @@ class HFClapModel(AudioTextModel):
     @classmethod
     def _from_pretrained(cls, name: str, source: str, device: str | torch.device | None,
                          revision: str | None = None) -> HFClapModel:
-        from transformers import ClapModel, ClapProcessor
+        from transformers import ClapConfig, ClapModel, ClapProcessor
 
         try:
             with _no_transformers_bars():
-                model, info = ClapModel.from_pretrained(name, output_loading_info=True,
+                config = _checked_config(ClapConfig, ClapModel, name, revision)
+                _check_weight_shapes(name, config, ClapModel)
+                model, info = ClapModel.from_pretrained(name, config=config,
+                                                        output_loading_info=True,
                                                         revision=revision)
                 processor = ClapProcessor.from_pretrained(name, revision=revision)
         except OSError as err:
@@ -120,6 +123,11 @@ class HFClapModel(AudioTextModel):
                     "cache)" if offline else " (no network, or not a CLAP repository?)")
             raise ClaptuneError(f"cannot load CLAP model {name!r}{hint}: "
                                 f"{str(err).splitlines()[0]}") from None
+        except ClaptuneError:
+            raise
+        except Exception as err:  # noqa: BLE001 - transformers' and safetensors' own types
+            raise ClaptuneError(f"cannot load CLAP model {name!r}: "
+                                f"{_first_line(err)}") from None
         # Missing weights would be silently random: refuse rather than embed noise. Missing
         # buffers (position ids and the like) are rebuilt by the model and harmless.
         parameters = {n for n, _ in model.named_parameters()}
@@ -275,6 +283,60 @@ class HFClapModel(AudioTextModel):
         # Not the source path: the same weights read from another folder give the same vectors.
         return {"backend": self.backend, "weights_sha256": self.weights_fingerprint(),
                 "preprocessing": self.preprocessing()}
+
+
+def _checked_config(config_cls, model_cls, name: str, revision: str | None = None):
+    """The folder's or hub repository's ClapConfig, checked by building the model on the meta
+    device (no memory, no weights): values transformers rejects, or that no model can be built
+    from, are a ``ClaptuneError`` naming config.json."""
+    where = _file_of(name, "config.json")
+    if Path(name).is_dir():
+        from claptune.models.checkpoints import read_json
+
+        read_json(Path(name) / "config.json")  # broken JSON: named with where it breaks
+    try:
+        config = config_cls.from_pretrained(name, revision=revision)
+    except OSError:
+        raise  # missing, offline: reported by the caller with its hint
+    except Exception as err:  # noqa: BLE001 - e.g. huggingface_hub's StrictDataclass errors
+        raise ClaptuneError(f"{where} holds invalid values: {_first_line(err)}") from None
+    try:
+        with torch.device("meta"):
+            model_cls(config)
+    except Exception as err:  # noqa: BLE001 - whatever a layer raises on an impossible size
+        raise ClaptuneError(f"{where} holds values no CLAP model can be built from: "
+                            f"{_first_line(err)}") from None
+    return config
+
+
+def _check_weight_shapes(name: str, config, model_cls) -> None:
+    """A local folder's safetensors weights must have the shapes config.json implies.
+
+    Checked from the files' headers before loading, so the error names the file and the
+    tensors (transformers would print a report and raise a generic RuntimeError).
+    """
+    from claptune.models.checkpoints import safetensors_shapes, shape_mismatches
+
+    directory = Path(name)
+    if not directory.is_dir():
+        return
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in model_cls(config).state_dict().items()}
+    for file in sorted(directory.glob("*.safetensors")):
+        bad = shape_mismatches(safetensors_shapes(file), expected)
+        if bad:
+            shown = ", ".join(bad[:4]) + (f", ... ({len(bad)} in all)" if len(bad) > 4 else "")
+            raise ClaptuneError(f"{file} does not match {directory / 'config.json'}: tensor "
+                                f"shapes (file vs config) {shown}")
+
+
+def _file_of(name: str, file: str) -> str:
+    return str(Path(name) / file) if Path(name).is_dir() else f"{file} of {name!r}"
+
+
+def _first_line(err: Exception) -> str:
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    return " ".join(lines[:2]) if lines else type(err).__name__
 
 
 @contextlib.contextmanager
