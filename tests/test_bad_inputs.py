@@ -292,3 +292,39 @@ def test_damaged_default_model_folder_one_line(case, tmp_path, capsys):
     assert main(argv) == 2
     line = one_line_error(capsys)
     assert str(folder / culprit) in line and problem in line, line
+
+
+# -- refused archives leave nothing behind -------------------------------------------------------
+@pytest.mark.parametrize("kind", ["traversal", "link", "not-archive", "damaged"])
+def test_refused_archive_leaves_no_extracting_folder(kind, tmp_path):
+    import io
+    import tarfile
+    import zipfile
+
+    from claptune.download import extract_archive
+    from claptune.errors import ClaptuneError
+
+    archive = tmp_path / "a.tar"
+    if kind == "traversal":
+        archive = tmp_path / "a.zip"
+        with zipfile.ZipFile(archive, "w") as zf:
+            zf.writestr("ok.txt", "fine")
+            zf.writestr("../evil.txt", "nope")
+    elif kind == "link":
+        with tarfile.open(archive, "w") as tf:
+            info = tarfile.TarInfo("link")
+            info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
+            tf.addfile(info)
+    elif kind == "not-archive":
+        archive.write_text("plain text\n")
+    else:
+        archive = tmp_path / "a.zip"
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as zf:
+            zf.writestr("x.txt", "x" * 10000)
+        archive.write_bytes(buf.getvalue()[:-30])
+    dest = tmp_path / "data"
+    with pytest.raises(ClaptuneError):
+        extract_archive(archive, dest)
+    assert not dest.exists()
+    assert not (tmp_path / "data.extracting").exists()

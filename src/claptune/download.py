@@ -150,9 +150,13 @@ def extract_archive(archive: str | os.PathLike, dest_dir: str | os.PathLike) -> 
                     tf.extractall(tmp)
         else:
             raise ClaptuneError(f"{archive} is not a zip or tar archive")
-    except (zipfile.BadZipFile, tarfile.TarError, EOFError) as err:
+    except BaseException as err:
+        # a refused or damaged archive (or an interrupt) leaves no half-filled folder behind
         shutil.rmtree(tmp, ignore_errors=True)
-        raise ClaptuneError(f"cannot extract {archive}: {err}; delete it and download again") from None
+        if isinstance(err, zipfile.BadZipFile | tarfile.TarError | EOFError):
+            raise ClaptuneError(f"cannot extract {archive}: {err}; delete it and download "
+                                "again") from None
+        raise
     if dest_dir.exists():
         # merge into an existing folder (several archives of one data set share a root)
         for child in tmp.iterdir():
