@@ -169,6 +169,8 @@ def read_pairs(path: str | os.PathLike) -> Pairs:
         audio, text = (row[audio_col] or "").strip(), (row[text_col] or "").strip()
         if not audio or not text:
             raise ClaptuneError(f"{path}:{line}: empty {'audio' if not audio else 'text'}")
+        if not _is_utf8(text):  # a file name may be any bytes; a caption must be text
+            raise ClaptuneError(f"{path}:{line}: the text is not valid UTF-8")
         row[audio_col], row[text_col] = audio, text
         if (audio, text) in seen:
             duplicated.append(line)
@@ -187,6 +189,14 @@ def read_pairs(path: str | os.PathLike) -> Pairs:
     return Pairs([_resolve(r[audio_col], path.parent) for r in rows],
                  [r[text_col] for r in rows], np.array(score, dtype=np.float64),
                  [r.get("method") or "" for r in rows], [r.get("class") or "" for r in rows])
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # surrogate-escaped bytes that were not UTF-8
+        return False
+    return True
 
 
 def _resolve(audio: str, base: Path) -> str:

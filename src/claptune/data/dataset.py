@@ -93,14 +93,19 @@ def read_csv(path: Path, required: Sequence[str], delimiter: str = ",") -> list[
     """Rows of a CSV with a header; a missing file or column is a ``ClaptuneError`` naming it."""
     if not path.is_file():
         raise ClaptuneError(f"metadata file not found: {path}")
-    with path.open(newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh, delimiter=delimiter)
-        columns = [c.strip() for c in reader.fieldnames or []]
-        missing = [c for c in required if c not in columns]
-        if missing:
-            raise ClaptuneError(f"{path} has no column {', '.join(map(repr, missing))}; "
-                                f"columns: {', '.join(columns) or '(none)'}")
-        rows = [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in reader]
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh, delimiter=delimiter)
+            columns = [c.strip() for c in reader.fieldnames or []]
+            missing = [c for c in required if c not in columns]
+            if missing:
+                raise ClaptuneError(f"{path} has no column {', '.join(map(repr, missing))}; "
+                                    f"columns: {', '.join(columns) or '(none)'}")
+            rows = [{(k or "").strip(): (v or "").strip() for k, v in row.items()}
+                    for row in reader]
+    except UnicodeDecodeError as err:
+        raise ClaptuneError(f"{path} is not UTF-8 text (byte {err.start}: "
+                            f"{err.object[err.start:err.start + 1]!r}); save it as UTF-8") from None
     if not rows:
         raise ClaptuneError(f"{path} lists no clips")
     return rows
