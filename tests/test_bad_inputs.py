@@ -331,14 +331,14 @@ def test_refused_archive_leaves_no_extracting_folder(kind, tmp_path):
 
 
 def test_pairs_and_metadata_not_utf8(tmp_path, capsys):
+    from claptune.curation import read_pairs
     from claptune.errors import ClaptuneError
-    from claptune.train import read_pair_file
 
     pairs = _pairs_csv(tmp_path, [])
     with open(pairs, "ab") as fh:
         fh.write(b"c1.wav,caf\xe9 noise\n")
     with pytest.raises(ClaptuneError, match=r"pairs.csv:8: the text is not valid UTF-8"):
-        read_pair_file(pairs)
+        read_pairs(pairs)
     meta = tmp_path / "set.csv"
     meta.write_bytes(b"path,label\nx.wav,caf\xe9\n")
     argv = ["zeroshot", "--model", "no-such-model", "--dataset", "csv", "--root", str(meta),

@@ -17,7 +17,6 @@ workers or processes and after a resume.
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from claptune.errors import AudioDecodeError, ClaptuneError, InputWarning
+from claptune.errors import AudioDecodeError, ClaptuneError
 
 
 @dataclass
