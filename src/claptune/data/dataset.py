@@ -25,13 +25,16 @@ from claptune.errors import ClaptuneError
 @dataclass
 class ClassificationDataset:
     """Labelled clips. ``labels[i]`` indexes ``class_names``; ``folds[i]`` is the clip's
-    cross-validation fold (None when the data set has no folds)."""
+    cross-validation fold (None when the data set has no folds); ``groups[i]`` names the source
+    recording the clip was cut from (ESC-50's ``src_file``, UrbanSound8K's ``fsID``; None when
+    the data set does not say), so that splits can keep one recording's clips on one side."""
 
     name: str
     items: list[Path]
     labels: np.ndarray  # (N,) int64
     class_names: list[str]
     folds: np.ndarray | None = None  # (N,) int64
+    groups: list[str] | None = None  # (N,) source recording of each clip
 
     def __post_init__(self) -> None:
         self.labels = np.asarray(self.labels, dtype=np.int64)
@@ -43,6 +46,10 @@ class ClassificationDataset:
             self.folds = np.asarray(self.folds, dtype=np.int64)
             if self.folds.shape != self.labels.shape:
                 raise ValueError("folds must have one entry per item")
+        if self.groups is not None:
+            self.groups = [str(g) for g in self.groups]
+            if len(self.groups) != len(self.items):
+                raise ValueError("groups must have one entry per item")
 
     def __len__(self) -> int:
         return len(self.items)
@@ -56,6 +63,7 @@ class ClassificationDataset:
             labels=self.labels[idx],
             class_names=list(self.class_names),
             folds=None if self.folds is None else self.folds[idx],
+            groups=None if self.groups is None else [self.groups[i] for i in idx.tolist()],
         )
 
     def select_folds(self, folds: Sequence[int]) -> ClassificationDataset:

@@ -48,4 +48,6 @@ def load_esc50(root: str | Path | None = None, download: bool = False,
             raise ClaptuneError(f"ESC-50 at {folder} lacks {len(missing)} listed clips "
                                 f"(first: {missing[0]}); delete it and download again")
     folds = [parse_int(r["fold"], "fold", meta) for r in rows]
-    return ClassificationDataset("esc50", items, labels, class_names, folds)
+    # clips cut from one Freesound recording share its src_file (several takes A, B, ...)
+    groups = [r["src_file"] for r in rows] if all(r.get("src_file") for r in rows) else None
+    return ClassificationDataset("esc50", items, labels, class_names, folds, groups)

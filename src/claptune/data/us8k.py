@@ -40,4 +40,6 @@ def load_us8k(root: str | Path | None = None, download: bool = False,
     folds = [parse_int(r["fold"], "fold", meta) for r in rows]
     items = [resolve_audio(folder / "audio" / f"fold{f}" / r["slice_file_name"])
              for r, f in zip(rows, folds, strict=True)]
-    return ClassificationDataset("us8k", items, labels, class_names, folds)
+    # slices of one Freesound recording share its fsID
+    groups = [r["fsID"] for r in rows] if all(r.get("fsID") for r in rows) else None
+    return ClassificationDataset("us8k", items, labels, class_names, folds, groups)

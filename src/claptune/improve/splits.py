@@ -1,15 +1,32 @@
-"""Seeded, stratified, recorded splits of a target task into an adaptation and a test part.
+"""Seeded, recorded splits of a target task into an adaptation and a test part.
 
 The adaptation part's audio may be used without its labels (curation, pseudo-labels); the
-test part is only ever scored. Every split is a pure function of the labels, the fraction and
-the seed, and is written into the run's report so that a result can be re-scored.
+test part is only ever scored. Every split is a pure function of the clips (labels only for
+``stratified``, groups only for ``grouped``), the fraction and the seed, and is written into the
+run's report so that a result can be re-scored.
+
+Strategies:
+
+- ``grouped``: whole source recordings go to one side (ESC-50's ``src_file``, UrbanSound8K's
+  ``fsID``): clips cut from one recording never sit on both sides, and the pool's class shares
+  are whatever the draw gives, as a user's own data would be. The default where the data set
+  says which clips share a recording.
+- ``random``: clips drawn at random, blind to labels: the default elsewhere.
+- ``stratified``: every class split in the same proportion. It hands the unlabeled pool the
+  exact class shares of the task, a prior that no user's own data comes with; kept for
+  comparison with earlier runs.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+from claptune.errors import ClaptuneError
+
+STRATEGIES = ("auto", "grouped", "random", "stratified")
 
 
 @dataclass(frozen=True)
@@ -21,10 +38,24 @@ class Split:
     test_fraction: float
     adapt: np.ndarray  # sorted clip indices whose audio may be used without labels
     test: np.ndarray  # sorted clip indices that are only scored
+    strategy: str = "stratified"
 
     def to_dict(self) -> dict:
         return {"index": self.index, "seed": self.seed, "test_fraction": self.test_fraction,
-                "adapt": self.adapt.tolist(), "test": self.test.tolist()}
+                "strategy": self.strategy, "adapt": self.adapt.tolist(),
+                "test": self.test.tolist()}
+
+
+def _check_fraction(test_fraction: float) -> None:
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+
+
+def _split(n: int, test_idx, seed: int, index: int, test_fraction: float, strategy: str) -> Split:
+    test = np.sort(np.asarray(test_idx, dtype=np.int64))
+    adapt = np.setdiff1d(np.arange(n), test).astype(np.int64)
+    return Split(index=index, seed=seed, test_fraction=test_fraction, adapt=adapt, test=test,
+                 strategy=strategy)
 
 
 def stratified_split(labels, test_fraction: float = 0.5, seed: int = 0, index: int = 0) -> Split:
@@ -33,8 +64,7 @@ def stratified_split(labels, test_fraction: float = 0.5, seed: int = 0, index: i
     Each class with n clips puts round(n * test_fraction) of them in the test part, but at
     least one in each part when it has two or more, so every class is both adapted and scored.
     """
-    if not 0.0 < test_fraction < 1.0:
-        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    _check_fraction(test_fraction)
     y = np.asarray(labels).ravel()
     rng = np.random.default_rng(seed)
     test: list[np.ndarray] = []
@@ -44,17 +74,77 @@ def stratified_split(labels, test_fraction: float = 0.5, seed: int = 0, index: i
         if len(members) >= 2:
             n_test = min(max(n_test, 1), len(members) - 1)
         test.append(members[:n_test])
-    test_idx = np.sort(np.concatenate(test)) if test else np.zeros(0, dtype=np.int64)
-    adapt_idx = np.setdiff1d(np.arange(y.size), test_idx)
-    return Split(index=index, seed=seed, test_fraction=test_fraction,
-                 adapt=adapt_idx.astype(np.int64), test=test_idx.astype(np.int64))
+    test_idx = np.concatenate(test) if test else np.zeros(0, dtype=np.int64)
+    return _split(y.size, test_idx, seed, index, test_fraction, "stratified")
 
 
-def make_splits(labels, n_splits: int = 3, test_fraction: float = 0.5, seed: int = 0) -> list[Split]:
-    """``n_splits`` independent stratified splits; split i is drawn with seed ``seed + i``."""
+def random_split(n: int, test_fraction: float = 0.5, seed: int = 0, index: int = 0) -> Split:
+    """round(n * test_fraction) clips drawn at random (at least one on each side), no labels."""
+    _check_fraction(test_fraction)
+    n_test = min(max(int(round(n * test_fraction)), 1), n - 1) if n >= 2 else 0
+    order = np.random.default_rng(seed).permutation(n)
+    return _split(n, order[:n_test], seed, index, test_fraction, "random")
+
+
+def grouped_split(groups: Sequence[str], test_fraction: float = 0.5, seed: int = 0,
+                  index: int = 0) -> Split:
+    """Whole groups (source recordings) drawn at random into the test part until it holds
+    round(n * test_fraction) clips or, when a group overshoots, whichever of the two counts
+    around that is closer; no labels."""
+    _check_fraction(test_fraction)
+    groups = [str(g) for g in groups]
+    n = len(groups)
+    names = sorted(set(groups))  # sorted first, so the draw does not depend on clip order
+    members: dict[str, list[int]] = {g: [] for g in names}
+    for i, g in enumerate(groups):
+        members[g].append(i)
+    want = n * test_fraction
+    test: list[int] = []
+    for g in np.random.default_rng(seed).permutation(len(names)):
+        group = members[names[g]]
+        if len(test) >= want:
+            break
+        if abs(len(test) + len(group) - want) > abs(len(test) - want) and test:
+            continue  # this recording would overshoot more than it helps; try a smaller one
+        test.extend(group)
+    if len(test) == n:  # a single recording: nothing would be left to adapt on
+        test = test[: n - 1]
+    return _split(n, test, seed, index, test_fraction, "grouped")
+
+
+def resolve_strategy(strategy: str, groups: Sequence[str] | None) -> str:
+    """``auto`` -> ``grouped`` where the data set names source recordings, else ``random``."""
+    if strategy not in STRATEGIES:
+        raise ClaptuneError(f"unknown split strategy {strategy!r}; choose from "
+                            f"{', '.join(STRATEGIES)}")
+    if strategy == "auto":
+        return "grouped" if groups is not None else "random"
+    if strategy == "grouped" and groups is None:
+        raise ClaptuneError("split strategy 'grouped' needs a data set that names each clip's "
+                            "source recording (ESC-50's src_file, UrbanSound8K's fsID); "
+                            "use --split random")
+    return strategy
+
+
+def make_splits(labels, n_splits: int = 3, test_fraction: float = 0.5, seed: int = 0,
+                strategy: str = "stratified", groups: Sequence[str] | None = None) -> list[Split]:
+    """``n_splits`` independent splits; split i is drawn with seed ``seed + i``.
+
+    ``labels`` are read by the ``stratified`` strategy alone (and for their count).
+    """
     if n_splits < 1:
         raise ValueError("n_splits must be at least 1")
-    return [stratified_split(labels, test_fraction, seed + i, index=i) for i in range(n_splits)]
+    strategy = resolve_strategy(strategy, groups)
+    n = len(np.asarray(labels).ravel())
+    out = []
+    for i in range(n_splits):
+        if strategy == "stratified":
+            out.append(stratified_split(labels, test_fraction, seed + i, index=i))
+        elif strategy == "random":
+            out.append(random_split(n, test_fraction, seed + i, index=i))
+        else:
+            out.append(grouped_split(groups, test_fraction, seed + i, index=i))
+    return out
 
 
 def holdout_indices(n: int, fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -66,4 +156,5 @@ def holdout_indices(n: int, fraction: float, seed: int = 0) -> tuple[np.ndarray,
     return np.sort(order[n_out:]), np.sort(order[:n_out])
 
 
-__all__ = ["Split", "stratified_split", "make_splits", "holdout_indices"]
+__all__ = ["STRATEGIES", "Split", "grouped_split", "holdout_indices", "make_splits",
+           "random_split", "resolve_strategy", "stratified_split"]
