@@ -23,6 +23,7 @@ from claptune.curation.ds import CaptionSet, domain_specific, ds_captions
 from claptune.curation.du import domain_unspecific
 from claptune.curation.methods import DEFAULT_THRESHOLDS, METHODS, NEEDS, THRESHOLD_PRESETS
 from claptune.curation.pairs import Pairs
+from claptune.curation.priors import PRIORS
 from claptune.curation.pseudo import CRITERIA, REFINES, pseudo_label
 from claptune.curation.thresholds import Threshold
 from claptune.errors import ClaptuneError, printable
@@ -80,6 +81,12 @@ class CurationSettings:
     pseudo_refined_mode: str = "knn_balance"  # knn | balance | knn_balance
     pseudo_refined_knn: int = 3  # neighbours of the knn step
     pseudo_refined_knn_weight: float = 0.5  # share of the neighbours' probabilities
+    # the class shares balancing aims at: uniform (a balanced task), or em (the pool's shares
+    # estimated without labels; claptune.curation.priors). Uniform stays the default: with the
+    # default model (about 24 % zero-shot on 50 classes) EM's estimate was further from the true
+    # shares than uniform on skewed pools too (docs/curation.md, bench/results/skewed.md)
+    pseudo_refined_prior: str = "uniform"
+    pseudo_refined_prior_strength: float = 1.0  # EM's Dirichlet pseudo-clips per class
     search: SearchOptions = field(default=DEFAULT_SEARCH)
 
     def __post_init__(self) -> None:
@@ -101,6 +108,10 @@ class CurationSettings:
             raise ClaptuneError("pseudo_max_per_class must be >= 0")
         if self.pseudo_refined_mode not in REFINES[1:]:
             raise ClaptuneError(f"pseudo_refined_mode must be one of {', '.join(REFINES[1:])}")
+        if self.pseudo_refined_prior not in PRIORS:
+            raise ClaptuneError(f"pseudo_refined_prior must be one of {', '.join(PRIORS)}")
+        if not self.pseudo_refined_prior_strength >= 0:
+            raise ClaptuneError("pseudo_refined_prior_strength must be >= 0")
         if self.pseudo_refined_knn < 1 or not 0.0 <= self.pseudo_refined_knn_weight <= 1.0:
             raise ClaptuneError("pseudo_refined_knn must be >= 1 and pseudo_refined_knn_weight "
                                 "in [0, 1]")
@@ -177,7 +188,9 @@ def curate(methods: list[str] | tuple[str, ...], inputs: CurationInputs,
                 settings.pseudo_refined_threshold if refined else settings.pseudo_threshold,
                 settings.pseudo_max_per_class,
                 refine=settings.pseudo_refined_mode if refined else "none",
-                knn=settings.pseudo_refined_knn, knn_weight=settings.pseudo_refined_knn_weight))
+                knn=settings.pseudo_refined_knn, knn_weight=settings.pseudo_refined_knn_weight,
+                prior=settings.pseudo_refined_prior,
+                prior_strength=settings.pseudo_refined_prior_strength))
     merged = Pairs.concat(parts)
     if ds_pairs is not None and "ds" not in methods:
         merged.meta["ds"] = ds_pairs.meta  # the DS stage the other methods used

@@ -14,7 +14,10 @@ target clips (the teacher's audio-audio cosine: clips that sound alike share a c
 often than the classifier alone says); ``balance`` rescales the probabilities so that every
 class receives an equal share of the clips (Sinkhorn-Knopp, the transductive prior of a
 balanced task: it stops a few classes the text side over-predicts from taking most clips);
-``knn_balance`` does both, in that order. On the ESC-50 subset with the default model, the
+``knn_balance`` does both, in that order. ``prior`` says which shares ``balance`` aims at:
+``uniform`` (an equal share per class) or ``em``, the pool's own class shares estimated without
+labels (``claptune.curation.priors``: EM under label shift, Saerens et al. 2002, shrunk towards
+uniform by ``prior_strength`` pseudo-clips per class). On the ESC-50 subset with the default model, the
 quarter of the adaptation clips the refined labels are surest of were 56-65 % correct against
 38-40 % without refinement (adaptation-part labels read for this diagnosis only; see
 docs/curation.md).
@@ -29,6 +32,7 @@ import numpy as np
 
 from claptune.curation.common import check_ids, warn_if_empty
 from claptune.curation.pairs import Pairs
+from claptune.curation.priors import PRIORS, estimate_prior, sinkhorn
 from claptune.curation.search import check_pair, topk_pairs
 from claptune.curation.thresholds import Threshold, describe
 
@@ -74,31 +78,44 @@ def knn_smooth(probs: np.ndarray, audio_emb: np.ndarray, k: int = 3,
     return (1 - weight) * probs + weight * probs[neighbours].mean(axis=1)
 
 
-def balance(probs: np.ndarray, iterations: int = 100, tol: float = 1e-9) -> np.ndarray:
-    """Sinkhorn-Knopp: rescale rows and columns until every class holds an equal share of the
-    total mass and every clip's row sums to 1; returns the row-normalised result."""
-    q = np.clip(probs.astype(np.float64), 1e-300, None)
-    n, c = q.shape
-    for _ in range(iterations):
-        q *= (n / c) / q.sum(axis=0, keepdims=True)
-        rows = q.sum(axis=1, keepdims=True)
-        q /= rows
-        if np.abs(rows - 1).max() < tol:
-            break
-    return q / q.sum(axis=1, keepdims=True)
+def balance(probs: np.ndarray, marginal: np.ndarray | None = None,
+            iterations: int = 100, tol: float = 1e-9) -> np.ndarray:
+    """Sinkhorn-Knopp: rescale rows and columns until class c holds ``marginal[c]`` of the total
+    mass (default: an equal share) and every clip's row sums to 1; the row-normalised result."""
+    return sinkhorn(probs, marginal, iterations, tol)
+
+
+def refined_probs(audio_emb: np.ndarray, class_emb: np.ndarray, logit_scale: float,
+                  refine: str = "knn_balance", k: int = 3, weight: float = 0.5,
+                  prior: str = "uniform", prior_strength: float = 1.0,
+                  ) -> tuple[np.ndarray, np.ndarray | None]:
+    """(N, C) refined class probabilities and the (C,) class shares they were balanced to
+    (None when ``refine`` does not balance)."""
+    if refine not in REFINES:
+        raise ValueError(f"refine must be one of {REFINES}, got {refine!r}")
+    if prior not in PRIORS:
+        raise ValueError(f"prior must be one of {PRIORS}, got {prior!r}")
+    probs = _softmax(logit_scale * (audio_emb.astype(np.float64) @ class_emb.astype(np.float64).T))
+    if refine in ("knn", "knn_balance"):
+        probs = knn_smooth(probs, audio_emb, k, weight)
+    marginal = None
+    if refine in ("balance", "knn_balance"):
+        marginal = estimate_prior(probs, prior, prior_strength)
+        probs = balance(probs, marginal)
+    return probs, marginal
 
 
 def refined_scores(audio_emb: np.ndarray, class_emb: np.ndarray, logit_scale: float,
                    refine: str = "knn_balance", k: int = 3, weight: float = 0.5,
+                   prior: str = "uniform", prior_strength: float = 1.0,
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(predicted class, refined probability of it, margin to the second class's probability)."""
-    if refine not in REFINES:
-        raise ValueError(f"refine must be one of {REFINES}, got {refine!r}")
-    probs = _softmax(logit_scale * (audio_emb.astype(np.float64) @ class_emb.astype(np.float64).T))
-    if refine in ("knn", "knn_balance"):
-        probs = knn_smooth(probs, audio_emb, k, weight)
-    if refine in ("balance", "knn_balance"):
-        probs = balance(probs)
+    probs, _ = refined_probs(audio_emb, class_emb, logit_scale, refine, k, weight, prior,
+                             prior_strength)
+    return _scores(probs)
+
+
+def _scores(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     pred = np.argmax(probs, axis=1)
     conf = probs[np.arange(len(probs)), pred]
     second = np.partition(probs, -2, axis=1)[:, -2] if probs.shape[1] > 1 else np.zeros(len(probs))
@@ -118,6 +135,8 @@ def pseudo_label(
     refine: str = "none",
     knn: int = 3,
     knn_weight: float = 0.5,
+    prior: str = "uniform",
+    prior_strength: float = 1.0,
 ) -> Pairs:
     """(target clip, prompt of its predicted class) for the clips at or above ``threshold``.
 
@@ -128,7 +147,8 @@ def pseudo_label(
     None = 2 x ceil(N / C), 0 = no cap. ``refine`` (``knn``/``knn_weight``: its neighbours)
     replaces the softmax by the refined probabilities for both the label and the sureness
     (margin then = best minus second-best refined probability); its pairs are named
-    ``pseudo_refined``. Rows are ordered by clip.
+    ``pseudo_refined``; ``prior``/``prior_strength``: the class shares its balancing aims at
+    (meta ``class_shares``). Rows are ordered by clip.
     """
     if criterion not in CRITERIA:
         raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
@@ -142,11 +162,13 @@ def pseudo_label(
     prompts = class_names if prompts is None else check_ids("prompts", prompts, len(prompt_emb))
     if knn < 1 or not 0.0 <= knn_weight <= 1.0:
         raise ValueError(f"need knn >= 1 and 0 <= knn_weight <= 1, got {knn}, {knn_weight}")
+    shares = None
     if refine == "none":
         pred, conf, margin = class_scores(target_emb, prompt_emb, float(logit_scale))
-    else:  # refined_scores rejects an unknown refine
-        pred, conf, margin = refined_scores(target_emb, prompt_emb, float(logit_scale), refine,
-                                            knn, knn_weight)
+    else:  # refined_probs rejects an unknown refine or prior
+        probs, shares = refined_probs(target_emb, prompt_emb, float(logit_scale), refine, knn,
+                                      knn_weight, prior, prior_strength)
+        pred, conf, margin = _scores(probs)
     score = conf if criterion == "confidence" else margin
     threshold = Threshold.parse(threshold)
     value = threshold.resolve(score)
@@ -157,6 +179,9 @@ def pseudo_label(
     name = "pseudo" if refine == "none" else "pseudo_refined"
     meta = {"method": name, "n_target": len(target_ids), "n_classes": len(class_names),
             "criterion": criterion, "refine": refine, "logit_scale": float(logit_scale),
+            "prior": prior if shares is not None else None,
+            "class_shares": None if shares is None else dict(zip(class_names, shares.tolist(),
+                                                                 strict=True)),
             "threshold": str(threshold), "threshold_value": value,
             "max_per_class": max_per_class, "above_threshold": int(sure.sum()),
             "dropped_by_cap": int(sure.sum() - len(keep)), "distribution": describe(score)}
@@ -183,4 +208,4 @@ def _cap_per_class(candidates: np.ndarray, pred: np.ndarray, score: np.ndarray,
 
 
 __all__ = ["CRITERIA", "REFINES", "balance", "class_scores", "knn_smooth", "pseudo_label",
-           "refined_scores"]
+           "refined_probs", "refined_scores"]
