@@ -103,3 +103,32 @@ def test_paired_bootstrap_detects_clear_gain_and_no_gain(rng):
     assert gain.ci_low > 0 and gain.p_value < 0.01
     same = paired_bootstrap(before, before, n_resamples=2000)
     assert same.difference == 0 and same.p_value == 1.0
+
+
+def test_class_mean_accuracy_weights_classes_equally():
+    from claptune.stats import class_mean_accuracy
+
+    labels = np.array([0] * 8 + [1] * 2)
+    pred = np.array([0] * 8 + [0] * 2)  # head class all right, tail class all wrong
+    assert class_mean_accuracy(pred, labels) == 0.5
+    assert np.mean(pred == labels) == 0.8
+
+
+def test_class_mean_bootstrap_matches_brute_force_difference_and_resamples_clips():
+    from claptune.stats import class_mean_accuracy, class_mean_bootstrap
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 5, 60)
+    before = rng.random(60) < 0.4
+    after = rng.random(60) < 0.6
+    res = class_mean_bootstrap(before, after, labels, np.arange(60), n_resamples=2000)
+    expected = (class_mean_accuracy(np.where(after, labels, -1), labels)
+                - class_mean_accuracy(np.where(before, labels, -1), labels))
+    assert np.isclose(res.difference, expected)
+    assert res.ci_low <= res.difference <= res.ci_high and res.n_units == 60
+    # two runs scoring the same clips: still 60 units, and the same point estimate
+    twice = class_mean_bootstrap(np.r_[before, before], np.r_[after, after], np.r_[labels, labels],
+                                 np.r_[np.arange(60), np.arange(60)], n_resamples=2000)
+    assert twice.n_units == 60 and np.isclose(twice.difference, res.difference)
+    same = class_mean_bootstrap(before, before, labels, np.arange(60), n_resamples=500)
+    assert same.difference == 0 and same.ci_low == same.ci_high == 0

@@ -159,5 +159,68 @@ def paired_bootstrap(
     )
 
 
+def class_mean_accuracy(pred: np.ndarray, labels: np.ndarray) -> float:
+    """Mean over the classes present in ``labels`` of each class's accuracy (balanced
+    accuracy): every class counts the same, however many clips it has."""
+    pred, labels = np.asarray(pred).ravel(), np.asarray(labels).ravel()
+    if labels.size == 0:
+        return float("nan")
+    classes, inverse = np.unique(labels, return_inverse=True)
+    hits = np.bincount(inverse, weights=(pred == labels).astype(np.float64))
+    return float(np.mean(hits / np.bincount(inverse)))
+
+
+def class_mean_bootstrap(
+    correct_before,
+    correct_after,
+    labels,
+    groups,
+    n_resamples: int = 10_000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> BootstrapResult:
+    """Cluster bootstrap of the class-mean accuracy difference (after - before).
+
+    One outcome per (run, test clip): ``labels`` its class, ``groups`` its clip. Whole clips are
+    resampled with replacement (a clip scored in several runs is one unit); a resample's
+    class-mean accuracy averages, over the classes it drew, the pooled accuracy of each class.
+    """
+    before = np.asarray(correct_before, dtype=np.float64).ravel()
+    after = np.asarray(correct_after, dtype=np.float64).ravel()
+    labels = np.asarray(labels).ravel()
+    if not before.size == after.size == labels.size == np.asarray(groups).size:
+        raise ValueError("outcomes, labels and groups must have one entry per outcome")
+    if before.size == 0:
+        raise ValueError("class_mean_bootstrap needs at least one outcome")
+    group_ids = np.unique(np.asarray(groups).ravel(), return_inverse=True)[1]
+    n_groups = int(group_ids.max()) + 1
+    class_of = np.zeros(n_groups, dtype=np.int64)
+    class_of[group_ids] = np.unique(labels, return_inverse=True)[1]
+    n_classes = int(class_of.max()) + 1
+    sums_b = np.bincount(group_ids, weights=before, minlength=n_groups)
+    sums_a = np.bincount(group_ids, weights=after, minlength=n_groups)
+    count = np.bincount(group_ids, minlength=n_groups).astype(np.float64)
+
+    def diff(weights: np.ndarray) -> float:
+        n = np.bincount(class_of, weights=weights * count, minlength=n_classes)
+        b = np.bincount(class_of, weights=weights * sums_b, minlength=n_classes)
+        a = np.bincount(class_of, weights=weights * sums_a, minlength=n_classes)
+        present = n > 0
+        return float(np.mean((a[present] - b[present]) / n[present]))
+
+    rng = np.random.default_rng(seed)
+    samples = np.array([diff(np.bincount(rng.integers(0, n_groups, n_groups),
+                                         minlength=n_groups).astype(np.float64))
+                        for _ in range(n_resamples)])
+    alpha = (1.0 - confidence) / 2.0
+    low, high = np.quantile(samples, [alpha, 1.0 - alpha])
+    tail = min(np.sum(samples <= 0.0), np.sum(samples >= 0.0))
+    return BootstrapResult(
+        difference=diff(np.ones(n_groups)), ci_low=float(low), ci_high=float(high),
+        confidence=confidence, p_value=float(min(1.0, 2.0 * (tail + 1) / (n_resamples + 1))),
+        n_resamples=n_resamples, n_units=n_groups, seed=seed,
+    )
+
+
 __all__ = ["Spread", "mean_spread", "McNemarResult", "mcnemar", "mcnemar_from_counts",
-           "BootstrapResult", "paired_bootstrap"]
+           "BootstrapResult", "class_mean_accuracy", "class_mean_bootstrap", "paired_bootstrap"]
