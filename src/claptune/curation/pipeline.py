@@ -86,7 +86,7 @@ class CurationSettings:
     # default model (about 24 % zero-shot on 50 classes) EM's estimate was further from the true
     # shares than uniform on skewed pools too (docs/curation.md, bench/results/skewed.md)
     pseudo_refined_prior: str = "uniform"
-    pseudo_refined_prior_strength: float = 1.0  # EM's Dirichlet pseudo-clips per class
+    pseudo_refined_prior_strength: float = 10.0  # EM's Dirichlet pseudo-clips per class
     search: SearchOptions = field(default=DEFAULT_SEARCH)
 
     def __post_init__(self) -> None:
