@@ -459,3 +459,60 @@ def test_curate_cli_and_improve_curate_the_same_pairs(tiny_clap_dir, tiny_task, 
     classifier = text_classifier(ws.teacher, ws.class_names, ws.templates)
     np.testing.assert_array_equal(ws.classifier(ws.teacher), classifier)
     np.testing.assert_array_equal(ws.pred_before, predict(ws.target_emb, classifier))
+
+
+@pytest.mark.parametrize("prior", ["uniform", "em"])
+def test_target_labels_only_score(tiny_task, tmp_path, monkeypatch, prior):
+    """Relabel the target at random: the pairs, the estimated class shares, the splits and the
+    trained student stay bit for bit the same; only the scores move. Labels are read to score,
+    never on the path that picks pairs, priors, thresholds, epochs or the kept model."""
+    import json
+
+    import torch
+
+    import claptune.data
+    from claptune import load_model
+    from claptune.cli import main
+    from claptune.models.default import DefaultModel
+
+    target, corpus = tiny_task
+    torch.manual_seed(0)
+    DefaultModel().save(tmp_path / "teacher")
+    real_load = claptune.data.load_dataset
+
+    def run(name: str) -> dict:
+        out = tmp_path / name
+        code = main([
+            "improve", "--model", str(tmp_path / "teacher"), "--target", "folder",
+            "--root", str(target), "--corpus", str(corpus), "--out", str(out), "--splits", "2",
+            "--seeds", "1", "--template", "default", "--train", "epochs=2",
+            "--train", "batch_size=4", "--train", "num_workers=0", "--audio-samples", "0",
+            "--curation", f"pseudo_refined_prior={prior}",
+            "--cache-dir", str(tmp_path / "cache"), "--quiet",
+        ])
+        assert code == 0
+        report = json.loads((out / "report.json").read_text())
+        report["_pairs"] = (out / "pairs_split0.csv").read_text()
+        report["_heads"] = load_model(out / "model").head_state_dict()
+        return report
+
+    real = run("real")
+
+    def relabelled(*args, **kwargs):
+        ds = real_load(*args, **kwargs)
+        ds.labels = (ds.labels + 1) % len(ds.class_names)  # every clip gets another class
+        return ds
+
+    monkeypatch.setattr(claptune.data, "load_dataset", relabelled)
+    fake = run("fake")
+    assert real["config"]["split"] == "auto" and real["splits"][0]["strategy"] == "random"
+    assert real["splits"] == fake["splits"]
+    assert real["_pairs"] == fake["_pairs"] and real["_pairs"].count("\n") > 1
+    est = [s["estimated"] for s in real["priors"]["splits"]]
+    assert est == [s["estimated"] for s in fake["priors"]["splits"]]
+    assert real["priors"]["method"] == prior
+    assert all(torch.equal(real["_heads"][k], fake["_heads"][k]) for k in real["_heads"])
+    # what the labels do change: the true shares the estimate is scored against
+    assert [s["true"] for s in real["priors"]["splits"]] != [s["true"] for s in fake["priors"]["splits"]]
+    assert real["before"]["class_mean_accuracy"] is not None
+    assert real["paired_test"]["class_mean_bootstrap"]["n_units"] > 0

@@ -49,7 +49,11 @@ class ImproveConfig:
     # cannot tell a gain from luck; every figure is reported as mean ± std over the runs
     n_splits: int = 3
     n_seeds: int = 3
-    test_fraction: float = 0.5  # share of each class's clips kept for scoring only
+    test_fraction: float = 0.5  # share of the clips kept for scoring only
+    # how clips are split: auto = whole source recordings to one side where the data set names
+    # them (ESC-50's src_file), else at random; never by label, which would hand the unlabeled
+    # pool the task's exact class shares (stratified stays available for comparison)
+    split: str = "auto"
     seed: int = 0  # split i uses seed + i, training seed j uses seed + j
     corpus: str | None = field(default_factory=default_corpus)  # paired corpus: replay + DS captions
     corpus_holdout: float = 0.1  # share of the corpus held out for the forgetting check
@@ -90,6 +94,11 @@ class ImproveConfig:
             raise ClaptuneError(f"target {self.target!r} needs --root")
         if self.n_splits < 1 or self.n_seeds < 1:
             raise ClaptuneError("n_splits and n_seeds must be at least 1")
+        from claptune.improve.splits import STRATEGIES
+
+        if self.split not in STRATEGIES:
+            raise ClaptuneError(f"unknown split strategy {self.split!r}; choose from "
+                                f"{', '.join(STRATEGIES)}")
         if not 0.0 < self.test_fraction < 1.0:
             raise ClaptuneError(f"test_fraction must be in (0, 1), got {self.test_fraction}")
         if not 0.0 <= self.corpus_holdout < 1.0:

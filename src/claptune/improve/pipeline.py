@@ -42,7 +42,13 @@ from claptune.improve.curate import (
     pair_rows,
 )
 from claptune.improve.features import FeatureCache
-from claptune.improve.runs import RunOutcome, summarize_retrieval, summarize_runs
+from claptune.improve.runs import (
+    RunOutcome,
+    summarize_label_free,
+    summarize_priors,
+    summarize_retrieval,
+    summarize_runs,
+)
 from claptune.improve.splits import Split, holdout_indices, make_splits
 from claptune.models.base import AudioTextModel
 from claptune.report.schema import ModelInfo, ModelRun, Report, TargetInfo
@@ -130,7 +136,7 @@ class Workspace:
         self.transfer_audio = [self.holdout_audio[i] for i in self.transfer_idx]
         self.transfer_before = self.transfer_predictions(self.teacher)
         self.splits: list[Split] = make_splits(self.labels, config.n_splits, config.test_fraction,
-                                               config.seed)
+                                               config.seed, config.split, dataset.groups)
         self.seeds = [config.seed + j for j in range(config.n_seeds)]
         self.setup_seconds = time.perf_counter() - t0
         log_progress(f"teacher ready in {self.setup_seconds:.0f} s", progress)
@@ -271,10 +277,20 @@ class Workspace:
             transfer_after=self.transfer_predictions(student),
             train={"steps": result.steps, "epochs": result.epochs_completed,
                    "final": result.history[-1] if result.history else None},
+            class_shares=class_shares(pairs),
         )
 
 
 RETRIEVAL_KEYS = ("a2t_R@1", "a2t_R@5", "t2a_R@1", "t2a_R@5")
+
+
+def class_shares(pairs: Pairs) -> dict[str, float] | None:
+    """The class shares a balancing curation method aimed at (estimated without labels), from
+    the pairs' meta; None when no method balanced."""
+    for meta in pairs.meta.values():
+        if isinstance(meta, dict) and meta.get("class_shares"):
+            return dict(meta["class_shares"])
+    return None
 
 
 @contextlib.contextmanager
@@ -374,7 +390,11 @@ def build_report(ws: Workspace, runs: list[RunOutcome], seconds: float,
     import claptune
     from claptune.improve.transfer import summarize_transfer
 
-    summary, confusions = summarize_runs(runs, ws.labels, ws.class_names)
+    summary, confusions = summarize_runs(runs, ws.labels, ws.class_names,
+                                         transfer_labels=ws.transfer_labels)
+    settings = curation_settings(ws.config.curation)
+    priors = summarize_priors(runs, ws.splits, ws.labels, ws.class_names,
+                              settings.pseudo_refined_prior)
     transfer = None
     if ws.transfer_before is not None and all(r.transfer_after is not None for r in runs):
         transfer = summarize_transfer(ws.transfer_labels, ws.class_names, ws.transfer_before,
@@ -402,6 +422,8 @@ def build_report(ws: Workspace, runs: list[RunOutcome], seconds: float,
         failed_clips=[{"item": i, "reason": r} for i, r in ws.failed],
         timing_s={"setup": ws.setup_seconds, "total": seconds},
         config=ws.config.to_dict(),
+        priors=priors,
+        label_free=summarize_label_free(summary.runs),
     )
     return report, confusions
 

@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from claptune.curation.priors import total_variation
 from claptune.report.schema import (
+    ClassPriors,
     CurationCounts,
     Forgetting,
     Gain,
@@ -20,8 +22,15 @@ from claptune.report.schema import (
     RunRecord,
     RunsSummary,
     Side,
+    SplitPrior,
 )
-from claptune.stats import mcnemar, mean_spread, paired_bootstrap
+from claptune.stats import (
+    class_mean_accuracy,
+    class_mean_bootstrap,
+    mcnemar,
+    mean_spread,
+    paired_bootstrap,
+)
 
 
 @dataclass
@@ -38,12 +47,17 @@ class RunOutcome:
     retrieval_after: dict[str, float] = field(default_factory=dict)
     transfer_after: np.ndarray | None = None  # predictions on the transfer-check clips
     train: dict = field(default_factory=dict)  # what fit reported (steps, final loss, ...)
+    class_shares: dict[str, float] | None = None  # what curation balanced the pool to
 
 
 def _accuracy(pred: np.ndarray, labels: np.ndarray, idx: np.ndarray | None = None) -> float:
     if idx is not None:
         pred, labels = pred[idx], labels[idx]
     return float(np.mean(pred == labels)) if labels.size else float("nan")
+
+
+def _class_mean(pred: np.ndarray, labels: np.ndarray, idx: np.ndarray) -> float:
+    return class_mean_accuracy(pred[idx], labels[idx])
 
 
 def _per_class(pred, labels, idx, n_classes) -> np.ndarray:
@@ -68,8 +82,12 @@ def summarize_runs(
     class_names: Sequence[str],
     bootstrap_resamples: int = 10_000,
     bootstrap_seed: int = 0,
+    transfer_labels: np.ndarray | None = None,
 ) -> tuple[RunsSummary, dict[str, np.ndarray]]:
-    """(the report's figures over runs, pooled confusion matrices before/after on test parts)."""
+    """(the report's figures over runs, pooled confusion matrices before/after on test parts).
+
+    ``transfer_labels``: the classes of the transfer-check clips (named by their captions, not
+    by a target label), for the label-free selection signal of each run."""
     if not runs:
         raise ValueError("no runs to summarize")
     labels = np.asarray(labels)
@@ -86,11 +104,14 @@ def summarize_runs(
             pc_mean = np.nanmean(per_class, axis=0)
             pc_std = np.nanstd(per_class, axis=0, ddof=1) if len(runs) > 1 else np.zeros(n_classes)
         test_spread, all_spread = mean_spread(test_acc), mean_spread(all_acc)
+        cm_spread = mean_spread([_class_mean(p, labels, r.test)
+                                 for p, r in zip(preds, runs, strict=True)])
         side[name] = Side(
             accuracy=test_spread.mean, accuracy_spread=test_spread,
             accuracy_all=all_spread.mean, accuracy_all_spread=all_spread,
             per_class={c: _finite(v) for c, v in zip(class_names, pc_mean, strict=True)},
             per_class_std={c: _finite(v) for c, v in zip(class_names, pc_std, strict=True)},
+            class_mean_accuracy=cm_spread.mean, class_mean_accuracy_spread=cm_spread,
         )
         confusions[name] = sum(_confusion(p, labels, r.test, n_classes)
                                for p, r in zip(preds, runs, strict=True))
@@ -99,6 +120,8 @@ def summarize_runs(
              for r in runs]
     gains_all = [_accuracy(r.pred_after, labels) - _accuracy(r.pred_before, labels) for r in runs]
     gain_spread, gain_all_spread = mean_spread(gains), mean_spread(gains_all)
+    cm_gain = mean_spread([_class_mean(r.pred_after, labels, r.test)
+                           - _class_mean(r.pred_before, labels, r.test) for r in runs])
 
     before_ok = np.concatenate([r.pred_before[r.test] == labels[r.test] for r in runs])
     after_ok = np.concatenate([r.pred_after[r.test] == labels[r.test] for r in runs])
@@ -107,7 +130,12 @@ def summarize_runs(
         mcnemar=mcnemar(before_ok, after_ok),
         bootstrap=paired_bootstrap(before_ok, after_ok, groups=clip_ids,
                                    n_resamples=bootstrap_resamples, seed=bootstrap_seed),
-        note="test-part outcomes of all runs pooled; the bootstrap resamples clips",
+        class_mean_bootstrap=class_mean_bootstrap(
+            before_ok, after_ok, labels[clip_ids], clip_ids, n_resamples=bootstrap_resamples,
+            seed=bootstrap_seed),
+        note="test-part outcomes of all runs pooled; the bootstraps resample whole clips (a "
+             "clip scored by several runs is one unit) and lead; pooled McNemar treats the "
+             "runs' shared clips as independent outcomes and is optimistic",
     )
 
     methods = sorted({m for r in runs for m in r.n_pairs})
@@ -121,7 +149,8 @@ def summarize_runs(
         before=side["before"],
         after=side["after"],
         gain=Gain(accuracy=gain_spread.mean, accuracy_spread=gain_spread,
-                  accuracy_all=gain_all_spread.mean, accuracy_all_spread=gain_all_spread),
+                  accuracy_all=gain_all_spread.mean, accuracy_all_spread=gain_all_spread,
+                  class_mean_accuracy=cm_gain.mean, class_mean_accuracy_spread=cm_gain),
         paired_test=paired,
         curation=curation,
         runs=[RunRecord(
@@ -135,9 +164,56 @@ def summarize_runs(
                             r.pred_after[r.test] == labels[r.test]),
             retrieval_after=r.retrieval_after,
             train=r.train,
+            before_class_mean_accuracy=_class_mean(r.pred_before, labels, r.test),
+            after_class_mean_accuracy=_class_mean(r.pred_after, labels, r.test),
+            label_free=label_free_signals(r, transfer_labels),
         ) for r in runs],
     )
     return summary, confusions
+
+
+def label_free_signals(run: RunOutcome, transfer_labels: np.ndarray | None) -> dict[str, float]:
+    """Signals a user without target labels can compute for a trained student, to choose between
+    configurations: ``transfer_class_mean``, the student's class-mean accuracy on the held-out
+    corpus clips whose caption names exactly one target class (labels from captions the user
+    already has; other recordings of the same classes)."""
+    if run.transfer_after is None or transfer_labels is None or not len(transfer_labels):
+        return {}
+    return {"transfer_class_mean": class_mean_accuracy(run.transfer_after, transfer_labels)}
+
+
+def summarize_label_free(runs_records) -> dict:
+    """Mean and spread over runs of each label-free signal the runs recorded."""
+    keys = sorted({k for r in runs_records for k in r.label_free})
+    return {k: mean_spread([r.label_free[k] for r in runs_records if k in r.label_free])
+            for k in keys}
+
+
+def summarize_priors(runs: Sequence[RunOutcome], splits, labels: np.ndarray | None,
+                     class_names: Sequence[str], method: str) -> ClassPriors | None:
+    """The class shares each split's curation balanced to, scored against the adaptation
+    pool's true shares where labels exist (after the run; the estimate never read them)."""
+    per_split: dict[int, SplitPrior] = {}
+    for r in runs:
+        if r.class_shares is None or r.split in per_split:
+            continue
+        est = np.array([r.class_shares.get(c, 0.0) for c in class_names])
+        prior = SplitPrior(split=r.split, estimated=dict(r.class_shares))
+        split = next(s for s in splits if s.index == r.split)
+        if labels is not None and len(split.adapt):
+            true = np.bincount(np.asarray(labels)[split.adapt], minlength=len(class_names))
+            true = true / true.sum()
+            prior.true = {c: float(v) for c, v in zip(class_names, true, strict=True)}
+            prior.tv = total_variation(est, true)
+            prior.tv_uniform = total_variation(np.ones(len(class_names)), true)
+        per_split[r.split] = prior
+    if not per_split:
+        return None
+    scored = [p for p in per_split.values() if p.tv is not None]
+    return ClassPriors(
+        method=method, splits=[per_split[k] for k in sorted(per_split)],
+        tv=mean_spread([p.tv for p in scored]) if scored else None,
+        tv_uniform=mean_spread([p.tv_uniform for p in scored]) if scored else None)
 
 
 def summarize_retrieval(before: dict[str, float], runs: Sequence[RunOutcome], n_pairs: int,

@@ -55,6 +55,10 @@ class Side:
     accuracy_all_spread: Spread | None = None
     per_class: dict[str, float | None] = field(default_factory=dict)  # None: never scored
     per_class_std: dict[str, float | None] = field(default_factory=dict)
+    # mean over the classes of the test part of each class's accuracy, per run, then over runs:
+    # every class counts the same, so a skewed target's tail is not drowned by its head
+    class_mean_accuracy: float | None = None
+    class_mean_accuracy_spread: Spread | None = None
 
 
 @dataclass
@@ -65,13 +69,20 @@ class Gain:
     accuracy_spread: Spread
     accuracy_all: float | None = None
     accuracy_all_spread: Spread | None = None
+    class_mean_accuracy: float | None = None
+    class_mean_accuracy_spread: Spread | None = None
 
 
 @dataclass
 class PairedTest:
-    mcnemar: McNemarResult | None = None  # test-part outcomes of all runs pooled
-    bootstrap: BootstrapResult | None = None  # resamples clips
+    """Before/after on the test parts. The clip bootstraps respect the design (runs share test
+    clips, so whole clips are resampled) and lead; McNemar on the outcomes of all runs pooled
+    treats them as independent and is optimistic, kept as a secondary figure."""
+
+    mcnemar: McNemarResult | None = None  # test-part outcomes of all runs pooled (optimistic)
+    bootstrap: BootstrapResult | None = None  # clip accuracy, resamples clips
     note: str = ""
+    class_mean_bootstrap: BootstrapResult | None = None  # class-mean accuracy, resamples clips
 
 
 @dataclass
@@ -94,6 +105,11 @@ class RunRecord:
     mcnemar: McNemarResult | None = None
     retrieval_after: dict[str, float] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)  # what fit reported
+    before_class_mean_accuracy: float | None = None  # test part
+    after_class_mean_accuracy: float | None = None
+    # label-free selection signals of this run (no target label read), e.g.
+    # transfer_class_mean: the student's class-mean accuracy on the transfer-check clips
+    label_free: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -146,6 +162,26 @@ class Transfer:
 
 
 @dataclass
+class SplitPrior:
+    """The class shares one split's curation balanced its pool to, and how far they were from the
+    pool's true shares (scored after the run; the estimate never sees a label)."""
+
+    split: int
+    estimated: dict[str, float]
+    true: dict[str, float] | None = None  # shares of the pool's labels, where labels exist
+    tv: float | None = None  # total variation distance estimated <-> true
+    tv_uniform: float | None = None  # the same for a uniform prior, for reference
+
+
+@dataclass
+class ClassPriors:
+    method: str  # uniform | em (curation setting pseudo_refined_prior)
+    splits: list[SplitPrior] = field(default_factory=list)
+    tv: Spread | None = None  # over splits
+    tv_uniform: Spread | None = None
+
+
+@dataclass
 class ModelRun:
     split: int = 0
     seed: int = 0
@@ -176,6 +212,9 @@ class Report:
     failed_clips: list[dict[str, str]] = field(default_factory=list)  # item, reason
     timing_s: dict[str, float] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)  # ImproveConfig.to_dict()
+    priors: ClassPriors | None = None  # where a curation method balanced its pool
+    # mean over runs of each label-free selection signal (RunRecord.label_free)
+    label_free: dict[str, Spread] = field(default_factory=dict)
 
     @classmethod
     def from_summary(cls, summary: RunsSummary, **rest: Any) -> Report:
