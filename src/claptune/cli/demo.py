@@ -23,7 +23,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--root", help="local ESC-50 copy (default: $CLAPTUNE_DATA, else download)")
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder (runs/demo)")
-    p.add_argument("--splits", type=int, help="stratified adaptation/test splits (3)")
+    p.add_argument("--splits", type=int, help="adaptation/test splits (3)")
     p.add_argument("--seeds", type=int, help="training seeds per split (3)")
     p.add_argument("--corpus", help="paired corpus (default: $CLAPTUNE_CORPUS or ../shared/data/captioned-sfx)")
     p.add_argument("--quiet", action="store_true", help="no progress output")

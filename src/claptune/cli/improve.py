@@ -2,7 +2,8 @@
 
     claptune improve --model default --target esc50 --root ../shared/data/esc50-subset --out runs/esc50
 
-The target's clips are split (stratified, seeded, recorded) into an adaptation part, whose
+The target's clips are split (seeded, recorded; by default whole source recordings to one
+side, never by label) into an adaptation part, whose
 audio is used without labels, and a test part that is only scored; 3 splits x 3 training
 seeds by default. RUN gets report.json, report.md, report.html (open it in a browser: before
 and after accuracy with spreads, per-class bars, confusion matrices, the curated pairs to
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from claptune.errors import ClaptuneError
 from claptune.improve.config import CURATION_METHODS, LOSSES, TARGETS, ImproveConfig
+from claptune.improve.splits import STRATEGIES
 
 if TYPE_CHECKING:
     from claptune.report.schema import Report
@@ -34,9 +36,13 @@ def add_common_arguments(p: argparse.ArgumentParser, target_required: bool = Tru
     p.add_argument("--download", action="store_true",
                    help="download the target data set when --root is not given")
     p.add_argument("--out", required=True, type=Path, help="run folder")
-    p.add_argument("--splits", type=int, help="stratified adaptation/test splits (3)")
+    p.add_argument("--splits", type=int, help="adaptation/test splits (3)")
     p.add_argument("--seeds", type=int, help="training seeds per split (3)")
-    p.add_argument("--test-fraction", type=float, help="share of each class scored only (0.5)")
+    p.add_argument("--test-fraction", type=float, help="share of the clips scored only (0.5)")
+    p.add_argument("--split", choices=STRATEGIES,
+                   help="how clips are split (auto): auto = grouped where the data set names each "
+                        "clip's source recording, else random; stratified hands the unlabeled "
+                        "pool the task's exact class shares (for comparison only)")
     p.add_argument("--seed", type=int, help="base seed of splits and training (0)")
     p.add_argument("--corpus", help="paired captioned corpus (manifest.csv folder) for replay "
                                     "and DS captions (default: $CLAPTUNE_CORPUS or ../shared/data/captioned-sfx)")
@@ -95,6 +101,7 @@ def config_from_args(args: argparse.Namespace, **fixed: Any) -> ImproveConfig:
     flags = {
         "model": args.model, "target": getattr(args, "target", None), "root": args.root,
         "n_splits": args.splits, "n_seeds": args.seeds, "test_fraction": args.test_fraction,
+        "split": getattr(args, "split", None),
         "seed": args.seed, "corpus": args.corpus, "corpus_holdout": args.corpus_holdout,
         "templates": args.templates, "on_error": args.on_error,
         "cache_dir": getattr(args, "cache_dir", None),

@@ -21,21 +21,34 @@ import numpy as np
 from claptune.curation import Pairs
 from claptune.improve.config import CURATION_METHODS, LOSSES, ImproveConfig
 from claptune.improve.pipeline import Workspace, log_progress
-from claptune.improve.runs import RunOutcome, summarize_runs
+from claptune.improve.curate import curation_settings
+from claptune.improve.runs import (
+    RunOutcome,
+    summarize_label_free,
+    summarize_priors,
+    summarize_runs,
+)
 from claptune.report.format import pvalue
-from claptune.report.schema import RunsSummary, to_dict
+from claptune.report.schema import ClassPriors, RunsSummary, to_dict
+
+# the label-free selection signal the table's "label-free pick" maximises (RunRecord.label_free)
+SIGNAL = "transfer_class_mean"
 
 
 @dataclass(frozen=True)
 class AblationEntry:
     methods: tuple[str, ...]  # () with a loss: replay-only fine-tuning
     loss: str | None  # None: the teacher, untouched (baseline)
+    # curation settings of this row on top of the run's (e.g. (("pseudo_refined_prior", "em"),))
+    curation: tuple[tuple[str, Any], ...] = ()
+    label: str | None = None  # a name for the row instead of methods / loss
 
     @property
     def name(self) -> str:
         if self.loss is None:
             return "baseline (teacher)"
-        return f"{'+'.join(self.methods) or 'replay only'} / {self.loss}"
+        base = f"{'+'.join(self.methods) or 'replay only'} / {self.loss}"
+        return f"{base} ({self.label})" if self.label else base
 
 
 DEFAULT_ENTRIES = ("ds", "pseudo_refined", "pseudo", ("ds", "pseudo_refined"), "ads", "a2a", "du")
@@ -55,19 +68,29 @@ def ablation_grid(methods=DEFAULT_ENTRIES, losses=LOSSES, replay_only: bool = Tr
     return grid
 
 
-def _row(entry: AblationEntry, summary: RunsSummary, runs: list[RunOutcome], seconds: float
-         ) -> dict[str, Any]:
+def _row(entry: AblationEntry, summary: RunsSummary, runs: list[RunOutcome], seconds: float,
+         priors: ClassPriors | None = None) -> dict[str, Any]:
     """One row of ablation.json: the entry's figures from the report schema, as JSON."""
     retrieval = [r.retrieval_after for r in runs if r.retrieval_after]
+    label_free = summarize_label_free(summary.runs)
     return {
         "name": entry.name, "methods": list(entry.methods), "loss": entry.loss,
+        "curation": dict(entry.curation),
         "n_runs": summary.n_runs,
         "before": to_dict(summary.before.accuracy_spread),
         "after": to_dict(summary.after.accuracy_spread),
         "gain": to_dict(summary.gain.accuracy_spread),
         "after_all": to_dict(summary.after.accuracy_all_spread),
+        "class_mean_before": to_dict(summary.before.class_mean_accuracy_spread),
+        "class_mean_after": to_dict(summary.after.class_mean_accuracy_spread),
+        "class_mean_gain": to_dict(summary.gain.class_mean_accuracy_spread),
         "mcnemar": to_dict(summary.paired_test.mcnemar),
         "bootstrap": to_dict(summary.paired_test.bootstrap),
+        "class_mean_bootstrap": to_dict(summary.paired_test.class_mean_bootstrap),
+        "prior_tv": None if priors is None or priors.tv is None else priors.tv.mean,
+        "prior_tv_uniform": None if priors is None or priors.tv_uniform is None
+        else priors.tv_uniform.mean,
+        "label_free": label_free[SIGNAL].mean if SIGNAL in label_free else None,
         "pairs": to_dict(summary.curation.pairs.get("total")),
         "retrieval_after": {k: float(np.mean([r[k] for r in retrieval])) for k in retrieval[0]}
         if retrieval else {},
@@ -105,9 +128,9 @@ def run_ablation(config: ImproveConfig, out_dir: str | Path, grid: list[Ablation
                 runs += [RunOutcome(split.index, seed, split.test, ws.pred_before, ws.pred_before,
                                     retrieval_after=ws.retrieval_before) for seed in ws.seeds]
                 continue
-            key = (split.index, entry.methods)
+            key = (split.index, entry.methods, entry.curation)
             if key not in curated:
-                curated[key] = ws.curate(split, entry.methods)
+                curated[key] = ws.curate(split, entry.methods, dict(entry.curation))
             pairs = curated[key]
             for seed in ws.seeds:
                 student, fit_result = ws.train(pairs, entry.loss, seed)
@@ -116,37 +139,76 @@ def run_ablation(config: ImproveConfig, out_dir: str | Path, grid: list[Ablation
                 elapsed = time.perf_counter() - t0
                 log_progress(f"ablation {entry.name}: split {split.index} seed {seed} done "
                      f"({done}/{n_trained} trainings, {elapsed / 60:.1f} min)", progress)
-        summary, _ = summarize_runs(runs, ws.labels, ws.class_names)
-        row = _row(entry, summary, runs, time.perf_counter() - t_entry)
+        summary, _ = summarize_runs(runs, ws.labels, ws.class_names,
+                                    transfer_labels=ws.transfer_labels)
+        settings = curation_settings({**config.curation, **dict(entry.curation)})
+        priors = summarize_priors(runs, ws.splits, ws.labels, ws.class_names,
+                                  settings.pseudo_refined_prior)
+        row = _row(entry, summary, runs, time.perf_counter() - t_entry, priors)
         result["rows"].append(row)
         log_progress(f"{entry.name}: {100 * row['after']['mean']:.1f} ± {100 * row['after']['std']:.1f} % "
              f"(gain {100 * row['gain']['mean']:+.1f})", progress)
         result["seconds"] = time.perf_counter() - t0
+        result["picks"] = picks(result["rows"])
         write_ablation(out_dir, result)
     return result
 
 
+def picks(rows: list[dict[str, Any]]) -> dict[str, str | None]:
+    """Which trained row a user would choose: by the label-free signal (computable without
+    target labels), and by test-part accuracy (needs labels; what the table is scored on)."""
+    trained = [r for r in rows if r["loss"] is not None]
+    signal = [r for r in trained if r.get("label_free") is not None]
+    return {
+        "label_free": max(signal, key=lambda r: r["label_free"])["name"] if signal else None,
+        "labels": max(trained, key=lambda r: r["after"]["mean"])["name"] if trained else None,
+        "signal": SIGNAL,
+    }
+
+
 def ablation_markdown(result: dict[str, Any]) -> str:
     n_runs = len(result["splits"]) * len(result["seeds"])
+    strategy = result["splits"][0].get("strategy", "stratified") if result["splits"] else ""
     lines = [
         f"Model `{result['model']}` on `{result['target']}` ({result['n_clips']} clips, "
-        f"{result['n_classes']} classes); {len(result['splits'])} splits x "
+        f"{result['n_classes']} classes); {len(result['splits'])} {strategy} splits x "
         f"{len(result['seeds'])} seeds = {n_runs} runs per row, test parts only. "
-        "Accuracy in percent, mean ± std over runs; gain = after - before per run; "
-        "p = McNemar exact (pooled test-part outcomes); CI = 95 % paired bootstrap over clips.",
+        "Accuracy in percent, mean ± std over runs; gain = after - before per run. "
+        "CI = 95 % bootstrap over test clips (a clip scored by several runs is one unit): the "
+        "test that respects the design. Pooled McNemar treats the runs' shared clips as "
+        "independent outcomes and is optimistic; it is kept as the last column. Class-mean = "
+        "the mean of per-class accuracies (every class counts the same). Prior TV = total "
+        "variation distance of the class shares curation balanced to from the adaptation pool's "
+        "true shares (scored only). Label-free = the students' class-mean accuracy on the "
+        "held-out corpus clips whose caption names one target class (no target label).",
         "",
-        "| configuration | pairs/run | accuracy | gain | gain 95 % CI | McNemar p | held-out a2t R@1 | held-out t2a R@1 |",
-        "|---|---:|---:|---:|---|---:|---:|---:|",
+        "| configuration | pairs/run | accuracy | gain | gain 95 % CI | class-mean acc. "
+        "| class-mean gain [95 % CI] | prior TV | label-free | held-out a2t R@1 "
+        "| held-out t2a R@1 | pooled McNemar p (optimistic) |",
+        "|---|---:|---:|---:|---|---:|---|---:|---:|---:|---:|---:|",
     ]
     for row in result["rows"]:
         pairs = "" if row["pairs"] is None else f"{row['pairs']['mean']:.0f}"
         bs, mc, r = row["bootstrap"], row["mcnemar"], row["retrieval_after"]
+        cm, cg, cbs = row.get("class_mean_after"), row.get("class_mean_gain"), \
+            row.get("class_mean_bootstrap")
+        cm_text = "" if cm is None else f"{100 * cm['mean']:.1f} ± {100 * cm['std']:.1f}"
+        cg_text = "" if cg is None or cbs is None else (
+            f"{100 * cg['mean']:+.1f} [{100 * cbs['ci_low']:+.1f}, {100 * cbs['ci_high']:+.1f}]")
+        tv = row.get("prior_tv")
+        lf = row.get("label_free")
         lines.append(
             f"| {row['name']} | {pairs} | {100 * row['after']['mean']:.1f} ± {100 * row['after']['std']:.1f} "
             f"| {100 * row['gain']['mean']:+.1f} ± {100 * row['gain']['std']:.1f} "
-            f"| [{100 * bs['ci_low']:+.1f}, {100 * bs['ci_high']:+.1f}] | {pvalue(mc['p_exact'])} "
-            f"| {_pct(r.get('a2t_R@1'))} | {_pct(r.get('t2a_R@1'))} |"
+            f"| [{100 * bs['ci_low']:+.1f}, {100 * bs['ci_high']:+.1f}] | {cm_text} | {cg_text} "
+            f"| {'' if tv is None else f'{tv:.3f}'} | {_pct(lf)} "
+            f"| {_pct(r.get('a2t_R@1'))} | {_pct(r.get('t2a_R@1'))} | {pvalue(mc['p_exact'])} |"
         )
+    pick = result.get("picks") or {}
+    if pick.get("labels"):
+        lines += ["", f"Label-free pick (highest {pick['signal']}): "
+                  f"**{pick.get('label_free') or 'none (no transfer-check clips)'}**; "
+                  f"pick by test-part accuracy (needs labels): **{pick['labels']}**."]
     return "\n".join(lines) + "\n"
 
 

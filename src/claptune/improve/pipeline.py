@@ -244,8 +244,12 @@ class Workspace:
         return {k: float(v) for k, v in metrics.items() if k in RETRIEVAL_KEYS}
 
     # -- one run ----------------------------------------------------------------------------------
-    def curate(self, split: Split, methods: tuple[str, ...]) -> Pairs:
-        return curate_split(self, split, methods, curation_settings(self.config.curation))
+    def curate(self, split: Split, methods: tuple[str, ...],
+               overrides: dict[str, Any] | None = None) -> Pairs:
+        """The pairs of ``methods`` for ``split``; ``overrides`` of the run's curation settings
+        (an ablation row's)."""
+        settings = curation_settings({**self.config.curation, **(overrides or {})})
+        return curate_split(self, split, methods, settings)
 
     def train(self, pairs: Pairs, loss: str, seed: int, work_dir: Path | None = None):
         """A fresh student fine-tuned from the teacher; returns (student, fit's TrainResult)."""
