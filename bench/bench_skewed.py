@@ -24,8 +24,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 from make_skewed import make_variants
 
 RESULTS = Path(__file__).resolve().parent / "results"

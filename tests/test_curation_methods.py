@@ -285,10 +285,14 @@ def test_pairs_csv_round_trip_dedup_and_empty(tmp_path):
     unique = pairs.dedup()
     assert unique.audio == ["b.wav", "a.wav"] and unique.score.tolist() == [0.25, 0.75]
     assert unique.meta["duplicates_removed"] == 2
-    back = read_pairs(write_pairs(pairs, tmp_path / "pairs.csv"))
+    back = read_pairs(write_pairs(unique, tmp_path / "pairs.csv"))
     assert (back.audio, back.text, back.method, back.classes) == \
-        (pairs.audio, pairs.text, pairs.method, pairs.classes)
-    np.testing.assert_array_equal(back.score, pairs.score)
+        (unique.audio, unique.text, unique.method, unique.classes)
+    np.testing.assert_array_equal(back.score, unique.score)
+    # a file repeating (audio, text) rows reads back merged (first row kept), with a warning
+    with pytest.warns(UserWarning, match="2 duplicated rows"):
+        merged = read_pairs(write_pairs(pairs, tmp_path / "repeated.csv"))
+    assert merged.audio == ["a.wav", "b.wav"] and merged.score.tolist() == [0.5, 0.25]
     header = (tmp_path / "pairs.csv").read_text().splitlines()[0]
     assert header == "audio,text,score,method,class"
     with pytest.raises(ClaptuneError, match="no pairs"):

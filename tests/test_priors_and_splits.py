@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from claptune.curation.priors import em_prior, estimate_prior, sinkhorn, total_variation
-from claptune.improve.splits import grouped_split, make_splits, random_split, resolve_strategy
 from claptune.errors import ClaptuneError
+from claptune.improve.splits import grouped_split, make_splits, random_split, resolve_strategy
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 

@@ -20,8 +20,8 @@ import numpy as np
 
 from claptune.curation import Pairs
 from claptune.improve.config import CURATION_METHODS, LOSSES, ImproveConfig
-from claptune.improve.pipeline import Workspace, log_progress
 from claptune.improve.curate import curation_settings
+from claptune.improve.pipeline import Workspace, log_progress
 from claptune.improve.runs import (
     RunOutcome,
     summarize_label_free,
