@@ -263,10 +263,13 @@ def _key_of(identity: dict[str, Any], kind: str) -> str:
 
 
 def item_key(item: str | os.PathLike, kind: str) -> str:
-    """Cache key of one item: absolute path + size + mtime for audio, a hash for text."""
+    """Cache key of one item: real path + size + mtime for audio, a hash for text.
+
+    The real path (links resolved): a clip reached through a symbolic link, such as the
+    variants of bench/make_skewed.py, shares the features of the file it points to."""
     if kind == "text":
         return "t:" + hashlib.sha256(str(item).encode()).hexdigest()
-    path = Path(item).expanduser().absolute()
+    path = Path(item).expanduser().resolve()
     try:
         st = path.stat()
     except OSError:
