@@ -128,11 +128,16 @@ def config_from_args(args: argparse.Namespace, **fixed: Any) -> ImproveConfig:
 
 
 def print_summary(report: Report) -> None:
-    from claptune.report.format import headline_rows, paired_test_lines
+    from claptune.report.format import (
+        headline_rows,
+        label_free_lines,
+        paired_test_lines,
+        prior_lines,
+    )
 
     for name, before, after, change in headline_rows(report):
         print(f"{name:38s} before {before:>12s}   after {after:>12s}   change {change:>12s}")
-    for line in paired_test_lines(report):
+    for line in paired_test_lines(report) + prior_lines(report) + label_free_lines(report):
         print(line)
     fg = report.forgetting
     if fg:

@@ -7,6 +7,7 @@ of all runs: McNemar on the pooled discordant counts, and a bootstrap that resam
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -100,7 +101,9 @@ def summarize_runs(
         all_acc = [_accuracy(p, labels) for p in preds]
         per_class = np.array([_per_class(p, labels, r.test, n_classes)
                               for p, r in zip(preds, runs, strict=True)])
-        with np.errstate(all="ignore"):
+        # a class absent from every test part has no accuracy (NaN, reported as None)
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
             pc_mean = np.nanmean(per_class, axis=0)
             pc_std = np.nanstd(per_class, axis=0, ddof=1) if len(runs) > 1 else np.zeros(n_classes)
         test_spread, all_spread = mean_spread(test_acc), mean_spread(all_acc)

@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from claptune.report.audio import data_uri, preview_wav
-from claptune.report.format import headline_rows, paired_test_lines, pct, spread
+from claptune.report.format import (
+    headline_rows,
+    label_free_lines,
+    paired_test_lines,
+    pct,
+    prior_lines,
+    spread,
+)
 
 if TYPE_CHECKING:
     from claptune.report import ReportAssets
@@ -136,6 +143,8 @@ def render_html(report: Report, assets: ReportAssets, figures: dict[str, bytes] 
         rows = [(escape(k), spread(s, digits=0, scale=1.0)) for k, s in cur.pairs.items()]
         if rows:
             parts.append(_table(["method", "pairs per run (mean ± std)"], rows))
+        parts += [f'<p class="muted">{escape(line)}</p>'
+                  for line in prior_lines(report) + label_free_lines(report)]
         if by_class:
             run = report.model_run
             parts.append(f'<p class="muted">Pairs of split {run.split}, seed '

@@ -6,7 +6,15 @@ import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from claptune.report.format import headline_rows, paired_test_lines, pct, pct_std, spread
+from claptune.report.format import (
+    headline_rows,
+    label_free_lines,
+    paired_test_lines,
+    pct,
+    pct_std,
+    prior_lines,
+    spread,
+)
 
 if TYPE_CHECKING:
     from claptune.report import ReportAssets
@@ -45,6 +53,8 @@ def render_markdown(report: Report, assets: ReportAssets, figure_files: Sequence
         rows = [(name, spread(s, digits=0, scale=1.0)) for name, s in cur.pairs.items()]
         out += _table(["method", "pairs per run"], rows)
         out.append("")
+        out += [f"- {line}" for line in prior_lines(report) + label_free_lines(report)]
+        out.append("")
     fg = report.forgetting
     if fg:
         out.append("## Forgetting check (held-out paired corpus)")
@@ -80,9 +90,11 @@ def render_markdown(report: Report, assets: ReportAssets, figure_files: Sequence
     if report.runs:
         out.append("## Runs")
         out.append("")
-        rows = [(r.split, r.seed, pct(r.before_accuracy), pct(r.after_accuracy), r.n_pairs)
+        rows = [(r.split, r.seed, pct(r.before_accuracy), pct(r.after_accuracy),
+                 pct(r.before_class_mean_accuracy), pct(r.after_class_mean_accuracy), r.n_pairs)
                 for r in report.runs]
-        out += _table(["split", "seed", "before", "after", "pairs"], rows)
+        out += _table(["split", "seed", "before", "after", "class-mean before",
+                       "class-mean after", "pairs"], rows)
         out.append("")
     out.append("## Resolved configuration")
     out.append("")
