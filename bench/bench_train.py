@@ -120,7 +120,7 @@ def bench_loss_overhead(batch_size: int = 128, dim: int = 512, repeats: int = 50
     once the teacher is cached."""
     import torch.nn.functional as F
 
-    from claptune.train.distributed import DistEnv
+    from claptune.distributed import DistEnv
     from claptune.train.loop import batch_loss
 
     g = torch.Generator().manual_seed(0)

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from claptune.losses import positive_mask
-from claptune.train.distributed import DistEnv
+from claptune.distributed import DistEnv
 from claptune.train.loop import batch_loss
 
 BATCH, WORLD = 8, 2

@@ -53,17 +53,20 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from claptune.audio import load_audio, windows
+from claptune.distributed import barrier, join_process_group
 from claptune.errors import AudioDecodeError, ClaptuneError
-from claptune.models.base import AudioItem, AudioTextModel
+
+if TYPE_CHECKING:  # models call into this module (``encode_audio``); it only needs their methods
+    from claptune.models.base import AudioItem, AudioTextModel
 
 ON_ERROR = ("raise", "skip")
 STORE_FORMAT = 1  # bump when the store layout changes
@@ -314,7 +317,8 @@ def embed_to_store(
         if not (cache / "identity.json").is_file():
             _write_json_atomic(cache / "identity.json", {"kind": kind, "identity": identity})
 
-    rank, world_size, created_group = _distributed_setup()
+    env, created_group = join_process_group()
+    rank, world_size = env.rank, env.world_size
     try:
         keys = [item_key(it, kind) for it in items]
         unique = list(dict.fromkeys(keys))
@@ -345,14 +349,14 @@ def embed_to_store(
                     continue
                 _embed_part(model, [first_item[k] for k in chunk], chunk, claims.next_part(),
                             kind, batch_size, num_workers, on_error)
-        _barrier(world_size)
+        barrier(env)
         if rank == 0:
             with _locked(cache):
                 parts.refresh()
                 if on_error == "raise":  # another writer may have skipped a bad clip of ours
                     _raise_cached_failure(unique, parts, first_item)
                 _write_view(out_dir, items, keys, key, kind, identity, model, parts)
-        _barrier(world_size)
+        barrier(env)
     finally:
         if created_group:
             torch.distributed.destroy_process_group()
@@ -675,27 +679,6 @@ def _fsync_dir(folder: Path) -> None:
 def _write_json_atomic(path: Path, obj: Any) -> None:
     with _atomic_file(path) as fh:
         fh.write((json.dumps(obj, indent=1, default=str) + "\n").encode())
-
-
-# -- torchrun sharding -----------------------------------------------------------------------------
-def _distributed_setup() -> tuple[int, int, bool]:
-    """(rank, world_size, whether we created the process group) from torchrun's variables."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1:
-        return 0, 1, False
-    rank = int(os.environ["RANK"])
-    dist = torch.distributed
-    if dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size(), False
-    # Ranks embed at different speeds; the barrier must outwait the slowest one.
-    dist.init_process_group("gloo", rank=rank, world_size=world_size,
-                            timeout=timedelta(hours=12))
-    return rank, world_size, True
-
-
-def _barrier(world_size: int) -> None:
-    if world_size > 1:
-        torch.distributed.barrier()
 
 
 __all__ = ["AudioEncoding", "StoredEmbeddings", "embed_to_store", "encode_audio", "encode_text",

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 
-from claptune.cli.improve import add_common_arguments, config_from_args
+from claptune.cli._common import add_common_arguments, config_from_args
 from claptune.errors import ClaptuneError
 from claptune.improve.config import CURATION_METHODS, LOSSES
 

@@ -33,7 +33,6 @@ embedding and the searches (each a slice of the queries); rank 0 writes the outp
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import warnings
 from pathlib import Path
@@ -97,9 +96,11 @@ def run(args: argparse.Namespace) -> int:
     from claptune.curation import CurationSettings, CurationWarning, SearchOptions, curate
 
     methods = parse_methods(args.method)
-    created_group = _init_distributed()
+    from claptune.distributed import join_process_group
+
+    env, created_group = join_process_group()
     try:
-        rank = _rank()
+        rank = env.rank
         settings = CurationSettings.preset(
             args.preset,
             **parse_thresholds(args.threshold, methods),
@@ -107,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
             a2a_text_threshold=args.text_threshold,
             pseudo_criterion=args.criterion,
             pseudo_max_per_class=args.max_per_class,
-            search=SearchOptions(args.block_size, args.device, distributed=_world_size() > 1),
+            search=SearchOptions(args.block_size, args.device, distributed=env.enabled),
         )
         inputs = build_inputs(args, methods)
         with warnings.catch_warnings(record=True) as caught:
@@ -258,23 +259,3 @@ def write_outputs(pairs, out: Path) -> None:
     path = write_pairs(pairs, out / "pairs.csv")
     summarize(pairs, out)
     print(f"wrote {path}, {out / 'summary.json'} and {out / 'scores.png'}")
-
-
-def _init_distributed() -> bool:
-    """Under torchrun, one process group for the embedding and the searches."""
-    if _world_size() <= 1:
-        return False
-    import torch.distributed as dist
-
-    if dist.is_initialized():
-        return False
-    dist.init_process_group("gloo")
-    return True
-
-
-def _world_size() -> int:
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def _rank() -> int:
-    return int(os.environ.get("RANK", "0"))

@@ -14,7 +14,7 @@ import argparse
 import os
 from pathlib import Path
 
-from claptune.cli.improve import config_from_args, improve_and_print
+from claptune.cli._common import config_from_args, improve_and_print
 from claptune.improve.config import ImproveConfig
 
 

@@ -41,7 +41,8 @@ from claptune.models.checkpoints import (
     peek_keys,
     read_state_dict,
 )
-from claptune.models.msclap_nets import MSClapConfig, MSClapNet
+from claptune.models.msclap_frontend import MSClapConfig
+from claptune.models.msclap_nets import MSClapNet
 
 CONFIG_FILE = "msclap_config.json"
 WEIGHTS_FILE = "model.safetensors"

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from claptune.models.msclap_nets import LogMel, MSClapConfig, PowerSpectrogram
+from claptune.models.msclap_frontend import LogMel, MSClapConfig, PowerSpectrogram
 
 PREFIX = "audio_encoder.base.htsat."
 

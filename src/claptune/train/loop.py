@@ -62,7 +62,7 @@ from claptune.train.data import (
     split_holdout,
     unreadable_clips,
 )
-from claptune.train.distributed import DistEnv, barrier, gather, gather_with_grad, setup_distributed
+from claptune.distributed import DistEnv, barrier, gather, gather_with_grad, setup_distributed
 from claptune.train.logs import TrainLog
 from claptune.train.lora import add_lora, has_lora, merge_lora
 

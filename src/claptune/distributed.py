@@ -1,6 +1,12 @@
-"""Data-parallel helpers: process-group setup under ``torchrun`` and gathers with gradients.
+"""Process groups under ``torchrun``, for every stage (embed, curate, train), and gathers.
 
-Each process embeds its slice of the global batch; the slices are all-gathered *with*
+``join_process_group`` joins (creating it if needed) the group that torchrun's environment
+describes and says whether this call created it, so the stage that created it also destroys
+it (``process_group`` does both as a context manager). ``fit`` keeps its group for the
+process's lifetime (``setup_distributed``), as DistributedDataParallel expects.
+
+Training
+each process embeds its slice of the global batch; the slices are all-gathered *with*
 gradients (as open_clip's ``gather_features`` with ``gather_with_grad=True`` and
 ``local_loss=False``) so that every process computes the loss over the whole global
 batch. The backward of that gather sums, into each slice, the gradients of all processes'
@@ -11,8 +17,11 @@ on the global batch.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -38,16 +47,48 @@ class DistEnv:
         return slice(self.rank * per, (self.rank + 1) * per)
 
 
-def setup_distributed(use_cuda: bool) -> DistEnv:
-    """Join the process group ``torchrun`` describes in the environment, if any."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+# Ranks of embed and curate work at different speeds; a barrier must outwait the slowest one.
+DEFAULT_TIMEOUT = timedelta(hours=12)
+
+
+def env_world_size() -> int:
+    """The number of processes torchrun started (1 outside torchrun)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def current_env() -> DistEnv:
+    """This process's place in the initialised group (one process when there is none)."""
     if dist.is_available() and dist.is_initialized():
         return DistEnv(
             dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0"))
         )
     return DistEnv()
+
+
+def join_process_group(
+    backend: str = "gloo", timeout: timedelta = DEFAULT_TIMEOUT
+) -> tuple[DistEnv, bool]:
+    """Join the process group torchrun describes, if any: (env, whether this call created it)."""
+    if env_world_size() <= 1 or dist.is_initialized():
+        return current_env(), False
+    dist.init_process_group(backend=backend, timeout=timeout)
+    return current_env(), True
+
+
+@contextlib.contextmanager
+def process_group(backend: str = "gloo", timeout: timedelta = DEFAULT_TIMEOUT) -> Iterator[DistEnv]:
+    """``join_process_group`` for the duration of a block; destroys a group it created."""
+    env, created = join_process_group(backend, timeout)
+    try:
+        yield env
+    finally:
+        if created:
+            dist.destroy_process_group()
+
+
+def setup_distributed(use_cuda: bool) -> DistEnv:
+    """Join the process group of ``fit`` (nccl on GPUs), kept for the process's lifetime."""
+    return join_process_group("nccl" if use_cuda else "gloo")[0]
 
 
 class _GatherWithGrad(torch.autograd.Function):
@@ -89,5 +130,6 @@ def gather(x: torch.Tensor, env: DistEnv) -> torch.Tensor:
 
 
 def barrier(env: DistEnv) -> None:
+    """Wait for every process of the group (nothing to do in one process)."""
     if env.enabled:
         dist.barrier()
