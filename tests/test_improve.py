@@ -254,40 +254,41 @@ class _SplitToy:
         return Toy()
 
 
-def test_feature_cache_matches_encode_audio_and_persists(tmp_path):
+def test_feature_store_matches_encode_audio_and_persists(tmp_path):
     from claptune.embed import encode_audio, encode_text
-    from claptune.improve.features import FeatureCache
+    from claptune.features import FeatureStore
 
     model = _SplitToy.build().eval()
     clips = [_tone(tmp_path / f"c{i}.wav", 200 + 100 * i, seconds=0.3 + 0.4 * i, rate=8000)
              for i in range(4)]  # one to three windows each
-    cache = FeatureCache(model, cache_dir=tmp_path / "cache", progress=False)
-    kept, failed = cache.add_clips([*clips, tmp_path / "missing.wav"], on_error="skip")
+    store = FeatureStore(model, cache_dir=tmp_path / "cache", progress=False)
+    kept, failed = store.add_clips([*clips, tmp_path / "missing.wav"], on_error="skip")
     assert kept.tolist() == [0, 1, 2, 3] and failed[0][0].endswith("missing.wav")
     want = encode_audio(model, clips, progress=False).embeddings
-    np.testing.assert_allclose(cache.embed_audio(model, clips), want, atol=1e-6)
-    np.testing.assert_allclose(cache.embed_text(model, ["a dog", "rain"]),
+    np.testing.assert_allclose(store.embed_audio(model, clips), want, atol=1e-6)
+    np.testing.assert_allclose(store.embed_text(model, ["a dog", "rain"]),
                                encode_text(model, ["a dog", "rain"], progress=False), atol=1e-6)
 
-    # a second cache over the same folder reads the features back instead of computing them
-    again = FeatureCache(model, cache_dir=tmp_path / "cache", progress=False)
+    # a second store over the same folder reads the features back instead of computing them
+    again = FeatureStore(model, cache_dir=tmp_path / "cache", progress=False)
     calls = model.feature_calls  # after the key's probe
     again.add_clips(clips)
     assert model.feature_calls == calls
     np.testing.assert_allclose(again.embed_audio(model, clips), want, atol=1e-6)
 
-    # attached to a student, fit's feature pass becomes a lookup
+    # fit's fixed crop is every clip's first window: served from the stored windows
     import torch
 
-    from claptune.audio import load_audio, windows
+    from claptune.audio import fixed_window, load_audio
 
-    first = torch.from_numpy(windows(load_audio(clips[2], 8000), 4000)[:1])
+    first = torch.from_numpy(np.stack([fixed_window(load_audio(c, 8000), 4000) for c in clips]))
     expected = model.audio_features(first)
     calls = model.feature_calls
-    student = _SplitToy.build()
-    again.attach(student)
-    torch.testing.assert_close(student.audio_features(first), expected)
-    assert model.feature_calls == calls and student.feature_calls == 0
+    torch.testing.assert_close(again.fixed_audio(clips), expected)
+    assert model.feature_calls == calls
+    # at most two windows a clip, evenly spread: the first and the last
+    two = again.clip_windows(clips, max_windows=2)
+    assert [len(t) for t in two] == [1, 2, 2, 2] and model.feature_calls == calls
 
 
 def test_config_rejects_bad_curation_and_train_overrides():

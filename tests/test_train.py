@@ -261,6 +261,60 @@ def test_feature_cache_fast_path_equals_full_forward(tiny_clap_dir, pairs_csv, t
     assert all(p.requires_grad for p in fast.parameters())  # flags restored after fit
 
 
+def test_fit_reads_a_feature_store_and_a_second_run_skips_the_encoders(
+    tiny_clap_dir, pairs_csv, tmp_path
+):
+    from claptune.features import FeatureStore
+
+    config = _config(loss="soft", trainable="projections", max_steps=4)
+    plain = _model(tiny_clap_dir)
+    fit(plain, pairs_csv, config, out_dir=tmp_path / "plain")
+
+    stored = _model(tiny_clap_dir)
+    store = FeatureStore(stored, cache_dir=tmp_path / "cache", num_workers=0, progress=False)
+    fit(stored, pairs_csv, config, out_dir=tmp_path / "stored", features=store)
+    a, b = _trainable_state(plain), _trainable_state(stored)
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)  # batched apart: rounding
+    assert type(stored).audio_features is type(plain).audio_features  # nothing swapped
+    assert "audio_features" not in vars(stored)
+
+    # a new store over the same folder (the next run) neither decodes nor runs the encoder
+    again = _model(tiny_clap_dir)
+    store = FeatureStore(again, cache_dir=tmp_path / "cache", num_workers=0, progress=False)
+    calls = []
+    again.audio_features = lambda w: calls.append(w) or type(again).audio_features(again, w)
+    import claptune.features as features_module
+
+    def no_decode(*args, **kwargs):
+        raise AssertionError("decoded a clip the store holds")
+
+    original = features_module.load_audio
+    features_module.load_audio = no_decode
+    try:
+        store.fixed_audio(read_pair_file(pairs_csv).audio)
+    finally:
+        features_module.load_audio = original
+    assert calls == []
+
+    other = _model(tiny_clap_dir)
+    with torch.no_grad():
+        for p in other.model.audio_model.parameters():  # other frozen encoders
+            p.add_(0.1 * torch.randn_like(p))
+    with pytest.raises(ClaptuneError, match="another model"):
+        fit(other, pairs_csv, config, out_dir=tmp_path / "other", features=store)
+
+
+def test_train_cli_reuses_the_feature_store_across_runs(tiny_clap_dir, pairs_csv, tmp_path):
+    args = ["train", "--model", str(tiny_clap_dir), "--pairs", str(pairs_csv), "--trainable",
+            "projections", "--max-steps", "2", "--batch-size", "4", "--num-workers", "0",
+            "--quiet", "--cache-dir", str(tmp_path / "cache")]
+    assert main([*args, "--out", str(tmp_path / "one")]) == 0
+    parts = sorted((tmp_path / "cache" / "features").glob("*/part-*.npz"))
+    assert parts
+    assert main([*args, "--out", str(tmp_path / "two")]) == 0
+    assert sorted((tmp_path / "cache" / "features").glob("*/part-*.npz")) == parts
+
+
 def test_lora_trains_adapters_and_saves_merged_model(tiny_clap_dir, pairs_csv, tmp_path):
     from transformers import ClapModel
 

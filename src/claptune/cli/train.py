@@ -115,12 +115,19 @@ def add_parser(sub) -> argparse.ArgumentParser:
         help="clips that cannot be read: stop before training (raise) or leave their pairs "
         "out and list them in OUT/skipped_clips.json (skip)",
     )
+    p.add_argument(
+        "--cache-dir",
+        type=Path,
+        help="where frozen features are kept between runs, for models whose heads alone "
+        "train (default: $CLAPTUNE_CACHE or ~/.cache/claptune)",
+    )
+    p.add_argument("--no-cache", action="store_true", help="do not read or write the feature store")
     return p
 
 
 def run(args: argparse.Namespace) -> int:
     from claptune.models import load_model
-    from claptune.train import TrainConfig, as_train_pairs, fit
+    from claptune.train import TrainConfig, as_train_pairs, fit, heads_train_on_features
 
     values = {}
     if args.config is not None:
@@ -145,8 +152,21 @@ def run(args: argparse.Namespace) -> int:
     pairs = as_train_pairs(args.pairs)  # user errors in the inputs before the model loads
     replay = None if args.replay is None else as_train_pairs(args.replay)
     model = load_model(args.model)
-    result = fit(model, pairs, config, replay=replay, out_dir=args.out, resume=args.resume,
-                 overwrite=args.overwrite)
+    features = None
+    if not args.no_cache and heads_train_on_features(model, config):
+        from claptune.features import FeatureStore
+        from claptune.improve.config import default_cache_dir
+
+        features = FeatureStore(
+            model,
+            cache_dir=args.cache_dir or default_cache_dir(),
+            num_workers=config.num_workers,
+            progress=config.progress,
+        )
+    result = fit(
+        model, pairs, config, replay=replay, out_dir=args.out, resume=args.resume,
+        overwrite=args.overwrite, features=features,
+    )
     if result.model_dir is not None:
         losses = "".join(
             f"; epoch {r['epoch']} train loss {r['train_loss']:.4f}"

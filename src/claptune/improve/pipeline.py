@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from claptune.curation import Pairs, write_pairs
+from claptune.features import FeatureStore
 from claptune.improve.config import ImproveConfig
 from claptune.improve.curate import (
     curate_split,
@@ -41,7 +42,6 @@ from claptune.improve.curate import (
     describe,
     pair_rows,
 )
-from claptune.improve.features import FeatureCache
 from claptune.improve.runs import (
     RunOutcome,
     summarize_label_free,
@@ -87,8 +87,8 @@ class Workspace:
                           and self.train_overrides.get("trainable") == "projections")
         self.features = None
         if self.head_only:
-            cache = None if config.cache_dir is None else Path(config.cache_dir) / "features"
-            self.features = FeatureCache(self.teacher, cache_dir=cache, progress=progress)
+            self.features = FeatureStore(self.teacher, cache_dir=config.cache_dir,
+                                         progress=progress)
 
         dataset = load_dataset(config.target, root=config.root, download=config.download)
         self.failed: list[tuple[str, str]] = []
@@ -257,8 +257,6 @@ class Workspace:
         from claptune.train.data import TrainPairs
 
         student = copy.deepcopy(self.teacher)
-        if self.features is not None:
-            self.features.attach(student)
         train_config = TrainConfig(**{**self.train_overrides, "loss": loss, "seed": seed})
         # fit writes checkpoints and its final model: to a scratch folder on a RAM disk if any
         scratch = Path(tempfile.mkdtemp(prefix="claptune-fit-", dir=_scratch_root()))
@@ -266,7 +264,7 @@ class Workspace:
         try:
             with _torch_threads(1 if self.head_only else None):
                 result = fit(student, pairs, train_config, replay=replay,
-                             out_dir=work_dir or scratch)
+                             out_dir=work_dir or scratch, features=self.features)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
         return result.model, result

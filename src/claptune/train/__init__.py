@@ -2,11 +2,20 @@
 
 ``fit(model, pairs, TrainConfig(...), replay=..., out_dir=...)`` is the whole API; the CLI is
 ``claptune train``. Modules: ``config`` (TrainConfig), ``data`` (pairs, held-out split, batch
-plan, clips), ``loop`` (fit), ``checkpoint``, ``distributed``, ``lora``, ``logs``.
+plan, clips), ``loop`` (fit), ``heads`` (the default model's head pretraining), ``checkpoint``,
+``lora``, ``logs``. Process groups: ``claptune.distributed``; frozen features:
+``claptune.features``.
 """
 
 from claptune.train.config import TrainConfig
 from claptune.train.data import TrainPairs, as_train_pairs
-from claptune.train.loop import TrainResult, fit
+from claptune.train.loop import TrainResult, fit, heads_train_on_features
 
-__all__ = ["TrainConfig", "TrainPairs", "TrainResult", "as_train_pairs", "fit"]
+__all__ = [
+    "TrainConfig",
+    "TrainPairs",
+    "TrainResult",
+    "as_train_pairs",
+    "fit",
+    "heads_train_on_features",
+]

@@ -8,7 +8,9 @@ a frozen copy embeds each step's audio windows.
 
 Fast path: when the model splits into frozen encoders and trainable heads
 (``supports_feature_cache``) and only heads train, on fixed crops, the frozen features
-of every clip and caption are computed once and the heads train on the cache.
+of every clip and caption are computed once and the heads train on them. Pass a
+``claptune.features.FeatureStore`` as ``features`` to read them from (and add them to) a
+store that outlives the run: a second run then skips the encoders and the decoding.
 
 Model selection and the learning-rate plateau only ever see the loss on held-out *curated*
 pairs (an unlabeled signal); target-task labels never reach this module.
@@ -36,7 +38,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from claptune.distributed import DistEnv, barrier, gather, gather_with_grad, setup_distributed
 from claptune.errors import AudioDecodeError, ClaptuneError, InputWarning, printable
+from claptune.features import FeatureStore
 from claptune.losses import (
     hard_contrastive_loss,
     multi_positive_contrastive_loss,
@@ -62,7 +66,6 @@ from claptune.train.data import (
     split_holdout,
     unreadable_clips,
 )
-from claptune.distributed import DistEnv, barrier, gather, gather_with_grad, setup_distributed
 from claptune.train.logs import TrainLog
 from claptune.train.lora import add_lora, has_lora, merge_lora
 
@@ -143,6 +146,7 @@ def fit(
     out_dir: str | Path = "runs/train",
     resume: bool = False,
     overwrite: bool = False,
+    features: FeatureStore | None = None,
 ) -> TrainResult:
     """Fine-tune ``model`` in place on curated ``pairs`` (mixed with ``replay`` pairs).
 
@@ -152,6 +156,8 @@ def fit(
     is the teacher), ``overwrite=True`` deletes the earlier run's checkpoint, logs and model
     and starts again; with neither, ``ClaptuneError``. ``resume=True`` with no checkpoint in
     ``out_dir`` is a ``ClaptuneError`` too.
+    ``features``: the store of ``model``'s frozen features, used on the fast path (only heads
+    train, fixed crops); it must hold the features of this model's encoders.
     """
     if resume and overwrite:
         raise ValueError("resume and overwrite exclude each other")
@@ -178,7 +184,7 @@ def fit(
     table = _Table.build(curated, replay, config)
     if len(table.curated) + len(table.replay) < 2:
         raise ClaptuneError("need at least two training pairs")
-    trainer = _Trainer(model, table, config, env, device, out_dir)
+    trainer = _Trainer(model, table, config, env, device, out_dir, features)
     result = trainer.run(resume)
     if result.model_dir is not None:
         _write_card(result, pairs, len(table.curated), len(table.replay))
@@ -285,18 +291,14 @@ class _Trainer:
         env: DistEnv,
         device: torch.device,
         out_dir: Path,
+        features: FeatureStore | None = None,
     ):
         self.model, self.table, self.config, self.env = model, table, config, env
         self.device, self.out_dir = device, out_dir
         self.clips = ClipDataset(
             table.clips, model.sample_rate, model.clip_samples, config.crop, config.seed
         )
-        self.on_features = (
-            config.crop == "fixed"
-            and model.supports_feature_cache
-            and config.trainable != "lora"
-            and _heads_only(model, config.trainable)
-        )
+        self.on_features = heads_train_on_features(model, config)
         self.bf16 = config.precision == "bf16" or (
             config.precision == "auto" and device.type == "cuda"
         )
@@ -306,7 +308,13 @@ class _Trainer:
         self.teacher_audio = self.teacher_text = None
         self.audio_feats = self.text_feats = None
         model.eval()
-        if self.on_features:
+        if self.on_features and features is not None:
+            if not features.serves(model):
+                raise ClaptuneError("the feature store given to fit holds another model's "
+                                    "frozen features")
+            self.audio_feats = features.fixed_audio(table.clips).to(device)
+            self.text_feats = self._encode_captions(features.text).to(device)
+        elif self.on_features:
             self.audio_feats = self._encode_clips(model.audio_features)
             self.text_feats = self._encode_captions(model.text_features)
         if config.loss == "soft":
@@ -646,6 +654,17 @@ def _batched(
     return torch.cat([fn(x[s : s + size]).float() for s in range(0, len(x), size)])
 
 
+def heads_train_on_features(model: AudioTextModel, config: TrainConfig) -> bool:
+    """Whether ``fit`` trains ``model`` on frozen features (the fast path, which reads a
+    ``FeatureStore``): only heads train, on fixed crops, and the model splits."""
+    return (
+        config.crop == "fixed"
+        and model.supports_feature_cache
+        and config.trainable != "lora"
+        and _heads_only(model, config.trainable)
+    )
+
+
 def _heads_only(model: AudioTextModel, trainable: str) -> bool:
     """True if every parameter that would train belongs to the projection heads (a model
     whose encoders are frozen by construction, such as the default model, counts even with
@@ -682,4 +701,4 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-__all__ = ["TrainResult", "batch_loss", "fit"]
+__all__ = ["TrainResult", "batch_loss", "fit", "heads_train_on_features"]
