@@ -6,7 +6,7 @@ and report held-out captioned-sfx retrieval and ESC-50-subset zero-shot accuracy
 
 ESC-50 is only scored here, never used to train or select anything (the recipe selects its
 epoch by held-out captioned-sfx retrieval). Frozen aisfx features of the corpus and of ESC-50
-are cached in .claptune-cache/pretrain, so reruns cost only the head training. ``--shipped``
+are kept in the feature store (.claptune-cache/features), so reruns cost only the head training. ``--shipped``
 also scores the heads shipped in claptune/weights/default. Writes
 bench/results/default_model.{md,json}.
 """
@@ -31,12 +31,13 @@ SHARED = ROOT.parent / "shared" / "data"
 def esc50_zeroshot(model, dataset, cache_dir: Path) -> dict[str, float]:
     """Zero-shot top-1 with the single paper prompt and with the 8-template ensemble."""
     from claptune.evaluate.zeroshot import predict, text_classifier
-    from claptune.pretrain import audio_feature_windows
+    from claptune.features import FeatureStore
 
-    feats = audio_feature_windows(model, dataset.items, 8, cache_dir)
+    store = FeatureStore(model, cache_dir=cache_dir, batch_size=32)
+    feats = store.clip_windows(dataset.items, max_windows=8)
     with torch.no_grad():
-        audio_emb = np.stack([F.normalize(model.audio_head(torch.from_numpy(f)).mean(0), dim=0)
-                              .numpy() for f in feats])
+        audio_emb = np.stack([F.normalize(model.audio_head(f).mean(0), dim=0).numpy()
+                              for f in feats])
     out = {}
     for name in ("default", "ensemble"):
         classifier = text_classifier(model, dataset.class_names, templates=name)
@@ -52,7 +53,7 @@ def main() -> None:
     parser.add_argument("--corpus", type=Path, default=SHARED / "captioned-sfx")
     parser.add_argument("--esc50", type=Path, default=SHARED / "esc50-subset")
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "bench-default-model")
-    parser.add_argument("--cache-dir", type=Path, default=ROOT / ".claptune-cache" / "pretrain")
+    parser.add_argument("--cache-dir", type=Path, default=ROOT / ".claptune-cache")
     parser.add_argument("--shipped", action="store_true", help="also score the shipped heads")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "default_model")
     args = parser.parse_args()
@@ -60,7 +61,7 @@ def main() -> None:
 
     from claptune.data import load_dataset
     from claptune.models import load_model
-    from claptune.pretrain import PretrainConfig, pretrain
+    from claptune.train.heads import PretrainConfig, pretrain
 
     dataset = load_dataset("esc50", root=args.esc50)
     rows = []

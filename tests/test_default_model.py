@@ -97,7 +97,7 @@ def test_save_load_roundtrip_and_identity(default_model, tmp_path):
 
 def test_recipe_validation(tmp_path):
     from claptune.errors import ClaptuneError
-    from claptune.pretrain import PretrainConfig
+    from claptune.train.heads import PretrainConfig
 
     config = PretrainConfig.from_recipe("default.json")
     assert config.select == "best_heldout"
@@ -110,7 +110,7 @@ def test_recipe_validation(tmp_path):
 
 
 def test_heldout_split_keeps_identical_captions_together():
-    from claptune.pretrain import heldout_mask
+    from claptune.train.heads import heldout_mask
 
     captions = [f"caption {i}" for i in range(200)] + ["Swords clashing.", "swords clashing"]
     mask = heldout_mask(captions, 0.1, "salt")
@@ -120,21 +120,51 @@ def test_heldout_split_keeps_identical_captions_together():
     assert not (heldout_mask(captions, 0.1, "other salt") == mask).all()
 
 
-def test_grouped_retrieval_against_brute_force(rng):
-    from claptune.pretrain import grouped_retrieval
+def test_heldout_retrieval_is_the_shared_r_at_k_with_ties_against_the_model():
+    """The held-out score that picks the kept epoch is evaluate.retrieval's R@k: two clips
+    tied with a wrong one for a caption do not count as found (the old pretrain rule did)."""
+    from claptune.evaluate.retrieval import retrieval_metrics
+    from claptune.train.heads import heldout_retrieval
 
-    audio = rng.normal(size=(12, 4))
-    text = rng.normal(size=(5, 4))
-    groups = rng.integers(0, 5, size=12)
-    groups[:5] = np.arange(5)  # every caption has a clip
-    got = grouped_retrieval(audio, text, groups, ks=(1, 2))
-    sim = audio @ text.T
-    a2t = [list(np.argsort(-sim[i])).index(groups[i]) for i in range(12)]
-    t2a = [min(list(np.argsort(-sim[:, j])).index(i) for i in np.flatnonzero(groups == j))
-           for j in range(5)]
-    for k in (1, 2):
-        assert got[f"a2t_R@{k}"] == pytest.approx(np.mean(np.array(a2t) < k))
-        assert got[f"t2a_R@{k}"] == pytest.approx(np.mean(np.array(t2a) < k))
+    text = np.eye(3, dtype=np.float32)
+    audio = np.array([[1, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]], dtype=np.float32)
+    groups = np.array([0, 1, 1, 2])  # clip 1 (caption 1) sounds exactly like clip 0
+    got = heldout_retrieval(audio, text, groups)
+    want = retrieval_metrics(audio, text, ks=(1, 5, 10), audio_text_index=groups)
+    assert all(got[k] == want[k] for k in got if k != "mean_R")
+    # clip 1 ranks caption 0 first; caption 0 ties clips 0 and 1: counted against the model
+    assert got["a2t_R@1"] == 0.75 and got["t2a_R@1"] == pytest.approx(2 / 3)
+    assert got["mean_R"] == pytest.approx(np.mean([v for k, v in got.items() if "_R@" in k]))
+
+
+def test_caption_loss_is_the_shared_multi_positive_loss(rng):
+    """Pretraining's loss is losses.multi_positive_contrastive_loss over the captions' mask;
+    smoothing with orthogonal caption features and a tiny tau changes nothing."""
+    from claptune.losses import multi_positive_contrastive_loss, positive_mask
+    from claptune.train.heads import caption_loss
+
+    logits = torch.from_numpy(rng.normal(size=(6, 6))).float()
+    ids = torch.tensor([0, 0, 1, 2, 3, 4])
+    mask = positive_mask(["a", "a", "b", "c", "d", "e"])
+    torch.testing.assert_close(caption_loss(logits, ids),
+                               multi_positive_contrastive_loss(logits, mask))
+    distinct = torch.arange(6)
+    torch.testing.assert_close(caption_loss(logits, distinct, torch.eye(6), 0.3, 1e-3),
+                               caption_loss(logits, distinct))
+
+
+def test_corpus_paths_follow_the_shared_reader(tmp_path):
+    """Absolute paths in a manifest stay absolute, relative ones are relative to its folder,
+    as data.load_captioned_corpus reads them; held-out ids are manifest-relative."""
+    from claptune.train.heads import PretrainConfig, read_corpus
+
+    elsewhere = tmp_path / "other" / "x.wav"
+    (tmp_path / "c").mkdir()
+    rows = [f"{elsewhere},a dog barking"] + [f"audio/{i}.wav,caption {i}" for i in range(5)]
+    (tmp_path / "c" / "manifest.csv").write_text("path,caption\n" + "\n".join(rows) + "\n")
+    corpus = read_corpus(tmp_path / "c", PretrainConfig())
+    assert corpus.audio[0] == elsewhere and corpus.ids[0] == str(elsewhere)
+    assert corpus.audio[1] == tmp_path / "c" / "audio" / "0.wav" and corpus.ids[1] == "audio/0.wav"
 
 
 def test_pretrain_cli_end_to_end(tmp_path):
@@ -172,34 +202,12 @@ def test_pretrain_cli_rejects_missing_corpus(tmp_path, capsys):
     assert "manifest.csv" in capsys.readouterr().err
 
 
-def test_multi_positive_loss_reduces_to_infonce_and_groups_duplicates(rng):
-    import torch.nn.functional as F
-
-    from claptune.pretrain import _multi_positive_loss
-
-    logits = torch.from_numpy(rng.normal(size=(6, 6))).float()
-    distinct = torch.arange(6)
-    labels = torch.arange(6)
-    infonce = (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
-    torch.testing.assert_close(_multi_positive_loss(logits, distinct), infonce)
-    # two clips with one caption: each row's target is split evenly between them
-    ids = torch.tensor([0, 0, 1, 2, 3, 4])
-    targets = torch.eye(6)
-    targets[:2, :2] = 0.5
-    expected = (-(targets * F.log_softmax(logits, 1)).sum(1).mean()
-                - (targets * F.log_softmax(logits.T, 1)).sum(1).mean()) / 2
-    torch.testing.assert_close(_multi_positive_loss(logits, ids), expected)
-    # smoothing with orthogonal caption features and a tiny tau changes nothing
-    feats = torch.eye(6)
-    torch.testing.assert_close(_multi_positive_loss(logits, distinct, feats, 0.3, 1e-3), infonce)
-
-
 def test_ensemble_heads_join_independent_members(default_model, tmp_path):
     """An n_heads=2 model built by join_members embeds as the renormalised mean of its two
     single-head members, and survives save/load."""
     from claptune.models import load_model
     from claptune.models.default import DefaultModel, DefaultModelConfig, EnsembleHead
-    from claptune.pretrain import join_members
+    from claptune.train.heads import join_members
 
     single = dict(embed_dim=384, text_head_init="identity", dropout=0.5)
     members = []

