@@ -17,8 +17,8 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch import nn
 
-from claptune.losses import positive_mask
 from claptune.distributed import DistEnv
+from claptune.losses import positive_mask
 from claptune.train.loop import batch_loss
 
 BATCH, WORLD = 8, 2
