@@ -291,7 +291,7 @@ def test_fit_reads_a_feature_store_and_a_second_run_skips_the_encoders(
     original = features_module.load_audio
     features_module.load_audio = no_decode
     try:
-        store.fixed_audio(read_pair_file(pairs_csv).audio)
+        store.fixed_audio(as_train_pairs(pairs_csv).audio)
     finally:
         features_module.load_audio = original
     assert calls == []
