@@ -120,6 +120,11 @@ class FeatureStore:
         self.add_texts(texts)
         return torch.stack([self._text[t] for t in texts])
 
+    def holds(self, item: str | Path) -> bool:
+        """Whether ``item`` decoded before and its features are here (any view): such a clip
+        need not be read again, so it need not be probed either."""
+        return any(self._known(str(item), view) is not None for view in sorted(self._views))
+
     def serves(self, model: AudioTextModel) -> bool:
         """Whether ``model``'s frozen encoders are the ones this store holds features of."""
         return model.supports_feature_cache and frozen_feature_key(model) == self.key

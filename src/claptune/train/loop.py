@@ -177,7 +177,7 @@ def fit(
 
     curated, replay = as_train_pairs(pairs), None if replay is None else as_train_pairs(replay)
     n_pairs = len(curated) + (0 if replay is None else len(replay))
-    curated, replay, skipped = _drop_unreadable(curated, replay, config)
+    curated, replay, skipped = _drop_unreadable(curated, replay, config, features)
     if skipped and env.is_main:
         n_left = n_pairs - len(curated) - (0 if replay is None else len(replay))
         _report_skipped(skipped, n_left, out_dir)
@@ -209,15 +209,20 @@ def _write_card(result: TrainResult, pairs: Any, n_curated: int, n_replay: int) 
 
 
 def _drop_unreadable(
-    curated: TrainPairs, replay: TrainPairs | None, config: TrainConfig
+    curated: TrainPairs, replay: TrainPairs | None, config: TrainConfig,
+    features: FeatureStore | None = None,
 ) -> tuple[TrainPairs, TrainPairs | None, list[tuple[str, str]]]:
     """Check every clip's header before anything trains: raise the first unreadable clip's
     ``AudioDecodeError``, or (``on_error="skip"``) drop the pairs of every unreadable clip.
 
     Decided up front, so the pairs trained on, and so the batches, do not depend on when a
-    bad clip would have come up; (path, reason) of each dropped clip is returned.
+    bad clip would have come up; (path, reason) of each dropped clip is returned. Clips whose
+    frozen features ``features`` already holds decoded before and are not probed again (an
+    ablation's many head trainings on a cached corpus).
     """
     clips = list(dict.fromkeys(curated.audio + ([] if replay is None else replay.audio)))
+    if features is not None:
+        clips = [c for c in clips if not features.holds(c)]
     failed = unreadable_clips(clips, config.num_workers)
     if not failed:
         return curated, replay, []
