@@ -83,7 +83,7 @@ def test_features_equal_aisfx_package():
 
 def test_mel_front_end_equals_librosa():
     librosa = pytest.importorskip("librosa", reason="librosa not installed (optional reference)")
-    from claptune.models.default import N_FFT, N_MELS, SAMPLE_RATE, AisfxAudioEncoder, SPEC_MAX
+    from claptune.models.default import N_FFT, N_MELS, SAMPLE_RATE, SPEC_MAX, AisfxAudioEncoder
 
     # aisfx's librosa front end (aisfx/spectrogram/spectrogram_librosa.py), on one window
     wave = _waves(1)[0].numpy().astype(np.float64)

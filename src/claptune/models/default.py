@@ -357,6 +357,16 @@ class DefaultModel(AudioTextModel):
             raise CheckpointMismatchError(what, missing, unexpected, mismatched)
         self.load_state_dict(state, strict=False)  # encoders come from their own packages
 
+    def record_fine_tune(self, entry: dict[str, Any]) -> None:
+        """Append one fine-tune to ``metadata["fine_tunes"]`` (saved with the heads), so that a
+        model folder says every training applied since ``claptune pretrain`` made its heads.
+
+        A new list each time: a student copied from its teacher never writes into the
+        teacher's history.
+        """
+        self.metadata = {**self.metadata,
+                         "fine_tunes": [*self.metadata.get("fine_tunes", []), dict(entry)]}
+
     # -- persistence ---------------------------------------------------------------------------
     def save(self, directory: str | Path) -> Path:
         from safetensors.torch import save_file

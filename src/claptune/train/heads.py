@@ -371,7 +371,7 @@ def pretrain(corpus_root: str | Path, out_dir: str | Path, config: PretrainConfi
     heldout_metrics = heldout_retrieval(audio_emb, text_emb, held_groups)
     model.metadata = {
         "trained_by": "claptune pretrain", "recipe": config.to_dict(),
-        "corpus": str(corpus_root), "n_train": int(len(train_idx)), "n_heldout": int(len(held_idx)),
+        "corpus": Path(corpus_root).name,  # the folder's name: no machine paths in a model "n_train": int(len(train_idx)), "n_heldout": int(len(held_idx)),
         "best_epoch": kept_epoch,
         "heldout_retrieval": heldout_metrics,
         "heldout_ids": [corpus.ids[i] for i in held_idx],

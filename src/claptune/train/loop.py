@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import datetime
 import json
 import random
 import shutil
@@ -576,6 +577,8 @@ class _Trainer:
         for p in model.parameters():
             p.requires_grad_(self.entry_requires_grad.get(id(p), p.requires_grad))
         model.eval()
+        if hasattr(model, "record_fine_tune"):
+            model.record_fine_tune(self._history_entry())
         model_dir = None
         if self.env.is_main:
             model_dir = model.save(self.out_dir / "model")
@@ -591,6 +594,25 @@ class _Trainer:
         )
 
     # -- helpers --------------------------------------------------------------------------------
+    def _history_entry(self) -> dict:
+        """What this fit did, for the model's own history: settings and counts, no paths (a
+        model folder is shared between machines; ``extra`` is free-form and may hold paths)."""
+        from claptune import __version__
+
+        settings = {k: v for k, v in self.config.to_dict().items()
+                    if k not in ("device", "progress", "num_workers", "save_every", "extra")}
+        return {
+            "by": "claptune train",
+            "claptune_version": __version__,
+            "finished_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(
+                timespec="seconds"),
+            "n_curated_pairs": len(self.table.curated),
+            "n_replay_pairs": len(self.table.replay),
+            "steps": int(self.progress["step"]),
+            "epochs": int(self.progress["epoch"]),
+            "config": settings,
+        }
+
     def autocast(self):
         if self.bf16:
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
