@@ -180,3 +180,82 @@ def test_real_clips_at_native_rates_resample_to_the_right_length():
         expected = sf.info(path).frames * 48000 / rate
         assert abs(len(wave) - expected) <= 1, (path, rate)
         assert np.isfinite(wave).all() and np.abs(wave).max() > 0
+
+
+# -- streaming: the same samples and windows in bounded memory -------------------------------
+def _one_shot(path, sample_rate):
+    """The whole-file decoder claptune used before streaming: the oracle for stream_audio."""
+    import soundfile as sf
+    import soxr
+
+    data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    wave = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
+    if rate == sample_rate:
+        return wave
+    return soxr.resample(wave, rate, sample_rate, quality="HQ").astype(np.float32)
+
+
+@pytest.mark.parametrize("file_rate,channels,fmt", [(8000, 1, "FLAC"), (8000, 2, "WAV"),
+                                                     (44100, 1, "WAV"), (48000, 2, "FLAC")])
+def test_stream_audio_equals_one_shot_decode(tmp_path, file_rate, channels, fmt):
+    import soundfile as sf
+
+    from claptune.audio import load_audio, stream_audio
+
+    rng = np.random.default_rng(file_rate + channels)
+    data = rng.uniform(-0.5, 0.5, (3 * file_rate + 17, channels)).astype(np.float32)
+    path = tmp_path / f"x.{fmt.lower()}"
+    sf.write(str(path), data, file_rate, format=fmt, subtype="FLOAT" if fmt == "WAV" else None)
+    expected = _one_shot(path, 44100)
+    for block in (1000, 4096, 1 << 16):
+        blocks = list(stream_audio(path, 44100, block_frames=block))
+        assert all(b.dtype == np.float32 and b.ndim == 1 for b in blocks)
+        got = np.concatenate(blocks)
+        assert got.shape == expected.shape
+        np.testing.assert_array_equal(got, expected)  # bit for bit, not just close
+    np.testing.assert_array_equal(load_audio(path, 44100), expected)
+
+
+@pytest.mark.parametrize("padding", ["repeatpad", "repeat", "pad"])
+def test_stream_windows_equal_windows(padding):
+    from claptune.audio import stream_windows, windows
+
+    clip = 100
+    rng = np.random.default_rng(0)
+    for n in (1, 37, 99, 100, 101, 199, 200, 201, 250, 1000, 1001, 2345):
+        wave = rng.normal(size=n).astype(np.float32)
+        expected = windows(wave, clip, padding)
+        for block in (1, 7, 100, 333, 5000):
+            pieces = [wave[i : i + block] for i in range(0, n, block)]
+            got = np.concatenate(list(stream_windows(iter(pieces), clip, padding)))
+            np.testing.assert_array_equal(got, expected, err_msg=f"n={n} block={block}")
+
+
+def test_stream_windows_hold_bounded_memory():
+    from claptune.audio import stream_windows
+
+    clip, block = 100, 50
+    seen_sizes = []
+
+    def blocks():
+        for _ in range(10_000):  # 500,000 samples: far more than what is held at any time
+            yield np.ones(block, np.float32)
+
+    for chunk in stream_windows(blocks(), clip):
+        seen_sizes.append(chunk.shape[0])
+    assert sum(seen_sizes) == 5000 and max(seen_sizes) <= 1
+
+
+def test_stream_audio_reports_bad_samples_mid_file(tmp_path):
+    import soundfile as sf
+
+    from claptune.audio import stream_audio
+
+    data = np.zeros(20_000, np.float32)
+    data[15_000] = np.nan
+    path = tmp_path / "nan.wav"
+    sf.write(str(path), data, 8000, subtype="FLOAT")
+    stream = stream_audio(path, 8000, block_frames=4000)
+    assert next(stream).shape == (4000,)  # blocks before the bad one come through
+    with pytest.raises(AudioDecodeError, match="non-finite"):
+        list(stream)

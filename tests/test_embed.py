@@ -249,3 +249,24 @@ def test_real_esc50_clips(model, tmp_path):
     wave = model.encode_audio([files[0]], progress=False)[0]
     np.testing.assert_allclose(store.embeddings[0], wave, atol=1e-6)
     assert len({tuple(np.round(e, 4)) for e in store.embeddings}) == 4
+
+
+def test_long_files_stream_to_the_same_vectors(model, clips, tmp_path, monkeypatch):
+    """A file past the streaming threshold is decoded and embedded block by block: the same
+    vectors as whole-file decoding; a file that fails mid-stream is skipped or raised whole."""
+    import claptune.embed as embed
+
+    bad = tmp_path / "nan_late.wav"
+    data = 0.1 * np.random.default_rng(3).standard_normal(200_000).astype(np.float32)
+    data[150_000] = np.nan  # found only after several blocks were embedded
+    sf.write(bad, data, 48000, subtype="FLOAT")
+    items = [clips[6], bad, clips[2], clips[0]]
+    whole = encode_audio(model, items, batch_size=3, progress=False, on_error="skip")
+    monkeypatch.setattr(embed, "STREAM_SAMPLES", 1000)  # every file streams
+    monkeypatch.setattr("claptune.audio.BLOCK_FRAMES", 5000)
+    streamed = encode_audio(model, items, batch_size=3, progress=False, on_error="skip")
+    assert streamed.kept.tolist() == whole.kept.tolist() == [0, 2, 3]
+    assert [p for p, _ in streamed.failed] == [str(bad)] and "non-finite" in streamed.failed[0][1]
+    np.testing.assert_allclose(streamed.embeddings, whole.embeddings, rtol=0, atol=1e-6)
+    with pytest.raises(AudioDecodeError, match="non-finite"):
+        encode_audio(model, items, batch_size=3, progress=False)

@@ -17,7 +17,7 @@ LAION-CLAP and the Hugging Face CLAP feature extractor do).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -37,27 +37,72 @@ _TRUNCATION_MARKERS = ("(should be", "lacks an end-of-stream")
 _MP3_SLACK_FRAMES = 4 * 1152
 
 
+# Frames decoded per read when streaming: 2**16 frames is 8 s at 8 kHz, 1.5 s at 44.1 kHz;
+# large enough that the per-call overhead vanishes, small enough to hold many files in flight.
+BLOCK_FRAMES = 1 << 16
+
+
+def stream_audio(path: str | os.PathLike, sample_rate: int,
+                 block_frames: int | None = None) -> Iterator[np.ndarray]:
+    """Decode ``path`` block by block (``block_frames`` file frames, default ``BLOCK_FRAMES``):
+    float32 mono 1-D blocks at ``sample_rate`` Hz.
+
+    Memory stays at a few blocks whatever the file's length. The blocks joined are exactly
+    ``load_audio(path, sample_rate)``: averaging channels is per frame, and soxr's
+    ``ResampleStream`` gives the same samples as its one-shot ``resample`` with the same quality
+    (checked bit for bit in the tests). Raises ``AudioDecodeError`` like ``load_audio``; a
+    problem found mid-file (non-finite samples, a short read) is raised after the blocks
+    before it were yielded.
+    """
+    block_frames = BLOCK_FRAMES if block_frames is None else block_frames
+    if block_frames < 1:
+        raise ValueError("block_frames must be >= 1")
+    path = Path(path)
+    info = probe_audio(path)  # missing, empty, not audio, or a header promising too much
+    try:
+        handle = sf.SoundFile(_sf_name(path))
+    except (sf.LibsndfileError, RuntimeError, TypeError) as err:
+        raise AudioDecodeError(path, f"not a readable audio file ({_sf_reason(err)})") from None
+    stream = None
+    if handle.samplerate != sample_rate:
+        stream = soxr.ResampleStream(handle.samplerate, sample_rate, 1, dtype="float32",
+                                     quality="HQ")
+    n_read = 0
+    with handle:
+        while True:
+            try:
+                data = handle.read(block_frames, dtype="float32", always_2d=True)
+            except (sf.LibsndfileError, RuntimeError) as err:
+                raise AudioDecodeError(
+                    path, f"not a readable audio file ({_sf_reason(err)})") from None
+            # only an empty read marks the end: a decoder may return a short block mid-file
+            last = data.shape[0] == 0
+            if last:
+                if n_read < info.frames - _MP3_SLACK_FRAMES:
+                    raise AudioDecodeError(path, "truncated file")
+                if n_read == 0:
+                    raise AudioDecodeError(path, "no audio samples")
+            n_read += data.shape[0]
+            if not np.isfinite(data).all():
+                raise AudioDecodeError(path, "non-finite samples")
+            # Averaging before resampling is exact (both are linear) and resamples one channel.
+            wave = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
+            if stream is not None:
+                wave = stream.resample_chunk(np.ascontiguousarray(wave), last=last)
+            if wave.shape[0]:
+                yield np.ascontiguousarray(wave, dtype=np.float32)
+            if last:
+                return
+
+
 def load_audio(path: str | os.PathLike, sample_rate: int) -> np.ndarray:
     """Decode ``path`` to a float32 mono 1-D waveform at ``sample_rate`` Hz.
 
     Raises ``AudioDecodeError`` if the file is missing, empty, truncated, not audio, or holds
-    no or non-finite samples.
+    no or non-finite samples. For a long file, ``stream_audio`` and ``stream_windows`` give
+    the same samples and windows in bounded memory.
     """
-    path = Path(path)
-    info = probe_audio(path)
-    try:
-        data, file_rate = sf.read(_sf_name(path), dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError, TypeError) as err:
-        raise AudioDecodeError(path, f"not a readable audio file ({_sf_reason(err)})") from None
-    if data.shape[0] < info.frames - _MP3_SLACK_FRAMES:
-        raise AudioDecodeError(path, "truncated file")
-    if data.shape[0] == 0:
-        raise AudioDecodeError(path, "no audio samples")
-    if not np.isfinite(data).all():
-        raise AudioDecodeError(path, "non-finite samples")
-    # Averaging before resampling is exact (both are linear) and resamples one channel, not N.
-    wave = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
-    return resample(wave, file_rate, sample_rate)
+    return np.concatenate(list(stream_audio(path, sample_rate)))
 
 
 def probe_audio(path: str | os.PathLike):
@@ -144,6 +189,38 @@ def windows(wave: np.ndarray, clip_samples: int, padding: str = "repeatpad") -> 
     return np.stack([wave[s : s + clip_samples] for s in starts])
 
 
+def stream_windows(blocks: Iterable[np.ndarray], clip_samples: int,
+                   padding: str = "repeatpad") -> Iterator[np.ndarray]:
+    """``windows`` of the waveform that ``blocks`` (1-D pieces, in order) join into, yielded as
+    (k, clip_samples) float32 arrays as soon as they are known, in bounded memory.
+
+    Window i (not the last) is final once more than (i + 1) * clip_samples samples were seen;
+    the last window, aligned to the end, needs the end. So at most two windows plus one block
+    are held, and the concatenated output equals ``windows(np.concatenate(blocks), ...)``.
+    """
+    buf = np.zeros(0, dtype=np.float32)
+    base = 0  # position of buf[0] in the whole waveform
+    emitted = 0  # windows yielded so far
+    for block in blocks:
+        buf = np.concatenate([buf, np.asarray(block, dtype=np.float32)])
+        seen = base + buf.shape[0]
+        ready = max(0, (seen - 1) // clip_samples - emitted)  # windows with a sample after them
+        if ready:
+            start = emitted * clip_samples - base
+            yield buf[start : start + ready * clip_samples].reshape(ready, clip_samples).copy()
+            emitted += ready
+            # keep the last emitted window: the end-aligned last window may overlap it
+            keep_from = (emitted - 1) * clip_samples
+            buf, base = buf[keep_from - base :], keep_from
+    seen = base + buf.shape[0]
+    if seen == 0:
+        raise ValueError("cannot window an empty waveform")
+    if seen <= clip_samples:
+        yield pad_window(buf, clip_samples, padding)[None]
+    else:
+        yield buf[-clip_samples:][None].copy()
+
+
 def fixed_window(wave: np.ndarray, clip_samples: int, padding: str = "repeatpad") -> np.ndarray:
     """The first window of ``windows(wave, clip_samples)``: (clip_samples,), deterministic."""
     wave = np.asarray(wave, dtype=np.float32)
@@ -195,5 +272,6 @@ def _read_list(list_file: Path) -> list[Path]:
             for p in (Path(ln).expanduser() for ln in lines if ln and not ln.startswith("#"))]
 
 
-__all__ = ["AUDIO_EXTENSIONS", "PADDING_MODES", "find_audio", "fixed_window", "load_audio",
-           "pad_window", "probe_audio", "random_window", "resample", "windows"]
+__all__ = ["AUDIO_EXTENSIONS", "BLOCK_FRAMES", "PADDING_MODES", "find_audio", "fixed_window",
+           "load_audio", "pad_window", "probe_audio", "random_window", "resample", "stream_audio",
+           "stream_windows", "windows"]

@@ -58,10 +58,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import soundfile as sf
 import torch
 from tqdm.auto import tqdm
 
-from claptune.audio import load_audio, windows
+from claptune.audio import stream_audio, stream_windows, windows
 from claptune.distributed import barrier, join_process_group
 from claptune.errors import AudioDecodeError, ClaptuneError
 
@@ -121,21 +122,33 @@ def encode_audio(
             sums[owner] = sums[owner] + row if owner in sums else row.clone()
         del pending_windows[:count], pending_owner[:count]
 
+    def drop(owner: int) -> None:
+        # a long file that failed mid-stream: forget the windows it had already given
+        sums.pop(owner, None)
+        keep = [i for i, o in enumerate(pending_owner) if o != owner]
+        pending_windows[:] = [pending_windows[i] for i in keep]
+        pending_owner[:] = [pending_owner[i] for i in keep]
+
     with (_eval_mode(model), torch.inference_mode(),
           tqdm(total=len(items), desc="embedding audio", unit="clip", disable=not progress) as bar):
-        # A few clips per thread keep the threads busy; more would only hold decoded audio
-        # (long recordings are many windows) in memory.
+        # A few clips per thread keep the threads busy; long files come as lazy window streams
+        # (see _window_decoder), so what is held ahead stays small whatever the files' lengths.
         for index, result in _prefetch(decode, items, num_workers, lookahead=4 * num_workers):
             bar.update(1)
-            if isinstance(result, AudioDecodeError):
+            try:
+                for chunk in ([result] if isinstance(result, (np.ndarray, AudioDecodeError))
+                              else result):
+                    if isinstance(chunk, AudioDecodeError):
+                        raise chunk
+                    pending_windows.extend(chunk)
+                    pending_owner.extend([index] * len(chunk))
+                    while len(pending_windows) >= batch_size:
+                        run_batch(batch_size)
+            except AudioDecodeError as err:
                 if on_error == "raise":
-                    raise result
-                failed.append((result.path, result.reason))
-                continue
-            pending_windows.extend(result)
-            pending_owner.extend([index] * len(result))
-            while len(pending_windows) >= batch_size:
-                run_batch(batch_size)
+                    raise
+                drop(index)
+                failed.append((err.path, err.reason))
         if pending_windows:
             run_batch(len(pending_windows))
 
@@ -177,33 +190,56 @@ def _check_args(batch_size: int, num_workers: int, on_error: str) -> None:
         raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
 
 
-def _window_decoder(model: AudioTextModel) -> Callable[[int, AudioItem], np.ndarray]:
+# A file whose waveform at the model's rate would pass this many samples (64 MiB of float32;
+# about 6 minutes at 44.1 kHz) is decoded lazily, block by block, while its windows are
+# embedded; shorter ones are decoded whole ahead of time by the decoding threads.
+STREAM_SAMPLES = 1 << 24
+
+
+def _window_decoder(model: AudioTextModel
+                    ) -> Callable[[int, AudioItem], np.ndarray | Iterator[np.ndarray]]:
+    """item -> its windows: an (n, clip_samples) array, or for a long file an iterator of such
+    arrays that decodes as it is read (same windows, bounded memory)."""
     padding = getattr(model, "padding", "repeatpad")
 
-    def decode(index: int, item: AudioItem) -> np.ndarray:
+    def decode(index: int, item: AudioItem) -> np.ndarray | Iterator[np.ndarray]:
         if isinstance(item, np.ndarray):
             wave = np.asarray(item, dtype=np.float32)
             name = f"<waveform {index}>"
             if wave.ndim != 1 or wave.size == 0 or not np.isfinite(wave).all():
                 raise AudioDecodeError(name, "waveform must be a non-empty finite 1-D array")
-        else:
-            wave = load_audio(item, model.sample_rate)
-        return windows(wave, model.clip_samples, padding)
+            return windows(wave, model.clip_samples, padding)
+        chunks = stream_windows(stream_audio(item, model.sample_rate), model.clip_samples,
+                                padding)
+        if _resampled_length(item, model.sample_rate) > STREAM_SAMPLES:
+            return chunks
+        return np.concatenate(list(chunks))
 
     return decode
 
 
+def _resampled_length(path: AudioItem, sample_rate: int) -> int:
+    try:
+        info = sf.info(str(path))
+    except Exception:  # unreadable: stream_audio reports why when it is read
+        return 0
+    return int(info.frames * sample_rate / max(info.samplerate, 1))
+
+
 def _prefetch(
-    decode: Callable[[int, AudioItem], np.ndarray], items: Sequence[AudioItem],
-    num_workers: int, lookahead: int,
-) -> Iterator[tuple[int, np.ndarray | AudioDecodeError]]:
+    decode: Callable[[int, AudioItem], np.ndarray | Iterator[np.ndarray]],
+    items: Sequence[AudioItem], num_workers: int, lookahead: int,
+) -> Iterator[tuple[int, np.ndarray | Iterator[np.ndarray] | AudioDecodeError]]:
     """Yield (index, windows or the decode error) in item order, decoding ahead in threads."""
 
-    def safe(index: int, item: AudioItem) -> np.ndarray | AudioDecodeError:
+    def safe(index: int, item: AudioItem) -> np.ndarray | Iterator[np.ndarray] | AudioDecodeError:
         try:
             return decode(index, item)
         except AudioDecodeError as err:
             return err
+        except MemoryError:
+            return AudioDecodeError(item if isinstance(item, (str, os.PathLike)) else
+                                    f"<waveform {index}>", "not enough memory to decode")
 
     if num_workers == 0:
         for index, item in enumerate(items):
