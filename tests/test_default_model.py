@@ -179,6 +179,8 @@ def test_pretrain_cli_end_to_end(tmp_path):
     meta = model.metadata
     assert meta["recipe"]["seed"] == 3 and meta["n_train"] + meta["n_heldout"] == 24
     assert set(meta["heldout_retrieval"]) >= {"a2t_R@1", "t2a_R@1", "mean_R"}
+    # no path of this machine in the model folder
+    assert meta["corpus"] == root.name and str(root) not in (out / "default_model.json").read_text()
     n_heads = model.config.n_heads  # the recipe's ensemble: each member trains 2 epochs
     history = json.loads((out / "pretrain_history.json").read_text())
     assert len(history) == 2 * n_heads

@@ -369,9 +369,10 @@ def pretrain(corpus_root: str | Path, out_dir: str | Path, config: PretrainConfi
     kept_epoch = epochs[0] if n_members == 1 else epochs
     audio_emb, text_emb = embed_heldout(model, held_audio, held_text)
     heldout_metrics = heldout_retrieval(audio_emb, text_emb, held_groups)
+    # the corpus folder's name only: a model folder carries no paths of the machine that made it
     model.metadata = {
         "trained_by": "claptune pretrain", "recipe": config.to_dict(),
-        "corpus": Path(corpus_root).name,  # the folder's name: no machine paths in a model "n_train": int(len(train_idx)), "n_heldout": int(len(held_idx)),
+        "corpus": Path(corpus_root).name, "n_train": int(len(train_idx)), "n_heldout": int(len(held_idx)),
         "best_epoch": kept_epoch,
         "heldout_retrieval": heldout_metrics,
         "heldout_ids": [corpus.ids[i] for i in held_idx],
