@@ -4,7 +4,7 @@
 
 Generates one recording per length at 8 kHz (mono FLAC, noise with a moving tone, written block
 by block to a temporary folder, never kept), then measures each step in a fresh Python process
-(peak RSS from ``getrusage``, so nothing measured earlier counts):
+(its own peak RSS, ``VmHWM``, so nothing measured earlier counts):
 
 - ``model``: load the model and embed one 5 s clip: the model's own footprint;
 - ``stream``: ``claptune.audio.stream_windows(stream_audio(...))`` over the whole file at the
@@ -34,15 +34,17 @@ RESULTS = ROOT / "bench" / "results"
 FILE_RATE = 8000
 
 CHILD = r"""
-import json, resource, sys, time
+import json, sys, time
 import numpy as np
 step, path, model_name = sys.argv[1], sys.argv[2], sys.argv[3]
 t0 = time.perf_counter()
 out = {}
-if step in ("model", "embed", "equal"):
+if step in ("info", "model", "embed", "equal"):
     from claptune.models import load_model
     model = load_model(model_name)
-if step == "model":
+if step == "info":
+    out["rate"], out["clip"] = model.sample_rate, model.clip_samples
+elif step == "model":
     from claptune.embed import encode_audio
     clip = np.random.default_rng(0).normal(0, 0.1, 5 * model.sample_rate).astype(np.float32)
     encode_audio(model, [clip], progress=False)
@@ -64,7 +66,10 @@ elif step == "equal":
     whole = embed.encode_audio(model, [path], progress=False).embeddings
     out["max_abs_diff"] = float(np.abs(streamed - whole).max())
 out["seconds"] = time.perf_counter() - t0
-out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+# VmHWM: this process's own peak RSS. (getrusage's ru_maxrss would also count the parent's
+# peak at the time of the fork, which Linux carries across exec.)
+with open("/proc/self/status") as f:
+    out["peak_rss_mb"] = next(int(l.split()[1]) for l in f if l.startswith("VmHWM")) / 1024
 print(json.dumps(out))
 """
 
@@ -102,12 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="default")
     args = parser.parse_args(argv)
 
-    sys.path.insert(0, str(ROOT / "src"))
-    from claptune.models import load_model
-
-    probe = load_model(args.model)
-    rate, clip = probe.sample_rate, probe.clip_samples
-    del probe
+    # the parent stays small: the model is only ever loaded in the measured children
+    info = run("info", Path("none"), args.model)
+    rate, clip = info["rate"], info["clip"]
     record: dict = {"command": "python bench/bench_long_audio.py " + " ".join(argv or sys.argv[1:]),
                     "model": args.model, "model_rate": rate, "clip_samples": clip,
                     "file_rate": FILE_RATE, "machine": f"{platform.machine()}, {os.cpu_count()} cpus (shared)",
