@@ -104,18 +104,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hours", type=float, nargs="+", default=[1.0, 8.0])
     parser.add_argument("--embed-hours", type=float, nargs="*", default=[1.0])
     parser.add_argument("--whole-hours", type=float, nargs="*", default=[1.0])
-    parser.add_argument("--model", default="default")
+    parser.add_argument("--model", default="default",
+                        help="a model name or folder; 'tiny': the tests' tiny random ClapModel")
+    parser.add_argument("--name", default="long_audio", help="bench/results/NAME.json/.md")
     args = parser.parse_args(argv)
 
-    # the parent stays small: the model is only ever loaded in the measured children
-    info = run("info", Path("none"), args.model)
-    rate, clip = info["rate"], info["clip"]
     record: dict = {"command": "python bench/bench_long_audio.py " + " ".join(argv or sys.argv[1:]),
-                    "model": args.model, "model_rate": rate, "clip_samples": clip,
+                    "model": args.model,
                     "file_rate": FILE_RATE, "machine": f"{platform.machine()}, {os.cpu_count()} cpus (shared)",
                     "runs": []}
     with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
         tmp = Path(tmp)
+        if args.model == "tiny":
+            sys.path.insert(0, str(ROOT / "bench"))
+            from _tiny import tiny_model_dir
+
+            args.model = str(tiny_model_dir(tmp / "tiny"))
+            record["model_note"] = "the tests' tiny random ClapModel (bench/_tiny.py)"
+        info = run("info", Path("none"), args.model)
+        record["model_rate"], record["clip_samples"] = rate, clip = info["rate"], info["clip"]
         print("model footprint", flush=True)
         record["model_footprint"] = run("model", tmp / "none", args.model)
         ten = tmp / "10min.flac"
@@ -136,8 +143,8 @@ def main(argv: list[str] | None = None) -> int:
             record["runs"].append(row)
             path.unlink()
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "long_audio.json").write_text(json.dumps(record, indent=2) + "\n")
-    (RESULTS / "long_audio.md").write_text(markdown(record))
+    (RESULTS / f"{args.name}.json").write_text(json.dumps(record, indent=2) + "\n")
+    (RESULTS / f"{args.name}.md").write_text(markdown(record))
     print(markdown(record))
     return 0
 
@@ -147,7 +154,7 @@ def markdown(r: dict) -> str:
     lines = [
         "## Long recordings: peak memory", "",
         f"`{r['command']}` on {r['machine']}. Recordings at {r['file_rate']} Hz mono FLAC, "
-        f"model `{r['model']}` ({r['model_rate']} Hz, windows of {r['clip_samples']} samples). "
+        f"model `{r.get('model_note', r['model'])}` ({r['model_rate']} Hz, windows of {r['clip_samples']} samples). "
         "Peak RSS of a fresh process per step.", "",
         f"Model footprint (load + embed a 5 s clip): {base:.0f} MB.", "",
         "| recording | step | windows | peak RSS (MB) | above the model (MB) | time (s) |",
