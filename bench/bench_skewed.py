@@ -72,10 +72,35 @@ def summarize(variants: list[dict], results: dict[str, dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def summarize_only(args) -> int:
+    variants = [v for d in args.data for v in json.loads((d / "variants.json").read_text())]
+    results = {}
+    for v in variants:
+        path = args.work / v["name"] / "ablation.json"
+        if path.is_file():
+            results[v["name"]] = json.loads(path.read_text())
+    variants = [v for v in variants if v["name"] in results]
+    # skewed variants by falling ratio, each followed by its balanced control
+    def rank(v):
+        ratio = float(v["name"].split("-")[0][1:])
+        return (-ratio, v["order"], v["kind"] == "control")
+
+    variants.sort(key=rank)
+    out = {"command": "python bench/bench_skewed.py " + " ".join(sys.argv[1:]),
+           "machine": f"{platform.machine()}, Python {platform.python_version()}",
+           "variants": variants, "results": results}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "skewed.json").write_text(json.dumps(out, indent=2, default=str))
+    (args.out / "skewed.md").write_text(summarize(variants, results))
+    print(summarize(variants, results))
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--root", required=True, help="ESC-50 layout to draw the variants from")
-    ap.add_argument("--data", type=Path, default=Path("runs/skewed-data"))
+    ap.add_argument("--data", type=Path, nargs="+", default=[Path("runs/skewed-data")],
+                    help="where the variants are written (several with --summarize)")
     ap.add_argument("--work", type=Path, default=Path("runs/skewed"))
     ap.add_argument("--ratios", type=float, nargs="+", default=[1, 10, 40])
     ap.add_argument("--orders", type=int, nargs="+", default=[0, 1, 2])
@@ -84,12 +109,18 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--test-fraction", type=float, default=0.25)
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--summarize", action="store_true",
+                    help="train nothing: rebuild skewed.json/.md from the ablations already in "
+                         "--work for the variants of every --data folder (e.g. runs split "
+                         "over several processes)")
     args = ap.parse_args(argv)
+    if args.summarize:
+        return summarize_only(args)
     from claptune.improve.ablation import run_ablation
     from claptune.improve.config import ImproveConfig
 
     t0 = time.time()
-    variants = make_variants(Path(args.root), args.data, args.ratios, args.orders)
+    variants = make_variants(Path(args.root), args.data[0], args.ratios, args.orders)
     results: dict[str, dict] = {}
     for v in variants:
         config = ImproveConfig(model=args.model, target="esc50", root=str(v["path"]),
