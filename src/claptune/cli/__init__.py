@@ -34,6 +34,7 @@ COMMANDS: dict[str, str] = {
     "train": "claptune.cli.train",
     "pretrain": "claptune.cli.pretrain",
     "improve": "claptune.cli.improve",
+    "adapt": "claptune.cli.adapt",
     "demo": "claptune.cli.demo",
     "ablate": "claptune.cli.ablate",
     "push": "claptune.cli.push",

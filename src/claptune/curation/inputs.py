@@ -82,15 +82,22 @@ def curation_prompts(class_names: Sequence[str], template: str = DEFAULT_TEMPLAT
 
 
 def class_names_from(spec: str) -> list[str]:
-    """Class names from "a,b,c" or a file with one name per line."""
+    """Class names from "a,b,c" or a file with one name per line (blank lines and lines
+    starting with ``#`` ignored); a name given twice is an error."""
     path = Path(spec)
     if path.is_file():
         names = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()]
+        names = [n for n in names if not n.startswith("#")]
+    elif path.suffix.lower() == ".txt" and "," not in spec:
+        raise ClaptuneError(f"class names file not found: {spec}")
     else:
         names = [n.strip() for n in spec.split(",")]
     names = [n for n in names if n]
     if not names:
         raise ClaptuneError(f"no class names in {spec!r}")
+    repeated = list(dict.fromkeys(n for n in names if names.count(n) > 1))
+    if repeated:
+        raise ClaptuneError(f"class names repeated in {spec!r}: {', '.join(repeated)}")
     return names
 
 

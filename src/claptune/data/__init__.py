@@ -20,7 +20,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from claptune.data.captioned import load_captioned_corpus
-from claptune.data.dataset import ClassificationDataset, PairedCorpus, default_data_dir
+from claptune.data.dataset import (
+    ClassificationDataset,
+    PairedCorpus,
+    UnlabeledClips,
+    default_data_dir,
+)
 from claptune.errors import ClaptuneError
 
 
@@ -80,5 +85,5 @@ def load_dataset(name: str, root: str | Path | None = None, download: bool = Fal
     return dataset
 
 
-__all__ = ["ClassificationDataset", "DATASETS", "PairedCorpus", "default_data_dir",
-           "load_captioned_corpus", "load_dataset"]
+__all__ = ["ClassificationDataset", "DATASETS", "PairedCorpus", "UnlabeledClips",
+           "default_data_dir", "load_captioned_corpus", "load_dataset"]

@@ -3,6 +3,8 @@
 - ``ClassificationDataset``: labelled clips of a target task (items, integer labels, class
   names, optional cross-validation folds); only evaluation ever looks at the labels.
 - ``PairedCorpus``: audio clips with one caption each (the replay/paired corpus).
+- ``UnlabeledClips``: a target task's clips and class names with no labels at all (a user's
+  own recordings, ``claptune adapt``).
 
 Readers keep class names exactly as the data set spells them (``dog_bark``); turning them into
 words for prompts is the job of ``claptune.evaluate.zeroshot.clean_class_name``.
@@ -76,6 +78,29 @@ class ClassificationDataset:
             raise ClaptuneError(f"data set {self.name} has no fold {', '.join(map(str, missing))}; "
                                 f"folds: {', '.join(map(str, available))}")
         return self.subset(np.flatnonzero(np.isin(self.folds, list(folds))))
+
+
+@dataclass
+class UnlabeledClips:
+    """Clips of a target task and the names of its classes, with no label for any clip."""
+
+    name: str
+    items: list[Path]
+    class_names: list[str]
+
+    def __post_init__(self) -> None:
+        if not self.class_names:
+            raise ClaptuneError("no class names")
+        repeated = sorted({c for c in self.class_names if self.class_names.count(c) > 1})
+        if repeated:
+            raise ClaptuneError(f"class names repeated: {', '.join(repeated)}")
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def subset(self, indices: Sequence[int] | np.ndarray) -> UnlabeledClips:
+        return UnlabeledClips(self.name, [self.items[i] for i in np.asarray(indices).tolist()],
+                              list(self.class_names))
 
 
 @dataclass

@@ -17,6 +17,9 @@ from claptune.errors import ClaptuneError
 CURATION_METHODS = METHODS  # the one list, claptune.curation.methods
 LOSSES = ("hard", "soft")
 TARGETS = ("esc50", "us8k", "tut2017", "folder", "csv")
+# a target whose clips have no labels (claptune adapt): its clips and class names are given to
+# the Workspace directly, so this name is not a choice of improve's --target
+UNLABELED = "unlabeled"
 # where the shared paired corpus lives in this repo's development layout (../shared/data)
 _DEV_CORPUS = Path(__file__).resolve().parents[4] / "shared" / "data" / "captioned-sfx"
 
@@ -88,7 +91,7 @@ class ImproveConfig:
             raise ClaptuneError(f"curation methods repeated: {list(self.methods)}")
         if self.loss not in LOSSES:
             raise ClaptuneError(f"unknown loss {self.loss!r}; choose from {', '.join(LOSSES)}")
-        if self.target not in TARGETS:
+        if self.target not in TARGETS and self.target != UNLABELED:
             raise ClaptuneError(f"unknown target {self.target!r}; choose from {', '.join(TARGETS)}")
         if self.target in ("folder", "csv") and not self.root:
             raise ClaptuneError(f"target {self.target!r} needs --root")
@@ -137,4 +140,5 @@ class ImproveConfig:
         return d
 
 
-__all__ = ["ImproveConfig", "CURATION_METHODS", "LOSSES", "TARGETS", "default_corpus"]
+__all__ = ["ImproveConfig", "CURATION_METHODS", "LOSSES", "TARGETS", "UNLABELED",
+           "default_corpus"]

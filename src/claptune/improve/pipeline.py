@@ -29,13 +29,14 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from claptune.curation import Pairs, write_pairs
+from claptune.errors import ClaptuneError
 from claptune.features import FeatureStore
-from claptune.improve.config import ImproveConfig
+from claptune.improve.config import UNLABELED, ImproveConfig
 from claptune.improve.curate import (
     curate_split,
     curation_settings,
@@ -49,9 +50,12 @@ from claptune.improve.runs import (
     summarize_retrieval,
     summarize_runs,
 )
-from claptune.improve.splits import Split, holdout_indices, make_splits
+from claptune.improve.splits import Split, holdout_indices, make_splits, whole_pool_split
 from claptune.models.base import AudioTextModel
 from claptune.report.schema import ModelInfo, ModelRun, Report, TargetInfo
+
+if TYPE_CHECKING:
+    from claptune.data.dataset import UnlabeledClips
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +78,11 @@ class Workspace:
     """Everything the runs of one invocation share, computed once: the teacher, the data, the
     teacher's embeddings and predictions, the splits."""
 
-    def __init__(self, config: ImproveConfig, out_dir: Path, progress: bool = True):
+    def __init__(self, config: ImproveConfig, out_dir: Path, progress: bool = True,
+                 target: UnlabeledClips | None = None):
+        """``target``: clips with class names and no labels (``claptune adapt``; config.target
+        is then ``unlabeled``): one split adapts on every clip and scores none, ``labels`` is
+        None. Without it, ``config.target`` is loaded as a labelled data set."""
         from claptune.data import load_captioned_corpus, load_dataset
         from claptune.models import load_model
 
@@ -90,16 +98,21 @@ class Workspace:
             self.features = FeatureStore(self.teacher, cache_dir=config.cache_dir,
                                          progress=progress)
 
-        dataset = load_dataset(config.target, root=config.root, download=config.download)
+        if (target is None) == (config.target == UNLABELED):
+            raise ClaptuneError("an unlabeled target's clips go to Workspace(target=...) "
+                                "(claptune adapt); a labelled one is named by config.target")
+        dataset = target or load_dataset(config.target, root=config.root,
+                                         download=config.download)
         self.failed: list[tuple[str, str]] = []
-        log_progress(f"target {config.target}: {len(dataset.items)} clips, "
+        log_progress(f"target {dataset.name}: {len(dataset.items)} clips, "
              f"{len(dataset.class_names)} classes", progress)
         kept = self._add_clips([str(p) for p in dataset.items], "target audio")
         if len(kept) < len(dataset.items):
             dataset = dataset.subset(kept)
         self.dataset = dataset
         self.items = [str(p) for p in dataset.items]
-        self.labels = np.asarray(dataset.labels)
+        # no labels (adapt): None, so that nothing can score or split by them by accident
+        self.labels = None if target is not None else np.asarray(dataset.labels)
         self.class_names = list(dataset.class_names)
 
         self.replay_audio: list[str] = []
@@ -135,8 +148,11 @@ class Workspace:
                                                                  self.class_names)
         self.transfer_audio = [self.holdout_audio[i] for i in self.transfer_idx]
         self.transfer_before = self.transfer_predictions(self.teacher)
-        self.splits: list[Split] = make_splits(self.labels, config.n_splits, config.test_fraction,
-                                               config.seed, config.split, dataset.groups)
+        if self.labels is None:  # nothing to score on: every clip adapts
+            self.splits: list[Split] = [whole_pool_split(len(self.items), config.seed)]
+        else:
+            self.splits = make_splits(self.labels, config.n_splits, config.test_fraction,
+                                      config.seed, config.split, dataset.groups)
         self.seeds = [config.seed + j for j in range(config.n_seeds)]
         self.setup_seconds = time.perf_counter() - t0
         log_progress(f"teacher ready in {self.setup_seconds:.0f} s", progress)
@@ -175,6 +191,12 @@ class Workspace:
                 overrides.setdefault("epochs", 10)
         overrides.setdefault("progress", False)
         return overrides
+
+    def add_clips(self, items: list[str], desc: str) -> np.ndarray:
+        """Make clips embeddable by ``embed_audio`` (decoded once, through the feature cache
+        when there is one); the indices of those that decoded, the others join ``failed``
+        (``config.on_error`` says whether a failure stops the run)."""
+        return self._add_clips(items, desc)
 
     def _add_clips(self, items: list[str], desc: str) -> np.ndarray:
         if self.features is not None:

@@ -147,6 +147,13 @@ def make_splits(labels, n_splits: int = 3, test_fraction: float = 0.5, seed: int
     return out
 
 
+def whole_pool_split(n: int, seed: int = 0) -> Split:
+    """The one "split" of a target with no labels (``claptune adapt``): every clip adapts,
+    none is scored."""
+    return Split(index=0, seed=seed, test_fraction=0.0, adapt=np.arange(n, dtype=np.int64),
+                 test=np.zeros(0, dtype=np.int64), strategy="whole_pool")
+
+
 def holdout_indices(n: int, fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """(kept, held_out) sorted indices of n items, a random ``fraction`` held out."""
     if not 0.0 <= fraction < 1.0:
@@ -157,4 +164,4 @@ def holdout_indices(n: int, fraction: float, seed: int = 0) -> tuple[np.ndarray,
 
 
 __all__ = ["STRATEGIES", "Split", "grouped_split", "holdout_indices", "make_splits",
-           "random_split", "resolve_strategy", "stratified_split"]
+           "random_split", "resolve_strategy", "stratified_split", "whole_pool_split"]

@@ -87,4 +87,42 @@ def ablation_plot(labels: Sequence[str], means: Sequence[float], stds: Sequence[
     return _png(fig)
 
 
-__all__ = ["per_class_bars", "confusion_plot", "ablation_plot"]
+def histogram_plot(edges: Sequence[float], counts: Sequence[int], counts_kept: Sequence[int],
+                   xlabel: str, threshold: float | None = None) -> bytes:
+    """Bars of counts per bin, the kept part drawn over them, and the threshold as a line."""
+    plt = _pyplot()
+    edges = np.asarray(edges, dtype=np.float64)
+    widths = np.diff(edges)
+    fig, ax = plt.subplots(figsize=(5.5, 2.8))
+    ax.bar(edges[:-1], counts, widths, align="edge", color="#9aa5b1", label="all clips")
+    ax.bar(edges[:-1], counts_kept, widths, align="edge", color="#2f7ed8", label="curated")
+    if threshold is not None:
+        ax.axvline(threshold, color="#c0392b", lw=1, ls="--", label="threshold")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("clips")
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    return _png(fig)
+
+
+def class_count_bars(class_names: Sequence[str], series: dict[str, Sequence[float]],
+                     xlabel: str) -> bytes:
+    """Grouped horizontal bars of one count (or share) per class for each named series."""
+    plt = _pyplot()
+    n, k = len(class_names), max(1, len(series))
+    y = np.arange(n)
+    h = 0.8 / k
+    fig, ax = plt.subplots(figsize=(7.5, max(2.5, 0.06 * n * k + 0.2 * n + 1.0)))
+    colors = ["#9aa5b1", "#2f7ed8", "#e67e22", "#27ae60"]
+    for j, (name, values) in enumerate(series.items()):
+        ax.barh(y - 0.4 + h * (j + 0.5), values, h, label=name, color=colors[j % len(colors)])
+    ax.set_yticks(y, [str(c) for c in class_names], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel(xlabel)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(axis="x", alpha=0.3)
+    return _png(fig)
+
+
+__all__ = ["per_class_bars", "confusion_plot", "ablation_plot", "histogram_plot",
+           "class_count_bars"]

@@ -1,0 +1,334 @@
+"""``adapt``: the method on a user's own unlabeled clips, with a report that needs no label.
+
+    run_adapt(AdaptConfig(audio=("recordings/",), class_names=("dog", "rain")), "runs/mine")
+
+A thin composition of ``improve``'s ``Workspace`` (``claptune.improve.pipeline``): the clips
+and class names become an unlabeled target (one split: every clip adapts, none is scored);
+curation and training are improve's defaults (``ImproveConfig``'s methods, loss and training
+overrides), with the paired corpus for replay and its held-out part for the forgetting and
+transfer checks. One student is trained (``seed``) and saved as ``RUN/model`` with a card.
+
+What the report measures without labels: the class shares curation balanced the pool to, the
+teacher's refined pseudo-labels per class with their confidence and margin, and how often the
+student still predicts the teacher's class. ``eval_target``/``eval_root`` name a labelled set
+that is scored before and after and read for nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from claptune.errors import ClaptuneError
+from claptune.improve.config import (
+    TARGETS,
+    UNLABELED,
+    ImproveConfig,
+    default_cache_dir,
+    default_corpus,
+)
+from claptune.improve.curate import curation_settings, describe, pair_rows
+from claptune.improve.pipeline import Workspace, log_progress
+from claptune.report.adapt_schema import (
+    AdaptReport,
+    Agreement,
+    ClassRow,
+    EvalScores,
+    Histogram,
+    LabelledEval,
+)
+
+_IMPROVE = {f.name: f for f in fields(ImproveConfig)}
+HISTOGRAM_BINS = 20  # over [0, 1]: confidence and margin of refined probabilities
+
+
+def _improve_default(name: str) -> Any:
+    """improve's default of a setting adapt shares, so that the two never drift apart."""
+    return _IMPROVE[name].default
+
+
+@dataclass
+class AdaptConfig:
+    audio: tuple[str, ...] = ()  # clip files, folders (searched recursively) or .txt lists
+    class_names: tuple[str, ...] = ()  # the classes the clips are about, in the user's words
+    model: str = "default"
+    seed: int = 0  # the student's training seed (and the corpus hold-out draw's)
+    corpus: str | None = field(default_factory=default_corpus)  # replay + forgetting check
+    corpus_holdout: float = _improve_default("corpus_holdout")
+    templates: tuple[str, ...] = _improve_default("templates")
+    # overrides of improve's curation settings and training overrides (KEY=VALUE)
+    curation: dict[str, Any] = field(default_factory=dict)
+    train: dict[str, Any] = field(default_factory=dict)
+    # a labelled data set scored before and after, never read by any choice of the run
+    eval_target: str | None = None
+    eval_root: str | None = None
+    save_model: bool = True
+    audio_per_class: int = 1  # curated pairs per class embedded as players in report.html
+    on_error: str = "raise"  # "skip" drops undecodable clips and lists them in the report
+    cache_dir: str | None = field(default_factory=default_cache_dir)
+
+    def __post_init__(self) -> None:
+        self.audio = (self.audio,) if isinstance(self.audio, str) else tuple(map(str, self.audio))
+        self.class_names = tuple(self.class_names)
+        self.templates = (self.templates,) if isinstance(self.templates, str) else tuple(self.templates)
+        if not self.audio:
+            raise ClaptuneError("adapt needs audio: clip files, folders or .txt lists")
+        if not self.class_names:
+            raise ClaptuneError("adapt needs class names")
+        repeated = sorted({c for c in self.class_names if self.class_names.count(c) > 1})
+        if repeated:
+            raise ClaptuneError(f"class names repeated: {', '.join(repeated)}")
+        if self.eval_target is not None and self.eval_target not in TARGETS:
+            raise ClaptuneError(f"unknown eval target {self.eval_target!r}; choose from "
+                                f"{', '.join(TARGETS)}")
+        if self.audio_per_class < 0:
+            raise ClaptuneError("audio_per_class must be >= 0")
+        self.improve_config()  # improve's own validation of the settings adapt shares
+
+    def improve_config(self) -> ImproveConfig:
+        """The ``ImproveConfig`` the workspace runs: improve's defaults for curation methods,
+        loss and training, one split (every clip) and one seed."""
+        return ImproveConfig(
+            model=self.model, target=UNLABELED, n_splits=1, n_seeds=1, seed=self.seed,
+            corpus=self.corpus, corpus_holdout=self.corpus_holdout, templates=self.templates,
+            curation=dict(self.curation), train=dict(self.train), save_model=self.save_model,
+            audio_samples=0, on_error=self.on_error, cache_dir=self.cache_dir)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> AdaptConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ClaptuneError(f"unknown adapt config keys: {', '.join(unknown)}")
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        for key in ("audio", "class_names", "templates"):
+            d[key] = list(d[key])
+        return d
+
+
+@dataclass
+class AdaptResult:
+    report: AdaptReport
+    out_dir: Path
+    model_dir: Path | None
+
+
+def unlabeled_clips(config: AdaptConfig):
+    """The ``UnlabeledClips`` of ``config``: its audio paths expanded (``find_audio``)."""
+    from claptune.audio import find_audio
+    from claptune.data import UnlabeledClips
+
+    items = find_audio(config.audio)
+    if len(items) < 2:
+        raise ClaptuneError(f"adapt needs at least 2 clips; found {len(items)} in "
+                            f"{', '.join(config.audio)}")
+    return UnlabeledClips("unlabeled audio", items, list(config.class_names))
+
+
+def run_adapt(config: AdaptConfig, out_dir: str | Path, progress: bool = True) -> AdaptResult:
+    """Curate, fine-tune one student and write RUN/model plus report.json/md/html."""
+    from claptune.curation import write_pairs
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    ws = Workspace(config.improve_config(), out_dir, progress, target=unlabeled_clips(config))
+    split, seed = ws.splits[0], ws.seeds[0]
+    pairs = ws.curate(split, ws.config.methods)
+    log_progress(f"{len(ws.items)} clips, {len(ws.class_names)} classes: curated "
+                 f"{describe(pairs)}", progress)
+    student, result = ws.train(pairs, ws.config.loss, seed)
+    run = ws.outcome(split, seed, pairs, student, result)
+    model_dir = None
+    if config.save_model:
+        model_dir = Path(student.save(out_dir / "model"))
+        (model_dir / "adapt_config.json").write_text(json.dumps(config.to_dict(), indent=2))
+    evaluation = (score_labelled(ws, student, config.eval_target, config.eval_root)
+                  if config.eval_target else None)
+    report = build_adapt_report(ws, config, run, pairs, evaluation, model_dir,
+                                time.perf_counter() - t0)
+    if model_dir is not None:
+        write_adapt_card(ws, report, model_dir)
+    from claptune.report.adapt import AdaptAssets, write_adapt_report
+
+    write_adapt_report(out_dir, report, AdaptAssets(pairs=pair_rows(pairs),
+                                                    audio_per_class=config.audio_per_class))
+    if len(pairs):
+        write_pairs(pairs, out_dir / "pairs.csv")
+    log_progress(f"report: {out_dir / 'report.html'}", progress)
+    return AdaptResult(report, out_dir, model_dir)
+
+
+def teacher_pseudo_labels(ws: Workspace, clips: np.ndarray
+                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(class, confidence, margin) of the teacher's refined pseudo-label of each clip at
+    ``clips``: ``claptune.curation.pseudo.refined_scores`` with the run's curation settings
+    and the classifier curation scores with, so that these are the labels curation chose from."""
+    from claptune.curation.pseudo import refined_scores
+
+    s = curation_settings(ws.config.curation)
+    return refined_scores(ws.target_emb[clips], ws.classifier(ws.teacher),
+                          float(ws.teacher.logit_scale.detach()), s.pseudo_refined_mode,
+                          s.pseudo_refined_knn, s.pseudo_refined_knn_weight,
+                          s.pseudo_refined_prior, s.pseudo_refined_prior_strength)
+
+
+def histogram(values: np.ndarray, curated: np.ndarray, threshold: float | None) -> Histogram:
+    edges = np.linspace(0.0, 1.0, HISTOGRAM_BINS + 1)
+    clipped = np.clip(values, 0.0, 1.0)  # a refined probability may round past 1
+    return Histogram(edges=edges.tolist(),
+                     counts=np.histogram(clipped, edges)[0].tolist(),
+                     counts_curated=np.histogram(clipped[curated], edges)[0].tolist(),
+                     threshold=threshold)
+
+
+def _share(mask: np.ndarray, same: np.ndarray) -> float | None:
+    return float(same[mask].mean()) if mask.any() else None
+
+
+def build_adapt_report(ws: Workspace, config: AdaptConfig, run, pairs, evaluation,
+                       model_dir: Path | None, seconds: float) -> AdaptReport:
+    """The label-free report of one adapt run (``run``: the workspace's ``RunOutcome``)."""
+    import claptune
+    from claptune.improve.runs import label_free_signals, summarize_priors, summarize_retrieval
+    from claptune.improve.transfer import summarize_transfer
+    from claptune.report.schema import ModelInfo, TargetInfo
+
+    names = ws.class_names
+    method = ws.config.methods[0] if ws.config.methods else None
+    meta = pairs.meta.get(method, {}) if method else {}
+    clips = ws.splits[0].adapt
+    pseudo, conf, margin = teacher_pseudo_labels(ws, clips)
+    curated_items = {a for a, m in zip(pairs.audio, pairs.method, strict=True) if m == method}
+    curated = np.array([ws.items[i] in curated_items for i in clips], dtype=bool)
+    criterion = meta.get("criterion", "confidence")
+    cut = meta.get("threshold_value")
+
+    before, after = run.pred_before[clips], run.pred_after[clips]
+    same = before == after
+    priors = summarize_priors([run], ws.splits, None, names,
+                              meta.get("prior") or "uniform")
+    shares = priors.splits[0].estimated if priors else {}
+    counts = pairs.class_counts()
+    classes = {c: ClassRow(share=shares.get(c), pseudo_labels=int((pseudo == k).sum()),
+                           curated=int(counts.get(c, 0)), teacher=int((before == k).sum()),
+                           student=int((after == k).sum()), unchanged=_share(before == k, same))
+               for k, c in enumerate(names)}
+    transfer = None
+    if ws.transfer_before is not None and run.transfer_after is not None:
+        transfer = summarize_transfer(ws.transfer_labels, names, ws.transfer_before,
+                                      [run.transfer_after], ws.transfer_audio)
+    forgetting = None
+    if ws.holdout_audio:
+        forgetting = summarize_retrieval(ws.retrieval_before, [run], len(ws.holdout_audio),
+                                         ws.holdout_source, ws.holdout_audio)
+    return AdaptReport(
+        claptune_version=claptune.__version__,
+        model=ModelInfo(spec=config.model, backend=ws.teacher.backend,
+                        identity=ws.teacher.identity()),
+        target=TargetInfo(name=ws.dataset.name, n_clips=len(ws.items), n_classes=len(names),
+                          class_names=names, items=ws.items),
+        seed=run.seed, methods=list(ws.config.methods), loss=ws.config.loss,
+        templates=ws.templates, n_pairs=run.n_pairs, priors=priors, criterion=criterion,
+        confidence=histogram(conf, curated, cut if criterion == "confidence" else None),
+        margin=histogram(margin, curated, cut if criterion == "margin" else None),
+        classes=classes,
+        agreement=Agreement(share=float(same.mean()), n_clips=int(same.size),
+                            curated=_share(curated, same), not_curated=_share(~curated, same)),
+        forgetting=forgetting, transfer=transfer,
+        label_free=label_free_signals(run, ws.transfer_labels),
+        evaluation=evaluation,
+        model_dir=None if model_dir is None else str(model_dir),
+        train={"head_only": ws.head_only, **ws.train_overrides}, train_result=run.train,
+        failed_clips=[{"item": i, "reason": r} for i, r in ws.failed],
+        timing_s={"setup": ws.setup_seconds, "total": seconds},
+        config=config.to_dict(),
+    )
+
+
+def _word_key(name: str) -> str:
+    from claptune.evaluate.zeroshot import clean_class_name
+
+    return clean_class_name(name).lower()
+
+
+def score_labelled(ws: Workspace, student, target: str, root: str | None) -> LabelledEval:
+    """Zero-shot accuracy and class-mean accuracy of teacher and student on a labelled set,
+    classifying among the run's class names (matched to the set's by their words: ``dog_bark``
+    is ``dog bark``). Scored only: nothing of the run reads it."""
+    from claptune.data import load_dataset
+    from claptune.stats import class_mean_accuracy, class_mean_bootstrap, paired_bootstrap
+
+    dataset = load_dataset(target, root=root)
+    ours = {_word_key(c): k for k, c in enumerate(ws.class_names)}
+    missing = [c for c in dataset.class_names if _word_key(c) not in ours]
+    if missing:
+        shown = ", ".join(missing[:5]) + (f", ... ({len(missing)} in all)" if len(missing) > 5 else "")
+        raise ClaptuneError(f"--eval {target}: classes not among the run's class names: {shown}")
+    failed_before = len(ws.failed)
+    items = [str(p) for p in dataset.items]
+    kept = ws.add_clips(items, f"{target} audio (scored only)")
+    failed = [{"item": i, "reason": r} for i, r in ws.failed[failed_before:]]
+    del ws.failed[failed_before:]  # the eval set's failures are listed with the eval
+    items = [items[i] for i in kept]
+    to_ours = np.array([ours[_word_key(c)] for c in dataset.class_names])
+    labels = to_ours[np.asarray(dataset.labels)[kept]]
+    preds = {name: ws.predictions(model, ws.embed_audio(model, items))
+             for name, model in (("before", ws.teacher), ("after", student))}
+    ok = {name: p == labels for name, p in preds.items()}
+    clip_ids = np.arange(len(items))
+
+    def per_class(p: np.ndarray) -> dict[str, float]:
+        return {ws.class_names[c]: float(np.mean(p[labels == c] == c)) for c in np.unique(labels)}
+
+    adapted = {str(Path(i).resolve()) for i in ws.items}
+    return LabelledEval(
+        target=target, root=root, n_clips=len(items), n_classes=len(np.unique(labels)),
+        overlap=sum(str(Path(i).resolve()) in adapted for i in items),
+        before=EvalScores(float(ok["before"].mean()),
+                          class_mean_accuracy(preds["before"], labels)),
+        after=EvalScores(float(ok["after"].mean()), class_mean_accuracy(preds["after"], labels)),
+        bootstrap=paired_bootstrap(ok["before"], ok["after"], groups=clip_ids),
+        class_mean_bootstrap=class_mean_bootstrap(ok["before"], ok["after"], labels, clip_ids),
+        per_class_before=per_class(preds["before"]), per_class_after=per_class(preds["after"]),
+        failed_clips=failed,
+    )
+
+
+def write_adapt_card(ws: Workspace, report: AdaptReport, model_dir: str | Path) -> Path:
+    """The adapted model's card: base model, corpus, curation and loss, the label-free figures
+    and, where a labelled set was scored, its before/after accuracy."""
+    from claptune.card import CardInfo, CardResult, base_of, write_model_card
+
+    ev = report.evaluation
+    results = []
+    if ev is not None:
+        results.append(CardResult(
+            dataset=ev.target, dataset_name=ev.target, before=ev.before.accuracy,
+            after=ev.after.accuracy, split="all",
+            note=f"{ev.n_clips} clips scored only; {ev.overlap} of them were adaptation clips "
+                 "(used without labels)"))
+    corpus = ws.config.corpus
+    return write_model_card(model_dir, CardInfo(
+        made_by="claptune adapt", base=base_of(ws.teacher),
+        datasets=[Path(corpus).name] if corpus else [], curation=list(report.methods),
+        loss=report.loss, results=results,
+        details={"teacher": report.model.spec, "unlabeled clips": report.target.n_clips,
+                 "classes": report.target.n_classes, "curated pairs": report.n_pairs,
+                 "class prior": report.priors.method if report.priors else None,
+                 "teacher/student agreement": round(report.agreement.share, 4),
+                 "curation settings": ws.config.curation or None,
+                 "training settings": report.train or None},
+        model_name=f"{report.model.spec} adapted to {report.target.n_classes} classes"))
+
+
+__all__ = ["AdaptConfig", "AdaptResult", "build_adapt_report", "run_adapt", "score_labelled",
+           "teacher_pseudo_labels", "unlabeled_clips", "write_adapt_card"]

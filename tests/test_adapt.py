@@ -1,0 +1,212 @@
+"""claptune adapt: unlabeled clips + class names -> an adapted model and a label-free report."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from claptune.errors import ClaptuneError
+
+CLASSES = [("dog_bark", 300), ("rain", 900), ("siren", 2000)]
+
+
+def _tone(path, freq, seconds=1.0, rate=16000, noise=0.0, seed=0):
+    import soundfile as sf
+
+    t = np.arange(int(seconds * rate)) / rate
+    wave = 0.3 * np.sin(2 * np.pi * freq * t) + noise * np.random.default_rng(seed).standard_normal(t.size)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, wave.astype(np.float32), rate)
+    return path
+
+
+@pytest.fixture
+def unlabeled_task(tmp_path):
+    """Unlabeled clips in one folder tree (no class folders, no label file anywhere), a class
+    names file, a captioned corpus, and a labelled copy of the clips for --eval."""
+    audio, labelled = tmp_path / "recordings", tmp_path / "labelled"
+    for c, (name, freq) in enumerate(CLASSES):
+        for i in range(4):
+            # nested, with names that say nothing of the class
+            clip = _tone(audio / f"day{i % 2}" / f"rec{c}{i}.wav", freq * (1 + 0.05 * i),
+                         noise=0.05 * c, seed=i)
+            (labelled / name).mkdir(parents=True, exist_ok=True)
+            (labelled / name / clip.name).symlink_to(clip)
+    classes = tmp_path / "classes.txt"
+    classes.write_text("# what my recordings hold\ndog_bark\n\nrain\nsiren\n")
+    corpus = tmp_path / "corpus"
+    lines = ["path,caption,source,license"]
+    captions = ["a dog barking", "rain falling", "a siren wailing", "a bell ringing"]
+    for i in range(12):
+        rel = f"audio/{i}.wav"
+        _tone(corpus / rel, 250 + 150 * i, seconds=0.5 + 0.1 * i, seed=10 + i)
+        lines.append(f"{rel},{captions[i % 4]} {i},test,CC0-1.0")
+    (corpus / "manifest.csv").write_text("\n".join(lines) + "\n")
+    return audio, classes, corpus, labelled
+
+
+def _teacher(tmp_path):
+    """The default model's architecture with random heads: trains on cached features, fast."""
+    import torch
+
+    from claptune.models.default import DefaultModel
+
+    torch.manual_seed(0)
+    DefaultModel(metadata={"heldout_ids": ["audio/0.wav", "audio/1.wav", "audio/5.wav"]}).save(
+        tmp_path / "teacher")
+    return tmp_path / "teacher"
+
+
+def _argv(teacher, audio, classes, corpus, out, cache, *extra):
+    return ["adapt", "--model", str(teacher), "--audio", str(audio), "--classes", str(classes),
+            "--corpus", str(corpus), "--out", str(out), "--template", "default",
+            "--train", "epochs=2", "--train", "batch_size=4", "--train", "num_workers=0",
+            "--cache-dir", str(cache), "--quiet", *extra]
+
+
+def test_adapt_end_to_end_cli(unlabeled_task, tmp_path, capsys):
+    import torch
+
+    from claptune import load_model
+    from claptune.cli import main
+    from claptune.improve.adapt import AdaptConfig, teacher_pseudo_labels
+    from claptune.report.adapt_schema import AdaptReport
+
+    audio, classes, corpus, labelled = unlabeled_task
+    teacher = _teacher(tmp_path)
+    out = tmp_path / "run"
+    assert main(_argv(teacher, audio, classes, corpus, out, tmp_path / "cache")) == 0
+    printed = capsys.readouterr().out
+    assert "teacher/student agreement" in printed.lower() and "report:" in printed
+
+    for name in ("report.json", "report.md", "report.html", "pairs.csv", "confidence.png",
+                 "margin.png", "classes.png", "model/README.md", "model/adapt_config.json"):
+        assert (out / name).is_file(), name
+    text = (out / "report.json").read_text()
+    report = AdaptReport.read(out / "report.json")
+    assert report.to_json() == text  # typed, and reads back exactly
+    assert report.target.n_clips == 12 and report.target.class_names == ["dog_bark", "rain", "siren"]
+    # improve's defaults: pseudo_refined curation, the hard loss, heads on cached features
+    assert report.methods == ["pseudo_refined"] and report.loss == "hard"
+    assert report.train["trainable"] == "projections" and report.train_result["steps"] > 0
+    assert report.evaluation is None  # nothing labelled was named
+
+    # the class shares curation balanced to (uniform by default), per class and in priors
+    assert report.priors.method == "uniform"
+    shares = [row.share for row in report.classes.values()]
+    assert shares == pytest.approx([1 / 3] * 3)
+    # the pseudo-label distribution: every clip has one refined label; curated pairs per class
+    # match pairs.csv
+    rows = report.classes.values()
+    assert sum(r.pseudo_labels for r in rows) == 12 == sum(r.teacher for r in rows)
+    assert sum(r.student for r in rows) == 12
+    with (out / "pairs.csv").open() as f:
+        pairs = list(csv.DictReader(f))
+    assert sum(r.curated for r in rows) == len(pairs) == report.n_pairs["total"] > 0
+    for name, row in report.classes.items():
+        assert row.curated == sum(p["class"] == name for p in pairs)
+    # the histograms count every clip, the curated ones are those at or above the cut
+    conf = report.confidence
+    assert sum(conf.counts) == 12 and sum(conf.counts_curated) == len(pairs)
+    assert len(conf.edges) == len(conf.counts) + 1 and conf.threshold is not None
+    assert report.margin.threshold is None and sum(report.margin.counts) == 12
+    # the pseudo-labels in the report are the labels curation chose from
+    from claptune.improve.pipeline import Workspace
+    from claptune.improve.adapt import unlabeled_clips
+
+    config = AdaptConfig.from_dict(report.config)
+    ws = Workspace(config.improve_config(), tmp_path / "ws", progress=False,
+                   target=unlabeled_clips(config))
+    pred, confidence, _ = teacher_pseudo_labels(ws, ws.splits[0].adapt)
+    index = {item: i for i, item in enumerate(ws.items)}
+    for p in pairs:
+        i = index[p["audio"]]
+        assert ws.class_names[pred[i]] == p["class"]
+        assert float(p["score"]) == pytest.approx(confidence[i], abs=1e-6)
+
+    # agreement: a share of the clips, per class among the teacher's predictions
+    ag = report.agreement
+    assert ag.n_clips == 12 and 0.0 <= ag.share <= 1.0
+    unchanged = sum(r.unchanged * r.teacher for r in rows if r.unchanged is not None)
+    assert unchanged == pytest.approx(ag.share * 12)
+    # forgetting check on the teacher's own hold-out, and the label-free transfer check
+    assert report.forgetting.held_out_source == "the teacher's own pretraining hold-out"
+    assert sorted(report.forgetting.held_out_audio) == sorted(
+        str(corpus / "audio" / f"{i}.wav") for i in (0, 1, 5))
+    # held out: "a dog barking 0" (no class: "barking" is not "bark"), "rain falling 1 / 5"
+    assert report.transfer.n_clips == 2 and report.transfer.clips_per_class == {"rain": 2}
+    assert "transfer_class_mean" in report.label_free
+
+    md, html = (out / "report.md").read_text(), (out / "report.html").read_text()
+    assert "Per class" in md and "Forgetting and transfer checks" in md
+    assert html.count("<audio ") == len({p["class"] for p in pairs})  # one player per class
+
+    student = load_model(out / "model")
+    assert student.encode_text(["a dog barking"], progress=False).shape[0] == 1
+    heads = load_model(teacher).head_state_dict()
+    assert any(not torch.equal(heads[k], student.head_state_dict()[k]) for k in heads)
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(out / "model" / "README.md").data
+    assert card.claptune["made_by"] == "claptune adapt"
+    assert card.claptune["curation"] == ["pseudo_refined"] and card.datasets == ["corpus"]
+
+    # --eval scores teacher and student on a labelled set, and changes nothing else
+    out_eval = tmp_path / "run_eval"
+    assert main(_argv(teacher, audio, classes, corpus, out_eval, tmp_path / "cache",
+                      "--eval", f"folder:{labelled}", "--no-save-model")) == 0
+    scored = json.loads((out_eval / "report.json").read_text())
+    ev = scored["evaluation"]
+    assert ev["target"] == "folder" and ev["n_clips"] == 12 and ev["n_classes"] == 3
+    assert ev["overlap"] == 12  # the labelled copy links to the very clips adapted on
+    for side in ("before", "after"):
+        assert 0.0 <= ev[side]["accuracy"] <= 1.0 and 0.0 <= ev[side]["class_mean_accuracy"] <= 1.0
+    assert ev["bootstrap"]["n_units"] == 12
+    plain = json.loads(text)
+    for key in ("n_pairs", "classes", "confidence", "agreement", "forgetting", "priors"):
+        assert scored[key] == plain[key], key
+    assert (out_eval / "pairs.csv").read_text() == (out / "pairs.csv").read_text()
+    assert not (out_eval / "model").exists()
+    assert "class-mean accuracy" in (out_eval / "report.md").read_text()
+
+
+def test_adapt_user_errors_are_one_line(unlabeled_task, tmp_path, capsys):
+    from claptune.cli import main
+
+    audio, classes, corpus, labelled = unlabeled_task
+    teacher = tmp_path / "no-model-needed"
+    dup = tmp_path / "dup.txt"
+    dup.write_text("rain\nsiren\nrain\n")
+    cases = [
+        (["--classes", str(dup)], "class names repeated"),
+        (["--classes", str(tmp_path / "missing.txt")], "class names file not found"),
+        (["--eval", "esc51:/x"], "TARGET must be one of"),
+    ]
+    for extra, message in cases:
+        argv = _argv(teacher, audio, classes, corpus, tmp_path / "o", tmp_path / "c")
+        if extra[0] == "--classes":
+            argv[argv.index("--classes") + 1] = extra[1]
+        else:
+            argv += extra
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and "\n" not in err and err.startswith("claptune adapt: error:")
+
+
+def test_adapt_config_shares_improves_defaults():
+    from claptune.improve.adapt import AdaptConfig
+    from claptune.improve.config import ImproveConfig
+
+    config = AdaptConfig(audio=("x/",), class_names=("a", "b"), corpus=None)
+    inner, improve = config.improve_config(), ImproveConfig(corpus=None)
+    assert (inner.methods, inner.loss, inner.templates, inner.curation, inner.train) == (
+        improve.methods, improve.loss, improve.templates, improve.curation, improve.train)
+    assert (inner.n_splits, inner.n_seeds) == (1, 1)
+    assert AdaptConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ClaptuneError, match="unknown adapt config keys"):
+        AdaptConfig.from_dict({"audio": ["x"], "class_names": ["a"], "labels": "y.csv"})
+    with pytest.raises(ClaptuneError, match="curation settings"):
+        AdaptConfig(audio=("x/",), class_names=("a",), curation={"pseudo_refined_prio": "em"})
