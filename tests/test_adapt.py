@@ -23,10 +23,11 @@ def _tone(path, freq, seconds=1.0, rate=16000, noise=0.0, seed=0):
     return path
 
 
-@pytest.fixture
-def unlabeled_task(tmp_path):
+@pytest.fixture(scope="module")
+def unlabeled_task(tmp_path_factory):
     """Unlabeled clips in one folder tree (no class folders, no label file anywhere), a class
     names file, a captioned corpus, and a labelled copy of the clips for --eval."""
+    tmp_path = tmp_path_factory.mktemp("adapt_task")
     audio, labelled = tmp_path / "recordings", tmp_path / "labelled"
     for c, (name, freq) in enumerate(CLASSES):
         for i in range(4):
@@ -35,6 +36,7 @@ def unlabeled_task(tmp_path):
                          noise=0.05 * c, seed=i)
             (labelled / name).mkdir(parents=True, exist_ok=True)
             (labelled / name / clip.name).symlink_to(clip)
+    (audio / "day0" / "broken.wav").write_bytes(b"not audio")  # --on-error skip drops it
     classes = tmp_path / "classes.txt"
     classes.write_text("# what my recordings hold\ndog_bark\n\nrain\nsiren\n")
     corpus = tmp_path / "corpus"
@@ -48,26 +50,30 @@ def unlabeled_task(tmp_path):
     return audio, classes, corpus, labelled
 
 
-def _teacher(tmp_path):
-    """The default model's architecture with random heads: trains on cached features, fast."""
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory):
+    """The default model's architecture with random heads (it trains on cached features, fast)
+    and a feature cache the module's runs share."""
     import torch
 
     from claptune.models.default import DefaultModel
 
+    folder = tmp_path_factory.mktemp("adapt_teacher")
     torch.manual_seed(0)
     DefaultModel(metadata={"heldout_ids": ["audio/0.wav", "audio/1.wav", "audio/5.wav"]}).save(
-        tmp_path / "teacher")
-    return tmp_path / "teacher"
+        folder / "model")
+    return folder / "model", folder / "cache"
 
 
-def _argv(teacher, audio, classes, corpus, out, cache, *extra):
-    return ["adapt", "--model", str(teacher), "--audio", str(audio), "--classes", str(classes),
+def _argv(teacher, audio, classes, corpus, out, *extra):
+    model, cache = teacher
+    return ["adapt", "--model", str(model), "--audio", str(audio), "--classes", str(classes),
             "--corpus", str(corpus), "--out", str(out), "--template", "default",
             "--train", "epochs=2", "--train", "batch_size=4", "--train", "num_workers=0",
-            "--cache-dir", str(cache), "--quiet", *extra]
+            "--cache-dir", str(cache), "--on-error", "skip", "--quiet", *extra]
 
 
-def test_adapt_end_to_end_cli(unlabeled_task, tmp_path, capsys):
+def test_adapt_end_to_end_cli(unlabeled_task, teacher, tmp_path, capsys):
     import torch
 
     from claptune import load_model
@@ -76,9 +82,8 @@ def test_adapt_end_to_end_cli(unlabeled_task, tmp_path, capsys):
     from claptune.report.adapt_schema import AdaptReport
 
     audio, classes, corpus, labelled = unlabeled_task
-    teacher = _teacher(tmp_path)
     out = tmp_path / "run"
-    assert main(_argv(teacher, audio, classes, corpus, out, tmp_path / "cache")) == 0
+    assert main(_argv(teacher, audio, classes, corpus, out)) == 0
     printed = capsys.readouterr().out
     assert "teacher/student agreement" in printed.lower() and "report:" in printed
 
@@ -89,6 +94,7 @@ def test_adapt_end_to_end_cli(unlabeled_task, tmp_path, capsys):
     report = AdaptReport.read(out / "report.json")
     assert report.to_json() == text  # typed, and reads back exactly
     assert report.target.n_clips == 12 and report.target.class_names == ["dog_bark", "rain", "siren"]
+    assert [f["item"] for f in report.failed_clips] == [str(audio / "day0" / "broken.wav")]
     # improve's defaults: pseudo_refined curation, the hard loss, heads on cached features
     assert report.methods == ["pseudo_refined"] and report.loss == "hard"
     assert report.train["trainable"] == "projections" and report.train_result["steps"] > 0
@@ -114,8 +120,8 @@ def test_adapt_end_to_end_cli(unlabeled_task, tmp_path, capsys):
     assert len(conf.edges) == len(conf.counts) + 1 and conf.threshold is not None
     assert report.margin.threshold is None and sum(report.margin.counts) == 12
     # the pseudo-labels in the report are the labels curation chose from
-    from claptune.improve.pipeline import Workspace
     from claptune.improve.adapt import unlabeled_clips
+    from claptune.improve.pipeline import Workspace
 
     config = AdaptConfig.from_dict(report.config)
     ws = Workspace(config.improve_config(), tmp_path / "ws", progress=False,
@@ -146,7 +152,7 @@ def test_adapt_end_to_end_cli(unlabeled_task, tmp_path, capsys):
 
     student = load_model(out / "model")
     assert student.encode_text(["a dog barking"], progress=False).shape[0] == 1
-    heads = load_model(teacher).head_state_dict()
+    heads = load_model(teacher[0]).head_state_dict()
     assert any(not torch.equal(heads[k], student.head_state_dict()[k]) for k in heads)
     from huggingface_hub import ModelCard
 
@@ -156,8 +162,7 @@ def test_adapt_end_to_end_cli(unlabeled_task, tmp_path, capsys):
 
     # --eval scores teacher and student on a labelled set, and changes nothing else
     out_eval = tmp_path / "run_eval"
-    assert main(_argv(teacher, audio, classes, corpus, out_eval, tmp_path / "cache",
-                      "--eval", f"folder:{labelled}", "--no-save-model")) == 0
+    assert main(_argv(teacher, audio, classes, corpus, out_eval, "--eval", f"folder:{labelled}", "--no-save-model")) == 0
     scored = json.loads((out_eval / "report.json").read_text())
     ev = scored["evaluation"]
     assert ev["target"] == "folder" and ev["n_clips"] == 12 and ev["n_classes"] == 3
@@ -177,7 +182,7 @@ def test_adapt_user_errors_are_one_line(unlabeled_task, tmp_path, capsys):
     from claptune.cli import main
 
     audio, classes, corpus, labelled = unlabeled_task
-    teacher = tmp_path / "no-model-needed"
+    teacher = (tmp_path / "no-model-needed", tmp_path / "cache")
     dup = tmp_path / "dup.txt"
     dup.write_text("rain\nsiren\nrain\n")
     cases = [
@@ -186,7 +191,7 @@ def test_adapt_user_errors_are_one_line(unlabeled_task, tmp_path, capsys):
         (["--eval", "esc51:/x"], "TARGET must be one of"),
     ]
     for extra, message in cases:
-        argv = _argv(teacher, audio, classes, corpus, tmp_path / "o", tmp_path / "c")
+        argv = _argv(teacher, audio, classes, corpus, tmp_path / "o")
         if extra[0] == "--classes":
             argv[argv.index("--classes") + 1] = extra[1]
         else:
@@ -210,3 +215,17 @@ def test_adapt_config_shares_improves_defaults():
         AdaptConfig.from_dict({"audio": ["x"], "class_names": ["a"], "labels": "y.csv"})
     with pytest.raises(ClaptuneError, match="curation settings"):
         AdaptConfig(audio=("x/",), class_names=("a",), curation={"pseudo_refined_prio": "em"})
+
+
+def test_adapt_balances_to_the_em_prior_when_asked(unlabeled_task, teacher, tmp_path):
+    from claptune.cli import main
+    from claptune.report.adapt_schema import AdaptReport
+
+    audio, classes, corpus, _ = unlabeled_task
+    out = tmp_path / "run"
+    assert main(_argv(teacher, audio, classes, corpus, out, "--curation", "pseudo_refined_prior=em", "--no-save-model")) == 0
+    report = AdaptReport.read(out / "report.json")
+    assert report.priors.method == "em" and report.config["curation"] == {
+        "pseudo_refined_prior": "em"}
+    shares = [row.share for row in report.classes.values()]
+    assert sum(shares) == pytest.approx(1.0) and shares != pytest.approx([1 / 3] * 3)

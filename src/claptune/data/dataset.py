@@ -88,13 +88,6 @@ class UnlabeledClips:
     items: list[Path]
     class_names: list[str]
 
-    def __post_init__(self) -> None:
-        if not self.class_names:
-            raise ClaptuneError("no class names")
-        repeated = sorted({c for c in self.class_names if self.class_names.count(c) > 1})
-        if repeated:
-            raise ClaptuneError(f"class names repeated: {', '.join(repeated)}")
-
     def __len__(self) -> int:
         return len(self.items)
 

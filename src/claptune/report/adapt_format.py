@@ -51,8 +51,8 @@ def class_rows(report: AdaptReport) -> list[tuple[str, ...]]:
              str(r.student), pct(r.unchanged)) for c, r in report.classes.items()]
 
 
-CLASS_HEADER = ["class", "balanced share", "pseudo-labels", "curated", "teacher predicts",
-                "student predicts", "unchanged"]
+CLASS_HEADER = ["class", "balanced share (%)", "pseudo-labels", "curated", "teacher predicts",
+                "student predicts", "unchanged (%)"]
 
 
 def eval_lines(ev: LabelledEval) -> list[str]:

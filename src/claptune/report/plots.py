@@ -117,7 +117,7 @@ def class_count_bars(class_names: Sequence[str], series: dict[str, Sequence[floa
     for j, (name, values) in enumerate(series.items()):
         ax.barh(y - 0.4 + h * (j + 0.5), values, h, label=name, color=colors[j % len(colors)])
     ax.set_yticks(y, [str(c) for c in class_names], fontsize=7)
-    ax.invert_yaxis()
+    ax.set_ylim(n - 0.5, -0.5)  # first class on top, no empty margin
     ax.set_xlabel(xlabel)
     ax.legend(loc="lower right", fontsize=8)
     ax.grid(axis="x", alpha=0.3)
