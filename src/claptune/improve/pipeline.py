@@ -15,7 +15,8 @@ The flow of one invocation (``run_improve``):
    and write the report; the student of split 0 / seed 0 is saved as ``RUN/model``.
 
 Target labels are read only to score predictions (``summary``); no choice inside a run
-depends on them.
+depends on them. A target with no labels at all (``claptune adapt``, ``claptune.improve.adapt``)
+goes through the same ``Workspace``: one split adapts on every clip and scores none.
 """
 
 from __future__ import annotations
