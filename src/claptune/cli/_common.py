@@ -1,5 +1,5 @@
 """Helpers shared by the CLI modules, which never import each other: the flags and config of
-improve/ablate/demo and their printed summary."""
+improve/ablate/demo (and the flags adapt shares with them) and their printed summary."""
 
 from __future__ import annotations
 
@@ -36,6 +36,17 @@ def add_common_arguments(p: argparse.ArgumentParser, target_required: bool = Tru
                         "clip's source recording, else random; stratified hands the unlabeled "
                         "pool the task's exact class shares (for comparison only)")
     p.add_argument("--seed", type=int, help="base seed of splits and training (0)")
+    add_corpus_arguments(p)
+    p.add_argument("--threshold", action="append", default=[], metavar="METHOD=VALUE",
+                   help="curation threshold of one method: a cosine (ds=0.6) or a quantile of "
+                        "the teacher's scores (ds=q0.9); repeatable")
+    add_override_arguments(p)
+    p.add_argument("--config", type=Path, help="ImproveConfig JSON; flags given override it")
+    add_run_arguments(p)
+
+
+def add_corpus_arguments(p: argparse.ArgumentParser) -> None:
+    """The paired corpus and the prompts (improve, ablate, adapt)."""
     p.add_argument("--corpus", help="paired captioned corpus (manifest.csv folder) for replay "
                                     "and DS captions (default: $CLAPTUNE_CORPUS or ../shared/data/captioned-sfx)")
     p.add_argument("--corpus-holdout", type=float,
@@ -43,14 +54,18 @@ def add_common_arguments(p: argparse.ArgumentParser, target_required: bool = Tru
     p.add_argument("--template", action="append", dest="templates", metavar="TEMPLATE",
                    help="zero-shot prompts: a set (default, ensemble) or a template with {} for "
                         "the class name; repeat to combine (default: ensemble)")
-    p.add_argument("--threshold", action="append", default=[], metavar="METHOD=VALUE",
-                   help="curation threshold of one method: a cosine (ds=0.6) or a quantile of "
-                        "the teacher's scores (ds=q0.9); repeatable")
+
+
+def add_override_arguments(p: argparse.ArgumentParser) -> None:
+    """KEY=VALUE overrides of the curation and training settings (improve, ablate, adapt)."""
     p.add_argument("--curation", action="append", default=[], metavar="KEY=VALUE",
                    help="claptune.curation.CurationSettings override, e.g. du_top_k=5; repeatable")
     p.add_argument("--train", action="append", default=[], metavar="KEY=VALUE",
                    help="claptune.train.TrainConfig override, e.g. epochs=10; repeatable")
-    p.add_argument("--config", type=Path, help="ImproveConfig JSON; flags given override it")
+
+
+def add_run_arguments(p: argparse.ArgumentParser) -> None:
+    """Undecodable clips, the feature cache and progress (improve, ablate, adapt)."""
     p.add_argument("--on-error", choices=["raise", "skip"], help="undecodable clips: stop or skip")
     p.add_argument("--cache-dir", help="where frozen features are kept between runs "
                                        "(default: $CLAPTUNE_CACHE or ~/.cache/claptune)")

@@ -18,7 +18,12 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from claptune.cli.improve import _key_values
+from claptune.cli._common import (
+    _key_values,
+    add_corpus_arguments,
+    add_override_arguments,
+    add_run_arguments,
+)
 from claptune.errors import ClaptuneError
 from claptune.improve.config import TARGETS
 
@@ -42,26 +47,12 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help=f"a labelled set to score before and after, never used otherwise; "
                         f"TARGET one of {', '.join(TARGETS)} (e.g. esc50:data/esc50)")
     p.add_argument("--seed", type=int, help="training seed (0)")
-    p.add_argument("--corpus", help="paired captioned corpus (manifest.csv folder) for replay and "
-                                    "the forgetting check (default: $CLAPTUNE_CORPUS or "
-                                    "../shared/data/captioned-sfx)")
-    p.add_argument("--corpus-holdout", type=float,
-                   help="share of the corpus held out for the forgetting check (0.1)")
-    p.add_argument("--template", action="append", dest="templates", metavar="TEMPLATE",
-                   help="zero-shot prompts: a set (default, ensemble) or a template with {} for "
-                        "the class name; repeat to combine (default: ensemble)")
-    p.add_argument("--curation", action="append", default=[], metavar="KEY=VALUE",
-                   help="claptune.curation.CurationSettings override, e.g. "
-                        "pseudo_refined_prior=em; repeatable")
-    p.add_argument("--train", action="append", default=[], metavar="KEY=VALUE",
-                   help="claptune.train.TrainConfig override, e.g. epochs=10; repeatable")
+    add_corpus_arguments(p)
+    add_override_arguments(p)
     p.add_argument("--audio-per-class", type=int,
                    help="curated clips per class to listen to in report.html (1)")
     p.add_argument("--no-save-model", action="store_true", help="do not write RUN/model")
-    p.add_argument("--on-error", choices=["raise", "skip"], help="undecodable clips: stop or skip")
-    p.add_argument("--cache-dir", help="where frozen features are kept between runs "
-                                       "(default: $CLAPTUNE_CACHE or ~/.cache/claptune)")
-    p.add_argument("--quiet", action="store_true", help="no progress output")
+    add_run_arguments(p)
     return p
 
 
