@@ -87,6 +87,9 @@ class Workspace:
         from claptune.data import load_captioned_corpus, load_dataset
         from claptune.models import load_model
 
+        if (target is None) == (config.target == UNLABELED):
+            raise ClaptuneError("an unlabeled target's clips go to Workspace(target=...) "
+                                "(claptune adapt); a labelled one is named by config.target")
         self.config, self.out_dir, self.progress = config, out_dir, progress
         t0 = time.perf_counter()
         log_progress(f"loading model {config.model!r}", progress)
@@ -99,11 +102,8 @@ class Workspace:
             self.features = FeatureStore(self.teacher, cache_dir=config.cache_dir,
                                          progress=progress)
 
-        if (target is None) == (config.target == UNLABELED):
-            raise ClaptuneError("an unlabeled target's clips go to Workspace(target=...) "
-                                "(claptune adapt); a labelled one is named by config.target")
-        dataset = target or load_dataset(config.target, root=config.root,
-                                         download=config.download)
+        dataset = target if target is not None else load_dataset(
+            config.target, root=config.root, download=config.download)
         self.failed: list[tuple[str, str]] = []
         log_progress(f"target {dataset.name}: {len(dataset.items)} clips, "
              f"{len(dataset.class_names)} classes", progress)
