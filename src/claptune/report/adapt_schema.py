@@ -12,19 +12,16 @@ with a default so that older reports still load.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from claptune.report.schema import (
     ClassPriors,
     Forgetting,
+    JsonRecord,
     ModelInfo,
     TargetInfo,
     Transfer,
-    from_dict,
-    to_dict,
 )
 from claptune.stats import BootstrapResult
 
@@ -87,7 +84,7 @@ class LabelledEval:
 
 
 @dataclass(kw_only=True)
-class AdaptReport:
+class AdaptReport(JsonRecord):
     """report.json of an ``adapt`` run; field order is the file's key order."""
 
     claptune_version: str
@@ -115,23 +112,6 @@ class AdaptReport:
     timing_s: dict[str, float] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)  # AdaptConfig.to_dict()
 
-    def to_dict(self) -> dict[str, Any]:
-        return to_dict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> AdaptReport:
-        return from_dict(cls, values)
-
-    def to_json(self, indent: int | None = 2) -> str:
-        return json.dumps(self.to_dict(), indent=indent)
-
-    @classmethod
-    def from_json(cls, text: str) -> AdaptReport:
-        return cls.from_dict(json.loads(text))
-
-    @classmethod
-    def read(cls, path: str | Path) -> AdaptReport:
-        return cls.from_json(Path(path).read_text(encoding="utf-8"))
 
 
 __all__ = ["AdaptReport", "Agreement", "ClassRow", "EvalScores", "Histogram", "LabelledEval"]

@@ -187,8 +187,31 @@ class ModelRun:
     seed: int = 0
 
 
+class JsonRecord:
+    """JSON round trip of a report dataclass: ``to_json``/``from_json`` (exact), ``read``."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
+
+    @classmethod
+    def from_dict(cls: type[T], values: dict[str, Any]) -> T:
+        return from_dict(cls, values)
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    @classmethod
+    def from_json(cls: type[T], text: str) -> T:
+        return cls.from_dict(json.loads(text))
+
+    @classmethod
+    def read(cls: type[T], path: str | Path) -> T:
+        """A report.json written by claptune."""
+        return cls.from_json(Path(path).read_text(encoding="utf-8"))
+
+
 @dataclass(kw_only=True)
-class Report:
+class Report(JsonRecord):
     """report.json of an ``improve`` run; field order is the file's key order."""
 
     claptune_version: str
@@ -221,25 +244,6 @@ class Report:
         """A report from ``summarize_runs``' figures and the run's other fields."""
         parts = {f.name: getattr(summary, f.name) for f in dataclasses.fields(summary)}
         return cls(**parts, **rest)
-
-    def to_dict(self) -> dict[str, Any]:
-        return to_dict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> Report:
-        return from_dict(cls, values)
-
-    def to_json(self, indent: int | None = 2) -> str:
-        return json.dumps(self.to_dict(), indent=indent)
-
-    @classmethod
-    def from_json(cls, text: str) -> Report:
-        return cls.from_dict(json.loads(text))
-
-    @classmethod
-    def read(cls, path: str | Path) -> Report:
-        """A report.json written by ``improve``."""
-        return cls.from_json(Path(path).read_text(encoding="utf-8"))
 
 
 def to_dict(obj: Any) -> Any:
