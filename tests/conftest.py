@@ -76,3 +76,29 @@ def _save_tiny_processor(out: Path) -> None:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
+
+
+def write_tone(path: Path, freq: float, seconds: float = 1.0, rate: int = 16000,
+               noise: float = 0.0, seed: int = 0) -> Path:
+    """A sine tone (plus seeded noise) written as WAV; the parent folders are created."""
+    import soundfile as sf
+
+    t = np.arange(int(seconds * rate)) / rate
+    rng = np.random.default_rng(seed)
+    wave = 0.3 * np.sin(2 * np.pi * freq * t) + noise * rng.standard_normal(t.size)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, wave.astype(np.float32), rate)
+    return path
+
+
+def write_tiny_corpus(corpus: Path) -> Path:
+    """A 12-clip captioned corpus of tones (manifest.csv + audio/), 3 of whose captions name
+    the tiny tasks' classes."""
+    lines = ["path,caption,source,license"]
+    captions = ["a dog barking", "rain falling", "a siren wailing", "a bell ringing"]
+    for i in range(12):
+        rel = f"audio/{i}.wav"
+        write_tone(corpus / rel, 250 + 150 * i, seconds=0.5 + 0.1 * i, seed=10 + i)
+        lines.append(f"{rel},{captions[i % 4]} {i},test,CC0-1.0")
+    (corpus / "manifest.csv").write_text("\n".join(lines) + "\n")
+    return corpus

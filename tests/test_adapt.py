@@ -5,22 +5,12 @@ from __future__ import annotations
 import csv
 import json
 
-import numpy as np
 import pytest
 
 from claptune.errors import ClaptuneError
+from conftest import write_tiny_corpus, write_tone
 
 CLASSES = [("dog_bark", 300), ("rain", 900), ("siren", 2000)]
-
-
-def _tone(path, freq, seconds=1.0, rate=16000, noise=0.0, seed=0):
-    import soundfile as sf
-
-    t = np.arange(int(seconds * rate)) / rate
-    wave = 0.3 * np.sin(2 * np.pi * freq * t) + noise * np.random.default_rng(seed).standard_normal(t.size)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(path, wave.astype(np.float32), rate)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -32,21 +22,14 @@ def unlabeled_task(tmp_path_factory):
     for c, (name, freq) in enumerate(CLASSES):
         for i in range(4):
             # nested, with names that say nothing of the class
-            clip = _tone(audio / f"day{i % 2}" / f"rec{c}{i}.wav", freq * (1 + 0.05 * i),
+            clip = write_tone(audio / f"day{i % 2}" / f"rec{c}{i}.wav", freq * (1 + 0.05 * i),
                          noise=0.05 * c, seed=i)
             (labelled / name).mkdir(parents=True, exist_ok=True)
             (labelled / name / clip.name).symlink_to(clip)
     (audio / "day0" / "broken.wav").write_bytes(b"not audio")  # --on-error skip drops it
     classes = tmp_path / "classes.txt"
     classes.write_text("# what my recordings hold\ndog_bark\n\nrain\nsiren\n")
-    corpus = tmp_path / "corpus"
-    lines = ["path,caption,source,license"]
-    captions = ["a dog barking", "rain falling", "a siren wailing", "a bell ringing"]
-    for i in range(12):
-        rel = f"audio/{i}.wav"
-        _tone(corpus / rel, 250 + 150 * i, seconds=0.5 + 0.1 * i, seed=10 + i)
-        lines.append(f"{rel},{captions[i % 4]} {i},test,CC0-1.0")
-    (corpus / "manifest.csv").write_text("\n".join(lines) + "\n")
+    corpus = write_tiny_corpus(tmp_path / "corpus")
     return audio, classes, corpus, labelled
 
 

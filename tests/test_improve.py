@@ -8,6 +8,7 @@ import pytest
 from claptune.errors import ClaptuneError
 from claptune.improve.config import ImproveConfig
 from claptune.improve.splits import holdout_indices, make_splits, stratified_split
+from conftest import write_tiny_corpus, write_tone
 
 
 def test_stratified_split_is_disjoint_stratified_and_seeded():
@@ -87,32 +88,14 @@ def test_summarize_runs_pools_test_parts():
     assert [r.after_accuracy for r in summary.runs] == [1.0, 1.0]
 
 
-def _tone(path, freq, seconds=1.0, rate=16000, noise=0.0, seed=0):
-    import soundfile as sf
-
-    t = np.arange(int(seconds * rate)) / rate
-    rng = np.random.default_rng(seed)
-    wave = 0.3 * np.sin(2 * np.pi * freq * t) + noise * rng.standard_normal(t.size)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(path, wave.astype(np.float32), rate)
-    return path
-
-
 @pytest.fixture
 def tiny_task(tmp_path):
     """A 3-class folder target (4 clips each) and a 12-clip captioned corpus of tones."""
     target = tmp_path / "target"
     for c, (name, freq) in enumerate([("dog_bark", 300), ("rain", 900), ("siren", 2000)]):
         for i in range(4):
-            _tone(target / name / f"{i}.wav", freq * (1 + 0.05 * i), noise=0.05 * c, seed=i)
-    corpus = tmp_path / "corpus"
-    lines = ["path,caption,source,license"]
-    captions = ["a dog barking", "rain falling", "a siren wailing", "a bell ringing"]
-    for i in range(12):
-        rel = f"audio/{i}.wav"
-        _tone(corpus / rel, 250 + 150 * i, seconds=0.5 + 0.1 * i, seed=10 + i)
-        lines.append(f"{rel},{captions[i % 4]} {i},test,CC0-1.0")
-    (corpus / "manifest.csv").write_text("\n".join(lines) + "\n")
+            write_tone(target / name / f"{i}.wav", freq * (1 + 0.05 * i), noise=0.05 * c, seed=i)
+    corpus = write_tiny_corpus(tmp_path / "corpus")
     return target, corpus
 
 
@@ -259,7 +242,7 @@ def test_feature_store_matches_encode_audio_and_persists(tmp_path):
     from claptune.features import FeatureStore
 
     model = _SplitToy.build().eval()
-    clips = [_tone(tmp_path / f"c{i}.wav", 200 + 100 * i, seconds=0.3 + 0.4 * i, rate=8000)
+    clips = [write_tone(tmp_path / f"c{i}.wav", 200 + 100 * i, seconds=0.3 + 0.4 * i, rate=8000)
              for i in range(4)]  # one to three windows each
     store = FeatureStore(model, cache_dir=tmp_path / "cache", progress=False)
     kept, failed = store.add_clips([*clips, tmp_path / "missing.wav"], on_error="skip")
