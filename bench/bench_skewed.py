@@ -73,17 +73,20 @@ def summarize(variants: list[dict], results: dict[str, dict]) -> str:
 
 
 def summarize_only(args) -> int:
-    variants = [v for d in args.data for v in json.loads((d / "variants.json").read_text())]
+    # each variant once (a later --data folder may list the same variant again)
+    by_name = {v["name"]: v for d in args.data
+               for v in json.loads((d / "variants.json").read_text())}
+    variants = list(by_name.values())
     results = {}
     for v in variants:
         path = args.work / v["name"] / "ablation.json"
         if path.is_file():
             results[v["name"]] = json.loads(path.read_text())
     variants = [v for v in variants if v["name"] in results]
-    # skewed variants by falling ratio, each followed by its balanced control
+    # by imbalance ratio, each skewed variant followed by its balanced control
     def rank(v):
         ratio = float(v["name"].split("-")[0][1:])
-        return (-ratio, v["order"], v["kind"] == "control")
+        return (ratio, v["order"], v["kind"] == "control")
 
     variants.sort(key=rank)
     out = {"command": "python bench/bench_skewed.py " + " ".join(sys.argv[1:]),
