@@ -24,6 +24,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from make_skewed import make_variants
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -69,6 +71,37 @@ def summarize(variants: list[dict], results: dict[str, dict]) -> str:
                 f"[{100 * cbs.get('ci_low', float('nan')):+.1f}, "
                 f"{100 * cbs.get('ci_high', float('nan')):+.1f}] "
                 f"| {'' if tv is None else f'{tv:.3f}'} | {'' if sig is None else f'{sig:.3f}'} |")
+    return "\n".join(lines) + "\n" + aggregate(variants, results)
+
+
+def aggregate(variants: list[dict], results: dict[str, dict]) -> str:
+    """Per imbalance ratio (skewed variants and their balanced controls apart): the mean over
+    variants of each row's gains, and how often the label-free pick matched the pick by
+    labels."""
+    groups: dict[tuple[str, float], list[dict]] = {}
+    for v in variants:
+        if v["name"] not in results:
+            continue
+        ratio = float(v["name"].split("-")[0][1:])
+        kind = "balanced" if ratio == 1 else v["kind"]
+        groups.setdefault((kind, ratio), []).append(results[v["name"]])
+    lines = ["", "Mean over the variants of each group (each variant: 3 splits x 3 seeds):", "",
+             "| group | variants | pool clips | row | clip gain | class-mean gain | prior TV "
+             "| label-free pick = label pick |", "|---|---:|---:|---|---:|---:|---:|---:|"]
+    for (kind, ratio), res in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        res = [r for r in res if len(r["rows"]) == len(res[0]["rows"])]
+        pool = np.mean([len(r["splits"][0]["adapt"]) for r in res])
+        agree = sum(r.get("picks", {}).get("label_free") == r.get("picks", {}).get("labels")
+                    for r in res)
+        names = [row["name"] for row in res[0]["rows"] if row["loss"] is not None]
+        for name in names:
+            rows = [next(x for x in r["rows"] if x["name"] == name) for r in res]
+            tv = [x["prior_tv"] for x in rows if x.get("prior_tv") is not None]
+            lines.append(
+                f"| {kind} r{ratio:g} | {len(res)} | {pool:.0f} | {name} "
+                f"| {100 * np.mean([x['gain']['mean'] for x in rows]):+.1f} "
+                f"| {100 * np.mean([x['class_mean_gain']['mean'] for x in rows]):+.1f} "
+                f"| {'' if not tv else f'{np.mean(tv):.3f}'} | {agree}/{len(res)} |")
     return "\n".join(lines) + "\n"
 
 
