@@ -4,7 +4,10 @@
     claptune embed --model M --text captions.txt --out DIR
     claptune embed --model M --text corpus.csv --text-column caption --out DIR
 
-PATH is a file, a folder (searched recursively for audio) or a .txt list of paths. Run it
+PATH is a file, a folder (searched recursively for audio) or a .txt list of paths, or
+webdataset shards: a pattern or URL such as /data/{000000..000099}.tar or
+s3://bucket/{000000..000999}.tar, streamed, item ids <shard>/<key> (docs/shards.md).
+--store-format shards writes the store as shards of (id, embedding) that curate streams. Run it
 again after an interruption and it computes only what is missing. Under
 ``torchrun --nproc-per-node N $(which claptune) embed ...`` the ranks share the work.
 """
@@ -36,6 +39,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="items per atomically written part (256 clips, 4096 captions)")
     p.add_argument("--on-error", choices=["raise", "skip"], default="raise",
                    help="bad audio: stop with an error (raise) or list it in the manifest (skip)")
+    p.add_argument("--store-format", choices=["npz", "shards"], default="npz",
+                   help="one embeddings.npy (npz) or webdataset shards of (id, embedding) (npz)")
     p.add_argument("--device", default=None, help="torch device, e.g. cuda (default: cpu)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
@@ -43,9 +48,12 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from claptune.audio import find_audio
+    from claptune.data.shards import is_shard_spec
     from claptune.embed import embed_to_store, load_store
     from claptune.models import load_model
 
+    if args.audio and any(is_shard_spec(a) for a in args.audio):
+        return _run_shards(args)
     if args.audio:
         kind, items = "audio", [str(p) for p in find_audio(args.audio)]
         if not items:
@@ -55,6 +63,8 @@ def run(args: argparse.Namespace) -> int:
 
         kind, items = "text", read_captions(Path(args.text), args.text_column)
     model = load_model(args.model, **({"device": args.device} if args.device else {}))
+    if args.store_format == "shards":
+        return _run_sharded_out(args, model, items, kind)
     out = embed_to_store(model, items, args.out, kind=kind, chunk_size=args.chunk_size,
                          batch_size=args.batch_size, num_workers=args.num_workers,
                          progress=not args.no_progress, on_error=args.on_error)
@@ -67,3 +77,39 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_shards(args: argparse.Namespace) -> int:
+    """--audio given as webdataset shards: streamed, into either store layout."""
+    from claptune.data.shards import is_shard_spec
+    from claptune.embed_shards import embed_shards_to_store
+    from claptune.models import load_model
+
+    if not all(is_shard_spec(a) for a in args.audio):
+        raise ClaptuneError("--audio: give either webdataset shards or audio files, not both")
+    model = load_model(args.model, **({"device": args.device} if args.device else {}))
+    out = embed_shards_to_store(model, args.audio, args.out, store_format=args.store_format,
+                                chunk_size=args.chunk_size, batch_size=args.batch_size,
+                                num_workers=args.num_workers, progress=not args.no_progress,
+                                on_error=args.on_error)
+    return _summary(out)
+
+
+def _run_sharded_out(args: argparse.Namespace, model, items: list[str], kind: str) -> int:
+    from claptune.embed_shards import embed_to_sharded_store
+
+    out = embed_to_sharded_store(model, items, args.out, kind=kind, chunk_size=args.chunk_size,
+                                 batch_size=args.batch_size, num_workers=args.num_workers,
+                                 progress=not args.no_progress, on_error=args.on_error)
+    return _summary(out)
+
+
+def _summary(out: Path) -> int:
+    """The one-line report of a store in either layout (rank 0 only)."""
+    import json
+
+    if int(os.environ.get("RANK", "0")) == 0:
+        manifest = json.loads((out / "manifest.json").read_text())
+        print(f"embedded {manifest['n_embedded']} of {manifest['n_items']} {manifest['kind']} "
+              f"items ({manifest['dim']}-d) into {out}")
+        for item, reason in manifest["failed"]:
+            print(f"  skipped {printable(item)}: {reason}")
+    return 0

@@ -57,10 +57,15 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument(
         "--pairs",
         required=True,
-        type=Path,
-        help="curated pairs CSV: audio,text columns (class optional)",
+        help="curated pairs CSV: audio,text columns (class optional), or captioned "
+        "webdataset shards (/data/{000000..000099}.tar)",
     )
-    p.add_argument("--replay", type=Path, help="replay pairs CSV (e.g. the original paired corpus)")
+    p.add_argument("--replay", help="replay pairs CSV (e.g. the original paired corpus), "
+                   "or captioned webdataset shards")
+    p.add_argument("--shards", nargs="+", metavar="SPEC",
+                   help="webdataset shards holding the <shard>/<key> audio ids of the pairs")
+    p.add_argument("--caption-key", help="captioned shards: caption from this .json field "
+                   "(default: the .txt)")
     p.add_argument("--out", required=True, type=Path, help="run folder")
     p.add_argument("--config", type=Path, help="TrainConfig JSON; flags given override it")
     again = p.add_mutually_exclusive_group()
@@ -127,7 +132,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from claptune.models import load_model
-    from claptune.train import TrainConfig, as_train_pairs, fit, heads_train_on_features
+    from claptune.train import TrainConfig, fit, heads_train_on_features
+    from claptune.train.data import pairs_from
 
     values = {}
     if args.config is not None:
@@ -149,8 +155,10 @@ def run(args: argparse.Namespace) -> int:
     if methods := methods_of(args.pairs):  # the pairs file's curation methods, for the card
         values["extra"] = {**values.get("extra", {}), "curation": methods}
     config = TrainConfig.from_dict(values)
-    pairs = as_train_pairs(args.pairs)  # user errors in the inputs before the model loads
-    replay = None if args.replay is None else as_train_pairs(args.replay)
+    # user errors in the inputs before the model loads
+    pairs = pairs_from(args.pairs, args.shards, args.caption_key)
+    replay = (None if args.replay is None
+              else pairs_from(args.replay, args.shards, args.caption_key))
     model = load_model(args.model)
     features = None
     if not args.no_cache and heads_train_on_features(model, config):

@@ -61,6 +61,40 @@ class TrainPairs:
         )
 
 
+def pairs_from(source, shards: str | Sequence[str] | None = None,
+               caption_key: str | None = None) -> TrainPairs:
+    """``as_train_pairs`` that also takes webdataset shards (docs/shards.md).
+
+    ``source`` may be captioned shards (a pattern or URL; every sample with audio and a caption
+    is a pair, the caption from its ``.txt`` or the ``caption_key`` field of its ``.json``), and
+    ``shards`` names the shards where the ``<shard>/<key>`` audio ids of a pairs file live (as
+    ``claptune curate`` writes them for clips that came from shards). Shard audio is read by
+    random access.
+    """
+    from claptune.data.shards import is_shard_spec
+
+    if isinstance(source, str | Path) and is_shard_spec(str(source)):
+        from claptune.data.shards import captioned_pairs
+
+        _, refs, captions = captioned_pairs(str(source), caption_key)
+        return TrainPairs(refs, captions)
+    pairs = as_train_pairs(source)
+    return pairs if shards is None else with_shard_audio(pairs, shards)
+
+
+def with_shard_audio(pairs: TrainPairs, shards: str | Sequence[str]) -> TrainPairs:
+    """``pairs`` with each ``<shard>/<key>`` audio id replaced by a reference into ``shards``;
+    other audio (files) stays as it is."""
+    from claptune.data.shards import ShardIndex, shard_name
+
+    index = ShardIndex(shards)
+    names = {shard_name(u) for u in index.urls}
+    # an id naming one of these shards must be found there; anything else is a file path
+    audio = [index.ref(a) if a in index or a.split("/", 1)[0] in names else a
+             for a in pairs.audio]
+    return TrainPairs(audio, pairs.text, pairs.classes)
+
+
 def as_train_pairs(source) -> TrainPairs:
     """Accept TrainPairs, a pairs CSV path or corpus folder, (audio, text) tuples, or any
     table object with ``audio`` and ``text`` (or ``captions``) sequences and optionally
@@ -179,10 +213,11 @@ class ClipDataset(torch.utils.data.Dataset):
         return len(self.paths)
 
     def __getitem__(self, key: tuple[int, int, int]) -> torch.Tensor:
-        from claptune.audio import fixed_window, load_audio, random_window
+        from claptune.audio import fixed_window, random_window
+        from claptune.data.shards import load_clip
 
         index, step, slot = key
-        wave = load_audio(self.paths[index], self.sample_rate)
+        wave = load_clip(self.paths[index], self.sample_rate)  # a file or a shard member
         if self.crop == "fixed" or step < 0:
             window = fixed_window(wave, self.clip_samples)
         else:
