@@ -196,3 +196,24 @@ def test_pair_ids_missing_from_the_shards_are_one_line_errors(tiny_clap_dir, sha
                  shard_set[0], "--out", str(tmp_path / "r"), "--quiet"])
     err = capsys.readouterr().err
     assert code == 2 and "000000/nope" in err and "Traceback" not in err
+
+
+def test_improve_with_a_corpus_of_shards(tiny_clap_dir, shard_set, tmp_path):
+    import soundfile as sf
+
+    target = tmp_path / "target"
+    for name, freq in [("dog_bark", 300), ("rain", 900), ("siren", 2000)]:
+        for i in range(3):
+            t = np.arange(8000) / 16000
+            (target / name).mkdir(parents=True, exist_ok=True)
+            sf.write(target / name / f"{i}.wav",
+                     (0.3 * np.sin(2 * np.pi * freq * (1 + 0.05 * i) * t)).astype(np.float32),
+                     16000)
+    out = tmp_path / "run"
+    assert main(["improve", "--model", str(tiny_clap_dir), "--target", "folder", "--root",
+                 str(target), "--corpus", shard_set[0], "--corpus-holdout", "0.25", "--out",
+                 str(out), "--splits", "1", "--seeds", "1", "--methods", "ds",
+                 "--threshold", "ds=q0.5", "--train", "epochs=1", "--train", "batch_size=4",
+                 "--train", "num_workers=0", "--audio-samples", "1", "--quiet"]) == 0
+    report = (out / "report.json").read_text()
+    assert "#member=" in report  # the corpus clips were read from the shards

@@ -209,6 +209,11 @@ def _window_decoder(model: AudioTextModel
             if wave.ndim != 1 or wave.size == 0 or not np.isfinite(wave).all():
                 raise AudioDecodeError(name, "waveform must be a non-empty finite 1-D array")
             return windows(wave, model.clip_samples, padding)
+        from claptune.data.shards import is_member_ref, load_member
+
+        if is_member_ref(item):  # an audio member of a webdataset shard: short, read whole
+            return windows(load_member(str(item), model.sample_rate), model.clip_samples,
+                           padding)
         chunks = stream_windows(stream_audio(item, model.sample_rate), model.clip_samples,
                                 padding)
         if _resampled_length(item, model.sample_rate) > STREAM_SAMPLES:

@@ -37,7 +37,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from claptune.audio import fixed_window, load_audio, windows
+from claptune.audio import fixed_window, windows
+from claptune.data.shards import load_clip
 from claptune.embed import item_key
 from claptune.errors import AudioDecodeError
 from claptune.models.base import AudioTextModel
@@ -145,7 +146,8 @@ class FeatureStore:
 
         def decode(item):
             try:
-                return cut(load_audio(item, model.sample_rate))
+                # a file, or an audio member of a webdataset shard (improve --corpus SHARDS)
+                return cut(load_clip(item, model.sample_rate))
             except AudioDecodeError as err:
                 if on_error == "raise":
                     raise

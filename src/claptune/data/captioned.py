@@ -9,8 +9,15 @@ from claptune.data.dataset import PairedCorpus, read_csv
 from claptune.errors import ClaptuneError
 
 
-def load_captioned_corpus(root: str | Path) -> PairedCorpus:
-    """Read ``root/manifest.csv`` (or ``root`` itself when it is a CSV)."""
+def load_captioned_corpus(root: str | Path, caption_key: str | None = None) -> PairedCorpus:
+    """Read ``root/manifest.csv`` (or ``root`` itself when it is a CSV), or captioned webdataset
+    shards (a pattern or URL; audio as shard member references, captions from each sample's
+    .txt or the ``caption_key`` field of its .json; see claptune.data.shards)."""
+    from claptune.data.shards import captioned_pairs, is_shard_spec
+
+    if is_shard_spec(str(root)):
+        _, refs, captions = captioned_pairs(str(root), caption_key)
+        return PairedCorpus(audio=refs, captions=captions, sources=[""] * len(refs))
     root = Path(root).expanduser()
     manifest = root if root.suffix.lower() == ".csv" else root / "manifest.csv"
     rows = read_csv(manifest, ["path", "caption"])
