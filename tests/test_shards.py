@@ -73,6 +73,20 @@ def test_patterns_names_and_streamed_samples(shard_set):
     np.testing.assert_allclose(load_clip(index.ref("000002/clip009"), 16000), waves[9], atol=1e-4)
 
 
+def test_dataloader_workers_and_ranks_split_the_shards(shard_set):
+    import torch
+
+    from claptune.data.shards import ShardSamples
+
+    urls = expand_shards(shard_set[0])
+    seen = []
+    for rank in range(2):
+        loader = torch.utils.data.DataLoader(ShardSamples(urls, 16000, rank=rank, world_size=2),
+                                             batch_size=None, num_workers=2)
+        seen += [sid for sid, _ in loader]
+    assert sorted(seen) == sorted(s.id for s in iter_samples(urls))
+
+
 def test_colliding_shard_names_are_refused(tmp_path, shard_set):
     (tmp_path / "b").mkdir()
     other = tmp_path / "b" / "000000.tar"

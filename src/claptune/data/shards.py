@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
 
 from claptune.errors import AudioDecodeError, ClaptuneError
 
@@ -120,6 +121,33 @@ def iter_samples(urls: Sequence[str], caption_key: str | None = None, rank: int 
     stages.append(wds.tarfile_to_samples(handler=_shard_error))
     for raw in wds.DataPipeline(*stages):
         yield _to_sample(raw, caption_key)
+
+
+class ShardSamples(torch.utils.data.IterableDataset):
+    """(id, waveform at ``sample_rate``) of the samples of shards, for a DataLoader.
+
+    Shards are split across ranks (``rank``/``world_size``, by default from
+    ``torch.distributed`` when it is initialised), then across the loader's workers, so every
+    sample is read by exactly one worker of one rank. Samples whose audio does not decode are
+    skipped.
+    """
+
+    def __init__(self, urls: Sequence[str], sample_rate: int, caption_key: str | None = None,
+                 rank: int | None = None, world_size: int | None = None):
+        dist = torch.distributed
+        on = dist.is_available() and dist.is_initialized()
+        self.urls, self.sample_rate, self.caption_key = list(urls), sample_rate, caption_key
+        self.rank = rank if rank is not None else (dist.get_rank() if on else 0)
+        self.world_size = world_size if world_size is not None else (
+            dist.get_world_size() if on else 1)
+
+    def __iter__(self) -> Iterator[tuple[str, np.ndarray]]:
+        for sample in iter_samples(self.urls, self.caption_key, self.rank, self.world_size,
+                                   split_workers=True):
+            try:
+                yield sample.id, decode_sample(sample, self.sample_rate)
+            except AudioDecodeError:
+                continue
 
 
 def _shard_error(exn: Exception) -> bool:
@@ -331,7 +359,7 @@ def iter_sample_ids(urls: Iterable[str]) -> Iterator[str]:
             yield sample.id
 
 
-__all__ = ["AUDIO_EXTS", "SHARD_SUFFIXES", "ShardIndex", "ShardMember", "ShardSample",
+__all__ = ["AUDIO_EXTS", "SHARD_SUFFIXES", "ShardIndex", "ShardMember", "ShardSample", "ShardSamples",
            "captioned_pairs", "decode_audio_bytes", "decode_sample", "expand_shards",
            "is_member_ref", "is_shard_spec", "iter_sample_ids", "iter_samples", "load_clip",
            "load_member", "shard_name", "write_audio_shards"]
