@@ -183,6 +183,14 @@ def test_curate_from_a_sharded_store_equals_the_normal_store(tiny_clap_dir, shar
                          str(tmp_path / "t"), *extra, "--out", str(out), "--no-progress"]) == 0
             outs.append((out / "pairs.csv").read_text())
         assert outs[0] == outs[1] and len(outs[0].splitlines()) > 1
+    # shards given directly to du are cached as a sharded store and streamed the same way
+    out = tmp_path / "du-direct"
+    assert main(["curate", "--method", "du", "--model", str(tiny_clap_dir), "--audio", pattern,
+                 "--text", str(tmp_path / "t"), "--top-k", "2", "--out", str(out),
+                 "--no-progress"]) == 0
+    assert (out / "embeddings" / "audio" / "manifest.json").read_text().count('"shards"') == 2
+    direct = [r.split(",")[:2] for r in (out / "pairs.csv").read_text().splitlines()]
+    assert direct == [r.split(",")[:2] for r in outs[0].splitlines()]
 
 
 def test_embed_curate_train_from_shards_alone(tiny_clap_dir, shard_set, tmp_path):
