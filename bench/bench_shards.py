@@ -7,8 +7,10 @@ Generates ``--shards`` x ``--per-shard`` clips of 0.5 s (tones plus noise, 16 kH
 webdataset shards under ``--work`` (not in the repository), then runs ``claptune embed`` on
 them with the tests' tiny random CLAP model (bench/_tiny.py), each run a fresh store:
 1 process on a tenth of the shards, 1 process on all, 1 process on all writing the sharded
-store layout, and 2 processes (gloo, as torchrun would start them) on all. Peak RSS is each
-process's ``ru_maxrss``. Writes bench/results/shards.json and .md.
+store layout, and 2 processes (gloo, as torchrun would start them) on all. To show that memory
+does not depend on the number of shards, the same clips are also written as a tenth as many
+shards, each 10x larger, and embedded by 1 process. Peak RSS is each process's ``ru_maxrss``.
+Writes bench/results/shards.json and .md.
 """
 
 from __future__ import annotations
@@ -41,7 +43,8 @@ sys.exit(code)
 """
 
 
-def make_shards(folder: Path, n_shards: int, per_shard: int) -> str:
+def make_shards(folder: Path, n_shards: int, per_shard: int, total: int | None = None) -> str:
+    """``total`` clips (default n_shards x per_shard), the same clips for any shard size."""
     from claptune.data.shards import write_audio_shards
 
     if folder.exists():
@@ -51,12 +54,13 @@ def make_shards(folder: Path, n_shards: int, per_shard: int) -> str:
     t = np.arange(8000) / 16000
 
     def samples():
-        for i in range(n_shards * per_shard):
+        for i in range(total or n_shards * per_shard):
             wave = 0.3 * np.sin(2 * np.pi * rng.uniform(100, 4000) * t)
             yield (f"clip{i:07d}", (wave + 0.05 * rng.standard_normal(len(t))).astype(np.float32),
                    16000, f"tone {i}")
 
     write_audio_shards(str(folder / "%06d.tar"), samples(), per_shard=per_shard)
+    n_shards = -(-(total or n_shards * per_shard) // per_shard)
     return str(folder / f"{{000000..{n_shards - 1:06d}}}.tar")
 
 
@@ -107,9 +111,12 @@ def main() -> None:
     pattern = make_shards(work / "data", opts.shards, opts.per_shard)
     gen_s = time.perf_counter() - t0
     tenth = max(1, opts.shards // 10)
+    total = opts.shards * opts.per_shard
+    big = make_shards(work / "data-big", tenth, -(-total // tenth), total)
     small = pattern.replace(f"{opts.shards - 1:06d}}}", f"{tenth - 1:06d}}}")
     configs = [  # (name, shards, processes, store layout)
         ("1 process", small, tenth, 1, "npz"),
+        ("1 process, same clips in 10x larger shards", big, tenth, 1, "npz"),
         ("1 process", pattern, opts.shards, 1, "npz"),
         ("1 process, sharded store", pattern, opts.shards, 1, "shards"),
         ("2 processes", pattern, opts.shards, 2, "npz"),
@@ -117,21 +124,21 @@ def main() -> None:
     rows = []
     stores = {}
     for name, spec, n_shards, procs, layout in configs:
-        out = work / f"store-{n_shards}-{procs}-{layout}"
+        out = work / f"store-{n_shards}-{procs}-{layout}-{'big' if spec == big else 'std'}"
         shutil.rmtree(out, ignore_errors=True)
         got = run(["embed", "--model", str(model), "--audio", spec, "--out", str(out),
                    "--store-format", layout, "--no-progress"], procs, work)
-        clips = n_shards * opts.per_shard
+        clips = total if spec == big else n_shards * opts.per_shard
         rows.append({"run": name, "shards": n_shards, "clips": clips, "processes": procs,
                      "store": layout, "seconds": round(got["seconds"], 1),
                      "clips_per_s": round(clips / got["seconds"], 1),
                      "peak_rss_mib": [round(p) for p in got["peak_rss_mib"]]})
-        stores[(n_shards, procs, layout)] = out
+        stores[(n_shards, procs, layout, spec == big)] = out
         print(rows[-1], flush=True)
     from claptune.embed import load_store
 
-    one = load_store(stores[(opts.shards, 1, "npz")])
-    two = load_store(stores[(opts.shards, 2, "npz")])
+    one = load_store(stores[(opts.shards, 1, "npz", False)])
+    two = load_store(stores[(opts.shards, 2, "npz", False)])
     same = one.ids == two.ids and bool(np.abs(one.embeddings - two.embeddings).max() <= 1e-6)
     result = {
         "command": "python bench/bench_shards.py " + " ".join(sys.argv[1:]),

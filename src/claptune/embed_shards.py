@@ -25,6 +25,7 @@ streams a pool block by block into the search.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 from collections.abc import Iterator, Sequence
@@ -361,7 +362,7 @@ class ShardedStore:
             pipeline = wds.DataPipeline(wds.SimpleShardList(paths), wds.tarfile_to_samples())
             for sample in pipeline:
                 ids.append(sample["id.txt"].decode("utf-8"))
-                rows.append(np.load(_bytes_io(sample["emb.npy"])))
+                rows.append(np.load(io.BytesIO(sample["emb.npy"])))
                 if len(ids) >= block_size:
                     yield ids, np.stack(rows).astype(np.float32, copy=False)
                     ids, rows = [], []
@@ -377,12 +378,6 @@ class ShardedStore:
             parts.append(emb)
         emb = np.concatenate(parts) if parts else np.zeros((0, self.dim), np.float32)
         return StoredEmbeddings(ids=ids, embeddings=emb, manifest=self.manifest)
-
-
-def _bytes_io(data: bytes):
-    import io
-
-    return io.BytesIO(data)
 
 
 __all__ = ["STORE_FORMATS", "ShardedStore", "embed_shards_to_store", "embed_to_sharded_store",

@@ -246,7 +246,8 @@ def is_member_ref(ref: str | os.PathLike) -> bool:
 
 
 class ShardIndex:
-    """Id -> audio member of every sample of some shards, from one scan of their tar headers.
+    """Id -> audio member of every sample of some shards, from one pass over their tar headers
+    (local shards: a seek from header to header; URLs: one streamed read).
 
     Holds one small record per sample (not the audio). Compressed shards (.tar.gz) cannot be
     read at an offset and are refused.
@@ -265,7 +266,9 @@ class ShardIndex:
         name = shard_name(url)
         texts: dict[str, dict[str, Any]] = {}
         try:
-            with _open(url) as fh, tarfile.open(fileobj=fh, mode="r|") as tar:
+            # a local file is seekable: tarfile then skips the audio instead of reading it
+            mode = "r|" if "://" in url else "r:"
+            with _open(url) as fh, tarfile.open(fileobj=fh, mode=mode) as tar:
                 for info in tar:
                     if not info.isfile():
                         continue
@@ -350,19 +353,6 @@ def captioned_pairs(specs: str | Sequence[str], caption_key: str | None = None
         raise ClaptuneError(f"no captioned audio samples in {specs}"
                             + ("" if caption_key else " (captions from .txt; see caption_key)"))
     return ids, [index.ref(s) for s in ids], [index.captions[s] for s in ids]
-
-
-def iter_sample_ids(urls: Iterable[str]) -> Iterator[str]:
-    """Ids of the samples with audio, streamed (no audio decoded)."""
-    for sample in iter_samples(list(urls), split_workers=False):
-        if sample.audio is not None:
-            yield sample.id
-
-
-__all__ = ["AUDIO_EXTS", "SHARD_SUFFIXES", "ShardIndex", "ShardMember", "ShardSample", "ShardSamples",
-           "captioned_pairs", "decode_audio_bytes", "decode_sample", "expand_shards",
-           "is_member_ref", "is_shard_spec", "iter_sample_ids", "iter_samples", "load_clip",
-           "load_member", "shard_name", "write_audio_shards"]
 
 
 def write_audio_shards(pattern: str, samples: Iterable[tuple[str, np.ndarray, int, str | None]],
