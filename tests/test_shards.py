@@ -239,3 +239,31 @@ def test_improve_with_a_corpus_of_shards(tiny_clap_dir, shard_set, tmp_path):
                  "--train", "num_workers=0", "--audio-samples", "1", "--quiet"]) == 0
     report = (out / "report.json").read_text()
     assert "#member=" in report  # the corpus clips were read from the shards
+
+
+def test_sharded_layout_for_files_and_captions(model, tmp_path):
+    import soundfile as sf
+
+    from claptune.embed import embed_to_store
+    from claptune.embed_shards import embed_to_sharded_store
+
+    rng = np.random.default_rng(1)
+    files = []
+    for i in range(5):
+        files.append(str(tmp_path / f"c{i}.wav"))
+        sf.write(files[-1], (0.1 * rng.standard_normal(4000 + 3000 * i)).astype(np.float32),
+                 16000)
+    texts = ["rain", "a dog", "wind in trees"]
+    for kind, items in (("audio", files), ("text", texts)):
+        flat = load_store(embed_to_store(model, items, tmp_path / f"{kind}-npz", kind=kind,
+                                         chunk_size=2, progress=False))
+        out = embed_to_sharded_store(model, items, tmp_path / f"{kind}-sh", kind=kind,
+                                     chunk_size=2, progress=False)
+        got = ShardedStore.open(out, model).load()
+        assert got.ids == flat.ids
+        np.testing.assert_allclose(got.embeddings, flat.embeddings, atol=1e-6)
+        written = sorted(out.glob("shards/*/*.tar"))
+        assert len(written) == -(-len(items) // 2)
+        stamp = [p.stat().st_mtime_ns for p in written]
+        embed_to_sharded_store(model, items, out, kind=kind, chunk_size=2, progress=False)
+        assert [p.stat().st_mtime_ns for p in written] == stamp  # a rerun rewrites nothing
