@@ -120,10 +120,16 @@ def embed_shards_to_store(
     key = _store._key_of(identity, "audio")
     cache = out_dir / "cache" / key
     cache.mkdir(parents=True, exist_ok=True)
-    _store._write_json_atomic(cache / "identity.json", {"kind": "audio", "identity": identity})
+    with _store._locked(cache):
+        if not (cache / "identity.json").is_file():
+            _store._write_json_atomic(cache / "identity.json",
+                                      {"kind": "audio", "identity": identity})
     rank, world_size, created_group = _store._distributed_setup()
     try:
-        done, failed = _store._read_parts(cache)
+        parts = _store._Parts(cache)
+        with _store._locked(cache):
+            parts.refresh()
+        done, failed = parts.done, parts.failed
         ids_of: dict[str, list[str]] = {}  # shard url -> its sample ids, in tar order
 
         def todo() -> Iterator[ShardSample]:
@@ -136,18 +142,23 @@ def embed_shards_to_store(
                 if k not in done and k not in failed:
                     yield sample
 
-        with tqdm(desc="embedding shards", unit="clip", disable=not progress) as bar:
+        # Shards are split between ranks, so ranks never share items; the store's claims
+        # (which share identical items between concurrent runs) only name the parts here.
+        with (tqdm(desc="embedding shards", unit="clip", disable=not progress) as bar,
+              _store._Claims(cache, rank) as claims):
             for chunk in _chunks(todo(), chunk_size):
                 ids, emb, bad = _embed_samples(model, chunk, batch_size, num_workers, on_error)
-                _store._write_part(cache, rank, ["s:" + i for i in ids], emb,
+                _store._write_part(claims.next_part(), ["s:" + i for i in ids], emb,
                                    ["s:" + i for i, _ in bad], [r for _, r in bad])
                 bar.update(len(chunk))
         all_ids = _gather_ids(ids_of, world_size)
         if rank == 0:
             ordered = [sid for url in urls for sid in all_ids.get(url, [])]
             _check_unique(ordered)
-            _store._write_view(out_dir, ordered, ["s:" + i for i in ordered], key, "audio",
-                               identity, model)
+            with _store._locked(cache):
+                parts.refresh()
+                _store._write_view(out_dir, ordered, ["s:" + i for i in ordered], key, "audio",
+                                   identity, model, parts)
         _store._barrier(world_size)
     finally:
         if created_group:
