@@ -267,3 +267,13 @@ def test_sharded_layout_for_files_and_captions(model, tmp_path):
         stamp = [p.stat().st_mtime_ns for p in written]
         embed_to_sharded_store(model, items, out, kind=kind, chunk_size=2, progress=False)
         assert [p.stat().st_mtime_ns for p in written] == stamp  # a rerun rewrites nothing
+
+
+def test_ds_from_a_captioned_corpus_of_shards(tiny_clap_dir, shard_set, tmp_path):
+    out = tmp_path / "ds"
+    assert main(["curate", "--method", "ds", "--model", str(tiny_clap_dir), "--corpus",
+                 shard_set[0], "--classes", "tone,noise", "--threshold", "ds=q0.5", "--out",
+                 str(out), "--no-progress"]) == 0
+    rows = (out / "pairs.csv").read_text().splitlines()[1:]
+    # every corpus clip is a shard member (kept, not taken for a missing file), with its caption
+    assert rows and all("#member=" in r and "a sound number" in r for r in rows)

@@ -15,6 +15,11 @@ store written by `claptune embed`, or files embedded now with --model into a res
 (--cache, default OUT/embeddings). Class names come from --classes ("a,b" or a file with one
 per line) or --target NAME --root PATH; prompts are --template ("this is a sound of {}").
 
+Clips may also come as webdataset shards (--audio, --target-audio: /data/{000000..000099}.tar or
+any URL webdataset opens; --corpus: captioned shards, captions from .txt or --caption-key's
+.json field); clip ids are <shard>/<key> (docs/shards.md). A --audio store written with
+`embed --store-format shards` (and shards given to du directly) is streamed block by block.
+
 Thresholds: a raw cosine (0.7) or a quantile of the observed scores (q0.99); "--threshold X"
 sets the chosen method's, "--threshold ds=0.7 ads=q0.99" several (ds is also the DS stage of
 ads and a2a). Defaults are improve's (--preset quantile): du q0.99, ds q0.8, ads q0.99,
@@ -57,6 +62,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="unpaired clips: a store, or audio files/folders/.txt lists")
     p.add_argument("--text", metavar="PATH", help="unpaired captions: a store, .txt or .csv")
     p.add_argument("--text-column", default="caption", help="caption column of a .csv (caption)")
+    p.add_argument("--caption-key", default=None,
+                   help="captioned shards: caption from this .json field (default: the .txt)")
     p.add_argument("--corpus", metavar="PATH",
                    help="paired corpus: a folder with manifest.csv, or the CSV (path, caption)")
     p.add_argument("--target-audio", nargs="+", metavar="PATH",
@@ -186,7 +193,8 @@ def build_inputs(args: argparse.Namespace, methods: list[str]):
     model = _load_model(args)
     options = EmbedOptions(cache=args.cache or args.out / "embeddings",
                            batch_size=args.batch_size, progress=not args.no_progress,
-                           on_error=args.on_error, text_column=args.text_column)
+                           on_error=args.on_error, text_column=args.text_column,
+                           caption_key=args.caption_key)
     dataset = _target_dataset(args) if args.target else None
     target = None
     if "target" in needs:

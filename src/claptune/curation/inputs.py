@@ -64,6 +64,7 @@ class EmbedOptions:
     progress: bool = True
     on_error: str = "raise"  # undecodable audio: raise, or skip (listed on stderr)
     text_column: str = "caption"  # the caption column of a .csv of unpaired captions
+    caption_key: str | None = None  # captioned shards: the .json field (None: the .txt)
 
 
 AudioRole = Rows | Sequence[str | os.PathLike] | None  # rows, a store, or clips/folders/lists
@@ -137,7 +138,9 @@ def build_curation_inputs(
     if "audio" in needs:
         if audio is None:
             raise ClaptuneError(f"{what} needs unpaired clips (audio)")
-        rows = _rows(audio, "audio", model, _sub(cache, "audio"), options)
+        # du alone reads the pool one query block at a time: a sharded store stays streamed
+        stream = not {"ads", "a2a"} & set(methods)
+        rows = _rows(audio, "audio", model, _sub(cache, "audio"), options, stream=stream)
         inputs.audio_ids, inputs.audio_emb = rows.ids, rows.emb
         stores.append(("audio", rows.identity))
     if "text" in needs:
@@ -199,13 +202,27 @@ def _is_store(source) -> Path | None:
     return None
 
 
-def _rows(source, kind: str, model, cache: Path | None, options: EmbedOptions) -> Rows:
-    """Rows of a role: given, read from a store, or embedded now."""
+def _rows(source, kind: str, model, cache: Path | None, options: EmbedOptions,
+          stream: bool = False) -> Rows:
+    """Rows of a role: given, read from a store, or embedded now. Webdataset shards and
+    sharded stores (docs/shards.md) too; with ``stream`` a sharded store is not loaded: its
+    ``emb`` is the ``ShardedStore`` itself (ids None), which du streams block by block."""
     if isinstance(source, Rows):
         return source
     from claptune.embed import load_store
+    from claptune.embed_shards import ShardedStore, is_sharded_store
 
+    if kind == "audio" and _is_shards(source):
+        return _shard_rows(source, model, cache, options, stream)
     store_dir = _is_store(source)
+    if store_dir is not None and is_sharded_store(store_dir):
+        sharded = ShardedStore.open(store_dir, model)
+        if sharded.kind != kind:
+            raise ClaptuneError(f"{store_dir} is a {sharded.kind} store, not {kind}")
+        if stream:
+            return Rows(None, sharded, sharded.manifest["identity"])  # type: ignore[arg-type]
+        loaded = sharded.load()
+        return Rows(loaded.ids, loaded.embeddings, sharded.manifest["identity"])
     if store_dir is not None:
         store = load_store(store_dir, model)
         if store.manifest["kind"] != kind:
@@ -223,6 +240,42 @@ def _rows(source, kind: str, model, cache: Path | None, options: EmbedOptions) -
 
         items = read_captions(Path(source), options.text_column)
     return embed_items(model, items, kind, cache, options)
+
+
+def _is_shards(source) -> bool:
+    from claptune.data.shards import is_shard_spec
+
+    paths = [source] if isinstance(source, str | os.PathLike) else list(source)
+    if any(is_shard_spec(p) for p in paths):
+        if not all(is_shard_spec(p) for p in paths):
+            raise ClaptuneError(f"give either webdataset shards or files, not both: {paths}")
+        return True
+    return False
+
+
+def _shard_rows(source, model, cache: Path | None, options: EmbedOptions, stream: bool) -> Rows:
+    """The clips of webdataset shards, embedded now (streamed) into ``cache``: ids
+    ``<shard>/<key>``. A pool for du (``stream``) is cached as a sharded store and streamed."""
+    import tempfile
+
+    from claptune.embed import load_store
+    from claptune.embed_shards import ShardedStore, embed_shards_to_store
+
+    model = _require_model(model, "embedding webdataset shards")
+    specs = [source] if isinstance(source, str | os.PathLike) else list(source)
+    if cache is None:  # shards are never held whole: a temporary store stands in
+        cache = Path(tempfile.mkdtemp(prefix="claptune-shards-"))
+    embed_shards_to_store(model, [str(s) for s in specs], cache,
+                          store_format="shards" if stream else "npz",
+                          batch_size=options.batch_size, progress=options.progress,
+                          on_error=options.on_error)
+    if stream:
+        sharded = ShardedStore.open(cache, model)
+        _report_failed(sharded.manifest["failed"])
+        return Rows(None, sharded, sharded.manifest["identity"])  # type: ignore[arg-type]
+    store = load_store(cache, model)
+    _report_failed(store.manifest["failed"])
+    return Rows(store.ids, store.embeddings, store.manifest["identity"])
 
 
 def embed_items(model, items: list[str], kind: str, cache: Path | None,
@@ -257,7 +310,7 @@ def _embed_corpus(source, model, encode_text, cache: Path | None,
                   options: EmbedOptions) -> Corpus:
     from claptune.data import load_captioned_corpus
 
-    corpus = load_captioned_corpus(source)
+    corpus = load_captioned_corpus(source, options.caption_key)
     captions = list(corpus.captions)
     if encode_text is not None:
         emb = encode_text(captions)

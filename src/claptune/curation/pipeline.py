@@ -205,7 +205,10 @@ def _existing_audio(pairs: Pairs) -> Pairs:
     training run that reads it). Only DS needs this: the other methods pair clips that were
     decoded to be embedded.
     """
-    exists = [os.path.isfile(a) for a in pairs.audio]
+    from claptune.data.shards import is_member_ref
+
+    # a webdataset shard member was found in its shard's index (claptune.data.shards)
+    exists = [is_member_ref(a) or os.path.isfile(a) for a in pairs.audio]
     if all(exists):
         return pairs
     missing = sorted({a for a, e in zip(pairs.audio, exists, strict=True) if not e})

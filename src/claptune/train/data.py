@@ -278,8 +278,11 @@ def unreadable_clips(paths: Sequence[str], num_workers: int = 2) -> list[tuple[s
     from concurrent.futures import ThreadPoolExecutor
 
     from claptune.audio import probe_audio
+    from claptune.data.shards import is_member_ref
 
     def reason(path: str) -> str | None:
+        if is_member_ref(path):  # a shard member: its shard's index located it already
+            return None
         try:
             probe_audio(path)
         except AudioDecodeError as err:
