@@ -41,6 +41,7 @@ from tqdm.auto import tqdm
 
 from claptune import embed as _store
 from claptune.data.shards import ShardSample, decode_sample, expand_shards, iter_samples, shard_name
+from claptune.distributed import barrier, join_process_group
 from claptune.embed import StoredEmbeddings, encode_audio, encode_text
 from claptune.errors import AudioDecodeError, ClaptuneError
 from claptune.models.base import AudioTextModel
@@ -124,7 +125,8 @@ def embed_shards_to_store(
         if not (cache / "identity.json").is_file():
             _store._write_json_atomic(cache / "identity.json",
                                       {"kind": "audio", "identity": identity})
-    rank, world_size, created_group = _store._distributed_setup()
+    env, created_group = join_process_group()
+    rank, world_size = env.rank, env.world_size
     try:
         parts = _store._Parts(cache)
         with _store._locked(cache):
@@ -159,7 +161,7 @@ def embed_shards_to_store(
                 parts.refresh()
                 _store._write_view(out_dir, ordered, ["s:" + i for i in ordered], key, "audio",
                                    identity, model, parts)
-        _store._barrier(world_size)
+        barrier(env)
     finally:
         if created_group:
             torch.distributed.destroy_process_group()
@@ -237,7 +239,8 @@ def _write_sharded(model: AudioTextModel, units: list[tuple[str, Any]], out_dir:
     key = _store._key_of(identity, kind)
     folder = out_dir / "shards" / key
     folder.mkdir(parents=True, exist_ok=True)
-    rank, world_size, created_group = _store._distributed_setup()
+    env, created_group = join_process_group()
+    rank, world_size = env.rank, env.world_size
     try:
         mine = [u for i, u in enumerate(units) if i % world_size == rank
                 and not (folder / f"{u[0]}.tar").is_file()]
@@ -246,10 +249,10 @@ def _write_sharded(model: AudioTextModel, units: list[tuple[str, Any]], out_dir:
             ids, emb, failed = _embed_unit(model, source, kind, batch_size, num_workers,
                                            on_error, chunk_size)
             _write_unit(folder, name, ids, emb, failed)
-        _store._barrier(world_size)
+        barrier(env)
         if rank == 0:
             _write_sharded_manifest(out_dir, folder, units, kind, key, identity, model)
-        _store._barrier(world_size)
+        barrier(env)
     finally:
         if created_group:
             torch.distributed.destroy_process_group()
