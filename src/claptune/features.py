@@ -37,8 +37,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from claptune.audio import fixed_window, windows
-from claptune.data.shards import load_clip
+from claptune.audio import fixed_window, load_audio, windows
+from claptune.data.shards import is_member_ref, load_member
 from claptune.embed import item_key
 from claptune.errors import AudioDecodeError
 from claptune.models.base import AudioTextModel
@@ -147,7 +147,8 @@ class FeatureStore:
         def decode(item):
             try:
                 # a file, or an audio member of a webdataset shard (improve --corpus SHARDS)
-                return cut(load_clip(item, model.sample_rate))
+                load = load_member if is_member_ref(item) else load_audio
+                return cut(load(str(item), model.sample_rate))
             except AudioDecodeError as err:
                 if on_error == "raise":
                     raise
