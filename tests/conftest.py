@@ -17,6 +17,13 @@ ESC50_SUBSET = SHARED_DATA / "esc50-subset"
 CAPTIONED_SFX = SHARED_DATA / "captioned-sfx"
 
 
+@pytest.fixture(autouse=True)
+def _private_cache(monkeypatch, tmp_path_factory):
+    """Sub-commands cache by default under $CLAPTUNE_CACHE: each test gets its own, empty one,
+    never the user's ~/.cache/claptune."""
+    monkeypatch.setenv("CLAPTUNE_CACHE", str(tmp_path_factory.mktemp("claptune-cache")))
+
+
 def require_shared_data(path: Path = SHARED_DATA) -> Path:
     if not path.exists():
         pytest.skip(f"real data not found at {path} (only CI and dev machines have ../shared/data)")

@@ -62,7 +62,7 @@ def test_all_methods_on_files_match_the_library(files, tiny_clap_dir, tmp_path, 
                  "--corpus", root / "manifest.csv", "--audio", root / "clips",
                  "--target-audio", *files["clips"][3:], "--classes", "dog,rain,bird_song",
                  "--threshold", "ds=q0.5", "ads=q0.5", "a2a=q0.5", "pseudo=q0",
-                 "--max-per-class", "0", "--out", out)
+                 "--max-per-class", "0", "--cache-dir", tmp_path / "cache", "--out", out)
     printed = capsys.readouterr().out
     assert rc == 0
     assert "ds: best caption-prompt cosine" in printed and "kept by threshold" in printed
@@ -75,9 +75,10 @@ def test_all_methods_on_files_match_the_library(files, tiny_clap_dir, tmp_path, 
     assert set(summary["per_method"]) == {"ds", "ads", "a2a", "pseudo"}
 
     # the same curation from the cached stores through the library
-    emb = out / "embeddings"
+    emb = tmp_path / "cache" / "embeddings"
     audio, target = load_store(emb / "audio"), load_store(emb / "target")
     corpus_text = load_store(emb / "corpus_text")
+    from claptune.evaluate.zeroshot import resolve_templates, text_classifier
     from claptune.models import load_model
 
     model = load_model(str(tiny_clap_dir))
@@ -89,6 +90,7 @@ def test_all_methods_on_files_match_the_library(files, tiny_clap_dir, tmp_path, 
         corpus_captions=corpus_text.ids, corpus_caption_emb=corpus_text.embeddings,
         target_ids=target.ids, target_emb=target.embeddings, class_names=names,
         prompts=prompts, prompt_emb=model.encode_text(prompts, progress=False),
+        class_emb=text_classifier(model, names, resolve_templates("ensemble")),  # as improve
         logit_scale=float(model.logit_scale.detach()))
     expected = curate(["ds", "ads", "a2a", "pseudo"], inputs, CurationSettings(
         ds_threshold="q0.5", ads_threshold="q0.5", a2a_threshold="q0.5", pseudo_threshold="q0",

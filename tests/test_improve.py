@@ -427,7 +427,7 @@ def test_curate_cli_and_improve_curate_the_same_pairs(tiny_clap_dir, tiny_task, 
     methods = ("du", "ds", "ads", "pseudo", "pseudo_refined")
     config = ImproveConfig(model=str(tiny_clap_dir), target="folder", root=str(target),
                            corpus=str(corpus), corpus_holdout=0.0, n_splits=1, n_seeds=1,
-                           templates=("default",), methods=methods, cache_dir=None)
+                           methods=methods, cache_dir=None)  # improve's default prompts
     ws = Workspace(config, tmp_path / "ws", progress=False)
     split = ws.splits[0]
     expected = ws.curate(split, methods)

@@ -8,7 +8,7 @@ Set-up shared by every sub-command lives here: ``--log-level`` (accepted before 
 sub-command) configures ``logging`` for the ``claptune`` loggers, with timestamps (and the
 torchrun rank) so that a cluster job's log reads in order; progress bars are tqdm's, written
 through ``logging_redirect_tqdm`` so log lines do not tear them; a sub-command's
-``--quiet``/``--no-progress`` also silences the Hugging Face download bars; and when stderr is
+``--quiet`` also silences the Hugging Face download bars; and when stderr is
 not a terminal (a batch job's log file) bars refresh at most every 30 s.
 """
 
@@ -25,19 +25,24 @@ from collections.abc import Iterator, Sequence
 
 from claptune.errors import ClaptuneError, InputWarning, printable
 
-# sub-command name -> module in claptune.cli; the order is the order of `claptune --help`
-COMMANDS: dict[str, str] = {
-    "models": "claptune.cli.models",
-    "embed": "claptune.cli.embed",
-    "zeroshot": "claptune.cli.zeroshot",
-    "curate": "claptune.cli.curate",
-    "train": "claptune.cli.train",
-    "pretrain": "claptune.cli.pretrain",
-    "improve": "claptune.cli.improve",
-    "adapt": "claptune.cli.adapt",
-    "demo": "claptune.cli.demo",
-    "ablate": "claptune.cli.ablate",
-    "push": "claptune.cli.push",
+# sub-command name -> (module in claptune.cli, one-line help); the order is `claptune --help`'s.
+# The help is written here so that `claptune --help` lists every command without importing
+# any of them (tests/test_cli.py checks that it matches each module's own parser).
+COMMANDS: dict[str, tuple[str, str]] = {
+    "models": ("claptune.cli.models", "list the registered model names"),
+    "embed": ("claptune.cli.embed", "embed audio or captions into an on-disk store"),
+    "zeroshot": ("claptune.cli.zeroshot",
+                 "zero-shot classification accuracy on a labelled data set"),
+    "curate": ("claptune.cli.curate",
+               "curate pseudo audio-text pairs (du, ds, ads, a2a, pseudo, pseudo_refined)"),
+    "train": ("claptune.cli.train",
+              "fine-tune a model on curated pairs (student vs frozen teacher)"),
+    "pretrain": ("claptune.cli.pretrain", "train the default model's heads on a captioned corpus"),
+    "improve": ("claptune.cli.improve", "curate, fine-tune and report: the whole method"),
+    "adapt": ("claptune.cli.adapt", "fine-tune on your own unlabeled clips and class names"),
+    "demo": ("claptune.cli.demo", "improve the default model on ESC-50, end to end"),
+    "ablate": ("claptune.cli.ablate", "compare curation methods and losses on the same splits"),
+    "push": ("claptune.cli.push", "upload a saved model folder to the Hugging Face Hub"),
 }
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -46,22 +51,59 @@ LOG_LEVEL_HELP = (f"how much claptune logs to stderr: {', '.join(LOG_LEVELS)} "
                   f"(default: {DEFAULT_LOG_LEVEL}; other libraries log warnings and errors)")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def chosen_command(argv: Sequence[str]) -> str | None:
+    """The sub-command that ``argv`` names (None for ``claptune --help`` and the like)."""
+    skip_next = False
+    for token in argv:
+        if skip_next:
+            skip_next = False
+        elif token == "--log-level":
+            skip_next = True
+        elif not token.startswith("-"):
+            return token
+    return None
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The whole parser, or with ``argv`` only the sub-command it names in full.
+
+    Sub-commands are registered lazily: a command's module (and whatever it imports, torch
+    included) loads only when that command runs or shows its own help, so ``claptune --help``
+    and ``claptune models`` start in a fraction of a second (bench/bench_cli.py)."""
+    from claptune import __version__
+
     parser = argparse.ArgumentParser(
         prog="claptune",
         description="Improve a pretrained audio-text (CLAP) model on a new domain without labels.",
     )
+    parser.add_argument("--version", action="version", version=f"claptune {__version__}")
     parser.add_argument("--log-level", choices=LOG_LEVELS, default=DEFAULT_LOG_LEVEL,
                         help=LOG_LEVEL_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module_name in COMMANDS.values():
+    wanted = None if argv is None else chosen_command(argv)
+    for name, (module_name, help_text) in COMMANDS.items():
+        if argv is not None and name != wanted:
+            sub.add_parser(name, help=help_text)  # listed in --help; never parsed
+            continue
         module = importlib.import_module(module_name)
-        sub_parser = module.add_parser(sub)
+        sub_parser = module.add_parser(_Registrar(sub, help_text))
         sub_parser.set_defaults(_run=module.run)
         # also after the sub-command; SUPPRESS keeps a value given before it
         sub_parser.add_argument("--log-level", choices=LOG_LEVELS, default=argparse.SUPPRESS,
                                 help=LOG_LEVEL_HELP)
     return parser
+
+
+class _Registrar:
+    """What a command module's ``add_parser`` receives: the sub-parsers action, with the
+    command's one-line help from ``COMMANDS`` filled in (the same text lazy or not)."""
+
+    def __init__(self, sub: argparse._SubParsersAction, help_text: str):
+        self._sub, self._help = sub, help_text
+
+    def add_parser(self, name: str, **kwargs) -> argparse.ArgumentParser:
+        kwargs.setdefault("help", self._help)
+        return self._sub.add_parser(name, **kwargs)
 
 
 @contextlib.contextmanager
@@ -95,16 +137,16 @@ def progress_settings(args: argparse.Namespace) -> Iterator[None]:
     """Quiet sub-commands silence every bar; a log file gets a bar line at most every 30 s.
 
     Undone on exit, so that ``main()`` called in process leaves no global state behind."""
-    from huggingface_hub.utils import (
-        are_progress_bars_disabled,
-        disable_progress_bars,
-        enable_progress_bars,
-    )
-
     saved = {k: os.environ.get(k) for k in ("TQDM_DISABLE", "TQDM_MININTERVAL")}
-    hf_was_disabled = are_progress_bars_disabled()
-    quiet = getattr(args, "quiet", False) or getattr(args, "no_progress", False)
-    if quiet:
+    quiet = getattr(args, "quiet", False)
+    if quiet:  # huggingface_hub only then: `claptune models` starts without it
+        from huggingface_hub.utils import (
+            are_progress_bars_disabled,
+            disable_progress_bars,
+            enable_progress_bars,
+        )
+
+        hf_was_disabled = are_progress_bars_disabled()
         disable_progress_bars()
         os.environ["TQDM_DISABLE"] = "1"  # bars created without an explicit disable=
     if not sys.stderr.isatty():
@@ -122,7 +164,8 @@ def progress_settings(args: argparse.Namespace) -> Iterator[None]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     from tqdm.contrib.logging import logging_redirect_tqdm
 

@@ -1,5 +1,7 @@
-"""Helpers shared by the CLI modules, which never import each other: the flags and config of
-improve/ablate/demo (and the flags adapt shares with them) and their printed summary."""
+"""Helpers shared by the CLI modules, which never import each other: the one vocabulary of
+flags (``--quiet``, ``--device``, ``--num-workers``, ``--cache-dir``, ``--template``), the help
+formatter that shows every default, the flags and config of improve/ablate/demo and their
+printed summary."""
 
 from __future__ import annotations
 
@@ -15,61 +17,156 @@ if TYPE_CHECKING:
     from claptune.report.schema import Report
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the module docstring's layout and appends each option's default to its help.
+
+    An option whose default is None (a value that comes from a config file or a library
+    default) says its default in its own help text; tests/test_cli.py checks that every option
+    of every sub-command shows one."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if ("default" in text or action.default in (None, argparse.SUPPRESS)
+                or not action.option_strings):
+            return text
+        if action.default is False and action.nargs == 0:
+            return f"{text} (default: off)"
+        shown = action.default
+        if isinstance(shown, (list, tuple)):
+            shown = " ".join(map(str, shown)) or "none"
+        return f"{text} (default: {str(shown).replace('%', '%%')})"
+
+
+def sub_parser(sub: argparse._SubParsersAction, name: str, doc: str | None,
+               **kwargs: Any) -> argparse.ArgumentParser:
+    """A sub-command's parser: its module docstring as the description, every default shown.
+    Its one-line help comes from the registry in ``claptune.cli`` (``COMMANDS``)."""
+    return sub.add_parser(name, description=doc, formatter_class=HelpFormatter, **kwargs)
+
+
+def alias(p: argparse.ArgumentParser, *flags: str, dest: str, **kwargs: Any) -> None:
+    """An old spelling of a flag: still accepted, hidden from --help."""
+    p.add_argument(*flags, dest=dest, help=argparse.SUPPRESS, default=argparse.SUPPRESS,
+                   **kwargs)
+
+
+def add_quiet(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bars (log lines stay; see --log-level)")
+    alias(p, "--no-progress", dest="quiet", action="store_true")
+
+
+def add_device(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto",
+                   help="torch device: auto (cuda if available, else cpu), cpu, cuda, cuda:1, ...")
+
+
+def model_device(name: str) -> dict[str, str]:
+    """``load_model`` keyword arguments for ``--device`` (auto picks cuda where there is one)."""
+    if name == "auto":
+        import torch
+
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return {"device": name}
+
+
+NUM_WORKERS_HELP = "audio decoding workers beside the main process; 0 decodes inline"
+
+
+def add_num_workers(p: argparse.ArgumentParser, default: int | None = 2) -> None:
+    p.add_argument("--num-workers", type=int, default=default,
+                   help=NUM_WORKERS_HELP + ("" if default is not None else " (default: 2)"))
+
+
+def cache_dir(args: argparse.Namespace) -> Path | None:
+    """The folder of ``--cache-dir`` (its one default: claptune.improve.config.default_cache_dir),
+    or None under ``--no-cache``."""
+    if getattr(args, "no_cache", False):
+        return None
+    if args.cache_dir is not None:
+        return Path(args.cache_dir)
+    from claptune.improve.config import default_cache_dir
+
+    return Path(default_cache_dir())
+
+
+CACHE_DIR_HELP = ("where embeddings and frozen features are kept between runs "
+                  "(default: $CLAPTUNE_CACHE or ~/.cache/claptune)")
+
+
+def add_cache_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cache-dir", type=Path, default=None, help=CACHE_DIR_HELP)
+    p.add_argument("--no-cache", action="store_true",
+                   help="neither read nor write the cache")
+
+
+TEMPLATE_HELP = ("zero-shot prompts: a named set (ensemble: 8 templates averaged, as improve "
+                 "uses; default: 'this is a sound of {}') or a template with {} for the class "
+                 "name; repeat to combine (default: ensemble)")
+
+
+def add_template(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--template", action="append", dest="templates", metavar="TEMPLATE",
+                   help=TEMPLATE_HELP)
+
+
 def add_common_arguments(p: argparse.ArgumentParser, target_required: bool = True) -> None:
     """The flags that improve and ablate share."""
+    from claptune.curation.pipeline import CurationSettings
     from claptune.improve.config import TARGETS
     from claptune.improve.splits import STRATEGIES
+    from claptune.train.config import TrainConfig
 
     p.add_argument("--model", default="default",
                    help="registered name, model folder or hub id (default: the embedded model)")
     if target_required:
-        p.add_argument("--target", required=True, choices=TARGETS, help="target task")
-    p.add_argument("--root", help="local copy of the target data set (a folder; a CSV for csv)")
+        p.add_argument("--target", required=True, choices=TARGETS, help="target task (required)")
+    p.add_argument("--root", help="local copy of the target data set, a folder (a CSV for csv) "
+                                  "(default: none)")
     p.add_argument("--download", action="store_true",
                    help="download the target data set when --root is not given")
     p.add_argument("--out", required=True, type=Path, help="run folder")
-    p.add_argument("--splits", type=int, help="adaptation/test splits (3)")
-    p.add_argument("--seeds", type=int, help="training seeds per split (3)")
-    p.add_argument("--test-fraction", type=float, help="share of the clips scored only (0.5)")
+    p.add_argument("--splits", type=int, help="adaptation/test splits (default: 3)")
+    p.add_argument("--seeds", type=int, help="training seeds per split (default: 3)")
+    p.add_argument("--test-fraction", type=float,
+                   help="share of the clips scored only (default: 0.5)")
     p.add_argument("--split", choices=STRATEGIES,
-                   help="how clips are split (auto): auto = grouped where the data set names each "
-                        "clip's source recording, else random; stratified hands the unlabeled "
-                        "pool the task's exact class shares (for comparison only)")
-    p.add_argument("--seed", type=int, help="base seed of splits and training (0)")
-    add_corpus_arguments(p)
+                   help="how clips are split (default: auto): auto = grouped where the data set "
+                        "names each clip's source recording, else random; stratified hands the "
+                        "unlabeled pool the task's exact class shares (for comparison only)")
+    p.add_argument("--seed", type=int, help="base seed of splits and training (default: 0)")
+    p.add_argument("--corpus", help="paired captioned corpus (manifest.csv folder) for replay "
+                                    "and DS captions (default: $CLAPTUNE_CORPUS or "
+                                    "../shared/data/captioned-sfx)")
+    p.add_argument("--corpus-holdout", type=float,
+                   help="share of the corpus held out for the forgetting check (default: 0.1)")
+    add_template(p)
     p.add_argument("--threshold", action="append", default=[], metavar="METHOD=VALUE",
                    help="curation threshold of one method: a cosine (ds=0.6) or a quantile of "
-                        "the teacher's scores (ds=q0.9); repeatable")
-    add_override_arguments(p)
-    p.add_argument("--config", type=Path, help="ImproveConfig JSON; flags given override it")
-    add_run_arguments(p)
-
-
-def add_corpus_arguments(p: argparse.ArgumentParser) -> None:
-    """The paired corpus and the prompts (improve, ablate, adapt)."""
-    p.add_argument("--corpus", help="paired captioned corpus (manifest.csv folder) for replay "
-                                    "and DS captions (default: $CLAPTUNE_CORPUS or ../shared/data/captioned-sfx)")
-    p.add_argument("--corpus-holdout", type=float,
-                   help="share of the corpus held out for the forgetting check (0.1)")
-    p.add_argument("--template", action="append", dest="templates", metavar="TEMPLATE",
-                   help="zero-shot prompts: a set (default, ensemble) or a template with {} for "
-                        "the class name; repeat to combine (default: ensemble)")
-
-
-def add_override_arguments(p: argparse.ArgumentParser) -> None:
-    """KEY=VALUE overrides of the curation and training settings (improve, ablate, adapt)."""
+                        "the teacher's scores (ds=q0.9); repeatable (default: the quantile "
+                        "preset of claptune.curation.methods)")
     p.add_argument("--curation", action="append", default=[], metavar="KEY=VALUE",
-                   help="claptune.curation.CurationSettings override, e.g. du_top_k=5; repeatable")
+                   help="claptune.curation.CurationSettings override, e.g. du_top_k=5; "
+                        "repeatable; keys: " + ", ".join(_field_names(CurationSettings))
+                        + " (default: none)")
     p.add_argument("--train", action="append", default=[], metavar="KEY=VALUE",
-                   help="claptune.train.TrainConfig override, e.g. epochs=10; repeatable")
+                   help="claptune.train.TrainConfig override, e.g. epochs=10; repeatable; keys: "
+                        + ", ".join(_field_names(TrainConfig)) + " (default: none)")
+    p.add_argument("--config", type=Path,
+                   help="ImproveConfig JSON; flags given override it (default: none)")
+    p.add_argument("--on-error", choices=["raise", "skip"],
+                   help="undecodable clips: stop or skip (default: raise)")
+    p.add_argument("--device",
+                   help="torch device of training: auto (cuda if available, else cpu), cpu, "
+                        "cuda, cuda:1, ... (default: auto)")
+    p.add_argument("--cache-dir", help=CACHE_DIR_HELP)
+    add_quiet(p)
 
 
-def add_run_arguments(p: argparse.ArgumentParser) -> None:
-    """Undecodable clips, the feature cache and progress (improve, ablate, adapt)."""
-    p.add_argument("--on-error", choices=["raise", "skip"], help="undecodable clips: stop or skip")
-    p.add_argument("--cache-dir", help="where frozen features are kept between runs "
-                                       "(default: $CLAPTUNE_CACHE or ~/.cache/claptune)")
-    p.add_argument("--quiet", action="store_true", help="no progress output")
+def _field_names(config_class: type) -> list[str]:
+    import dataclasses
+
+    return [f.name for f in dataclasses.fields(config_class)]
 
 
 def _key_values(items: list[str], what: str) -> dict[str, Any]:
@@ -118,8 +215,11 @@ def config_from_args(args: argparse.Namespace, **fixed: Any) -> ImproveConfig:
                      in _key_values(args.threshold, "--threshold").items()})
     if curation:
         values["curation"] = curation
-    if args.train:
-        values["train"] = {**values.get("train", {}), **_key_values(args.train, "--train")}
+    train = _key_values(args.train, "--train")
+    if getattr(args, "device", None) is not None:
+        train["device"] = args.device
+    if train:
+        values["train"] = {**values.get("train", {}), **train}
     values.update(fixed)
     return ImproveConfig.from_dict(values)
 

@@ -13,21 +13,19 @@ from __future__ import annotations
 
 import argparse
 
-from claptune.cli._common import add_common_arguments, config_from_args
+from claptune.cli._common import add_common_arguments, config_from_args, sub_parser
 from claptune.errors import ClaptuneError
 from claptune.improve.config import CURATION_METHODS, LOSSES
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
-    p = sub.add_parser("ablate", help="compare curation methods and losses on the same splits",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub_parser(sub, "ablate", __doc__)
     add_common_arguments(p)
     # DS first: the paper's claim is the row a cut-short ablation must not miss
     order = ("ds", "pseudo_refined", "pseudo", "ds+pseudo_refined", "ads", "a2a", "du")
     p.add_argument("--methods", default=",".join(order),
-                   help="methods (or +-joined combinations) to compare, in this order "
-                        f"(default: {','.join(order)})")
-    p.add_argument("--losses", default=",".join(LOSSES), help="losses to compare (hard,soft)")
+                   help="methods (or +-joined combinations) to compare, in this order")
+    p.add_argument("--losses", default=",".join(LOSSES), help="losses to compare")
     p.add_argument("--no-replay-only", action="store_true",
                    help="leave out the replay-only fine-tuning control rows")
     return p

@@ -11,9 +11,11 @@ corpus and a target task's class names (never its labels).
 Inputs: --audio (unpaired clips: du, ads, a2a), --text (unpaired captions: du), --corpus (a
 paired corpus manifest with path and caption columns: ds, ads, a2a), --target-audio
 (unlabeled target clips: a2a, pseudo, pseudo_refined; defaults to the clips of --target). Each is an embedding
-store written by `claptune embed`, or files embedded now with --model into a resumable cache
-(--cache, default OUT/embeddings). Class names come from --classes ("a,b" or a file with one
-per line) or --target NAME --root PATH; prompts are --template ("this is a sound of {}").
+store written by `claptune embed`, or files embedded now with --model into a resumable store
+under --cache-dir (CACHE/embeddings; --no-cache keeps them in memory). Class names come from
+--classes ("a,b" or a file with one per line) or --target NAME --root PATH. As in improve, DS
+prompts are "this is a sound of <class>" and pseudo-labels come from the zero-shot classifier of
+--template (default: the 8-template ensemble).
 
 Clips may also come as webdataset shards (--audio, --target-audio: /data/{000000..000099}.tar or
 any URL webdataset opens; --corpus: captioned shards, captions from .txt or --caption-key's
@@ -42,60 +44,76 @@ import sys
 import warnings
 from pathlib import Path
 
+from claptune.cli._common import (
+    add_cache_dir,
+    add_device,
+    add_quiet,
+    add_template,
+    alias,
+    cache_dir,
+    model_device,
+    sub_parser,
+)
 from claptune.curation.methods import METHODS as METHOD_NAMES
 from claptune.curation.methods import THRESHOLD_PRESETS
 from claptune.errors import ClaptuneError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser("curate", help="curate pseudo audio-text pairs (du, ds, ads, a2a, pseudo, "
-                       "pseudo_refined)",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub_parser(sub, "curate", __doc__)
     p.add_argument("--method", required=True,
                    help="one or more of du, ds, ads, a2a, pseudo, pseudo_refined, "
                    "comma-separated")
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument("--model", default=None,
-                   help="teacher: registered name, model folder or hub id (needed for prompts "
-                        "and for inputs that are not stores)")
+                   help="teacher: registered name, model folder or hub id (default: none; needed "
+                        "for prompts and for inputs that are not stores)")
     p.add_argument("--audio", nargs="+", metavar="PATH",
-                   help="unpaired clips: a store, or audio files/folders/.txt lists")
-    p.add_argument("--text", metavar="PATH", help="unpaired captions: a store, .txt or .csv")
-    p.add_argument("--text-column", default="caption", help="caption column of a .csv (caption)")
+                   help="unpaired clips: a store, or audio files/folders/.txt lists "
+                        "(default: none)")
+    p.add_argument("--text", metavar="PATH",
+                   help="unpaired captions: a store, .txt or .csv (default: none)")
+    p.add_argument("--text-column", default="caption", help="caption column of a .csv")
     p.add_argument("--caption-key", default=None,
                    help="captioned shards: caption from this .json field (default: the .txt)")
     p.add_argument("--corpus", metavar="PATH",
-                   help="paired corpus: a folder with manifest.csv, or the CSV (path, caption)")
+                   help="paired corpus: a folder with manifest.csv, or the CSV (path, caption) "
+                        "(default: none)")
     p.add_argument("--target-audio", nargs="+", metavar="PATH",
-                   help="unlabeled target-domain clips: a store, or audio files/folders")
-    p.add_argument("--classes", help="target class names: 'a,b,c' or a file with one per line")
+                   help="unlabeled target-domain clips: a store, or audio files/folders "
+                        "(default: the clips of --target)")
+    p.add_argument("--classes", help="target class names: 'a,b,c' or a file with one per line "
+                                     "(default: those of --target)")
     p.add_argument("--target", help="target data set (esc50, us8k, tut2017, folder, csv) whose "
-                                    "class names (and clips, for --target-audio) to use")
-    p.add_argument("--root", help="local copy of the --target data set")
-    p.add_argument("--template", default="this is a sound of {}",
-                   help="class prompt with {} for the name ('this is a sound of {}')")
+                                    "class names (and clips, for --target-audio) to use "
+                                    "(default: none)")
+    p.add_argument("--root", help="local copy of the --target data set (default: none)")
+    add_template(p)
     p.add_argument("--threshold", nargs="+", default=[], metavar="[METHOD=]T",
-                   help="cosine (0.7) or quantile (q0.99), for the method or per method")
+                   help="cosine (0.7) or quantile (q0.99), for the method or per method "
+                        "(default: the --preset's)")
     p.add_argument("--preset", choices=list(THRESHOLD_PRESETS), default="quantile",
                    help="default thresholds: quantile (of the teacher's own scores; also "
-                        "improve's) or paper (the paper's raw cosines, for MS-CLAP) (quantile)")
+                        "improve's) or paper (the paper's raw cosines, for MS-CLAP)")
     p.add_argument("--top-k", type=int, default=None,
                    help="du: top-k captions per clip instead of a threshold; a2a: DS captions "
-                        "per kept clip (1)")
+                        "per kept clip (default: du a threshold, a2a 1)")
     p.add_argument("--text-threshold", type=float, default=None,
-                   help="a2a: keep only pairings with audio-text cosine >= this")
+                   help="a2a: keep only pairings with audio-text cosine >= this (default: none)")
     p.add_argument("--criterion", choices=["confidence", "margin"], default="confidence",
                    help="pseudo, pseudo_refined: softmax confidence or top1-top2 margin")
     p.add_argument("--max-per-class", type=int, default=None,
-                   help="pseudo, pseudo_refined: cap per class (default 2x the balanced share; 0 = no cap)")
-    p.add_argument("--block-size", type=int, default=4096, help="search tile side (4096)")
-    p.add_argument("--device", default=None, help="torch device, e.g. cuda (default: cpu)")
-    p.add_argument("--cache", type=Path, default=None,
-                   help="where inputs embedded now are stored (OUT/embeddings)")
-    p.add_argument("--batch-size", type=int, default=None, help="embedding batch size")
+                   help="pseudo, pseudo_refined: cap per class (default: 2x the balanced share; "
+                        "0 = no cap)")
+    p.add_argument("--block-size", type=int, default=4096, help="search tile side")
+    add_device(p)
+    add_cache_dir(p)
+    alias(p, "--cache", dest="cache_dir", type=Path)
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="embedding batch size (default: 32 windows, 256 captions)")
     p.add_argument("--on-error", choices=["raise", "skip"], default="raise",
                    help="undecodable audio: stop (raise) or leave it out (skip)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_quiet(p)
     return p
 
 
@@ -115,7 +133,8 @@ def run(args: argparse.Namespace) -> int:
             a2a_text_threshold=args.text_threshold,
             pseudo_criterion=args.criterion,
             pseudo_max_per_class=args.max_per_class,
-            search=SearchOptions(args.block_size, args.device, distributed=env.enabled),
+            search=SearchOptions(args.block_size, model_device(args.device)["device"],
+                                 distributed=env.enabled),
         )
         inputs = build_inputs(args, methods)
         with warnings.catch_warnings(record=True) as caught:
@@ -191,8 +210,9 @@ def build_inputs(args: argparse.Namespace, methods: list[str]):
         if role in needs and not value:
             raise ClaptuneError(f"{what} needs {label}: give {flag}")
     model = _load_model(args)
-    options = EmbedOptions(cache=args.cache or args.out / "embeddings",
-                           batch_size=args.batch_size, progress=not args.no_progress,
+    cache = cache_dir(args)
+    options = EmbedOptions(cache=None if cache is None else cache / "embeddings",
+                           batch_size=args.batch_size, progress=not args.quiet,
                            on_error=args.on_error, text_column=args.text_column,
                            caption_key=args.caption_key)
     dataset = _target_dataset(args) if args.target else None
@@ -205,7 +225,7 @@ def build_inputs(args: argparse.Namespace, methods: list[str]):
         else:
             raise ClaptuneError(f"{what} needs target clips: give --target-audio "
                                 "or --target/--root")
-    class_names = None
+    class_names = class_emb = None
     if "prompts" in needs:
         if args.classes:
             class_names = class_names_from(args.classes)
@@ -214,9 +234,14 @@ def build_inputs(args: argparse.Namespace, methods: list[str]):
         else:
             raise ClaptuneError("class prompts need class names: give --classes or "
                                 "--target/--root")
+        if model is not None:  # pseudo-labels score with the zero-shot classifier, as improve
+            from claptune.evaluate.zeroshot import resolve_templates, text_classifier
+
+            templates = resolve_templates(args.templates or ["ensemble"])
+            class_emb = text_classifier(model, class_names, templates)
     return build_curation_inputs(
         methods, model=model, audio=args.audio, texts=args.text, corpus=args.corpus,
-        target=target, class_names=class_names, template=args.template, options=options)
+        target=target, class_names=class_names, class_emb=class_emb, options=options)
 
 
 def _load_model(args: argparse.Namespace):
@@ -224,7 +249,7 @@ def _load_model(args: argparse.Namespace):
         return None
     from claptune.models import load_model
 
-    return load_model(args.model, **({"device": args.device} if args.device else {}))
+    return load_model(args.model, **model_device(args.device))
 
 
 def _target_dataset(args: argparse.Namespace):

@@ -14,19 +14,29 @@ import argparse
 import os
 from pathlib import Path
 
-from claptune.cli._common import config_from_args, improve_and_print
+from claptune.cli._common import (
+    CACHE_DIR_HELP,
+    add_quiet,
+    config_from_args,
+    improve_and_print,
+    sub_parser,
+)
 from claptune.improve.config import ImproveConfig
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
-    p = sub.add_parser("demo", help="improve the default model on ESC-50, end to end",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub_parser(sub, "demo", __doc__)
     p.add_argument("--root", help="local ESC-50 copy (default: $CLAPTUNE_DATA, else download)")
-    p.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder (runs/demo)")
-    p.add_argument("--splits", type=int, help="adaptation/test splits (3)")
-    p.add_argument("--seeds", type=int, help="training seeds per split (3)")
-    p.add_argument("--corpus", help="paired corpus (default: $CLAPTUNE_CORPUS or ../shared/data/captioned-sfx)")
-    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder")
+    p.add_argument("--splits", type=int, help="adaptation/test splits (default: 3)")
+    p.add_argument("--seeds", type=int, help="training seeds per split (default: 3)")
+    p.add_argument("--corpus", help="paired corpus (default: $CLAPTUNE_CORPUS or "
+                                    "../shared/data/captioned-sfx)")
+    p.add_argument("--device",
+                   help="torch device of training: auto (cuda if available, else cpu), cpu, "
+                        "cuda, cuda:1, ... (default: auto)")
+    p.add_argument("--cache-dir", help=CACHE_DIR_HELP)
+    add_quiet(p)
     return p
 
 
@@ -38,7 +48,8 @@ def demo_config(args: argparse.Namespace) -> ImproveConfig:
         model="default", target="esc50", root=root, download=root is None, out=args.out,
         splits=args.splits, seeds=args.seeds, test_fraction=None, seed=None, corpus=args.corpus,
         corpus_holdout=None, templates=None, on_error=None, threshold=[], curation=[], train=[],
-        config=None, cache_dir=None,
+        config=None, cache_dir=getattr(args, "cache_dir", None),
+        device=getattr(args, "device", None),
     )
     return config_from_args(full)
 

@@ -18,31 +18,35 @@ import argparse
 import os
 from pathlib import Path
 
+from claptune.cli._common import add_device, add_num_workers, add_quiet, model_device, sub_parser
 from claptune.errors import ClaptuneError, printable
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser("embed", help="embed audio or captions into an on-disk store",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub_parser(sub, "embed", __doc__)
     p.add_argument("--model", required=True, help="registered name, model folder or hub id")
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--audio", nargs="+", metavar="PATH",
-                      help="audio files, folders (recursive) or .txt lists of paths")
+                      help="audio files, folders (recursive) or .txt lists of paths "
+                           "(required, or --text)")
     what.add_argument("--text", metavar="FILE",
-                      help=".txt with one caption per line, or .csv (see --text-column)")
-    p.add_argument("--text-column", default="caption", help="caption column of a .csv (caption)")
+                      help=".txt with one caption per line, or .csv (see --text-column) "
+                           "(required, or --audio)")
+    p.add_argument("--text-column", default="caption", help="caption column of a .csv")
     p.add_argument("--out", required=True, type=Path, help="store folder")
     p.add_argument("--batch-size", type=int, default=None,
-                   help="windows (audio, default 32) or captions (default 256) per forward")
-    p.add_argument("--num-workers", type=int, default=2, help="audio decoding threads (2)")
+                   help="windows (audio) or captions per forward (default: 32 windows, "
+                        "256 captions)")
+    add_num_workers(p)
     p.add_argument("--chunk-size", type=int, default=None,
-                   help="items per atomically written part (256 clips, 4096 captions)")
+                   help="items per atomically written part (default: 256 clips, "
+                        "4096 captions)")
     p.add_argument("--on-error", choices=["raise", "skip"], default="raise",
                    help="bad audio: stop with an error (raise) or list it in the manifest (skip)")
     p.add_argument("--store-format", choices=["npz", "shards"], default="npz",
-                   help="one embeddings.npy (npz) or webdataset shards of (id, embedding) (npz)")
-    p.add_argument("--device", default=None, help="torch device, e.g. cuda (default: cpu)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+                   help="one embeddings.npy (npz) or webdataset shards of (id, embedding)")
+    add_device(p)
+    add_quiet(p)
     return p
 
 
@@ -62,12 +66,12 @@ def run(args: argparse.Namespace) -> int:
         from claptune.data.captioned import read_captions
 
         kind, items = "text", read_captions(Path(args.text), args.text_column)
-    model = load_model(args.model, **({"device": args.device} if args.device else {}))
+    model = load_model(args.model, **model_device(args.device))
     if args.store_format == "shards":
         return _run_sharded_out(args, model, items, kind)
     out = embed_to_store(model, items, args.out, kind=kind, chunk_size=args.chunk_size,
                          batch_size=args.batch_size, num_workers=args.num_workers,
-                         progress=not args.no_progress, on_error=args.on_error)
+                         progress=not args.quiet, on_error=args.on_error)
     if int(os.environ.get("RANK", "0")) == 0:  # one report, not one per torchrun rank
         store = load_store(out, items=items)  # this run's items; the view may hold more
         print(f"embedded {len(store.ids)} of {len(items)} {kind} items "
@@ -85,10 +89,10 @@ def _run_shards(args: argparse.Namespace) -> int:
 
     if not all(is_shard_spec(a) for a in args.audio):
         raise ClaptuneError("--audio: give either webdataset shards or audio files, not both")
-    model = load_model(args.model, **({"device": args.device} if args.device else {}))
+    model = load_model(args.model, **model_device(args.device))
     out = embed_shards_to_store(model, args.audio, args.out, store_format=args.store_format,
                                 chunk_size=args.chunk_size, batch_size=args.batch_size,
-                                num_workers=args.num_workers, progress=not args.no_progress,
+                                num_workers=args.num_workers, progress=not args.quiet,
                                 on_error=args.on_error)
     return _summary(out)
 
@@ -98,7 +102,7 @@ def _run_sharded_out(args: argparse.Namespace, model, items: list[str], kind: st
 
     out = embed_to_sharded_store(model, items, args.out, kind=kind, chunk_size=args.chunk_size,
                                  batch_size=args.batch_size, num_workers=args.num_workers,
-                                 progress=not args.no_progress, on_error=args.on_error)
+                                 progress=not args.quiet, on_error=args.on_error)
     return _summary(out)
 
 

@@ -15,18 +15,23 @@ from __future__ import annotations
 
 import argparse
 
-from claptune.cli._common import add_common_arguments, config_from_args, improve_and_print
+from claptune.cli._common import (
+    add_common_arguments,
+    config_from_args,
+    improve_and_print,
+    sub_parser,
+)
 from claptune.improve.config import CURATION_METHODS, LOSSES
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
-    p = sub.add_parser("improve", help="curate, fine-tune and report: the whole method",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub_parser(sub, "improve", __doc__)
     add_common_arguments(p)
     p.add_argument("--methods", help=f"comma-separated curation methods of {', '.join(CURATION_METHODS)}; "
                                      "'none' fine-tunes on replay only (default: pseudo_refined)")
     p.add_argument("--loss", choices=LOSSES, help="contrastive loss (default: hard)")
-    p.add_argument("--audio-samples", type=int, help="curated pairs to listen to in report.html (16)")
+    p.add_argument("--audio-samples", type=int,
+                   help="curated pairs to listen to in report.html (default: 16)")
     p.add_argument("--no-save-model", action="store_true", help="do not write RUN/model")
     return p
 

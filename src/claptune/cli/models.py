@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 
+from claptune.cli._common import sub_parser
+
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    return sub.add_parser("models", help="list the registered model names")
+    return sub_parser(sub, "models", __doc__)
 
 
 def run(args: argparse.Namespace) -> int:

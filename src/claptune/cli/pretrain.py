@@ -14,35 +14,35 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from claptune.cli._common import add_cache_dir, add_quiet, cache_dir, sub_parser
+
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser("pretrain", help="train the default model's heads on a captioned corpus",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub_parser(sub, "pretrain", __doc__)
     p.add_argument("--corpus", required=True, type=Path,
                    help="folder with manifest.csv (path, caption columns), or the csv itself")
     p.add_argument("--out", required=True, type=Path, help="output model folder")
     p.add_argument("--recipe", default="default.json",
-                   help="recipe JSON file, or a name in claptune/recipes (default.json)")
-    p.add_argument("--seed", type=int, default=None, help="override the recipe's seed")
-    p.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs")
+                   help="recipe JSON file, or a name in claptune/recipes")
+    p.add_argument("--seed", type=int, default=None,
+                   help="override the recipe's seed (default: the recipe's)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="override the recipe's epochs (default: the recipe's)")
     p.add_argument("--max-clips", type=int, default=None,
-                   help="use only the first N clips of the manifest (smoke runs)")
-    p.add_argument("--cache-dir", type=Path,
-                   help="where frozen features are kept between runs "
-                        "(default: $CLAPTUNE_CACHE or ~/.cache/claptune)")
-    p.add_argument("--no-cache", action="store_true", help="do not read or write the feature store")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+                   help="use only the first N clips of the manifest, for smoke runs "
+                        "(default: all)")
+    add_cache_dir(p)
+    add_quiet(p)
     return p
 
 
 def run(args: argparse.Namespace) -> int:
-    from claptune.improve.config import default_cache_dir
     from claptune.train.heads import PretrainConfig, pretrain
 
     config = PretrainConfig.from_recipe(args.recipe, seed=args.seed, epochs=args.epochs,
                                         max_clips=args.max_clips)
     result = pretrain(args.corpus, args.out, config,
-                      cache_dir=None if args.no_cache else args.cache_dir or default_cache_dir(),
+                      cache_dir=cache_dir(args),
                       progress=not args.quiet)
     metrics = ", ".join(f"{k} {v:.3f}" for k, v in result.heldout.items())
     print(f"model saved to {result.out_dir} (epoch {result.best_epoch}; held-out {metrics})")

@@ -13,10 +13,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from claptune.cli._common import sub_parser
+
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser("push", help="upload a saved model folder to the Hugging Face Hub",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub_parser(sub, "push", __doc__)
     p.add_argument("folder", type=Path, help="a model folder claptune saved, e.g. RUN/model")
     p.add_argument("--repo-id", required=True, help="Hub repository, USER/NAME or ORG/NAME")
     p.add_argument("--private", action="store_true",

@@ -17,6 +17,7 @@ import argparse
 import json
 from pathlib import Path
 
+from claptune.cli._common import NUM_WORKERS_HELP, add_cache_dir, add_quiet, cache_dir, sub_parser
 from claptune.errors import ClaptuneError
 
 # flag -> TrainConfig field, for the flags that map one to one
@@ -47,12 +48,7 @@ _FIELDS = {
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
-    p = sub.add_parser(
-        "train",
-        help="fine-tune a model on curated pairs (student vs frozen teacher)",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = sub_parser(sub, "train", __doc__)
     p.add_argument("--model", required=True, help="registered name, model folder or hub id")
     p.add_argument(
         "--pairs",
@@ -61,13 +57,15 @@ def add_parser(sub) -> argparse.ArgumentParser:
         "webdataset shards (/data/{000000..000099}.tar)",
     )
     p.add_argument("--replay", help="replay pairs CSV (e.g. the original paired corpus), "
-                   "or captioned webdataset shards")
+                   "or captioned webdataset shards (default: none)")
     p.add_argument("--shards", nargs="+", metavar="SPEC",
-                   help="webdataset shards holding the <shard>/<key> audio ids of the pairs")
+                   help="webdataset shards holding the <shard>/<key> audio ids of the pairs "
+                        "(default: none)")
     p.add_argument("--caption-key", help="captioned shards: caption from this .json field "
                    "(default: the .txt)")
     p.add_argument("--out", required=True, type=Path, help="run folder")
-    p.add_argument("--config", type=Path, help="TrainConfig JSON; flags given override it")
+    p.add_argument("--config", type=Path,
+                   help="TrainConfig JSON; flags given override it (default: none)")
     again = p.add_mutually_exclusive_group()
     again.add_argument("--resume", action="store_true",
                        help="continue the run in OUT from its checkpoint (default: off; an OUT "
@@ -75,22 +73,23 @@ def add_parser(sub) -> argparse.ArgumentParser:
     again.add_argument("--overwrite", action="store_true",
                        help="delete the earlier run's checkpoint, logs and model in OUT and "
                             "start again (default: off; an OUT holding a checkpoint is refused)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("--loss", choices=["hard", "soft", "multipos"])
-    p.add_argument("--beta", type=float, help="soft-target weight of teacher similarities (0.3)")
+    add_quiet(p)
+    p.add_argument("--loss", choices=["hard", "soft", "multipos"],
+                   help="contrastive loss (hard is improve's: the better one in its ablation)")
+    p.add_argument("--beta", type=float, help="soft-target weight of teacher similarities")
     p.add_argument(
         "--normalize-targets",
         action="store_true",
         default=None,
         help="renormalise soft target rows (the published rows are not)",
     )
-    p.add_argument("--epochs", type=int)
+    p.add_argument("--epochs", type=int, help="passes over the curated pairs")
     p.add_argument("--max-steps", type=int, help="stop after this many steps in total")
-    p.add_argument("--batch-size", type=int, help="global batch size (128)")
-    p.add_argument("--lr", type=float)
-    p.add_argument("--min-lr", type=float)
+    p.add_argument("--batch-size", type=int, help="global batch size")
+    p.add_argument("--lr", type=float, help="AdamW learning rate")
+    p.add_argument("--min-lr", type=float, help="floor of the plateau schedule")
     p.add_argument("--grad-clip", type=float, help="max grad norm; 0 disables")
-    p.add_argument("--p-curated", type=float, help="probability a step uses curated pairs (0.5)")
+    p.add_argument("--p-curated", type=float, help="probability a step uses curated pairs")
     p.add_argument(
         "--val-fraction",
         type=float,
@@ -101,33 +100,44 @@ def add_parser(sub) -> argparse.ArgumentParser:
         choices=["last", "best_val"],
         help="final model: last step or lowest held-out curated loss",
     )
-    p.add_argument("--trainable", choices=["all", "projections", "lora"])
-    p.add_argument("--lora-rank", type=int)
-    p.add_argument("--lora-alpha", type=int)
+    p.add_argument("--trainable", choices=["all", "projections", "lora"],
+                   help="which parameters train")
+    p.add_argument("--lora-rank", type=int, help="rank of the LoRA adapters")
+    p.add_argument("--lora-alpha", type=int, help="scale of the LoRA adapters")
     p.add_argument(
         "--crop",
         choices=["fixed", "random"],
         help="training windows: fixed (teacher cached) or random (paper)",
     )
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16"])
-    p.add_argument("--device", help="auto, cpu, cuda, cuda:1, ...")
-    p.add_argument("--seed", type=int)
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"],
+                   help="auto: bf16 autocast on CUDA, fp32 on CPU")
+    p.add_argument("--device",
+                   help="torch device: auto (cuda if available, else cpu), cpu, cuda, cuda:1, ...")
+    p.add_argument("--seed", type=int, help="seed of batches, crops and initialisation")
     p.add_argument("--save-every", type=int, help="steps between checkpoints")
-    p.add_argument("--num-workers", type=int, help="audio decoding processes")
+    p.add_argument("--num-workers", type=int, help=NUM_WORKERS_HELP)
     p.add_argument(
         "--on-error",
         choices=["raise", "skip"],
         help="clips that cannot be read: stop before training (raise) or leave their pairs "
         "out and list them in OUT/skipped_clips.json (skip)",
     )
-    p.add_argument(
-        "--cache-dir",
-        type=Path,
-        help="where frozen features are kept between runs, for models whose heads alone "
-        "train (default: $CLAPTUNE_CACHE or ~/.cache/claptune)",
-    )
-    p.add_argument("--no-cache", action="store_true", help="do not read or write the feature store")
+    add_cache_dir(p)  # frozen features, for models whose heads alone train
+    _show_config_defaults(p)
     return p
+
+
+def _show_config_defaults(p: argparse.ArgumentParser) -> None:
+    """A flag left out takes the value of --config, else TrainConfig's default: say which."""
+    from claptune.train.config import TrainConfig
+
+    defaults = TrainConfig()
+    for action in p._actions:
+        field = _FIELDS.get(action.dest)
+        if field is not None and "default" not in (action.help or ""):
+            value = getattr(defaults, field)
+            value = "none" if value is None else value
+            action.help = f"{action.help or ''} (default: {value})".lstrip()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -163,11 +173,10 @@ def run(args: argparse.Namespace) -> int:
     features = None
     if not args.no_cache and heads_train_on_features(model, config):
         from claptune.features import FeatureStore
-        from claptune.improve.config import default_cache_dir
 
         features = FeatureStore(
             model,
-            cache_dir=args.cache_dir or default_cache_dir(),
+            cache_dir=cache_dir(args),
             num_workers=config.num_workers,
             progress=config.progress,
         )

@@ -1,10 +1,14 @@
 """`claptune zeroshot`: zero-shot classification accuracy of a model on a labelled data set.
 
-    claptune zeroshot --model M --dataset esc50 --root ../shared/data/esc50-subset --out runs/zs
-    claptune zeroshot --model M --dataset us8k --download --folds 1,2 --templates ensemble --out DIR
-    claptune zeroshot --model M --dataset folder --root my_clips/ --templates "a {} sound" --out DIR
+    claptune zeroshot --model M --target esc50 --root ../shared/data/esc50-subset --out runs/zs
+    claptune zeroshot --model M --target us8k --download --folds 1,2 --template default --out DIR
+    claptune zeroshot --model M --target folder --root my_clips/ --template "a {} sound" --out DIR
 
-Datasets: esc50, us8k, tut2017 (development + evaluation; --split), folder (a folder of class
+The prompts default to improve's 8-template ensemble, so a model's accuracy here is the
+"before" number that `claptune improve` reports for the same clips. Clip embeddings are kept
+under --cache-dir and reused by later runs of the same model (other templates, say).
+
+Targets: esc50, us8k, tut2017 (development + evaluation; --split), folder (a folder of class
 folders), csv (a CSV of path,label). Prints overall and per-class accuracy and writes
 DIR/zeroshot.json (accuracy, n_clips, per_class, config, failed, per-clip predictions) and
 DIR/confusion.png.
@@ -19,36 +23,48 @@ import os
 import sys
 from pathlib import Path
 
+from claptune.cli._common import (
+    add_cache_dir,
+    add_device,
+    add_num_workers,
+    add_quiet,
+    add_template,
+    alias,
+    cache_dir,
+    model_device,
+    sub_parser,
+)
 from claptune.errors import ClaptuneError, printable
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser("zeroshot", help="zero-shot classification accuracy on a labelled data set",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub_parser(sub, "zeroshot", __doc__)
     p.add_argument("--model", required=True, help="registered name, model folder or hub id")
-    p.add_argument("--dataset", required=True,
-                   help="esc50, us8k, tut2017, folder (class folders) or csv (path,label)")
+    p.add_argument("--target",  # required, checked in run() so that --dataset counts too
+                   help="esc50, us8k, tut2017, folder (class folders) or csv (path,label) "
+                        "(required)")
+    alias(p, "--dataset", dest="target")
     p.add_argument("--root", default=None,
-                   help="local copy of the data set (folder; a .csv file for --dataset csv)")
+                   help="local copy of the data set (folder; a .csv file for --target csv) "
+                        "(default: none)")
     p.add_argument("--download", action="store_true",
                    help="fetch a published data set if it is missing (into --root, else into "
                         "$CLAPTUNE_DATA, default ~/.cache/claptune/data)")
-    p.add_argument("--folds", default=None, help="comma-separated folds to evaluate, e.g. 1,2")
+    p.add_argument("--folds", default=None,
+                   help="comma-separated folds to evaluate, e.g. 1,2 (default: all)")
     p.add_argument("--split", default=None, choices=["all", "development", "evaluation"],
-                   help="TUT2017 only: which set(s) (default all)")
-    p.add_argument("--templates", nargs="+", default=["default"], metavar="T",
-                   help="'default' ('this is a sound of {}'), 'ensemble' (several averaged), "
-                        "or your own templates with one {} for the class name")
-    p.add_argument("--batch-size", type=int, default=32, help="audio windows per forward (32)")
-    p.add_argument("--num-workers", type=int, default=2, help="audio decoding threads (2)")
+                   help="TUT2017 only: which set(s) (default: all)")
+    add_template(p)
+    alias(p, "--templates", dest="templates", nargs="+")
+    p.add_argument("--batch-size", type=int, default=32, help="audio windows per forward")
+    add_num_workers(p)
     p.add_argument("--on-error", choices=["raise", "skip"], default="raise",
                    help="bad audio: stop with an error (raise) or skip and list it (skip)")
-    p.add_argument("--cache", type=Path, default=None, metavar="DIR",
-                   help="keep the clips' embeddings in this resumable store and reuse them "
-                        "on later runs of the same model (e.g. with other templates)")
-    p.add_argument("--device", default=None, help="torch device, e.g. cuda (default: cpu)")
+    add_cache_dir(p)
+    alias(p, "--cache", dest="cache_dir", type=Path)
+    add_device(p)
     p.add_argument("--out", required=True, type=Path, help="output folder")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_quiet(p)
     return p
 
 
@@ -58,25 +74,32 @@ def run(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1 or args.num_workers < 0:
         raise ClaptuneError("--batch-size must be >= 1 and --num-workers >= 0")
+    if args.target is None:
+        raise ClaptuneError("--target is required (esc50, us8k, tut2017, folder or csv)")
     folds = parse_folds(args.folds)
-    templates = resolve_templates(args.templates)
+    templates = resolve_templates(args.templates or ["ensemble"])  # improve's default
     extra = {"split": args.split} if args.split else {}
-    if extra and args.dataset != "tut2017":
-        raise ClaptuneError("--split applies to --dataset tut2017 only")
-    dataset = load_dataset(args.dataset, root=args.root, download=args.download, folds=folds,
+    if extra and args.target != "tut2017":
+        raise ClaptuneError("--split applies to --target tut2017 only")
+    dataset = load_dataset(args.target, root=args.root, download=args.download, folds=folds,
                            **extra)
     # torch and the model come after the cheap checks, so a typo fails in a blink
     from claptune.evaluate.plots import plot_confusion
     from claptune.models import load_model
 
-    model = load_model(args.model, **({"device": args.device} if args.device else {}))
+    model = load_model(args.model, **model_device(args.device))
+    cache = cache_dir(args)
+    if cache is not None:  # one store per model: another model never shares its view
+        from claptune.embed import store_key
+
+        cache = cache / "embeddings" / "zeroshot" / store_key(model, "audio")
     result = evaluate_zeroshot(model, dataset, templates=templates, on_error=args.on_error,
                                batch_size=args.batch_size, num_workers=args.num_workers,
-                               progress=not args.no_progress, cache_dir=args.cache)
+                               progress=not args.quiet, cache_dir=cache)
     config = {
         "model": args.model,
         "model_identity": model.identity(),
-        "dataset": args.dataset,
+        "target": args.target,
         "root": str(Path(args.root).expanduser().resolve()) if args.root else None,
         "download": args.download,
         "folds": folds,
@@ -85,12 +108,12 @@ def run(args: argparse.Namespace) -> int:
         "n_items": len(dataset),
         "batch_size": args.batch_size,
         "on_error": args.on_error,
-        "cache": str(args.cache) if args.cache else None,
+        "cache": str(cache) if cache else None,
     }
     report = result_to_json(result, dataset, config)
     args.out.mkdir(parents=True, exist_ok=True)
     _write_json(args.out / "zeroshot.json", report)
-    title = f"{args.model} on {args.dataset}: accuracy {result.accuracy:.1%} ({result.n_clips} clips)"
+    title = f"{args.model} on {args.target}: accuracy {result.accuracy:.1%} ({result.n_clips} clips)"
     plot_confusion(result.confusion, result.class_names, args.out / "confusion.png", title=title)
     print(format_table(result, report["per_fold"]))
     for item, reason in result.failed:

@@ -11,9 +11,12 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from claptune.errors import ClaptuneError
-from claptune.models.base import MODEL_MARKER, AudioTextModel
+
+if TYPE_CHECKING:  # the interface imports torch: listing models (`claptune models`) must not
+    from claptune.models.base import AudioTextModel
 
 # backend name -> "module:Class"; the class implements AudioTextModel
 BACKENDS: dict[str, str] = {
@@ -127,6 +130,8 @@ def load_model(spec: str | Path, revision: str | None = None, **kwargs) -> Audio
     if revision is not None and path.exists():
         raise ClaptuneError(f"{path} is a local path; a revision applies to Hub models only")
     if path.is_dir():
+        from claptune.models.base import MODEL_MARKER
+
         marker = path / MODEL_MARKER
         from claptune.models.checkpoints import read_json  # torch: only once a model loads
 
@@ -158,6 +163,14 @@ def load_model(spec: str | Path, revision: str | None = None, **kwargs) -> Audio
         f"unknown model {spec_str!r}: not a registered name (see `claptune models`), "
         "a local directory or a Hugging Face hub id"
     )
+
+
+def __getattr__(name: str):
+    if name == "AudioTextModel":  # imported on first use, with torch
+        from claptune.models.base import AudioTextModel
+
+        return AudioTextModel
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = ["AudioTextModel", "BACKENDS", "load_model", "split_revision", "list_models", "register_model",

@@ -1,0 +1,114 @@
+"""Write docs/benchmarks.md from the recorded results in bench/results/.
+
+    python bench/make_benchmarks_doc.py [--check]
+
+One section per benchmark, in pipeline order. Each section is the benchmark's own Markdown
+(bench/results/<name>.md, written by its script beside <name>.json) with its headings moved
+one level down under the section's title, followed by the hand-written reading of the numbers
+kept in bench/notes/<name>.md where there is one. Rerun this after a benchmark writes new
+results; ``--check`` exits 1 when docs/benchmarks.md is out of date (tests/test_docs.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+NOTES = ROOT / "bench" / "notes"
+OUT = ROOT / "docs" / "benchmarks.md"
+
+# (anchor name, section title, results file relative to bench/results, script that writes it)
+SECTIONS = [
+    ("default_model", "Default model: zero-shot accuracy of the shipped heads",
+     "default_model.md", "bench/default_model.py"),
+    ("zeroshot", "Zero-shot evaluation and its repeatability", "zeroshot.md",
+     "bench/bench_zeroshot.py"),
+    ("ablation", "improve: curation methods and losses compared", "ablation.md",
+     "claptune ablate"),
+    ("skewed", "improve on skewed targets", "skewed.md", "bench/bench_skewed.py"),
+    ("priors", "Class shares without labels", "priors.md", "bench/bench_priors.py"),
+    ("embed", "Embedding throughput", "embed.md", "bench/bench_embed.py"),
+    ("curation", "Curation search at scale", "curation.md", "bench/bench_curation.py"),
+    ("train", "Training throughput and data parallelism", "train.md", "bench/bench_train.py"),
+    ("exactness", "Exactness of the MS-CLAP and LAION-CLAP backends", "exactness.md",
+     "bench/exactness/run_exactness.py"),
+    ("cli", "Command-line start-up", "cli.md", "bench/bench_cli.py"),
+]
+
+HEADER = """# Benchmarks
+
+Every number in claptune's documentation comes from a script in `bench/` that writes
+`bench/results/<name>.json` (the data) and `<name>.md` (its table). This page is generated
+from those files by `python bench/make_benchmarks_doc.py`; do not edit it by hand (the
+reading of each benchmark lives in `bench/notes/<name>.md`). Unless a section says otherwise,
+the machine is a shared 2-core x86_64 CPU without a GPU, so absolute times are noisy and the
+ratios measured side by side are the point.
+
+"""
+
+
+def demote(markdown: str, title: str) -> str:
+    """The benchmark's Markdown under a level-2 section: its own top heading is dropped (the
+    section title replaces it) and every other heading moves one level down."""
+    lines = markdown.strip("\n").splitlines()
+    if lines and re.match(r"^# ", lines[0]):
+        lines = lines[1:]
+        while lines and not lines[0].strip():
+            lines = lines[1:]
+    out = []
+    in_code = False
+    for line in lines:
+        if line.startswith("```"):
+            in_code = not in_code
+        if not in_code and re.match(r"^#{1,5} ", line):
+            line = "#" + line
+        out.append(line)
+    return "\n".join(out)
+
+
+def render() -> str:
+    parts = [HEADER.rstrip("\n"), "", "Contents:", ""]
+    present = [s for s in SECTIONS if (RESULTS / s[2]).is_file()]
+    for _name, title, _, _ in present:
+        parts.append(f"- [{title}](#{slug(title)})")
+    for name, title, results, script in present:
+        body = demote((RESULTS / results).read_text(encoding="utf-8"), title)
+        parts += ["", f"## {title}", "", f"Written by `{script}` "
+                  f"(data: [bench/results/{Path(results).with_suffix('.json').name}]"
+                  f"(../bench/results/{Path(results).with_suffix('.json').name})).", "", body]
+        note = NOTES / f"{name}.md"
+        if note.is_file():
+            parts += ["", demote(note.read_text(encoding="utf-8"), title)]
+    return "\n".join(parts).rstrip("\n") + "\n"
+
+
+def slug(title: str) -> str:
+    """GitHub's anchor of a heading."""
+    text = re.sub(r"[^\w\- ]", "", title.lower())
+    return text.replace(" ", "-")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true",
+                        help="exit 1 if docs/benchmarks.md differs from what would be written")
+    args = parser.parse_args(argv)
+    text = render()
+    if args.check:
+        current = OUT.read_text(encoding="utf-8") if OUT.is_file() else ""
+        if current != text:
+            print(f"{OUT} is out of date: run python bench/make_benchmarks_doc.py",
+                  file=sys.stderr)
+            return 1
+        return 0
+    OUT.write_text(text, encoding="utf-8")
+    print(f"wrote {OUT}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,199 @@
+"""The command line as a whole: lazy sub-commands, --version, and one vocabulary of flags.
+
+Every sub-command's parser is built and its options read, so a new flag that breaks the
+vocabulary (a second spelling of --quiet, a default not shown in --help) fails here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+HEAVY = ("torch", "scipy", "transformers")
+
+
+def _subcommands() -> dict[str, argparse.ArgumentParser]:
+    from claptune.cli import build_parser
+
+    parser = build_parser()
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(action.choices)
+
+
+def _visible_options(p: argparse.ArgumentParser) -> dict[str, argparse.Action]:
+    return {flag: a for a in p._actions if a.help != argparse.SUPPRESS
+            for flag in a.option_strings}
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["models"], ["--version"]])
+def test_help_and_models_do_not_import_torch(argv):
+    """`claptune --help` and `claptune models` load no sub-command they do not run: no torch,
+    scipy or transformers (bench/bench_cli.py measures the time)."""
+    code = ("import sys, contextlib, io\n"
+            "from claptune.cli import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n"
+            "    try:\n"
+            f"        main({argv!r})\n"
+            "    except SystemExit:\n"
+            "        pass\n"
+            f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         check=True).stdout
+    assert out.strip().splitlines()[-1] == "[]"
+
+
+def test_version_matches_the_package(capsys):
+    from claptune.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    version = re.search(r'^version = "([^"]+)"', (ROOT / "pyproject.toml").read_text(),
+                        re.MULTILINE).group(1)
+    assert capsys.readouterr().out.strip() == f"claptune {version}"
+
+
+def test_lazy_listing_matches_each_command_module():
+    """The one-line helps in claptune.cli.COMMANDS are what each module registers."""
+    from claptune.cli import COMMANDS, build_parser
+
+    full = build_parser()
+    action = next(a for a in full._actions if isinstance(a, argparse._SubParsersAction))
+    registered = {a.dest: a.help for a in action._choices_actions}
+    assert registered == {name: help_text for name, (_, help_text) in COMMANDS.items()}
+    lazy = build_parser(["models"])  # one command built in full, the others listed
+    assert "--help" in _visible_options(lazy._subparsers._group_actions[0].choices["models"])
+
+
+def test_every_option_shows_its_default():
+    from claptune.cli._common import HelpFormatter
+
+    formatter = HelpFormatter("claptune")
+    missing = []
+    for name, p in _subcommands().items():
+        for flag, action in _visible_options(p).items():
+            if flag in ("-h", "--help") or flag != action.option_strings[-1]:
+                continue
+            text = formatter._get_help_string(action)
+            if "default" not in text and "required" not in text and not action.required:
+                missing.append(f"{name} {flag}")
+    assert missing == []
+
+
+# flag -> the sub-commands that must offer it under that one name
+VOCABULARY = {
+    "--quiet": ("embed", "zeroshot", "curate", "train", "pretrain", "improve", "demo", "ablate"),
+    "--device": ("embed", "zeroshot", "curate", "train", "improve", "demo", "ablate"),
+    "--cache-dir": ("zeroshot", "curate", "train", "pretrain", "improve", "demo", "ablate"),
+    "--template": ("zeroshot", "curate", "improve", "ablate"),
+    "--target": ("zeroshot", "curate", "improve", "ablate"),
+}
+OLD_SPELLINGS = ("--no-progress", "--dataset", "--templates", "--cache")
+
+
+def test_one_vocabulary_across_sub_commands():
+    commands = _subcommands()
+    for flag, names in VOCABULARY.items():
+        for name in names:
+            assert flag in _visible_options(commands[name]), f"{name} lacks {flag}"
+    for name, p in commands.items():
+        shown = _visible_options(p)
+        assert not set(OLD_SPELLINGS) & set(shown), name
+        if "--template" in shown:
+            assert shown["--template"].nargs is None and isinstance(
+                shown["--template"], argparse._AppendAction), f"{name} --template not repeatable"
+        if "--device" in shown:
+            assert "auto" in shown["--device"].help, name
+    helps = {commands[n]._option_string_actions["--num-workers"].help.split(" (default")[0]
+             for n in commands if "--num-workers" in commands[n]._option_string_actions}
+    assert len(helps) == 1  # one meaning
+
+
+def test_old_spellings_still_parse():
+    from claptune.cli import build_parser
+
+    argv = ["zeroshot", "--model", "m", "--dataset", "esc50", "--templates", "default", "x {}",
+            "--no-progress", "--cache", "c", "--out", "o"]
+    args = build_parser(argv).parse_args(argv)
+    assert (args.target, args.templates, args.quiet, args.cache_dir) == (
+        "esc50", ["default", "x {}"], True, Path("c"))
+    argv = ["zeroshot", "--model", "m", "--target", "esc50", "--template", "default",
+            "--template", "x {}", "--out", "o"]
+    args = build_parser(argv).parse_args(argv)
+    assert (args.target, args.templates, args.quiet, args.device) == (
+        "esc50", ["default", "x {}"], False, "auto")
+
+
+def test_key_value_options_list_their_keys():
+    import dataclasses
+
+    from claptune.curation import CurationSettings
+    from claptune.train import TrainConfig
+
+    commands = _subcommands()
+    for name in ("improve", "ablate"):
+        options = commands[name]._option_string_actions
+        for flag, config in (("--curation", CurationSettings), ("--train", TrainConfig)):
+            for field in dataclasses.fields(config):
+                assert field.name in options[flag].help, (name, flag, field.name)
+
+
+def test_train_zeroshot_and_improve_share_defaults():
+    """The same model gives the same "before" number through zeroshot and improve, and train
+    fine-tunes with improve's loss."""
+    from claptune.cli import build_parser
+    from claptune.improve.config import ImproveConfig
+    from claptune.train import TrainConfig
+
+    assert TrainConfig().loss == ImproveConfig().loss == "hard"
+    argv = ["train", "--model", "m", "--pairs", "p.csv", "--out", "o"]
+    assert build_parser(argv).parse_args(argv).loss is None  # -> TrainConfig's default
+    assert ImproveConfig().templates == ("ensemble",)
+
+
+def _tone(path: Path, freq: float, seconds: float = 1.0, rate: int = 16000, seed: int = 0):
+    import soundfile as sf
+
+    t = np.arange(int(seconds * rate)) / rate
+    noise = np.random.default_rng(seed).standard_normal(t.size)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, (0.3 * np.sin(2 * np.pi * freq * t) + 0.05 * noise).astype(np.float32), rate)
+
+
+def test_zeroshot_gives_improves_before_number(tiny_clap_dir, tmp_path):
+    """`claptune zeroshot` with its defaults predicts every clip as improve's teacher does."""
+    from claptune.cli import main
+    from claptune.improve.config import ImproveConfig
+    from claptune.improve.pipeline import Workspace
+
+    target, corpus = tmp_path / "target", tmp_path / "corpus"
+    for c, (name, freq) in enumerate([("dog_bark", 300), ("rain", 900), ("cafe_restaurant", 2000)]):
+        for i in range(3):
+            _tone(target / name / f"{i}.wav", freq * (1 + 0.05 * i), seed=10 * c + i)
+    lines = ["path,caption,source,license"]
+    for i in range(4):
+        _tone(corpus / f"audio/{i}.wav", 250 + 150 * i, seconds=0.5, seed=50 + i)
+        lines.append(f"audio/{i}.wav,a tone {i},test,CC0-1.0")
+    (corpus / "manifest.csv").write_text("\n".join(lines) + "\n")
+
+    assert main(["zeroshot", "--model", str(tiny_clap_dir), "--target", "folder", "--root",
+                 str(target), "--num-workers", "0", "--quiet", "--out",
+                 str(tmp_path / "zs")]) == 0
+    zs = json.loads((tmp_path / "zs" / "zeroshot.json").read_text())
+    ws = Workspace(ImproveConfig(model=str(tiny_clap_dir), target="folder", root=str(target),
+                                 corpus=str(corpus), corpus_holdout=0.0, n_splits=1, n_seeds=1,
+                                 cache_dir=None), tmp_path / "ws", progress=False)
+    names = zs["class_names"]
+    by_path = {p["path"]: p["predicted"] for p in zs["predictions"]}
+    assert [by_path[item] for item in ws.items] == [names[k] for k in ws.pred_before]
+    assert zs["accuracy"] == pytest.approx(float(np.mean(ws.pred_before == ws.labels)), abs=0)
