@@ -257,9 +257,9 @@ def write_markdown(result: dict) -> str:
                   f"| top-{s['k']} | {pw['topk']} | {s['ratio_to_bare']['topk']} |",
                   f"| threshold >= {s['threshold']} | {pw['threshold']} | "
                   f"{s['ratio_to_bare']['threshold']} |", "",
-                  f"Time target (<= 1.5x the bare products): "
-                  f"{'met' if s['meets_time'] else 'NOT met'}; peak RSS {s['peak_rss_gb']} GB "
-                  f"(target < 3 GB: {'met' if s['meets_memory'] else 'NOT met'}).", ""]
+                  f"Time goal (<= 1.5x the bare products): "
+                  f"{'within' if s['meets_time'] else 'OVER'}; peak RSS {s['peak_rss_gb']} GB "
+                  f"(goal < 3 GB: {'within' if s['meets_memory'] else 'OVER'}).", ""]
     if "faiss" in result:
         f = result["faiss"]
         lines += ["## Approximate search (faiss IVF, inner product)", "",

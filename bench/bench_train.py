@@ -249,14 +249,14 @@ def write_results(result: dict) -> None:
     lines += [
         "",
         f"Soft loss with cached teacher embeddings runs at {soft_ratio:.2f}x the hard loss's "
-        f"throughput (target: within 10 %, i.e. >= 0.90x): "
+        f"throughput (goal: within 10 %, i.e. >= 0.90x): "
         f"**{'pass' if soft_ratio >= 0.9 else 'FAIL'}**.",
         "",
         "## Two-process data parallel (torchrun, gloo, CPU) vs one process",
         "",
         f"`claptune train` on the same pairs, soft loss, random crops, {ddp['steps']} steps of a "
         f"global batch of {result['batch_size']}: max |loss difference| over all steps "
-        f"{ddp['max_abs_loss_diff']:.2e} (loss.csv keeps 7 significant digits; target 1e-5: "
+        f"{ddp['max_abs_loss_diff']:.2e} (loss.csv keeps 7 significant digits; goal 1e-5: "
         f"**{'pass' if ddp['max_abs_loss_diff'] <= 1e-5 else 'FAIL'}**), max |weight "
         f"difference| of the final models {ddp['max_abs_weight_diff']:.2e}. Wall time "
         f"{ddp['wall_s_one_process']:.1f} s (one process) vs {ddp['wall_s_two_processes']:.1f} s "
