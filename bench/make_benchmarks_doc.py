@@ -32,6 +32,7 @@ SECTIONS = [
     ("skewed", "improve on skewed targets", "skewed.md", "bench/bench_skewed.py"),
     ("priors", "Class shares without labels", "priors.md", "bench/bench_priors.py"),
     ("embed", "Embedding throughput", "embed.md", "bench/bench_embed.py"),
+    ("long_audio", "Long recordings: peak memory", "long_audio.md", "bench/bench_long_audio.py"),
     ("curation", "Curation search at scale", "curation.md", "bench/bench_curation.py"),
     ("train", "Training throughput and data parallelism", "train.md", "bench/bench_train.py"),
     ("exactness", "Exactness of the MS-CLAP and LAION-CLAP backends", "exactness.md",
@@ -52,10 +53,12 @@ ratios measured side by side are the point.
 
 
 def demote(markdown: str, title: str) -> str:
-    """The benchmark's Markdown under a level-2 section: its own top heading is dropped (the
-    section title replaces it) and every other heading moves one level down."""
+    """The benchmark's Markdown under a level-2 section: a heading on its first line is dropped
+    (the section title replaces it) and the other headings keep their depth below it."""
     lines = markdown.strip("\n").splitlines()
-    if lines and re.match(r"^# ", lines[0]):
+    top = 1
+    if lines and (first := re.match(r"^(#{1,6}) ", lines[0])):
+        top = len(first.group(1))
         lines = lines[1:]
         while lines and not lines[0].strip():
             lines = lines[1:]
@@ -64,8 +67,9 @@ def demote(markdown: str, title: str) -> str:
     for line in lines:
         if line.startswith("```"):
             in_code = not in_code
-        if not in_code and re.match(r"^#{1,5} ", line):
-            line = "#" + line
+        heading = None if in_code else re.match(r"^(#{1,6}) (.*)$", line)
+        if heading:
+            line = "#" * min(6, max(3, len(heading.group(1)) - top + 2)) + " " + heading.group(2)
         out.append(line)
     return "\n".join(out)
 
