@@ -197,3 +197,11 @@ def test_zeroshot_gives_improves_before_number(tiny_clap_dir, tmp_path):
     by_path = {p["path"]: p["predicted"] for p in zs["predictions"]}
     assert [by_path[item] for item in ws.items] == [names[k] for k in ws.pred_before]
     assert zs["accuracy"] == pytest.approx(float(np.mean(ws.pred_before == ws.labels)), abs=0)
+
+
+@pytest.mark.parametrize("command", [["improve", "--target", "esc50"], ["curate", "--method", "ds"]])
+def test_threshold_takes_several_values_either_way(command):
+    from claptune.cli import build_parser
+
+    argv = [*command, "--out", "o", "--threshold", "ds=0.5", "a2a=q0.2", "--threshold", "du=0.1"]
+    assert build_parser(argv).parse_args(argv).threshold == ["ds=0.5", "a2a=q0.2", "du=0.1"]

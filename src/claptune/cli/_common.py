@@ -100,9 +100,9 @@ def add_cache_dir(p: argparse.ArgumentParser) -> None:
                    help="neither read nor write the cache")
 
 
-TEMPLATE_HELP = ("zero-shot prompts: a named set (ensemble: 8 templates averaged, as improve "
-                 "uses; default: 'this is a sound of {}') or a template with {} for the class "
-                 "name; repeat to combine (default: ensemble)")
+TEMPLATE_HELP = ("zero-shot prompts: ensemble (8 templates averaged, as in improve), the set "
+                 "named default (the paper's 'this is a sound of {}'), or your own template with "
+                 "{} for the class name; repeat to average several (default: ensemble)")
 
 
 def add_template(p: argparse.ArgumentParser) -> None:
@@ -141,9 +141,9 @@ def add_common_arguments(p: argparse.ArgumentParser, target_required: bool = Tru
     p.add_argument("--corpus-holdout", type=float,
                    help="share of the corpus held out for the forgetting check (default: 0.1)")
     add_template(p)
-    p.add_argument("--threshold", action="append", default=[], metavar="METHOD=VALUE",
+    p.add_argument("--threshold", action="extend", nargs="+", default=[], metavar="METHOD=VALUE",
                    help="curation threshold of one method: a cosine (ds=0.6) or a quantile of "
-                        "the teacher's scores (ds=q0.9); repeatable (default: the quantile "
+                        "the teacher's scores (ds=q0.9); several after one flag or repeated (default: the quantile "
                         "preset of claptune.curation.methods)")
     p.add_argument("--curation", action="append", default=[], metavar="KEY=VALUE",
                    help="claptune.curation.CurationSettings override, e.g. du_top_k=5; "

@@ -89,8 +89,9 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                                     "(default: none)")
     p.add_argument("--root", help="local copy of the --target data set (default: none)")
     add_template(p)
-    p.add_argument("--threshold", nargs="+", default=[], metavar="[METHOD=]T",
-                   help="cosine (0.7) or quantile (q0.99), for the method or per method "
+    p.add_argument("--threshold", action="extend", nargs="+", default=[], metavar="[METHOD=]T",
+                   help="cosine (0.7) or quantile (q0.99), for the method or per method; "
+                        "several after one flag or repeated "
                         "(default: the --preset's)")
     p.add_argument("--preset", choices=list(THRESHOLD_PRESETS), default="quantile",
                    help="default thresholds: quantile (of the teacher's own scores; also "
