@@ -112,10 +112,8 @@ def add_template(p: argparse.ArgumentParser) -> None:
 
 def add_common_arguments(p: argparse.ArgumentParser, target_required: bool = True) -> None:
     """The flags that improve and ablate share."""
-    from claptune.curation.pipeline import CurationSettings
     from claptune.improve.config import TARGETS
     from claptune.improve.splits import STRATEGIES
-    from claptune.train.config import TrainConfig
 
     p.add_argument("--model", default="default",
                    help="registered name, model folder or hub id (default: the embedded model)")
@@ -135,16 +133,32 @@ def add_common_arguments(p: argparse.ArgumentParser, target_required: bool = Tru
                         "names each clip's source recording, else random; stratified hands the "
                         "unlabeled pool the task's exact class shares (for comparison only)")
     p.add_argument("--seed", type=int, help="base seed of splits and training (default: 0)")
+    add_corpus_arguments(p)
+    p.add_argument("--threshold", action="extend", nargs="+", default=[], metavar="METHOD=VALUE",
+                   help="curation threshold of one method: a cosine (ds=0.6) or a quantile of "
+                        "the teacher's scores (ds=q0.9); several after one flag or repeated "
+                        "(default: the quantile preset of claptune.curation.methods)")
+    add_override_arguments(p)
+    p.add_argument("--config", type=Path,
+                   help="ImproveConfig JSON; flags given override it (default: none)")
+    add_run_arguments(p)
+
+
+def add_corpus_arguments(p: argparse.ArgumentParser) -> None:
+    """The paired corpus and the prompts."""
     p.add_argument("--corpus", help="paired captioned corpus (manifest.csv folder) for replay "
                                     "and DS captions (default: $CLAPTUNE_CORPUS or "
                                     "../shared/data/captioned-sfx)")
     p.add_argument("--corpus-holdout", type=float,
                    help="share of the corpus held out for the forgetting check (default: 0.1)")
     add_template(p)
-    p.add_argument("--threshold", action="extend", nargs="+", default=[], metavar="METHOD=VALUE",
-                   help="curation threshold of one method: a cosine (ds=0.6) or a quantile of "
-                        "the teacher's scores (ds=q0.9); several after one flag or repeated (default: the quantile "
-                        "preset of claptune.curation.methods)")
+
+
+def add_override_arguments(p: argparse.ArgumentParser) -> None:
+    """KEY=VALUE overrides of the curation and training settings, their keys listed."""
+    from claptune.curation.pipeline import CurationSettings
+    from claptune.train.config import TrainConfig
+
     p.add_argument("--curation", action="append", default=[], metavar="KEY=VALUE",
                    help="claptune.curation.CurationSettings override, e.g. du_top_k=5; "
                         "repeatable; keys: " + ", ".join(_field_names(CurationSettings))
@@ -152,8 +166,10 @@ def add_common_arguments(p: argparse.ArgumentParser, target_required: bool = Tru
     p.add_argument("--train", action="append", default=[], metavar="KEY=VALUE",
                    help="claptune.train.TrainConfig override, e.g. epochs=10; repeatable; keys: "
                         + ", ".join(_field_names(TrainConfig)) + " (default: none)")
-    p.add_argument("--config", type=Path,
-                   help="ImproveConfig JSON; flags given override it (default: none)")
+
+
+def add_run_arguments(p: argparse.ArgumentParser) -> None:
+    """Undecodable clips, the device, the feature cache and progress."""
     p.add_argument("--on-error", choices=["raise", "skip"],
                    help="undecodable clips: stop or skip (default: raise)")
     p.add_argument("--device",
