@@ -92,10 +92,12 @@ def test_every_option_shows_its_default():
 
 # flag -> the sub-commands that must offer it under that one name
 VOCABULARY = {
-    "--quiet": ("embed", "zeroshot", "curate", "train", "pretrain", "improve", "demo", "ablate"),
-    "--device": ("embed", "zeroshot", "curate", "train", "improve", "demo", "ablate"),
-    "--cache-dir": ("zeroshot", "curate", "train", "pretrain", "improve", "demo", "ablate"),
-    "--template": ("zeroshot", "curate", "improve", "ablate"),
+    "--quiet": ("embed", "zeroshot", "curate", "train", "pretrain", "improve", "adapt", "demo",
+                "ablate"),
+    "--device": ("embed", "zeroshot", "curate", "train", "improve", "adapt", "demo", "ablate"),
+    "--cache-dir": ("zeroshot", "curate", "train", "pretrain", "improve", "adapt", "demo",
+                    "ablate"),
+    "--template": ("zeroshot", "curate", "improve", "adapt", "ablate"),
     "--target": ("zeroshot", "curate", "improve", "ablate"),
 }
 OLD_SPELLINGS = ("--no-progress", "--dataset", "--templates", "--cache")
@@ -141,7 +143,7 @@ def test_key_value_options_list_their_keys():
     from claptune.train import TrainConfig
 
     commands = _subcommands()
-    for name in ("improve", "ablate"):
+    for name in ("improve", "adapt", "ablate"):
         options = commands[name]._option_string_actions
         for flag, config in (("--curation", CurationSettings), ("--train", TrainConfig)):
             for field in dataclasses.fields(config):

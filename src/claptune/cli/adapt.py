@@ -23,6 +23,7 @@ from claptune.cli._common import (
     add_corpus_arguments,
     add_override_arguments,
     add_run_arguments,
+    sub_parser,
 )
 from claptune.errors import ClaptuneError
 from claptune.improve.config import TARGETS
@@ -33,8 +34,7 @@ if TYPE_CHECKING:
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
-    p = sub.add_parser("adapt", help="fine-tune on your own unlabeled clips and class names",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub_parser(sub, "adapt", __doc__)
     p.add_argument("--model", default="default",
                    help="registered name, model folder or hub id (default: the embedded model)")
     p.add_argument("--audio", nargs="+", required=True, metavar="PATH",
@@ -45,12 +45,13 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, help="run folder")
     p.add_argument("--eval", metavar="TARGET:ROOT",
                    help=f"a labelled set to score before and after, never used otherwise; "
-                        f"TARGET one of {', '.join(TARGETS)} (e.g. esc50:data/esc50)")
-    p.add_argument("--seed", type=int, help="training seed (0)")
+                        f"TARGET one of {', '.join(TARGETS)} (e.g. esc50:data/esc50) "
+                        "(default: none)")
+    p.add_argument("--seed", type=int, help="training seed (default: 0)")
     add_corpus_arguments(p)
     add_override_arguments(p)
     p.add_argument("--audio-per-class", type=int,
-                   help="curated clips per class to listen to in report.html (1)")
+                   help="curated clips per class to listen to in report.html (default: 1)")
     p.add_argument("--no-save-model", action="store_true", help="do not write RUN/model")
     add_run_arguments(p)
     return p
@@ -79,8 +80,11 @@ def config_from_args(args: argparse.Namespace) -> AdaptConfig:
         values["eval_target"], values["eval_root"] = parse_eval(args.eval)
     if args.curation:
         values["curation"] = _key_values(args.curation, "--curation")
-    if args.train:
-        values["train"] = _key_values(args.train, "--train")
+    train = _key_values(args.train, "--train")
+    if args.device is not None:
+        train["device"] = args.device
+    if train:
+        values["train"] = train
     if args.no_save_model:
         values["save_model"] = False
     return AdaptConfig.from_dict(values)
