@@ -187,8 +187,9 @@ def test_curate_from_a_sharded_store_equals_the_normal_store(tiny_clap_dir, shar
     out = tmp_path / "du-direct"
     assert main(["curate", "--method", "du", "--model", str(tiny_clap_dir), "--audio", pattern,
                  "--text", str(tmp_path / "t"), "--top-k", "2", "--out", str(out),
-                 "--no-progress"]) == 0
-    assert (out / "embeddings" / "audio" / "manifest.json").read_text().count('"shards"') == 2
+                 "--cache-dir", str(tmp_path / "cache"), "--quiet"]) == 0
+    manifest = tmp_path / "cache" / "embeddings" / "audio" / "manifest.json"
+    assert manifest.read_text().count('"shards"') == 2
     direct = [r.split(",")[:2] for r in (out / "pairs.csv").read_text().splitlines()]
     assert direct == [r.split(",")[:2] for r in outs[0].splitlines()]
 
