@@ -123,11 +123,13 @@ def summarize_only(args) -> int:
 
     variants.sort(key=rank)
     out = {"command": "python bench/bench_skewed.py " + " ".join(sys.argv[1:]),
+           "note": args.note,
            "machine": f"{platform.machine()}, Python {platform.python_version()}",
            "variants": variants, "results": results}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "skewed.json").write_text(json.dumps(out, indent=2, default=str))
-    (args.out / "skewed.md").write_text(summarize(variants, results))
+    head = f"{args.note}\n\n" if args.note else ""
+    (args.out / "skewed.md").write_text(head + summarize(variants, results))
     print(summarize(variants, results))
     return 0
 
@@ -145,6 +147,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--test-fraction", type=float, default=0.25)
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--note", default="", help="how the runs were made, written above the tables")
     ap.add_argument("--summarize", action="store_true",
                     help="train nothing: rebuild skewed.json/.md from the ablations already in "
                          "--work for the variants of every --data folder (e.g. runs split "
