@@ -109,7 +109,8 @@ def test_write_report_files_and_offline_html(tmp_path):
 
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     assert report["before"]["accuracy"] == 0.25 and report["after"]["accuracy"] == 0.35
-    for name in ("per_class.png", "confusion_before.png", "confusion_after.png"):
+    for name in ("per_class.png", "confusion_before.png", "confusion_after.png",
+                 "confusion_change.png"):
         assert written[name].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     md = written["md"].read_text()
     assert "25.0 ± 7.1" in md and "![per_class.png](per_class.png)" in md
@@ -121,7 +122,7 @@ def test_write_report_files_and_offline_html(tmp_path):
     assert sources and all(s.startswith("data:") for s in sources)
     players = re.findall(r'<audio controls[^>]*src="data:audio/wav;base64,', html)
     assert len(players) == 2  # audio_samples, each clip at most once
-    assert html.count('<img alt=') == 3
+    assert html.count('<img alt=') == 4  # per class, before, after, after - before
     assert "<script>" not in html  # class names are escaped
     assert "&lt;script&gt;" in html
     assert "a dog barking 4" in html  # the best pair of its class is listed

@@ -69,7 +69,8 @@ class ImproveConfig:
     curation: dict[str, Any] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)  # overrides of claptune.train.TrainConfig
     save_model: bool = True  # write the improved model of split 0 / seed 0 to RUN/model
-    audio_samples: int = 16  # curated pairs embedded as players in report.html
+    audio_per_class: int = 2  # best-scored curated pairs of each class playable in report.html
+    audio_samples: int | None = None  # cap on all players, spread over classes; None: no cap
     on_error: str = "raise"  # "skip" drops undecodable clips and lists them in the report
     # frozen encoder features are kept here (keyed by model identity and file), so a rerun or
     # an ablation of the same model skips the encoders; None keeps them in memory only
@@ -121,8 +122,10 @@ class ImproveConfig:
             raise ClaptuneError(f"bad training override: {err}") from None
         if self.on_error not in ("raise", "skip"):
             raise ClaptuneError("on_error must be 'raise' or 'skip'")
-        if self.audio_samples < 0:
+        if self.audio_samples is not None and self.audio_samples < 0:
             raise ClaptuneError("audio_samples must be >= 0")
+        if self.audio_per_class < 0:
+            raise ClaptuneError("audio_per_class must be >= 0")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> ImproveConfig:

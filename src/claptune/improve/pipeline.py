@@ -372,14 +372,20 @@ def run_improve(config: ImproveConfig, out_dir: str | Path, progress: bool = Tru
                  f"{100 * acc_b:.1f} -> {100 * acc_a:.1f} % in {time.perf_counter() - t_run:.0f} s",
                  progress)
     report, confusions = build_report(ws, runs, time.perf_counter() - t0, model_dir)
+    rows = pair_rows(rep_pairs) if rep_pairs is not None else []
+    from claptune.report.precision import pseudo_label_precision
+
+    # scored now that every choice is made; nothing above read it
+    report.pseudo_precision = pseudo_label_precision(rows, ws.items, ws.labels, ws.class_names,
+                                                     split=report.model_run.split)
     if model_dir is not None:
         write_improve_card(ws, report, model_dir)
     from claptune.report import ReportAssets, write_report
 
     write_report(out_dir, report, ReportAssets(
         class_names=ws.class_names, confusion_before=confusions["before"],
-        confusion_after=confusions["after"], pairs=pair_rows(rep_pairs) if rep_pairs is not None else [],
-        audio_samples=config.audio_samples))
+        confusion_after=confusions["after"], pairs=rows,
+        audio_per_class=config.audio_per_class, audio_samples=config.audio_samples))
     if rep_pairs is not None and len(rep_pairs):
         write_pairs(rep_pairs, out_dir / "pairs_split0.csv")
     log_progress(f"before {100 * report.before.accuracy:.1f} % -> after "

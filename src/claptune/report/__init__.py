@@ -4,8 +4,10 @@
 report.json, ``claptune.report.schema``) and the arrays the figures need, and writes:
 - ``report.json``: the summary itself, the machine-readable record;
 - ``report.md`` plus the PNG figures beside it;
-- ``report.html``: one file with the figures and a sample of the curated pairs as playable
-  audio embedded as base64 ``data:`` URIs, so it opens offline and can be mailed.
+- ``report.html``: one page with the figures and up to ``audio_per_class`` curated pairs of
+  every class as playable audio, embedded as base64 ``data:`` URIs so that it opens offline
+  and can be mailed; when that would pass ``max_page_bytes`` (~20 MB) the previews are
+  written to ``audio/`` beside it and linked instead (the page then needs that folder).
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from claptune.report import plots
-from claptune.report.html import render_html
+from claptune.report.audio import AUDIO_DIR, base64_size, previews
+from claptune.report.html import audio_sample, render_html
 from claptune.report.markdown import render_markdown
 from claptune.report.schema import Report
 
@@ -29,9 +32,14 @@ class ReportAssets:
     confusion_before: np.ndarray | None = None  # (C, C) counts, true x predicted, test parts
     confusion_after: np.ndarray | None = None
     pairs: list[dict] = field(default_factory=list)  # curated rows: audio, text, score, method, class
-    audio_samples: int = 16  # curated pairs embedded as players in report.html
+    audio_per_class: int = 2  # best-scored curated pairs of each class given a player
+    audio_samples: int | None = None  # cap on all players (spread over classes); None: no cap
     audio_seconds: float = 4.0
     pairs_per_class: int = 5  # top-scoring curated pairs listed per class
+    # above this the previews are linked files under RUN/audio/ rather than inlined: a page
+    # much larger loads slowly and no longer fits a mail
+    max_page_bytes: int = 20_000_000
+    top_confusions: int = 20  # rows of the top-confusions table
 
 
 def _figures(report: Report, assets: ReportAssets) -> dict[str, bytes]:
@@ -53,6 +61,13 @@ def _figures(report: Report, assets: ReportAssets) -> dict[str, bytes]:
     if assets.confusion_after is not None:
         figs["confusion_after.png"] = plots.confusion_plot(
             assets.confusion_after, names, "after: test parts, all runs pooled")
+    if assets.confusion_before is not None and assets.confusion_after is not None:
+        figs["confusion_change.png"] = plots.confusion_diff_plot(
+            assets.confusion_before, assets.confusion_after, names,
+            "after − before: test parts, all runs pooled")
+    prior = report.priors.splits[0] if report.priors and report.priors.splits else None
+    if prior is not None and prior.estimated:
+        figs["priors.png"] = plots.prior_bars(names, prior.estimated, prior.true, prior.split)
     return figs
 
 
@@ -72,7 +87,16 @@ def write_report(out_dir: str | Path, report: Report, assets: ReportAssets) -> d
     path.write_text(render_markdown(report, assets, figure_files=list(figs)))
     written["md"] = path
     path = out / "report.html"
-    path.write_text(render_html(report, assets, figures=figs), encoding="utf-8")
+    sample = audio_sample(assets)
+    # the page without its players: the figures in base64 and a margin for text and tables
+    page = sum(base64_size(len(png)) for png in figs.values()) + 500_000
+    players, linked = previews([str(r["audio"]) for r in sample], assets.audio_seconds, out,
+                               assets.max_page_bytes, page)
+    if linked:
+        written["audio"] = out / AUDIO_DIR
+    html = render_html(report, assets, figures=figs,
+                       players=list(zip(sample, players, strict=True)))
+    path.write_text(html, encoding="utf-8")
     written["html"] = path
     return written
 

@@ -1,13 +1,19 @@
-"""Short audio previews embedded in the HTML report as base64 ``data:`` URIs.
+"""Short audio previews for the HTML report: inlined as base64 ``data:`` URIs, or written as
+files beside the page when inlining them would make it too large.
 
-16 kHz mono 16-bit WAV plays in every browser with no codec question; a few seconds of it
-is about 100 kB, so a sample of a dozen or two clips keeps the page small enough to mail.
+16 kHz mono 16-bit WAV plays in every browser with no codec question; 4 s of it is 128 kB
+(171 kB in base64), so two clips for each of 50 classes come to about 17 MB inline. A page
+much past ~20 MB loads slowly and cannot be mailed, so above ``max_page_bytes`` the
+previews go to RUN/audio/ and the page links them (``preload="none"``: nothing loads until
+a player is pressed).
 """
 
 from __future__ import annotations
 
 import base64
 import io
+import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -33,4 +39,57 @@ def data_uri(payload: bytes, mime: str) -> str:
     return f"data:{mime};base64,{base64.b64encode(payload).decode('ascii')}"
 
 
-__all__ = ["preview_wav", "data_uri", "PREVIEW_RATE"]
+def base64_size(n_bytes: int) -> int:
+    return 4 * ((n_bytes + 2) // 3)
+
+
+@dataclass
+class Preview:
+    """The player source of one clip: a data URI, a path relative to the page, or why none."""
+
+    src: str | None = None
+    error: str | None = None
+
+
+AUDIO_DIR = "audio"  # beside report.html, when the previews are linked rather than inlined
+
+
+def previews(paths: list[str], seconds: float, out_dir: str | Path | None = None,
+             max_page_bytes: int | None = None, page_bytes: int = 0) -> tuple[list[Preview], bool]:
+    """(one ``Preview`` per path, whether they were linked). The previews are inlined when the
+    page (``page_bytes`` without them) stays within ``max_page_bytes`` or when there is no
+    ``out_dir`` to write files into; otherwise each is written to ``out_dir/audio/`` and linked.
+    A clip that cannot be decoded gets its reason instead, so a preview never sinks the report."""
+    wavs: list[bytes | None] = []
+    out: list[Preview] = []
+    for path in paths:
+        try:
+            wavs.append(preview_wav(path, seconds))
+            out.append(Preview())
+        except Exception as err:  # noqa: BLE001 - any decode failure is reported, not raised
+            wavs.append(None)
+            out.append(Preview(error=str(err)))
+    inline_size = page_bytes + sum(base64_size(len(w)) for w in wavs if w is not None)
+    link = out_dir is not None and max_page_bytes is not None and inline_size > max_page_bytes
+    folder = Path(out_dir) / AUDIO_DIR if link else None
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+        for old in folder.glob("[0-9][0-9][0-9][0-9]_*.wav"):  # a previous report's previews
+            old.unlink()
+    for k, (path, wav, preview) in enumerate(zip(paths, wavs, out, strict=True)):
+        if wav is None:
+            continue
+        if folder is None:
+            preview.src = data_uri(wav, "audio/wav")
+        else:
+            # numbered so that two clips with one file name never collide; the stem keeps the
+            # folder readable; odd characters go so the relative URL needs no escaping
+            stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(str(path)).stem)[:60]
+            name = f"{k:04d}_{stem}.wav"
+            (folder / name).write_bytes(wav)
+            preview.src = f"{AUDIO_DIR}/{name}"
+    return out, link
+
+
+__all__ = ["AUDIO_DIR", "Preview", "preview_wav", "previews", "data_uri", "base64_size",
+           "PREVIEW_RATE"]

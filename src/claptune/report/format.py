@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 if TYPE_CHECKING:
     from claptune.report.schema import Report
@@ -100,3 +103,45 @@ def label_free_lines(report: Report) -> list[str]:
         return []
     return [f"Label-free signal (students' class-mean accuracy on the transfer-check clips, no "
             f"target label read): {spread(signals['transfer_class_mean'])} %."]
+
+
+CONFUSION_HEADER = ["true class", "predicted class", "before", "after", "change"]
+
+
+def top_confusions(before: np.ndarray, after: np.ndarray, class_names: Sequence[str],
+                   k: int = 20) -> list[tuple[str, str, int, int, int]]:
+    """The ``k`` largest off-diagonal cells of two pooled confusion matrices (true x predicted
+    counts): (true class, predicted class, count before, count after, after - before).
+
+    Ranked by the larger of the two counts, so a confusion the training removed is listed as
+    well as one it created; ties by the change, then by class order (a stable table)."""
+    before, after = np.asarray(before, dtype=np.int64), np.asarray(after, dtype=np.int64)
+    n = len(class_names)
+    cells = [(i, j) for i in range(n) for j in range(n)
+             if i != j and (before[i, j] or after[i, j])]
+    cells.sort(key=lambda c: (-max(before[c], after[c]), -abs(after[c] - before[c]), c))
+    return [(class_names[i], class_names[j], int(before[i, j]), int(after[i, j]),
+             int(after[i, j] - before[i, j])) for i, j in cells[:k]]
+
+
+PRECISION_HEADER = ["class", "pseudo pairs", "true class named", "precision (%)"]
+
+
+def precision_rows(report: Report) -> list[tuple[str, str, str, str]]:
+    """Pseudo-label precision per class (classes with pairs first, worst first), then the total."""
+    pp = report.pseudo_precision
+    if pp is None:
+        return []
+    order = sorted(pp.per_class.items(), key=lambda kv: (kv[1].precision is None,
+                                                          kv[1].precision or 0.0, kv[0]))
+    rows = [(c, str(v.n), str(v.correct), pct(v.precision)) for c, v in order]
+    return rows + [("all classes", str(pp.n), str(pp.correct), pct(pp.precision))]
+
+
+def precision_line(report: Report) -> str:
+    pp = report.pseudo_precision
+    if pp is None:
+        return ""
+    return (f"Pseudo-label precision of split {pp.split} ({', '.join(pp.methods)} pairs whose "
+            f"audio is a target clip; scored after the run from the target's labels, never used "
+            f"for a choice): {pct(pp.precision)} % of {pp.n} pairs name the clip's true class.")

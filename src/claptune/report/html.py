@@ -1,6 +1,8 @@
 """report.html: one self-contained page (inline CSS, figures and audio as data: URIs).
 
-No script, font, stylesheet or media is fetched from anywhere, so the page opens offline.
+No script, font, stylesheet or media is fetched from anywhere, so the page opens offline. Every
+class gets its players; when inlining them all would make the page too large they are files
+in ``audio/`` beside the page (see ``claptune.report.audio.previews``).
 """
 
 from __future__ import annotations
@@ -11,14 +13,19 @@ from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from claptune.report.audio import data_uri, preview_wav
+from claptune.report.audio import Preview, data_uri, previews
 from claptune.report.format import (
+    CONFUSION_HEADER,
+    PRECISION_HEADER,
     headline_rows,
     label_free_lines,
     paired_test_lines,
     pct,
+    precision_line,
+    precision_rows,
     prior_lines,
     spread,
+    top_confusions,
 )
 
 if TYPE_CHECKING:
@@ -58,34 +65,96 @@ def _pairs_by_class(pairs: list[dict]) -> dict[str, list[dict]]:
     return dict(sorted(by_class.items()))
 
 
-def _audio_sample(by_class: dict[str, list[dict]], n: int) -> list[dict]:
-    """Up to n pairs, round-robin over classes (best-scored first), each clip at most once."""
-    chosen, seen = [], set()
-    depth = 0
-    while len(chosen) < n and any(depth < len(rows) for rows in by_class.values()):
-        for rows in by_class.values():
-            if depth < len(rows) and rows[depth]["audio"] not in seen and len(chosen) < n:
-                chosen.append(rows[depth])
-                seen.add(rows[depth]["audio"])
-        depth += 1
-    return chosen
+def _audio_sample(by_class: dict[str, list[dict]], n: int | None,
+                  per_class: int | None = None) -> list[dict]:
+    """Up to ``per_class`` pairs of each class and ``n`` in all (None: no limit), round-robin
+    over classes (best-scored first, so a small ``n`` still spreads over the classes), each
+    clip at most once; returned grouped by class in class order."""
+    chosen: dict[str, list[dict]] = {c: [] for c in by_class}
+    seen: set[str] = set()
+    total = 0
+    limit = per_class if per_class is not None else max(map(len, by_class.values()), default=0)
+    for _depth in range(limit):
+        for cls, rows in by_class.items():
+            if n is not None and total >= n:
+                break
+            # the best unused clip of this class: a clip chosen for another class (one clip,
+            # two captions) does not cost this class its turn
+            row = next((r for r in rows if r["audio"] not in seen), None)
+            if row is not None:
+                chosen[cls].append(row)
+                seen.add(row["audio"])
+                total += 1
+    return [row for rows in chosen.values() for row in rows]
 
 
-def _players(sample: list[dict], seconds: float) -> str:
+def audio_sample(assets: ReportAssets) -> list[dict]:
+    """The curated pairs that get a player in report.html (``ReportAssets`` budget)."""
+    if assets.audio_samples == 0 or assets.audio_per_class <= 0:
+        return []
+    return _audio_sample(_pairs_by_class(assets.pairs), assets.audio_samples,
+                         assets.audio_per_class)
+
+
+def _players(sample: list[dict], seconds: float,
+             sources: list[Preview] | None = None) -> str:
+    """A table of players; ``sources`` (one per row) default to inlined previews."""
+    if sources is None:
+        sources, _ = previews([str(r["audio"]) for r in sample], seconds)
     rows = []
-    for row in sample:
-        try:
-            player = (f'<audio controls preload="none" '
-                      f'src="{data_uri(preview_wav(row["audio"], seconds), "audio/wav")}"></audio>')
-        except Exception as err:  # a preview must never sink the report; say why instead
-            player = f'<span class="muted">no preview: {escape(str(err))}</span>'
+    for row, source in zip(sample, sources, strict=True):
+        if source.src is not None:
+            player = f'<audio controls preload="none" src="{escape(source.src)}"></audio>'
+        else:
+            player = f'<span class="muted">no preview: {escape(str(source.error))}</span>'
         rows.append((escape(str(row.get("class") or "")), player, escape(str(row["text"])),
                      f"{float(row.get('score', 0.0)):.3f}", escape(str(row.get("method", ""))),
                      f'<span class="muted">{escape(Path(str(row["audio"])).name)}</span>'))
     return _table(["class", "listen", "caption", "score", "method", "file"], rows, numeric_from=3)
 
 
-def render_html(report: Report, assets: ReportAssets, figures: dict[str, bytes] | None = None) -> str:
+def _img(figures: dict[str, bytes], name: str, alt: str) -> str:
+    return f'<img alt="{escape(alt)}" src="{data_uri(figures[name], "image/png")}">'
+
+
+def _confusion_section(report: Report, assets: ReportAssets, figures: dict[str, bytes]) -> list[str]:
+    parts = []
+    if assets.confusion_before is not None and assets.confusion_after is not None:
+        parts.append("<h2>Confusions</h2>")
+        rows = top_confusions(assets.confusion_before, assets.confusion_after,
+                              assets.class_names, assets.top_confusions)
+        if rows:
+            parts.append(f'<p class="muted">The {len(rows)} most frequent confusions: test-part '
+                         "clips of the true class predicted as the other class, counted over all "
+                         "runs pooled.</p>")
+            parts.append(_table(CONFUSION_HEADER, [
+                (escape(t), escape(p), str(b), str(a), f"{d:+d}") for t, p, b, a, d in rows],
+                numeric_from=2))
+    if "confusion_change.png" in figures:
+        parts.append('<p class="muted">After minus before, in percentage points of each true '
+                     "class's test clips: red cells gained clips (on the diagonal a gain, off it "
+                     "a new confusion), blue cells lost them.</p>")
+        parts.append(_img(figures, "confusion_change.png", "confusion change"))
+    for name, side in (("confusion_before.png", "before"), ("confusion_after.png", "after")):
+        if name in figures:
+            parts.append(f"<details><summary>Confusion matrix {side} (row-normalised)</summary>"
+                         f"{_img(figures, name, name)}</details>")
+    return parts
+
+
+def _precision_section(report: Report) -> list[str]:
+    if report.pseudo_precision is None:
+        return []
+    rows = [(escape(c), n, k, p) for c, n, k, p in precision_rows(report)]
+    return ["<h3>Pseudo-label precision per class</h3>",
+            f'<p class="muted">{escape(precision_line(report))}</p>',
+            _table(PRECISION_HEADER, rows)]
+
+
+def render_html(report: Report, assets: ReportAssets, figures: dict[str, bytes] | None = None,
+                players: list[tuple[dict, Preview]] | None = None) -> str:
+    """The page. ``players``: the sampled pairs with their sources (``write_report`` decides
+    inline or linked); by default ``audio_sample(assets)``, inlined."""
     figures = figures or {}
     target, model = report.target, report.model
     title = f"claptune improve: {model.spec} on {target.name}"
@@ -108,13 +177,8 @@ def render_html(report: Report, assets: ReportAssets, figures: dict[str, bytes] 
 
     if "per_class.png" in figures:
         parts.append("<h2>Per class</h2>")
-        parts.append(f'<img alt="per-class accuracy" src="{data_uri(figures["per_class.png"], "image/png")}">')
-    conf = [n for n in ("confusion_before.png", "confusion_after.png") if n in figures]
-    if conf:
-        parts.append("<h2>Confusion matrices</h2><div>")
-        parts += [f'<img alt="{n}" style="max-width:49%" src="{data_uri(figures[n], "image/png")}">'
-                  for n in conf]
-        parts.append("</div>")
+        parts.append(_img(figures, "per_class.png", "per-class accuracy"))
+    parts += _confusion_section(report, assets, figures)
 
     fg = report.forgetting
     if fg:
@@ -138,19 +202,32 @@ def render_html(report: Report, assets: ReportAssets, figures: dict[str, bytes] 
 
     cur = report.curation
     by_class = _pairs_by_class(assets.pairs)
-    if cur.pairs or cur.per_class or by_class:
+    if cur.pairs or cur.per_class or by_class or report.pseudo_precision or report.priors:
         parts.append("<h2>Curated pairs</h2>")
         rows = [(escape(k), spread(s, digits=0, scale=1.0)) for k, s in cur.pairs.items()]
         if rows:
             parts.append(_table(["method", "pairs per run (mean ± std)"], rows))
         parts += [f'<p class="muted">{escape(line)}</p>'
                   for line in prior_lines(report) + label_free_lines(report)]
+        if "priors.png" in figures:
+            parts.append(_img(figures, "priors.png", "class priors"))
+        parts += _precision_section(report)
         if by_class:
             run = report.model_run
             parts.append(f'<p class="muted">Pairs of split {run.split}, seed '
                          f'{run.seed} (the run whose model is saved).</p>')
-            parts.append("<h3>Listen to what the curation chose</h3>")
-            parts.append(_players(_audio_sample(by_class, assets.audio_samples), assets.audio_seconds))
+            if players is None:
+                sample = audio_sample(assets)
+                players = list(zip(sample, previews([str(r["audio"]) for r in sample],
+                                                    assets.audio_seconds)[0], strict=True))
+            if players:
+                n_classes = len({str(r.get("class")) for r, _ in players})
+                parts.append("<h3>Listen to what the curation chose</h3>")
+                parts.append(f'<p class="muted">{len(players)} pairs: the best-scored '
+                             f"{assets.audio_per_class} of each of {n_classes} classes "
+                             f"(first {assets.audio_seconds:g} s of each clip).</p>")
+                parts.append(_players([r for r, _ in players], assets.audio_seconds,
+                                      [p for _, p in players]))
             parts.append("<h3>Top pairs per class</h3>")
             for cls, rows_c in by_class.items():
                 top = rows_c[: assets.pairs_per_class]

@@ -7,13 +7,18 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from claptune.report.format import (
+    CONFUSION_HEADER,
+    PRECISION_HEADER,
     headline_rows,
     label_free_lines,
     paired_test_lines,
     pct,
     pct_std,
+    precision_line,
+    precision_rows,
     prior_lines,
     spread,
+    top_confusions,
 )
 
 if TYPE_CHECKING:
@@ -55,6 +60,21 @@ def render_markdown(report: Report, assets: ReportAssets, figure_files: Sequence
         out.append("")
         out += [f"- {line}" for line in prior_lines(report) + label_free_lines(report)]
         out.append("")
+    if report.pseudo_precision is not None:
+        out.append("## Pseudo-label precision per class")
+        out.append("")
+        out.append(precision_line(report))
+        out.append("")
+        out += _table(PRECISION_HEADER, precision_rows(report))
+        out.append("")
+    if assets.confusion_before is not None and assets.confusion_after is not None:
+        rows = top_confusions(assets.confusion_before, assets.confusion_after,
+                              assets.class_names, assets.top_confusions)
+        if rows:
+            out.append("## Top confusions (test parts, all runs pooled)")
+            out.append("")
+            out += _table(CONFUSION_HEADER, [(t, p, b, a, f"{d:+d}") for t, p, b, a, d in rows])
+            out.append("")
     fg = report.forgetting
     if fg:
         out.append("## Forgetting check (held-out paired corpus)")

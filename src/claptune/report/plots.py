@@ -1,4 +1,5 @@
-"""Figures of the report as PNG bytes: per-class before/after bars, confusion matrices, and the
+"""Figures of the report as PNG bytes: per-class before/after bars, confusion matrices (each
+with a colour bar) and their after-minus-before difference, class priors, and the
 ablation comparison. matplotlib runs on the Agg backend; nothing is shown on screen."""
 
 from __future__ import annotations
@@ -51,23 +52,68 @@ def per_class_bars(
     return _png(fig)
 
 
-def confusion_plot(confusion: np.ndarray, class_names: Sequence[str], title: str) -> bytes:
-    """Row-normalised confusion matrix (rows: true class, columns: predicted class)."""
+def _matrix_axes(n: int):
+    """A square figure big enough that each of ``n`` class names stays legible (about 0.26 inch
+    per class, labels at 7 pt: a 50-class matrix is about 15 inches wide)."""
     plt = _pyplot()
+    size = max(4.5, 0.26 * n + 2.5)
+    return plt.subplots(figsize=(size + 1.0, size))  # + 1 inch for the colour bar
+
+
+def _label_matrix(fig, ax, image, class_names: Sequence[str], title: str, bar_label: str) -> None:
+    n = len(class_names)
+    ticks = np.arange(n)
+    font = 8 if n <= 30 else 7
+    ax.set_xticks(ticks, [str(c) for c in class_names], rotation=90, fontsize=font)
+    ax.set_yticks(ticks, [str(c) for c in class_names], fontsize=font)
+    # thin grid lines between cells let the eye follow a row across a large matrix
+    ax.set_xticks(ticks[:-1] + 0.5, minor=True)
+    ax.set_yticks(ticks[:-1] + 0.5, minor=True)
+    ax.grid(which="minor", color="#e5e9ee", lw=0.4)
+    ax.tick_params(which="minor", length=0)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(title, fontsize=10)
+    bar = fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02)
+    bar.set_label(bar_label)
+
+
+def _row_shares(confusion: np.ndarray) -> np.ndarray:
     cm = np.asarray(confusion, dtype=np.float64)
     rows = cm.sum(axis=1, keepdims=True)
-    norm = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
-    n = len(class_names)
-    size = max(4.0, 0.16 * n + 2.0)
-    fig, ax = plt.subplots(figsize=(size, size))
-    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    ticks = np.arange(n)
-    ax.set_xticks(ticks, [str(c) for c in class_names], rotation=90, fontsize=6)
-    ax.set_yticks(ticks, [str(c) for c in class_names], fontsize=6)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(title, fontsize=9)
+    return np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
+
+
+def confusion_plot(confusion: np.ndarray, class_names: Sequence[str], title: str) -> bytes:
+    """Row-normalised confusion matrix (rows: true class, columns: predicted class)."""
+    fig, ax = _matrix_axes(len(class_names))
+    image = ax.imshow(_row_shares(confusion) * 100, cmap="Blues", vmin=0, vmax=100)
+    _label_matrix(fig, ax, image, class_names, title, "% of the true class's test clips")
     return _png(fig)
+
+
+def confusion_diff_plot(before: np.ndarray, after: np.ndarray, class_names: Sequence[str],
+                        title: str) -> bytes:
+    """After minus before of the row-normalised confusion matrices, in percentage points, on a
+    diverging map centred on 0 (red: more clips land in that cell after training; on the
+    diagonal red is a gain, off it a new confusion)."""
+    diff = (_row_shares(after) - _row_shares(before)) * 100
+    limit = max(1.0, float(np.abs(diff).max()))  # symmetric, so white is always "no change"
+    fig, ax = _matrix_axes(len(class_names))
+    image = ax.imshow(diff, cmap="RdBu_r", vmin=-limit, vmax=limit)
+    _label_matrix(fig, ax, image, class_names, title,
+                  "after − before (percentage points of the true class)")
+    return _png(fig)
+
+
+def prior_bars(class_names: Sequence[str], estimated: dict[str, float],
+               true: dict[str, float] | None, split: int) -> bytes:
+    """Estimated class shares of one split's adaptation pool beside the true ones (if known)."""
+    series = {"estimated (no label read)": [100 * estimated.get(c, 0.0) for c in class_names]}
+    if true is not None:
+        series["true (scored after the run)"] = [100 * true.get(c, 0.0) for c in class_names]
+    return class_count_bars(class_names, series,
+                            f"share of split {split}'s adaptation pool (%)")
 
 
 def ablation_plot(labels: Sequence[str], means: Sequence[float], stds: Sequence[float],
@@ -124,5 +170,5 @@ def class_count_bars(class_names: Sequence[str], series: dict[str, Sequence[floa
     return _png(fig)
 
 
-__all__ = ["per_class_bars", "confusion_plot", "ablation_plot", "histogram_plot",
-           "class_count_bars"]
+__all__ = ["per_class_bars", "confusion_plot", "confusion_diff_plot", "prior_bars",
+           "ablation_plot", "histogram_plot", "class_count_bars"]

@@ -182,6 +182,26 @@ class ClassPriors:
 
 
 @dataclass
+class ClassPrecision:
+    n: int  # curated pseudo pairs of this class whose audio is a target clip
+    correct: int  # of those, how many name the clip's true class
+    precision: float | None = None  # correct / n; None when n == 0
+
+
+@dataclass
+class PseudoPrecision:
+    """How often the pseudo-labelled pairs of one split named the clip's true class (scored
+    after the run from the target's labels; no choice of the run ever reads it)."""
+
+    split: int
+    methods: list[str]  # the curation methods scored (pseudo, pseudo_refined)
+    n: int
+    correct: int
+    precision: float | None = None
+    per_class: dict[str, ClassPrecision] = field(default_factory=dict)  # every target class
+
+
+@dataclass
 class ModelRun:
     split: int = 0
     seed: int = 0
@@ -238,6 +258,7 @@ class Report(JsonRecord):
     priors: ClassPriors | None = None  # where a curation method balanced its pool
     # mean over runs of each label-free selection signal (RunRecord.label_free)
     label_free: dict[str, Spread] = field(default_factory=dict)
+    pseudo_precision: PseudoPrecision | None = None  # split 0's pseudo labels vs the true ones
 
     @classmethod
     def from_summary(cls, summary: RunsSummary, **rest: Any) -> Report:
@@ -296,6 +317,7 @@ def _convert(tp: Any, value: Any) -> Any:
     return value
 
 
-__all__ = ["CurationCounts", "Forgetting", "Gain", "ModelInfo", "ModelRun", "PairedTest",
-           "Report", "RunRecord", "RunsSummary", "Side", "TargetInfo", "Transfer",
+__all__ = ["ClassPrecision", "CurationCounts", "Forgetting", "Gain", "ModelInfo", "ModelRun",
+           "PairedTest", "PseudoPrecision", "Report", "RunRecord", "RunsSummary", "Side",
+           "TargetInfo", "Transfer",
            "TransferScores", "TransferSpreads", "from_dict", "to_dict"]

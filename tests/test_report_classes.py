@@ -1,0 +1,189 @@
+"""report.html shows every class: players within a per-class budget, linked files past the page
+size limit, the top-confusion table, pseudo-label precision per class and the prior figure."""
+
+from __future__ import annotations
+
+import json
+import re
+import wave
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from claptune.report import ReportAssets, write_report
+from claptune.report.format import top_confusions
+from claptune.report.precision import pseudo_label_precision
+from claptune.report.schema import (
+    ClassPriors,
+    Gain,
+    ModelInfo,
+    Report,
+    Side,
+    SplitPrior,
+    TargetInfo,
+)
+from claptune.stats import mean_spread
+
+CLASSES = ["alarm", "bird", "cat", "dog", "engine"]
+
+
+def _report(class_names=CLASSES) -> Report:
+    shares = dict.fromkeys(class_names, 0.5)
+    return Report(
+        claptune_version="0", model=ModelInfo(spec="tiny"),
+        target=TargetInfo(name="folder", n_clips=20, n_classes=len(class_names)),
+        n_runs=1, seeds=[0],
+        before=Side(accuracy=0.5, accuracy_spread=mean_spread([0.5]), per_class=shares),
+        after=Side(accuracy=0.6, accuracy_spread=mean_spread([0.6]), per_class=shares),
+        gain=Gain(accuracy=0.1, accuracy_spread=mean_spread([0.1])),
+    )
+
+
+@pytest.fixture
+def pairs(tmp_path):
+    """Four pairs per class, each on its own 1 s clip, scores descending within a class."""
+    rows = []
+    t = np.arange(8000) / 8000
+    for c, cls in enumerate(CLASSES):
+        for k in range(4):
+            path = tmp_path / f"{cls}_{k}.wav"
+            sf.write(path, (0.2 * np.sin(2 * np.pi * 200 * (c + k + 1) * t)).astype(np.float32),
+                     8000)
+            rows.append({"audio": str(path), "text": f"{cls} {k}", "score": 0.9 - k / 10,
+                         "method": "ds", "class": cls})
+    return rows
+
+
+def _player_classes(html: str) -> list[str]:
+    """The class cell of each player row, in page order."""
+    return re.findall(r'<tr><td>([^<]*)</td><td><audio controls preload="none"', html)
+
+
+def test_players_for_every_class_within_budget(tmp_path, pairs):
+    assets = ReportAssets(class_names=CLASSES, pairs=pairs, audio_per_class=2, audio_seconds=0.25)
+    html = write_report(tmp_path / "run", _report(), assets)["html"].read_text()
+    heard = _player_classes(html)
+    assert sorted(heard) == sorted(CLASSES * 2)  # every class, exactly its budget
+    # the best-scored pairs of each class are the ones heard
+    captions = re.findall(r'preload="none" src="[^"]*"></audio></td><td>([^<]*)</td>', html)
+    assert sorted(captions) == sorted(f"{c} {k}" for c in CLASSES for k in (0, 1))
+
+    # a cap on all players still spreads over the classes before a second pair of any
+    assets.audio_samples = 3
+    html = write_report(tmp_path / "capped", _report(), assets)["html"].read_text()
+    assert sorted(_player_classes(html)) == CLASSES[:3]
+
+
+def test_a_clip_shared_by_two_classes_is_heard_once(tmp_path, pairs):
+    shared = dict(pairs[0], **{"class": "bird", "score": 1.0})  # alarm's best clip, as bird
+    assets = ReportAssets(class_names=CLASSES, pairs=[*pairs, shared], audio_per_class=1,
+                          audio_seconds=0.25)
+    html = write_report(tmp_path / "run", _report(), assets)["html"].read_text()
+    assert sorted(_player_classes(html)) == CLASSES  # bird still gets a clip of its own
+    sources = re.findall(r'<audio controls preload="none" src="([^"]+)"', html)
+    assert len(set(sources)) == len(sources)
+
+
+def test_players_link_files_when_the_page_would_be_too_large(tmp_path, pairs):
+    small = ReportAssets(class_names=CLASSES, pairs=pairs, audio_per_class=2, audio_seconds=0.25)
+    written = write_report(tmp_path / "inline", _report(), small)
+    html = written["html"].read_text()
+    assert "audio" not in written and not (tmp_path / "inline" / "audio").exists()
+    assert len(re.findall(r'src="data:audio/wav;base64,', html)) == 10
+
+    # the same report with a limit below its size: files beside the page, lazily linked
+    small.max_page_bytes = len(html.encode()) - 1
+    written = write_report(tmp_path / "linked", _report(), small)
+    html = written["html"].read_text()
+    assert "data:audio" not in html
+    links = re.findall(r'<audio controls preload="none" src="(audio/[^"]+\.wav)"', html)
+    assert len(links) == 10 and len(set(links)) == 10
+    for link in links:
+        with wave.open(str(tmp_path / "linked" / link)) as w:  # a playable WAV, 0.25 s
+            assert w.getnframes() == w.getframerate() // 4
+    assert sorted(p.name for p in written["audio"].iterdir()) == sorted(
+        link.split("/")[1] for link in links)
+    # the page is well under the limit once the audio is out
+    assert len(html.encode()) < small.max_page_bytes
+
+
+def test_top_confusions_match_a_brute_force_ranking():
+    rng = np.random.default_rng(0)
+    names = [f"c{i}" for i in range(7)]
+    before = rng.integers(0, 6, (7, 7))
+    after = rng.integers(0, 6, (7, 7))
+    rows = top_confusions(before, after, names, k=10)
+    assert len(rows) == 10
+    for true, pred, b, a, d in rows:
+        i, j = names.index(true), names.index(pred)
+        assert i != j and (b, a, d) == (before[i, j], after[i, j], after[i, j] - before[i, j])
+    # no off-diagonal cell left out is larger than the smallest one listed
+    listed = {(t, p) for t, p, *_ in rows}
+    smallest = min(max(b, a) for _, _, b, a, _ in rows)
+    left = [max(before[i, j], after[i, j]) for i in range(7) for j in range(7)
+            if i != j and (names[i], names[j]) not in listed]
+    assert max(left) <= smallest
+    keys = [max(b, a) for _, _, b, a, _ in rows]
+    assert keys == sorted(keys, reverse=True)
+    assert top_confusions(np.eye(3, dtype=int), np.eye(3, dtype=int), names[:3]) == []
+
+
+def test_confusion_table_and_difference_matrix_in_the_page(tmp_path):
+    names = ["dog", "rain", "siren"]
+    before = np.array([[3, 2, 0], [0, 4, 1], [0, 0, 5]])
+    after = np.array([[5, 0, 0], [0, 3, 2], [0, 0, 5]])
+    assets = ReportAssets(class_names=names, confusion_before=before, confusion_after=after)
+    written = write_report(tmp_path / "run", _report(names), assets)
+    html = written["html"].read_text()
+    assert written["confusion_change.png"].read_bytes()[:4] == b"\x89PNG"
+    assert "<th>true class</th><th>predicted class</th><th>before</th><th>after</th>" in html
+    assert re.search(r"<td>dog</td><td>rain</td><td[^>]*>2</td><td[^>]*>0</td><td[^>]*>-2</td>",
+                     html)
+    assert re.search(r"<td>rain</td><td>siren</td><td[^>]*>1</td><td[^>]*>2</td><td[^>]*>\+1</td>",
+                     html)
+    assert 'alt="confusion change"' in html
+    assert "| dog | rain | 2 | 0 | -2 |" in written["md"].read_text()
+
+
+def test_pseudo_label_precision_per_class(tmp_path):
+    items = ["a.wav", "b.wav", "c.wav", "d.wav"]
+    labels = [0, 0, 1, 2]  # dog, dog, rain, siren
+    names = ["dog", "rain", "siren"]
+    rows = [
+        {"audio": "a.wav", "class": "dog", "method": "pseudo"},  # right
+        {"audio": "b.wav", "class": "rain", "method": "pseudo"},  # wrong
+        {"audio": "c.wav", "class": "rain", "method": "pseudo_refined"},  # right
+        {"audio": "d.wav", "class": "dog", "method": "ds"},  # not a pseudo label: ignored
+        {"audio": "corpus.wav", "class": "dog", "method": "pseudo"},  # not a target clip
+    ]
+    pp = pseudo_label_precision(rows, items, labels, names)
+    assert (pp.n, pp.correct, pp.precision) == (3, 2, pytest.approx(2 / 3))
+    assert pp.methods == ["pseudo", "pseudo_refined"]
+    assert (pp.per_class["dog"].n, pp.per_class["dog"].precision) == (1, 1.0)
+    assert (pp.per_class["rain"].n, pp.per_class["rain"].correct) == (2, 1)
+    assert pp.per_class["siren"].n == 0 and pp.per_class["siren"].precision is None
+    assert pseudo_label_precision(rows, items, None, names) is None  # no labels, no score
+    assert pseudo_label_precision(rows[3:4], items, labels, names) is None
+
+    report = _report(names)
+    report.pseudo_precision = pp
+    again = Report.from_json(report.to_json())
+    assert again == report and again.pseudo_precision.per_class["rain"].correct == 1
+    assert json.loads(report.to_json())["pseudo_precision"]["per_class"]["dog"]["n"] == 1
+    written = write_report(tmp_path / "run", report, ReportAssets(class_names=names))
+    html = written["html"].read_text()
+    assert "Pseudo-label precision per class" in html
+    assert re.search(r"<td>rain</td><td[^>]*>2</td><td[^>]*>1</td><td[^>]*>50\.0</td>", html)
+    assert "| rain | 2 | 1 | 50.0 |" in written["md"].read_text()
+
+
+def test_prior_figure_estimated_against_true(tmp_path):
+    names = ["dog", "rain"]
+    report = _report(names)
+    report.priors = ClassPriors(method="em", splits=[SplitPrior(
+        split=0, estimated={"dog": 0.7, "rain": 0.3}, true={"dog": 0.8, "rain": 0.2}, tv=0.1)])
+    written = write_report(tmp_path / "run", report, ReportAssets(class_names=names))
+    assert written["priors.png"].read_bytes()[:4] == b"\x89PNG"
+    assert 'alt="class priors"' in written["html"].read_text()
+    assert "![priors.png](priors.png)" in written["md"].read_text()
