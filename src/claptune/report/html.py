@@ -41,6 +41,7 @@ font-size:.9em;text-align:left;vertical-align:top}th{background:#f3f6f9}
 .big{font-size:1.15em}.muted{color:#6b7785}.num{text-align:right;font-variant-numeric:tabular-nums}
 img{max-width:100%}audio{height:2em;width:260px}pre{background:#f3f6f9;padding:1em;overflow:auto;
 font-size:.8em}details{margin:.3em 0}
+img.wide{max-width:none;width:min(1500px,98vw);position:relative;left:50%;transform:translateX(-50%)}
 """
 
 
@@ -113,8 +114,10 @@ def _players(sample: list[dict], seconds: float,
     return _table(["class", "listen", "caption", "score", "method", "file"], rows, numeric_from=3)
 
 
-def _img(figures: dict[str, bytes], name: str, alt: str) -> str:
-    return f'<img alt="{escape(alt)}" src="{data_uri(figures[name], "image/png")}">'
+def _img(figures: dict[str, bytes], name: str, alt: str, wide: bool = False) -> str:
+    """``wide``: wider than the text column (a matrix of many classes needs the room)."""
+    cls = ' class="wide"' if wide else ""
+    return f'<img alt="{escape(alt)}"{cls} src="{data_uri(figures[name], "image/png")}">'
 
 
 def _confusion_section(report: Report, assets: ReportAssets, figures: dict[str, bytes]) -> list[str]:
@@ -134,11 +137,11 @@ def _confusion_section(report: Report, assets: ReportAssets, figures: dict[str, 
         parts.append('<p class="muted">After minus before, in percentage points of each true '
                      "class's test clips: red cells gained clips (on the diagonal a gain, off it "
                      "a new confusion), blue cells lost them.</p>")
-        parts.append(_img(figures, "confusion_change.png", "confusion change"))
+        parts.append(_img(figures, "confusion_change.png", "confusion change", wide=True))
     for name, side in (("confusion_before.png", "before"), ("confusion_after.png", "after")):
         if name in figures:
             parts.append(f"<details><summary>Confusion matrix {side} (row-normalised)</summary>"
-                         f"{_img(figures, name, name)}</details>")
+                         f"{_img(figures, name, name, wide=True)}</details>")
     return parts
 
 

@@ -54,7 +54,7 @@ def per_class_bars(
 
 def _matrix_axes(n: int):
     """A square figure big enough that each of ``n`` class names stays legible (about 0.26 inch
-    per class, labels at 7 pt: a 50-class matrix is about 15 inches wide)."""
+    per class, labels at 9 pt: a 50-class matrix is about 15 inches wide)."""
     plt = _pyplot()
     size = max(4.5, 0.26 * n + 2.5)
     return plt.subplots(figsize=(size + 1.0, size))  # + 1 inch for the colour bar
@@ -63,7 +63,7 @@ def _matrix_axes(n: int):
 def _label_matrix(fig, ax, image, class_names: Sequence[str], title: str, bar_label: str) -> None:
     n = len(class_names)
     ticks = np.arange(n)
-    font = 8 if n <= 30 else 7
+    font = 10 if n <= 30 else 9  # the page shows the figure ~1500 px wide: ~8 px letters
     ax.set_xticks(ticks, [str(c) for c in class_names], rotation=90, fontsize=font)
     ax.set_yticks(ticks, [str(c) for c in class_names], fontsize=font)
     # thin grid lines between cells let the eye follow a row across a large matrix
