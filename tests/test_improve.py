@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -61,6 +64,8 @@ def test_config_validates_itself():
         ImproveConfig(methods=("ds",), corpus=None)
     with pytest.raises(ClaptuneError, match="needs --root"):
         ImproveConfig(target="folder", corpus="/x")
+    with pytest.raises(ClaptuneError, match="audio_per_class"):
+        ImproveConfig(audio_per_class=-1, corpus="/x")
 
 
 def test_summarize_runs_pools_test_parts():
@@ -171,6 +176,21 @@ def test_improve_end_to_end_cli(tiny_clap_dir, tiny_task, tmp_path):
     assert scores == {"zero-shot accuracy (before)": round(report["runs"][0]["before_accuracy"], 4),
                       "zero-shot accuracy (after)": round(report["runs"][0]["after_accuracy"], 4)}
     assert (out / "report.html").stat().st_size > 0 and (out / "report.md").is_file()
+
+    # pseudo-label precision of split 0, scored after the run: recount it from the pairs file
+    # (a folder target's true class is the clip's folder name)
+    with (out / "pairs_split0.csv").open() as f:
+        pseudo = [r for r in csv.DictReader(f) if r["method"] == "pseudo"]
+    pp = typed.pseudo_precision
+    assert pp is not None and pp.split == 0 and pp.methods == ["pseudo"]
+    assert set(pp.per_class) == {"dog_bark", "rain", "siren"}
+    assert pp.n == len(pseudo) > 0
+    assert pp.correct == sum(Path(r["audio"]).parent.name == r["class"] for r in pseudo)
+    html = (out / "report.html").read_text()
+    assert "Pseudo-label precision per class" in html
+    # --audio-samples 2 caps the players at 2 in all (each of a different class)
+    heard = re.findall(r'<tr><td>([^<]*)</td><td><audio controls preload="none"', html)
+    assert len(heard) == 2 and len(set(heard)) == 2
 
 
 class _SplitToy:
