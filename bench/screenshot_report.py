@@ -5,7 +5,8 @@
 
 What it checks: that a page with every ESC-50 class (players for each, the top-confusion table,
 the after-minus-before matrix, pseudo-label precision per class and the prior figure) renders in
-a real browser, and what it weighs. The report is a rendering fixture: the clips, class names
+a real browser, that the browser can load its first and last player (inline or linked), and
+what the page weighs. The report is a rendering fixture: the clips, class names
 and labels are the real ESC-50 subset's, but the predictions, pairs and class-share estimates
 come from a seeded random generator (no model runs), so the script takes seconds. Without the
 shared data it falls back to generated tones and class names.
@@ -131,6 +132,27 @@ def screenshot(chromium: str, page: Path, png: Path, width: int, height: int) ->
                    check=True, capture_output=True, timeout=300)
 
 
+_PROBE = """<!DOCTYPE html><html><body><audio id="a" preload="auto" src="{src}"></audio>
+<div id="r">pending</div><script>const a = document.getElementById("a");
+const say = (t) => {{ document.getElementById("r").textContent = t; }};
+a.addEventListener("loadedmetadata", () => say("duration=" + a.duration));
+a.addEventListener("error", () => say("error " + (a.error && a.error.code)));</script>
+</body></html>"""
+
+
+def audio_duration(chromium: str, out_dir: Path, src: str) -> float | None:
+    """Seconds the browser reads from one player's source, as the page refers to it (a data
+    URI, or a path relative to the page); None when it cannot load it."""
+    probe = out_dir / "_probe.html"
+    probe.write_text(_PROBE.format(src=src))
+    dom = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu",
+                          "--virtual-time-budget=5000", "--dump-dom", probe.resolve().as_uri()],
+                         capture_output=True, text=True, timeout=120).stdout
+    probe.unlink()
+    found = re.search(r'<div id="r">duration=([0-9.]+)', dom)
+    return float(found.group(1)) if found else None
+
+
 def tiles(png: Path) -> list[Path]:
     """The screenshot cut into TILE-high pieces, blank ones (past the page's end) dropped."""
     from PIL import Image
@@ -180,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     screenshot(chromium, written["html"], png, args.width, args.height)
     shot_s = time.perf_counter() - t0
     pieces = tiles(png)
+    sources = re.findall(r'<audio controls preload="none" src="([^"]+)"', html)
+    durations = [audio_duration(chromium, args.out, src) for src in sources[:1] + sources[-1:]]
     audio = written.get("audio")
     result = {
         "classes": len(names),
@@ -190,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
         "audio_dir_mb": round(sum(f.stat().st_size for f in audio.iterdir()) / 1e6, 2)
         if audio else 0.0,
         "max_page_mb": args.max_page_mb,
+        # what Chromium reads from the first and the last player (None: it could not load it)
+        "player_seconds_in_browser": durations,
         "write_report_s": round(render_s, 2),
         "screenshot_s": round(shot_s, 2),
         "screenshot": str(png),
