@@ -120,7 +120,7 @@ def _img(figures: dict[str, bytes], name: str, alt: str, wide: bool = False) -> 
     return f'<img alt="{escape(alt)}"{cls} src="{data_uri(figures[name], "image/png")}">'
 
 
-def _confusion_section(report: Report, assets: ReportAssets, figures: dict[str, bytes]) -> list[str]:
+def _confusion_section(assets: ReportAssets, figures: dict[str, bytes]) -> list[str]:
     parts = []
     if assets.confusion_before is not None and assets.confusion_after is not None:
         parts.append("<h2>Confusions</h2>")
@@ -181,7 +181,7 @@ def render_html(report: Report, assets: ReportAssets, figures: dict[str, bytes] 
     if "per_class.png" in figures:
         parts.append("<h2>Per class</h2>")
         parts.append(_img(figures, "per_class.png", "per-class accuracy"))
-    parts += _confusion_section(report, assets, figures)
+    parts += _confusion_section(assets, figures)
 
     fg = report.forgetting
     if fg:
@@ -226,9 +226,11 @@ def render_html(report: Report, assets: ReportAssets, figures: dict[str, bytes] 
             if players:
                 n_classes = len({str(r.get("class")) for r, _ in players})
                 parts.append("<h3>Listen to what the curation chose</h3>")
-                parts.append(f'<p class="muted">{len(players)} pairs: the best-scored '
-                             f"{assets.audio_per_class} of each of {n_classes} classes "
-                             f"(first {assets.audio_seconds:g} s of each clip).</p>")
+                capped = assets.audio_samples is not None and len(players) >= assets.audio_samples
+                cap = f", at most {assets.audio_samples} in all" if capped else ""
+                parts.append(f'<p class="muted">{len(players)} pairs of {n_classes} classes: the '
+                             f"best-scored {assets.audio_per_class} of each class{cap} (first "
+                             f"{assets.audio_seconds:g} s of each clip).</p>")
                 parts.append(_players([r for r, _ in players], assets.audio_seconds,
                                       [p for _, p in players]))
             parts.append("<h3>Top pairs per class</h3>")
