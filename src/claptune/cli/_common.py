@@ -216,6 +216,7 @@ def config_from_args(args: argparse.Namespace, **fixed: Any) -> ImproveConfig:
         "templates": args.templates, "on_error": args.on_error,
         "cache_dir": getattr(args, "cache_dir", None),
         "loss": getattr(args, "loss", None), "audio_samples": getattr(args, "audio_samples", None),
+        "audio_per_class": getattr(args, "audio_per_class", None),
     }
     values.update({k: v for k, v in flags.items() if v is not None})
     if args.download:

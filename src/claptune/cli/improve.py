@@ -30,8 +30,12 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--methods", help=f"comma-separated curation methods of {', '.join(CURATION_METHODS)}; "
                                      "'none' fine-tunes on replay only (default: pseudo_refined)")
     p.add_argument("--loss", choices=LOSSES, help="contrastive loss (default: hard)")
+    p.add_argument("--audio-per-class", type=int,
+                   help="best-scored curated pairs of each class playable in report.html "
+                        "(default: 2)")
     p.add_argument("--audio-samples", type=int,
-                   help="curated pairs to listen to in report.html (default: 16)")
+                   help="cap on all players in report.html, spread over the classes "
+                        "(default: no cap)")
     p.add_argument("--no-save-model", action="store_true", help="do not write RUN/model")
     return p
 
