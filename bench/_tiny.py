@@ -13,7 +13,9 @@ def tiny_model_dir(out: Path) -> Path:
     import torch
     from transformers import ClapModel
 
-    spec = importlib.util.spec_from_file_location("claptune_conftest", ROOT / "tests" / "conftest.py")
+    spec = importlib.util.spec_from_file_location(
+        "claptune_conftest", ROOT / "tests" / "conftest.py"
+    )
     conftest = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(conftest)
     torch.manual_seed(0)

@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     times: dict[str, list[float]] = {name: [] for name in COMMANDS}
     for r in range(args.repeats):
         names = list(COMMANDS)
-        names = names[r % len(names):] + names[:r % len(names)]  # rotate the order
+        names = names[r % len(names) :] + names[: r % len(names)]  # rotate the order
         for name in names:
             times[name].append(wall_time(COMMANDS[name], env))
     medians = {name: statistics.median(t) for name, t in times.items()}
@@ -62,8 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, load average "
-                   f"{os.getloadavg()[0]:.1f} at the end, python {platform.python_version()}, "
-                   f"torch {torch.__version__}",
+        f"{os.getloadavg()[0]:.1f} at the end, python {platform.python_version()}, "
+        f"torch {torch.__version__}",
         "command": "python bench/bench_cli.py" + "".join(f" {a}" for a in (argv or sys.argv[1:])),
         "repeats": args.repeats,
         "goal_seconds": GOAL_S,
@@ -79,18 +79,25 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def markdown(result: dict) -> str:
-    lines = [f"Measured {result['date']} on {result['machine']}; command: "
-             f"`{result['command']}` (each command a fresh interpreter; median of "
-             f"{result['repeats']} interleaved runs).", "",
-             "| command | median wall s | all runs, s |", "|---|---:|---|"]
+    lines = [
+        f"Measured {result['date']} on {result['machine']}; command: "
+        f"`{result['command']}` (each command a fresh interpreter; median of "
+        f"{result['repeats']} interleaved runs).",
+        "",
+        "| command | median wall s | all runs, s |",
+        "|---|---:|---|",
+    ]
     for name, median in result["median_seconds"].items():
         runs = ", ".join(f"{t:.2f}" for t in result["all_seconds"][name])
         lines.append(f"| `{name}` | {median:.3f} | {runs} |")
     help_s = result["median_seconds"]["claptune --help"]
     within = "within" if help_s < result["goal_seconds"] else "over"
-    lines += ["", f"`claptune --help` takes {help_s:.3f} s, "
-                  f"{result['help_vs_import_torch']:.2f}x the time of importing torch: "
-                  f"{within} the goal of {result['goal_seconds']} s."]
+    lines += [
+        "",
+        f"`claptune --help` takes {help_s:.3f} s, "
+        f"{result['help_vs_import_torch']:.2f}x the time of importing torch: "
+        f"{within} the goal of {result['goal_seconds']} s.",
+    ]
     return "\n".join(lines) + "\n"
 
 

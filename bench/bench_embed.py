@@ -43,7 +43,6 @@ ESC50_AUDIO = ROOT.parent / "shared" / "data" / "esc50-subset" / "audio"
 RESULTS = ROOT / "bench" / "results"
 
 
-
 def _load_48k(path: Path) -> np.ndarray:
     audio, rate = sf.read(path, dtype="float32")
     if audio.ndim == 2:
@@ -87,12 +86,16 @@ def main() -> None:
     methods = {
         "docs loop, same windows": lambda fs: docs_loop(clap, processor, fs, True),
         "docs loop, random crop": lambda fs: docs_loop(clap, processor, fs, False),
-        f"claptune encode_audio (batch {args.batch_size}, {args.num_workers} threads)":
-            lambda fs: encode_audio(model, fs, batch_size=args.batch_size,
-                                    num_workers=args.num_workers, progress=False).embeddings,
-        f"claptune encode_audio (batch {args.batch_size}, decode inline)":
-            lambda fs: encode_audio(model, fs, batch_size=args.batch_size, num_workers=0,
-                                    progress=False).embeddings,
+        f"claptune encode_audio (batch {args.batch_size}, {args.num_workers} threads)": lambda fs: (
+            encode_audio(
+                model, fs, batch_size=args.batch_size, num_workers=args.num_workers, progress=False
+            ).embeddings
+        ),
+        f"claptune encode_audio (batch {args.batch_size}, decode inline)": lambda fs: (
+            encode_audio(
+                model, fs, batch_size=args.batch_size, num_workers=0, progress=False
+            ).embeddings
+        ),
     }
     warm = files[:3]  # first calls pay one-off costs (allocations, lazy imports)
     for fn in methods.values():
@@ -109,7 +112,7 @@ def main() -> None:
         for b, block in enumerate(blocks):
             loads.append(os.getloadavg()[0])
             names = list(methods)
-            for name in names[b % len(names):] + names[: b % len(names)]:
+            for name in names[b % len(names) :] + names[: b % len(names)]:
                 start = time.perf_counter()
                 outputs[name].append(methods[name](block))
                 seconds[name] += time.perf_counter() - start
@@ -118,16 +121,24 @@ def main() -> None:
             vectors[name] = np.concatenate(outputs[name])
     ours, baseline, crop = (list(methods)[i] for i in (2, 0, 1))
     result = {
-        "clips": len(files), "windows_per_clip": len(windows(_load_48k(files[0]), 48000)), "repeats": args.repeats,
+        "clips": len(files),
+        "windows_per_clip": len(windows(_load_48k(files[0]), 48000)),
+        "repeats": args.repeats,
         "clips_per_s": runs,
         "ratio_vs_same_windows": [o / b for o, b in zip(runs[ours], runs[baseline], strict=True)],
         "ratio_vs_random_crop": [o / b for o, b in zip(runs[ours], runs[crop], strict=True)],
         "max_abs_diff_vs_same_windows": float(np.abs(vectors[ours] - vectors[baseline]).max()),
-        "max_abs_diff_inline_vs_threads": float(np.abs(vectors[ours] - vectors[list(methods)[3]]).max()),
-        "block": args.block, "load_average_1min_at_blocks": loads,
-        "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
-        "niceness": os.nice(0), "command": " ".join(["python", *sys.argv]),
-        "python": platform.python_version(), "torch": torch.__version__,
+        "max_abs_diff_inline_vs_threads": float(
+            np.abs(vectors[ours] - vectors[list(methods)[3]]).max()
+        ),
+        "block": args.block,
+        "load_average_1min_at_blocks": loads,
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "niceness": os.nice(0),
+        "command": " ".join(["python", *sys.argv]),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{args.name}.json").write_text(json.dumps(result, indent=1) + "\n")
@@ -142,8 +153,11 @@ def render(r: dict) -> str:
         f"{r['clips']} clips of 5 s at 44.1 kHz; the tiny model's window is 1 s at 48 kHz, so "
         "every clip is 5 windows. Command: `" + r["command"] + "`. "
         f"{r['cpu_count']} CPU cores shared with other jobs"
-        + (f" (this run at niceness {r['niceness']}, i.e. ahead of them)" if r["niceness"] < 0
-           else "")
+        + (
+            f" (this run at niceness {r['niceness']}, i.e. ahead of them)"
+            if r["niceness"] < 0
+            else ""
+        )
         + f"; the methods take turns on blocks of "
         f"{r['block']} clips so that all see the same load (1-min load average at each block: "
         f"{', '.join(f'{x:.1f}' for x in r['load_average_1min_at_blocks'])}).",
@@ -158,7 +172,8 @@ def render(r: dict) -> str:
         "Speed-up of claptune (threads) over the docs loop on the same windows: "
         + ", ".join(f"{x:.2f}x" for x in r["ratio_vs_same_windows"])
         + "; over the docs loop as printed (one random crop, 1/5 of the audio): "
-        + ", ".join(f"{x:.2f}x" for x in r["ratio_vs_random_crop"]) + ".",
+        + ", ".join(f"{x:.2f}x" for x in r["ratio_vs_random_crop"])
+        + ".",
         "",
         f"Max abs difference of the vectors, claptune vs the docs loop on the same windows: "
         f"{r['max_abs_diff_vs_same_windows']:.2e}; decode threads vs inline: "

@@ -89,9 +89,17 @@ def write_recording(path: Path, hours: float) -> None:
 
 
 def run(step: str, path: Path, model: str, rate: int = 0, clip: int = 0) -> dict:
-    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    proc = subprocess.run([sys.executable, "-c", CHILD, step, str(path), model, str(rate), str(clip)],
-                          capture_output=True, text=True, env=env, check=False)
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD, step, str(path), model, str(rate), str(clip)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
     if proc.returncode != 0:
         raise SystemExit(f"{step} on {path.name} failed:\n{proc.stderr[-2000:]}")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -104,15 +112,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hours", type=float, nargs="+", default=[1.0, 8.0])
     parser.add_argument("--embed-hours", type=float, nargs="*", default=[1.0])
     parser.add_argument("--whole-hours", type=float, nargs="*", default=[1.0])
-    parser.add_argument("--model", default="default",
-                        help="a model name or folder; 'tiny': the tests' tiny random ClapModel")
+    parser.add_argument(
+        "--model",
+        default="default",
+        help="a model name or folder; 'tiny': the tests' tiny random ClapModel",
+    )
     parser.add_argument("--name", default="long_audio", help="bench/results/NAME.json/.md")
     args = parser.parse_args(argv)
 
-    record: dict = {"command": "python bench/bench_long_audio.py " + " ".join(argv or sys.argv[1:]),
-                    "model": args.model,
-                    "file_rate": FILE_RATE, "machine": f"{platform.machine()}, {os.cpu_count()} cpus (shared)",
-                    "runs": []}
+    record: dict = {
+        "command": "python bench/bench_long_audio.py " + " ".join(argv or sys.argv[1:]),
+        "model": args.model,
+        "file_rate": FILE_RATE,
+        "machine": f"{platform.machine()}, {os.cpu_count()} cpus (shared)",
+        "runs": [],
+    }
     with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
         tmp = Path(tmp)
         if args.model == "tiny":
@@ -132,8 +146,11 @@ def main(argv: list[str] | None = None) -> int:
             path = tmp / f"{hours:g}h.flac"
             t0 = time.perf_counter()
             write_recording(path, hours)
-            row = {"hours": hours, "file_mb": path.stat().st_size / 1e6,
-                   "write_seconds": time.perf_counter() - t0}
+            row = {
+                "hours": hours,
+                "file_mb": path.stat().st_size / 1e6,
+                "write_seconds": time.perf_counter() - t0,
+            }
             print(f"{hours:g} h: {row['file_mb']:.0f} MB", flush=True)
             row["stream"] = run("stream", path, args.model, rate, clip)
             if hours in args.whole_hours:
@@ -152,27 +169,38 @@ def main(argv: list[str] | None = None) -> int:
 def markdown(r: dict) -> str:
     base = r["model_footprint"]["peak_rss_mb"]
     lines = [
-        "## Long recordings: peak memory", "",
+        "## Long recordings: peak memory",
+        "",
         f"`{r['command']}` on {r['machine']}. Recordings at {r['file_rate']} Hz mono FLAC, "
         f"model `{r.get('model_note', r['model'])}` ({r['model_rate']} Hz, windows of {r['clip_samples']} samples). "
-        "Peak RSS of a fresh process per step.", "",
-        f"Model footprint (load + embed a 5 s clip): {base:.0f} MB.", "",
+        "Peak RSS of a fresh process per step.",
+        "",
+        f"Model footprint (load + embed a 5 s clip): {base:.0f} MB.",
+        "",
         "| recording | step | windows | peak RSS (MB) | above the model (MB) | time (s) |",
         "|---|---|---|---|---|---|",
     ]
     for row in r["runs"]:
-        for step, what in (("stream", "streamed decode + resample + windows (no model)"),
-                           ("whole", "whole-file decode + windows (before streaming, no model)"),
-                           ("embed", "encode_audio, streamed, with the model")):
+        for step, what in (
+            ("stream", "streamed decode + resample + windows (no model)"),
+            ("whole", "whole-file decode + windows (before streaming, no model)"),
+            ("embed", "encode_audio, streamed, with the model"),
+        ):
             if step in row:
                 m = row[step]
                 above = f"{m['peak_rss_mb'] - base:.0f}" if step == "embed" else "-"
-                lines.append(f"| {row['hours']:g} h ({row['file_mb']:.0f} MB) | {what} | "
-                             f"{m.get('windows', '')} | {m['peak_rss_mb']:.0f} | {above} | "
-                             f"{m['seconds']:.0f} |")
+                lines.append(
+                    f"| {row['hours']:g} h ({row['file_mb']:.0f} MB) | {what} | "
+                    f"{m.get('windows', '')} | {m['peak_rss_mb']:.0f} | {above} | "
+                    f"{m['seconds']:.0f} |"
+                )
     eq = r["equality_10min"]
-    lines += ["", f"A 10-minute recording embedded streamed and decoded whole: largest difference "
-              f"between the two vectors {eq['max_abs_diff']:.2e}.", ""]
+    lines += [
+        "",
+        f"A 10-minute recording embedded streamed and decoded whole: largest difference "
+        f"between the two vectors {eq['max_abs_diff']:.2e}.",
+        "",
+    ]
     return "\n".join(lines)
 
 

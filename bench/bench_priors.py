@@ -85,10 +85,13 @@ def measure(emb, labels, cls, logit_scale, ratio, order) -> dict[str, dict[str, 
         q = sinkhorn(pk, shares)
         pred, conf = q.argmax(1), q.max(1)
         kept = conf >= np.quantile(conf, 0.5)
-        out[name] = {"tv": total_variation(shares, true),
-                     "precision_kept": float(np.mean(pred[kept] == y[kept])),
-                     "accuracy_all": float(np.mean(pred == y)),
-                     "classes_kept": int(len(np.unique(pred[kept]))), "n_pool": len(idx)}
+        out[name] = {
+            "tv": total_variation(shares, true),
+            "precision_kept": float(np.mean(pred[kept] == y[kept])),
+            "accuracy_all": float(np.mean(pred == y)),
+            "classes_kept": int(len(np.unique(pred[kept]))),
+            "n_pool": len(idx),
+        }
     return out
 
 
@@ -108,22 +111,39 @@ def main(argv=None) -> int:
         per = [measure(emb, labels, cls, scale, ratio, o) for o in args.orders]
         for name in per[0]:
             vals = {k: [p[name][k] for p in per] for k in per[0][name]}
-            rows.append({"ratio": ratio, "estimator": name, "n_orders": len(per),
-                         **{k: float(np.mean(v)) for k, v in vals.items()},
-                         "tv_std": float(np.std([p[name]["tv"] for p in per]))})
-    result = {"command": "python bench/bench_priors.py " + " ".join(argv or []),
-              "model": args.model, "orders": args.orders, "seconds": time.time() - t0,
-              "machine": f"{platform.machine()}, {platform.python_version()}", "rows": rows}
+            rows.append(
+                {
+                    "ratio": ratio,
+                    "estimator": name,
+                    "n_orders": len(per),
+                    **{k: float(np.mean(v)) for k, v in vals.items()},
+                    "tv_std": float(np.std([p[name]["tv"] for p in per])),
+                }
+            )
+    result = {
+        "command": "python bench/bench_priors.py " + " ".join(argv or []),
+        "model": args.model,
+        "orders": args.orders,
+        "seconds": time.time() - t0,
+        "machine": f"{platform.machine()}, {platform.python_version()}",
+        "rows": rows,
+    }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "priors.json").write_text(json.dumps(result, indent=2))
-    lines = [f"Model `{args.model}`, ESC-50 layout at the given root; class orders "
-             f"{args.orders}; pool = random 75 % of each variant; means over orders.", "",
-             "| ratio | estimator | TV to true shares | kept-label precision | all-label accuracy "
-             "| classes among kept | pool clips |", "|---:|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"Model `{args.model}`, ESC-50 layout at the given root; class orders "
+        f"{args.orders}; pool = random 75 % of each variant; means over orders.",
+        "",
+        "| ratio | estimator | TV to true shares | kept-label precision | all-label accuracy "
+        "| classes among kept | pool clips |",
+        "|---:|---|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
-        lines.append(f"| {r['ratio']:g} | {r['estimator']} | {r['tv']:.3f} ± {r['tv_std']:.3f} "
-                     f"| {100 * r['precision_kept']:.1f} % | {100 * r['accuracy_all']:.1f} % "
-                     f"| {r['classes_kept']:.1f} | {r['n_pool']:.0f} |")
+        lines.append(
+            f"| {r['ratio']:g} | {r['estimator']} | {r['tv']:.3f} ± {r['tv_std']:.3f} "
+            f"| {100 * r['precision_kept']:.1f} % | {100 * r['accuracy_all']:.1f} % "
+            f"| {r['classes_kept']:.1f} | {r['n_pool']:.0f} |"
+        )
     (args.out / "priors.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

@@ -56,8 +56,12 @@ def make_shards(folder: Path, n_shards: int, per_shard: int, total: int | None =
     def samples():
         for i in range(total or n_shards * per_shard):
             wave = 0.3 * np.sin(2 * np.pi * rng.uniform(100, 4000) * t)
-            yield (f"clip{i:07d}", (wave + 0.05 * rng.standard_normal(len(t))).astype(np.float32),
-                   16000, f"tone {i}")
+            yield (
+                f"clip{i:07d}",
+                (wave + 0.05 * rng.standard_normal(len(t))).astype(np.float32),
+                16000,
+                f"tone {i}",
+            )
 
     write_audio_shards(str(folder / "%06d.tar"), samples(), per_shard=per_shard)
     n_shards = -(-(total or n_shards * per_shard) // per_shard)
@@ -70,15 +74,30 @@ def run(args: list[str], procs: int, work: Path) -> dict:
     children = []
     start = time.perf_counter()
     for rank in range(procs):
-        extra = {} if procs == 1 else {
-            "WORLD_SIZE": str(procs), "RANK": str(rank), "LOCAL_RANK": str(rank),
-            "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+        extra = (
+            {}
+            if procs == 1
+            else {
+                "WORLD_SIZE": str(procs),
+                "RANK": str(rank),
+                "LOCAL_RANK": str(rank),
+                "MASTER_ADDR": "127.0.0.1",
+                "MASTER_PORT": str(port),
+            }
+        )
         # the machine's cores shared out between the processes, as torchrun does
         threads = str(max(1, (os.cpu_count() or 1) // procs))
         out = work / f"rss-{rank}.json"
-        children.append((out, subprocess.Popen(
-            [sys.executable, "-c", CHILD, str(out), *args],
-            env={**env, **extra, "OMP_NUM_THREADS": threads}, stderr=subprocess.PIPE)))
+        children.append(
+            (
+                out,
+                subprocess.Popen(
+                    [sys.executable, "-c", CHILD, str(out), *args],
+                    env={**env, **extra, "OMP_NUM_THREADS": threads},
+                    stderr=subprocess.PIPE,
+                ),
+            )
+        )
     peaks = []
     for out, child in children:
         _, err = child.communicate()
@@ -126,13 +145,35 @@ def main() -> None:
     for name, spec, n_shards, procs, layout in configs:
         out = work / f"store-{n_shards}-{procs}-{layout}-{'big' if spec == big else 'std'}"
         shutil.rmtree(out, ignore_errors=True)
-        got = run(["embed", "--model", str(model), "--audio", spec, "--out", str(out),
-                   "--store-format", layout, "--no-progress"], procs, work)
+        got = run(
+            [
+                "embed",
+                "--model",
+                str(model),
+                "--audio",
+                spec,
+                "--out",
+                str(out),
+                "--store-format",
+                layout,
+                "--no-progress",
+            ],
+            procs,
+            work,
+        )
         clips = total if spec == big else n_shards * opts.per_shard
-        rows.append({"run": name, "shards": n_shards, "clips": clips, "processes": procs,
-                     "store": layout, "seconds": round(got["seconds"], 1),
-                     "clips_per_s": round(clips / got["seconds"], 1),
-                     "peak_rss_mib": [round(p) for p in got["peak_rss_mib"]]})
+        rows.append(
+            {
+                "run": name,
+                "shards": n_shards,
+                "clips": clips,
+                "processes": procs,
+                "store": layout,
+                "seconds": round(got["seconds"], 1),
+                "clips_per_s": round(clips / got["seconds"], 1),
+                "peak_rss_mib": [round(p) for p in got["peak_rss_mib"]],
+            }
+        )
         stores[(n_shards, procs, layout, spec == big)] = out
         print(rows[-1], flush=True)
     from claptune.embed import load_store
@@ -143,7 +184,7 @@ def main() -> None:
     result = {
         "command": "python bench/bench_shards.py " + " ".join(sys.argv[1:]),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, load average "
-                   f"{os.getloadavg()[0]:.1f} at the end (CPU shared with other jobs)",
+        f"{os.getloadavg()[0]:.1f} at the end (CPU shared with other jobs)",
         "clip": "0.5 s at 16 kHz, FLAC; tiny random CLAP (1 s window at 48 kHz)",
         "generate_seconds": round(gen_s, 1),
         "two_processes_equal_one": same,
@@ -152,15 +193,21 @@ def main() -> None:
     out_dir = ROOT / "bench" / "results"
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "shards.json").write_text(json.dumps(result, indent=1) + "\n")
-    lines = ["# Embedding webdataset shards", "",
-             f"Command: `{result['command']}`. Machine: {result['machine']}. Clips: "
-             f"{result['clip']}. Generating the shards took {gen_s:.0f} s.", "",
-             "| run | shards | clips | store | seconds | clips/s | peak RSS per process (MiB) |",
-             "|---|---:|---:|---|---:|---:|---|"]
+    lines = [
+        "# Embedding webdataset shards",
+        "",
+        f"Command: `{result['command']}`. Machine: {result['machine']}. Clips: "
+        f"{result['clip']}. Generating the shards took {gen_s:.0f} s.",
+        "",
+        "| run | shards | clips | store | seconds | clips/s | peak RSS per process (MiB) |",
+        "|---|---:|---:|---|---:|---:|---|",
+    ]
     for r in rows:
-        lines.append(f"| {r['run']} | {r['shards']} | {r['clips']} | {r['store']} | "
-                     f"{r['seconds']} | {r['clips_per_s']} | "
-                     f"{', '.join(map(str, r['peak_rss_mib']))} |")
+        lines.append(
+            f"| {r['run']} | {r['shards']} | {r['clips']} | {r['store']} | "
+            f"{r['seconds']} | {r['clips_per_s']} | "
+            f"{', '.join(map(str, r['peak_rss_mib']))} |"
+        )
     lines += ["", f"2 processes give the same ids and vectors as 1 process: {same}."]
     (out_dir / "shards.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

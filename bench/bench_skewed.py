@@ -37,17 +37,27 @@ def grid():
     return [
         AblationEntry((), None),
         AblationEntry(("pseudo_refined",), "hard", label="uniform prior (default)"),
-        AblationEntry(("pseudo_refined",), "hard", curation=(("pseudo_refined_prior", "em"),),
-                      label="EM prior"),
-        AblationEntry(("pseudo_refined",), "hard", curation=(("pseudo_refined_mode", "knn"),),
-                      label="no balancing (knn)"),
+        AblationEntry(
+            ("pseudo_refined",),
+            "hard",
+            curation=(("pseudo_refined_prior", "em"),),
+            label="EM prior",
+        ),
+        AblationEntry(
+            ("pseudo_refined",),
+            "hard",
+            curation=(("pseudo_refined_mode", "knn"),),
+            label="no balancing (knn)",
+        ),
     ]
 
 
 def summarize(variants: list[dict], results: dict[str, dict]) -> str:
-    lines = ["| variant | clips | pool / test | row | clip acc. | gain [95 % CI] | class-mean acc. "
-             "| class-mean gain [95 % CI] | prior TV | label-free signal |",
-             "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| variant | clips | pool / test | row | clip acc. | gain [95 % CI] | class-mean acc. "
+        "| class-mean gain [95 % CI] | prior TV | label-free signal |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for v in variants:
         res = results.get(v["name"])
         if not res:
@@ -70,7 +80,8 @@ def summarize(variants: list[dict], results: dict[str, dict]) -> str:
                 f"| {100 * cg.get('mean', float('nan')):+.1f} "
                 f"[{100 * cbs.get('ci_low', float('nan')):+.1f}, "
                 f"{100 * cbs.get('ci_high', float('nan')):+.1f}] "
-                f"| {'' if tv is None else f'{tv:.3f}'} | {'' if sig is None else f'{sig:.3f}'} |")
+                f"| {'' if tv is None else f'{tv:.3f}'} | {'' if sig is None else f'{sig:.3f}'} |"
+            )
     return "\n".join(lines) + "\n" + aggregate(variants, results)
 
 
@@ -85,14 +96,20 @@ def aggregate(variants: list[dict], results: dict[str, dict]) -> str:
         ratio = float(v["name"].split("-")[0][1:])
         kind = "balanced" if ratio == 1 else v["kind"]
         groups.setdefault((kind, ratio), []).append(results[v["name"]])
-    lines = ["", "Mean over the variants of each group (each variant: 3 splits x 3 seeds):", "",
-             "| group | variants | pool clips | row | clip gain | class-mean gain | prior TV "
-             "| label-free pick = label pick |", "|---|---:|---:|---|---:|---:|---:|---:|"]
+    lines = [
+        "",
+        "Mean over the variants of each group (each variant: 3 splits x 3 seeds):",
+        "",
+        "| group | variants | pool clips | row | clip gain | class-mean gain | prior TV "
+        "| label-free pick = label pick |",
+        "|---|---:|---:|---|---:|---:|---:|---:|",
+    ]
     for (kind, ratio), res in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         res = [r for r in res if len(r["rows"]) == len(res[0]["rows"])]
         pool = np.mean([len(r["splits"][0]["adapt"]) for r in res])
-        agree = sum(r.get("picks", {}).get("label_free") == r.get("picks", {}).get("labels")
-                    for r in res)
+        agree = sum(
+            r.get("picks", {}).get("label_free") == r.get("picks", {}).get("labels") for r in res
+        )
         names = [row["name"] for row in res[0]["rows"] if row["loss"] is not None]
         for name in names:
             rows = [next(x for x in r["rows"] if x["name"] == name) for r in res]
@@ -101,14 +118,16 @@ def aggregate(variants: list[dict], results: dict[str, dict]) -> str:
                 f"| {kind} r{ratio:g} | {len(res)} | {pool:.0f} | {name} "
                 f"| {100 * np.mean([x['gain']['mean'] for x in rows]):+.1f} "
                 f"| {100 * np.mean([x['class_mean_gain']['mean'] for x in rows]):+.1f} "
-                f"| {'' if not tv else f'{np.mean(tv):.3f}'} | {agree}/{len(res)} |")
+                f"| {'' if not tv else f'{np.mean(tv):.3f}'} | {agree}/{len(res)} |"
+            )
     return "\n".join(lines) + "\n"
 
 
 def summarize_only(args) -> int:
     # each variant once (a later --data folder may list the same variant again)
-    by_name = {v["name"]: v for d in args.data
-               for v in json.loads((d / "variants.json").read_text())}
+    by_name = {
+        v["name"]: v for d in args.data for v in json.loads((d / "variants.json").read_text())
+    }
     variants = list(by_name.values())
     results = {}
     for v in variants:
@@ -116,16 +135,20 @@ def summarize_only(args) -> int:
         if path.is_file():
             results[v["name"]] = json.loads(path.read_text())
     variants = [v for v in variants if v["name"] in results]
+
     # by imbalance ratio, each skewed variant followed by its balanced control
     def rank(v):
         ratio = float(v["name"].split("-")[0][1:])
         return (ratio, v["order"], v["kind"] == "control")
 
     variants.sort(key=rank)
-    out = {"command": "python bench/bench_skewed.py " + " ".join(sys.argv[1:]),
-           "note": args.note,
-           "machine": f"{platform.machine()}, Python {platform.python_version()}",
-           "variants": variants, "results": results}
+    out = {
+        "command": "python bench/bench_skewed.py " + " ".join(sys.argv[1:]),
+        "note": args.note,
+        "machine": f"{platform.machine()}, Python {platform.python_version()}",
+        "variants": variants,
+        "results": results,
+    }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "skewed.json").write_text(json.dumps(out, indent=2, default=str))
     head = f"{args.note}\n\n" if args.note else ""
@@ -137,8 +160,13 @@ def summarize_only(args) -> int:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--root", required=True, help="ESC-50 layout to draw the variants from")
-    ap.add_argument("--data", type=Path, nargs="+", default=[Path("runs/skewed-data")],
-                    help="where the variants are written (several with --summarize)")
+    ap.add_argument(
+        "--data",
+        type=Path,
+        nargs="+",
+        default=[Path("runs/skewed-data")],
+        help="where the variants are written (several with --summarize)",
+    )
     ap.add_argument("--work", type=Path, default=Path("runs/skewed"))
     ap.add_argument("--ratios", type=float, nargs="+", default=[1, 10, 40])
     ap.add_argument("--orders", type=int, nargs="+", default=[0, 1, 2])
@@ -148,10 +176,13 @@ def main(argv=None) -> int:
     ap.add_argument("--test-fraction", type=float, default=0.25)
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--note", default="", help="how the runs were made, written above the tables")
-    ap.add_argument("--summarize", action="store_true",
-                    help="train nothing: rebuild skewed.json/.md from the ablations already in "
-                         "--work for the variants of every --data folder (e.g. runs split "
-                         "over several processes)")
+    ap.add_argument(
+        "--summarize",
+        action="store_true",
+        help="train nothing: rebuild skewed.json/.md from the ablations already in "
+        "--work for the variants of every --data folder (e.g. runs split "
+        "over several processes)",
+    )
     args = ap.parse_args(argv)
     if args.summarize:
         return summarize_only(args)
@@ -162,15 +193,24 @@ def main(argv=None) -> int:
     variants = make_variants(Path(args.root), args.data[0], args.ratios, args.orders)
     results: dict[str, dict] = {}
     for v in variants:
-        config = ImproveConfig(model=args.model, target="esc50", root=str(v["path"]),
-                               n_splits=args.splits, n_seeds=args.seeds,
-                               test_fraction=args.test_fraction)
+        config = ImproveConfig(
+            model=args.model,
+            target="esc50",
+            root=str(v["path"]),
+            n_splits=args.splits,
+            n_seeds=args.seeds,
+            test_fraction=args.test_fraction,
+        )
         print(f"[bench_skewed] {v['name']}: {v['n_clips']} clips", flush=True)
         results[v["name"]] = run_ablation(config, args.work / v["name"], grid(), progress=False)
-        out = {"command": "python bench/bench_skewed.py " + " ".join(sys.argv[1:] if argv is None
-                                                                     else argv),
-               "machine": f"{platform.machine()}, Python {platform.python_version()}",
-               "seconds": time.time() - t0, "variants": variants, "results": results}
+        out = {
+            "command": "python bench/bench_skewed.py "
+            + " ".join(sys.argv[1:] if argv is None else argv),
+            "machine": f"{platform.machine()}, Python {platform.python_version()}",
+            "seconds": time.time() - t0,
+            "variants": variants,
+            "results": results,
+        }
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "skewed.json").write_text(json.dumps(out, indent=2, default=str))
         (args.out / "skewed.md").write_text(summarize(variants, results))

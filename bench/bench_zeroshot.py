@@ -39,24 +39,30 @@ ESC50 = ROOT.parent / "shared" / "data" / "esc50-subset"
 RESULTS = ROOT / "bench" / "results"
 
 
-
 def bench_model(spec: str, model, dataset) -> dict:
     items = [str(p) for p in dataset.items]
     t0 = time.perf_counter()
     first = encode_audio(model, items, progress=False)
     embed_s = time.perf_counter() - t0
-    row = {"model": spec, "n_clips": len(items), "n_classes": len(dataset.class_names),
-           "chance": 1.0 / len(dataset.class_names), "embed_seconds": embed_s,
-           "clips_per_second": len(items) / embed_s}
+    row = {
+        "model": spec,
+        "n_clips": len(items),
+        "n_classes": len(dataset.class_names),
+        "chance": 1.0 / len(dataset.class_names),
+        "embed_seconds": embed_s,
+        "clips_per_second": len(items) / embed_s,
+    }
     for name, templates in (("default", DEFAULT_TEMPLATES), ("ensemble", ENSEMBLE_TEMPLATES)):
-        result = evaluate_zeroshot(model, dataset, templates=templates, audio_emb=first.embeddings,
-                                   progress=False)
+        result = evaluate_zeroshot(
+            model, dataset, templates=templates, audio_emb=first.embeddings, progress=False
+        )
         row[f"accuracy_{name}"] = result.accuracy
         row[f"predictions_{name}"] = result.predictions
     # the same clips again, in reverse order, another batch size, decoded in the main thread
     order = np.arange(len(items))[::-1]
-    second = encode_audio(model, [items[i] for i in order], batch_size=7, num_workers=0,
-                          progress=False)
+    second = encode_audio(
+        model, [items[i] for i in order], batch_size=7, num_workers=0, progress=False
+    )
     again = np.empty_like(second.embeddings)
     again[order] = second.embeddings
     rerun = evaluate_zeroshot(model, dataset, audio_emb=again, progress=False)
@@ -69,7 +75,9 @@ def bench_model(spec: str, model, dataset) -> dict:
 
 def write_report(rows: list[dict], meta: dict) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "zeroshot.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    (RESULTS / "zeroshot.json").write_text(
+        json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n"
+    )
     lines = [
         "# Zero-shot accuracy on ../shared/data/esc50-subset",
         "",
@@ -80,14 +88,20 @@ def write_report(rows: list[dict], meta: dict) -> None:
         "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        lines.append(f"| {r['model']} | {r['accuracy_default']:.1%} | {r['accuracy_ensemble']:.1%} | "
-                     f"{r['clips_per_second']:.1f} | {r['max_abs_diff_rerun']:.1e} | "
-                     f"{'yes' if r['same_predictions_rerun'] else 'NO'} | "
-                     f"{r['date']}, {r['machine']}, `{r['command']}` |")
-    lines += ["", "The rerun embeds the clips in reverse order with batch size 7 and no decoding "
-              "threads: a clip's vector does not depend on what shares its batch (differences are "
-              "float32 rounding at most). `tiny` is a random model: its accuracy only shows "
-              "the machinery, not a result.", ""]
+        lines.append(
+            f"| {r['model']} | {r['accuracy_default']:.1%} | {r['accuracy_ensemble']:.1%} | "
+            f"{r['clips_per_second']:.1f} | {r['max_abs_diff_rerun']:.1e} | "
+            f"{'yes' if r['same_predictions_rerun'] else 'NO'} | "
+            f"{r['date']}, {r['machine']}, `{r['command']}` |"
+        )
+    lines += [
+        "",
+        "The rerun embeds the clips in reverse order with batch size 7 and no decoding "
+        "threads: a clip's vector does not depend on what shares its batch (differences are "
+        "float32 rounding at most). `tiny` is a random model: its accuracy only shows "
+        "the machinery, not a result.",
+        "",
+    ]
     (RESULTS / "zeroshot.md").write_text("\n".join(lines))
 
 
@@ -104,9 +118,11 @@ def main() -> None:
             model = load_model(tiny_model_dir(Path(tmp) / "tiny") if spec == "tiny" else spec)
             rows.append(bench_model(spec, model, dataset))
             print(json.dumps(rows[-1]))
-    stamp = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-             "machine": f"{platform.machine()} CPU, torch {torch.__version__}, 2 threads",
-             "command": f"python bench/bench_zeroshot.py --models {' '.join(args.models)}"}
+    stamp = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": f"{platform.machine()} CPU, torch {torch.__version__}, 2 threads",
+        "command": f"python bench/bench_zeroshot.py --models {' '.join(args.models)}",
+    }
     for row in rows:
         row.update(stamp)
     meta = {"n_clips": len(dataset), "n_classes": len(dataset.class_names)}

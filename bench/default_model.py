@@ -36,8 +36,9 @@ def esc50_zeroshot(model, dataset, cache_dir: Path) -> dict[str, float]:
     store = FeatureStore(model, cache_dir=cache_dir, batch_size=32)
     feats = store.clip_windows(dataset.items, max_windows=8)
     with torch.no_grad():
-        audio_emb = np.stack([F.normalize(model.audio_head(f).mean(0), dim=0).numpy()
-                              for f in feats])
+        audio_emb = np.stack(
+            [F.normalize(model.audio_head(f).mean(0), dim=0).numpy() for f in feats]
+        )
     out = {}
     for name in ("default", "ensemble"):
         classifier = text_classifier(model, dataset.class_names, templates=name)
@@ -46,8 +47,9 @@ def esc50_zeroshot(model, dataset, cache_dir: Path) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--recipe", default="default.json")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--corpus", type=Path, default=SHARED / "captioned-sfx")
@@ -68,32 +70,59 @@ def main() -> None:
     for seed in args.seeds:
         config = PretrainConfig.from_recipe(args.recipe, seed=seed)
         start = time.time()
-        result = pretrain(args.corpus, args.runs / f"seed{seed}", config, cache_dir=args.cache_dir,
-                          log=lambda msg, s=seed: print(f"[seed {s}] {msg}", flush=True))
+        result = pretrain(
+            args.corpus,
+            args.runs / f"seed{seed}",
+            config,
+            cache_dir=args.cache_dir,
+            log=lambda msg, s=seed: print(f"[seed {s}] {msg}", flush=True),
+        )
         model = load_model(result.out_dir)
         zs = esc50_zeroshot(model, dataset, args.cache_dir)
-        rows.append({"seed": seed, "best_epoch": result.best_epoch,
-                     "heldout_mean_R": result.heldout["mean_R"],
-                     "heldout_a2t_R@1": result.heldout["a2t_R@1"],
-                     "heldout_t2a_R@1": result.heldout["t2a_R@1"],
-                     "esc50_single": zs["default"], "esc50_ensemble": zs["ensemble"],
-                     "seconds": round(time.time() - start, 1)})
+        rows.append(
+            {
+                "seed": seed,
+                "best_epoch": result.best_epoch,
+                "heldout_mean_R": result.heldout["mean_R"],
+                "heldout_a2t_R@1": result.heldout["a2t_R@1"],
+                "heldout_t2a_R@1": result.heldout["t2a_R@1"],
+                "esc50_single": zs["default"],
+                "esc50_ensemble": zs["ensemble"],
+                "seconds": round(time.time() - start, 1),
+            }
+        )
         print(json.dumps(rows[-1]), flush=True)
-    keys = ["heldout_mean_R", "heldout_a2t_R@1", "heldout_t2a_R@1", "esc50_single",
-            "esc50_ensemble"]
-    summary = {k: {"mean": float(np.mean([r[k] for r in rows])),
-                   "std": float(np.std([r[k] for r in rows], ddof=1)) if len(rows) > 1 else 0.0}
-               for k in keys}
+    keys = [
+        "heldout_mean_R",
+        "heldout_a2t_R@1",
+        "heldout_t2a_R@1",
+        "esc50_single",
+        "esc50_ensemble",
+    ]
+    summary = {
+        k: {
+            "mean": float(np.mean([r[k] for r in rows])),
+            "std": float(np.std([r[k] for r in rows], ddof=1)) if len(rows) > 1 else 0.0,
+        }
+        for k in keys
+    }
     shipped = None
     if args.shipped:
         model = load_model("default")
-        shipped = {"esc50": esc50_zeroshot(model, dataset, args.cache_dir),
-                   "heldout": model.metadata.get("heldout_retrieval"),
-                   "seed": model.metadata.get("recipe", {}).get("seed")}
-    report = {"recipe": PretrainConfig.from_recipe(args.recipe).to_dict(), "runs": rows,
-              "summary": summary, "shipped": shipped, "n_esc50_clips": len(dataset.items),
-              "machine": f"{platform.machine()}, {os.cpu_count()} CPUs (shared), torch "
-                         f"{torch.__version__}"}
+        shipped = {
+            "esc50": esc50_zeroshot(model, dataset, args.cache_dir),
+            "heldout": model.metadata.get("heldout_retrieval"),
+            "seed": model.metadata.get("recipe", {}).get("seed"),
+        }
+    report = {
+        "recipe": PretrainConfig.from_recipe(args.recipe).to_dict(),
+        "runs": rows,
+        "summary": summary,
+        "shipped": shipped,
+        "n_esc50_clips": len(dataset.items),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs (shared), torch "
+        f"{torch.__version__}",
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
     lines = [
@@ -109,21 +138,28 @@ def main() -> None:
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        lines.append(f"| {r['seed']} | {r['best_epoch']} | {r['heldout_mean_R']:.3f} | "
-                     f"{r['heldout_a2t_R@1']:.3f} | {r['heldout_t2a_R@1']:.3f} | "
-                     f"{100 * r['esc50_single']:.1f} % | {100 * r['esc50_ensemble']:.1f} % | "
-                     f"{r['seconds']:.0f} |")
+        lines.append(
+            f"| {r['seed']} | {r['best_epoch']} | {r['heldout_mean_R']:.3f} | "
+            f"{r['heldout_a2t_R@1']:.3f} | {r['heldout_t2a_R@1']:.3f} | "
+            f"{100 * r['esc50_single']:.1f} % | {100 * r['esc50_ensemble']:.1f} % | "
+            f"{r['seconds']:.0f} |"
+        )
     s = summary
-    lines.append(f"| **mean ± sd** | | {s['heldout_mean_R']['mean']:.3f} ± "
-                 f"{s['heldout_mean_R']['std']:.3f} | {s['heldout_a2t_R@1']['mean']:.3f} | "
-                 f"{s['heldout_t2a_R@1']['mean']:.3f} | **{100 * s['esc50_single']['mean']:.1f} ± "
-                 f"{100 * s['esc50_single']['std']:.1f} %** | **"
-                 f"{100 * s['esc50_ensemble']['mean']:.1f} ± "
-                 f"{100 * s['esc50_ensemble']['std']:.1f} %** | |")
+    lines.append(
+        f"| **mean ± sd** | | {s['heldout_mean_R']['mean']:.3f} ± "
+        f"{s['heldout_mean_R']['std']:.3f} | {s['heldout_a2t_R@1']['mean']:.3f} | "
+        f"{s['heldout_t2a_R@1']['mean']:.3f} | **{100 * s['esc50_single']['mean']:.1f} ± "
+        f"{100 * s['esc50_single']['std']:.1f} %** | **"
+        f"{100 * s['esc50_ensemble']['mean']:.1f} ± "
+        f"{100 * s['esc50_ensemble']['std']:.1f} %** | |"
+    )
     if shipped:
-        lines += ["", f"Shipped heads (seed {shipped['seed']}): ESC-50 single prompt "
-                  f"{100 * shipped['esc50']['default']:.1f} %, ensemble "
-                  f"{100 * shipped['esc50']['ensemble']:.1f} %."]
+        lines += [
+            "",
+            f"Shipped heads (seed {shipped['seed']}): ESC-50 single prompt "
+            f"{100 * shipped['esc50']['default']:.1f} %, ensemble "
+            f"{100 * shipped['esc50']['ensemble']:.1f} %.",
+        ]
     lines += ["", f"Machine: {report['machine']}.", ""]
     args.out.with_suffix(".md").write_text("\n".join(lines))
     print("\n".join(lines))

@@ -23,20 +23,31 @@ OUT = ROOT / "docs" / "benchmarks.md"
 
 # (anchor name, section title, results file relative to bench/results, script that writes it)
 SECTIONS = [
-    ("default_model", "Default model: zero-shot accuracy of the shipped heads",
-     "default_model.md", "bench/default_model.py"),
-    ("zeroshot", "Zero-shot evaluation and its repeatability", "zeroshot.md",
-     "bench/bench_zeroshot.py"),
-    ("ablation", "improve: curation methods and losses compared", "ablation.md",
-     "claptune ablate"),
+    (
+        "default_model",
+        "Default model: zero-shot accuracy of the shipped heads",
+        "default_model.md",
+        "bench/default_model.py",
+    ),
+    (
+        "zeroshot",
+        "Zero-shot evaluation and its repeatability",
+        "zeroshot.md",
+        "bench/bench_zeroshot.py",
+    ),
+    ("ablation", "improve: curation methods and losses compared", "ablation.md", "claptune ablate"),
     ("skewed", "improve on skewed targets", "skewed.md", "bench/bench_skewed.py"),
     ("priors", "Class shares without labels", "priors.md", "bench/bench_priors.py"),
     ("embed", "Embedding throughput", "embed.md", "bench/bench_embed.py"),
     ("long_audio", "Long recordings: peak memory", "long_audio.md", "bench/bench_long_audio.py"),
     ("curation", "Curation search at scale", "curation.md", "bench/bench_curation.py"),
     ("train", "Training throughput and data parallelism", "train.md", "bench/bench_train.py"),
-    ("exactness", "Exactness of the MS-CLAP and LAION-CLAP backends", "exactness.md",
-     "bench/exactness/run_exactness.py"),
+    (
+        "exactness",
+        "Exactness of the MS-CLAP and LAION-CLAP backends",
+        "exactness.md",
+        "bench/exactness/run_exactness.py",
+    ),
     ("cli", "Command-line start-up", "cli.md", "bench/bench_cli.py"),
 ]
 
@@ -81,9 +92,16 @@ def render() -> str:
         parts.append(f"- [{title}](#{slug(title)})")
     for name, title, results, script in present:
         body = demote((RESULTS / results).read_text(encoding="utf-8"), title)
-        parts += ["", f"## {title}", "", f"Written by `{script}` "
-                  f"(data: [bench/results/{Path(results).with_suffix('.json').name}]"
-                  f"(../bench/results/{Path(results).with_suffix('.json').name})).", "", body]
+        parts += [
+            "",
+            f"## {title}",
+            "",
+            f"Written by `{script}` "
+            f"(data: [bench/results/{Path(results).with_suffix('.json').name}]"
+            f"(../bench/results/{Path(results).with_suffix('.json').name})).",
+            "",
+            body,
+        ]
         note = NOTES / f"{name}.md"
         if note.is_file():
             parts += ["", demote(note.read_text(encoding="utf-8"), title)]
@@ -98,15 +116,17 @@ def slug(title: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true",
-                        help="exit 1 if docs/benchmarks.md differs from what would be written")
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="exit 1 if docs/benchmarks.md differs from what would be written",
+    )
     args = parser.parse_args(argv)
     text = render()
     if args.check:
         current = OUT.read_text(encoding="utf-8") if OUT.is_file() else ""
         if current != text:
-            print(f"{OUT} is out of date: run python bench/make_benchmarks_doc.py",
-                  file=sys.stderr)
+            print(f"{OUT} is out of date: run python bench/make_benchmarks_doc.py", file=sys.stderr)
             return 1
         return 0
     OUT.write_text(text, encoding="utf-8")

@@ -96,8 +96,14 @@ def write_variant(root: Path, out: Path, fields: list[str], rows, keep: list[int
         name = rows[i]["filename"]
         src = (root / "audio" / name).resolve()
         if not src.exists():  # a FLAC copy of a set whose metadata names .wav
-            src = next((src.with_suffix(e) for e in (".flac", ".wav", ".ogg")
-                        if src.with_suffix(e).exists()), src)
+            src = next(
+                (
+                    src.with_suffix(e)
+                    for e in (".flac", ".wav", ".ogg")
+                    if src.with_suffix(e).exists()
+                ),
+                src,
+            )
         link = out / "audio" / src.name
         if link.is_symlink() or link.exists():
             link.unlink()
@@ -106,10 +112,17 @@ def write_variant(root: Path, out: Path, fields: list[str], rows, keep: list[int
     for i in keep:
         counts[rows[i]["category"]] += 1
     sizes = sorted(counts.values(), reverse=True)
-    return {"path": str(out), "n_clips": len(keep), "n_classes": len(counts),
-            "realised_ratio": sizes[0] / sizes[-1], "class_sizes": dict(sorted(counts.items())),
-            "head": sizes[0], "tail": sizes[-1],
-            "gini": _gini(np.array(sizes, float)), "entropy_ratio": _entropy_ratio(sizes)}
+    return {
+        "path": str(out),
+        "n_clips": len(keep),
+        "n_classes": len(counts),
+        "realised_ratio": sizes[0] / sizes[-1],
+        "class_sizes": dict(sorted(counts.items())),
+        "head": sizes[0],
+        "tail": sizes[-1],
+        "gini": _gini(np.array(sizes, float)),
+        "entropy_ratio": _entropy_ratio(sizes),
+    }
 
 
 def _gini(x: np.ndarray) -> float:
@@ -123,43 +136,63 @@ def _entropy_ratio(sizes: list[int]) -> float:
     return float(-(p * np.log(p)).sum() / math.log(len(p)))
 
 
-def make_variants(root: Path, out: Path, ratios, orders, controls: bool = True,
-                  n_head: int | None = None) -> list[dict]:
+def make_variants(
+    root: Path, out: Path, ratios, orders, controls: bool = True, n_head: int | None = None
+) -> list[dict]:
     fields, rows = read_meta(root)
     variants = []
     for ratio in ratios:
         for order in orders:
             name = f"r{ratio:g}-o{order}"
-            info = write_variant(root, out / name, fields, rows,
-                                 skewed_rows(rows, ratio, order, n_head))
-            variants.append({"name": name, "kind": "skewed", "ratio": ratio, "order": order,
-                             **info})
+            info = write_variant(
+                root, out / name, fields, rows, skewed_rows(rows, ratio, order, n_head)
+            )
+            variants.append(
+                {"name": name, "kind": "skewed", "ratio": ratio, "order": order, **info}
+            )
             if controls and ratio != 1:
                 cname = f"r{ratio:g}-o{order}-control"
-                cinfo = write_variant(root, out / cname, fields, rows,
-                                      balanced_rows(rows, info["n_clips"], order))
-                variants.append({"name": cname, "kind": "control", "ratio": 1,
-                                 "control_of": name, "order": order, **cinfo})
+                cinfo = write_variant(
+                    root, out / cname, fields, rows, balanced_rows(rows, info["n_clips"], order)
+                )
+                variants.append(
+                    {
+                        "name": cname,
+                        "kind": "control",
+                        "ratio": 1,
+                        "control_of": name,
+                        "order": order,
+                        **cinfo,
+                    }
+                )
     (out / "variants.json").write_text(json.dumps(variants, indent=2))
     return variants
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     ap.add_argument("--root", type=Path, required=True, help="ESC-50 layout (meta/esc50.csv)")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--ratios", type=float, nargs="+", default=[1, 10, 40])
     ap.add_argument("--orders", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--n-head", type=int, default=None,
-                    help="clips of the head class (default: the smallest class's count)")
+    ap.add_argument(
+        "--n-head",
+        type=int,
+        default=None,
+        help="clips of the head class (default: the smallest class's count)",
+    )
     ap.add_argument("--no-controls", dest="controls", action="store_false")
     args = ap.parse_args(argv)
-    variants = make_variants(args.root, args.out, args.ratios, args.orders, args.controls,
-                             args.n_head)
+    variants = make_variants(
+        args.root, args.out, args.ratios, args.orders, args.controls, args.n_head
+    )
     for v in variants:
-        print(f"{v['name']:>18}: {v['n_clips']:4d} clips, head {v['head']}, tail {v['tail']}, "
-              f"realised ratio {v['realised_ratio']:.1f}")
+        print(
+            f"{v['name']:>18}: {v['n_clips']:4d} clips, head {v['head']}, tail {v['tail']}, "
+            f"realised ratio {v['realised_ratio']:.1f}"
+        )
     return 0
 
 

@@ -53,8 +53,11 @@ def clips(root: Path, out: Path) -> tuple[list[str], np.ndarray, list[str]]:
     for c in range(50):
         for k in range(3):
             path = folder / f"tone_{c:02d}_{k}.wav"
-            sf.write(path, (0.2 * np.sin(2 * np.pi * (100 + 20 * c + 5 * k) * t)).astype(np.float32),
-                     16_000)
+            sf.write(
+                path,
+                (0.2 * np.sin(2 * np.pi * (100 + 20 * c + 5 * k) * t)).astype(np.float32),
+                16_000,
+            )
             items.append(str(path))
             labels.append(c)
     return items, np.asarray(labels), names
@@ -96,40 +99,75 @@ def fixture(items: list[str], labels: np.ndarray, names: list[str], seed: int):
     def side(cm: np.ndarray) -> Side:
         per_class = np.diag(cm) / np.maximum(cm.sum(axis=1), 1)
         acc = float(np.trace(cm) / cm.sum())
-        return Side(accuracy=acc, accuracy_spread=mean_spread([acc]),
-                    per_class={c: float(v) for c, v in zip(names, per_class, strict=True)})
+        return Side(
+            accuracy=acc,
+            accuracy_spread=mean_spread([acc]),
+            per_class={c: float(v) for c, v in zip(names, per_class, strict=True)},
+        )
 
     pairs = []
     for i in rng.permutation(len(items)):
         cls = names[labels[i]] if rng.random() < 0.8 else names[rng.integers(n)]
-        pairs.append({"audio": items[i], "text": f"the sound of {cls}", "class": cls,
-                      "score": float(rng.uniform(0.2, 0.9)), "method": "pseudo_refined"})
+        pairs.append(
+            {
+                "audio": items[i],
+                "text": f"the sound of {cls}",
+                "class": cls,
+                "score": float(rng.uniform(0.2, 0.9)),
+                "method": "pseudo_refined",
+            }
+        )
     true = np.bincount(labels, minlength=n) / len(labels)
     estimated = true * rng.uniform(0.6, 1.4, n)
     estimated /= estimated.sum()
     b, a = side(before), side(after)
     report = Report(
-        claptune_version="fixture", model=ModelInfo(spec="rendering fixture (random predictions)"),
+        claptune_version="fixture",
+        model=ModelInfo(spec="rendering fixture (random predictions)"),
         target=TargetInfo(name="esc50-subset", n_clips=len(items), n_classes=n, class_names=names),
-        splits=[{"index": 0}], n_runs=1, seeds=[seed], before=b, after=a,
-        gain=Gain(accuracy=a.accuracy - b.accuracy,
-                  accuracy_spread=mean_spread([a.accuracy - b.accuracy])),
+        splits=[{"index": 0}],
+        n_runs=1,
+        seeds=[seed],
+        before=b,
+        after=a,
+        gain=Gain(
+            accuracy=a.accuracy - b.accuracy, accuracy_spread=mean_spread([a.accuracy - b.accuracy])
+        ),
         curation=CurationCounts(pairs={"pseudo_refined": mean_spread([len(pairs)])}),
-        priors=ClassPriors(method="em", splits=[SplitPrior(
-            split=0, estimated=dict(zip(names, estimated.tolist(), strict=True)),
-            true=dict(zip(names, true.tolist(), strict=True)))]),
+        priors=ClassPriors(
+            method="em",
+            splits=[
+                SplitPrior(
+                    split=0,
+                    estimated=dict(zip(names, estimated.tolist(), strict=True)),
+                    true=dict(zip(names, true.tolist(), strict=True)),
+                )
+            ],
+        ),
         pseudo_precision=pseudo_label_precision(pairs, items, labels, names),
     )
-    assets = ReportAssets(class_names=names, confusion_before=before, confusion_after=after,
-                          pairs=pairs)
+    assets = ReportAssets(
+        class_names=names, confusion_before=before, confusion_after=after, pairs=pairs
+    )
     return report, assets
 
 
 def screenshot(chromium: str, page: Path, png: Path, width: int, height: int) -> None:
-    subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                    f"--screenshot={png}", f"--window-size={width},{height}",
-                    page.resolve().as_uri()],
-                   check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            f"--screenshot={png}",
+            f"--window-size={width},{height}",
+            page.resolve().as_uri(),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
 
 
 _PROBE = """<!DOCTYPE html><html><body><audio id="a" preload="auto" src="{src}"></audio>
@@ -145,9 +183,20 @@ def audio_duration(chromium: str, out_dir: Path, src: str) -> float | None:
     URI, or a path relative to the page); None when it cannot load it."""
     probe = out_dir / "_probe.html"
     probe.write_text(_PROBE.format(src=src))
-    dom = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu",
-                          "--virtual-time-budget=5000", "--dump-dom", probe.resolve().as_uri()],
-                         capture_output=True, text=True, timeout=120).stdout
+    dom = subprocess.run(
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--virtual-time-budget=5000",
+            "--dump-dom",
+            probe.resolve().as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
     probe.unlink()
     found = re.search(r'<div id="r">duration=([0-9.]+)', dom)
     return float(found.group(1)) if found else None
@@ -173,11 +222,19 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--root", type=Path, default=ROOT.parent / "shared" / "data" / "esc50-subset")
     p.add_argument("--out", type=Path, default=Path("/tmp/claptune_screenshot"))
-    p.add_argument("--max-page-mb", type=float, default=20.0,
-                   help="inline the previews up to this page size (20)")
+    p.add_argument(
+        "--max-page-mb",
+        type=float,
+        default=20.0,
+        help="inline the previews up to this page size (20)",
+    )
     p.add_argument("--width", type=int, default=1400, help="window width in pixels (1400)")
-    p.add_argument("--height", type=int, default=24000,
-                   help="window height in pixels: the screenshot's, so the whole page (24000)")
+    p.add_argument(
+        "--height",
+        type=int,
+        default=24000,
+        help="window height in pixels: the screenshot's, so the whole page (24000)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the fixture's predictions (0)")
     args = p.parse_args(argv)
 
@@ -212,7 +269,8 @@ def main(argv: list[str] | None = None) -> int:
         "page_mb": round(len(html.encode()) / 1e6, 2),
         "audio_linked": audio is not None,
         "audio_dir_mb": round(sum(f.stat().st_size for f in audio.iterdir()) / 1e6, 2)
-        if audio else 0.0,
+        if audio
+        else 0.0,
         "max_page_mb": args.max_page_mb,
         # what Chromium reads from the first and the last player (None: it could not load it)
         "player_seconds_in_browser": durations,
@@ -220,15 +278,22 @@ def main(argv: list[str] | None = None) -> int:
         "screenshot_s": round(shot_s, 2),
         "screenshot": str(png),
         "tiles": [str(t) for t in pieces],
-        "chromium": subprocess.run([chromium, "--version"], capture_output=True,
-                                   text=True).stdout.strip(),
+        "chromium": subprocess.run(
+            [chromium, "--version"], capture_output=True, text=True
+        ).stdout.strip(),
         "data": str(args.root) if (args.root / "meta").is_dir() else "generated tones",
         "command": "python bench/screenshot_report.py " + " ".join(argv or sys.argv[1:]),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "screenshot_report.json").write_text(json.dumps(result, indent=2) + "\n")
-    lines = ["# report.html in headless Chromium", "", f"`{result['command'].strip()}`", "",
-             "| figure | value |", "|---|---|"]
+    lines = [
+        "# report.html in headless Chromium",
+        "",
+        f"`{result['command'].strip()}`",
+        "",
+        "| figure | value |",
+        "|---|---|",
+    ]
     lines += [f"| {k} | {v} |" for k, v in result.items() if k not in ("tiles", "command")]
     (RESULTS / "screenshot_report.md").write_text("\n".join(lines) + "\n")
     print(json.dumps(result, indent=2))

@@ -35,13 +35,26 @@ def tiny_clap_config():
     from transformers import ClapAudioConfig, ClapConfig, ClapTextConfig
 
     text = ClapTextConfig(
-        vocab_size=50265, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=37, max_position_embeddings=80, projection_dim=16,
+        vocab_size=50265,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=37,
+        max_position_embeddings=80,
+        projection_dim=16,
     )
     audio = ClapAudioConfig(
-        spec_size=128, window_size=4, num_mel_bins=64, patch_size=4, patch_stride=(4, 4),
-        hidden_size=32, depths=[1, 1], num_attention_heads=[2, 2], patch_embeds_hidden_size=16,
-        enable_fusion=False, projection_dim=16,
+        spec_size=128,
+        window_size=4,
+        num_mel_bins=64,
+        patch_size=4,
+        patch_stride=(4, 4),
+        hidden_size=32,
+        depths=[1, 1],
+        num_attention_heads=[2, 2],
+        patch_embeds_hidden_size=16,
+        enable_fusion=False,
+        projection_dim=16,
     )
     return ClapConfig(text_config=text.to_dict(), audio_config=audio.to_dict(), projection_dim=16)
 
@@ -71,12 +84,24 @@ def _save_tiny_processor(out: Path) -> None:
         vocab[ch] = i
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
-    tokenizer = RobertaTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
-                                     pad_token="<pad>", unk_token="<unk>", mask_token="<mask>",
-                                     model_max_length=64)
-    fe = ClapFeatureExtractor(feature_size=64, sampling_rate=48000, hop_length=480,
-                              max_length_s=1, fft_window_size=1024, truncation="rand_trunc",
-                              padding="repeatpad")
+    tokenizer = RobertaTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        mask_token="<mask>",
+        model_max_length=64,
+    )
+    fe = ClapFeatureExtractor(
+        feature_size=64,
+        sampling_rate=48000,
+        hop_length=480,
+        max_length_s=1,
+        fft_window_size=1024,
+        truncation="rand_trunc",
+        padding="repeatpad",
+    )
     ClapProcessor(feature_extractor=fe, tokenizer=tokenizer).save_pretrained(out)
 
 
@@ -85,8 +110,14 @@ def rng() -> np.random.Generator:
     return np.random.default_rng(0)
 
 
-def write_tone(path: Path, freq: float, seconds: float = 1.0, rate: int = 16000,
-               noise: float = 0.0, seed: int = 0) -> Path:
+def write_tone(
+    path: Path,
+    freq: float,
+    seconds: float = 1.0,
+    rate: int = 16000,
+    noise: float = 0.0,
+    seed: int = 0,
+) -> Path:
     """A sine tone (plus seeded noise) written as WAV; the parent folders are created."""
     import soundfile as sf
 

@@ -53,8 +53,9 @@ class HubStandIn:
                 files = repo["branches"].get(m.group(2)) if repo else None
                 if files is None or m.group(3) not in files:
                     self.send_response(404)
-                    self.send_header("X-Error-Code", "EntryNotFound" if files is not None
-                                     else "RepoNotFound")
+                    self.send_header(
+                        "X-Error-Code", "EntryNotFound" if files is not None else "RepoNotFound"
+                    )
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
@@ -80,14 +81,21 @@ class HubStandIn:
                 url = f"http://{self.headers['Host']}"
                 if path == "/api/repos/create":
                     req = json.loads(body)
-                    repo_id = f"{req['organization']}/{req['name']}" if req.get("organization") \
+                    repo_id = (
+                        f"{req['organization']}/{req['name']}"
+                        if req.get("organization")
                         else req["name"]
+                    )
                     if repo_id in stand_in.repos:
-                        return self._reply(409, {"error": "You already created this model repo",
-                                                 "url": f"{url}/{repo_id}"})
+                        return self._reply(
+                            409,
+                            {
+                                "error": "You already created this model repo",
+                                "url": f"{url}/{repo_id}",
+                            },
+                        )
                     private = bool(req.get("private")) or req.get("visibility") == "private"
-                    stand_in.repos[repo_id] = {"private": private,
-                                               "branches": {"main": {}}}
+                    stand_in.repos[repo_id] = {"private": private, "branches": {"main": {}}}
                     return self._reply(200, {"url": f"{url}/{repo_id}"})
                 if path == "/api/validate-yaml":  # the README's metadata header
                     import yaml
@@ -108,9 +116,15 @@ class HubStandIn:
                     return self._reply(200)
                 if m := re.fullmatch(r"/api/models/(.+)/preupload/(.+)", path):
                     files = json.loads(body)["files"]
-                    return self._reply(200, {"files": [
-                        {"path": f["path"], "uploadMode": "regular", "shouldIgnore": False}
-                        for f in files]})
+                    return self._reply(
+                        200,
+                        {
+                            "files": [
+                                {"path": f["path"], "uploadMode": "regular", "shouldIgnore": False}
+                                for f in files
+                            ]
+                        },
+                    )
                 if m := re.fullmatch(r"/api/models/(.+)/commit/(.+)", path):
                     repo_id, revision = m.group(1), m.group(2)
                     files = stand_in.repos[repo_id]["branches"].setdefault(revision, {})
@@ -118,10 +132,12 @@ class HubStandIn:
                         item = json.loads(line)
                         if item["key"] == "file":
                             files[item["value"]["path"]] = base64.b64decode(
-                                item["value"]["content"])
+                                item["value"]["content"]
+                            )
                     oid = hashlib.sha1(body).hexdigest()
-                    return self._reply(200, {"commitUrl": f"{url}/{repo_id}/commit/{oid}",
-                                             "commitOid": oid})
+                    return self._reply(
+                        200, {"commitUrl": f"{url}/{repo_id}/commit/{oid}", "commitOid": oid}
+                    )
                 return self._reply(404, {"error": f"no endpoint {path}"})
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)

@@ -22,8 +22,12 @@ def unlabeled_task(tmp_path_factory):
     for c, (name, freq) in enumerate(CLASSES):
         for i in range(4):
             # nested, with names that say nothing of the class
-            clip = write_tone(audio / f"day{i % 2}" / f"rec{c}{i}.wav", freq * (1 + 0.05 * i),
-                         noise=0.05 * c, seed=i)
+            clip = write_tone(
+                audio / f"day{i % 2}" / f"rec{c}{i}.wav",
+                freq * (1 + 0.05 * i),
+                noise=0.05 * c,
+                seed=i,
+            )
             (labelled / name).mkdir(parents=True, exist_ok=True)
             (labelled / name / clip.name).symlink_to(clip)
     (audio / "day0" / "broken.wav").write_bytes(b"not audio")  # --on-error skip drops it
@@ -44,16 +48,40 @@ def teacher(tmp_path_factory):
     folder = tmp_path_factory.mktemp("adapt_teacher")
     torch.manual_seed(0)
     DefaultModel(metadata={"heldout_ids": ["audio/0.wav", "audio/1.wav", "audio/5.wav"]}).save(
-        folder / "model")
+        folder / "model"
+    )
     return folder / "model", folder / "cache"
 
 
 def _argv(teacher, audio, classes, corpus, out, *extra):
     model, cache = teacher
-    return ["adapt", "--model", str(model), "--audio", str(audio), "--classes", str(classes),
-            "--corpus", str(corpus), "--out", str(out), "--template", "default",
-            "--train", "epochs=2", "--train", "batch_size=4", "--train", "num_workers=0",
-            "--cache-dir", str(cache), "--on-error", "skip", "--quiet", *extra]
+    return [
+        "adapt",
+        "--model",
+        str(model),
+        "--audio",
+        str(audio),
+        "--classes",
+        str(classes),
+        "--corpus",
+        str(corpus),
+        "--out",
+        str(out),
+        "--template",
+        "default",
+        "--train",
+        "epochs=2",
+        "--train",
+        "batch_size=4",
+        "--train",
+        "num_workers=0",
+        "--cache-dir",
+        str(cache),
+        "--on-error",
+        "skip",
+        "--quiet",
+        *extra,
+    ]
 
 
 def test_adapt_end_to_end_cli(unlabeled_task, teacher, tmp_path, capsys):
@@ -70,13 +98,26 @@ def test_adapt_end_to_end_cli(unlabeled_task, teacher, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "teacher/student agreement" in printed.lower() and "report:" in printed
 
-    for name in ("report.json", "report.md", "report.html", "pairs.csv", "confidence.png",
-                 "margin.png", "classes.png", "model/README.md", "model/adapt_config.json"):
+    for name in (
+        "report.json",
+        "report.md",
+        "report.html",
+        "pairs.csv",
+        "confidence.png",
+        "margin.png",
+        "classes.png",
+        "model/README.md",
+        "model/adapt_config.json",
+    ):
         assert (out / name).is_file(), name
     text = (out / "report.json").read_text()
     report = AdaptReport.read(out / "report.json")
     assert report.to_json() == text  # typed, and reads back exactly
-    assert report.target.n_clips == 12 and report.target.class_names == ["dog_bark", "rain", "siren"]
+    assert report.target.n_clips == 12 and report.target.class_names == [
+        "dog_bark",
+        "rain",
+        "siren",
+    ]
     assert [f["item"] for f in report.failed_clips] == [str(audio / "day0" / "broken.wav")]
     # improve's defaults: pseudo_refined curation, the hard loss, heads on cached features
     assert report.methods == ["pseudo_refined"] and report.loss == "hard"
@@ -107,8 +148,9 @@ def test_adapt_end_to_end_cli(unlabeled_task, teacher, tmp_path, capsys):
     from claptune.improve.pipeline import Workspace
 
     config = AdaptConfig.from_dict(report.config)
-    ws = Workspace(config.improve_config(), tmp_path / "ws", progress=False,
-                   target=unlabeled_clips(config))
+    ws = Workspace(
+        config.improve_config(), tmp_path / "ws", progress=False, target=unlabeled_clips(config)
+    )
     pred, confidence, _ = teacher_pseudo_labels(ws, ws.splits[0].adapt)
     index = {item: i for i, item in enumerate(ws.items)}
     for p in pairs:
@@ -124,7 +166,8 @@ def test_adapt_end_to_end_cli(unlabeled_task, teacher, tmp_path, capsys):
     # forgetting check on the teacher's own hold-out, and the label-free transfer check
     assert report.forgetting.held_out_source == "the teacher's own pretraining hold-out"
     assert sorted(report.forgetting.held_out_audio) == sorted(
-        str(corpus / "audio" / f"{i}.wav") for i in (0, 1, 5))
+        str(corpus / "audio" / f"{i}.wav") for i in (0, 1, 5)
+    )
     # held out: "a dog barking 0" (no class: "barking" is not "bark"), "rain falling 1 / 5"
     assert report.transfer.n_clips == 2 and report.transfer.clips_per_class == {"rain": 2}
     assert "transfer_class_mean" in report.label_free
@@ -145,7 +188,21 @@ def test_adapt_end_to_end_cli(unlabeled_task, teacher, tmp_path, capsys):
 
     # --eval scores teacher and student on a labelled set, and changes nothing else
     out_eval = tmp_path / "run_eval"
-    assert main(_argv(teacher, audio, classes, corpus, out_eval, "--eval", f"folder:{labelled}", "--no-save-model")) == 0
+    assert (
+        main(
+            _argv(
+                teacher,
+                audio,
+                classes,
+                corpus,
+                out_eval,
+                "--eval",
+                f"folder:{labelled}",
+                "--no-save-model",
+            )
+        )
+        == 0
+    )
     scored = json.loads((out_eval / "report.json").read_text())
     ev = scored["evaluation"]
     assert ev["target"] == "folder" and ev["n_clips"] == 12 and ev["n_classes"] == 3
@@ -191,7 +248,12 @@ def test_adapt_config_shares_improves_defaults():
     config = AdaptConfig(audio=("x/",), class_names=("a", "b"), corpus=None)
     inner, improve = config.improve_config(), ImproveConfig(corpus=None)
     assert (inner.methods, inner.loss, inner.templates, inner.curation, inner.train) == (
-        improve.methods, improve.loss, improve.templates, improve.curation, improve.train)
+        improve.methods,
+        improve.loss,
+        improve.templates,
+        improve.curation,
+        improve.train,
+    )
     assert (inner.n_splits, inner.n_seeds) == (1, 1)
     assert AdaptConfig.from_dict(config.to_dict()) == config
     with pytest.raises(ClaptuneError, match="unknown adapt config keys"):
@@ -206,9 +268,24 @@ def test_adapt_balances_to_the_em_prior_when_asked(unlabeled_task, teacher, tmp_
 
     audio, classes, corpus, _ = unlabeled_task
     out = tmp_path / "run"
-    assert main(_argv(teacher, audio, classes, corpus, out, "--curation", "pseudo_refined_prior=em", "--no-save-model")) == 0
+    assert (
+        main(
+            _argv(
+                teacher,
+                audio,
+                classes,
+                corpus,
+                out,
+                "--curation",
+                "pseudo_refined_prior=em",
+                "--no-save-model",
+            )
+        )
+        == 0
+    )
     report = AdaptReport.read(out / "report.json")
     assert report.priors.method == "em" and report.config["curation"] == {
-        "pseudo_refined_prior": "em"}
+        "pseudo_refined_prior": "em"
+    }
     shares = [row.share for row in report.classes.values()]
     assert sum(shares) == pytest.approx(1.0) and shares != pytest.approx([1 / 3] * 3)

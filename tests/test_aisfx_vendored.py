@@ -15,8 +15,10 @@ def _waves(n: int = 3, seconds: float = 2.3) -> torch.Tensor:
 
     rng = np.random.default_rng(0)
     t = np.arange(CLIP_SAMPLES) / 44100
-    waves = [0.3 * np.sin(2 * np.pi * f * t) + rng.normal(0, 0.05, CLIP_SAMPLES)
-             for f in (220.0, 1000.0, 5000.0)[:n]]
+    waves = [
+        0.3 * np.sin(2 * np.pi * f * t) + rng.normal(0, 0.05, CLIP_SAMPLES)
+        for f in (220.0, 1000.0, 5000.0)[:n]
+    ]
     return torch.from_numpy(np.stack(waves).astype(np.float32))
 
 
@@ -53,7 +55,9 @@ def test_damaged_weights_file_is_one_line_error(tmp_path):
 
 
 def test_features_equal_aisfx_package():
-    pytest.importorskip("aisfx", reason="aisfx not installed: pip install claptune[aisfx-reference]")
+    pytest.importorskip(
+        "aisfx", reason="aisfx not installed: pip install claptune[aisfx-reference]"
+    )
     from aisfx.inference import get_path_modelWeights, load_bestModel
 
     from claptune.models.default import AisfxAudioEncoder
@@ -75,8 +79,12 @@ def test_features_equal_aisfx_package():
         # the mean over time (the default pooling's second half) from aisfx's own blocks
         x = mel.unsqueeze(1)
         net = reference.embedding_net
-        for block, pool in ((net.conv_block1, (2, 2)), (net.conv_block2, (2, 2)),
-                            (net.conv_block3, (2, 2)), (net.conv_block4, (1, 1))):
+        for block, pool in (
+            (net.conv_block1, (2, 2)),
+            (net.conv_block2, (2, 2)),
+            (net.conv_block3, (2, 2)),
+            (net.conv_block4, (1, 1)),
+        ):
             x = block(x, pool_size=pool, pool_type="max")
         torch.testing.assert_close(ours[:, 512:1024], x.mean(dim=3).mean(dim=2), rtol=0, atol=0)
 
@@ -88,10 +96,20 @@ def test_mel_front_end_equals_librosa():
     # aisfx's librosa front end (aisfx/spectrogram/spectrogram_librosa.py), on one window
     wave = _waves(1)[0].numpy().astype(np.float64)
     wave = wave / np.abs(wave).max()
-    spec = librosa.feature.melspectrogram(y=wave, sr=SAMPLE_RATE, n_mels=N_MELS, norm=1.0,
-                                          fmin=0.0, fmax=SAMPLE_RATE / 2, htk=True, power=2.0,
-                                          hop_length=1024, win_length=N_FFT, n_fft=N_FFT,
-                                          pad_mode="constant")
+    spec = librosa.feature.melspectrogram(
+        y=wave,
+        sr=SAMPLE_RATE,
+        n_mels=N_MELS,
+        norm=1.0,
+        fmin=0.0,
+        fmax=SAMPLE_RATE / 2,
+        htk=True,
+        power=2.0,
+        hop_length=1024,
+        win_length=N_FFT,
+        n_fft=N_FFT,
+        pad_mode="constant",
+    )
     expected = (np.log10(spec * 10000.0 + 1) / SPEC_MAX).T
     filters = librosa.filters.mel(sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=N_MELS, htk=True, norm=1.0)
     from claptune.models.default import htk_mel_filters

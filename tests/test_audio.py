@@ -58,8 +58,11 @@ def test_lossy_formats_decode_close_to_the_source(tmp_path, ext):
     # Align on the best lag (decoders may add a delay) and compare shapes of the signal.
     lags = range(-1200, 1201, 1)
     n = len(ref) - 2400
-    corr = max(np.corrcoef(ref[1200 : 1200 + n], wave[1200 + lag : 1200 + lag + n])[0, 1]
-               for lag in lags if 0 <= 1200 + lag and 1200 + lag + n <= len(wave))
+    corr = max(
+        np.corrcoef(ref[1200 : 1200 + n], wave[1200 + lag : 1200 + lag + n])[0, 1]
+        for lag in lags
+        if 0 <= 1200 + lag and 1200 + lag + n <= len(wave)
+    )
     assert corr > 0.98
 
 
@@ -67,8 +70,7 @@ def test_resampling_keeps_the_frequency(tmp_path):
     rate = 16000
     t = np.arange(rate) / rate
     path = tmp_path / "tone.wav"
-    sf.write(path, (0.5 * np.sin(2 * np.pi * 1000 * t)).astype(np.float32), rate,
-             subtype="FLOAT")
+    sf.write(path, (0.5 * np.sin(2 * np.pi * 1000 * t)).astype(np.float32), rate, subtype="FLOAT")
     wave = load_audio(path, 48000)
     assert len(wave) == 48000
     spectrum = np.abs(np.fft.rfft(wave))
@@ -120,11 +122,13 @@ def test_missing_empty_and_non_audio_files_are_refused(tmp_path):
 
 def test_pad_window_modes():
     x = np.arange(1, 8, dtype=np.float32)  # 7 samples into 20
-    np.testing.assert_array_equal(pad_window(x, 20, "repeatpad"),
-                                  np.concatenate([x, x, np.zeros(6, np.float32)]))
+    np.testing.assert_array_equal(
+        pad_window(x, 20, "repeatpad"), np.concatenate([x, x, np.zeros(6, np.float32)])
+    )
     np.testing.assert_array_equal(pad_window(x, 20, "repeat"), np.concatenate([x, x, x[:6]]))
-    np.testing.assert_array_equal(pad_window(x, 20, "pad"),
-                                  np.concatenate([x, np.zeros(13, np.float32)]))
+    np.testing.assert_array_equal(
+        pad_window(x, 20, "pad"), np.concatenate([x, np.zeros(13, np.float32)])
+    )
     with pytest.raises(ValueError):
         pad_window(x, 5)
 
@@ -195,8 +199,10 @@ def _one_shot(path, sample_rate):
     return soxr.resample(wave, rate, sample_rate, quality="HQ").astype(np.float32)
 
 
-@pytest.mark.parametrize("file_rate,channels,fmt", [(8000, 1, "FLAC"), (8000, 2, "WAV"),
-                                                     (44100, 1, "WAV"), (48000, 2, "FLAC")])
+@pytest.mark.parametrize(
+    "file_rate,channels,fmt",
+    [(8000, 1, "FLAC"), (8000, 2, "WAV"), (44100, 1, "WAV"), (48000, 2, "FLAC")],
+)
 def test_stream_audio_equals_one_shot_decode(tmp_path, file_rate, channels, fmt):
     import soundfile as sf
 

@@ -46,8 +46,18 @@ def test_embed_reads_and_skips_non_utf8_names(undecodable_names, tiny_clap_dir, 
     from claptune.embed import load_store
 
     out = tmp_path / "store"
-    argv = ["embed", "--model", str(tiny_clap_dir), "--audio", str(undecodable_names),
-            "--out", str(out), "--no-progress", "--on-error", "skip"]
+    argv = [
+        "embed",
+        "--model",
+        str(tiny_clap_dir),
+        "--audio",
+        str(undecodable_names),
+        "--out",
+        str(out),
+        "--no-progress",
+        "--on-error",
+        "skip",
+    ]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "skipped" in printed and "worse\\xff.wav" in printed
@@ -63,16 +73,30 @@ def test_embed_reads_and_skips_non_utf8_names(undecodable_names, tiny_clap_dir, 
 
 def test_zeroshot_console_script_with_non_utf8_names(undecodable_names, tiny_clap_dir, tmp_path):
     """Through the console script with a strict UTF-8 stdout, as a terminal would have."""
-    script = shutil.which("claptune", path=os.path.dirname(sys.executable)) or shutil.which("claptune")
+    script = shutil.which("claptune", path=os.path.dirname(sys.executable)) or shutil.which(
+        "claptune"
+    )
     assert script, "the claptune console script is not installed"
     root = tmp_path / "classes"
     shutil.copytree(undecodable_names, root / "a")
     shutil.copytree(os.fsencode(undecodable_names), os.fsencode(root) + b"/cl\xffass")
     env = {**os.environ, "PYTHONIOENCODING": "utf-8:strict", "HF_HUB_OFFLINE": "1"}
-    argv = [script, "zeroshot", "--model", str(tiny_clap_dir), "--dataset", "folder",
-            "--root", str(root), "--out", str(tmp_path / "zs"), "--no-progress"]
-    proc = subprocess.run([*argv, "--on-error", "skip"], capture_output=True, text=True,
-                          timeout=300, env=env)
+    argv = [
+        script,
+        "zeroshot",
+        "--model",
+        str(tiny_clap_dir),
+        "--dataset",
+        "folder",
+        "--root",
+        str(root),
+        "--out",
+        str(tmp_path / "zs"),
+        "--no-progress",
+    ]
+    proc = subprocess.run(
+        [*argv, "--on-error", "skip"], capture_output=True, text=True, timeout=300, env=env
+    )
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
     assert "cl\\xffass" in proc.stdout  # the class folder's name, printable
@@ -84,20 +108,39 @@ def test_zeroshot_console_script_with_non_utf8_names(undecodable_names, tiny_cla
 
 
 # -- training pairs that cannot be read ----------------------------------------------------------
-def _pairs_csv(folder: Path, extra_rows: list[str], header: str = "audio,text",
-               encoding: str = "utf-8") -> Path:
+def _pairs_csv(
+    folder: Path, extra_rows: list[str], header: str = "audio,text", encoding: str = "utf-8"
+) -> Path:
     """Six readable clips with captions, then ``extra_rows`` (raw CSV lines)."""
-    rows = [f"{write_clip(folder / f'c{i}.wav', seconds=0.3, seed=i).name},caption {i}"
-            for i in range(6)]
+    rows = [
+        f"{write_clip(folder / f'c{i}.wav', seconds=0.3, seed=i).name},caption {i}"
+        for i in range(6)
+    ]
     path = folder / "pairs.csv"
     path.write_text("\n".join([header, *rows, *extra_rows]) + "\n", encoding=encoding)
     return path
 
 
 def _train(tiny_clap_dir, pairs: Path, out: Path, *extra: str) -> list[str]:
-    return ["train", "--model", str(tiny_clap_dir), "--pairs", str(pairs), "--out", str(out),
-            "--epochs", "1", "--batch-size", "4", "--loss", "hard", "--quiet",
-            "--val-fraction", "0", *extra]
+    return [
+        "train",
+        "--model",
+        str(tiny_clap_dir),
+        "--pairs",
+        str(pairs),
+        "--out",
+        str(out),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "4",
+        "--loss",
+        "hard",
+        "--quiet",
+        "--val-fraction",
+        "0",
+        *extra,
+    ]
 
 
 def _bad_clip(folder: Path, kind: str) -> str:
@@ -131,7 +174,9 @@ def test_train_worker_error_arrives_whole(tiny_clap_dir, tmp_path):
     dataset = ClipDataset([str(good), str(tmp_path / "gone.wav")], 16000, 1600, "fixed", 0)
     with pytest.raises(AudioDecodeError) as caught:
         list(clip_loader(dataset, [[(0, -1, 0), (1, -1, 1)]], num_workers=2, seed=0))
-    assert caught.value.path == str(tmp_path / "gone.wav") and caught.value.reason == "file not found"
+    assert (
+        caught.value.path == str(tmp_path / "gone.wav") and caught.value.reason == "file not found"
+    )
 
 
 def test_train_on_error_skip_drops_and_lists(tiny_clap_dir, tmp_path, capsys):
@@ -150,8 +195,9 @@ def test_train_on_error_skip_drops_and_lists(tiny_clap_dir, tmp_path, capsys):
     assert (out / "model").is_dir()
 
 
-@pytest.mark.parametrize("row, culprit", [(",", "empty audio"), ("c1.wav,", "empty text"),
-                                          (",,", "empty audio")])
+@pytest.mark.parametrize(
+    "row, culprit", [(",", "empty audio"), ("c1.wav,", "empty text"), (",,", "empty audio")]
+)
 def test_train_blank_fields_refused(row, culprit, tiny_clap_dir, tmp_path, capsys):
     pairs = _pairs_csv(tmp_path, [row])
     assert main(_train(tiny_clap_dir, pairs, tmp_path / "run")) == 2
@@ -182,15 +228,30 @@ def test_curate_ds_leaves_out_missing_corpus_clips(tiny_clap_dir, tmp_path, caps
     import csv
 
     corpus = tmp_path / "corpus"
-    rows = [(write_clip(corpus / f"c{i}.wav", seed=i).name, f"a dog barks loudly {i}")
-            for i in range(4)]
+    rows = [
+        (write_clip(corpus / f"c{i}.wav", seed=i).name, f"a dog barks loudly {i}") for i in range(4)
+    ]
     rows += [("gone1.wav", "a dog barks far away"), ("sub/gone2.wav", "rain on a dog")]
     write = corpus / "manifest.csv"
     with write.open("w", newline="") as fh:
         csv.writer(fh).writerows([("path", "caption"), *rows])
     out = tmp_path / "ds"
-    argv = ["curate", "--method", "ds", "--model", str(tiny_clap_dir), "--corpus", str(corpus),
-            "--classes", "dog,rain", "--threshold", "q0.0", "--out", str(out), "--no-progress"]
+    argv = [
+        "curate",
+        "--method",
+        "ds",
+        "--model",
+        str(tiny_clap_dir),
+        "--corpus",
+        str(corpus),
+        "--classes",
+        "dog,rain",
+        "--threshold",
+        "q0.0",
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
     assert main(argv) == 0
     err = capsys.readouterr().err
     assert "Traceback" not in err
@@ -242,16 +303,27 @@ def _hf_case(folder: Path, case: str) -> tuple[str, str]:
     raise AssertionError(case)
 
 
-@pytest.mark.parametrize("case", ["config-type", "config-value", "config-json", "weights-shape",
-                                  "weights-truncated"])
+@pytest.mark.parametrize(
+    "case", ["config-type", "config-value", "config-json", "weights-shape", "weights-truncated"]
+)
 def test_damaged_hf_folder_one_line(case, tiny_clap_dir, tmp_path, capsys):
     folder = tmp_path / "model"
     shutil.copytree(tiny_clap_dir, folder)
     culprit, problem = _hf_case(folder, case)
     clip = write_clip(tmp_path / "x.wav")
     (tmp_path / "set.csv").write_text(f"path,label\n{clip},a\n")
-    argv = ["zeroshot", "--model", str(folder), "--dataset", "csv", "--root",
-            str(tmp_path / "set.csv"), "--out", str(tmp_path / "zs"), "--no-progress"]
+    argv = [
+        "zeroshot",
+        "--model",
+        str(folder),
+        "--dataset",
+        "csv",
+        "--root",
+        str(tmp_path / "set.csv"),
+        "--out",
+        str(tmp_path / "zs"),
+        "--no-progress",
+    ]
     assert main(argv) == 2
     line = one_line_error(capsys)
     assert str(folder / culprit) in line and problem in line, line
@@ -276,8 +348,9 @@ def _default_case(folder: Path, case: str) -> tuple[str, str]:
     raise AssertionError(case)
 
 
-@pytest.mark.parametrize("case", ["heads-shape", "heads-truncated", "config-json",
-                                  "config-value", "marker-json"])
+@pytest.mark.parametrize(
+    "case", ["heads-shape", "heads-truncated", "config-json", "config-value", "marker-json"]
+)
 def test_damaged_default_model_folder_one_line(case, tmp_path, capsys):
     from claptune.models.default import PACKAGED_DIR
 
@@ -286,8 +359,16 @@ def test_damaged_default_model_folder_one_line(case, tmp_path, capsys):
     folder = tmp_path / "default"
     shutil.copytree(PACKAGED_DIR, folder)
     culprit, problem = _default_case(folder, case)
-    argv = ["embed", "--model", str(folder), "--text", str(tmp_path / "t.txt"),
-            "--out", str(tmp_path / "store"), "--no-progress"]
+    argv = [
+        "embed",
+        "--model",
+        str(folder),
+        "--text",
+        str(tmp_path / "t.txt"),
+        "--out",
+        str(tmp_path / "store"),
+        "--no-progress",
+    ]
     (tmp_path / "t.txt").write_text("a dog barks\n")
     assert main(argv) == 2
     line = one_line_error(capsys)
@@ -341,7 +422,16 @@ def test_pairs_and_metadata_not_utf8(tmp_path, capsys):
         read_pairs(pairs)
     meta = tmp_path / "set.csv"
     meta.write_bytes(b"path,label\nx.wav,caf\xe9\n")
-    argv = ["zeroshot", "--model", "no-such-model", "--dataset", "csv", "--root", str(meta),
-            "--out", str(tmp_path / "zs")]
+    argv = [
+        "zeroshot",
+        "--model",
+        "no-such-model",
+        "--dataset",
+        "csv",
+        "--root",
+        str(meta),
+        "--out",
+        str(tmp_path / "zs"),
+    ]
     assert main(argv) == 2
     assert "not UTF-8" in one_line_error(capsys)

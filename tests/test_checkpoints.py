@@ -93,7 +93,9 @@ def test_strict_load_reports_renamed_key_as_missing_and_unexpected():
         load_strict(target, sd, what="test checkpoint")
     assert err.value.missing == ["2.weight"]
     assert err.value.unexpected == ["2.weight_renamed"]
-    assert "missing: 2.weight" in str(err.value) and "unexpected: 2.weight_renamed" in str(err.value)
+    assert "missing: 2.weight" in str(err.value) and "unexpected: 2.weight_renamed" in str(
+        err.value
+    )
     # nothing was half-loaded
     assert all(torch.equal(target.state_dict()[k], before[k]) for k in before)
 

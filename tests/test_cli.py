@@ -30,25 +30,27 @@ def _subcommands() -> dict[str, argparse.ArgumentParser]:
 
 
 def _visible_options(p: argparse.ArgumentParser) -> dict[str, argparse.Action]:
-    return {flag: a for a in p._actions if a.help != argparse.SUPPRESS
-            for flag in a.option_strings}
+    return {flag: a for a in p._actions if a.help != argparse.SUPPRESS for flag in a.option_strings}
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["models"], ["--version"]])
 def test_help_and_models_do_not_import_torch(argv):
     """`claptune --help` and `claptune models` load no sub-command they do not run: no torch,
     scipy or transformers (bench/bench_cli.py measures the time)."""
-    code = ("import sys, contextlib, io\n"
-            "from claptune.cli import main\n"
-            "with contextlib.redirect_stdout(io.StringIO()):\n"
-            "    try:\n"
-            f"        main({argv!r})\n"
-            "    except SystemExit:\n"
-            "        pass\n"
-            f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))\n")
+    code = (
+        "import sys, contextlib, io\n"
+        "from claptune.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    try:\n"
+        f"        main({argv!r})\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))\n"
+    )
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                         check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    ).stdout
     assert out.strip().splitlines()[-1] == "[]"
 
 
@@ -58,8 +60,9 @@ def test_version_matches_the_package(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["--version"])
     assert exit_info.value.code == 0
-    version = re.search(r'^version = "([^"]+)"', (ROOT / "pyproject.toml").read_text(),
-                        re.MULTILINE).group(1)
+    version = re.search(
+        r'^version = "([^"]+)"', (ROOT / "pyproject.toml").read_text(), re.MULTILINE
+    ).group(1)
     assert capsys.readouterr().out.strip() == f"claptune {version}"
 
 
@@ -92,11 +95,28 @@ def test_every_option_shows_its_default():
 
 # flag -> the sub-commands that must offer it under that one name
 VOCABULARY = {
-    "--quiet": ("embed", "zeroshot", "curate", "train", "pretrain", "improve", "adapt", "demo",
-                "ablate"),
+    "--quiet": (
+        "embed",
+        "zeroshot",
+        "curate",
+        "train",
+        "pretrain",
+        "improve",
+        "adapt",
+        "demo",
+        "ablate",
+    ),
     "--device": ("embed", "zeroshot", "curate", "train", "improve", "adapt", "demo", "ablate"),
-    "--cache-dir": ("zeroshot", "curate", "train", "pretrain", "improve", "adapt", "demo",
-                    "ablate"),
+    "--cache-dir": (
+        "zeroshot",
+        "curate",
+        "train",
+        "pretrain",
+        "improve",
+        "adapt",
+        "demo",
+        "ablate",
+    ),
     "--template": ("zeroshot", "curate", "improve", "adapt", "ablate"),
     "--target": ("zeroshot", "curate", "improve", "ablate"),
 }
@@ -113,27 +133,63 @@ def test_one_vocabulary_across_sub_commands():
         assert not set(OLD_SPELLINGS) & set(shown), name
         if "--template" in shown:
             assert shown["--template"].nargs is None and isinstance(
-                shown["--template"], argparse._AppendAction), f"{name} --template not repeatable"
+                shown["--template"], argparse._AppendAction
+            ), f"{name} --template not repeatable"
         if "--device" in shown:
             assert "auto" in shown["--device"].help, name
-    helps = {commands[n]._option_string_actions["--num-workers"].help.split(" (default")[0]
-             for n in commands if "--num-workers" in commands[n]._option_string_actions}
+    helps = {
+        commands[n]._option_string_actions["--num-workers"].help.split(" (default")[0]
+        for n in commands
+        if "--num-workers" in commands[n]._option_string_actions
+    }
     assert len(helps) == 1  # one meaning
 
 
 def test_old_spellings_still_parse():
     from claptune.cli import build_parser
 
-    argv = ["zeroshot", "--model", "m", "--dataset", "esc50", "--templates", "default", "x {}",
-            "--no-progress", "--cache", "c", "--out", "o"]
+    argv = [
+        "zeroshot",
+        "--model",
+        "m",
+        "--dataset",
+        "esc50",
+        "--templates",
+        "default",
+        "x {}",
+        "--no-progress",
+        "--cache",
+        "c",
+        "--out",
+        "o",
+    ]
     args = build_parser(argv).parse_args(argv)
     assert (args.target, args.templates, args.quiet, args.cache_dir) == (
-        "esc50", ["default", "x {}"], True, Path("c"))
-    argv = ["zeroshot", "--model", "m", "--target", "esc50", "--template", "default",
-            "--template", "x {}", "--out", "o"]
+        "esc50",
+        ["default", "x {}"],
+        True,
+        Path("c"),
+    )
+    argv = [
+        "zeroshot",
+        "--model",
+        "m",
+        "--target",
+        "esc50",
+        "--template",
+        "default",
+        "--template",
+        "x {}",
+        "--out",
+        "o",
+    ]
     args = build_parser(argv).parse_args(argv)
     assert (args.target, args.templates, args.quiet, args.device) == (
-        "esc50", ["default", "x {}"], False, "auto")
+        "esc50",
+        ["default", "x {}"],
+        False,
+        "auto",
+    )
 
 
 def test_key_value_options_list_their_keys():
@@ -188,20 +244,49 @@ def test_zeroshot_gives_improves_before_number(tiny_clap_dir, tmp_path):
         lines.append(f"audio/{i}.wav,a tone {i},test,CC0-1.0")
     (corpus / "manifest.csv").write_text("\n".join(lines) + "\n")
 
-    assert main(["zeroshot", "--model", str(tiny_clap_dir), "--target", "folder", "--root",
-                 str(target), "--num-workers", "0", "--quiet", "--out",
-                 str(tmp_path / "zs")]) == 0
+    assert (
+        main(
+            [
+                "zeroshot",
+                "--model",
+                str(tiny_clap_dir),
+                "--target",
+                "folder",
+                "--root",
+                str(target),
+                "--num-workers",
+                "0",
+                "--quiet",
+                "--out",
+                str(tmp_path / "zs"),
+            ]
+        )
+        == 0
+    )
     zs = json.loads((tmp_path / "zs" / "zeroshot.json").read_text())
-    ws = Workspace(ImproveConfig(model=str(tiny_clap_dir), target="folder", root=str(target),
-                                 corpus=str(corpus), corpus_holdout=0.0, n_splits=1, n_seeds=1,
-                                 cache_dir=None), tmp_path / "ws", progress=False)
+    ws = Workspace(
+        ImproveConfig(
+            model=str(tiny_clap_dir),
+            target="folder",
+            root=str(target),
+            corpus=str(corpus),
+            corpus_holdout=0.0,
+            n_splits=1,
+            n_seeds=1,
+            cache_dir=None,
+        ),
+        tmp_path / "ws",
+        progress=False,
+    )
     names = zs["class_names"]
     by_path = {p["path"]: p["predicted"] for p in zs["predictions"]}
     assert [by_path[item] for item in ws.items] == [names[k] for k in ws.pred_before]
     assert zs["accuracy"] == pytest.approx(float(np.mean(ws.pred_before == ws.labels)), abs=0)
 
 
-@pytest.mark.parametrize("command", [["improve", "--target", "esc50"], ["curate", "--method", "ds"]])
+@pytest.mark.parametrize(
+    "command", [["improve", "--target", "esc50"], ["curate", "--method", "ds"]]
+)
 def test_threshold_takes_several_values_either_way(command):
     from claptune.cli import build_parser
 

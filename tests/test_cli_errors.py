@@ -23,13 +23,28 @@ def make_bad_files(folder: Path) -> dict[str, Path]:
     truncated.write_bytes(data[: len(data) // 2])
     (folder / "empty.wav").write_bytes(b"")
     (folder / "text.wav").write_text("this is not audio at all\n" * 20)
-    return {"missing": folder / "missing.wav", "empty": folder / "empty.wav",
-            "truncated": truncated, "non-audio": folder / "text.wav"}
+    return {
+        "missing": folder / "missing.wav",
+        "empty": folder / "empty.wav",
+        "truncated": truncated,
+        "non-audio": folder / "text.wav",
+    }
 
 
 def zeroshot(model: Path, csv_path: Path, out: Path, *extra: str) -> list[str]:
-    return ["zeroshot", "--model", str(model), "--dataset", "csv", "--root", str(csv_path),
-            "--out", str(out), "--no-progress", *extra]
+    return [
+        "zeroshot",
+        "--model",
+        str(model),
+        "--dataset",
+        "csv",
+        "--root",
+        str(csv_path),
+        "--out",
+        str(out),
+        "--no-progress",
+        *extra,
+    ]
 
 
 def one_line_error(capsys) -> str:
@@ -68,14 +83,17 @@ def test_on_error_skip_lists_bad_clips(tiny_clap_dir, tmp_path, capsys):
     assert "4 clips skipped" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("argv_tail, culprit", [
-    (["--dataset", "esc-51", "--root", "."], "esc-51"),
-    (["--dataset", "csv", "--root", "{no_label}"], "'label'"),
-    (["--dataset", "esc50", "--root", "{tmp}"], "meta/esc50.csv"),
-    (["--dataset", "csv", "--root", "{ok}", "--folds", "1,x"], "--folds"),
-    (["--dataset", "csv", "--root", "{ok}", "--templates", "no placeholder"], "no placeholder"),
-    (["--dataset", "csv", "--root", "{ok}", "--split", "evaluation"], "--split"),
-])
+@pytest.mark.parametrize(
+    "argv_tail, culprit",
+    [
+        (["--dataset", "esc-51", "--root", "."], "esc-51"),
+        (["--dataset", "csv", "--root", "{no_label}"], "'label'"),
+        (["--dataset", "esc50", "--root", "{tmp}"], "meta/esc50.csv"),
+        (["--dataset", "csv", "--root", "{ok}", "--folds", "1,x"], "--folds"),
+        (["--dataset", "csv", "--root", "{ok}", "--templates", "no placeholder"], "no placeholder"),
+        (["--dataset", "csv", "--root", "{ok}", "--split", "evaluation"], "--split"),
+    ],
+)
 def test_user_errors_before_any_model(argv_tail, culprit, tmp_path, capsys):
     no_label = write_csv(tmp_path / "nolabel.csv", ["path", "class"], [["x.wav", "a"]])
     ok = write_csv(tmp_path / "ok.csv", ["path", "label"], [["x.wav", "a"]])
@@ -88,21 +106,38 @@ def test_user_errors_before_any_model(argv_tail, culprit, tmp_path, capsys):
 def test_unknown_model_name(tmp_path, capsys):
     clip = write_clip(tmp_path / "x.wav")
     ok = write_csv(tmp_path / "ok.csv", ["path", "label"], [[clip, "a"]])
-    argv = ["zeroshot", "--model", "no-such-model", "--dataset", "csv", "--root", str(ok),
-            "--out", str(tmp_path / "o")]
+    argv = [
+        "zeroshot",
+        "--model",
+        "no-such-model",
+        "--dataset",
+        "csv",
+        "--root",
+        str(ok),
+        "--out",
+        str(tmp_path / "o"),
+    ]
     assert main(argv) == 2
     assert "no-such-model" in one_line_error(capsys)
 
 
 def test_console_script_error_has_no_traceback(tmp_path):
-    script = shutil.which("claptune", path=os.path.dirname(sys.executable)) or shutil.which("claptune")
+    script = shutil.which("claptune", path=os.path.dirname(sys.executable)) or shutil.which(
+        "claptune"
+    )
     assert script, "the claptune console script is not installed"
     clip = write_clip(tmp_path / "x.wav")
     csv_path = write_csv(tmp_path / "set.csv", ["file", "label"], [[clip, "a"]])
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    proc = subprocess.run([script, *zeroshot(Path("no-such-model"), csv_path, tmp_path / "out")],
-                          capture_output=True, text=True, timeout=120, env=env)
+    proc = subprocess.run(
+        [script, *zeroshot(Path("no-such-model"), csv_path, tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines() == [
-        f"claptune zeroshot: error: {csv_path} has no column 'path'; columns: file, label"]
+        f"claptune zeroshot: error: {csv_path} has no column 'path'; columns: file, label"
+    ]

@@ -45,10 +45,36 @@ def stores(files, tiny_clap_dir, tmp_path_factory):
     """`claptune embed` stores of the clips and of the caption list."""
     out = tmp_path_factory.mktemp("curate_stores")
     root = files["root"]
-    assert main(["embed", "--model", str(tiny_clap_dir), "--audio", str(root / "clips"),
-                 "--out", str(out / "a"), "--no-progress"]) == 0
-    assert main(["embed", "--model", str(tiny_clap_dir), "--text", str(root / "captions.txt"),
-                 "--out", str(out / "t"), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "embed",
+                "--model",
+                str(tiny_clap_dir),
+                "--audio",
+                str(root / "clips"),
+                "--out",
+                str(out / "a"),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "embed",
+                "--model",
+                str(tiny_clap_dir),
+                "--text",
+                str(root / "captions.txt"),
+                "--out",
+                str(out / "t"),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     return out
 
 
@@ -58,11 +84,31 @@ def run_cli(*argv) -> int:
 
 def test_all_methods_on_files_match_the_library(files, tiny_clap_dir, tmp_path, capsys):
     root, out = files["root"], tmp_path / "out"
-    rc = run_cli("--method", "ds,ads,a2a,pseudo", "--model", tiny_clap_dir,
-                 "--corpus", root / "manifest.csv", "--audio", root / "clips",
-                 "--target-audio", *files["clips"][3:], "--classes", "dog,rain,bird_song",
-                 "--threshold", "ds=q0.5", "ads=q0.5", "a2a=q0.5", "pseudo=q0",
-                 "--max-per-class", "0", "--cache-dir", tmp_path / "cache", "--out", out)
+    rc = run_cli(
+        "--method",
+        "ds,ads,a2a,pseudo",
+        "--model",
+        tiny_clap_dir,
+        "--corpus",
+        root / "manifest.csv",
+        "--audio",
+        root / "clips",
+        "--target-audio",
+        *files["clips"][3:],
+        "--classes",
+        "dog,rain,bird_song",
+        "--threshold",
+        "ds=q0.5",
+        "ads=q0.5",
+        "a2a=q0.5",
+        "pseudo=q0",
+        "--max-per-class",
+        "0",
+        "--cache-dir",
+        tmp_path / "cache",
+        "--out",
+        out,
+    )
     printed = capsys.readouterr().out
     assert rc == 0
     assert "ds: best caption-prompt cosine" in printed and "kept by threshold" in printed
@@ -85,25 +131,56 @@ def test_all_methods_on_files_match_the_library(files, tiny_clap_dir, tmp_path, 
     names = ["dog", "rain", "bird_song"]
     prompts = curation_prompts(names)
     inputs = CurationInputs(
-        audio_ids=audio.ids, audio_emb=audio.embeddings,
+        audio_ids=audio.ids,
+        audio_emb=audio.embeddings,
         corpus_audio=[str(root / f"clips/c{i}.wav") for i in range(4)],
-        corpus_captions=corpus_text.ids, corpus_caption_emb=corpus_text.embeddings,
-        target_ids=target.ids, target_emb=target.embeddings, class_names=names,
-        prompts=prompts, prompt_emb=model.encode_text(prompts, progress=False),
+        corpus_captions=corpus_text.ids,
+        corpus_caption_emb=corpus_text.embeddings,
+        target_ids=target.ids,
+        target_emb=target.embeddings,
+        class_names=names,
+        prompts=prompts,
+        prompt_emb=model.encode_text(prompts, progress=False),
         class_emb=text_classifier(model, names, resolve_templates("ensemble")),  # as improve
-        logit_scale=float(model.logit_scale.detach()))
-    expected = curate(["ds", "ads", "a2a", "pseudo"], inputs, CurationSettings(
-        ds_threshold="q0.5", ads_threshold="q0.5", a2a_threshold="q0.5", pseudo_threshold="q0",
-        pseudo_max_per_class=0))
-    assert (pairs.audio, pairs.text, pairs.method, pairs.classes) == \
-        (expected.audio, expected.text, expected.method, expected.classes)
+        logit_scale=float(model.logit_scale.detach()),
+    )
+    expected = curate(
+        ["ds", "ads", "a2a", "pseudo"],
+        inputs,
+        CurationSettings(
+            ds_threshold="q0.5",
+            ads_threshold="q0.5",
+            a2a_threshold="q0.5",
+            pseudo_threshold="q0",
+            pseudo_max_per_class=0,
+        ),
+    )
+    assert (pairs.audio, pairs.text, pairs.method, pairs.classes) == (
+        expected.audio,
+        expected.text,
+        expected.method,
+        expected.classes,
+    )
     np.testing.assert_allclose(pairs.score, expected.score, rtol=0, atol=1e-12)
     assert pairs.classes.count("") == 0  # every DS-derived and pseudo pair names its class
 
 
 def test_du_from_stores_without_model(stores, tmp_path):
-    assert run_cli("--method", "du", "--audio", stores / "a", "--text", stores / "t",
-                   "--top-k", "2", "--out", tmp_path / "du") == 0
+    assert (
+        run_cli(
+            "--method",
+            "du",
+            "--audio",
+            stores / "a",
+            "--text",
+            stores / "t",
+            "--top-k",
+            "2",
+            "--out",
+            tmp_path / "du",
+        )
+        == 0
+    )
     pairs = read_pairs(tmp_path / "du" / "pairs.csv")
     assert len(pairs) == 6 * 2 and set(pairs.method) == {"du"}
     a, t = load_store(stores / "a"), load_store(stores / "t")
@@ -113,24 +190,37 @@ def test_du_from_stores_without_model(stores, tmp_path):
         assert got == [t.ids[j] for j in np.argsort(-s[i], kind="stable")[:2]]
 
 
-def test_threshold_keeping_nothing_fails_and_writes_nothing(files, tiny_clap_dir, tmp_path,
-                                                            capsys):
-    rc = run_cli("--method", "ds", "--model", tiny_clap_dir, "--corpus",
-                 files["root"] / "manifest.csv", "--classes", "dog,rain",
-                 "--threshold", "1.5", "--out", tmp_path / "none")
+def test_threshold_keeping_nothing_fails_and_writes_nothing(files, tiny_clap_dir, tmp_path, capsys):
+    rc = run_cli(
+        "--method",
+        "ds",
+        "--model",
+        tiny_clap_dir,
+        "--corpus",
+        files["root"] / "manifest.csv",
+        "--classes",
+        "dog,rain",
+        "--threshold",
+        "1.5",
+        "--out",
+        tmp_path / "none",
+    )
     err = capsys.readouterr().err
     assert rc == 2
     assert "keeps nothing" in err and "no pairs passed" in err
     assert not (tmp_path / "none" / "pairs.csv").exists()
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--method", "ds,ads", "--threshold", "0.7"], "several methods"),
-    (["--method", "dss"], "unknown method"),
-    (["--method", "ds", "--threshold", "q2"], "quantile"),
-    (["--method", "du", "--audio", "nowhere/", "--text", "nowhere.txt"], "not found"),
-    (["--method", "ads", "--classes", "dog"], "needs unpaired clips"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--method", "ds,ads", "--threshold", "0.7"], "several methods"),
+        (["--method", "dss"], "unknown method"),
+        (["--method", "ds", "--threshold", "q2"], "quantile"),
+        (["--method", "du", "--audio", "nowhere/", "--text", "nowhere.txt"], "not found"),
+        (["--method", "ads", "--classes", "dog"], "needs unpaired clips"),
+    ],
+)
 def test_bad_arguments(tmp_path, tiny_clap_dir, capsys, argv, message):
     assert run_cli(*argv, "--model", tiny_clap_dir, "--out", tmp_path / "x") == 2
     assert message in capsys.readouterr().err
@@ -143,8 +233,19 @@ def test_stores_from_different_models_are_refused(stores, tmp_path, capsys):
     manifest = json.loads((tmp_path / "t2" / "manifest.json").read_text())
     manifest["identity"] = {**manifest["identity"], "weights": "another"}
     (tmp_path / "t2" / "manifest.json").write_text(json.dumps(manifest))
-    assert run_cli("--method", "du", "--audio", stores / "a", "--text", tmp_path / "t2",
-                   "--out", tmp_path / "du") == 2
+    assert (
+        run_cli(
+            "--method",
+            "du",
+            "--audio",
+            stores / "a",
+            "--text",
+            tmp_path / "t2",
+            "--out",
+            tmp_path / "du",
+        )
+        == 2
+    )
     assert "different models" in capsys.readouterr().err
 
 
@@ -163,10 +264,28 @@ def test_real_corpus_and_esc50_classes(tiny_clap_dir, tmp_path):
         writer.writerows([corpus_dir / r["path"], r["caption"]] for r in rows)
     clips = sorted((esc_dir / "audio").glob("*.flac"))[:20]
     (tmp_path / "target.txt").write_text("\n".join(map(str, clips)) + "\n")
-    assert run_cli("--method", "ds,pseudo", "--model", tiny_clap_dir, "--corpus", manifest,
-                   "--target", "esc50", "--root", esc_dir, "--target-audio",
-                   tmp_path / "target.txt", "--threshold", "ds=q0.9", "pseudo=q0.5",
-                   "--out", tmp_path / "out") == 0
+    assert (
+        run_cli(
+            "--method",
+            "ds,pseudo",
+            "--model",
+            tiny_clap_dir,
+            "--corpus",
+            manifest,
+            "--target",
+            "esc50",
+            "--root",
+            esc_dir,
+            "--target-audio",
+            tmp_path / "target.txt",
+            "--threshold",
+            "ds=q0.9",
+            "pseudo=q0.5",
+            "--out",
+            tmp_path / "out",
+        )
+        == 0
+    )
     pairs = read_pairs(tmp_path / "out" / "pairs.csv")
     ds = [i for i, m in enumerate(pairs.method) if m == "ds"]
     assert 20 <= len(ds) <= 25  # the top tenth of 200 captions (ties may add a few)
@@ -174,5 +293,6 @@ def test_real_corpus_and_esc50_classes(tiny_clap_dir, tmp_path):
     assert all(pairs.audio[i] == by_caption[pairs.text[i]] for i in ds)  # original audio
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["meta"]["ds"]["n_classes"] == 50
-    assert set(pairs.audio[i] for i, m in enumerate(pairs.method) if m == "pseudo") <= \
-        set(map(str, clips))
+    assert set(pairs.audio[i] for i, m in enumerate(pairs.method) if m == "pseudo") <= set(
+        map(str, clips)
+    )

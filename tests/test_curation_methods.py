@@ -45,10 +45,20 @@ def world(rng):
     class directions or random; target clips near classes 0 and 2."""
     d = 32
     classes = unit(rng.standard_normal((3, d)))
-    captions = np.concatenate([noisy(rng, classes[0], 4, 0.1), noisy(rng, classes[1], 3, 0.1),
-                               unit(rng.standard_normal((5, d)))])
-    clips = np.concatenate([noisy(rng, classes[0], 3, 0.15), noisy(rng, classes[2], 2, 0.15),
-                            unit(rng.standard_normal((6, d)))])
+    captions = np.concatenate(
+        [
+            noisy(rng, classes[0], 4, 0.1),
+            noisy(rng, classes[1], 3, 0.1),
+            unit(rng.standard_normal((5, d))),
+        ]
+    )
+    clips = np.concatenate(
+        [
+            noisy(rng, classes[0], 3, 0.15),
+            noisy(rng, classes[2], 2, 0.15),
+            unit(rng.standard_normal((6, d))),
+        ]
+    )
     target = np.concatenate([noisy(rng, classes[0], 5, 0.1), noisy(rng, classes[2], 5, 0.1)])
     return {
         "class_names": ["dog", "rain", "chirping_birds"],
@@ -68,8 +78,10 @@ def cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def test_curation_prompts():
-    assert curation_prompts(["dog", "chirping_birds"]) == ["this is a sound of dog",
-                                                        "this is a sound of chirping birds"]
+    assert curation_prompts(["dog", "chirping_birds"]) == [
+        "this is a sound of dog",
+        "this is a sound of chirping birds",
+    ]
     # the zero-shot prompt builder's cleaning: the same prompt through curate and improve
     assert curation_prompts(["cafe/restaurant"]) == ["this is a sound of cafe or restaurant"]
     with pytest.raises(ClaptuneError):
@@ -90,17 +102,22 @@ def test_threshold_parse_and_resolve():
 
 def test_du_threshold_and_topk_match_full_matrix(world):
     s = cos(world["clip_emb"], world["caption_emb"])
-    pairs = domain_unspecific(world["clip_ids"], world["clip_emb"], world["captions"],
-                              world["caption_emb"], threshold=0.5)
+    pairs = domain_unspecific(
+        world["clip_ids"], world["clip_emb"], world["captions"], world["caption_emb"], threshold=0.5
+    )
     rows, cols = np.nonzero(s >= 0.5)
-    expected = {(world["clip_ids"][i], world["captions"][j])
-                for i, j in zip(rows, cols, strict=True)}
-    assert set(zip(pairs.audio, pairs.text, strict=True)) == expected and len(pairs) == len(expected)
+    expected = {
+        (world["clip_ids"][i], world["captions"][j]) for i, j in zip(rows, cols, strict=True)
+    }
+    assert set(zip(pairs.audio, pairs.text, strict=True)) == expected and len(pairs) == len(
+        expected
+    )
     assert set(pairs.method) == {"du"} and set(pairs.classes) == {""}
     assert pairs.meta["distribution"]["exact"]
 
-    top = domain_unspecific(world["clip_ids"], world["clip_emb"], world["captions"],
-                            world["caption_emb"], top_k=2)
+    top = domain_unspecific(
+        world["clip_ids"], world["clip_emb"], world["captions"], world["caption_emb"], top_k=2
+    )
     assert len(top) == 2 * len(world["clip_ids"])
     for i, clip in enumerate(world["clip_ids"]):
         got = [t for a, t in zip(top.audio, top.text, strict=True) if a == clip]
@@ -108,16 +125,27 @@ def test_du_threshold_and_topk_match_full_matrix(world):
 
 
 def test_du_quantile_threshold_keeps_the_top_share(world):
-    pairs = domain_unspecific(world["clip_ids"], world["clip_emb"], world["captions"],
-                              world["caption_emb"], threshold="q0.9")
+    pairs = domain_unspecific(
+        world["clip_ids"],
+        world["clip_emb"],
+        world["captions"],
+        world["caption_emb"],
+        threshold="q0.9",
+    )
     n_all = len(world["clip_ids"]) * len(world["captions"])
     assert len(pairs) == n_all - int(np.floor(0.9 * (n_all - 1)))  # ties have prob. zero here
     assert pairs.meta["threshold"] == "q0.9"
 
 
 def test_ds_keeps_captions_with_their_original_audio(world):
-    ds = domain_specific(world["corpus_audio"], world["captions"], world["caption_emb"],
-                         world["class_names"], world["prompt_emb"], threshold=0.8)
+    ds = domain_specific(
+        world["corpus_audio"],
+        world["captions"],
+        world["caption_emb"],
+        world["class_names"],
+        world["prompt_emb"],
+        threshold=0.8,
+    )
     best = cos(world["caption_emb"], world["prompt_emb"])
     kept = np.flatnonzero(best.max(1) >= 0.8)
     assert kept.tolist() == list(range(7))  # the planted captions, none of the random ones
@@ -128,12 +156,17 @@ def test_ds_keeps_captions_with_their_original_audio(world):
 
 
 def test_ads_pairs_clips_with_ds_captions(world):
-    ds = domain_specific(world["corpus_audio"], world["captions"], world["caption_emb"],
-                         world["class_names"], world["prompt_emb"], threshold=0.8)
+    ds = domain_specific(
+        world["corpus_audio"],
+        world["captions"],
+        world["caption_emb"],
+        world["class_names"],
+        world["prompt_emb"],
+        threshold=0.8,
+    )
     captions = ds_captions(ds, world["captions"], world["caption_emb"])
     assert captions.texts == ds.text and len(captions) == 7
-    pairs = augmented_domain_specific(world["clip_ids"], world["clip_emb"], captions,
-                                      threshold=0.6)
+    pairs = augmented_domain_specific(world["clip_ids"], world["clip_emb"], captions, threshold=0.6)
     s = cos(world["clip_emb"], captions.text_emb)
     assert len(pairs) == int((s >= 0.6).sum()) > 0
     assert set(pairs.audio) <= set(world["clip_ids"][:3])  # only the dog-like clips match
@@ -142,10 +175,12 @@ def test_ads_pairs_clips_with_ds_captions(world):
 
 
 def test_a2a_keeps_target_like_clips_and_pairs_best_caption(world):
-    captions = CaptionSet(world["captions"][:7], world["caption_emb"][:7],
-                          ["dog"] * 4 + ["rain"] * 3)
-    pairs = audio_to_audio(world["clip_ids"], world["clip_emb"], world["target_emb"], captions,
-                           threshold=0.55)
+    captions = CaptionSet(
+        world["captions"][:7], world["caption_emb"][:7], ["dog"] * 4 + ["rain"] * 3
+    )
+    pairs = audio_to_audio(
+        world["clip_ids"], world["clip_emb"], world["target_emb"], captions, threshold=0.55
+    )
     near = cos(world["clip_emb"], world["target_emb"]).max(1)
     kept = np.flatnonzero(near >= 0.55)
     assert kept.tolist() == [0, 1, 2, 3, 4]  # dog-like and bird-like clips, not random ones
@@ -154,16 +189,30 @@ def test_a2a_keeps_target_like_clips_and_pairs_best_caption(world):
     assert pairs.text == [captions.texts[j] for j in best.argmax(1)]
     np.testing.assert_array_equal(pairs.score, best.max(1))
     assert pairs.meta["clips_kept"] == 5
-    two = audio_to_audio(world["clip_ids"], world["clip_emb"], world["target_emb"], captions,
-                         threshold=0.55, top_k=2, text_threshold=0.5)
+    two = audio_to_audio(
+        world["clip_ids"],
+        world["clip_emb"],
+        world["target_emb"],
+        captions,
+        threshold=0.55,
+        top_k=2,
+        text_threshold=0.5,
+    )
     assert len(two) == int((best >= 0.5).sum(1).clip(max=2).sum())
 
 
 def test_pseudo_confidence_margin_and_cap(world):
     prompts = curation_prompts(world["class_names"])
-    pairs = pseudo_label(world["target_ids"], world["target_emb"], world["class_names"],
-                         world["prompt_emb"], logit_scale=10.0, prompts=prompts,
-                         threshold=0.0, max_per_class=0)
+    pairs = pseudo_label(
+        world["target_ids"],
+        world["target_emb"],
+        world["class_names"],
+        world["prompt_emb"],
+        logit_scale=10.0,
+        prompts=prompts,
+        threshold=0.0,
+        max_per_class=0,
+    )
     s = cos(world["target_emb"], world["prompt_emb"])
     prob = np.exp(10 * s) / np.exp(10 * s).sum(1, keepdims=True)
     assert pairs.audio == world["target_ids"]
@@ -171,18 +220,33 @@ def test_pseudo_confidence_margin_and_cap(world):
     assert pairs.text[0] == "this is a sound of dog"
     np.testing.assert_allclose(pairs.score, prob.max(1), rtol=1e-12)
 
-    capped = pseudo_label(world["target_ids"], world["target_emb"], world["class_names"],
-                          world["prompt_emb"], logit_scale=10.0, threshold=0.0, max_per_class=2)
+    capped = pseudo_label(
+        world["target_ids"],
+        world["target_emb"],
+        world["class_names"],
+        world["prompt_emb"],
+        logit_scale=10.0,
+        threshold=0.0,
+        max_per_class=2,
+    )
     assert capped.counts("class") == {"chirping_birds": 2, "dog": 2}
     for cls in ("dog", "chirping_birds"):
         rows = [i for i, c in enumerate(pairs.classes) if c == cls]
         best2 = sorted(rows, key=lambda i: -pairs.score[i])[:2]
-        assert sorted(capped.audio[j] for j in range(4) if capped.classes[j] == cls) == \
-            sorted(world["target_ids"][i] for i in best2)
+        assert sorted(capped.audio[j] for j in range(4) if capped.classes[j] == cls) == sorted(
+            world["target_ids"][i] for i in best2
+        )
 
-    margin = pseudo_label(world["target_ids"], world["target_emb"], world["class_names"],
-                          world["prompt_emb"], logit_scale=10.0, criterion="margin",
-                          threshold="q0.5", max_per_class=0)
+    margin = pseudo_label(
+        world["target_ids"],
+        world["target_emb"],
+        world["class_names"],
+        world["prompt_emb"],
+        logit_scale=10.0,
+        criterion="margin",
+        threshold="q0.5",
+        max_per_class=0,
+    )
     top2 = np.sort(s, 1)[:, -2:]
     m = top2[:, 1] - top2[:, 0]
     kept = m >= np.quantile(m, 0.5, method="lower")
@@ -221,11 +285,19 @@ def test_pseudo_refined_undoes_a_class_the_prompts_over_predict(rng):
     prompt_emb = unit(np.stack([a + 1.2 * b, b + other])).astype(np.float32)
     ids = [f"c{i}" for i in range(12)]
     truth = ["a"] * 6 + ["b"] * 6
-    plain = pseudo_label(ids, clips, ["a", "b"], prompt_emb, 20.0, threshold=0.0,
-                         max_per_class=0)
+    plain = pseudo_label(ids, clips, ["a", "b"], prompt_emb, 20.0, threshold=0.0, max_per_class=0)
     assert plain.classes.count("a") >= 10  # most of b's clips are called a
-    refined = pseudo_label(ids, clips, ["a", "b"], prompt_emb, 20.0, threshold=0.0,
-                           max_per_class=0, refine="knn_balance", knn=2)
+    refined = pseudo_label(
+        ids,
+        clips,
+        ["a", "b"],
+        prompt_emb,
+        20.0,
+        threshold=0.0,
+        max_per_class=0,
+        refine="knn_balance",
+        knn=2,
+    )
     assert refined.classes == truth
     assert set(refined.method) == {"pseudo_refined"} and refined.meta["refine"] == "knn_balance"
     assert np.all(refined.score <= 1.0) and np.all(refined.score > 0.5)
@@ -237,12 +309,18 @@ def test_curate_pseudo_refined_scores_with_the_class_embeddings(world):
     """pseudo_refined through curate(): its own threshold, pseudo's cap, and the classifier
     given as class_emb (not the single prompts) deciding the labels."""
     prompts = curation_prompts(world["class_names"])
-    inputs = CurationInputs(target_ids=world["target_ids"], target_emb=world["target_emb"],
-                            class_names=world["class_names"], prompts=prompts,
-                            prompt_emb=world["prompt_emb"], logit_scale=10.0)
+    inputs = CurationInputs(
+        target_ids=world["target_ids"],
+        target_emb=world["target_emb"],
+        class_names=world["class_names"],
+        prompts=prompts,
+        prompt_emb=world["prompt_emb"],
+        logit_scale=10.0,
+    )
     # knn only: the world's target has no "rain" clips, so a balanced split would be wrong
-    settings = CurationSettings(pseudo_refined_threshold=0.0, pseudo_max_per_class=0,
-                                pseudo_refined_mode="knn")
+    settings = CurationSettings(
+        pseudo_refined_threshold=0.0, pseudo_max_per_class=0, pseudo_refined_mode="knn"
+    )
     pairs = curate(["pseudo_refined"], inputs, settings)
     assert pairs.classes == ["dog"] * 5 + ["chirping_birds"] * 5
     assert pairs.text[0] == prompts[0]
@@ -255,8 +333,14 @@ def test_curate_pseudo_refined_scores_with_the_class_embeddings(world):
 
 def test_threshold_that_keeps_nothing_warns(world):
     with pytest.warns(CurationWarning, match="keeps nothing"):
-        pairs = domain_specific(world["corpus_audio"], world["captions"], world["caption_emb"],
-                                world["class_names"], world["prompt_emb"], threshold=1.01)
+        pairs = domain_specific(
+            world["corpus_audio"],
+            world["captions"],
+            world["caption_emb"],
+            world["class_names"],
+            world["prompt_emb"],
+            threshold=1.01,
+        )
     assert len(pairs) == 0
     with pytest.raises(ClaptuneError, match="DS kept no captions"):
         ds_captions(pairs, world["captions"], world["caption_emb"])
@@ -266,28 +350,47 @@ def test_bad_inputs(world):
     with pytest.raises(ClaptuneError, match="dimensions differ"):
         domain_unspecific(world["clip_ids"], world["clip_emb"], ["a"], unit(np.ones((1, 5))))
     with pytest.raises(ClaptuneError, match="embedding rows"):
-        domain_unspecific(world["clip_ids"][:-1], world["clip_emb"], world["captions"],
-                          world["caption_emb"])
+        domain_unspecific(
+            world["clip_ids"][:-1], world["clip_emb"], world["captions"], world["caption_emb"]
+        )
     with pytest.raises(ClaptuneError, match="empty"):
-        domain_specific([], [], np.zeros((0, 32), np.float32), world["class_names"],
-                        world["prompt_emb"])
+        domain_specific(
+            [], [], np.zeros((0, 32), np.float32), world["class_names"], world["prompt_emb"]
+        )
     with pytest.raises(ValueError, match="criterion"):
-        pseudo_label(world["target_ids"], world["target_emb"], world["class_names"],
-                     world["prompt_emb"], 10.0, criterion="entropy")
+        pseudo_label(
+            world["target_ids"],
+            world["target_emb"],
+            world["class_names"],
+            world["prompt_emb"],
+            10.0,
+            criterion="entropy",
+        )
 
 
 def test_pairs_csv_round_trip_dedup_and_empty(tmp_path):
-    pairs = Pairs.concat([
-        Pairs.build(["a.wav", "b.wav", "a.wav"], ["x, with comma", "y", "x, with comma"],
-                    np.array([0.5, 0.25, 0.75]), "du", meta={"method": "du"}),
-        Pairs.build(["b.wav"], ["y"], np.array([0.125]), "ds", ["dog"], {"method": "ds"}),
-    ])
+    pairs = Pairs.concat(
+        [
+            Pairs.build(
+                ["a.wav", "b.wav", "a.wav"],
+                ["x, with comma", "y", "x, with comma"],
+                np.array([0.5, 0.25, 0.75]),
+                "du",
+                meta={"method": "du"},
+            ),
+            Pairs.build(["b.wav"], ["y"], np.array([0.125]), "ds", ["dog"], {"method": "ds"}),
+        ]
+    )
     unique = pairs.dedup()
     assert unique.audio == ["b.wav", "a.wav"] and unique.score.tolist() == [0.25, 0.75]
     assert unique.meta["duplicates_removed"] == 2
     back = read_pairs(write_pairs(unique, tmp_path / "pairs.csv"))
-    assert (back.audio, back.text, back.method, back.classes) == \
-        (unique.audio, unique.text, unique.method, unique.classes)
+    assert (back.audio, back.text, back.method, back.classes) == (
+        unique.audio,
+        unique.text,
+        unique.method,
+        unique.classes,
+    )
     np.testing.assert_array_equal(back.score, unique.score)
     # a file repeating (audio, text) rows reads back merged (first row kept), with a warning
     with pytest.warns(UserWarning, match="2 duplicated rows"):
@@ -301,10 +404,17 @@ def test_pairs_csv_round_trip_dedup_and_empty(tmp_path):
 
 
 def test_summarize_writes_json_and_png(tmp_path, world):
-    ds = domain_specific(world["corpus_audio"], world["captions"], world["caption_emb"],
-                         world["class_names"], world["prompt_emb"], threshold=0.8)
-    du = domain_unspecific(world["clip_ids"], world["clip_emb"], world["captions"],
-                           world["caption_emb"], top_k=1)
+    ds = domain_specific(
+        world["corpus_audio"],
+        world["captions"],
+        world["caption_emb"],
+        world["class_names"],
+        world["prompt_emb"],
+        threshold=0.8,
+    )
+    du = domain_unspecific(
+        world["clip_ids"], world["clip_emb"], world["captions"], world["caption_emb"], top_k=1
+    )
     summary = summarize(Pairs.concat([ds, du]), tmp_path)
     assert summary["per_method"] == {"du": 11, "ds": 7}
     assert summary["per_class"] == {"dog": 4, "rain": 3}

@@ -34,8 +34,12 @@ def full_matrix(query: np.ndarray, key: np.ndarray) -> np.ndarray:
 
 def oracle_threshold(query, key, threshold):
     s = full_matrix(query, key)
-    out = [(i, j, s[i, j]) for i in range(s.shape[0]) for j in range(s.shape[1])
-           if s[i, j] >= threshold]
+    out = [
+        (i, j, s[i, j])
+        for i in range(s.shape[0])
+        for j in range(s.shape[1])
+        if s[i, j] >= threshold
+    ]
     out.sort(key=lambda t: (t[0], -t[2], t[1]))
     return out
 

@@ -33,15 +33,22 @@ def write_csv(path: Path, header: list[str], rows: list[list]) -> Path:
 
 
 # (filename, fold, target, category): targets not in file order, one class missing (target 2)
-ESC_ROWS = [("1-100-A-3.wav", 1, 3, "cow"), ("1-101-A-0.wav", 1, 0, "dog"),
-            ("2-102-A-1.wav", 2, 1, "rooster"), ("3-103-A-3.wav", 3, 3, "cow"),
-            ("3-104-B-0.wav", 3, 0, "dog")]
+ESC_ROWS = [
+    ("1-100-A-3.wav", 1, 3, "cow"),
+    ("1-101-A-0.wav", 1, 0, "dog"),
+    ("2-102-A-1.wav", 2, 1, "rooster"),
+    ("3-103-A-3.wav", 3, 3, "cow"),
+    ("3-104-B-0.wav", 3, 0, "dog"),
+]
 
 
 def make_esc50(root: Path, ext: str = ".flac") -> Path:
     header = ["filename", "fold", "target", "category", "esc10", "src_file", "take"]
-    write_csv(root / "meta" / "esc50.csv", header,
-              [[f, fold, t, c, "False", "100", "A"] for f, fold, t, c in ESC_ROWS])
+    write_csv(
+        root / "meta" / "esc50.csv",
+        header,
+        [[f, fold, t, c, "False", "100", "A"] for f, fold, t, c in ESC_ROWS],
+    )
     for i, (name, *_rest) in enumerate(ESC_ROWS):
         write_clip(root / "audio" / Path(name).with_suffix(ext), seed=i)
     return root
@@ -95,11 +102,16 @@ def test_esc50_download_through_file_url(tmp_path, monkeypatch):
 
 def test_us8k_reader(tmp_path):
     root = tmp_path / "UrbanSound8K"
-    rows = [["100-0-0-0.wav", 100, 0, 1, 1, 2, 3, "dog_bark"],
-            ["101-0-0-1.wav", 101, 0, 1, 1, 1, 0, "air_conditioner"],
-            ["102-0-0-2.wav", 102, 0, 1, 1, 10, 3, "dog_bark"]]
-    write_csv(root / "metadata" / "UrbanSound8K.csv",
-              ["slice_file_name", "fsID", "start", "end", "salience", "fold", "classID", "class"], rows)
+    rows = [
+        ["100-0-0-0.wav", 100, 0, 1, 1, 2, 3, "dog_bark"],
+        ["101-0-0-1.wav", 101, 0, 1, 1, 1, 0, "air_conditioner"],
+        ["102-0-0-2.wav", 102, 0, 1, 1, 10, 3, "dog_bark"],
+    ]
+    write_csv(
+        root / "metadata" / "UrbanSound8K.csv",
+        ["slice_file_name", "fsID", "start", "end", "salience", "fold", "classID", "class"],
+        rows,
+    )
     for r in rows:
         write_clip(root / "audio" / f"fold{r[5]}" / r[0])
     ds = load_dataset("us8k", root=tmp_path)
@@ -112,8 +124,12 @@ def test_us8k_reader(tmp_path):
 
 def make_tut(root: Path) -> Path:
     dev = root / "TUT-acoustic-scenes-2017-development"
-    dev_rows = [("audio/a001_0_10.wav", "residential_area"), ("audio/b002_0_10.wav", "bus"),
-                ("audio/c003_0_10.wav", "cafe/restaurant"), ("audio/d004_0_10.wav", "bus")]
+    dev_rows = [
+        ("audio/a001_0_10.wav", "residential_area"),
+        ("audio/b002_0_10.wav", "bus"),
+        ("audio/c003_0_10.wav", "cafe/restaurant"),
+        ("audio/d004_0_10.wav", "bus"),
+    ]
     (dev / "evaluation_setup").mkdir(parents=True)
     (dev / "meta.txt").write_text("".join(f"{p}\t{s}\t{p[6:10]}\n" for p, s in dev_rows))
     for k in range(1, 5):
@@ -147,7 +163,9 @@ def test_tut2017_reader(tmp_path):
 
 def test_tut2017_dev_without_setup_is_an_error(tmp_path):
     root = make_tut(tmp_path / "tut")
-    (root / "TUT-acoustic-scenes-2017-development" / "evaluation_setup" / "fold3_evaluate.txt").unlink()
+    (
+        root / "TUT-acoustic-scenes-2017-development" / "evaluation_setup" / "fold3_evaluate.txt"
+    ).unlink()
     with pytest.raises(ClaptuneError, match="fold3_evaluate.txt"):
         load_dataset("tut2017", root=root)
 
@@ -161,15 +179,21 @@ def test_folder_reader(tmp_path):
     ds = load_dataset("folder", root=tmp_path)
     assert ds.class_names == ["dog_bark", "siren"] and ds.folds is None
     assert [(p.name, ds.class_names[y]) for p, y in zip(ds.items, ds.labels, strict=True)] == [
-        ("a.wav", "dog_bark"), ("b.flac", "dog_bark"), ("c.ogg", "siren")]
+        ("a.wav", "dog_bark"),
+        ("b.flac", "dog_bark"),
+        ("c.ogg", "siren"),
+    ]
     with pytest.raises(ClaptuneError, match="no folds"):
         load_dataset("folder", root=tmp_path, folds=[1])
 
 
 def test_csv_reader_relative_paths_and_folds(tmp_path):
     clip = write_clip(tmp_path / "clips" / "x.wav")
-    csv_path = write_csv(tmp_path / "lists" / "set.csv", ["path", "label", "fold"],
-                         [["../clips/x.wav", "b", 1], [str(clip), "a", 2]])
+    csv_path = write_csv(
+        tmp_path / "lists" / "set.csv",
+        ["path", "label", "fold"],
+        [["../clips/x.wav", "b", 1], [str(clip), "a", 2]],
+    )
     ds = load_dataset("csv", root=csv_path)
     assert ds.class_names == ["a", "b"] and ds.labels.tolist() == [1, 0]
     assert ds.items[0].resolve() == clip.resolve() and ds.folds.tolist() == [1, 2]
@@ -198,8 +222,11 @@ def test_subset_keeps_classes(tmp_path):
 
 def test_captioned_corpus(tmp_path):
     write_clip(tmp_path / "audio" / "a.wav")
-    write_csv(tmp_path / "manifest.csv", ["path", "caption", "source", "license"],
-              [["audio/a.wav", "a dog barking, twice", "pkg", "CC0-1.0"]])
+    write_csv(
+        tmp_path / "manifest.csv",
+        ["path", "caption", "source", "license"],
+        [["audio/a.wav", "a dog barking, twice", "pkg", "CC0-1.0"]],
+    )
     corpus = load_captioned_corpus(tmp_path)
     assert corpus.audio == [tmp_path / "audio" / "a.wav"]
     assert corpus.captions == ["a dog barking, twice"] and corpus.sources == ["pkg"]

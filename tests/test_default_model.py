@@ -32,11 +32,15 @@ def test_load_default_embeds_audio_and_text(default_model):
     model = default_model
     assert isinstance(model, DefaultModel)
     assert model.sample_rate == 44100
-    waves = [_tone(1.0, 440.0), _tone(5.0, 1000.0), np.random.default_rng(0).normal(
-        0, 0.1, 30000).astype(np.float32)]
+    waves = [
+        _tone(1.0, 440.0),
+        _tone(5.0, 1000.0),
+        np.random.default_rng(0).normal(0, 0.1, 30000).astype(np.float32),
+    ]
     audio_emb = model.encode_audio(waves, progress=False)
-    text_emb = model.encode_text(["a dog barking", "rain falling", "a bell ringing"],
-                                 progress=False)
+    text_emb = model.encode_text(
+        ["a dog barking", "rain falling", "a bell ringing"], progress=False
+    )
     dim = model.config.embed_dim
     assert audio_emb.shape == (3, dim) and text_emb.shape == (3, dim)
     assert audio_emb.dtype == np.float32 and text_emb.dtype == np.float32
@@ -45,15 +49,22 @@ def test_load_default_embeds_audio_and_text(default_model):
     # deterministic, and a clip's vector does not depend on its batch neighbours
     again = model.encode_audio(waves[::-1], progress=False)[::-1]
     np.testing.assert_allclose(again, audio_emb, atol=1e-5)
-    np.testing.assert_allclose(model.encode_text(["rain falling"], progress=False)[0],
-                               text_emb[1], atol=1e-5)
+    np.testing.assert_allclose(
+        model.encode_text(["rain falling"], progress=False)[0], text_emb[1], atol=1e-5
+    )
     assert not np.allclose(audio_emb[0], audio_emb[1], atol=1e-3)
 
 
 def test_feature_split_matches_forward(default_model):
     model = default_model
-    waves = torch.from_numpy(np.stack([_tone(model.clip_seconds, 300.0)[: model.clip_samples],
-                                       _tone(model.clip_seconds, 3000.0)[: model.clip_samples]]))
+    waves = torch.from_numpy(
+        np.stack(
+            [
+                _tone(model.clip_seconds, 300.0)[: model.clip_samples],
+                _tone(model.clip_seconds, 3000.0)[: model.clip_samples],
+            ]
+        )
+    )
     with torch.no_grad():
         direct = model.audio_embeddings(waves)
         split = model.audio_head(model.audio_features(waves))
@@ -87,8 +98,11 @@ def test_save_load_roundtrip_and_identity(default_model, tmp_path):
     loaded = load_model(tmp_path / "m")
     assert loaded.identity() == model.identity()
     texts = ["a car horn honking"]
-    np.testing.assert_allclose(loaded.encode_text(texts, progress=False),
-                               model.encode_text(texts, progress=False), atol=1e-6)
+    np.testing.assert_allclose(
+        loaded.encode_text(texts, progress=False),
+        model.encode_text(texts, progress=False),
+        atol=1e-6,
+    )
     with torch.no_grad():
         next(loaded.text_projection.parameters()).add_(0.01)
     assert loaded.identity()["heads_sha256"] != model.identity()["heads_sha256"]
@@ -145,11 +159,13 @@ def test_caption_loss_is_the_shared_multi_positive_loss(rng):
     logits = torch.from_numpy(rng.normal(size=(6, 6))).float()
     ids = torch.tensor([0, 0, 1, 2, 3, 4])
     mask = positive_mask(["a", "a", "b", "c", "d", "e"])
-    torch.testing.assert_close(caption_loss(logits, ids),
-                               multi_positive_contrastive_loss(logits, mask))
+    torch.testing.assert_close(
+        caption_loss(logits, ids), multi_positive_contrastive_loss(logits, mask)
+    )
     distinct = torch.arange(6)
-    torch.testing.assert_close(caption_loss(logits, distinct, torch.eye(6), 0.3, 1e-3),
-                               caption_loss(logits, distinct))
+    torch.testing.assert_close(
+        caption_loss(logits, distinct, torch.eye(6), 0.3, 1e-3), caption_loss(logits, distinct)
+    )
 
 
 def test_corpus_paths_follow_the_shared_reader(tmp_path):
@@ -172,8 +188,22 @@ def test_pretrain_cli_end_to_end(tmp_path):
     from claptune.models import load_model
 
     out = tmp_path / "pretrained"
-    code = main(["pretrain", "--corpus", str(root), "--out", str(out), "--max-clips", "24",
-                 "--epochs", "2", "--seed", "3", "--no-cache"])
+    code = main(
+        [
+            "pretrain",
+            "--corpus",
+            str(root),
+            "--out",
+            str(out),
+            "--max-clips",
+            "24",
+            "--epochs",
+            "2",
+            "--seed",
+            "3",
+            "--no-cache",
+        ]
+    )
     assert code == 0
     model = load_model(out)
     meta = model.metadata
@@ -234,7 +264,6 @@ def test_ensemble_heads_join_independent_members(default_model, tmp_path):
     joined.save(tmp_path / "ens")
     loaded = load_model(tmp_path / "ens")
     assert loaded.config.n_heads == 2
-    np.testing.assert_allclose(loaded.encode_text(texts, progress=False), want_t.numpy(),
-                               atol=1e-6)
+    np.testing.assert_allclose(loaded.encode_text(texts, progress=False), want_t.numpy(), atol=1e-6)
     with pytest.raises(ValueError, match="n_heads"):
         DefaultModelConfig(n_heads=0)

@@ -45,14 +45,20 @@ def test_readme_links_every_doc_and_lays_out_every_module():
 def test_no_issue_tracker_language_in_user_docs():
     pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
     pattern = re.compile(r"\bissues?\b|target (is )?met|\bmissed\b", re.IGNORECASE)
-    found = [f"{p.name}: {m.group(0)}" for p in pages
-             for m in pattern.finditer(p.read_text(encoding="utf-8"))]
+    found = [
+        f"{p.name}: {m.group(0)}"
+        for p in pages
+        for m in pattern.finditer(p.read_text(encoding="utf-8"))
+    ]
     assert found == []
 
 
 def test_benchmarks_doc_is_generated_from_the_results():
-    done = subprocess.run([sys.executable, str(ROOT / "bench" / "make_benchmarks_doc.py"),
-                           "--check"], capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "make_benchmarks_doc.py"), "--check"],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr
 
 
@@ -84,8 +90,9 @@ def test_readme_python_example_runs(tiny_clap_dir, tmp_path, monkeypatch, capsys
     monkeypatch.chdir(tmp_path)
     names = 'MODEL, TARGET, ROOT = "default", "esc50", "../shared/data/esc50-subset"'
     assert names in code
-    code = code.replace(names, f"MODEL, TARGET, ROOT = {str(tiny_clap_dir)!r}, 'folder', "
-                               f"{str(target)!r}")
+    code = code.replace(
+        names, f"MODEL, TARGET, ROOT = {str(tiny_clap_dir)!r}, 'folder', {str(target)!r}"
+    )
     exec(compile(code, "README.md", "exec"), {})
     printed = capsys.readouterr().out.splitlines()
     assert printed[-2].startswith("test part: ") and float(printed[-1]) >= 0

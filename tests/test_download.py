@@ -97,8 +97,13 @@ def test_unreachable_fails_fast_with_where_to_put_it(tmp_path):
     dest = tmp_path / "data" / "archive.zip"
     t0 = time.perf_counter()
     with pytest.raises(ClaptuneError) as err:
-        download(f"http://127.0.0.1:{_closed_port()}/archive.zip", dest, timeout=5,
-                 hint="or pass --root", progress=False)
+        download(
+            f"http://127.0.0.1:{_closed_port()}/archive.zip",
+            dest,
+            timeout=5,
+            hint="or pass --root",
+            progress=False,
+        )
     assert time.perf_counter() - t0 < 5
     message = str(err.value)
     assert "\n" not in message and str(dest) in message and "--root" in message

@@ -19,7 +19,8 @@ def hf(tiny_clap_dir):
     from transformers import ClapModel, ClapProcessor
 
     return ClapModel.from_pretrained(tiny_clap_dir).eval(), ClapProcessor.from_pretrained(
-        tiny_clap_dir)
+        tiny_clap_dir
+    )
 
 
 @pytest.fixture(scope="module")
@@ -67,19 +68,22 @@ def test_text_matches_transformers(hf, model):
     texts = ["a dog barking", "rain on a tin roof, far away", "x"]
     tokens = processor(text=texts, padding=True, return_tensors="pt")
     with torch.inference_mode():
-        ref = clap.get_text_features(input_ids=tokens["input_ids"],
-                                     attention_mask=tokens["attention_mask"]).pooler_output
+        ref = clap.get_text_features(
+            input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"]
+        ).pooler_output
     np.testing.assert_allclose(model.encode_text(texts, progress=False), ref.numpy(), atol=1e-5)
 
 
 def test_feature_split_composes_to_the_embeddings(model, rng):
     w = torch.from_numpy((0.1 * rng.standard_normal((2, 48000))).astype(np.float32))
     with torch.inference_mode():
-        torch.testing.assert_close(model.audio_head(model.audio_features(w)),
-                                   model.audio_embeddings(w))
+        torch.testing.assert_close(
+            model.audio_head(model.audio_features(w)), model.audio_embeddings(w)
+        )
         texts = ["a cat", "a bell ringing"]
-        torch.testing.assert_close(model.text_head(model.text_features(texts)),
-                                   model.text_embeddings(texts))
+        torch.testing.assert_close(
+            model.text_head(model.text_features(texts)), model.text_embeddings(texts)
+        )
 
 
 def test_embeddings_are_unit_float32_and_differentiable(model, rng):
@@ -125,13 +129,13 @@ def test_fused_checkpoint_is_deterministic_and_uses_is_longer_false(tmp_path, rn
     assert inputs["input_features"].shape[1] == 4  # the fusion stack
     clap = ClapModel.from_pretrained(tmp_path).eval()
     with torch.inference_mode():
-        ref = clap.get_audio_features(input_features=inputs["input_features"],
-                                      is_longer=torch.zeros(2, 1, dtype=torch.bool)).pooler_output
+        ref = clap.get_audio_features(
+            input_features=inputs["input_features"], is_longer=torch.zeros(2, 1, dtype=torch.bool)
+        ).pooler_output
     ours = model.encode_audio(clips, progress=False)
     np.testing.assert_allclose(ours, ref.numpy(), atol=1e-5)
     # Alone or in a batch, the same clip gets the same vector (the processor's coin flip gone).
-    np.testing.assert_allclose(model.encode_audio(clips[:1], progress=False)[0], ours[0],
-                               atol=1e-6)
+    np.testing.assert_allclose(model.encode_audio(clips[:1], progress=False)[0], ours[0], atol=1e-6)
 
 
 def test_save_loads_with_transformers_and_claptune(model, tmp_path, rng):
@@ -144,8 +148,11 @@ def test_save_loads_with_transformers_and_claptune(model, tmp_path, rng):
     reloaded = claptune.load_model(out)
     assert reloaded.identity() == model.identity()
     clip = [(0.1 * rng.standard_normal(30000)).astype(np.float32)]
-    np.testing.assert_allclose(reloaded.encode_audio(clip, progress=False),
-                               model.encode_audio(clip, progress=False), atol=1e-6)
+    np.testing.assert_allclose(
+        reloaded.encode_audio(clip, progress=False),
+        model.encode_audio(clip, progress=False),
+        atol=1e-6,
+    )
     assert isinstance(ClapModel.from_pretrained(out), ClapModel)
 
 

@@ -27,8 +27,14 @@ COMMIT = "0123456789abcdef0123456789abcdef01234567"
 OTHER_COMMIT = "fedcba9876543210fedcba9876543210fedcba98"
 
 
-def _cache_file(hf_home: Path, repo_id: str, filename: str, data: bytes | None = None,
-                source: Path | None = None, commit: str = COMMIT) -> Path:
+def _cache_file(
+    hf_home: Path,
+    repo_id: str,
+    filename: str,
+    data: bytes | None = None,
+    source: Path | None = None,
+    commit: str = COMMIT,
+) -> Path:
     """Place a file in a Hugging Face cache under HF_HOME, as hf_hub_download would."""
     repo = hf_home / "hub" / ("models--" + repo_id.replace("/", "--"))
     (repo / "refs").mkdir(parents=True, exist_ok=True)
@@ -59,21 +65,37 @@ def _tiny_roberta_tokenizer():
         vocab[ch] = i
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
-    return RobertaTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
-                                pad_token="<pad>", unk_token="<unk>", mask_token="<mask>")
+    return RobertaTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        mask_token="<mask>",
+    )
 
 
 def _claptune(args: list[str], env_extra: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
     """The CLI in a fresh process (huggingface_hub reads HF_* variables at import)."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("HF_", "TRANSFORMERS_", "HUGGINGFACE_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("HF_", "TRANSFORMERS_", "HUGGINGFACE_"))
+    }
     env.update(PYTHONPATH=str(SRC), **env_extra)
     code = "import sys; from claptune.cli import main; sys.exit(main(sys.argv[1:]))"
-    return subprocess.run([sys.executable, "-c", code, *args], env=env, cwd=cwd,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-c", code, *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 # -- downloads through the Hugging Face cache ----------------------------------------------------
+
 
 def test_offline_with_empty_cache_is_one_line_exit_2_and_no_request(tmp_path):
     (tmp_path / "captions.txt").write_text("a dog barking\n")
@@ -81,7 +103,8 @@ def test_offline_with_empty_cache_is_one_line_exit_2_and_no_request(tmp_path):
         proc = _claptune(
             ["embed", "--model", "msclap-2022", "--text", "captions.txt", "--out", "store"],
             {"HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1", "HF_ENDPOINT": hub.url},
-            tmp_path)
+            tmp_path,
+        )
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("claptune embed: error:"), proc.stderr
@@ -96,8 +119,12 @@ def test_populated_cache_loads_offline_and_pins_revisions(tmp_path, monkeypatch,
     from claptune.cli import main
 
     hf = tmp_path / "hf"
-    _cache_file(hf, "lukewys/laion_clap", "630k-best.pt",
-                source=_tiny_laion_checkpoint(tmp_path / "tiny.pt"))
+    _cache_file(
+        hf,
+        "lukewys/laion_clap",
+        "630k-best.pt",
+        source=_tiny_laion_checkpoint(tmp_path / "tiny.pt"),
+    )
     tok_dir = tmp_path / "tok"
     _tiny_roberta_tokenizer().save_pretrained(tok_dir)
     from transformers import RobertaConfig
@@ -107,10 +134,20 @@ def test_populated_cache_loads_offline_and_pins_revisions(tmp_path, monkeypatch,
         _cache_file(hf, "roberta-base", f.name, source=f)
     (tmp_path / "captions.txt").write_text("a dog barking\nrain\n")
     with HubStandIn() as hub:  # a fresh process, as a user runs it
-        proc = _claptune(["embed", "--model", "laion-clap-630k-best", "--text", "captions.txt",
-                          "--out", "store", "--no-progress"],
-                         {"HF_HOME": str(hf), "HF_HUB_OFFLINE": "1", "HF_ENDPOINT": hub.url},
-                         tmp_path)
+        proc = _claptune(
+            [
+                "embed",
+                "--model",
+                "laion-clap-630k-best",
+                "--text",
+                "captions.txt",
+                "--out",
+                "store",
+                "--no-progress",
+            ],
+            {"HF_HOME": str(hf), "HF_HUB_OFFLINE": "1", "HF_ENDPOINT": hub.url},
+            tmp_path,
+        )
     assert hub.requests == []
     assert proc.returncode == 0, proc.stderr
     assert "embedded 2 of 2 text items (16-d)" in proc.stdout
@@ -119,32 +156,60 @@ def test_populated_cache_loads_offline_and_pins_revisions(tmp_path, monkeypatch,
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hf / "hub"))
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     argv = ["embed", "--text", str(tmp_path / "captions.txt"), "--no-progress"]
-    assert main([*argv, "--model", f"laion-clap-630k-best@{COMMIT}",
-                 "--out", str(tmp_path / "pinned")]) == 0
+    assert (
+        main(
+            [*argv, "--model", f"laion-clap-630k-best@{COMMIT}", "--out", str(tmp_path / "pinned")]
+        )
+        == 0
+    )
     capsys.readouterr()
-    assert main([*argv, "--model", f"laion-clap-630k-best@{OTHER_COMMIT}",
-                 "--out", str(tmp_path / "other")]) == 2
+    assert (
+        main(
+            [
+                *argv,
+                "--model",
+                f"laion-clap-630k-best@{OTHER_COMMIT}",
+                "--out",
+                str(tmp_path / "other"),
+            ]
+        )
+        == 2
+    )
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and f"revision {OTHER_COMMIT}" in lines[0], lines
 
 
 def test_download_fills_the_hf_cache_then_offline_needs_no_network(tmp_path):
     weights = _tiny_laion_checkpoint(tmp_path / "tiny.pt").read_bytes()
-    code = ("import sys; from claptune.hub import hub_download; "
-            "print(hub_download('lukewys/laion_clap', '630k-best.pt', "
-            "revision=sys.argv[1] if len(sys.argv) > 1 else None))")
+    code = (
+        "import sys; from claptune.hub import hub_download; "
+        "print(hub_download('lukewys/laion_clap', '630k-best.pt', "
+        "revision=sys.argv[1] if len(sys.argv) > 1 else None))"
+    )
     env = {"PYTHONPATH": str(SRC), "HF_HOME": str(tmp_path / "hf")}
-    base = {k: v for k, v in os.environ.items()
-            if not k.startswith(("HF_", "TRANSFORMERS_", "HUGGINGFACE_"))}
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("HF_", "TRANSFORMERS_", "HUGGINGFACE_"))
+    }
     with HubStandIn() as hub:
         hub.add_file("lukewys/laion_clap", "630k-best.pt", weights)
         env["HF_ENDPOINT"] = hub.url
-        online = subprocess.run([sys.executable, "-c", code], env={**base, **env},
-                                capture_output=True, text=True, timeout=120)
+        online = subprocess.run(
+            [sys.executable, "-c", code],
+            env={**base, **env},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         n_online = len(hub.requests)
-        offline = subprocess.run([sys.executable, "-c", code, hub.commit],
-                                 env={**base, **env, "HF_HUB_OFFLINE": "1"},
-                                 capture_output=True, text=True, timeout=120)
+        offline = subprocess.run(
+            [sys.executable, "-c", code, hub.commit],
+            env={**base, **env, "HF_HUB_OFFLINE": "1"},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     assert online.returncode == 0, online.stderr
     path = Path(online.stdout.strip())
     assert path.read_bytes() == weights and f"snapshots/{hub.commit}/630k-best.pt" in str(path)
@@ -161,8 +226,11 @@ def test_revision_reaches_the_backend_and_is_refused_where_meaningless(monkeypat
     assert split_revision("msclap-2022@v1.0") == ("msclap-2022", "v1.0")
     assert split_revision("laion/clap-htsat-fused") == ("laion/clap-htsat-fused", None)
     seen = {}
-    monkeypatch.setattr(MSClapModel, "from_source",
-                        classmethod(lambda cls, source, **kw: seen.update(source=source, **kw)))
+    monkeypatch.setattr(
+        MSClapModel,
+        "from_source",
+        classmethod(lambda cls, source, **kw: seen.update(source=source, **kw)),
+    )
     load_model("msclap-2023@abc")
     assert seen == {"source": "2023", "revision": "abc"}
     load_model("msclap-2022", revision="main")
@@ -175,23 +243,33 @@ def test_revision_reaches_the_backend_and_is_refused_where_meaningless(monkeypat
 
 # -- model cards ---------------------------------------------------------------------------------
 
+
 def test_card_round_trips_through_modelcard_load(tmp_path):
     from huggingface_hub import ModelCard
 
     from claptune.card import BaseModel, CardInfo, CardResult, write_model_card
 
-    info = CardInfo(made_by="claptune improve", base=BaseModel("microsoft/msclap", COMMIT, "mit"),
-                    datasets=["esc50", "captioned-sfx"], curation=["pseudo_refined", "ds"],
-                    loss="hard", model_name="m",
-                    results=[CardResult("esc50", "ESC-50", after=0.61, before=0.52)])
+    info = CardInfo(
+        made_by="claptune improve",
+        base=BaseModel("microsoft/msclap", COMMIT, "mit"),
+        datasets=["esc50", "captioned-sfx"],
+        curation=["pseudo_refined", "ds"],
+        loss="hard",
+        model_name="m",
+        results=[CardResult("esc50", "ESC-50", after=0.61, before=0.52)],
+    )
     card = ModelCard.load(write_model_card(tmp_path, info))
     data = card.data
     assert data.base_model == "microsoft/msclap" and data.license == "mit"
     assert data.datasets == ["esc50", "captioned-sfx"]
     assert data.pipeline_tag == "zero-shot-audio-classification"
     assert {"claptune", "curation-pseudo_refined", "curation-ds", "loss-hard"} <= set(data.tags)
-    assert data.claptune == {"made_by": "claptune improve", "curation": ["pseudo_refined", "ds"],
-                             "loss": "hard", "base_revision": COMMIT}
+    assert data.claptune == {
+        "made_by": "claptune improve",
+        "curation": ["pseudo_refined", "ds"],
+        "loss": "hard",
+        "base_revision": COMMIT,
+    }
     values = {r.metric_name: r.metric_value for r in data.eval_results}
     assert values == {"zero-shot accuracy (before)": 0.52, "zero-shot accuracy (after)": 0.61}
     assert {r.dataset_type for r in data.eval_results} == {"esc50"}
@@ -205,8 +283,12 @@ def test_saved_model_from_the_hf_cache_names_its_repository_and_commit(tmp_path,
     from claptune.models import load_model
 
     hf = tmp_path / "hf"
-    _cache_file(hf, "lukewys/laion_clap", "630k-audioset-best.pt",
-                source=_tiny_laion_checkpoint(tmp_path / "tiny.pt"))
+    _cache_file(
+        hf,
+        "lukewys/laion_clap",
+        "630k-audioset-best.pt",
+        source=_tiny_laion_checkpoint(tmp_path / "tiny.pt"),
+    )
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hf / "hub"))
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     model = load_model("laion-clap-630k-audioset-best", tokenizer=_tiny_roberta_tokenizer())
@@ -238,9 +320,26 @@ def test_train_writes_a_card_with_loss_methods_and_settings(tiny_clap_dir, tmp_p
     from claptune.cli import main
 
     out = tmp_path / "run"
-    code = main(["train", "--model", str(tiny_clap_dir), "--pairs", str(_pairs(tmp_path)),
-                 "--out", str(out), "--loss", "hard", "--epochs", "1", "--batch-size", "4",
-                 "--num-workers", "0", "--quiet"])
+    code = main(
+        [
+            "train",
+            "--model",
+            str(tiny_clap_dir),
+            "--pairs",
+            str(_pairs(tmp_path)),
+            "--out",
+            str(out),
+            "--loss",
+            "hard",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "4",
+            "--num-workers",
+            "0",
+            "--quiet",
+        ]
+    )
     assert code == 0
     card = ModelCard.load(out / "model" / "README.md")
     assert card.data.claptune["made_by"] == "claptune train"
@@ -252,6 +351,7 @@ def test_train_writes_a_card_with_loss_methods_and_settings(tiny_clap_dir, tmp_p
 
 # -- push ----------------------------------------------------------------------------------------
 
+
 def test_push_uploads_the_folder_to_a_hub_stand_in(tiny_clap_dir, tmp_path):
     from huggingface_hub import ModelCard
 
@@ -261,8 +361,19 @@ def test_push_uploads_the_folder_to_a_hub_stand_in(tiny_clap_dir, tmp_path):
     (folder / "README.md").unlink()  # an older folder without a card gets one on push
     with HubStandIn() as hub:
         env = {"HF_ENDPOINT": hub.url, "HF_TOKEN": "hf_test", "HF_HOME": str(tmp_path / "hf")}
-        proc = _claptune(["push", str(folder), "--repo-id", "someone/tiny-clap", "--private",
-                          "--revision", "exp"], env, tmp_path)
+        proc = _claptune(
+            [
+                "push",
+                str(folder),
+                "--repo-id",
+                "someone/tiny-clap",
+                "--private",
+                "--revision",
+                "exp",
+            ],
+            env,
+            tmp_path,
+        )
         again = _claptune(["push", str(folder), "--repo-id", "someone/tiny-clap"], env, tmp_path)
     assert proc.returncode == 0, proc.stderr
     repo = hub.repos["someone/tiny-clap"]
@@ -287,6 +398,7 @@ def test_push_refuses_a_run_folder_in_one_line(tmp_path, capsys):
 
 # -- logging -------------------------------------------------------------------------------------
 
+
 def test_log_level_is_global_shown_in_help_and_quiet_leaves_no_state(capsys, tmp_path):
     import logging
 
@@ -304,19 +416,34 @@ def test_log_level_is_global_shown_in_help_and_quiet_leaves_no_state(capsys, tmp
     original = models_cli.run
     try:
         models_cli.run = spy
-        for argv in (["--log-level", "debug", "models"], ["models", "--log-level", "error"],
-                     ["models"]):
+        for argv in (
+            ["--log-level", "debug", "models"],
+            ["models", "--log-level", "error"],
+            ["models"],
+        ):
             assert main(argv) == 0  # build_parser() picks up the spy as the command
     finally:
         models_cli.run = original
     assert [s[0] for s in seen] == ["debug", "error", "info"]
     assert [s[1] for s in seen] == [logging.DEBUG, logging.ERROR, logging.INFO]
-    assert not any(getattr(h, "formatter", None) and "%(asctime)s" in h.formatter._fmt
-                   for h in logging.getLogger().handlers)  # nothing left behind
+    assert not any(
+        getattr(h, "formatter", None) and "%(asctime)s" in h.formatter._fmt
+        for h in logging.getLogger().handlers
+    )  # nothing left behind
     before = os.environ.get("TQDM_DISABLE")
     (tmp_path / "c.txt").write_text("x\n")
-    main(["embed", "--model", "missing-model", "--text", str(tmp_path / "c.txt"),
-          "--out", str(tmp_path / "s"), "--no-progress"])
+    main(
+        [
+            "embed",
+            "--model",
+            "missing-model",
+            "--text",
+            str(tmp_path / "c.txt"),
+            "--out",
+            str(tmp_path / "s"),
+            "--no-progress",
+        ]
+    )
     assert os.environ.get("TQDM_DISABLE") == before
 
 
@@ -327,8 +454,11 @@ def test_library_code_never_prints():
         if "cli" in path.relative_to(SRC / "claptune").parts:
             continue
         for node in ast.walk(ast.parse(path.read_text())):
-            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
-                    and node.func.id == "print"):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name)
+                and node.func.id == "print"
+            ):
                 offenders.append(f"{path.relative_to(SRC)}:{node.lineno}")
     assert offenders == []
 

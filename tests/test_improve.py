@@ -74,10 +74,22 @@ def test_summarize_runs_pools_test_parts():
     labels = np.array([0, 0, 1, 1, 2, 2])
     before = np.array([0, 1, 1, 0, 2, 0])
     runs = [
-        RunOutcome(split=0, seed=0, test=np.array([0, 2, 4]), pred_before=before,
-                   pred_after=np.array([0, 1, 1, 1, 2, 2]), n_pairs={"ds": 4}),
-        RunOutcome(split=1, seed=0, test=np.array([1, 3, 5]), pred_before=before,
-                   pred_after=np.array([0, 0, 1, 1, 2, 2]), n_pairs={"ds": 6}),
+        RunOutcome(
+            split=0,
+            seed=0,
+            test=np.array([0, 2, 4]),
+            pred_before=before,
+            pred_after=np.array([0, 1, 1, 1, 2, 2]),
+            n_pairs={"ds": 4},
+        ),
+        RunOutcome(
+            split=1,
+            seed=0,
+            test=np.array([1, 3, 5]),
+            pred_before=before,
+            pred_after=np.array([0, 0, 1, 1, 2, 2]),
+            n_pairs={"ds": 6},
+        ),
     ]
     summary, confusions = summarize_runs(runs, labels, ["a", "b", "c"], bootstrap_resamples=200)
     # run 0: test [0, 2, 4] before 3/3, after 3/3; run 1: test [1, 3, 5] before 0/3, after 3/3
@@ -112,13 +124,42 @@ def test_improve_end_to_end_cli(tiny_clap_dir, tiny_task, tmp_path):
 
     target, corpus = tiny_task
     out = tmp_path / "run"
-    code = main([
-        "improve", "--model", str(tiny_clap_dir), "--target", "folder", "--root", str(target),
-        "--corpus", str(corpus), "--corpus-holdout", "0.25", "--out", str(out), "--splits", "2",
-        "--seeds", "1", "--methods", "ds,pseudo", "--threshold", "ds=q0.5", "--template", "default",
-        "--train", "epochs=1", "--train", "batch_size=4", "--train", "num_workers=0",
-        "--audio-samples", "2", "--quiet",
-    ])
+    code = main(
+        [
+            "improve",
+            "--model",
+            str(tiny_clap_dir),
+            "--target",
+            "folder",
+            "--root",
+            str(target),
+            "--corpus",
+            str(corpus),
+            "--corpus-holdout",
+            "0.25",
+            "--out",
+            str(out),
+            "--splits",
+            "2",
+            "--seeds",
+            "1",
+            "--methods",
+            "ds,pseudo",
+            "--threshold",
+            "ds=q0.5",
+            "--template",
+            "default",
+            "--train",
+            "epochs=1",
+            "--train",
+            "batch_size=4",
+            "--train",
+            "num_workers=0",
+            "--audio-samples",
+            "2",
+            "--quiet",
+        ]
+    )
     assert code == 0
     text = (out / "report.json").read_text()
     report = json.loads(text)
@@ -138,9 +179,11 @@ def test_improve_end_to_end_cli(tiny_clap_dir, tiny_task, tmp_path):
     assert report["curation"]["pairs"]["ds"]["mean"] == 5  # ds=q0.5 keeps half of 9 captions
     # transfer check: the held-out captions naming one class ("rain falling 7"; "a dog
     # barking" does not name "dog_bark": "barking" is not "bark")
-    held_captions = [line.split(",")[1] for line in
-                     (corpus / "manifest.csv").read_text().splitlines()[1:]
-                     if str(corpus / line.split(",")[0]) in report["forgetting"]["held_out_audio"]]
+    held_captions = [
+        line.split(",")[1]
+        for line in (corpus / "manifest.csv").read_text().splitlines()[1:]
+        if str(corpus / line.split(",")[0]) in report["forgetting"]["held_out_audio"]
+    ]
     named = [c for c in held_captions if c.startswith(("rain", "a siren"))]
     tr = report["transfer"]
     assert (tr is None) == (not named)
@@ -173,8 +216,10 @@ def test_improve_end_to_end_cli(tiny_clap_dir, tiny_task, tmp_path):
     assert card.claptune["loss"] == report["config"]["loss"]
     assert card.datasets == ["folder", "corpus"]
     scores = {r.metric_name: r.metric_value for r in card.eval_results}
-    assert scores == {"zero-shot accuracy (before)": round(report["runs"][0]["before_accuracy"], 4),
-                      "zero-shot accuracy (after)": round(report["runs"][0]["after_accuracy"], 4)}
+    assert scores == {
+        "zero-shot accuracy (before)": round(report["runs"][0]["before_accuracy"], 4),
+        "zero-shot accuracy (after)": round(report["runs"][0]["after_accuracy"], 4),
+    }
     assert (out / "report.html").stat().st_size > 0 and (out / "report.md").is_file()
 
     # pseudo-label precision of split 0, scored after the run: recount it from the pairs file
@@ -222,8 +267,9 @@ class _SplitToy:
                 return frames.pow(2).mean(dim=2)
 
             def text_features(self, texts):
-                return torch.tensor([[len(t), t.count("a"), t.count(" ")] for t in texts],
-                                    dtype=torch.float32)
+                return torch.tensor(
+                    [[len(t), t.count("a"), t.count(" ")] for t in texts], dtype=torch.float32
+                )
 
             def audio_head(self, features):
                 return nn.functional.normalize(self.audio_proj(features), dim=-1)
@@ -262,15 +308,20 @@ def test_feature_store_matches_encode_audio_and_persists(tmp_path):
     from claptune.features import FeatureStore
 
     model = _SplitToy.build().eval()
-    clips = [write_tone(tmp_path / f"c{i}.wav", 200 + 100 * i, seconds=0.3 + 0.4 * i, rate=8000)
-             for i in range(4)]  # one to three windows each
+    clips = [
+        write_tone(tmp_path / f"c{i}.wav", 200 + 100 * i, seconds=0.3 + 0.4 * i, rate=8000)
+        for i in range(4)
+    ]  # one to three windows each
     store = FeatureStore(model, cache_dir=tmp_path / "cache", progress=False)
     kept, failed = store.add_clips([*clips, tmp_path / "missing.wav"], on_error="skip")
     assert kept.tolist() == [0, 1, 2, 3] and failed[0][0].endswith("missing.wav")
     want = encode_audio(model, clips, progress=False).embeddings
     np.testing.assert_allclose(store.embed_audio(model, clips), want, atol=1e-6)
-    np.testing.assert_allclose(store.embed_text(model, ["a dog", "rain"]),
-                               encode_text(model, ["a dog", "rain"], progress=False), atol=1e-6)
+    np.testing.assert_allclose(
+        store.embed_text(model, ["a dog", "rain"]),
+        encode_text(model, ["a dog", "rain"], progress=False),
+        atol=1e-6,
+    )
 
     # a second store over the same folder reads the features back instead of computing them
     again = FeatureStore(model, cache_dir=tmp_path / "cache", progress=False)
@@ -321,13 +372,38 @@ def test_improve_default_model_trains_heads_on_cached_features(tiny_task, tmp_pa
     teacher = DefaultModel(metadata={"heldout_ids": ["audio/0.wav", "audio/5.wav", "audio/7.wav"]})
     teacher.save(tmp_path / "teacher")
     out = tmp_path / "run"
-    code = main([
-        "improve", "--model", str(tmp_path / "teacher"), "--target", "folder",
-        "--root", str(target), "--corpus", str(corpus), "--out", str(out), "--splits", "1",
-        "--seeds", "1", "--template", "default", "--train", "epochs=2",
-        "--train", "batch_size=4", "--train", "num_workers=0", "--audio-samples", "0",
-        "--cache-dir", str(tmp_path / "cache"), "--quiet",
-    ])  # improve's default curation (pseudo_refined) and loss (hard)
+    code = main(
+        [
+            "improve",
+            "--model",
+            str(tmp_path / "teacher"),
+            "--target",
+            "folder",
+            "--root",
+            str(target),
+            "--corpus",
+            str(corpus),
+            "--out",
+            str(out),
+            "--splits",
+            "1",
+            "--seeds",
+            "1",
+            "--template",
+            "default",
+            "--train",
+            "epochs=2",
+            "--train",
+            "batch_size=4",
+            "--train",
+            "num_workers=0",
+            "--audio-samples",
+            "0",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--quiet",
+        ]
+    )  # improve's default curation (pseudo_refined) and loss (hard)
     assert code == 0
     report = json.loads((out / "report.json").read_text())
     assert report["config"]["methods"] == ["pseudo_refined"] and report["config"]["loss"] == "hard"
@@ -338,7 +414,9 @@ def test_improve_default_model_trains_heads_on_cached_features(tiny_task, tmp_pa
 
         rows = list(csv.DictReader(f))
     test0 = {report["target"]["items"][i] for i in report["splits"][0]["test"]}
-    assert {r["method"] for r in rows} == {"pseudo_refined"} and not {r["audio"] for r in rows} & test0
+    assert {r["method"] for r in rows} == {"pseudo_refined"} and not {
+        r["audio"] for r in rows
+    } & test0
     assert report["train"]["head_only"] is True and report["train"]["trainable"] == "projections"
     held = sorted(report["forgetting"]["held_out_audio"])
     assert held == sorted(str(corpus / "audio" / f"{i}.wav") for i in (0, 5, 7))
@@ -357,9 +435,12 @@ def test_improve_default_model_trains_heads_on_cached_features(tiny_task, tmp_pa
     # a second fine-tune appends a second entry
     from claptune.train import TrainConfig, fit
 
-    fit(student, out / "pairs_split0.csv", TrainConfig(epochs=1, batch_size=4, num_workers=0,
-                                                        progress=False, val_fraction=0.0),
-        out_dir=tmp_path / "again")
+    fit(
+        student,
+        out / "pairs_split0.csv",
+        TrainConfig(epochs=1, batch_size=4, num_workers=0, progress=False, val_fraction=0.0),
+        out_dir=tmp_path / "again",
+    )
     again = load_model(tmp_path / "again" / "model")
     assert [e["by"] for e in again.metadata["fine_tunes"]] == ["claptune train"] * 2
     assert again.metadata["heldout_ids"] == teacher.metadata["heldout_ids"]
@@ -372,19 +453,45 @@ def test_ablate_cli_writes_table_on_shared_splits(tiny_clap_dir, tiny_task, tmp_
 
     target, corpus = tiny_task
     out = tmp_path / "ablation"
-    code = main([
-        "ablate", "--model", str(tiny_clap_dir), "--target", "folder", "--root", str(target),
-        "--corpus", str(corpus), "--out", str(out), "--splits", "2", "--seeds", "1",
-        "--methods", "ds,pseudo,ds+pseudo_refined", "--losses", "soft", "--no-replay-only",
-        "--template", "default",
-        "--threshold", "ds=q0.5", "--train", "epochs=1", "--train", "batch_size=4",
-        "--train", "num_workers=0", "--quiet",
-    ])
+    code = main(
+        [
+            "ablate",
+            "--model",
+            str(tiny_clap_dir),
+            "--target",
+            "folder",
+            "--root",
+            str(target),
+            "--corpus",
+            str(corpus),
+            "--out",
+            str(out),
+            "--splits",
+            "2",
+            "--seeds",
+            "1",
+            "--methods",
+            "ds,pseudo,ds+pseudo_refined",
+            "--losses",
+            "soft",
+            "--no-replay-only",
+            "--template",
+            "default",
+            "--threshold",
+            "ds=q0.5",
+            "--train",
+            "epochs=1",
+            "--train",
+            "batch_size=4",
+            "--train",
+            "num_workers=0",
+            "--quiet",
+        ]
+    )
     assert code == 0
     result = json.loads((out / "ablation.json").read_text())
     names = [row["name"] for row in result["rows"]]
-    assert names == ["baseline (teacher)", "ds / soft", "pseudo / soft",
-                     "ds+pseudo_refined / soft"]
+    assert names == ["baseline (teacher)", "ds / soft", "pseudo / soft", "ds+pseudo_refined / soft"]
     assert result["rows"][-1]["methods"] == ["ds", "pseudo_refined"]
     base = result["rows"][0]
     assert base["gain"]["mean"] == 0.0 and base["after"] == base["before"]
@@ -405,7 +512,11 @@ def test_demo_reads_root_from_flag_then_env_else_downloads(monkeypatch, tmp_path
     assert (cfg.model, cfg.target, cfg.root, cfg.download) == ("default", "esc50", None, True)
     defaults = ImproveConfig.__dataclass_fields__  # demo runs improve's own defaults
     assert (cfg.methods, cfg.loss, cfg.n_splits, cfg.n_seeds) == (
-        defaults["methods"].default, defaults["loss"].default, 3, 3)
+        defaults["methods"].default,
+        defaults["loss"].default,
+        3,
+        3,
+    )
     monkeypatch.setenv("CLAPTUNE_DATA", str(tmp_path / "esc"))
     cfg = demo_config(parser.parse_args(["demo", "--corpus", str(tmp_path)]))
     assert (cfg.root, cfg.download) == (str(tmp_path / "esc"), False)
@@ -417,15 +528,25 @@ def test_transfer_check_matches_captions_naming_one_class():
     from claptune.improve.transfer import match_captions, summarize_transfer
 
     classes = ["dog", "chirping_birds", "door_wood_knock", "rain"]
-    captions = ["a dog barking", "birds chirping at dawn", "a dog barking in the rain",
-                "someone knocks on a wooden door", "heavy rain on a roof", "a car passing",
-                "Dogs howling."]
+    captions = [
+        "a dog barking",
+        "birds chirping at dawn",
+        "a dog barking in the rain",
+        "someone knocks on a wooden door",
+        "heavy rain on a roof",
+        "a car passing",
+        "Dogs howling.",
+    ]
     rows, labels = match_captions(captions, classes)
     # "dog ... rain" names two classes; "knocks on a wooden door" lacks the word "wood"
     assert rows.tolist() == [0, 1, 4, 6] and labels.tolist() == [0, 1, 3, 0]
-    out = summarize_transfer(labels, classes, np.array([0, 0, 3, 0]),
-                             [np.array([0, 1, 3, 0]), np.array([0, 1, 3, 1])],
-                             [captions[i] for i in rows])
+    out = summarize_transfer(
+        labels,
+        classes,
+        np.array([0, 0, 3, 0]),
+        [np.array([0, 1, 3, 0]), np.array([0, 1, 3, 1])],
+        [captions[i] for i in rows],
+    )
     assert out.n_clips == 4 and out.clips_per_class == {"dog": 2, "chirping_birds": 1, "rain": 1}
     assert out.before.accuracy == 0.75
     assert out.before.class_mean_accuracy == pytest.approx((1 + 0 + 1) / 3)
@@ -445,26 +566,57 @@ def test_curate_cli_and_improve_curate_the_same_pairs(tiny_clap_dir, tiny_task, 
 
     target, corpus = tiny_task
     methods = ("du", "ds", "ads", "pseudo", "pseudo_refined")
-    config = ImproveConfig(model=str(tiny_clap_dir), target="folder", root=str(target),
-                           corpus=str(corpus), corpus_holdout=0.0, n_splits=1, n_seeds=1,
-                           methods=methods, cache_dir=None)  # improve's default prompts
+    config = ImproveConfig(
+        model=str(tiny_clap_dir),
+        target="folder",
+        root=str(target),
+        corpus=str(corpus),
+        corpus_holdout=0.0,
+        n_splits=1,
+        n_seeds=1,
+        methods=methods,
+        cache_dir=None,
+    )  # improve's default prompts
     ws = Workspace(config, tmp_path / "ws", progress=False)
     split = ws.splits[0]
     expected = ws.curate(split, methods)
     adapt = [ws.items[i] for i in split.adapt]
     (tmp_path / "captions.txt").write_text("\n".join(ws.replay_text) + "\n")
     out = tmp_path / "cli"
-    assert main(["curate", "--method", ",".join(methods), "--model", str(tiny_clap_dir),
-                 "--audio", *adapt, "--target-audio", *adapt, "--text",
-                 str(tmp_path / "captions.txt"), "--corpus", str(corpus),
-                 "--classes", ",".join(ws.class_names), "--out", str(out),
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "curate",
+                "--method",
+                ",".join(methods),
+                "--model",
+                str(tiny_clap_dir),
+                "--audio",
+                *adapt,
+                "--target-audio",
+                *adapt,
+                "--text",
+                str(tmp_path / "captions.txt"),
+                "--corpus",
+                str(corpus),
+                "--classes",
+                ",".join(ws.class_names),
+                "--out",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     got = read_pairs(out / "pairs.csv")
 
     def rows(pairs):
-        return {(a, t, m, c): s for a, t, s, m, c in zip(pairs.audio, pairs.text, pairs.score,
-                                                         pairs.method, pairs.classes,
-                                                         strict=True)}
+        return {
+            (a, t, m, c): s
+            for a, t, s, m, c in zip(
+                pairs.audio, pairs.text, pairs.score, pairs.method, pairs.classes, strict=True
+            )
+        }
 
     want, have = rows(expected), rows(got)
     assert set(expected.method) == set(methods)  # every method kept something
@@ -501,14 +653,40 @@ def test_target_labels_only_score(tiny_task, tmp_path, monkeypatch, prior):
 
     def run(name: str) -> dict:
         out = tmp_path / name
-        code = main([
-            "improve", "--model", str(tmp_path / "teacher"), "--target", "folder",
-            "--root", str(target), "--corpus", str(corpus), "--out", str(out), "--splits", "2",
-            "--seeds", "1", "--template", "default", "--train", "epochs=2",
-            "--train", "batch_size=4", "--train", "num_workers=0", "--audio-samples", "0",
-            "--curation", f"pseudo_refined_prior={prior}",
-            "--cache-dir", str(tmp_path / "cache"), "--quiet",
-        ])
+        code = main(
+            [
+                "improve",
+                "--model",
+                str(tmp_path / "teacher"),
+                "--target",
+                "folder",
+                "--root",
+                str(target),
+                "--corpus",
+                str(corpus),
+                "--out",
+                str(out),
+                "--splits",
+                "2",
+                "--seeds",
+                "1",
+                "--template",
+                "default",
+                "--train",
+                "epochs=2",
+                "--train",
+                "batch_size=4",
+                "--train",
+                "num_workers=0",
+                "--audio-samples",
+                "0",
+                "--curation",
+                f"pseudo_refined_prior={prior}",
+                "--cache-dir",
+                str(tmp_path / "cache"),
+                "--quiet",
+            ]
+        )
         assert code == 0
         report = json.loads((out / "report.json").read_text())
         report["_pairs"] = (out / "pairs_split0.csv").read_text()
@@ -532,6 +710,8 @@ def test_target_labels_only_score(tiny_task, tmp_path, monkeypatch, prior):
     assert real["priors"]["method"] == prior
     assert all(torch.equal(real["_heads"][k], fake["_heads"][k]) for k in real["_heads"])
     # what the labels do change: the true shares the estimate is scored against
-    assert [s["true"] for s in real["priors"]["splits"]] != [s["true"] for s in fake["priors"]["splits"]]
+    assert [s["true"] for s in real["priors"]["splits"]] != [
+        s["true"] for s in fake["priors"]["splits"]
+    ]
     assert real["before"]["class_mean_accuracy"] is not None
     assert real["paired_test"]["class_mean_bootstrap"]["n_units"] > 0

@@ -26,13 +26,30 @@ SR = 48000
 def tiny_config(fused: bool = False):
     from transformers import ClapConfig
 
-    text = dict(vocab_size=64, hidden_size=64, num_hidden_layers=1, num_attention_heads=1,
-                intermediate_size=48, max_position_embeddings=80, projection_dim=16,
-                layer_norm_eps=1e-5)
-    audio = dict(spec_size=256, window_size=8, num_mel_bins=64, patch_size=4,
-                 patch_stride=[4, 4], patch_embeds_hidden_size=16, hidden_size=32,
-                 depths=[1, 1], num_attention_heads=[2, 2], projection_dim=16,
-                 enable_fusion=fused, fusion_type="aff_2d" if fused else None)
+    text = dict(
+        vocab_size=64,
+        hidden_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=1,
+        intermediate_size=48,
+        max_position_embeddings=80,
+        projection_dim=16,
+        layer_norm_eps=1e-5,
+    )
+    audio = dict(
+        spec_size=256,
+        window_size=8,
+        num_mel_bins=64,
+        patch_size=4,
+        patch_stride=[4, 4],
+        patch_embeds_hidden_size=16,
+        hidden_size=32,
+        depths=[1, 1],
+        num_attention_heads=[2, 2],
+        projection_dim=16,
+        enable_fusion=fused,
+        fusion_type="aff_2d" if fused else None,
+    )
     return ClapConfig(text_config=text, audio_config=audio, projection_dim=16)
 
 
@@ -44,11 +61,16 @@ def to_native(hf_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         if key in ("text_model.embeddings.position_ids", "text_model.embeddings.token_type_ids"):
             continue
         if key.startswith("audio_model.audio_encoder."):
-            key = "audio_branch." + key[len("audio_model.audio_encoder."):]
-            for hf, nat in (("attention.output.dense", "attn.proj"), ("attention.self", "attn"),
-                            ("intermediate.dense", "mlp.fc1"), ("output.dense", "mlp.fc2"),
-                            ("layernorm_before", "norm1"), ("layernorm_after", "norm2"),
-                            ("batch_norm", "bn0")):
+            key = "audio_branch." + key[len("audio_model.audio_encoder.") :]
+            for hf, nat in (
+                ("attention.output.dense", "attn.proj"),
+                ("attention.self", "attn"),
+                ("intermediate.dense", "mlp.fc1"),
+                ("output.dense", "mlp.fc2"),
+                ("layernorm_before", "norm1"),
+                ("layernorm_after", "norm2"),
+                ("batch_norm", "bn0"),
+            ):
                 key = key.replace(hf, nat)
             for part in ("query", "key", "value"):
                 if f"attn.{part}." in key:
@@ -82,8 +104,14 @@ def tiny_tokenizer():
         vocab[ch] = i
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
-    return RobertaTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
-                                pad_token="<pad>", unk_token="<unk>", mask_token="<mask>")
+    return RobertaTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        mask_token="<mask>",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -117,15 +145,21 @@ def test_converted_checkpoint_reproduces_the_model(reference, tiny_tokenizer):
     for key, value in model.state_dict().items():
         torch.testing.assert_close(converted.model.state_dict()[key], value, rtol=0, atol=0)
     with torch.no_grad():
-        waves = torch.tensor(0.1 * np.random.default_rng(0).standard_normal((2, 10 * SR)),
-                             dtype=torch.float32)
+        waves = torch.tensor(
+            0.1 * np.random.default_rng(0).standard_normal((2, 10 * SR)), dtype=torch.float32
+        )
         audio_emb = converted.audio_embeddings(waves)
-        reference_emb = torch.nn.functional.normalize(model.get_audio_features(
-            input_features=converted.log_mel(waves),
-            is_longer=torch.zeros(2, 1, dtype=torch.bool)).pooler_output, dim=-1)
+        reference_emb = torch.nn.functional.normalize(
+            model.get_audio_features(
+                input_features=converted.log_mel(waves),
+                is_longer=torch.zeros(2, 1, dtype=torch.bool),
+            ).pooler_output,
+            dim=-1,
+        )
     torch.testing.assert_close(audio_emb, reference_emb)
-    tokens = converted.processor.tokenizer(["a dog barks", "x" * 200], padding=True,
-                                           truncation=True, return_tensors="pt")
+    tokens = converted.processor.tokenizer(
+        ["a dog barks", "x" * 200], padding=True, truncation=True, return_tensors="pt"
+    )
     assert tokens["input_ids"].shape[1] == 77  # LAION's caption length
 
 
@@ -156,8 +190,9 @@ def test_renamed_key_gives_clear_report(reference, tiny_tokenizer, tmp_path):
     assert err.value.unexpected == ["text_projection.linear1.weight_x"]
 
 
-def test_native_file_loads_by_path_and_student_round_trips(reference, tiny_tokenizer, tmp_path,
-                                                           monkeypatch):
+def test_native_file_loads_by_path_and_student_round_trips(
+    reference, tiny_tokenizer, tmp_path, monkeypatch
+):
     _, path = reference
     assert LaionClapModel.recognizes(path)
     converted = LaionClapModel.from_checkpoint(path, tokenizer=tiny_tokenizer)
@@ -168,8 +203,9 @@ def test_native_file_loads_by_path_and_student_round_trips(reference, tiny_token
     assert isinstance(loaded, HFClapModel)
     assert loaded.identity() == converted.identity()
     with torch.no_grad():
-        torch.testing.assert_close(loaded.text_embeddings(["rain"]),
-                                   converted.text_embeddings(["rain"]))
+        torch.testing.assert_close(
+            loaded.text_embeddings(["rain"]), converted.text_embeddings(["rain"])
+        )
 
 
 def test_zeroshot_cli_runs_on_tiny_converted_model(reference, tiny_tokenizer, tmp_path):
@@ -184,8 +220,22 @@ def test_zeroshot_cli_runs_on_tiny_converted_model(reference, tiny_tokenizer, tm
         for i in range(2):
             sf.write(root / label / f"{i}.wav", 0.1 * rng.standard_normal(SR // 2), SR)
     out = tmp_path / "zs"
-    code = main(["zeroshot", "--model", str(saved), "--dataset", "folder", "--root", str(root),
-                 "--out", str(out), "--no-progress", "--num-workers", "0"])
+    code = main(
+        [
+            "zeroshot",
+            "--model",
+            str(saved),
+            "--dataset",
+            "folder",
+            "--root",
+            str(root),
+            "--out",
+            str(out),
+            "--no-progress",
+            "--num-workers",
+            "0",
+        ]
+    )
     assert code == 0
     result = json.loads((out / "zeroshot.json").read_text())
     assert result["n_clips"] == 4 and 0.0 <= result["accuracy"] <= 1.0

@@ -34,10 +34,19 @@ def _tiny_text_module():
 def tiny_config(text_dir: Path, text_encoder: str = "bert", **kw) -> MSClapConfig:
     from transformers import AutoConfig
 
-    return MSClapConfig(audio_encoder="cnn14", duration=0.5, cnn14_channels=(4, 4, 8, 8, 8, 16),
-                        out_emb=16, classes_num=3, text_encoder=text_encoder,
-                        text_config=AutoConfig.from_pretrained(text_dir).to_dict(),
-                        transformer_embed_dim=32, text_len=24, d_proj=8, **kw)
+    return MSClapConfig(
+        audio_encoder="cnn14",
+        duration=0.5,
+        cnn14_channels=(4, 4, 8, 8, 8, 16),
+        out_emb=16,
+        classes_num=3,
+        text_encoder=text_encoder,
+        text_config=AutoConfig.from_pretrained(text_dir).to_dict(),
+        transformer_embed_dim=32,
+        text_len=24,
+        d_proj=8,
+        **kw,
+    )
 
 
 def build(text_dir: Path, seed: int = 0, **kw) -> MSClapModel:
@@ -131,10 +140,12 @@ def test_save_load_round_trip_with_original_names(bert_dir, saved_bert_model):
     waves = _waves(2, model.clip_samples, seed=1)
     texts = ["birds", "a car horn"]
     with torch.no_grad():
-        torch.testing.assert_close(loaded.audio_embeddings(waves), model.audio_embeddings(waves),
-                                   rtol=0, atol=0)
-        torch.testing.assert_close(loaded.text_embeddings(texts), model.text_embeddings(texts),
-                                   rtol=0, atol=0)
+        torch.testing.assert_close(
+            loaded.audio_embeddings(waves), model.audio_embeddings(waves), rtol=0, atol=0
+        )
+        torch.testing.assert_close(
+            loaded.text_embeddings(texts), model.text_embeddings(texts), rtol=0, atol=0
+        )
     assert loaded.identity() == model.identity()
     keys = read_state_dict(saved_bert_model / "model.safetensors")
     assert "audio_encoder.base.spectrogram_extractor.stft.conv_real.weight" in keys
@@ -147,7 +158,8 @@ def test_renamed_key_gives_clear_report(bert_dir, saved_bert_model, tmp_path):
 
     state = read_state_dict(saved_bert_model / "model.safetensors")
     state["audio_encoder.projection.linear_one.weight"] = state.pop(
-        "audio_encoder.projection.linear1.weight")
+        "audio_encoder.projection.linear1.weight"
+    )
     broken = tmp_path / "broken"
     broken.mkdir()
     for name in saved_bert_model.iterdir():
@@ -165,7 +177,9 @@ def test_legacy_position_ids_buffer_is_accepted(bert_dir, saved_bert_model):
 
     state = read_state_dict(saved_bert_model / "model.safetensors")
     state["caption_encoder.base.embeddings.position_ids"] = torch.arange(128)[None]
-    config = MSClapConfig.from_dict(json.loads((saved_bert_model / "msclap_config.json").read_text()))
+    config = MSClapConfig.from_dict(
+        json.loads((saved_bert_model / "msclap_config.json").read_text())
+    )
     model = MSClapModel.from_state_dict(config, state, AutoTokenizer.from_pretrained(bert_dir))
     assert isinstance(model, MSClapModel)
 
@@ -189,15 +203,17 @@ def test_encode_audio_repeats_short_clips_and_windows_long_ones(bert_dir, tmp_pa
     sf.write(path, short, SR, subtype="FLOAT")
     emb = model.encode_audio([path], progress=False)
     with torch.no_grad():
-        expected = model.audio_embeddings(torch.from_numpy(
-            pad_window(short, model.clip_samples, "repeat"))[None]).numpy()
+        expected = model.audio_embeddings(
+            torch.from_numpy(pad_window(short, model.clip_samples, "repeat"))[None]
+        ).numpy()
     np.testing.assert_allclose(emb, expected, atol=1e-6)
     long = (0.1 * rng.standard_normal(int(0.9 * SR))).astype(np.float32)
     with torch.no_grad():
         per_window = model.audio_embeddings(torch.from_numpy(windows(long, model.clip_samples)))
     mean = per_window.mean(0)
-    np.testing.assert_allclose(model.encode_audio([long], progress=False)[0],
-                               (mean / mean.norm()).numpy(), atol=1e-6)
+    np.testing.assert_allclose(
+        model.encode_audio([long], progress=False)[0], (mean / mean.norm()).numpy(), atol=1e-6
+    )
 
 
 def test_zeroshot_cli_runs_on_tiny_msclap(saved_bert_model, tmp_path):
@@ -210,8 +226,22 @@ def test_zeroshot_cli_runs_on_tiny_msclap(saved_bert_model, tmp_path):
         for i in range(2):
             sf.write(root / label / f"{i}.wav", 0.1 * rng.standard_normal(SR // 4), SR)
     out = tmp_path / "zs"
-    code = main(["zeroshot", "--model", str(saved_bert_model), "--dataset", "folder", "--root",
-                 str(root), "--out", str(out), "--no-progress", "--num-workers", "0"])
+    code = main(
+        [
+            "zeroshot",
+            "--model",
+            str(saved_bert_model),
+            "--dataset",
+            "folder",
+            "--root",
+            str(root),
+            "--out",
+            str(out),
+            "--no-progress",
+            "--num-workers",
+            "0",
+        ]
+    )
     assert code == 0
     result = json.loads((out / "zeroshot.json").read_text())
     assert result["n_clips"] == 4 and 0.0 <= result["accuracy"] <= 1.0
@@ -222,12 +252,30 @@ def test_zeroshot_cli_runs_on_tiny_msclap(saved_bert_model, tmp_path):
 def tiny_htsat_config(gpt2_dir: Path) -> MSClapConfig:
     from transformers import AutoConfig
 
-    htsat = {"spec_size": 256, "patch_size": 4, "patch_stride": [4, 4],
-             "patch_embeds_hidden_size": 8, "depths": [1, 1], "num_attention_heads": [1, 2],
-             "window_size": 8, "num_classes": 5, "mel_sample_rate": 32000, "mel_fmax": 14000.0}
-    return MSClapConfig(audio_encoder="htsat", duration=0.5, fmax=8000.0, out_emb=16,
-                        text_encoder="gpt2", text_config=AutoConfig.from_pretrained(gpt2_dir).to_dict(),
-                        transformer_embed_dim=32, text_len=20, d_proj=8, htsat_config=htsat)
+    htsat = {
+        "spec_size": 256,
+        "patch_size": 4,
+        "patch_stride": [4, 4],
+        "patch_embeds_hidden_size": 8,
+        "depths": [1, 1],
+        "num_attention_heads": [1, 2],
+        "window_size": 8,
+        "num_classes": 5,
+        "mel_sample_rate": 32000,
+        "mel_fmax": 14000.0,
+    }
+    return MSClapConfig(
+        audio_encoder="htsat",
+        duration=0.5,
+        fmax=8000.0,
+        out_emb=16,
+        text_encoder="gpt2",
+        text_config=AutoConfig.from_pretrained(gpt2_dir).to_dict(),
+        transformer_embed_dim=32,
+        text_len=20,
+        d_proj=8,
+        htsat_config=htsat,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -263,14 +311,16 @@ def test_msclap_2023_save_load_and_zeroshot(tiny_2023, tmp_path):
 
     saved = tiny_2023.save(tmp_path / "m2023")
     assert "audio_encoder.base.htsat.layers.0.blocks.0.attn.qkv.weight" in read_state_dict(
-        saved / "model.safetensors")
+        saved / "model.safetensors"
+    )
     loaded = load_model(saved)
     waves = _waves(2, tiny_2023.clip_samples, seed=5)
     with torch.no_grad():
         emb = loaded.audio_embeddings(waves)
         torch.testing.assert_close(emb, tiny_2023.audio_embeddings(waves), rtol=0, atol=0)
-        torch.testing.assert_close(loaded.text_embeddings(["a dog"]),
-                                   tiny_2023.text_embeddings(["a dog"]), rtol=0, atol=0)
+        torch.testing.assert_close(
+            loaded.text_embeddings(["a dog"]), tiny_2023.text_embeddings(["a dog"]), rtol=0, atol=0
+        )
     torch.testing.assert_close(emb.norm(dim=-1), torch.ones(2))
     assert MSClapModel.checkpoint_version(saved / "model.safetensors") == "2023"
 
@@ -279,8 +329,22 @@ def test_msclap_2023_save_load_and_zeroshot(tiny_2023, tmp_path):
     for label in ("dog", "rain"):
         (root / label).mkdir(parents=True)
         sf.write(root / label / "0.wav", 0.1 * rng.standard_normal(SR // 4), SR)
-    code = main(["zeroshot", "--model", str(saved), "--dataset", "folder", "--root", str(root),
-                 "--out", str(tmp_path / "zs"), "--no-progress", "--num-workers", "0"])
+    code = main(
+        [
+            "zeroshot",
+            "--model",
+            str(saved),
+            "--dataset",
+            "folder",
+            "--root",
+            str(root),
+            "--out",
+            str(tmp_path / "zs"),
+            "--no-progress",
+            "--num-workers",
+            "0",
+        ]
+    )
     assert code == 0
     assert json.loads((tmp_path / "zs" / "zeroshot.json").read_text())["n_clips"] == 2
 
@@ -296,9 +360,19 @@ def test_train_fits_and_saves_a_student_that_reloads(bert_dir, tmp_path):
         path = tmp_path / f"{i}.wav"
         sf.write(path, 0.1 * rng.standard_normal(SR // 2), SR)
         pairs.append((str(path), caption))
-    result = fit(model, pairs, TrainConfig(epochs=1, batch_size=2, trainable="projections",
-                                           num_workers=0, progress=False, val_fraction=0.0),
-                 out_dir=tmp_path / "run")
+    result = fit(
+        model,
+        pairs,
+        TrainConfig(
+            epochs=1,
+            batch_size=2,
+            trainable="projections",
+            num_workers=0,
+            progress=False,
+            val_fraction=0.0,
+        ),
+        out_dir=tmp_path / "run",
+    )
     student = load_model(result.model_dir)
     assert isinstance(student, MSClapModel)
     assert student.identity()["weights_sha256"] == model.identity()["weights_sha256"] != before
@@ -312,8 +386,9 @@ def test_lora_on_both_towers_merges_and_saves_in_the_published_layout(gpt2_dir, 
 
     config = tiny_htsat_config(gpt2_dir)
     torch.manual_seed(1)
-    model = MSClapModel(MSClapNet(config), prepare_tokenizer(
-        AutoTokenizer.from_pretrained(gpt2_dir), config)).eval()
+    model = MSClapModel(
+        MSClapNet(config), prepare_tokenizer(AutoTokenizer.from_pretrained(gpt2_dir), config)
+    ).eval()
     model.add_lora(rank=2)
     lora_names = {n for n, _ in model.named_parameters() if "lora_A" in n}
     assert any(n.startswith("net.audio_encoder.") for n in lora_names)

@@ -32,19 +32,32 @@ def _summary(class_names) -> Report:
     before = {c: 0.2 + 0.1 * i for i, c in enumerate(class_names)}
     after = {c: 0.3 + 0.1 * i for i, c in enumerate(class_names)}
     return Report(
-        claptune_version="0", model=ModelInfo(spec="tiny"),
+        claptune_version="0",
+        model=ModelInfo(spec="tiny"),
         target=TargetInfo(name="folder", n_clips=6, n_classes=3),
-        n_runs=2, splits=[{"index": 0}], seeds=[0, 1],
-        before=Side(accuracy=0.25, accuracy_spread=mean_spread([0.2, 0.3]), per_class=before,
-                    per_class_std=dict.fromkeys(class_names, 0.05)),
-        after=Side(accuracy=0.35, accuracy_spread=mean_spread([0.3, 0.4]), per_class=after,
-                   per_class_std=dict.fromkeys(class_names, 0.05)),
+        n_runs=2,
+        splits=[{"index": 0}],
+        seeds=[0, 1],
+        before=Side(
+            accuracy=0.25,
+            accuracy_spread=mean_spread([0.2, 0.3]),
+            per_class=before,
+            per_class_std=dict.fromkeys(class_names, 0.05),
+        ),
+        after=Side(
+            accuracy=0.35,
+            accuracy_spread=mean_spread([0.3, 0.4]),
+            per_class=after,
+            per_class_std=dict.fromkeys(class_names, 0.05),
+        ),
         gain=Gain(accuracy=0.1, accuracy_spread=mean_spread([0.1, 0.1])),
-        paired_test=PairedTest(mcnemar=mcnemar(np.array([1, 0, 0, 1, 1, 1], bool),
-                                               np.ones(6, bool))),
+        paired_test=PairedTest(
+            mcnemar=mcnemar(np.array([1, 0, 0, 1, 1, 1], bool), np.ones(6, bool))
+        ),
         curation=CurationCounts(pairs={"ds": mean_spread([3, 3])}, per_class={"dog": 2}),
-        forgetting=Forgetting(n_pairs=4, before={"a2t_R@1": 0.5},
-                              after={"a2t_R@1": mean_spread([0.5, 0.25])}),
+        forgetting=Forgetting(
+            n_pairs=4, before={"a2t_R@1": 0.5}, after={"a2t_R@1": mean_spread([0.5, 0.25])}
+        ),
         runs=[RunRecord(split=0, seed=0, before_accuracy=0.2, after_accuracy=0.3, n_pairs=3)],
         config={"model": "tiny", "methods": ["ds"]},
     )
@@ -53,10 +66,14 @@ def _summary(class_names) -> Report:
 def test_report_json_round_trip_is_exact():
     report = _summary(["dog", "rain"])
     report.transfer = Transfer(
-        n_clips=3, n_classes=2, clips_per_class={"dog": 2, "rain": 1},
+        n_clips=3,
+        n_classes=2,
+        clips_per_class={"dog": 2, "rain": 1},
         before=TransferScores(accuracy=1 / 3, class_mean_accuracy=0.25),
-        after=TransferSpreads(accuracy=mean_spread([0.5, 1.0]),
-                              class_mean_accuracy=mean_spread([0.25, 0.75])))
+        after=TransferSpreads(
+            accuracy=mean_spread([0.5, 1.0]), class_mean_accuracy=mean_spread([0.25, 0.75])
+        ),
+    )
     report.before.per_class["rain"] = None  # a class never scored
     text = report.to_json()
     again = Report.from_json(text)
@@ -99,18 +116,35 @@ def test_write_report_files_and_offline_html(tmp_path):
         t = np.arange(22050 * 6) / 22050
         sf.write(path, (0.3 * np.sin(2 * np.pi * 220 * (i + 1) * t)).astype(np.float32), 22050)
         clips.append(path)
-    pairs = [{"audio": str(clips[i % 3]), "text": f"a dog barking {i}", "score": 0.5 + i / 10,
-              "method": "ds", "class": class_names[i % 3]} for i in range(5)]
+    pairs = [
+        {
+            "audio": str(clips[i % 3]),
+            "text": f"a dog barking {i}",
+            "score": 0.5 + i / 10,
+            "method": "ds",
+            "class": class_names[i % 3],
+        }
+        for i in range(5)
+    ]
     confusion = np.array([[2, 0, 0], [1, 1, 0], [0, 0, 2]])
-    assets = ReportAssets(class_names=class_names, confusion_before=confusion,
-                          confusion_after=confusion, pairs=pairs, audio_samples=2,
-                          audio_seconds=2.0)
+    assets = ReportAssets(
+        class_names=class_names,
+        confusion_before=confusion,
+        confusion_after=confusion,
+        pairs=pairs,
+        audio_samples=2,
+        audio_seconds=2.0,
+    )
     written = write_report(tmp_path / "run", _summary(class_names), assets)
 
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     assert report["before"]["accuracy"] == 0.25 and report["after"]["accuracy"] == 0.35
-    for name in ("per_class.png", "confusion_before.png", "confusion_after.png",
-                 "confusion_change.png"):
+    for name in (
+        "per_class.png",
+        "confusion_before.png",
+        "confusion_after.png",
+        "confusion_change.png",
+    ):
         assert written[name].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     md = written["md"].read_text()
     assert "25.0 ± 7.1" in md and "![per_class.png](per_class.png)" in md
@@ -122,7 +156,7 @@ def test_write_report_files_and_offline_html(tmp_path):
     assert sources and all(s.startswith("data:") for s in sources)
     players = re.findall(r'<audio controls[^>]*src="data:audio/wav;base64,', html)
     assert len(players) == 2  # audio_samples, each clip at most once
-    assert html.count('<img alt=') == 4  # per class, before, after, after - before
+    assert html.count("<img alt=") == 4  # per class, before, after, after - before
     assert "<script>" not in html  # class names are escaped
     assert "&lt;script&gt;" in html
     assert "a dog barking 4" in html  # the best pair of its class is listed

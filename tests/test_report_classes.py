@@ -31,9 +31,11 @@ CLASSES = ["alarm", "bird", "cat", "dog", "engine"]
 def _report(class_names=CLASSES) -> Report:
     shares = dict.fromkeys(class_names, 0.5)
     return Report(
-        claptune_version="0", model=ModelInfo(spec="tiny"),
+        claptune_version="0",
+        model=ModelInfo(spec="tiny"),
         target=TargetInfo(name="folder", n_clips=20, n_classes=len(class_names)),
-        n_runs=1, seeds=[0],
+        n_runs=1,
+        seeds=[0],
         before=Side(accuracy=0.5, accuracy_spread=mean_spread([0.5]), per_class=shares),
         after=Side(accuracy=0.6, accuracy_spread=mean_spread([0.6]), per_class=shares),
         gain=Gain(accuracy=0.1, accuracy_spread=mean_spread([0.1])),
@@ -48,10 +50,18 @@ def pairs(tmp_path):
     for c, cls in enumerate(CLASSES):
         for k in range(4):
             path = tmp_path / f"{cls}_{k}.wav"
-            sf.write(path, (0.2 * np.sin(2 * np.pi * 200 * (c + k + 1) * t)).astype(np.float32),
-                     8000)
-            rows.append({"audio": str(path), "text": f"{cls} {k}", "score": 0.9 - k / 10,
-                         "method": "ds", "class": cls})
+            sf.write(
+                path, (0.2 * np.sin(2 * np.pi * 200 * (c + k + 1) * t)).astype(np.float32), 8000
+            )
+            rows.append(
+                {
+                    "audio": str(path),
+                    "text": f"{cls} {k}",
+                    "score": 0.9 - k / 10,
+                    "method": "ds",
+                    "class": cls,
+                }
+            )
     return rows
 
 
@@ -77,8 +87,9 @@ def test_players_for_every_class_within_budget(tmp_path, pairs):
 
 def test_a_clip_shared_by_two_classes_is_heard_once(tmp_path, pairs):
     shared = dict(pairs[0], **{"class": "bird", "score": 1.0})  # alarm's best clip, as bird
-    assets = ReportAssets(class_names=CLASSES, pairs=[*pairs, shared], audio_per_class=1,
-                          audio_seconds=0.25)
+    assets = ReportAssets(
+        class_names=CLASSES, pairs=[*pairs, shared], audio_per_class=1, audio_seconds=0.25
+    )
     html = write_report(tmp_path / "run", _report(), assets)["html"].read_text()
     assert sorted(_player_classes(html)) == CLASSES  # bird still gets a clip of its own
     sources = re.findall(r'<audio controls preload="none" src="([^"]+)"', html)
@@ -103,7 +114,8 @@ def test_players_link_files_when_the_page_would_be_too_large(tmp_path, pairs):
         with wave.open(str(tmp_path / "linked" / link)) as w:  # a playable WAV, 0.25 s
             assert w.getnframes() == w.getframerate() // 4
     assert sorted(p.name for p in written["audio"].iterdir()) == sorted(
-        link.split("/")[1] for link in links)
+        link.split("/")[1] for link in links
+    )
     # the page is well under the limit once the audio is out
     assert len(html.encode()) < small.max_page_bytes
 
@@ -121,8 +133,12 @@ def test_top_confusions_match_a_brute_force_ranking():
     # no off-diagonal cell left out is larger than the smallest one listed
     listed = {(t, p) for t, p, *_ in rows}
     smallest = min(max(b, a) for _, _, b, a, _ in rows)
-    left = [max(before[i, j], after[i, j]) for i in range(7) for j in range(7)
-            if i != j and (names[i], names[j]) not in listed]
+    left = [
+        max(before[i, j], after[i, j])
+        for i in range(7)
+        for j in range(7)
+        if i != j and (names[i], names[j]) not in listed
+    ]
     assert max(left) <= smallest
     keys = [max(b, a) for _, _, b, a, _ in rows]
     assert keys == sorted(keys, reverse=True)
@@ -138,10 +154,12 @@ def test_confusion_table_and_difference_matrix_in_the_page(tmp_path):
     html = written["html"].read_text()
     assert written["confusion_change.png"].read_bytes()[:4] == b"\x89PNG"
     assert "<th>true class</th><th>predicted class</th><th>before</th><th>after</th>" in html
-    assert re.search(r"<td>dog</td><td>rain</td><td[^>]*>2</td><td[^>]*>0</td><td[^>]*>-2</td>",
-                     html)
-    assert re.search(r"<td>rain</td><td>siren</td><td[^>]*>1</td><td[^>]*>2</td><td[^>]*>\+1</td>",
-                     html)
+    assert re.search(
+        r"<td>dog</td><td>rain</td><td[^>]*>2</td><td[^>]*>0</td><td[^>]*>-2</td>", html
+    )
+    assert re.search(
+        r"<td>rain</td><td>siren</td><td[^>]*>1</td><td[^>]*>2</td><td[^>]*>\+1</td>", html
+    )
     assert 'alt="confusion change"' in html
     assert "| dog | rain | 2 | 0 | -2 |" in written["md"].read_text()
 
@@ -181,8 +199,14 @@ def test_pseudo_label_precision_per_class(tmp_path):
 def test_prior_figure_estimated_against_true(tmp_path):
     names = ["dog", "rain"]
     report = _report(names)
-    report.priors = ClassPriors(method="em", splits=[SplitPrior(
-        split=0, estimated={"dog": 0.7, "rain": 0.3}, true={"dog": 0.8, "rain": 0.2}, tv=0.1)])
+    report.priors = ClassPriors(
+        method="em",
+        splits=[
+            SplitPrior(
+                split=0, estimated={"dog": 0.7, "rain": 0.3}, true={"dog": 0.8, "rain": 0.2}, tv=0.1
+            )
+        ],
+    )
     written = write_report(tmp_path / "run", report, ReportAssets(class_names=names))
     assert written["priors.png"].read_bytes()[:4] == b"\x89PNG"
     assert 'alt="class priors"' in written["html"].read_text()

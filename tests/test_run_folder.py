@@ -28,9 +28,25 @@ class _TouchOnUnpickle:
 
 
 def _args(tiny_clap_dir, pairs_csv, out, *extra):  # noqa: F811
-    return ["train", "--model", str(tiny_clap_dir), "--pairs", str(pairs_csv), "--out", str(out),
-            "--batch-size", "4", "--epochs", "1", "--num-workers", "0", "--quiet",
-            "--val-fraction", "0", *extra]
+    return [
+        "train",
+        "--model",
+        str(tiny_clap_dir),
+        "--pairs",
+        str(pairs_csv),
+        "--out",
+        str(out),
+        "--batch-size",
+        "4",
+        "--epochs",
+        "1",
+        "--num-workers",
+        "0",
+        "--quiet",
+        "--val-fraction",
+        "0",
+        *extra,
+    ]
 
 
 def _steps(out):
@@ -45,8 +61,12 @@ def _one_line_error(capsys, *words):
     return err
 
 
-def test_rerun_without_flag_is_refused_and_keeps_the_run(tiny_clap_dir, pairs_csv, tmp_path,  # noqa: F811
-                                                         capsys):
+def test_rerun_without_flag_is_refused_and_keeps_the_run(
+    tiny_clap_dir,
+    pairs_csv,  # noqa: F811
+    tmp_path,  # noqa: F811
+    capsys,
+):
     out = tmp_path / "run"
     assert main(_args(tiny_clap_dir, pairs_csv, out, "--max-steps", "2")) == 0
     before = (out / "checkpoint" / "student.safetensors").read_bytes()
@@ -79,21 +99,33 @@ def test_resume_without_checkpoint_is_refused(tiny_clap_dir, pairs_csv, tmp_path
 def test_library_refuses_the_same_way(tiny_clap_dir, pairs_csv, tmp_path):  # noqa: F811
     from claptune import load_model
 
-    config = TrainConfig(epochs=1, max_steps=1, batch_size=4, num_workers=0, progress=False,
-                         val_fraction=0.0)
+    config = TrainConfig(
+        epochs=1, max_steps=1, batch_size=4, num_workers=0, progress=False, val_fraction=0.0
+    )
     fit(load_model(str(tiny_clap_dir)), pairs_csv, config, out_dir=tmp_path / "lib")
     with pytest.raises(ClaptuneError, match="already holds a training run"):
         fit(load_model(str(tiny_clap_dir)), pairs_csv, config, out_dir=tmp_path / "lib")
     with pytest.raises(ClaptuneError, match="nothing to resume"):
         fit(load_model(str(tiny_clap_dir)), pairs_csv, config, out_dir=tmp_path / "x", resume=True)
     with pytest.raises(ValueError):
-        fit(load_model(str(tiny_clap_dir)), pairs_csv, config, out_dir=tmp_path / "lib",
-            resume=True, overwrite=True)
+        fit(
+            load_model(str(tiny_clap_dir)),
+            pairs_csv,
+            config,
+            out_dir=tmp_path / "lib",
+            resume=True,
+            overwrite=True,
+        )
 
 
 @pytest.mark.parametrize("damage", ["malicious", "truncated", "wrong_contents", "progress"])
-def test_damaged_checkpoint_on_resume_is_one_line(tiny_clap_dir, pairs_csv, tmp_path, capsys,  # noqa: F811
-                                                  damage):
+def test_damaged_checkpoint_on_resume_is_one_line(
+    tiny_clap_dir,
+    pairs_csv,  # noqa: F811
+    tmp_path,
+    capsys,  # noqa: F811
+    damage,
+):
     out = tmp_path / damage
     assert main(_args(tiny_clap_dir, pairs_csv, out, "--max-steps", "1")) == 0
     trainer_pt = out / "checkpoint" / "trainer.pt"

@@ -86,8 +86,13 @@ def test_paired_bootstrap_groups_resample_whole_clips(rng):
     # clips must give the same distribution as a plain bootstrap over one copy of each clip
     before = (rng.random(30) < 0.3).astype(float)
     after = (rng.random(30) < 0.5).astype(float)
-    tripled = paired_bootstrap(np.tile(before, 3), np.tile(after, 3),
-                               groups=np.tile(np.arange(30), 3), n_resamples=5000, seed=3)
+    tripled = paired_bootstrap(
+        np.tile(before, 3),
+        np.tile(after, 3),
+        groups=np.tile(np.arange(30), 3),
+        n_resamples=5000,
+        seed=3,
+    )
     single = paired_bootstrap(before, after, n_resamples=5000, seed=3)
     assert tripled.n_units == 30
     assert tripled.ci_low == pytest.approx(single.ci_low)
@@ -122,13 +127,19 @@ def test_class_mean_bootstrap_matches_brute_force_difference_and_resamples_clips
     before = rng.random(60) < 0.4
     after = rng.random(60) < 0.6
     res = class_mean_bootstrap(before, after, labels, np.arange(60), n_resamples=2000)
-    expected = (class_mean_accuracy(np.where(after, labels, -1), labels)
-                - class_mean_accuracy(np.where(before, labels, -1), labels))
+    expected = class_mean_accuracy(np.where(after, labels, -1), labels) - class_mean_accuracy(
+        np.where(before, labels, -1), labels
+    )
     assert np.isclose(res.difference, expected)
     assert res.ci_low <= res.difference <= res.ci_high and res.n_units == 60
     # two runs scoring the same clips: still 60 units, and the same point estimate
-    twice = class_mean_bootstrap(np.r_[before, before], np.r_[after, after], np.r_[labels, labels],
-                                 np.r_[np.arange(60), np.arange(60)], n_resamples=2000)
+    twice = class_mean_bootstrap(
+        np.r_[before, before],
+        np.r_[after, after],
+        np.r_[labels, labels],
+        np.r_[np.arange(60), np.arange(60)],
+        n_resamples=2000,
+    )
     assert twice.n_units == 60 and np.isclose(twice.difference, res.difference)
     same = class_mean_bootstrap(before, before, labels, np.arange(60), n_resamples=500)
     assert same.difference == 0 and same.ci_low == same.ci_high == 0

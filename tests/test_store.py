@@ -30,8 +30,11 @@ def _part_keys(out):
     return keys
 
 
-def test_two_runs_into_one_store_share_the_work_and_lose_nothing(model, tiny_clap_dir,  # noqa: F811
-                                                                 tmp_path):
+def test_two_runs_into_one_store_share_the_work_and_lose_nothing(
+    model,  # noqa: F811
+    tiny_clap_dir,  # noqa: F811
+    tmp_path,
+):
     words = [f"sound number {i}" for i in range(36)]
     a, b = words[:24], words[12:]  # 12 items in common
     (tmp_path / "a.txt").write_text("\n".join(a) + "\n")
@@ -39,11 +42,29 @@ def test_two_runs_into_one_store_share_the_work_and_lose_nothing(model, tiny_cla
     out = tmp_path / "store"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("WORLD_SIZE", None)
-    procs = [subprocess.Popen([sys.executable, "-c", CLI, "embed", "--model", str(tiny_clap_dir),
-                               "--text", str(tmp_path / name), "--out", str(out),
-                               "--chunk-size", "1", "--no-progress"],
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-             for name in ("a.txt", "b.txt")]
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                CLI,
+                "embed",
+                "--model",
+                str(tiny_clap_dir),
+                "--text",
+                str(tmp_path / name),
+                "--out",
+                str(out),
+                "--chunk-size",
+                "1",
+                "--no-progress",
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for name in ("a.txt", "b.txt")
+    ]
     for p in procs:
         _, err = p.communicate(timeout=300)
         assert p.returncode == 0, err.decode()[-2000:]
@@ -68,8 +89,9 @@ def test_sequential_runs_add_to_the_view(model, tmp_path):  # noqa: F811
     assert load_store(tmp_path).ids == ["wind", "dog", "rain"]
     sub = load_store(tmp_path, items=["rain", "wind", "rain"])
     assert sub.ids == ["rain", "wind", "rain"] and sub.manifest["n_items"] == 3
-    np.testing.assert_allclose(sub.embeddings,
-                               encode_text(model, sub.ids, progress=False), atol=1e-6)
+    np.testing.assert_allclose(
+        sub.embeddings, encode_text(model, sub.ids, progress=False), atol=1e-6
+    )
     with pytest.raises(ClaptuneError, match="lacks snow"):
         load_store(tmp_path, items=["snow"])
 
@@ -100,24 +122,37 @@ def _garbage(path):
 
 
 def _wrong_contents(path):
-    np.savez(path, keys=np.array(["x"]), embeddings=np.zeros((2, 3), np.float32),
-             failed_keys=np.array([], dtype=str), reasons=np.array([], dtype=str))
+    np.savez(
+        path,
+        keys=np.array(["x"]),
+        embeddings=np.zeros((2, 3), np.float32),
+        failed_keys=np.array([], dtype=str),
+        reasons=np.array([], dtype=str),
+    )
 
 
 @pytest.mark.parametrize("damage", [_truncate, _garbage, _wrong_contents])
-def test_a_damaged_part_is_set_aside_and_recomputed(model, clips, tmp_path, caplog,  # noqa: F811
-                                                    monkeypatch, damage):
+def test_a_damaged_part_is_set_aside_and_recomputed(
+    model,  # noqa: F811
+    clips,  # noqa: F811
+    tmp_path,
+    caplog,  # noqa: F811
+    monkeypatch,
+    damage,
+):
     items = [str(c) for c in clips[:4]]
-    original = load_store(embed_to_store(model, items, tmp_path, chunk_size=1,
-                                         progress=False)).embeddings
+    original = load_store(
+        embed_to_store(model, items, tmp_path, chunk_size=1, progress=False)
+    ).embeddings
     part = sorted(tmp_path.glob("cache/*/part-*.npz"))[1]
     with np.load(part) as npz:
         lost = npz["keys"].tolist()
     damage(part)
     encoded = []
     real = embed.encode_audio
-    monkeypatch.setattr(embed, "encode_audio",
-                        lambda m, its, **kw: encoded.extend(its) or real(m, its, **kw))
+    monkeypatch.setattr(
+        embed, "encode_audio", lambda m, its, **kw: encoded.extend(its) or real(m, its, **kw)
+    )
     with caplog.at_level(logging.WARNING, logger="claptune.embed"):
         store = load_store(embed_to_store(model, items, tmp_path, chunk_size=1, progress=False))
     assert store.ids == items
@@ -137,15 +172,32 @@ def test_parts_are_flushed_to_disk_before_they_appear(model, tmp_path, monkeypat
     assert len(synced) >= 6
 
 
-def test_a_part_holding_pickled_objects_is_refused_unread(model, tiny_clap_dir, tmp_path,  # noqa: F811
-                                                          capsys):
+def test_a_part_holding_pickled_objects_is_refused_unread(
+    model,  # noqa: F811
+    tiny_clap_dir,
+    tmp_path,  # noqa: F811
+    capsys,
+):
     embed_to_store(model, ["rain"], tmp_path, kind="text", progress=False)
     evil = tmp_path / "cache" / store_key(model, "text") / "part-r0-evil-000001.npz"
-    np.savez(evil, keys=np.array(["x"], dtype=object), embeddings=np.zeros((1, 4), np.float32),
-             failed_keys=np.array([], dtype=str), reasons=np.array([], dtype=str))
+    np.savez(
+        evil,
+        keys=np.array(["x"], dtype=object),
+        embeddings=np.zeros((1, 4), np.float32),
+        failed_keys=np.array([], dtype=str),
+        reasons=np.array([], dtype=str),
+    )
     (tmp_path / "t.txt").write_text("wind\n")
-    args = ["embed", "--model", str(tiny_clap_dir), "--text", str(tmp_path / "t.txt"),
-            "--out", str(tmp_path), "--no-progress"]
+    args = [
+        "embed",
+        "--model",
+        str(tiny_clap_dir),
+        "--text",
+        str(tmp_path / "t.txt"),
+        "--out",
+        str(tmp_path),
+        "--no-progress",
+    ]
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and str(evil) in err and "pickled" in err

@@ -305,9 +305,24 @@ def test_fit_reads_a_feature_store_and_a_second_run_skips_the_encoders(
 
 
 def test_train_cli_reuses_the_feature_store_across_runs(tiny_clap_dir, pairs_csv, tmp_path):
-    args = ["train", "--model", str(tiny_clap_dir), "--pairs", str(pairs_csv), "--trainable",
-            "projections", "--max-steps", "2", "--batch-size", "4", "--num-workers", "0",
-            "--quiet", "--cache-dir", str(tmp_path / "cache")]
+    args = [
+        "train",
+        "--model",
+        str(tiny_clap_dir),
+        "--pairs",
+        str(pairs_csv),
+        "--trainable",
+        "projections",
+        "--max-steps",
+        "2",
+        "--batch-size",
+        "4",
+        "--num-workers",
+        "0",
+        "--quiet",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+    ]
     assert main([*args, "--out", str(tmp_path / "one")]) == 0
     parts = sorted((tmp_path / "cache" / "features").glob("*/part-*.npz"))
     assert parts

@@ -38,8 +38,12 @@ class HashTextModel:
     dim = 8
 
     def encode_text(self, texts, **kwargs):
-        rows = [np.random.default_rng(int(hashlib.sha1(t.encode()).hexdigest()[:8], 16))
-                .standard_normal(self.dim) for t in texts]
+        rows = [
+            np.random.default_rng(
+                int(hashlib.sha1(t.encode()).hexdigest()[:8], 16)
+            ).standard_normal(self.dim)
+            for t in texts
+        ]
         return unit_rows(np.array(rows))
 
 
@@ -55,12 +59,16 @@ def test_templates_and_prompts():
     assert resolve_templates(None) == DEFAULT_TEMPLATES == ("this is a sound of {}",)
     assert resolve_templates("ensemble") == ENSEMBLE_TEMPLATES and len(ENSEMBLE_TEMPLATES) > 1
     assert resolve_templates(["default", "a {} sound", "default"]) == (
-        "this is a sound of {}", "a {} sound")
+        "this is a sound of {}",
+        "a {} sound",
+    )
     for bad in ("no placeholder", "{} and {}", "a {name} sound", []):
         with pytest.raises(ClaptuneError):
             resolve_templates(bad)
     assert class_prompts(["dog_bark", "siren"], ["a {}", "the {} sound"]) == [
-        ["a dog bark", "the dog bark sound"], ["a siren", "the siren sound"]]
+        ["a dog bark", "the dog bark sound"],
+        ["a siren", "the siren sound"],
+    ]
 
 
 def test_text_classifier_is_renormalised_prompt_mean():
@@ -159,8 +167,9 @@ def test_retrieval_captions_shared_by_clips_with_ties(rng, block_size):
     audio[1] = audio[0]  # and two identical clips of one caption
     audio[7] = audio[3]  # and two identical clips of different captions
     text = np.round(rng.standard_normal((5, 3)))
-    got = retrieval_metrics(audio, text, ks=(1, 2, 3), block_size=block_size,
-                            audio_text_index=owner)
+    got = retrieval_metrics(
+        audio, text, ks=(1, 2, 3), block_size=block_size, audio_text_index=owner
+    )
     s = audio.astype(np.float32) @ text.astype(np.float32).T
     a2t = brute_force_ranks(s, [{int(o)} for o in owner])
     t2a = brute_force_ranks(s.T, [set(np.flatnonzero(owner == j).tolist()) for j in range(5)])
@@ -169,7 +178,8 @@ def test_retrieval_captions_shared_by_clips_with_ties(rng, block_size):
         assert got[f"a2t_R@{k}"] == pytest.approx(np.mean(a2t < k))
         assert got[f"t2a_R@{k}"] == pytest.approx(np.mean(t2a < k))
     assert mean_recall(got) == pytest.approx(
-        np.mean([np.mean(r < k) for r in (a2t, t2a) for k in (1, 2, 3)]))
+        np.mean([np.mean(r < k) for r in (a2t, t2a) for k in (1, 2, 3)])
+    )
     # a constant model: every candidate ties with the right one, so nothing is retrieved at 1
     flat = retrieval_metrics(np.ones((12, 3)), np.ones((5, 3)), ks=(1,), audio_text_index=owner)
     assert flat["a2t_R@1"] == 0.0 and flat["t2a_R@1"] == 0.0
@@ -193,8 +203,24 @@ def test_cli_zeroshot_end_to_end(tiny_clap_dir, tmp_path, capsys):
 
     root = make_esc50(tmp_path / "esc")
     out = tmp_path / "out"
-    rc = main(["zeroshot", "--model", str(tiny_clap_dir), "--dataset", "esc50", "--root", str(root),
-               "--templates", "ensemble", "--no-progress", "--num-workers", "0", "--out", str(out)])
+    rc = main(
+        [
+            "zeroshot",
+            "--model",
+            str(tiny_clap_dir),
+            "--dataset",
+            "esc50",
+            "--root",
+            str(root),
+            "--templates",
+            "ensemble",
+            "--no-progress",
+            "--num-workers",
+            "0",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     printed = capsys.readouterr().out
     assert "overall" in printed and "rooster" in printed
@@ -213,13 +239,16 @@ def test_cli_zeroshot_end_to_end(tiny_clap_dir, tmp_path, capsys):
     correct = [p["predicted"] == p["label"] for p in report["predictions"]]
     assert report["accuracy"] == pytest.approx(np.mean(correct))
     for name, acc in report["per_class"].items():
-        mine = [c for c, p in zip(correct, report["predictions"], strict=True) if p["label"] == name]
+        mine = [
+            c for c, p in zip(correct, report["predictions"], strict=True) if p["label"] == name
+        ]
         assert acc == pytest.approx(np.mean(mine))
     folds = ds.folds.tolist()
     assert set(report["per_fold"]) == {str(f) for f in folds}
     for fold, acc in report["per_fold"].items():
-        assert acc == pytest.approx(np.mean([c for c, f in zip(correct, folds, strict=True)
-                                             if str(f) == fold]))
+        assert acc == pytest.approx(
+            np.mean([c for c, f in zip(correct, folds, strict=True) if str(f) == fold])
+        )
 
 
 def test_cached_embeddings_match_and_are_reused(tiny_clap_dir, tmp_path):
@@ -247,8 +276,22 @@ def test_cached_embeddings_match_and_are_reused(tiny_clap_dir, tmp_path):
 def test_cli_zeroshot_real_esc50_clips(tiny_clap_dir, tmp_path):
     root = require_shared_data(ESC50_SUBSET)
     out = tmp_path / "out"
-    rc = main(["zeroshot", "--model", str(tiny_clap_dir), "--dataset", "esc50", "--root", str(root),
-               "--folds", "3,5", "--no-progress", "--out", str(out)])
+    rc = main(
+        [
+            "zeroshot",
+            "--model",
+            str(tiny_clap_dir),
+            "--dataset",
+            "esc50",
+            "--root",
+            str(root),
+            "--folds",
+            "3,5",
+            "--no-progress",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     report = json.loads((out / "zeroshot.json").read_text())
     assert report["n_clips"] == 3 and report["config"]["folds"] == [3, 5]

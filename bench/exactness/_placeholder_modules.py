@@ -24,9 +24,16 @@ class _PlaceholderModule(types.ModuleType):
         return _Unavailable
 
 
-for _name in ("torchaudio", "torchaudio.transforms", "torchaudio.functional", "torchvision",
-              "torchvision.ops", "torchvision.ops.misc", "torchvision.transforms",
-              "torchvision.datasets"):
+for _name in (
+    "torchaudio",
+    "torchaudio.transforms",
+    "torchaudio.functional",
+    "torchvision",
+    "torchvision.ops",
+    "torchvision.ops.misc",
+    "torchvision.transforms",
+    "torchvision.datasets",
+):
     _module = _PlaceholderModule(_name)
     _module.__spec__ = importlib.machinery.ModuleSpec(_name, None)
     sys.modules[_name] = _module

@@ -36,8 +36,9 @@ def main(argv=None) -> int:
     tokenizer = AutoTokenizer.from_pretrained(args.ref_dir / meta["text_dir"])
     model = LaionClapModel.from_checkpoint(args.ref_dir / "laion_weights.pt", tokenizer=tokenizer)
     with torch.no_grad():
-        tokens = model.processor.tokenizer(meta["texts"], padding="max_length", truncation=True,
-                                           max_length=77, return_tensors="pt")["input_ids"]
+        tokens = model.processor.tokenizer(
+            meta["texts"], padding="max_length", truncation=True, max_length=77, return_tensors="pt"
+        )["input_ids"]
         padded = pad_window(ref["short"], model.clip_samples, model.padding)
         audio = np.concatenate([ref["audio"], padded[None]])
         audio_emb = model.audio_embeddings(torch.from_numpy(audio)).numpy()
@@ -47,16 +48,25 @@ def main(argv=None) -> int:
         "token_ids_equal": bool(np.array_equal(tokens.numpy(), ref["input_ids"])),
         "audio_emb_max_abs": float(np.abs(audio_emb - ref["audio_emb"]).max()),
         "text_emb_max_abs": float(np.abs(text_emb - ref["text_emb"]).max()),
-        "audio_emb_min_pairwise_dist": float(min(np.linalg.norm(audio_emb[i] - audio_emb[j])
-                                                 for i in range(len(audio_emb))
-                                                 for j in range(i))),
-        "logit_scale_a_abs": float(abs(model.model.logit_scale_a.item()
-                                       - float(ref["logit_scale_a"]))),
-        "strict_load": True, "n_audio": int(audio.shape[0]), "n_text": len(meta["texts"]),
+        "audio_emb_min_pairwise_dist": float(
+            min(
+                np.linalg.norm(audio_emb[i] - audio_emb[j])
+                for i in range(len(audio_emb))
+                for j in range(i)
+            )
+        ),
+        "logit_scale_a_abs": float(
+            abs(model.model.logit_scale_a.item() - float(ref["logit_scale_a"]))
+        ),
+        "strict_load": True,
+        "n_audio": int(audio.shape[0]),
+        "n_text": len(meta["texts"]),
         "reference": {k: meta[k] for k in ("laion_clap", "torch")},
     }
-    result["pass"] = (result["token_ids_equal"]
-                      and max(result["audio_emb_max_abs"], result["text_emb_max_abs"]) <= TOL)
+    result["pass"] = (
+        result["token_ids_equal"]
+        and max(result["audio_emb_max_abs"], result["text_emb_max_abs"]) <= TOL
+    )
     print(json.dumps(result, indent=1))
     if args.json:
         args.json.write_text(json.dumps(result, indent=1) + "\n")

@@ -64,16 +64,24 @@ def main(argv=None) -> int:
         "text_emb_max_abs": float(np.abs(text_emb - unit(ref["text_emb"])).max()),
         "front_end_init_max_abs": front_end_max_abs,
         # distinct inputs give distinct embeddings (the comparison is not of constants)
-        "audio_emb_min_pairwise_dist": float(min(np.linalg.norm(audio_emb[i] - audio_emb[j])
-                                                 for i in range(len(audio_emb))
-                                                 for j in range(i))),
+        "audio_emb_min_pairwise_dist": float(
+            min(
+                np.linalg.norm(audio_emb[i] - audio_emb[j])
+                for i in range(len(audio_emb))
+                for j in range(i)
+            )
+        ),
         "logit_scale_abs": float(abs(model.net.logit_scale.item() - float(ref["logit_scale"]))),
         "strict_load": True,
-        "n_audio": int(audio.shape[0]), "n_text": len(meta["texts"]),
+        "n_audio": int(audio.shape[0]),
+        "n_text": len(meta["texts"]),
         "reference": {k: meta[k] for k in ("msclap", "torch") if k in meta},
     }
-    result["pass"] = (result["token_ids_equal"] and result["short_clip_padding_max_abs"] == 0
-                      and max(result["audio_emb_max_abs"], result["text_emb_max_abs"]) <= TOL)
+    result["pass"] = (
+        result["token_ids_equal"]
+        and result["short_clip_padding_max_abs"] == 0
+        and max(result["audio_emb_max_abs"], result["text_emb_max_abs"]) <= TOL
+    )
     print(json.dumps(result, indent=1))
     if args.json:
         args.json.write_text(json.dumps(result, indent=1) + "\n")

@@ -57,10 +57,20 @@ def librosa_get_mel(audio_data, audio_cfg):
     import librosa
 
     mel = librosa.feature.melspectrogram(
-        y=audio_data.numpy(), sr=audio_cfg["sample_rate"], n_fft=audio_cfg["window_size"],
-        hop_length=audio_cfg["hop_size"], win_length=audio_cfg["window_size"], center=True,
-        pad_mode="reflect", power=2.0, n_mels=audio_cfg["mel_bins"], norm=None, htk=True,
-        fmin=audio_cfg["fmin"], fmax=audio_cfg["fmax"])
+        y=audio_data.numpy(),
+        sr=audio_cfg["sample_rate"],
+        n_fft=audio_cfg["window_size"],
+        hop_length=audio_cfg["hop_size"],
+        win_length=audio_cfg["window_size"],
+        center=True,
+        pad_mode="reflect",
+        power=2.0,
+        n_mels=audio_cfg["mel_bins"],
+        norm=None,
+        htk=True,
+        fmin=audio_cfg["fmin"],
+        fmax=audio_cfg["fmax"],
+    )
     return torch.tensor(10.0 * np.log10(np.maximum(mel, 1e-10)), dtype=torch.float32).T
 
 
@@ -83,8 +93,9 @@ def main() -> None:
 
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(0)
-    module = laion_clap.CLAP_Module(enable_fusion=args.fusion, amodel=args.amodel, tmodel="roberta",
-                                    device="cpu")
+    module = laion_clap.CLAP_Module(
+        enable_fusion=args.fusion, amodel=args.amodel, tmodel="roberta", device="cpu"
+    )
     model = module.model
     randomize_norms(model, gen)
     with torch.no_grad():
@@ -96,8 +107,9 @@ def main() -> None:
     sr = module.model_cfg["audio_cfg"]["sample_rate"]
     rng = np.random.default_rng(0)
     t = np.arange(clip) / sr
-    audio = np.stack([0.1 * rng.standard_normal(clip),
-                      0.3 * np.sin(2 * np.pi * (200 + 300 * t) * t)])
+    audio = np.stack(
+        [0.1 * rng.standard_normal(clip), 0.3 * np.sin(2 * np.pi * (200 + 300 * t) * t)]
+    )
     short = 0.2 * rng.standard_normal(int(sr * 3.3))
     # CLAP_Module quantises audio to int16 levels first; use values already on that grid so the
     # comparison is of the model, not of the quantisation (claptune does not quantise)
@@ -105,21 +117,41 @@ def main() -> None:
     short = (np.round(short * 32767) / 32767).astype(np.float32)
 
     with torch.no_grad():
-        audio_emb = np.concatenate([module.get_audio_embedding_from_data(audio),
-                                    module.get_audio_embedding_from_data(short[None])])
+        audio_emb = np.concatenate(
+            [
+                module.get_audio_embedding_from_data(audio),
+                module.get_audio_embedding_from_data(short[None]),
+            ]
+        )
         text_emb = module.get_text_embedding(TEXTS)
         tokens = module.tokenizer(TEXTS)
 
     state = {f"module.{k}": v for k, v in model.state_dict().items()}
     state["module.text_branch.embeddings.position_ids"] = torch.arange(130)[None]
     torch.save({"epoch": 1, "state_dict": state}, args.out / "laion_weights.pt")
-    np.savez(args.out / "reference.npz", audio=audio, short=short, audio_emb=audio_emb,
-             text_emb=text_emb, input_ids=tokens["input_ids"].numpy(),
-             logit_scale_a=np.float32(model.logit_scale_a.item()))
-    (args.out / "reference.json").write_text(json.dumps({
-        "amodel": args.amodel, "enable_fusion": args.fusion, "texts": TEXTS,
-        "audio_cfg": module.model_cfg["audio_cfg"], "text_dir": text_dir.name,
-        "laion_clap": "1.1.7", "torch": torch.__version__}, indent=1))
+    np.savez(
+        args.out / "reference.npz",
+        audio=audio,
+        short=short,
+        audio_emb=audio_emb,
+        text_emb=text_emb,
+        input_ids=tokens["input_ids"].numpy(),
+        logit_scale_a=np.float32(model.logit_scale_a.item()),
+    )
+    (args.out / "reference.json").write_text(
+        json.dumps(
+            {
+                "amodel": args.amodel,
+                "enable_fusion": args.fusion,
+                "texts": TEXTS,
+                "audio_cfg": module.model_cfg["audio_cfg"],
+                "text_dir": text_dir.name,
+                "laion_clap": "1.1.7",
+                "torch": torch.__version__,
+            },
+            indent=1,
+        )
+    )
     print(f"wrote {args.out}")
 
 

@@ -58,19 +58,29 @@ def main() -> None:
 
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(0)
-    cfg = yaml.safe_load((Path(msclap.__file__).parent / "configs" /
-                          f"config_{args.version}.yml").read_text())
+    cfg = yaml.safe_load(
+        (Path(msclap.__file__).parent / "configs" / f"config_{args.version}.yml").read_text()
+    )
     kind = "bert" if args.version == "2022" else "gpt2"
     # msclap picks its text pooling by substrings of the model name: keep "bert" / "gpt" in it
     text_dir = args.out / f"tiny-{kind}"
     text_hidden = make_tiny_text_model(kind, text_dir)
     d_proj = 64  # the published 1024 would only make the files bigger
 
-    clap = CLAP(audioenc_name=cfg["audioenc_name"], sample_rate=cfg["sampling_rate"],
-                window_size=cfg["window_size"], hop_size=cfg["hop_size"],
-                mel_bins=cfg["mel_bins"], fmin=cfg["fmin"], fmax=cfg["fmax"],
-                classes_num=cfg["num_classes"], out_emb=cfg["out_emb"],
-                text_model=str(text_dir), transformer_embed_dim=text_hidden, d_proj=d_proj)
+    clap = CLAP(
+        audioenc_name=cfg["audioenc_name"],
+        sample_rate=cfg["sampling_rate"],
+        window_size=cfg["window_size"],
+        hop_size=cfg["hop_size"],
+        mel_bins=cfg["mel_bins"],
+        fmin=cfg["fmin"],
+        fmax=cfg["fmax"],
+        classes_num=cfg["num_classes"],
+        out_emb=cfg["out_emb"],
+        text_model=str(text_dir),
+        transformer_embed_dim=text_hidden,
+        d_proj=d_proj,
+    )
     randomize_norms(clap, gen)
     with torch.no_grad():
         clap.logit_scale.fill_(2.5)
@@ -99,8 +109,9 @@ def main() -> None:
     clip = sr * duration
     rng = np.random.default_rng(0)
     t = np.arange(clip) / sr
-    audio = np.stack([0.1 * rng.standard_normal(clip),
-                      0.3 * np.sin(2 * np.pi * (200 + 300 * t) * t)]).astype(np.float32)
+    audio = np.stack(
+        [0.1 * rng.standard_normal(clip), 0.3 * np.sin(2 * np.pi * (200 + 300 * t) * t)]
+    ).astype(np.float32)
     # the wrapper's pad/crop of a short clip (its file reader replaced by this array)
     short = (0.2 * rng.standard_normal(int(sr * 1.3))).astype(np.float32)
     wrapper.read_audio = lambda path, resample=False: (torch.tensor(short)[None], sr)
@@ -113,14 +124,31 @@ def main() -> None:
         audio_emb = wrapper._get_audio_embeddings(audio_in).numpy()
 
     torch.save({"model": clap.state_dict()}, args.out / "clap_weights.pth")
-    np.savez(args.out / "reference.npz", audio=audio, short=short, short_padded=short_padded,
-             audio_emb=audio_emb, text_emb=text_emb, input_ids=tokens["input_ids"].numpy(),
-             logit_scale=np.float32(clap.logit_scale.item()))
-    (args.out / "reference.json").write_text(json.dumps({
-        "version": args.version, "texts": TEXTS, "config": cfg, "d_proj": d_proj,
-        "text_dir": text_dir.name, "transformer_embed_dim": text_hidden,
-        "msclap": msclap.__version__ if hasattr(msclap, "__version__") else "installed",
-        "torch": torch.__version__}, indent=1))
+    np.savez(
+        args.out / "reference.npz",
+        audio=audio,
+        short=short,
+        short_padded=short_padded,
+        audio_emb=audio_emb,
+        text_emb=text_emb,
+        input_ids=tokens["input_ids"].numpy(),
+        logit_scale=np.float32(clap.logit_scale.item()),
+    )
+    (args.out / "reference.json").write_text(
+        json.dumps(
+            {
+                "version": args.version,
+                "texts": TEXTS,
+                "config": cfg,
+                "d_proj": d_proj,
+                "text_dir": text_dir.name,
+                "transformer_embed_dim": text_hidden,
+                "msclap": msclap.__version__ if hasattr(msclap, "__version__") else "installed",
+                "torch": torch.__version__,
+            },
+            indent=1,
+        )
+    )
     print(f"wrote {args.out}")
 
 

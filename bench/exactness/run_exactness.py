@@ -35,8 +35,11 @@ CASES = {
     "msclap-2022": ("ref_msclap.py", ["--version", "2022"], "check_msclap.py"),
     "msclap-2023": ("ref_msclap.py", ["--version", "2023"], "check_msclap.py"),
     "laion-htsat-tiny": ("ref_laion.py", ["--amodel", "HTSAT-tiny"], "check_laion.py"),
-    "laion-htsat-tiny-fused": ("ref_laion.py", ["--amodel", "HTSAT-tiny", "--fusion"],
-                               "check_laion.py"),
+    "laion-htsat-tiny-fused": (
+        "ref_laion.py",
+        ["--amodel", "HTSAT-tiny", "--fusion"],
+        "check_laion.py",
+    ),
     "laion-htsat-base": ("ref_laion.py", ["--amodel", "HTSAT-base"], "check_laion.py"),
 }
 
@@ -53,8 +56,9 @@ def make_venv(venv: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--venv", type=Path, default=None, help="reference venv (created if absent)")
     ap.add_argument("--work", type=Path, default=None, help="where reference files go")
     ap.add_argument("--only", nargs="+", choices=list(CASES), default=list(CASES))
@@ -68,20 +72,43 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.only:
         ref_script, ref_args, check_script = CASES[name]
         out = work / name
-        subprocess.run([str(ref_python), str(HERE / ref_script), *ref_args, "--out", str(out)],
-                       check=True, cwd=HERE, env=env)
-        check = subprocess.run([sys.executable, str(HERE / check_script), str(out), "--json",
-                                str(out / "check.json")], cwd=HERE, env=env)
+        subprocess.run(
+            [str(ref_python), str(HERE / ref_script), *ref_args, "--out", str(out)],
+            check=True,
+            cwd=HERE,
+            env=env,
+        )
+        check = subprocess.run(
+            [sys.executable, str(HERE / check_script), str(out), "--json", str(out / "check.json")],
+            cwd=HERE,
+            env=env,
+        )
         result = json.loads((out / "check.json").read_text())
         result["case"] = name
         results.append(result)
         print(f"{name}: {'PASS' if check.returncode == 0 else 'FAIL'}")
 
-    versions = subprocess.run([str(ref_python), "-m", "pip", "list", "--format", "json"],
-                              check=True, capture_output=True, text=True).stdout
-    pins = {p["name"]: p["version"] for p in json.loads(versions)
-            if p["name"].lower() in ("msclap", "laion-clap", "laion_clap", "transformers", "numpy",
-                                     "torch", "torchlibrosa", "librosa")}
+    versions = subprocess.run(
+        [str(ref_python), "-m", "pip", "list", "--format", "json"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    pins = {
+        p["name"]: p["version"]
+        for p in json.loads(versions)
+        if p["name"].lower()
+        in (
+            "msclap",
+            "laion-clap",
+            "laion_clap",
+            "transformers",
+            "numpy",
+            "torch",
+            "torchlibrosa",
+            "librosa",
+        )
+    }
     if set(args.only) == set(CASES):  # a partial run must not overwrite the full table
         write_results(results, pins)
     return 0 if all(r["pass"] for r in results) else 1
@@ -92,10 +119,12 @@ def write_results(results: list[dict], pins: dict[str, str]) -> None:
     import transformers
 
     RESULTS.mkdir(parents=True, exist_ok=True)
-    payload = {"reference_venv": pins,
-               "claptune_env": {"torch": torch.__version__,
-                                "transformers": transformers.__version__},
-               "tolerance": 1e-5, "results": results}
+    payload = {
+        "reference_venv": pins,
+        "claptune_env": {"torch": torch.__version__, "transformers": transformers.__version__},
+        "tolerance": 1e-5,
+        "results": results,
+    }
     (RESULTS / "exactness.json").write_text(json.dumps(payload, indent=1) + "\n")
     lines = [
         "# Exactness against the original packages",
@@ -116,7 +145,8 @@ def write_results(results: list[dict], pins: dict[str, str]) -> None:
             f"| {r['case']} | {'yes' if r['strict_load'] else 'no'} | "
             f"{'yes' if r['token_ids_equal'] else 'no'} | {r['audio_emb_max_abs']:.2e} | "
             f"{r['text_emb_max_abs']:.2e} | {r['audio_emb_min_pairwise_dist']:.3f} | "
-            f"{'PASS' if r['pass'] else 'FAIL'} |")
+            f"{'PASS' if r['pass'] else 'FAIL'} |"
+        )
     lines += [
         "",
         "The last column shows that distinct inputs give distinct embeddings, i.e. the comparison",

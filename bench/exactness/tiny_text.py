@@ -11,16 +11,43 @@ from __future__ import annotations
 
 from pathlib import Path
 
-WORDS = ["a", "dog", "bark", "##s", "rain", "on", "tin", "roof", "car", "horn", "then",
-         "silence", "bird", "twice", "the", "sound", "of", "this", "is", "cat", "siren", ",", "!",
-         ".", "'"]
+WORDS = [
+    "a",
+    "dog",
+    "bark",
+    "##s",
+    "rain",
+    "on",
+    "tin",
+    "roof",
+    "car",
+    "horn",
+    "then",
+    "silence",
+    "bird",
+    "twice",
+    "the",
+    "sound",
+    "of",
+    "this",
+    "is",
+    "cat",
+    "siren",
+    ",",
+    "!",
+    ".",
+    "'",
+]
 GPT2_MERGES = [("Ġ", "a"), ("Ġ", "d"), ("o", "g"), ("Ġd", "og"), ("i", "n"), ("Ġ", "r")]
 
 
 def bytes_to_unicode() -> dict[int, str]:
     """GPT-2's reversible byte -> printable character map (its vocabulary's first 256 ids)."""
-    bs = (list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
-          + list(range(ord("®"), ord("ÿ") + 1)))
+    bs = (
+        list(range(ord("!"), ord("~") + 1))
+        + list(range(ord("¡"), ord("¬") + 1))
+        + list(range(ord("®"), ord("ÿ") + 1))
+    )
     cs = bs[:]
     n = 0
     for b in range(256):
@@ -42,14 +69,31 @@ def make_tiny_text_model(kind: str, out: Path, hidden: int = 32, seed: int = 0) 
     if kind == "bert":
         from transformers import BertConfig, BertModel, BertTokenizerFast
 
-        vocab = list(dict.fromkeys(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS,
-                                    *"abcdefghijklmnopqrstuvwxyz0123456789"]))
+        vocab = list(
+            dict.fromkeys(
+                [
+                    "[PAD]",
+                    "[UNK]",
+                    "[CLS]",
+                    "[SEP]",
+                    "[MASK]",
+                    *WORDS,
+                    *"abcdefghijklmnopqrstuvwxyz0123456789",
+                ]
+            )
+        )
         (out / "vocab.txt").write_text("\n".join(vocab) + "\n")
-        BertTokenizerFast(vocab_file=str(out / "vocab.txt"), do_lower_case=True,
-                          model_max_length=512).save_pretrained(out)
-        config = BertConfig(vocab_size=len(vocab), hidden_size=hidden, num_hidden_layers=2,
-                            num_attention_heads=2, intermediate_size=37,
-                            max_position_embeddings=128)
+        BertTokenizerFast(
+            vocab_file=str(out / "vocab.txt"), do_lower_case=True, model_max_length=512
+        ).save_pretrained(out)
+        config = BertConfig(
+            vocab_size=len(vocab),
+            hidden_size=hidden,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=37,
+            max_position_embeddings=128,
+        )
         BertModel(config).eval().save_pretrained(out)
         return hidden
     if kind in ("gpt2", "roberta"):
@@ -65,26 +109,52 @@ def make_tiny_text_model(kind: str, out: Path, hidden: int = 32, seed: int = 0) 
         if kind == "gpt2":
             from transformers import GPT2Config, GPT2Model, GPT2TokenizerFast
 
-            GPT2TokenizerFast(tokenizer_object=tokenizer, bos_token="<|endoftext|>",
-                              eos_token="<|endoftext|>", unk_token="<|endoftext|>",
-                              model_max_length=1024).save_pretrained(out)
+            GPT2TokenizerFast(
+                tokenizer_object=tokenizer,
+                bos_token="<|endoftext|>",
+                eos_token="<|endoftext|>",
+                unk_token="<|endoftext|>",
+                model_max_length=1024,
+            ).save_pretrained(out)
             eot = vocab["<|endoftext|>"]
-            config = GPT2Config(vocab_size=len(vocab), n_positions=128, n_embd=hidden, n_layer=2,
-                                n_head=2, bos_token_id=eot, eos_token_id=eot)
+            config = GPT2Config(
+                vocab_size=len(vocab),
+                n_positions=128,
+                n_embd=hidden,
+                n_layer=2,
+                n_head=2,
+                bos_token_id=eot,
+                eos_token_id=eot,
+            )
             GPT2Model(config).eval().save_pretrained(out)
             return hidden
         from transformers import RobertaConfig, RobertaModel, RobertaTokenizerFast
 
-        RobertaTokenizerFast(tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>",
-                             sep_token="</s>", cls_token="<s>", unk_token="<unk>",
-                             pad_token="<pad>", mask_token="<mask>",
-                             model_max_length=512).save_pretrained(out)
+        RobertaTokenizerFast(
+            tokenizer_object=tokenizer,
+            bos_token="<s>",
+            eos_token="</s>",
+            sep_token="</s>",
+            cls_token="<s>",
+            unk_token="<unk>",
+            pad_token="<pad>",
+            mask_token="<mask>",
+            model_max_length=512,
+        ).save_pretrained(out)
         # heads of 64 dims and LayerNorm eps 1e-5, as roberta-base: neither can be read off
         # the weights, and LAION-CLAP's text branch is always roberta-base
-        config = RobertaConfig(vocab_size=len(vocab), hidden_size=hidden, num_hidden_layers=2,
-                               num_attention_heads=max(1, hidden // 64), intermediate_size=37,
-                               max_position_embeddings=130, pad_token_id=1, bos_token_id=0,
-                               eos_token_id=2, layer_norm_eps=1e-5)
+        config = RobertaConfig(
+            vocab_size=len(vocab),
+            hidden_size=hidden,
+            num_hidden_layers=2,
+            num_attention_heads=max(1, hidden // 64),
+            intermediate_size=37,
+            max_position_embeddings=130,
+            pad_token_id=1,
+            bos_token_id=0,
+            eos_token_id=2,
+            layer_norm_eps=1e-5,
+        )
         RobertaModel(config).eval().save_pretrained(out)
         return hidden
     raise ValueError(f"unknown text model kind {kind!r}")
@@ -99,8 +169,9 @@ def _byte_level_bpe(vocab: dict[str, int], merges: list[tuple[str, str]], robert
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     if roberta:
-        tok.post_processor = processors.RobertaProcessing(sep=("</s>", vocab["</s>"]),
-                                                          cls=("<s>", vocab["<s>"]))
+        tok.post_processor = processors.RobertaProcessing(
+            sep=("</s>", vocab["</s>"]), cls=("<s>", vocab["<s>"])
+        )
         specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
     else:
         tok.post_processor = processors.ByteLevel(trim_offsets=False)

@@ -42,8 +42,9 @@ _MP3_SLACK_FRAMES = 4 * 1152
 BLOCK_FRAMES = 1 << 16
 
 
-def stream_audio(path: str | os.PathLike, sample_rate: int,
-                 block_frames: int | None = None) -> Iterator[np.ndarray]:
+def stream_audio(
+    path: str | os.PathLike, sample_rate: int, block_frames: int | None = None
+) -> Iterator[np.ndarray]:
     """Decode ``path`` block by block (``block_frames`` file frames, default ``BLOCK_FRAMES``):
     float32 mono 1-D blocks at ``sample_rate`` Hz.
 
@@ -65,8 +66,9 @@ def stream_audio(path: str | os.PathLike, sample_rate: int,
         raise AudioDecodeError(path, f"not a readable audio file ({_sf_reason(err)})") from None
     stream = None
     if handle.samplerate != sample_rate:
-        stream = soxr.ResampleStream(handle.samplerate, sample_rate, 1, dtype="float32",
-                                     quality="HQ")
+        stream = soxr.ResampleStream(
+            handle.samplerate, sample_rate, 1, dtype="float32", quality="HQ"
+        )
     n_read = 0
     with handle:
         while True:
@@ -74,7 +76,8 @@ def stream_audio(path: str | os.PathLike, sample_rate: int,
                 data = handle.read(block_frames, dtype="float32", always_2d=True)
             except (sf.LibsndfileError, RuntimeError) as err:
                 raise AudioDecodeError(
-                    path, f"not a readable audio file ({_sf_reason(err)})") from None
+                    path, f"not a readable audio file ({_sf_reason(err)})"
+                ) from None
             # only an empty read marks the end: a decoder may return a short block mid-file
             last = data.shape[0] == 0
             if last:
@@ -189,8 +192,9 @@ def windows(wave: np.ndarray, clip_samples: int, padding: str = "repeatpad") -> 
     return np.stack([wave[s : s + clip_samples] for s in starts])
 
 
-def stream_windows(blocks: Iterable[np.ndarray], clip_samples: int,
-                   padding: str = "repeatpad") -> Iterator[np.ndarray]:
+def stream_windows(
+    blocks: Iterable[np.ndarray], clip_samples: int, padding: str = "repeatpad"
+) -> Iterator[np.ndarray]:
     """``windows`` of the waveform that ``blocks`` (1-D pieces, in order) join into, yielded as
     (k, clip_samples) float32 arrays as soon as they are known, in bounded memory.
 
@@ -254,9 +258,15 @@ def find_audio(paths: Iterable[str | os.PathLike]) -> list[Path]:
         path = Path(entry).expanduser()
         if path.is_dir():
             # Hidden files are skipped: "._x.wav" is macOS metadata, not audio.
-            found.extend(sorted(p for p in path.rglob("*")
-                                if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file()
-                                and not p.name.startswith(".")))
+            found.extend(
+                sorted(
+                    p
+                    for p in path.rglob("*")
+                    if p.suffix.lower() in AUDIO_EXTENSIONS
+                    and p.is_file()
+                    and not p.name.startswith(".")
+                )
+            )
         elif path.suffix.lower() == ".txt" and path.is_file():
             found.extend(_read_list(path))
         elif path.exists():
@@ -268,10 +278,24 @@ def find_audio(paths: Iterable[str | os.PathLike]) -> list[Path]:
 
 def _read_list(list_file: Path) -> list[Path]:
     lines = [ln.strip() for ln in list_file.read_text().splitlines()]
-    return [p if p.is_absolute() else list_file.parent / p
-            for p in (Path(ln).expanduser() for ln in lines if ln and not ln.startswith("#"))]
+    return [
+        p if p.is_absolute() else list_file.parent / p
+        for p in (Path(ln).expanduser() for ln in lines if ln and not ln.startswith("#"))
+    ]
 
 
-__all__ = ["AUDIO_EXTENSIONS", "BLOCK_FRAMES", "PADDING_MODES", "find_audio", "fixed_window",
-           "load_audio", "pad_window", "probe_audio", "random_window", "resample", "stream_audio",
-           "stream_windows", "windows"]
+__all__ = [
+    "AUDIO_EXTENSIONS",
+    "BLOCK_FRAMES",
+    "PADDING_MODES",
+    "find_audio",
+    "fixed_window",
+    "load_audio",
+    "pad_window",
+    "probe_audio",
+    "random_window",
+    "resample",
+    "stream_audio",
+    "stream_windows",
+    "windows",
+]

@@ -84,26 +84,32 @@ class CardInfo:
 def base_of(model: Any) -> BaseModel:
     """The ``BaseModel`` of a loaded model, from where it was loaded (see the module doc)."""
     if getattr(model, "backend", None) == "default":
-        return BaseModel(license=DEFAULT_MODEL_LICENSE,
-                         description="claptune's default model (aisfx audio encoder + "
-                                     "all-MiniLM-L6-v2 text encoder + trained heads)")
+        return BaseModel(
+            license=DEFAULT_MODEL_LICENSE,
+            description="claptune's default model (aisfx audio encoder + "
+            "all-MiniLM-L6-v2 text encoder + trained heads)",
+        )
     source = getattr(model, "source", None)
     if not source:
         return BaseModel(description="unknown")
     source = str(source)
     if m := _HF_CACHE_PATH.search(Path(source).as_posix() + "/"):
         repo_id = f"{m.group(1)}/{m.group(2)}"
-        return BaseModel(repo_id=repo_id, revision=m.group(3),
-                         license=KNOWN_BASES.get(repo_id, (None, None))[1],
-                         description=f"{repo_id} ({Path(source).name})")
+        return BaseModel(
+            repo_id=repo_id,
+            revision=m.group(3),
+            license=KNOWN_BASES.get(repo_id, (None, None))[1],
+            description=f"{repo_id} ({Path(source).name})",
+        )
     path = Path(source).expanduser()
     if path.is_dir() and (path / CARD_FILE).is_file():
         return _base_from_card(path)
     if path.exists():
         return BaseModel(description=str(path))
     if source.count("/") == 1:  # a hub id loaded through transformers
-        return BaseModel(repo_id=source, license=KNOWN_BASES.get(source, (None, None))[1],
-                         description=source)
+        return BaseModel(
+            repo_id=source, license=KNOWN_BASES.get(source, (None, None))[1], description=source
+        )
     return BaseModel(description=source)
 
 
@@ -118,8 +124,11 @@ def _base_from_card(folder: Path) -> BaseModel:
     base = data.get("base_model")
     if isinstance(base, list):
         base = base[0] if base else None
-    return BaseModel(repo_id=base, license=data.get("license"),
-                     description=f"{folder} (a fine-tune of {base or 'an unknown model'})")
+    return BaseModel(
+        repo_id=base,
+        license=data.get("license"),
+        description=f"{folder} (a fine-tune of {base or 'an unknown model'})",
+    )
 
 
 def build_model_card(info: CardInfo):
@@ -131,23 +140,40 @@ def build_model_card(info: CardInfo):
         for when, value in (("before", r.before), ("after", r.after)):
             if value is None:
                 continue
-            results.append(EvalResult(
-                task_type=r.task, dataset_type=r.dataset, dataset_name=r.dataset_name,
-                dataset_split=r.split, metric_type=r.metric, metric_value=round(float(value), 4),
-                metric_name=f"zero-shot {r.metric} ({when})" if r.task == TASK
-                else f"{r.metric} ({when})"))
+            results.append(
+                EvalResult(
+                    task_type=r.task,
+                    dataset_type=r.dataset,
+                    dataset_name=r.dataset_name,
+                    dataset_split=r.split,
+                    metric_type=r.metric,
+                    metric_value=round(float(value), 4),
+                    metric_name=f"zero-shot {r.metric} ({when})"
+                    if r.task == TASK
+                    else f"{r.metric} ({when})",
+                )
+            )
     tags = list(TAGS) + [f"curation-{m}" for m in info.curation]
     if info.loss:
         tags.append(f"loss-{info.loss}")
     # claptune's own block: what made the model, machine-readable beside the Hub's fields
-    own = {"made_by": info.made_by, "curation": info.curation or None, "loss": info.loss,
-           "base_revision": info.base.revision}
+    own = {
+        "made_by": info.made_by,
+        "curation": info.curation or None,
+        "loss": info.loss,
+        "base_revision": info.base.revision,
+    }
     data = ModelCardData(
-        base_model=info.base.repo_id, license=info.base.license, datasets=info.datasets or None,
-        tags=tags, pipeline_tag=TASK, library_name="claptune",
+        base_model=info.base.repo_id,
+        license=info.base.license,
+        datasets=info.datasets or None,
+        tags=tags,
+        pipeline_tag=TASK,
+        library_name="claptune",
         model_name=(info.model_name or "claptune model") if results else None,
         eval_results=results or None,
-        claptune={k: v for k, v in own.items() if v is not None})
+        claptune={k: v for k, v in own.items() if v is not None},
+    )
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{_body(info)}")
 
 
@@ -156,33 +182,55 @@ def _body(info: CardInfo) -> str:
     origin = info.base.repo_id or info.base.description or "an unknown model"
     if info.base.revision:
         origin += f" (revision {info.base.revision})"
-    lines = [f"# {title}", "",
-             f"An audio-text (CLAP) model written by `{info.made_by}` (claptune), made from "
-             f"`{origin}`.", ""]
-    rows = [("curation", ", ".join(info.curation) or None), ("loss", info.loss),
-            ("datasets", ", ".join(info.datasets) or None),
-            *((k, v) for k, v in info.details.items())]
+    lines = [
+        f"# {title}",
+        "",
+        f"An audio-text (CLAP) model written by `{info.made_by}` (claptune), made from `{origin}`.",
+        "",
+    ]
+    rows = [
+        ("curation", ", ".join(info.curation) or None),
+        ("loss", info.loss),
+        ("datasets", ", ".join(info.datasets) or None),
+        *((k, v) for k, v in info.details.items()),
+    ]
     rows = [(k, v) for k, v in rows if v is not None and v != ""]
     if rows:
         lines += ["## Training", "", "| setting | value |", "|---|---|"]
         lines += [f"| {k} | {_cell(v)} |" for k, v in rows]
         lines.append("")
     if info.results:
-        lines += ["## Results", "", "| dataset | split | metric | before | after | measured |",
-                  "|---|---|---|---:|---:|---|"]
+        lines += [
+            "## Results",
+            "",
+            "| dataset | split | metric | before | after | measured |",
+            "|---|---|---|---:|---:|---|",
+        ]
         for r in info.results:
             before = "" if r.before is None else f"{100 * r.before:.1f} %"
-            lines.append(f"| {r.dataset_name} | {r.split} | {r.metric} | {before} | "
-                         f"{100 * r.after:.1f} % | {r.note} |")
+            lines.append(
+                f"| {r.dataset_name} | {r.split} | {r.metric} | {before} | "
+                f"{100 * r.after:.1f} % | {r.note} |"
+            )
         lines.append("")
-    lines += ["## Use", "", "```python", "from claptune import load_model",
-              'model = load_model("PATH/TO/THIS/FOLDER")  # or a local clone of this repository',
-              'audio_emb = model.encode_audio(["clip.wav"])', 'text_emb = model.encode_text(["a dog barks"])',
-              "```", ""]
+    lines += [
+        "## Use",
+        "",
+        "```python",
+        "from claptune import load_model",
+        'model = load_model("PATH/TO/THIS/FOLDER")  # or a local clone of this repository',
+        'audio_emb = model.encode_audio(["clip.wav"])',
+        'text_emb = model.encode_text(["a dog barks"])',
+        "```",
+        "",
+    ]
     if info.base.license is None:
-        lines += ["## Licence", "",
-                  "The licence of the base model applies; it was not known when this card was "
-                  "written.", ""]
+        lines += [
+            "## Licence",
+            "",
+            "The licence of the base model applies; it was not known when this card was written.",
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -229,13 +277,24 @@ def ensure_model_card(directory: str | Path) -> Path:
     if not path.is_file():
         marker = Path(directory) / "claptune_model.json"
         backend = json.loads(marker.read_text()).get("backend") if marker.is_file() else None
-        base = BaseModel(license=DEFAULT_MODEL_LICENSE if backend == "default" else None,
-                         description=f"a {backend or 'transformers'} model folder")
+        base = BaseModel(
+            license=DEFAULT_MODEL_LICENSE if backend == "default" else None,
+            description=f"a {backend or 'transformers'} model folder",
+        )
         logger.info("%s has no model card; writing one", directory)
         write_model_card(directory, CardInfo(made_by="claptune", base=base))
     return path
 
 
-__all__ = ["BaseModel", "CardInfo", "CardResult", "base_of", "base_card", "build_model_card",
-           "methods_of",
-           "write_model_card", "ensure_model_card", "CARD_FILE"]
+__all__ = [
+    "BaseModel",
+    "CardInfo",
+    "CardResult",
+    "base_of",
+    "base_card",
+    "build_model_card",
+    "methods_of",
+    "write_model_card",
+    "ensure_model_card",
+    "CARD_FILE",
+]

@@ -70,8 +70,10 @@ def download(
         got = _file_digest(part, algo)
         if got != want:
             part.unlink()
-            raise ClaptuneError(f"{algo} of {url} is {got}, expected {want}: the download is "
-                                f"corrupt or the file changed upstream; nothing was written to {dest}")
+            raise ClaptuneError(
+                f"{algo} of {url} is {got}, expected {want}: the download is "
+                f"corrupt or the file changed upstream; nothing was written to {dest}"
+            )
     os.replace(part, dest)
     return dest
 
@@ -107,16 +109,25 @@ def _fetch(url: str, part: Path, desc: str, timeout: float, progress: bool | Non
             have = 0  # the server sent the whole file: start the part over
         length = response.headers.get("Content-Length")
         total = have + int(length) if length and length.isdigit() else None
-        with part.open("ab" if resumed else "wb") as out, tqdm(
-            total=total, initial=have, unit="B", unit_scale=True, unit_divisor=1024,
-            desc=desc, **({} if progress is None else {"disable": not progress}),
-        ) as bar:
+        with (
+            part.open("ab" if resumed else "wb") as out,
+            tqdm(
+                total=total,
+                initial=have,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                desc=desc,
+                **({} if progress is None else {"disable": not progress}),
+            ) as bar,
+        ):
             for block in iter(lambda: response.read(CHUNK_BYTES), b""):
                 out.write(block)
                 bar.update(len(block))
     if total is not None and part.stat().st_size != total:
-        raise OSError(f"connection closed after {part.stat().st_size} of {total} bytes; "
-                      "run again to resume")
+        raise OSError(
+            f"connection closed after {part.stat().st_size} of {total} bytes; run again to resume"
+        )
 
 
 def extract_archive(archive: str | os.PathLike, dest_dir: str | os.PathLike) -> Path:
@@ -142,8 +153,9 @@ def extract_archive(archive: str | os.PathLike, dest_dir: str | os.PathLike) -> 
                     if not (member.isfile() or member.isdir()):
                         # data sets hold files and folders; links and devices are refused on
                         # every Python (the "data" filter only exists from 3.11.4 on)
-                        raise ClaptuneError(f"archive member {member.name!r} is not a plain "
-                                            "file or folder")
+                        raise ClaptuneError(
+                            f"archive member {member.name!r} is not a plain file or folder"
+                        )
                 if hasattr(tarfile, "data_filter"):
                     tf.extractall(tmp, filter="data")
                 else:  # Python < 3.11.4 (e.g. Debian 12's 3.11.2): members checked above
@@ -154,8 +166,9 @@ def extract_archive(archive: str | os.PathLike, dest_dir: str | os.PathLike) -> 
         # a refused or damaged archive (or an interrupt) leaves no half-filled folder behind
         shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(err, zipfile.BadZipFile | tarfile.TarError | EOFError):
-            raise ClaptuneError(f"cannot extract {archive}: {err}; delete it and download "
-                                "again") from None
+            raise ClaptuneError(
+                f"cannot extract {archive}: {err}; delete it and download again"
+            ) from None
         raise
     if dest_dir.exists():
         # merge into an existing folder (several archives of one data set share a root)

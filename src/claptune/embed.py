@@ -129,15 +129,19 @@ def encode_audio(
         pending_windows[:] = [pending_windows[i] for i in keep]
         pending_owner[:] = [pending_owner[i] for i in keep]
 
-    with (_eval_mode(model), torch.inference_mode(),
-          tqdm(total=len(items), desc="embedding audio", unit="clip", disable=not progress) as bar):
+    with (
+        _eval_mode(model),
+        torch.inference_mode(),
+        tqdm(total=len(items), desc="embedding audio", unit="clip", disable=not progress) as bar,
+    ):
         # A few clips per thread keep the threads busy; long files come as lazy window streams
         # (see _window_decoder), so what is held ahead stays small whatever the files' lengths.
         for index, result in _prefetch(decode, items, num_workers, lookahead=4 * num_workers):
             bar.update(1)
             try:
-                for chunk in ([result] if isinstance(result, (np.ndarray, AudioDecodeError))
-                              else result):
+                for chunk in (
+                    [result] if isinstance(result, (np.ndarray, AudioDecodeError)) else result
+                ):
                     if isinstance(chunk, AudioDecodeError):
                         raise chunk
                     pending_windows.extend(chunk)
@@ -174,8 +178,12 @@ def encode_text(
         return np.zeros((0, _embedding_dim(model)), np.float32)
     chunks = []
     with _eval_mode(model), torch.inference_mode():
-        for start in tqdm(range(0, len(texts), batch_size), desc="embedding text", unit="batch",
-                          disable=not progress):
+        for start in tqdm(
+            range(0, len(texts), batch_size),
+            desc="embedding text",
+            unit="batch",
+            disable=not progress,
+        ):
             emb = model.text_embeddings(texts[start : start + batch_size])
             chunks.append(emb.float().cpu().numpy())
     return np.concatenate(chunks).astype(np.float32, copy=False)
@@ -196,8 +204,9 @@ def _check_args(batch_size: int, num_workers: int, on_error: str) -> None:
 STREAM_SAMPLES = 1 << 24
 
 
-def _window_decoder(model: AudioTextModel
-                    ) -> Callable[[int, AudioItem], np.ndarray | Iterator[np.ndarray]]:
+def _window_decoder(
+    model: AudioTextModel,
+) -> Callable[[int, AudioItem], np.ndarray | Iterator[np.ndarray]]:
     """item -> its windows: an (n, clip_samples) array, or for a long file an iterator of such
     arrays that decodes as it is read (same windows, bounded memory)."""
     padding = getattr(model, "padding", "repeatpad")
@@ -212,10 +221,8 @@ def _window_decoder(model: AudioTextModel
         from claptune.data.shards import is_member_ref, load_member
 
         if is_member_ref(item):  # an audio member of a webdataset shard: short, read whole
-            return windows(load_member(str(item), model.sample_rate), model.clip_samples,
-                           padding)
-        chunks = stream_windows(stream_audio(item, model.sample_rate), model.clip_samples,
-                                padding)
+            return windows(load_member(str(item), model.sample_rate), model.clip_samples, padding)
+        chunks = stream_windows(stream_audio(item, model.sample_rate), model.clip_samples, padding)
         if _resampled_length(item, model.sample_rate) > STREAM_SAMPLES:
             return chunks
         return np.concatenate(list(chunks))
@@ -233,7 +240,9 @@ def _resampled_length(path: AudioItem, sample_rate: int) -> int:
 
 def _prefetch(
     decode: Callable[[int, AudioItem], np.ndarray | Iterator[np.ndarray]],
-    items: Sequence[AudioItem], num_workers: int, lookahead: int,
+    items: Sequence[AudioItem],
+    num_workers: int,
+    lookahead: int,
 ) -> Iterator[tuple[int, np.ndarray | Iterator[np.ndarray] | AudioDecodeError]]:
     """Yield (index, windows or the decode error) in item order, decoding ahead in threads."""
 
@@ -243,8 +252,10 @@ def _prefetch(
         except AudioDecodeError as err:
             return err
         except MemoryError:
-            return AudioDecodeError(item if isinstance(item, (str, os.PathLike)) else
-                                    f"<waveform {index}>", "not enough memory to decode")
+            return AudioDecodeError(
+                item if isinstance(item, (str, os.PathLike)) else f"<waveform {index}>",
+                "not enough memory to decode",
+            )
 
     if num_workers == 0:
         for index, item in enumerate(items):
@@ -301,8 +312,9 @@ def store_key(model: AudioTextModel, kind: str) -> str:
 
 
 def _key_of(identity: dict[str, Any], kind: str) -> str:
-    blob = json.dumps({"kind": kind, "identity": identity, "format": STORE_FORMAT},
-                      sort_keys=True, default=str)
+    blob = json.dumps(
+        {"kind": kind, "identity": identity, "format": STORE_FORMAT}, sort_keys=True, default=str
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -372,8 +384,12 @@ def embed_to_store(
         mine = [k for j, k in enumerate(unique) if j % world_size == rank]
         remaining = [k for k in mine if k not in parts.done and k not in parts.failed]
         unit = "clip" if kind == "audio" else "text"
-        with (tqdm(total=len(remaining), desc=f"embedding {kind}", unit=unit,
-                   disable=not progress) as bar, _Claims(cache, rank) as claims):
+        with (
+            tqdm(
+                total=len(remaining), desc=f"embedding {kind}", unit=unit, disable=not progress
+            ) as bar,
+            _Claims(cache, rank) as claims,
+        ):
             while remaining:
                 with _locked(cache):
                     parts.refresh()
@@ -388,8 +404,16 @@ def embed_to_store(
                 if not chunk:  # everything left is being embedded by another writer
                     time.sleep(CLAIM_POLL_S)
                     continue
-                _embed_part(model, [first_item[k] for k in chunk], chunk, claims.next_part(),
-                            kind, batch_size, num_workers, on_error)
+                _embed_part(
+                    model,
+                    [first_item[k] for k in chunk],
+                    chunk,
+                    claims.next_part(),
+                    kind,
+                    batch_size,
+                    num_workers,
+                    on_error,
+                )
         barrier(env)
         if rank == 0:
             with _locked(cache):
@@ -410,13 +434,27 @@ def _raise_cached_failure(unique: list[str], parts: _Parts, first_item: dict) ->
             raise AudioDecodeError(str(first_item[k]), parts.failed[k])
 
 
-def _embed_part(model: AudioTextModel, chunk_items: list, chunk_keys: list[str], path: Path,
-                kind: str, batch_size: int, num_workers: int, on_error: str) -> None:
+def _embed_part(
+    model: AudioTextModel,
+    chunk_items: list,
+    chunk_keys: list[str],
+    path: Path,
+    kind: str,
+    batch_size: int,
+    num_workers: int,
+    on_error: str,
+) -> None:
     failed_keys: list[str] = []
     reasons: list[str] = []
     if kind == "audio":
-        enc = encode_audio(model, chunk_items, batch_size=batch_size, num_workers=num_workers,
-                           progress=False, on_error=on_error)
+        enc = encode_audio(
+            model,
+            chunk_items,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            progress=False,
+            on_error=on_error,
+        )
         embeddings = enc.embeddings
         kept = set(enc.kept.tolist())
         ok_keys = [chunk_keys[i] for i in enc.kept.tolist()]
@@ -426,17 +464,24 @@ def _embed_part(model: AudioTextModel, chunk_items: list, chunk_keys: list[str],
                 failed_keys.append(k)
                 reasons.append(next(reason_of))
     else:
-        embeddings = encode_text(model, [str(t) for t in chunk_items], batch_size=batch_size,
-                                 progress=False)
+        embeddings = encode_text(
+            model, [str(t) for t in chunk_items], batch_size=batch_size, progress=False
+        )
         ok_keys = chunk_keys
     _write_part(path, ok_keys, embeddings, failed_keys, reasons)
 
 
-def _write_part(path: Path, keys: list[str], embeddings: np.ndarray,
-                failed_keys: list[str], reasons: list[str]) -> Path:
+def _write_part(
+    path: Path, keys: list[str], embeddings: np.ndarray, failed_keys: list[str], reasons: list[str]
+) -> Path:
     with _atomic_file(path) as fh:
-        np.savez(fh, keys=np.array(keys, dtype=str), embeddings=embeddings.astype(np.float32),
-                 failed_keys=np.array(failed_keys, dtype=str), reasons=np.array(reasons, dtype=str))
+        np.savez(
+            fh,
+            keys=np.array(keys, dtype=str),
+            embeddings=embeddings.astype(np.float32),
+            failed_keys=np.array(failed_keys, dtype=str),
+            reasons=np.array(reasons, dtype=str),
+        )
     return path
 
 
@@ -480,16 +525,23 @@ def _read_part(path: Path, dim: int | None) -> tuple[np.ndarray, ...] | None:
             raise ClaptuneError(
                 f"refusing to load {path}: it holds pickled objects, which claptune never "
                 "writes into a store and will not unpickle (unpickling can run code); "
-                "delete the file and rerun") from None
+                "delete the file and rerun"
+            ) from None
         return _set_aside(path, f"unreadable ({_first_line(err)})")
     except (OSError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as err:
         return _set_aside(path, f"unreadable ({_first_line(err)})")
     keys, embeddings, failed_keys, reasons = arrays
-    if not (keys.ndim == 1 and keys.dtype.kind == "U" and embeddings.dtype == np.float32
-            and embeddings.ndim == 2 and embeddings.shape[0] == keys.shape[0]
-            and (dim is None or not len(keys) or embeddings.shape[1] == dim)
-            and failed_keys.ndim == 1 and failed_keys.shape == reasons.shape
-            and np.isfinite(embeddings).all()):
+    if not (
+        keys.ndim == 1
+        and keys.dtype.kind == "U"
+        and embeddings.dtype == np.float32
+        and embeddings.ndim == 2
+        and embeddings.shape[0] == keys.shape[0]
+        and (dim is None or not len(keys) or embeddings.shape[1] == dim)
+        and failed_keys.ndim == 1
+        and failed_keys.shape == reasons.shape
+        and np.isfinite(embeddings).all()
+    ):
         return _set_aside(path, "wrong contents")
     return arrays
 
@@ -498,8 +550,12 @@ def _set_aside(path: Path, what: str) -> None:
     damaged = path.with_name(path.name + ".damaged")
     with contextlib.suppress(FileNotFoundError):  # another writer may have moved it already
         os.replace(path, damaged)
-    log.warning("damaged store part %s: %s; moved to %s, its items will be embedded again",
-                path, what, damaged.name)
+    log.warning(
+        "damaged store part %s: %s; moved to %s, its items will be embedded again",
+        path,
+        what,
+        damaged.name,
+    )
     return None
 
 
@@ -579,8 +635,16 @@ class _Claims:
 
 
 # -- the view ------------------------------------------------------------------------------------
-def _write_view(out_dir: Path, items: Sequence, keys: list[str], key: str, kind: str,
-                identity: dict[str, Any], model: AudioTextModel, parts: _Parts) -> None:
+def _write_view(
+    out_dir: Path,
+    items: Sequence,
+    keys: list[str],
+    key: str,
+    kind: str,
+    identity: dict[str, Any],
+    model: AudioTextModel,
+    parts: _Parts,
+) -> None:
     """Write manifest.json + embeddings.npy: the earlier view's items (same model and kind)
     that this run did not ask for, then this run's items. Called under the store lock."""
     done, failed_by_key = parts.done, parts.failed
@@ -592,8 +656,9 @@ def _write_view(out_dir: Path, items: Sequence, keys: list[str], key: str, kind:
         if item not in this_run and k in done:  # a changed file drops out until re-embedded
             ids.append(item)
             rows.append(done[k])
-    failed.extend(f for f in earlier_failed
-                  if f[0] not in this_run and item_key(f[0], kind) in failed_by_key)
+    failed.extend(
+        f for f in earlier_failed if f[0] not in this_run and item_key(f[0], kind) in failed_by_key
+    )
     for item, k in zip(items, keys, strict=True):
         if k in done:
             ids.append(str(item))
@@ -606,11 +671,21 @@ def _write_view(out_dir: Path, items: Sequence, keys: list[str], key: str, kind:
     embeddings = np.stack(rows).astype(np.float32) if rows else np.zeros((0, dim), np.float32)
     with _atomic_file(out_dir / "embeddings.npy") as fh:
         np.save(fh, embeddings)
-    _write_json_atomic(out_dir / "manifest.json", {
-        "format": STORE_FORMAT, "kind": kind, "key": key, "identity": identity,
-        "n_items": len(ids) + len(failed), "n_embedded": len(ids), "dim": int(dim), "ids": ids,
-        "failed": failed, "written": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    })
+    _write_json_atomic(
+        out_dir / "manifest.json",
+        {
+            "format": STORE_FORMAT,
+            "kind": kind,
+            "key": key,
+            "identity": identity,
+            "n_items": len(ids) + len(failed),
+            "n_embedded": len(ids),
+            "dim": int(dim),
+            "ids": ids,
+            "failed": failed,
+            "written": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        },
+    )
 
 
 def _earlier_view(out_dir: Path, key: str) -> tuple[list[str], list[list[str]]]:
@@ -627,8 +702,11 @@ def _earlier_view(out_dir: Path, key: str) -> tuple[list[str], list[list[str]]]:
     return list(manifest.get("ids", [])), list(manifest.get("failed", []))
 
 
-def load_store(directory: str | os.PathLike, model: AudioTextModel | None = None,
-               items: Sequence[str | os.PathLike] | None = None) -> StoredEmbeddings:
+def load_store(
+    directory: str | os.PathLike,
+    model: AudioTextModel | None = None,
+    items: Sequence[str | os.PathLike] | None = None,
+) -> StoredEmbeddings:
     """Read the store written by ``embed_to_store``; with ``model``, refuse a store whose
     vectors came from another model or preprocessing. With ``items`` (as passed to
     ``embed_to_store``), return only those: ids and rows in their order (duplicates kept),
@@ -641,25 +719,31 @@ def load_store(directory: str | os.PathLike, model: AudioTextModel | None = None
         manifest = json.loads(manifest_path.read_text())
         kind, key, ids = manifest["kind"], manifest["key"], list(manifest["ids"])
     except (OSError, ValueError, KeyError, TypeError) as err:
-        raise ClaptuneError(f"cannot read {manifest_path}: {_first_line(err)}; "
-                            "rerun embed to rebuild it") from None
+        raise ClaptuneError(
+            f"cannot read {manifest_path}: {_first_line(err)}; rerun embed to rebuild it"
+        ) from None
     if model is not None and key != store_key(model, kind):
-        raise ClaptuneError(f"the store at {directory} was written by another model or "
-                            "preprocessing; embed again")
+        raise ClaptuneError(
+            f"the store at {directory} was written by another model or preprocessing; embed again"
+        )
     npy = directory / "embeddings.npy"
     try:
         embeddings = np.load(npy, allow_pickle=False)
     except ValueError as err:
         if "allow_pickle" in str(err):
-            raise ClaptuneError(f"refusing to load {npy}: it holds pickled objects, which "
-                                "claptune never writes and will not unpickle (unpickling can "
-                                "run code); delete it and rerun embed") from None
+            raise ClaptuneError(
+                f"refusing to load {npy}: it holds pickled objects, which "
+                "claptune never writes and will not unpickle (unpickling can "
+                "run code); delete it and rerun embed"
+            ) from None
         raise ClaptuneError(f"cannot read {npy}: {_first_line(err)}; rerun embed") from None
     except (OSError, EOFError) as err:
         raise ClaptuneError(f"cannot read {npy}: {_first_line(err)}; rerun embed") from None
     if embeddings.ndim != 2 or embeddings.shape[0] != len(ids):
-        raise ClaptuneError(f"the store at {directory} is inconsistent "
-                            f"({embeddings.shape[0]} rows, {len(ids)} ids); rerun embed")
+        raise ClaptuneError(
+            f"the store at {directory} is inconsistent "
+            f"({embeddings.shape[0]} rows, {len(ids)} ids); rerun embed"
+        )
     if items is None:
         return StoredEmbeddings(ids=ids, embeddings=embeddings, manifest=manifest)
     row_of = {item: row for row, item in enumerate(ids)}
@@ -667,14 +751,22 @@ def load_store(directory: str | os.PathLike, model: AudioTextModel | None = None
     wanted = [str(item) for item in items]
     lacking = [item for item in wanted if item not in row_of and item not in reason_of]
     if lacking:
-        raise ClaptuneError(f"the store at {directory} lacks {lacking[0]} "
-                            f"({len(lacking)} items in all); rerun embed")
+        raise ClaptuneError(
+            f"the store at {directory} lacks {lacking[0]} "
+            f"({len(lacking)} items in all); rerun embed"
+        )
     kept = [item for item in wanted if item in row_of]
     failed = [[item, reason_of[item]] for item in wanted if item not in row_of]
-    subset = {**manifest, "ids": kept, "failed": failed, "n_items": len(wanted),
-              "n_embedded": len(kept)}
-    return StoredEmbeddings(ids=kept, embeddings=embeddings[[row_of[i] for i in kept]],
-                            manifest=subset)
+    subset = {
+        **manifest,
+        "ids": kept,
+        "failed": failed,
+        "n_items": len(wanted),
+        "n_embedded": len(kept),
+    }
+    return StoredEmbeddings(
+        ids=kept, embeddings=embeddings[[row_of[i] for i in kept]], manifest=subset
+    )
 
 
 class _atomic_file:
@@ -687,8 +779,9 @@ class _atomic_file:
         self.path = path
 
     def __enter__(self):
-        fd, self.tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.",
-                                        suffix=".tmp")
+        fd, self.tmp = tempfile.mkstemp(
+            dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp"
+        )
         self.fh = os.fdopen(fd, "wb")
         return self.fh
 
@@ -722,5 +815,13 @@ def _write_json_atomic(path: Path, obj: Any) -> None:
         fh.write((json.dumps(obj, indent=1, default=str) + "\n").encode())
 
 
-__all__ = ["AudioEncoding", "StoredEmbeddings", "embed_to_store", "encode_audio", "encode_text",
-           "item_key", "load_store", "store_key"]
+__all__ = [
+    "AudioEncoding",
+    "StoredEmbeddings",
+    "embed_to_store",
+    "encode_audio",
+    "encode_text",
+    "item_key",
+    "load_store",
+    "store_key",
+]

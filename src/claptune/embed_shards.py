@@ -50,9 +50,13 @@ STORE_FORMATS = ("npz", "shards")
 
 
 # -- embedding the samples of shards ------------------------------------------------------------
-def _embed_samples(model: AudioTextModel, samples: list[ShardSample], batch_size: int,
-                   num_workers: int, on_error: str
-                   ) -> tuple[list[str], np.ndarray, list[tuple[str, str]]]:
+def _embed_samples(
+    model: AudioTextModel,
+    samples: list[ShardSample],
+    batch_size: int,
+    num_workers: int,
+    on_error: str,
+) -> tuple[list[str], np.ndarray, list[tuple[str, str]]]:
     """(ids embedded, their (N, D) vectors, failures) of a chunk of samples."""
 
     def decode(sample: ShardSample) -> np.ndarray | AudioDecodeError:
@@ -67,16 +71,28 @@ def _embed_samples(model: AudioTextModel, samples: list[ShardSample], batch_size
             waves = list(pool.map(decode, samples))
     else:
         waves = [decode(s) for s in samples]
-    failed = [(s.id, w.reason) for s, w in zip(samples, waves, strict=True)
-              if isinstance(w, AudioDecodeError)]
+    failed = [
+        (s.id, w.reason)
+        for s, w in zip(samples, waves, strict=True)
+        if isinstance(w, AudioDecodeError)
+    ]
     if failed and on_error == "raise":
         raise AudioDecodeError(*failed[0])
-    ok = [(s.id, w) for s, w in zip(samples, waves, strict=True)
-          if not isinstance(w, AudioDecodeError)]
+    ok = [
+        (s.id, w)
+        for s, w in zip(samples, waves, strict=True)
+        if not isinstance(w, AudioDecodeError)
+    ]
     if not ok:
         return [], np.zeros((0, 0), np.float32), failed
-    enc = encode_audio(model, [w for _, w in ok], batch_size=batch_size, num_workers=0,
-                       progress=False, on_error="raise")
+    enc = encode_audio(
+        model,
+        [w for _, w in ok],
+        batch_size=batch_size,
+        num_workers=0,
+        progress=False,
+        on_error="raise",
+    )
     return [sid for sid, _ in ok], enc.embeddings, failed
 
 
@@ -115,16 +131,18 @@ def embed_shards_to_store(
     out_dir = Path(out_dir)
     if store_format == "shards":
         units = [(shard_name(u), u) for u in urls]
-        return _write_sharded(model, units, out_dir, "audio", batch_size, num_workers,
-                              progress, on_error, chunk_size)
+        return _write_sharded(
+            model, units, out_dir, "audio", batch_size, num_workers, progress, on_error, chunk_size
+        )
     identity = model.identity()
     key = _store._key_of(identity, "audio")
     cache = out_dir / "cache" / key
     cache.mkdir(parents=True, exist_ok=True)
     with _store._locked(cache):
         if not (cache / "identity.json").is_file():
-            _store._write_json_atomic(cache / "identity.json",
-                                      {"kind": "audio", "identity": identity})
+            _store._write_json_atomic(
+                cache / "identity.json", {"kind": "audio", "identity": identity}
+            )
     env, created_group = join_process_group()
     rank, world_size = env.rank, env.world_size
     try:
@@ -135,8 +153,7 @@ def embed_shards_to_store(
         ids_of: dict[str, list[str]] = {}  # shard url -> its sample ids, in tar order
 
         def todo() -> Iterator[ShardSample]:
-            for sample in iter_samples(urls, rank=rank, world_size=world_size,
-                                       split_workers=False):
+            for sample in iter_samples(urls, rank=rank, world_size=world_size, split_workers=False):
                 ids_of.setdefault(sample.url, []).append(sample.id)
                 k = "s:" + sample.id
                 if k in failed and on_error == "raise":
@@ -146,12 +163,19 @@ def embed_shards_to_store(
 
         # Shards are split between ranks, so ranks never share items; the store's claims
         # (which share identical items between concurrent runs) only name the parts here.
-        with (tqdm(desc="embedding shards", unit="clip", disable=not progress) as bar,
-              _store._Claims(cache, rank) as claims):
+        with (
+            tqdm(desc="embedding shards", unit="clip", disable=not progress) as bar,
+            _store._Claims(cache, rank) as claims,
+        ):
             for chunk in _chunks(todo(), chunk_size):
                 ids, emb, bad = _embed_samples(model, chunk, batch_size, num_workers, on_error)
-                _store._write_part(claims.next_part(), ["s:" + i for i in ids], emb,
-                                   ["s:" + i for i, _ in bad], [r for _, r in bad])
+                _store._write_part(
+                    claims.next_part(),
+                    ["s:" + i for i in ids],
+                    emb,
+                    ["s:" + i for i, _ in bad],
+                    [r for _, r in bad],
+                )
                 bar.update(len(chunk))
         all_ids = _gather_ids(ids_of, world_size)
         if rank == 0:
@@ -159,8 +183,16 @@ def embed_shards_to_store(
             _check_unique(ordered)
             with _store._locked(cache):
                 parts.refresh()
-                _store._write_view(out_dir, ordered, ["s:" + i for i in ordered], key, "audio",
-                                   identity, model, parts)
+                _store._write_view(
+                    out_dir,
+                    ordered,
+                    ["s:" + i for i in ordered],
+                    key,
+                    "audio",
+                    identity,
+                    model,
+                    parts,
+                )
         barrier(env)
     finally:
         if created_group:
@@ -182,8 +214,9 @@ def _gather_ids(ids_of: dict[str, list[str]], world_size: int) -> dict[str, list
 def _check_unique(ids: list[str]) -> None:
     if len(set(ids)) != len(ids):
         dup = next(i for i, n in _count(ids).items() if n > 1)
-        raise ClaptuneError(f"item id {dup!r} occurs twice in the shards: keys must be unique "
-                            "within a shard")
+        raise ClaptuneError(
+            f"item id {dup!r} occurs twice in the shards: keys must be unique within a shard"
+        )
 
 
 def _count(ids: list[str]) -> dict[str, int]:
@@ -227,13 +260,22 @@ def embed_to_sharded_store(
         chunk = items[start : start + chunk_size]
         digest = hashlib.sha256("\n".join(_store.item_key(i, kind) for i in chunk).encode())
         units.append((f"part-{n:06d}-{digest.hexdigest()[:12]}", chunk))
-    return _write_sharded(model, units, Path(out_dir), kind, batch_size, num_workers, progress,
-                          on_error, chunk_size)
+    return _write_sharded(
+        model, units, Path(out_dir), kind, batch_size, num_workers, progress, on_error, chunk_size
+    )
 
 
-def _write_sharded(model: AudioTextModel, units: list[tuple[str, Any]], out_dir: Path,
-                   kind: str, batch_size: int, num_workers: int, progress: bool, on_error: str,
-                   chunk_size: int) -> Path:
+def _write_sharded(
+    model: AudioTextModel,
+    units: list[tuple[str, Any]],
+    out_dir: Path,
+    kind: str,
+    batch_size: int,
+    num_workers: int,
+    progress: bool,
+    on_error: str,
+    chunk_size: int,
+) -> Path:
     """Embed every unit (an input shard URL, or a list of files or captions) not yet written."""
     identity = model.identity()
     key = _store._key_of(identity, kind)
@@ -242,12 +284,17 @@ def _write_sharded(model: AudioTextModel, units: list[tuple[str, Any]], out_dir:
     env, created_group = join_process_group()
     rank, world_size = env.rank, env.world_size
     try:
-        mine = [u for i, u in enumerate(units) if i % world_size == rank
-                and not (folder / f"{u[0]}.tar").is_file()]
-        for name, source in tqdm(mine, desc=f"embedding {kind} units", unit="unit",
-                                 disable=not progress):
-            ids, emb, failed = _embed_unit(model, source, kind, batch_size, num_workers,
-                                           on_error, chunk_size)
+        mine = [
+            u
+            for i, u in enumerate(units)
+            if i % world_size == rank and not (folder / f"{u[0]}.tar").is_file()
+        ]
+        for name, source in tqdm(
+            mine, desc=f"embedding {kind} units", unit="unit", disable=not progress
+        ):
+            ids, emb, failed = _embed_unit(
+                model, source, kind, batch_size, num_workers, on_error, chunk_size
+            )
             _write_unit(folder, name, ids, emb, failed)
         barrier(env)
         if rank == 0:
@@ -259,14 +306,20 @@ def _write_sharded(model: AudioTextModel, units: list[tuple[str, Any]], out_dir:
     return out_dir
 
 
-def _embed_unit(model, source, kind: str, batch_size: int, num_workers: int, on_error: str,
-                chunk_size: int) -> tuple[list[str], np.ndarray, list[tuple[str, str]]]:
+def _embed_unit(
+    model, source, kind: str, batch_size: int, num_workers: int, on_error: str, chunk_size: int
+) -> tuple[list[str], np.ndarray, list[tuple[str, str]]]:
     if kind == "text":
-        return list(source), encode_text(model, source, batch_size=batch_size,
-                                         progress=False), []
+        return list(source), encode_text(model, source, batch_size=batch_size, progress=False), []
     if isinstance(source, list):  # audio files
-        enc = encode_audio(model, source, batch_size=batch_size, num_workers=num_workers,
-                           progress=False, on_error=on_error)
+        enc = encode_audio(
+            model,
+            source,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            progress=False,
+            on_error=on_error,
+        )
         return [source[i] for i in enc.kept.tolist()], enc.embeddings, list(enc.failed)
     ids: list[str] = []
     parts: list[np.ndarray] = []
@@ -282,14 +335,20 @@ def _embed_unit(model, source, kind: str, batch_size: int, num_workers: int, on_
     return ids, (np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)), failed
 
 
-def _write_unit(folder: Path, name: str, ids: list[str], emb: np.ndarray,
-                failed: list[tuple[str, str]]) -> None:
+def _write_unit(
+    folder: Path, name: str, ids: list[str], emb: np.ndarray, failed: list[tuple[str, str]]
+) -> None:
     import webdataset as wds
 
     # The sidecar first: a unit counts as done once its .tar exists, and then its sidecar does.
-    _store._write_json_atomic(folder / f"{name}.json", {
-        "n": len(ids), "dim": int(emb.shape[1]) if len(ids) else None,
-        "failed": [list(f) for f in failed]})
+    _store._write_json_atomic(
+        folder / f"{name}.json",
+        {
+            "n": len(ids),
+            "dim": int(emb.shape[1]) if len(ids) else None,
+            "failed": [list(f) for f in failed],
+        },
+    )
     with _store._atomic_file(folder / f"{name}.tar") as fh:
         writer = wds.TarWriter(fh)
         for n, (sid, row) in enumerate(zip(ids, emb.astype(np.float32), strict=True)):
@@ -297,8 +356,15 @@ def _write_unit(folder: Path, name: str, ids: list[str], emb: np.ndarray,
         writer.close()
 
 
-def _write_sharded_manifest(out_dir: Path, folder: Path, units: list[tuple[str, Any]], kind: str,
-                            key: str, identity: dict[str, Any], model: AudioTextModel) -> None:
+def _write_sharded_manifest(
+    out_dir: Path,
+    folder: Path,
+    units: list[tuple[str, Any]],
+    kind: str,
+    key: str,
+    identity: dict[str, Any],
+    model: AudioTextModel,
+) -> None:
     shards, failed, dim = [], [], None
     for name, _ in units:
         side = folder / f"{name}.json"
@@ -309,12 +375,22 @@ def _write_sharded_manifest(out_dir: Path, folder: Path, units: list[tuple[str, 
         failed += info["failed"]
         dim = dim or info["dim"]
     n_items = sum(s["n"] for s in shards) + len(failed)
-    _store._write_json_atomic(out_dir / "manifest.json", {
-        "format": _store.STORE_FORMAT, "layout": "shards", "kind": kind, "key": key,
-        "identity": identity, "n_items": n_items, "n_embedded": n_items - len(failed),
-        "dim": int(dim or _store._embedding_dim(model)), "shards": shards, "failed": failed,
-        "written": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    })
+    _store._write_json_atomic(
+        out_dir / "manifest.json",
+        {
+            "format": _store.STORE_FORMAT,
+            "layout": "shards",
+            "kind": kind,
+            "key": key,
+            "identity": identity,
+            "n_items": n_items,
+            "n_embedded": n_items - len(failed),
+            "dim": int(dim or _store._embedding_dim(model)),
+            "shards": shards,
+            "failed": failed,
+            "written": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        },
+    )
 
 
 def is_sharded_store(directory: str | os.PathLike) -> bool:
@@ -344,8 +420,10 @@ class ShardedStore:
             raise ClaptuneError(f"no sharded embedding store at {directory}")
         manifest = json.loads((directory / "manifest.json").read_text())
         if model is not None and manifest["key"] != _store.store_key(model, manifest["kind"]):
-            raise ClaptuneError(f"the store at {directory} was written by another model or "
-                                "preprocessing; embed again")
+            raise ClaptuneError(
+                f"the store at {directory} was written by another model or "
+                "preprocessing; embed again"
+            )
         return ShardedStore(directory, manifest)
 
     def __len__(self) -> int:
@@ -394,5 +472,10 @@ class ShardedStore:
         return StoredEmbeddings(ids=ids, embeddings=emb, manifest=self.manifest)
 
 
-__all__ = ["STORE_FORMATS", "ShardedStore", "embed_shards_to_store", "embed_to_sharded_store",
-           "is_sharded_store"]
+__all__ = [
+    "STORE_FORMATS",
+    "ShardedStore",
+    "embed_shards_to_store",
+    "embed_to_sharded_store",
+    "is_sharded_store",
+]

@@ -71,8 +71,10 @@ def frozen_feature_key(model: AudioTextModel) -> str:
         feats = model.audio_features(torch.from_numpy(probe)).float().cpu().numpy()
     model.train(was_training)
     digest = hashlib.sha256()
-    digest.update(f"{CACHE_FORMAT}|{model.backend}|{model.sample_rate}|{model.clip_samples}|"
-                  f"{getattr(model, 'padding', 'repeatpad')}|{feats.shape}".encode())
+    digest.update(
+        f"{CACHE_FORMAT}|{model.backend}|{model.sample_rate}|{model.clip_samples}|"
+        f"{getattr(model, 'padding', 'repeatpad')}|{feats.shape}".encode()
+    )
     # rounded: the key must not depend on the last bits of a float reduction order
     digest.update(np.round(feats.astype(np.float64), 4).tobytes())
     return digest.hexdigest()[:16]
@@ -82,8 +84,14 @@ class FeatureStore:
     """Frozen features of one model's encoders (the teacher's, shared by its students), in
     memory and, with ``cache_dir``, on disk under ``cache_dir/features/<key>``."""
 
-    def __init__(self, model: AudioTextModel, cache_dir: str | Path | None = None,
-                 batch_size: int = 64, num_workers: int = 2, progress: bool = True):
+    def __init__(
+        self,
+        model: AudioTextModel,
+        cache_dir: str | Path | None = None,
+        batch_size: int = 64,
+        num_workers: int = 2,
+        progress: bool = True,
+    ):
         if not model.supports_feature_cache:
             raise ValueError(f"{type(model).__name__} has no frozen feature split")
         self.model = model
@@ -106,14 +114,14 @@ class FeatureStore:
         self.add_clips(items, on_error, desc="audio features (first windows)", view=FIXED)
         return torch.stack([self._audio[self._known(str(it), FIXED)[0]] for it in items])
 
-    def clip_windows(self, items: Sequence[str | Path], max_windows: int | None = None,
-                     on_error: str = "raise") -> list[torch.Tensor]:
+    def clip_windows(
+        self, items: Sequence[str | Path], max_windows: int | None = None, on_error: str = "raise"
+    ) -> list[torch.Tensor]:
         """Per clip, the (n_i, F) features of its windows (at most ``max_windows``, spread
         evenly from the first to the last)."""
         view = WINDOWS if max_windows is None else f"w{max_windows}"
         self.add_clips(items, on_error, view=view)
-        return [torch.stack([self._audio[d] for d in self._known(str(it), view)])
-                for it in items]
+        return [torch.stack([self._audio[d] for d in self._known(str(it), view)]) for it in items]
 
     def text(self, texts: Sequence[str]) -> torch.Tensor:
         """(N, F) caption features."""
@@ -131,9 +139,13 @@ class FeatureStore:
         return model.supports_feature_cache and frozen_feature_key(model) == self.key
 
     # -- filling the store ------------------------------------------------------------------------
-    def add_clips(self, items: Sequence[str | Path], on_error: str = "raise",
-                  desc: str = "audio features", view: str = WINDOWS,
-                  ) -> tuple[np.ndarray, list[tuple[str, str]]]:
+    def add_clips(
+        self,
+        items: Sequence[str | Path],
+        on_error: str = "raise",
+        desc: str = "audio features",
+        view: str = WINDOWS,
+    ) -> tuple[np.ndarray, list[tuple[str, str]]]:
         """Compute the window features of every clip not in the store yet.
 
         ``view``: ``"windows"`` (all of them), ``"w<k>"`` (at most k, evenly spaced) or
@@ -154,8 +166,9 @@ class FeatureStore:
                     raise
                 return err
 
-        todo = [item for item in dict.fromkeys(str(i) for i in items)
-                if self._known(item, view) is None]
+        todo = [
+            item for item in dict.fromkeys(str(i) for i in items) if self._known(item, view) is None
+        ]
         failed: dict[str, str] = {}
         pending: list[np.ndarray] = []
         done: list[str] = []
@@ -203,8 +216,11 @@ class FeatureStore:
         keys = self._clip_windows.get((item, view))
         if keys is None:
             keys = self._on_disk.get(_disk_key(item, view))
-            if keys is None and view == FIXED and getattr(self.model, "padding",
-                                                           "repeatpad") == "repeatpad":
+            if (
+                keys is None
+                and view == FIXED
+                and getattr(self.model, "padding", "repeatpad") == "repeatpad"
+            ):
                 # every windows view starts with the first window, padded alike
                 for other in sorted(self._views - {FIXED}):
                     found = self._known(item, other)
@@ -222,8 +238,9 @@ class FeatureStore:
         digests = [d for c in clips for d in self._clip_windows[(c, view)]]
         arrays = {
             "item_keys": np.array([_disk_key(c, view) for c in clips]),
-            "n_windows": np.array([len(self._clip_windows[(c, view)]) for c in clips],
-                                  dtype=np.int64),
+            "n_windows": np.array(
+                [len(self._clip_windows[(c, view)]) for c in clips], dtype=np.int64
+            ),
             "digests": np.frombuffer(b"".join(digests), dtype=np.uint8).reshape(-1, 16),
             "features": torch.stack([self._audio[d] for d in digests]).numpy(),
         }
@@ -240,8 +257,9 @@ class FeatureStore:
                 feats = torch.from_numpy(data["features"])
                 self._audio.update(zip(digests, feats, strict=True))
                 start = 0
-                for key, n in zip(data["item_keys"].tolist(), data["n_windows"].tolist(),
-                                  strict=True):
+                for key, n in zip(
+                    data["item_keys"].tolist(), data["n_windows"].tolist(), strict=True
+                ):
                     self._on_disk[key] = digests[start : start + n]
                     self._views.add(key.rpartition("#")[2] if "#" in key else WINDOWS)
                     start += n
@@ -274,15 +292,17 @@ class FeatureStore:
 
     # -- embedding through a model's heads ----------------------------------------------------------
     @torch.no_grad()
-    def embed_audio(self, model: AudioTextModel, items: Sequence[str | Path],
-                    view: str = WINDOWS) -> np.ndarray:
+    def embed_audio(
+        self, model: AudioTextModel, items: Sequence[str | Path], view: str = WINDOWS
+    ) -> np.ndarray:
         """(N, D) clip embeddings of ``model``'s audio head on the stored window features of
         clips already added (``add_clips``) in ``view``."""
         keys = [self._known(str(it), view) for it in items]
         owner = torch.as_tensor(np.repeat(np.arange(len(keys)), [len(k) for k in keys]))
         feats = torch.stack([self._audio[k] for ks in keys for k in ks])
-        emb = torch.cat([model.audio_head(feats[s : s + 4096]).float()
-                         for s in range(0, len(feats), 4096)])
+        emb = torch.cat(
+            [model.audio_head(feats[s : s + 4096]).float() for s in range(0, len(feats), 4096)]
+        )
         sums = torch.zeros(len(keys), emb.shape[1], dtype=torch.float64)
         sums.index_add_(0, owner, emb.double())
         return torch.nn.functional.normalize(sums, dim=-1).float().numpy()
@@ -291,8 +311,9 @@ class FeatureStore:
     def embed_text(self, model: AudioTextModel, texts: Sequence[str]) -> np.ndarray:
         """(N, D) caption embeddings of ``model``'s text head on the stored text features."""
         feats = self.text(texts)
-        return torch.cat([model.text_head(feats[s : s + 4096]).float()
-                          for s in range(0, len(feats), 4096)]).numpy()
+        return torch.cat(
+            [model.text_head(feats[s : s + 4096]).float() for s in range(0, len(feats), 4096)]
+        ).numpy()
 
 
 def _disk_key(item: str, view: str) -> str:

@@ -38,8 +38,9 @@ def hub_download(repo_id: str, filename: str, revision: str | None = None) -> Pa
     except errors.RevisionNotFoundError:
         raise ClaptuneError(f"revision {revision!r} does not exist in {repo_id}") from None
     except errors.RepositoryNotFoundError:
-        raise ClaptuneError(f"Hugging Face repository {repo_id} not found (or private: log in "
-                            "with `hf auth login`)") from None
+        raise ClaptuneError(
+            f"Hugging Face repository {repo_id} not found (or private: log in with `hf auth login`)"
+        ) from None
     except errors.LocalEntryNotFoundError:
         # offline mode, or no connection and no cached copy (caught before its base class
         # EntryNotFoundError, which also means "not in the repository")
@@ -47,10 +48,12 @@ def hub_download(repo_id: str, filename: str, revision: str | None = None) -> Pa
             f"{where} is not in the Hugging Face cache ({_cache_dir()}) and cannot be "
             f"downloaded{' (HF_HUB_OFFLINE is set)' if _offline() else ''}; run once with "
             f"network, or `hf download {repo_id} {filename}`, or pass the local file path as "
-            "the model") from None
+            "the model"
+        ) from None
     except errors.EntryNotFoundError:
-        raise ClaptuneError(f"{repo_id} has no file {filename}"
-                            + (f" at revision {revision}" if revision else "")) from None
+        raise ClaptuneError(
+            f"{repo_id} has no file {filename}" + (f" at revision {revision}" if revision else "")
+        ) from None
     except (OSError, errors.HfHubHTTPError) as err:
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise ClaptuneError(f"cannot download {where} ({first})") from None
@@ -77,9 +80,14 @@ class PushResult:
     revision: str
 
 
-def push_folder(folder: str | Path, repo_id: str, private: bool = False,
-                revision: str | None = None, commit_message: str | None = None,
-                token: str | None = None) -> PushResult:
+def push_folder(
+    folder: str | Path,
+    repo_id: str,
+    private: bool = False,
+    revision: str | None = None,
+    commit_message: str | None = None,
+    token: str | None = None,
+) -> PushResult:
     """Upload a claptune model folder to the Hub repository ``repo_id`` (created if absent).
 
     ``revision`` is a branch (created from the default branch if missing; default the
@@ -96,27 +104,35 @@ def push_folder(folder: str | Path, repo_id: str, private: bool = False,
     if not folder.is_dir():
         raise ClaptuneError(f"{folder} is not a folder")
     if not (folder / MODEL_MARKER).is_file() and not (folder / "config.json").is_file():
-        raise ClaptuneError(f"{folder} is not a model folder (no {MODEL_MARKER} or "
-                            "config.json); push the model/ folder of a run")
+        raise ClaptuneError(
+            f"{folder} is not a model folder (no {MODEL_MARKER} or "
+            "config.json); push the model/ folder of a run"
+        )
     ensure_model_card(folder)
     api = HfApi(token=token)
     try:
         repo = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
         if revision:
             api.create_branch(repo_id, branch=revision, exist_ok=True, repo_type="model")
-        logger.info("uploading %s to %s%s", folder, repo_id,
-                    f" (branch {revision})" if revision else "")
+        logger.info(
+            "uploading %s to %s%s", folder, repo_id, f" (branch {revision})" if revision else ""
+        )
         commit = api.upload_folder(
-            repo_id=repo_id, folder_path=folder, revision=revision, repo_type="model",
+            repo_id=repo_id,
+            folder_path=folder,
+            revision=revision,
+            repo_type="model",
             commit_message=commit_message or f"Upload {folder.name} with claptune",
-            ignore_patterns=["checkpoint/*", ".*", "*.part"])
+            ignore_patterns=["checkpoint/*", ".*", "*.part"],
+        )
     except errors.HFValidationError as err:
         raise ClaptuneError(f"invalid repository id or revision: {err}") from None
     except (OSError, errors.HfHubHTTPError) as err:
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise ClaptuneError(f"cannot push {folder} to {repo_id} ({first})") from None
-    return PushResult(repo_url=str(repo), commit_url=str(commit.commit_url),
-                      revision=revision or "main")
+    return PushResult(
+        repo_url=str(repo), commit_url=str(commit.commit_url), revision=revision or "main"
+    )
 
 
 __all__ = ["hub_download", "push_folder", "PushResult"]

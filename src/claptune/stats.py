@@ -41,8 +41,14 @@ def mean_spread(values) -> Spread:
     if x.size == 0:
         raise ValueError("mean_spread needs at least one value")
     std = float(x.std(ddof=1)) if x.size > 1 else 0.0
-    return Spread(mean=float(x.mean()), std=std, sem=std / np.sqrt(x.size),
-                  min=float(x.min()), max=float(x.max()), n=int(x.size))
+    return Spread(
+        mean=float(x.mean()),
+        std=std,
+        sem=std / np.sqrt(x.size),
+        min=float(x.min()),
+        max=float(x.max()),
+        n=int(x.size),
+    )
 
 
 @dataclass(frozen=True)
@@ -85,9 +91,13 @@ def mcnemar(correct_before, correct_after) -> McNemarResult:
     only_after = int(np.sum(~before & after))
     p_exact, p_midp = mcnemar_from_counts(only_before, only_after)
     return McNemarResult(
-        n=int(before.size), both_correct=int(np.sum(before & after)),
-        only_before=only_before, only_after=only_after,
-        both_wrong=int(np.sum(~before & ~after)), p_exact=p_exact, p_midp=p_midp,
+        n=int(before.size),
+        both_correct=int(np.sum(before & after)),
+        only_before=only_before,
+        only_after=only_after,
+        both_wrong=int(np.sum(~before & ~after)),
+        p_exact=p_exact,
+        p_midp=p_midp,
     )
 
 
@@ -153,9 +163,14 @@ def paired_bootstrap(
     tail = min(np.sum(samples <= 0.0), np.sum(samples >= 0.0))
     p_value = min(1.0, 2.0 * (tail + 1) / (n_resamples + 1))
     return BootstrapResult(
-        difference=float(after.mean() - before.mean()), ci_low=float(low), ci_high=float(high),
-        confidence=confidence, p_value=float(p_value), n_resamples=n_resamples,
-        n_units=n_groups, seed=seed,
+        difference=float(after.mean() - before.mean()),
+        ci_low=float(low),
+        ci_high=float(high),
+        confidence=confidence,
+        p_value=float(p_value),
+        n_resamples=n_resamples,
+        n_units=n_groups,
+        seed=seed,
     )
 
 
@@ -209,18 +224,39 @@ def class_mean_bootstrap(
         return float(np.mean((a[present] - b[present]) / n[present]))
 
     rng = np.random.default_rng(seed)
-    samples = np.array([diff(np.bincount(rng.integers(0, n_groups, n_groups),
-                                         minlength=n_groups).astype(np.float64))
-                        for _ in range(n_resamples)])
+    samples = np.array(
+        [
+            diff(
+                np.bincount(rng.integers(0, n_groups, n_groups), minlength=n_groups).astype(
+                    np.float64
+                )
+            )
+            for _ in range(n_resamples)
+        ]
+    )
     alpha = (1.0 - confidence) / 2.0
     low, high = np.quantile(samples, [alpha, 1.0 - alpha])
     tail = min(np.sum(samples <= 0.0), np.sum(samples >= 0.0))
     return BootstrapResult(
-        difference=diff(np.ones(n_groups)), ci_low=float(low), ci_high=float(high),
-        confidence=confidence, p_value=float(min(1.0, 2.0 * (tail + 1) / (n_resamples + 1))),
-        n_resamples=n_resamples, n_units=n_groups, seed=seed,
+        difference=diff(np.ones(n_groups)),
+        ci_low=float(low),
+        ci_high=float(high),
+        confidence=confidence,
+        p_value=float(min(1.0, 2.0 * (tail + 1) / (n_resamples + 1))),
+        n_resamples=n_resamples,
+        n_units=n_groups,
+        seed=seed,
     )
 
 
-__all__ = ["Spread", "mean_spread", "McNemarResult", "mcnemar", "mcnemar_from_counts",
-           "BootstrapResult", "class_mean_accuracy", "class_mean_bootstrap", "paired_bootstrap"]
+__all__ = [
+    "Spread",
+    "mean_spread",
+    "McNemarResult",
+    "mcnemar",
+    "mcnemar_from_counts",
+    "BootstrapResult",
+    "class_mean_accuracy",
+    "class_mean_bootstrap",
+    "paired_bootstrap",
+]

@@ -31,12 +31,18 @@ from claptune.errors import ClaptuneError, InputWarning, printable
 COMMANDS: dict[str, tuple[str, str]] = {
     "models": ("claptune.cli.models", "list the registered model names"),
     "embed": ("claptune.cli.embed", "embed audio or captions into an on-disk store"),
-    "zeroshot": ("claptune.cli.zeroshot",
-                 "zero-shot classification accuracy on a labelled data set"),
-    "curate": ("claptune.cli.curate",
-               "curate pseudo audio-text pairs (du, ds, ads, a2a, pseudo, pseudo_refined)"),
-    "train": ("claptune.cli.train",
-              "fine-tune a model on curated pairs (student vs frozen teacher)"),
+    "zeroshot": (
+        "claptune.cli.zeroshot",
+        "zero-shot classification accuracy on a labelled data set",
+    ),
+    "curate": (
+        "claptune.cli.curate",
+        "curate pseudo audio-text pairs (du, ds, ads, a2a, pseudo, pseudo_refined)",
+    ),
+    "train": (
+        "claptune.cli.train",
+        "fine-tune a model on curated pairs (student vs frozen teacher)",
+    ),
     "pretrain": ("claptune.cli.pretrain", "train the default model's heads on a captioned corpus"),
     "improve": ("claptune.cli.improve", "curate, fine-tune and report: the whole method"),
     "adapt": ("claptune.cli.adapt", "fine-tune on your own unlabeled clips and class names"),
@@ -47,8 +53,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 DEFAULT_LOG_LEVEL = "info"
-LOG_LEVEL_HELP = (f"how much claptune logs to stderr: {', '.join(LOG_LEVELS)} "
-                  f"(default: {DEFAULT_LOG_LEVEL}; other libraries log warnings and errors)")
+LOG_LEVEL_HELP = (
+    f"how much claptune logs to stderr: {', '.join(LOG_LEVELS)} "
+    f"(default: {DEFAULT_LOG_LEVEL}; other libraries log warnings and errors)"
+)
 
 
 def chosen_command(argv: Sequence[str]) -> str | None:
@@ -77,8 +85,9 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         description="Improve a pretrained audio-text (CLAP) model on a new domain without labels.",
     )
     parser.add_argument("--version", action="version", version=f"claptune {__version__}")
-    parser.add_argument("--log-level", choices=LOG_LEVELS, default=DEFAULT_LOG_LEVEL,
-                        help=LOG_LEVEL_HELP)
+    parser.add_argument(
+        "--log-level", choices=LOG_LEVELS, default=DEFAULT_LOG_LEVEL, help=LOG_LEVEL_HELP
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     wanted = None if argv is None else chosen_command(argv)
     for name, (module_name, help_text) in COMMANDS.items():
@@ -89,8 +98,9 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         sub_parser = module.add_parser(_Registrar(sub, help_text))
         sub_parser.set_defaults(_run=module.run)
         # also after the sub-command; SUPPRESS keeps a value given before it
-        sub_parser.add_argument("--log-level", choices=LOG_LEVELS, default=argparse.SUPPRESS,
-                                help=LOG_LEVEL_HELP)
+        sub_parser.add_argument(
+            "--log-level", choices=LOG_LEVELS, default=argparse.SUPPRESS, help=LOG_LEVEL_HELP
+        )
     return parser
 
 
@@ -113,10 +123,15 @@ def logging_settings(level: str) -> Iterator[None]:
     Undone on exit (handler, levels, warnings capture), so that ``main()`` called in process
     leaves no global state behind."""
     rank = os.environ.get("RANK")
-    where = f" [rank {rank}]" if rank is not None and os.environ.get("WORLD_SIZE", "1") != "1" else ""
+    where = (
+        f" [rank {rank}]" if rank is not None and os.environ.get("WORLD_SIZE", "1") != "1" else ""
+    )
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(
-        f"%(asctime)s %(levelname)s %(name)s{where}: %(message)s", "%Y-%m-%d %H:%M:%S"))
+    handler.setFormatter(
+        logging.Formatter(
+            f"%(asctime)s %(levelname)s %(name)s{where}: %(message)s", "%Y-%m-%d %H:%M:%S"
+        )
+    )
     root, ours = logging.getLogger(), logging.getLogger("claptune")
     saved = (root.level, ours.level)
     root.addHandler(handler)
@@ -170,8 +185,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     try:
-        with logging_settings(args.log_level), progress_settings(args), logging_redirect_tqdm(), \
-                warnings.catch_warnings():
+        with (
+            logging_settings(args.log_level),
+            progress_settings(args),
+            logging_redirect_tqdm(),
+            warnings.catch_warnings(),
+        ):
             warnings.showwarning = _one_line_warning(args.command, warnings.showwarning)
             return int(args._run(args) or 0)
     except ClaptuneError as err:

@@ -26,8 +26,11 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if ("default" in text or action.default in (None, argparse.SUPPRESS)
-                or not action.option_strings):
+        if (
+            "default" in text
+            or action.default in (None, argparse.SUPPRESS)
+            or not action.option_strings
+        ):
             return text
         if action.default is False and action.nargs == 0:
             return f"{text} (default: off)"
@@ -37,8 +40,9 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         return f"{text} (default: {str(shown).replace('%', '%%')})"
 
 
-def sub_parser(sub: argparse._SubParsersAction, name: str, doc: str | None,
-               **kwargs: Any) -> argparse.ArgumentParser:
+def sub_parser(
+    sub: argparse._SubParsersAction, name: str, doc: str | None, **kwargs: Any
+) -> argparse.ArgumentParser:
     """A sub-command's parser: its module docstring as the description, every default shown.
     Its one-line help comes from the registry in ``claptune.cli`` (``COMMANDS``)."""
     return sub.add_parser(name, description=doc, formatter_class=HelpFormatter, **kwargs)
@@ -46,19 +50,22 @@ def sub_parser(sub: argparse._SubParsersAction, name: str, doc: str | None,
 
 def alias(p: argparse.ArgumentParser, *flags: str, dest: str, **kwargs: Any) -> None:
     """An old spelling of a flag: still accepted, hidden from --help."""
-    p.add_argument(*flags, dest=dest, help=argparse.SUPPRESS, default=argparse.SUPPRESS,
-                   **kwargs)
+    p.add_argument(*flags, dest=dest, help=argparse.SUPPRESS, default=argparse.SUPPRESS, **kwargs)
 
 
 def add_quiet(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--quiet", action="store_true",
-                   help="no progress bars (log lines stay; see --log-level)")
+    p.add_argument(
+        "--quiet", action="store_true", help="no progress bars (log lines stay; see --log-level)"
+    )
     alias(p, "--no-progress", dest="quiet", action="store_true")
 
 
 def add_device(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default="auto",
-                   help="torch device: auto (cuda if available, else cpu), cpu, cuda, cuda:1, ...")
+    p.add_argument(
+        "--device",
+        default="auto",
+        help="torch device: auto (cuda if available, else cpu), cpu, cuda, cuda:1, ...",
+    )
 
 
 def model_device(name: str) -> dict[str, str]:
@@ -74,8 +81,12 @@ NUM_WORKERS_HELP = "audio decoding workers beside the main process; 0 decodes in
 
 
 def add_num_workers(p: argparse.ArgumentParser, default: int | None = 2) -> None:
-    p.add_argument("--num-workers", type=int, default=default,
-                   help=NUM_WORKERS_HELP + ("" if default is not None else " (default: 2)"))
+    p.add_argument(
+        "--num-workers",
+        type=int,
+        default=default,
+        help=NUM_WORKERS_HELP + ("" if default is not None else " (default: 2)"),
+    )
 
 
 def cache_dir(args: argparse.Namespace) -> Path | None:
@@ -90,24 +101,28 @@ def cache_dir(args: argparse.Namespace) -> Path | None:
     return Path(default_cache_dir())
 
 
-CACHE_DIR_HELP = ("where embeddings and frozen features are kept between runs "
-                  "(default: $CLAPTUNE_CACHE or ~/.cache/claptune)")
+CACHE_DIR_HELP = (
+    "where embeddings and frozen features are kept between runs "
+    "(default: $CLAPTUNE_CACHE or ~/.cache/claptune)"
+)
 
 
 def add_cache_dir(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache-dir", type=Path, default=None, help=CACHE_DIR_HELP)
-    p.add_argument("--no-cache", action="store_true",
-                   help="neither read nor write the cache")
+    p.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
 
 
-TEMPLATE_HELP = ("zero-shot prompts: ensemble (8 templates averaged, as in improve), the set "
-                 "named default (the paper's 'this is a sound of {}'), or your own template with "
-                 "{} for the class name; repeat to average several (default: ensemble)")
+TEMPLATE_HELP = (
+    "zero-shot prompts: ensemble (8 templates averaged, as in improve), the set "
+    "named default (the paper's 'this is a sound of {}'), or your own template with "
+    "{} for the class name; repeat to average several (default: ensemble)"
+)
 
 
 def add_template(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--template", action="append", dest="templates", metavar="TEMPLATE",
-                   help=TEMPLATE_HELP)
+    p.add_argument(
+        "--template", action="append", dest="templates", metavar="TEMPLATE", help=TEMPLATE_HELP
+    )
 
 
 def add_common_arguments(p: argparse.ArgumentParser, target_required: bool = True) -> None:
@@ -115,42 +130,66 @@ def add_common_arguments(p: argparse.ArgumentParser, target_required: bool = Tru
     from claptune.improve.config import TARGETS
     from claptune.improve.splits import STRATEGIES
 
-    p.add_argument("--model", default="default",
-                   help="registered name, model folder or hub id (default: the embedded model)")
+    p.add_argument(
+        "--model",
+        default="default",
+        help="registered name, model folder or hub id (default: the embedded model)",
+    )
     if target_required:
         p.add_argument("--target", required=True, choices=TARGETS, help="target task (required)")
-    p.add_argument("--root", help="local copy of the target data set, a folder (a CSV for csv) "
-                                  "(default: none)")
-    p.add_argument("--download", action="store_true",
-                   help="download the target data set when --root is not given")
+    p.add_argument(
+        "--root", help="local copy of the target data set, a folder (a CSV for csv) (default: none)"
+    )
+    p.add_argument(
+        "--download",
+        action="store_true",
+        help="download the target data set when --root is not given",
+    )
     p.add_argument("--out", required=True, type=Path, help="run folder")
     p.add_argument("--splits", type=int, help="adaptation/test splits (default: 3)")
     p.add_argument("--seeds", type=int, help="training seeds per split (default: 3)")
-    p.add_argument("--test-fraction", type=float,
-                   help="share of the clips scored only (default: 0.5)")
-    p.add_argument("--split", choices=STRATEGIES,
-                   help="how clips are split (default: auto): auto = grouped where the data set "
-                        "names each clip's source recording, else random; stratified hands the "
-                        "unlabeled pool the task's exact class shares (for comparison only)")
+    p.add_argument(
+        "--test-fraction", type=float, help="share of the clips scored only (default: 0.5)"
+    )
+    p.add_argument(
+        "--split",
+        choices=STRATEGIES,
+        help="how clips are split (default: auto): auto = grouped where the data set "
+        "names each clip's source recording, else random; stratified hands the "
+        "unlabeled pool the task's exact class shares (for comparison only)",
+    )
     p.add_argument("--seed", type=int, help="base seed of splits and training (default: 0)")
     add_corpus_arguments(p)
-    p.add_argument("--threshold", action="extend", nargs="+", default=[], metavar="METHOD=VALUE",
-                   help="curation threshold of one method: a cosine (ds=0.6) or a quantile of "
-                        "the teacher's scores (ds=q0.9); several after one flag or repeated "
-                        "(default: the quantile preset of claptune.curation.methods)")
+    p.add_argument(
+        "--threshold",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="METHOD=VALUE",
+        help="curation threshold of one method: a cosine (ds=0.6) or a quantile of "
+        "the teacher's scores (ds=q0.9); several after one flag or repeated "
+        "(default: the quantile preset of claptune.curation.methods)",
+    )
     add_override_arguments(p)
-    p.add_argument("--config", type=Path,
-                   help="ImproveConfig JSON; flags given override it (default: none)")
+    p.add_argument(
+        "--config", type=Path, help="ImproveConfig JSON; flags given override it (default: none)"
+    )
     add_run_arguments(p)
 
 
 def add_corpus_arguments(p: argparse.ArgumentParser) -> None:
     """The paired corpus and the prompts."""
-    p.add_argument("--corpus", help="paired captioned corpus (manifest.csv folder) for replay "
-                                    "and DS captions (default: $CLAPTUNE_CORPUS or "
-                                    "../shared/data/captioned-sfx)")
-    p.add_argument("--corpus-holdout", type=float,
-                   help="share of the corpus held out for the forgetting check (default: 0.1)")
+    p.add_argument(
+        "--corpus",
+        help="paired captioned corpus (manifest.csv folder) for replay "
+        "and DS captions (default: $CLAPTUNE_CORPUS or "
+        "../shared/data/captioned-sfx)",
+    )
+    p.add_argument(
+        "--corpus-holdout",
+        type=float,
+        help="share of the corpus held out for the forgetting check (default: 0.1)",
+    )
     add_template(p)
 
 
@@ -159,22 +198,37 @@ def add_override_arguments(p: argparse.ArgumentParser) -> None:
     from claptune.curation.pipeline import CurationSettings
     from claptune.train.config import TrainConfig
 
-    p.add_argument("--curation", action="append", default=[], metavar="KEY=VALUE",
-                   help="claptune.curation.CurationSettings override, e.g. du_top_k=5; "
-                        "repeatable; keys: " + ", ".join(_field_names(CurationSettings))
-                        + " (default: none)")
-    p.add_argument("--train", action="append", default=[], metavar="KEY=VALUE",
-                   help="claptune.train.TrainConfig override, e.g. epochs=10; repeatable; keys: "
-                        + ", ".join(_field_names(TrainConfig)) + " (default: none)")
+    p.add_argument(
+        "--curation",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="claptune.curation.CurationSettings override, e.g. du_top_k=5; "
+        "repeatable; keys: " + ", ".join(_field_names(CurationSettings)) + " (default: none)",
+    )
+    p.add_argument(
+        "--train",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="claptune.train.TrainConfig override, e.g. epochs=10; repeatable; keys: "
+        + ", ".join(_field_names(TrainConfig))
+        + " (default: none)",
+    )
 
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
     """Undecodable clips, the device, the feature cache and progress."""
-    p.add_argument("--on-error", choices=["raise", "skip"],
-                   help="undecodable clips: stop or skip (default: raise)")
-    p.add_argument("--device",
-                   help="torch device of training: auto (cuda if available, else cpu), cpu, "
-                        "cuda, cuda:1, ... (default: auto)")
+    p.add_argument(
+        "--on-error",
+        choices=["raise", "skip"],
+        help="undecodable clips: stop or skip (default: raise)",
+    )
+    p.add_argument(
+        "--device",
+        help="torch device of training: auto (cuda if available, else cpu), cpu, "
+        "cuda, cuda:1, ... (default: auto)",
+    )
     p.add_argument("--cache-dir", help=CACHE_DIR_HELP)
     add_quiet(p)
 
@@ -209,13 +263,21 @@ def config_from_args(args: argparse.Namespace, **fixed: Any) -> ImproveConfig:
         except (OSError, json.JSONDecodeError) as err:
             raise ClaptuneError(f"cannot read config {args.config}: {err}") from None
     flags = {
-        "model": args.model, "target": getattr(args, "target", None), "root": args.root,
-        "n_splits": args.splits, "n_seeds": args.seeds, "test_fraction": args.test_fraction,
+        "model": args.model,
+        "target": getattr(args, "target", None),
+        "root": args.root,
+        "n_splits": args.splits,
+        "n_seeds": args.seeds,
+        "test_fraction": args.test_fraction,
         "split": getattr(args, "split", None),
-        "seed": args.seed, "corpus": args.corpus, "corpus_holdout": args.corpus_holdout,
-        "templates": args.templates, "on_error": args.on_error,
+        "seed": args.seed,
+        "corpus": args.corpus,
+        "corpus_holdout": args.corpus_holdout,
+        "templates": args.templates,
+        "on_error": args.on_error,
         "cache_dir": getattr(args, "cache_dir", None),
-        "loss": getattr(args, "loss", None), "audio_samples": getattr(args, "audio_samples", None),
+        "loss": getattr(args, "loss", None),
+        "audio_samples": getattr(args, "audio_samples", None),
         "audio_per_class": getattr(args, "audio_per_class", None),
     }
     values.update({k: v for k, v in flags.items() if v is not None})
@@ -228,8 +290,12 @@ def config_from_args(args: argparse.Namespace, **fixed: Any) -> ImproveConfig:
         values["save_model"] = False
     curation = dict(values.get("curation", {}))
     curation.update(_key_values(getattr(args, "curation", []), "--curation"))
-    curation.update({f"{method}_threshold": value for method, value
-                     in _key_values(args.threshold, "--threshold").items()})
+    curation.update(
+        {
+            f"{method}_threshold": value
+            for method, value in _key_values(args.threshold, "--threshold").items()
+        }
+    )
     if curation:
         values["curation"] = curation
     train = _key_values(args.train, "--train")
@@ -255,16 +321,17 @@ def print_summary(report: Report) -> None:
         print(line)
     fg = report.forgetting
     if fg:
-        parts = [f"{k} {100 * fg.before[k]:.1f} -> {100 * fg.after[k].mean:.1f}"
-                 for k in fg.before]
+        parts = [f"{k} {100 * fg.before[k]:.1f} -> {100 * fg.after[k].mean:.1f}" for k in fg.before]
         print("forgetting check (held-out corpus retrieval, %): " + ", ".join(parts))
     tr = report.transfer
     if tr:
-        print(f"transfer check ({tr.n_clips} held-out corpus clips naming {tr.n_classes} "
-              f"target classes, %): accuracy {100 * tr.before.accuracy:.1f} -> "
-              f"{100 * tr.after.accuracy.mean:.1f}, class mean "
-              f"{100 * tr.before.class_mean_accuracy:.1f} -> "
-              f"{100 * tr.after.class_mean_accuracy.mean:.1f}")
+        print(
+            f"transfer check ({tr.n_clips} held-out corpus clips naming {tr.n_classes} "
+            f"target classes, %): accuracy {100 * tr.before.accuracy:.1f} -> "
+            f"{100 * tr.after.accuracy.mean:.1f}, class mean "
+            f"{100 * tr.before.class_mean_accuracy:.1f} -> "
+            f"{100 * tr.after.class_mean_accuracy.mean:.1f}"
+        )
 
 
 def improve_and_print(config: ImproveConfig, out: Path, quiet: bool) -> int:

@@ -23,11 +23,17 @@ def add_parser(sub) -> argparse.ArgumentParser:
     add_common_arguments(p)
     # DS first: the paper's claim is the row a cut-short ablation must not miss
     order = ("ds", "pseudo_refined", "pseudo", "ds+pseudo_refined", "ads", "a2a", "du")
-    p.add_argument("--methods", default=",".join(order),
-                   help="methods (or +-joined combinations) to compare, in this order")
+    p.add_argument(
+        "--methods",
+        default=",".join(order),
+        help="methods (or +-joined combinations) to compare, in this order",
+    )
     p.add_argument("--losses", default=",".join(LOSSES), help="losses to compare")
-    p.add_argument("--no-replay-only", action="store_true",
-                   help="leave out the replay-only fine-tuning control rows")
+    p.add_argument(
+        "--no-replay-only",
+        action="store_true",
+        help="leave out the replay-only fine-tuning control rows",
+    )
     return p
 
 
@@ -42,8 +48,11 @@ def _names(value: str, allowed: tuple[str, ...], what: str) -> tuple[str, ...]:
 def run(args: argparse.Namespace) -> int:
     from claptune.improve import ablation_grid, run_ablation
 
-    entries = tuple(_names(e.replace("+", ","), CURATION_METHODS, "curation method(s)")
-                    for e in args.methods.split(",") if e.strip())
+    entries = tuple(
+        _names(e.replace("+", ","), CURATION_METHODS, "curation method(s)")
+        for e in args.methods.split(",")
+        if e.strip()
+    )
     if not entries:
         raise ClaptuneError(f"--methods {args.methods!r} names no curation method")
     methods = tuple(dict.fromkeys(m for e in entries for m in e))

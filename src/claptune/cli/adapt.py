@@ -35,23 +35,40 @@ if TYPE_CHECKING:
 
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub_parser(sub, "adapt", __doc__)
-    p.add_argument("--model", default="default",
-                   help="registered name, model folder or hub id (default: the embedded model)")
-    p.add_argument("--audio", nargs="+", required=True, metavar="PATH",
-                   help="clip files, folders (searched recursively) or .txt lists of clips")
-    p.add_argument("--classes", required=True,
-                   help="class names: a file with one per line (# comments and blank lines "
-                        "ignored) or 'a,b,c'")
+    p.add_argument(
+        "--model",
+        default="default",
+        help="registered name, model folder or hub id (default: the embedded model)",
+    )
+    p.add_argument(
+        "--audio",
+        nargs="+",
+        required=True,
+        metavar="PATH",
+        help="clip files, folders (searched recursively) or .txt lists of clips",
+    )
+    p.add_argument(
+        "--classes",
+        required=True,
+        help="class names: a file with one per line (# comments and blank lines "
+        "ignored) or 'a,b,c'",
+    )
     p.add_argument("--out", required=True, type=Path, help="run folder")
-    p.add_argument("--eval", metavar="TARGET:ROOT",
-                   help=f"a labelled set to score before and after, never used otherwise; "
-                        f"TARGET one of {', '.join(TARGETS)} (e.g. esc50:data/esc50) "
-                        "(default: none)")
+    p.add_argument(
+        "--eval",
+        metavar="TARGET:ROOT",
+        help=f"a labelled set to score before and after, never used otherwise; "
+        f"TARGET one of {', '.join(TARGETS)} (e.g. esc50:data/esc50) "
+        "(default: none)",
+    )
     p.add_argument("--seed", type=int, help="training seed (default: 0)")
     add_corpus_arguments(p)
     add_override_arguments(p)
-    p.add_argument("--audio-per-class", type=int,
-                   help="curated clips per class to listen to in report.html (default: 1)")
+    p.add_argument(
+        "--audio-per-class",
+        type=int,
+        help="curated clips per class to listen to in report.html (default: 1)",
+    )
     p.add_argument("--no-save-model", action="store_true", help="do not write RUN/model")
     add_run_arguments(p)
     return p
@@ -61,8 +78,10 @@ def parse_eval(spec: str) -> tuple[str, str | None]:
     """``TARGET:ROOT`` (or ``TARGET`` alone: the data set's default location)."""
     target, _, root = spec.partition(":")
     if target not in TARGETS:
-        raise ClaptuneError(f"--eval {spec!r}: TARGET must be one of {', '.join(TARGETS)} "
-                            "(TARGET:ROOT, e.g. esc50:data/esc50)")
+        raise ClaptuneError(
+            f"--eval {spec!r}: TARGET must be one of {', '.join(TARGETS)} "
+            "(TARGET:ROOT, e.g. esc50:data/esc50)"
+        )
     return target, root or None
 
 
@@ -70,11 +89,20 @@ def config_from_args(args: argparse.Namespace) -> AdaptConfig:
     from claptune.curation.inputs import class_names_from
     from claptune.improve.adapt import AdaptConfig
 
-    values: dict[str, Any] = {"audio": tuple(args.audio), "model": args.model,
-                              "class_names": tuple(class_names_from(args.classes))}
-    flags = {"seed": args.seed, "corpus": args.corpus, "corpus_holdout": args.corpus_holdout,
-             "templates": args.templates, "audio_per_class": args.audio_per_class,
-             "on_error": args.on_error, "cache_dir": args.cache_dir}
+    values: dict[str, Any] = {
+        "audio": tuple(args.audio),
+        "model": args.model,
+        "class_names": tuple(class_names_from(args.classes)),
+    }
+    flags = {
+        "seed": args.seed,
+        "corpus": args.corpus,
+        "corpus_holdout": args.corpus_holdout,
+        "templates": args.templates,
+        "audio_per_class": args.audio_per_class,
+        "on_error": args.on_error,
+        "cache_dir": args.cache_dir,
+    }
     values.update({k: v for k, v in flags.items() if v is not None})
     if args.eval:
         values["eval_target"], values["eval_root"] = parse_eval(args.eval)
@@ -101,8 +129,10 @@ def print_summary(report: AdaptReport) -> None:
         for line in eval_lines(report.evaluation):
             print(line)
     if report.failed_clips:
-        print(f"{len(report.failed_clips)} clips could not be decoded and were skipped "
-              "(listed in report.json)")
+        print(
+            f"{len(report.failed_clips)} clips could not be decoded and were skipped "
+            "(listed in report.json)"
+        )
 
 
 def run(args: argparse.Namespace) -> int:

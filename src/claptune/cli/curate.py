@@ -61,59 +61,116 @@ from claptune.errors import ClaptuneError
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub_parser(sub, "curate", __doc__)
-    p.add_argument("--method", required=True,
-                   help="one or more of du, ds, ads, a2a, pseudo, pseudo_refined, "
-                   "comma-separated")
+    p.add_argument(
+        "--method",
+        required=True,
+        help="one or more of du, ds, ads, a2a, pseudo, pseudo_refined, comma-separated",
+    )
     p.add_argument("--out", required=True, type=Path, help="output folder")
-    p.add_argument("--model", default=None,
-                   help="teacher: registered name, model folder or hub id (default: none; needed "
-                        "for prompts and for inputs that are not stores)")
-    p.add_argument("--audio", nargs="+", metavar="PATH",
-                   help="unpaired clips: a store, or audio files/folders/.txt lists "
-                        "(default: none)")
-    p.add_argument("--text", metavar="PATH",
-                   help="unpaired captions: a store, .txt or .csv (default: none)")
+    p.add_argument(
+        "--model",
+        default=None,
+        help="teacher: registered name, model folder or hub id (default: none; needed "
+        "for prompts and for inputs that are not stores)",
+    )
+    p.add_argument(
+        "--audio",
+        nargs="+",
+        metavar="PATH",
+        help="unpaired clips: a store, or audio files/folders/.txt lists (default: none)",
+    )
+    p.add_argument(
+        "--text", metavar="PATH", help="unpaired captions: a store, .txt or .csv (default: none)"
+    )
     p.add_argument("--text-column", default="caption", help="caption column of a .csv")
-    p.add_argument("--caption-key", default=None,
-                   help="captioned shards: caption from this .json field (default: the .txt)")
-    p.add_argument("--corpus", metavar="PATH",
-                   help="paired corpus: a folder with manifest.csv, or the CSV (path, caption) "
-                        "(default: none)")
-    p.add_argument("--target-audio", nargs="+", metavar="PATH",
-                   help="unlabeled target-domain clips: a store, or audio files/folders "
-                        "(default: the clips of --target)")
-    p.add_argument("--classes", help="target class names: 'a,b,c' or a file with one per line "
-                                     "(default: those of --target)")
-    p.add_argument("--target", help="target data set (esc50, us8k, tut2017, folder, csv) whose "
-                                    "class names (and clips, for --target-audio) to use "
-                                    "(default: none)")
+    p.add_argument(
+        "--caption-key",
+        default=None,
+        help="captioned shards: caption from this .json field (default: the .txt)",
+    )
+    p.add_argument(
+        "--corpus",
+        metavar="PATH",
+        help="paired corpus: a folder with manifest.csv, or the CSV (path, caption) "
+        "(default: none)",
+    )
+    p.add_argument(
+        "--target-audio",
+        nargs="+",
+        metavar="PATH",
+        help="unlabeled target-domain clips: a store, or audio files/folders "
+        "(default: the clips of --target)",
+    )
+    p.add_argument(
+        "--classes",
+        help="target class names: 'a,b,c' or a file with one per line (default: those of --target)",
+    )
+    p.add_argument(
+        "--target",
+        help="target data set (esc50, us8k, tut2017, folder, csv) whose "
+        "class names (and clips, for --target-audio) to use "
+        "(default: none)",
+    )
     p.add_argument("--root", help="local copy of the --target data set (default: none)")
     add_template(p)
-    p.add_argument("--threshold", action="extend", nargs="+", default=[], metavar="[METHOD=]T",
-                   help="cosine (0.7) or quantile (q0.99), for the method or per method; "
-                        "several after one flag or repeated "
-                        "(default: the --preset's)")
-    p.add_argument("--preset", choices=list(THRESHOLD_PRESETS), default="quantile",
-                   help="default thresholds: quantile (of the teacher's own scores; also "
-                        "improve's) or paper (the paper's raw cosines, for MS-CLAP)")
-    p.add_argument("--top-k", type=int, default=None,
-                   help="du: top-k captions per clip instead of a threshold; a2a: DS captions "
-                        "per kept clip (default: du a threshold, a2a 1)")
-    p.add_argument("--text-threshold", type=float, default=None,
-                   help="a2a: keep only pairings with audio-text cosine >= this (default: none)")
-    p.add_argument("--criterion", choices=["confidence", "margin"], default="confidence",
-                   help="pseudo, pseudo_refined: softmax confidence or top1-top2 margin")
-    p.add_argument("--max-per-class", type=int, default=None,
-                   help="pseudo, pseudo_refined: cap per class (default: 2x the balanced share; "
-                        "0 = no cap)")
+    p.add_argument(
+        "--threshold",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="[METHOD=]T",
+        help="cosine (0.7) or quantile (q0.99), for the method or per method; "
+        "several after one flag or repeated "
+        "(default: the --preset's)",
+    )
+    p.add_argument(
+        "--preset",
+        choices=list(THRESHOLD_PRESETS),
+        default="quantile",
+        help="default thresholds: quantile (of the teacher's own scores; also "
+        "improve's) or paper (the paper's raw cosines, for MS-CLAP)",
+    )
+    p.add_argument(
+        "--top-k",
+        type=int,
+        default=None,
+        help="du: top-k captions per clip instead of a threshold; a2a: DS captions "
+        "per kept clip (default: du a threshold, a2a 1)",
+    )
+    p.add_argument(
+        "--text-threshold",
+        type=float,
+        default=None,
+        help="a2a: keep only pairings with audio-text cosine >= this (default: none)",
+    )
+    p.add_argument(
+        "--criterion",
+        choices=["confidence", "margin"],
+        default="confidence",
+        help="pseudo, pseudo_refined: softmax confidence or top1-top2 margin",
+    )
+    p.add_argument(
+        "--max-per-class",
+        type=int,
+        default=None,
+        help="pseudo, pseudo_refined: cap per class (default: 2x the balanced share; 0 = no cap)",
+    )
     p.add_argument("--block-size", type=int, default=4096, help="search tile side")
     add_device(p)
     add_cache_dir(p)
     alias(p, "--cache", dest="cache_dir", type=Path)
-    p.add_argument("--batch-size", type=int, default=None,
-                   help="embedding batch size (default: 32 windows, 256 captions)")
-    p.add_argument("--on-error", choices=["raise", "skip"], default="raise",
-                   help="undecodable audio: stop (raise) or leave it out (skip)")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="embedding batch size (default: 32 windows, 256 captions)",
+    )
+    p.add_argument(
+        "--on-error",
+        choices=["raise", "skip"],
+        default="raise",
+        help="undecodable audio: stop (raise) or leave it out (skip)",
+    )
     add_quiet(p)
     return p
 
@@ -134,8 +191,9 @@ def run(args: argparse.Namespace) -> int:
             a2a_text_threshold=args.text_threshold,
             pseudo_criterion=args.criterion,
             pseudo_max_per_class=args.max_per_class,
-            search=SearchOptions(args.block_size, model_device(args.device)["device"],
-                                 distributed=env.enabled),
+            search=SearchOptions(
+                args.block_size, model_device(args.device)["device"], distributed=env.enabled
+            ),
         )
         inputs = build_inputs(args, methods)
         with warnings.catch_warnings(record=True) as caught:
@@ -148,8 +206,10 @@ def run(args: argparse.Namespace) -> int:
             if issubclass(w.category, CurationWarning):
                 print(f"warning: {w.message}", file=sys.stderr)
         if len(pairs) == 0:
-            raise ClaptuneError(f"no pairs passed the thresholds of {', '.join(methods)}; "
-                                f"nothing written to {args.out} (see the distributions above)")
+            raise ClaptuneError(
+                f"no pairs passed the thresholds of {', '.join(methods)}; "
+                f"nothing written to {args.out} (see the distributions above)"
+            )
         write_outputs(pairs, args.out)
     finally:
         if created_group:
@@ -163,8 +223,9 @@ def parse_methods(text: str) -> list[str]:
     methods = [m.strip() for m in text.split(",") if m.strip()]
     unknown = [m for m in methods if m not in METHOD_NAMES]
     if unknown or not methods:
-        raise ClaptuneError(f"unknown method(s) {unknown or text!r}; choose from "
-                            f"{', '.join(METHOD_NAMES)}")
+        raise ClaptuneError(
+            f"unknown method(s) {unknown or text!r}; choose from {', '.join(METHOD_NAMES)}"
+        )
     return list(dict.fromkeys(methods))
 
 
@@ -175,8 +236,9 @@ def parse_thresholds(specs: list[str], methods: list[str]) -> dict:
         name, sep, value = spec.rpartition("=")
         if not sep:
             if len(methods) != 1:
-                raise ClaptuneError(f"--threshold {spec}: several methods chosen; write "
-                                    "METHOD=VALUE, e.g. ds=0.7")
+                raise ClaptuneError(
+                    f"--threshold {spec}: several methods chosen; write METHOD=VALUE, e.g. ds=0.7"
+                )
             name = methods[0]
         if name not in METHOD_NAMES:
             raise ClaptuneError(f"--threshold {spec}: unknown method {name!r}")
@@ -205,17 +267,23 @@ def build_inputs(args: argparse.Namespace, methods: list[str]):
 
     needs = {w for m in methods for w in NEEDS[m]}
     what = "/".join(methods)
-    for role, flag, value, label in (("audio", "--audio", args.audio, "unpaired clips"),
-                                     ("text", "--text", args.text, "unpaired captions"),
-                                     ("corpus", "--corpus", args.corpus, "a paired corpus")):
+    for role, flag, value, label in (
+        ("audio", "--audio", args.audio, "unpaired clips"),
+        ("text", "--text", args.text, "unpaired captions"),
+        ("corpus", "--corpus", args.corpus, "a paired corpus"),
+    ):
         if role in needs and not value:
             raise ClaptuneError(f"{what} needs {label}: give {flag}")
     model = _load_model(args)
     cache = cache_dir(args)
-    options = EmbedOptions(cache=None if cache is None else cache / "embeddings",
-                           batch_size=args.batch_size, progress=not args.quiet,
-                           on_error=args.on_error, text_column=args.text_column,
-                           caption_key=args.caption_key)
+    options = EmbedOptions(
+        cache=None if cache is None else cache / "embeddings",
+        batch_size=args.batch_size,
+        progress=not args.quiet,
+        on_error=args.on_error,
+        text_column=args.text_column,
+        caption_key=args.caption_key,
+    )
     dataset = _target_dataset(args) if args.target else None
     target = None
     if "target" in needs:
@@ -224,8 +292,9 @@ def build_inputs(args: argparse.Namespace, methods: list[str]):
         elif dataset is not None:
             target = target_rows_of_dataset(dataset, model, options)
         else:
-            raise ClaptuneError(f"{what} needs target clips: give --target-audio "
-                                "or --target/--root")
+            raise ClaptuneError(
+                f"{what} needs target clips: give --target-audio or --target/--root"
+            )
     class_names = class_emb = None
     if "prompts" in needs:
         if args.classes:
@@ -233,16 +302,23 @@ def build_inputs(args: argparse.Namespace, methods: list[str]):
         elif dataset is not None:
             class_names = list(dataset.class_names)
         else:
-            raise ClaptuneError("class prompts need class names: give --classes or "
-                                "--target/--root")
+            raise ClaptuneError("class prompts need class names: give --classes or --target/--root")
         if model is not None:  # pseudo-labels score with the zero-shot classifier, as improve
             from claptune.evaluate.zeroshot import resolve_templates, text_classifier
 
             templates = resolve_templates(args.templates or ["ensemble"])
             class_emb = text_classifier(model, class_names, templates)
     return build_curation_inputs(
-        methods, model=model, audio=args.audio, texts=args.text, corpus=args.corpus,
-        target=target, class_names=class_names, class_emb=class_emb, options=options)
+        methods,
+        model=model,
+        audio=args.audio,
+        texts=args.text,
+        corpus=args.corpus,
+        target=target,
+        class_names=class_names,
+        class_emb=class_emb,
+        options=options,
+    )
 
 
 def _load_model(args: argparse.Namespace):
@@ -267,24 +343,35 @@ def report(pairs) -> None:
     for method, meta in pairs.meta.items():
         if not isinstance(meta, dict) or "distribution" not in meta:
             continue
-        what = {"du": "audio-text cosine", "ads": "audio-text cosine",
-                "ds": "best caption-prompt cosine", "a2a": "best clip-target cosine",
-                "pseudo": meta.get("criterion", ""),
-                "pseudo_refined": f"refined {meta.get('criterion', '')}"}[method]
+        what = {
+            "du": "audio-text cosine",
+            "ads": "audio-text cosine",
+            "ds": "best caption-prompt cosine",
+            "a2a": "best clip-target cosine",
+            "pseudo": meta.get("criterion", ""),
+            "pseudo_refined": f"refined {meta.get('criterion', '')}",
+        }[method]
         print(format_distribution(f"{method}: {what}", meta["distribution"]))
         if "threshold_value" in meta:
             print(f"  threshold {meta['threshold']} = {meta['threshold_value']:.4f}")
         if method == "a2a":
-            print(f"  {meta['clips_kept']} clips kept, each paired with its top "
-                  f"{meta['top_k']} DS caption(s)")
+            print(
+                f"  {meta['clips_kept']} clips kept, each paired with its top "
+                f"{meta['top_k']} DS caption(s)"
+            )
         if method in ("pseudo", "pseudo_refined"):
-            print(f"  {meta['above_threshold']} clips above the threshold, "
-                  f"{meta['dropped_by_cap']} dropped by the cap of {meta['max_per_class']} "
-                  "per class")
-    counts = ", ".join(f"{m} {n}" for m, n in pairs.method_counts().items()
-                       if m != "total") or "none"
-    print(f"kept {len(pairs)} pairs ({counts}; {pairs.meta.get('duplicates_removed', 0)} "
-          "duplicates merged)")
+            print(
+                f"  {meta['above_threshold']} clips above the threshold, "
+                f"{meta['dropped_by_cap']} dropped by the cap of {meta['max_per_class']} "
+                "per class"
+            )
+    counts = (
+        ", ".join(f"{m} {n}" for m, n in pairs.method_counts().items() if m != "total") or "none"
+    )
+    print(
+        f"kept {len(pairs)} pairs ({counts}; {pairs.meta.get('duplicates_removed', 0)} "
+        "duplicates merged)"
+    )
 
 
 def write_outputs(pairs, out: Path) -> None:

@@ -30,11 +30,14 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder")
     p.add_argument("--splits", type=int, help="adaptation/test splits (default: 3)")
     p.add_argument("--seeds", type=int, help="training seeds per split (default: 3)")
-    p.add_argument("--corpus", help="paired corpus (default: $CLAPTUNE_CORPUS or "
-                                    "../shared/data/captioned-sfx)")
-    p.add_argument("--device",
-                   help="torch device of training: auto (cuda if available, else cpu), cpu, "
-                        "cuda, cuda:1, ... (default: auto)")
+    p.add_argument(
+        "--corpus", help="paired corpus (default: $CLAPTUNE_CORPUS or ../shared/data/captioned-sfx)"
+    )
+    p.add_argument(
+        "--device",
+        help="torch device of training: auto (cuda if available, else cpu), cpu, "
+        "cuda, cuda:1, ... (default: auto)",
+    )
     p.add_argument("--cache-dir", help=CACHE_DIR_HELP)
     add_quiet(p)
     return p
@@ -45,10 +48,24 @@ def demo_config(args: argparse.Namespace) -> ImproveConfig:
     $CLAPTUNE_DATA, or a download."""
     root = args.root or os.environ.get("CLAPTUNE_DATA") or None
     full = argparse.Namespace(
-        model="default", target="esc50", root=root, download=root is None, out=args.out,
-        splits=args.splits, seeds=args.seeds, test_fraction=None, seed=None, corpus=args.corpus,
-        corpus_holdout=None, templates=None, on_error=None, threshold=[], curation=[], train=[],
-        config=None, cache_dir=getattr(args, "cache_dir", None),
+        model="default",
+        target="esc50",
+        root=root,
+        download=root is None,
+        out=args.out,
+        splits=args.splits,
+        seeds=args.seeds,
+        test_fraction=None,
+        seed=None,
+        corpus=args.corpus,
+        corpus_holdout=None,
+        templates=None,
+        on_error=None,
+        threshold=[],
+        curation=[],
+        train=[],
+        config=None,
+        cache_dir=getattr(args, "cache_dir", None),
         device=getattr(args, "device", None),
     )
     return config_from_args(full)

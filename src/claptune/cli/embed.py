@@ -26,25 +26,44 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub_parser(sub, "embed", __doc__)
     p.add_argument("--model", required=True, help="registered name, model folder or hub id")
     what = p.add_mutually_exclusive_group(required=True)
-    what.add_argument("--audio", nargs="+", metavar="PATH",
-                      help="audio files, folders (recursive) or .txt lists of paths "
-                           "(required, or --text)")
-    what.add_argument("--text", metavar="FILE",
-                      help=".txt with one caption per line, or .csv (see --text-column) "
-                           "(required, or --audio)")
+    what.add_argument(
+        "--audio",
+        nargs="+",
+        metavar="PATH",
+        help="audio files, folders (recursive) or .txt lists of paths (required, or --text)",
+    )
+    what.add_argument(
+        "--text",
+        metavar="FILE",
+        help=".txt with one caption per line, or .csv (see --text-column) (required, or --audio)",
+    )
     p.add_argument("--text-column", default="caption", help="caption column of a .csv")
     p.add_argument("--out", required=True, type=Path, help="store folder")
-    p.add_argument("--batch-size", type=int, default=None,
-                   help="windows (audio) or captions per forward (default: 32 windows, "
-                        "256 captions)")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="windows (audio) or captions per forward (default: 32 windows, 256 captions)",
+    )
     add_num_workers(p)
-    p.add_argument("--chunk-size", type=int, default=None,
-                   help="items per atomically written part (default: 256 clips, "
-                        "4096 captions)")
-    p.add_argument("--on-error", choices=["raise", "skip"], default="raise",
-                   help="bad audio: stop with an error (raise) or list it in the manifest (skip)")
-    p.add_argument("--store-format", choices=["npz", "shards"], default="npz",
-                   help="one embeddings.npy (npz) or webdataset shards of (id, embedding)")
+    p.add_argument(
+        "--chunk-size",
+        type=int,
+        default=None,
+        help="items per atomically written part (default: 256 clips, 4096 captions)",
+    )
+    p.add_argument(
+        "--on-error",
+        choices=["raise", "skip"],
+        default="raise",
+        help="bad audio: stop with an error (raise) or list it in the manifest (skip)",
+    )
+    p.add_argument(
+        "--store-format",
+        choices=["npz", "shards"],
+        default="npz",
+        help="one embeddings.npy (npz) or webdataset shards of (id, embedding)",
+    )
     add_device(p)
     add_quiet(p)
     return p
@@ -69,13 +88,23 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(args.model, **model_device(args.device))
     if args.store_format == "shards":
         return _run_sharded_out(args, model, items, kind)
-    out = embed_to_store(model, items, args.out, kind=kind, chunk_size=args.chunk_size,
-                         batch_size=args.batch_size, num_workers=args.num_workers,
-                         progress=not args.quiet, on_error=args.on_error)
+    out = embed_to_store(
+        model,
+        items,
+        args.out,
+        kind=kind,
+        chunk_size=args.chunk_size,
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
+        progress=not args.quiet,
+        on_error=args.on_error,
+    )
     if int(os.environ.get("RANK", "0")) == 0:  # one report, not one per torchrun rank
         store = load_store(out, items=items)  # this run's items; the view may hold more
-        print(f"embedded {len(store.ids)} of {len(items)} {kind} items "
-              f"({store.embeddings.shape[1]}-d) into {out}")
+        print(
+            f"embedded {len(store.ids)} of {len(items)} {kind} items "
+            f"({store.embeddings.shape[1]}-d) into {out}"
+        )
         for item, reason in store.manifest["failed"]:
             print(f"  skipped {printable(item)}: {reason}")
     return 0
@@ -90,19 +119,34 @@ def _run_shards(args: argparse.Namespace) -> int:
     if not all(is_shard_spec(a) for a in args.audio):
         raise ClaptuneError("--audio: give either webdataset shards or audio files, not both")
     model = load_model(args.model, **model_device(args.device))
-    out = embed_shards_to_store(model, args.audio, args.out, store_format=args.store_format,
-                                chunk_size=args.chunk_size, batch_size=args.batch_size,
-                                num_workers=args.num_workers, progress=not args.quiet,
-                                on_error=args.on_error)
+    out = embed_shards_to_store(
+        model,
+        args.audio,
+        args.out,
+        store_format=args.store_format,
+        chunk_size=args.chunk_size,
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
+        progress=not args.quiet,
+        on_error=args.on_error,
+    )
     return _summary(out)
 
 
 def _run_sharded_out(args: argparse.Namespace, model, items: list[str], kind: str) -> int:
     from claptune.embed_shards import embed_to_sharded_store
 
-    out = embed_to_sharded_store(model, items, args.out, kind=kind, chunk_size=args.chunk_size,
-                                 batch_size=args.batch_size, num_workers=args.num_workers,
-                                 progress=not args.quiet, on_error=args.on_error)
+    out = embed_to_sharded_store(
+        model,
+        items,
+        args.out,
+        kind=kind,
+        chunk_size=args.chunk_size,
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
+        progress=not args.quiet,
+        on_error=args.on_error,
+    )
     return _summary(out)
 
 
@@ -112,8 +156,10 @@ def _summary(out: Path) -> int:
 
     if int(os.environ.get("RANK", "0")) == 0:
         manifest = json.loads((out / "manifest.json").read_text())
-        print(f"embedded {manifest['n_embedded']} of {manifest['n_items']} {manifest['kind']} "
-              f"items ({manifest['dim']}-d) into {out}")
+        print(
+            f"embedded {manifest['n_embedded']} of {manifest['n_items']} {manifest['kind']} "
+            f"items ({manifest['dim']}-d) into {out}"
+        )
         for item, reason in manifest["failed"]:
             print(f"  skipped {printable(item)}: {reason}")
     return 0

@@ -27,15 +27,22 @@ from claptune.improve.config import CURATION_METHODS, LOSSES
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub_parser(sub, "improve", __doc__)
     add_common_arguments(p)
-    p.add_argument("--methods", help=f"comma-separated curation methods of {', '.join(CURATION_METHODS)}; "
-                                     "'none' fine-tunes on replay only (default: pseudo_refined)")
+    p.add_argument(
+        "--methods",
+        help=f"comma-separated curation methods of {', '.join(CURATION_METHODS)}; "
+        "'none' fine-tunes on replay only (default: pseudo_refined)",
+    )
     p.add_argument("--loss", choices=LOSSES, help="contrastive loss (default: hard)")
-    p.add_argument("--audio-per-class", type=int,
-                   help="best-scored curated pairs of each class playable in report.html "
-                        "(default: 2)")
-    p.add_argument("--audio-samples", type=int,
-                   help="cap on all players in report.html, spread over the classes "
-                        "(default: no cap)")
+    p.add_argument(
+        "--audio-per-class",
+        type=int,
+        help="best-scored curated pairs of each class playable in report.html (default: 2)",
+    )
+    p.add_argument(
+        "--audio-samples",
+        type=int,
+        help="cap on all players in report.html, spread over the classes (default: no cap)",
+    )
     p.add_argument("--no-save-model", action="store_true", help="do not write RUN/model")
     return p
 

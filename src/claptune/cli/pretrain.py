@@ -19,18 +19,31 @@ from claptune.cli._common import add_cache_dir, add_quiet, cache_dir, sub_parser
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub_parser(sub, "pretrain", __doc__)
-    p.add_argument("--corpus", required=True, type=Path,
-                   help="folder with manifest.csv (path, caption columns), or the csv itself")
+    p.add_argument(
+        "--corpus",
+        required=True,
+        type=Path,
+        help="folder with manifest.csv (path, caption columns), or the csv itself",
+    )
     p.add_argument("--out", required=True, type=Path, help="output model folder")
-    p.add_argument("--recipe", default="default.json",
-                   help="recipe JSON file, or a name in claptune/recipes")
-    p.add_argument("--seed", type=int, default=None,
-                   help="override the recipe's seed (default: the recipe's)")
-    p.add_argument("--epochs", type=int, default=None,
-                   help="override the recipe's epochs (default: the recipe's)")
-    p.add_argument("--max-clips", type=int, default=None,
-                   help="use only the first N clips of the manifest, for smoke runs "
-                        "(default: all)")
+    p.add_argument(
+        "--recipe", default="default.json", help="recipe JSON file, or a name in claptune/recipes"
+    )
+    p.add_argument(
+        "--seed", type=int, default=None, help="override the recipe's seed (default: the recipe's)"
+    )
+    p.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="override the recipe's epochs (default: the recipe's)",
+    )
+    p.add_argument(
+        "--max-clips",
+        type=int,
+        default=None,
+        help="use only the first N clips of the manifest, for smoke runs (default: all)",
+    )
     add_cache_dir(p)
     add_quiet(p)
     return p
@@ -39,11 +52,12 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from claptune.train.heads import PretrainConfig, pretrain
 
-    config = PretrainConfig.from_recipe(args.recipe, seed=args.seed, epochs=args.epochs,
-                                        max_clips=args.max_clips)
-    result = pretrain(args.corpus, args.out, config,
-                      cache_dir=cache_dir(args),
-                      progress=not args.quiet)
+    config = PretrainConfig.from_recipe(
+        args.recipe, seed=args.seed, epochs=args.epochs, max_clips=args.max_clips
+    )
+    result = pretrain(
+        args.corpus, args.out, config, cache_dir=cache_dir(args), progress=not args.quiet
+    )
     metrics = ", ".join(f"{k} {v:.3f}" for k, v in result.heldout.items())
     print(f"model saved to {result.out_dir} (epoch {result.best_epoch}; held-out {metrics})")
     return 0

@@ -56,26 +56,43 @@ def add_parser(sub) -> argparse.ArgumentParser:
         help="curated pairs CSV: audio,text columns (class optional), or captioned "
         "webdataset shards (/data/{000000..000099}.tar)",
     )
-    p.add_argument("--replay", help="replay pairs CSV (e.g. the original paired corpus), "
-                   "or captioned webdataset shards (default: none)")
-    p.add_argument("--shards", nargs="+", metavar="SPEC",
-                   help="webdataset shards holding the <shard>/<key> audio ids of the pairs "
-                        "(default: none)")
-    p.add_argument("--caption-key", help="captioned shards: caption from this .json field "
-                   "(default: the .txt)")
+    p.add_argument(
+        "--replay",
+        help="replay pairs CSV (e.g. the original paired corpus), "
+        "or captioned webdataset shards (default: none)",
+    )
+    p.add_argument(
+        "--shards",
+        nargs="+",
+        metavar="SPEC",
+        help="webdataset shards holding the <shard>/<key> audio ids of the pairs (default: none)",
+    )
+    p.add_argument(
+        "--caption-key", help="captioned shards: caption from this .json field (default: the .txt)"
+    )
     p.add_argument("--out", required=True, type=Path, help="run folder")
-    p.add_argument("--config", type=Path,
-                   help="TrainConfig JSON; flags given override it (default: none)")
+    p.add_argument(
+        "--config", type=Path, help="TrainConfig JSON; flags given override it (default: none)"
+    )
     again = p.add_mutually_exclusive_group()
-    again.add_argument("--resume", action="store_true",
-                       help="continue the run in OUT from its checkpoint (default: off; an OUT "
-                            "without a checkpoint is an error)")
-    again.add_argument("--overwrite", action="store_true",
-                       help="delete the earlier run's checkpoint, logs and model in OUT and "
-                            "start again (default: off; an OUT holding a checkpoint is refused)")
+    again.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in OUT from its checkpoint (default: off; an OUT "
+        "without a checkpoint is an error)",
+    )
+    again.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="delete the earlier run's checkpoint, logs and model in OUT and "
+        "start again (default: off; an OUT holding a checkpoint is refused)",
+    )
     add_quiet(p)
-    p.add_argument("--loss", choices=["hard", "soft", "multipos"],
-                   help="contrastive loss (hard is improve's: the better one in its ablation)")
+    p.add_argument(
+        "--loss",
+        choices=["hard", "soft", "multipos"],
+        help="contrastive loss (hard is improve's: the better one in its ablation)",
+    )
     p.add_argument("--beta", type=float, help="soft-target weight of teacher similarities")
     p.add_argument(
         "--normalize-targets",
@@ -100,8 +117,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
         choices=["last", "best_val"],
         help="final model: last step or lowest held-out curated loss",
     )
-    p.add_argument("--trainable", choices=["all", "projections", "lora"],
-                   help="which parameters train")
+    p.add_argument(
+        "--trainable", choices=["all", "projections", "lora"], help="which parameters train"
+    )
     p.add_argument("--lora-rank", type=int, help="rank of the LoRA adapters")
     p.add_argument("--lora-alpha", type=int, help="scale of the LoRA adapters")
     p.add_argument(
@@ -109,10 +127,14 @@ def add_parser(sub) -> argparse.ArgumentParser:
         choices=["fixed", "random"],
         help="training windows: fixed (teacher cached) or random (paper)",
     )
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16"],
-                   help="auto: bf16 autocast on CUDA, fp32 on CPU")
-    p.add_argument("--device",
-                   help="torch device: auto (cuda if available, else cpu), cpu, cuda, cuda:1, ...")
+    p.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "bf16"],
+        help="auto: bf16 autocast on CUDA, fp32 on CPU",
+    )
+    p.add_argument(
+        "--device", help="torch device: auto (cuda if available, else cpu), cpu, cuda, cuda:1, ..."
+    )
     p.add_argument("--seed", type=int, help="seed of batches, crops and initialisation")
     p.add_argument("--save-every", type=int, help="steps between checkpoints")
     p.add_argument("--num-workers", type=int, help=NUM_WORKERS_HELP)
@@ -167,8 +189,7 @@ def run(args: argparse.Namespace) -> int:
     config = TrainConfig.from_dict(values)
     # user errors in the inputs before the model loads
     pairs = pairs_from(args.pairs, args.shards, args.caption_key)
-    replay = (None if args.replay is None
-              else pairs_from(args.replay, args.shards, args.caption_key))
+    replay = None if args.replay is None else pairs_from(args.replay, args.shards, args.caption_key)
     model = load_model(args.model)
     features = None
     if not args.no_cache and heads_train_on_features(model, config):
@@ -181,8 +202,14 @@ def run(args: argparse.Namespace) -> int:
             progress=config.progress,
         )
     result = fit(
-        model, pairs, config, replay=replay, out_dir=args.out, resume=args.resume,
-        overwrite=args.overwrite, features=features,
+        model,
+        pairs,
+        config,
+        replay=replay,
+        out_dir=args.out,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        features=features,
     )
     if result.model_dir is not None:
         losses = "".join(

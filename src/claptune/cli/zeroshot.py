@@ -40,26 +40,41 @@ from claptune.errors import ClaptuneError, printable
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub_parser(sub, "zeroshot", __doc__)
     p.add_argument("--model", required=True, help="registered name, model folder or hub id")
-    p.add_argument("--target",  # required, checked in run() so that --dataset counts too
-                   help="esc50, us8k, tut2017, folder (class folders) or csv (path,label) "
-                        "(required)")
+    p.add_argument(
+        "--target",  # required, checked in run() so that --dataset counts too
+        help="esc50, us8k, tut2017, folder (class folders) or csv (path,label) (required)",
+    )
     alias(p, "--dataset", dest="target")
-    p.add_argument("--root", default=None,
-                   help="local copy of the data set (folder; a .csv file for --target csv) "
-                        "(default: none)")
-    p.add_argument("--download", action="store_true",
-                   help="fetch a published data set if it is missing (into --root, else into "
-                        "$CLAPTUNE_DATA, default ~/.cache/claptune/data)")
-    p.add_argument("--folds", default=None,
-                   help="comma-separated folds to evaluate, e.g. 1,2 (default: all)")
-    p.add_argument("--split", default=None, choices=["all", "development", "evaluation"],
-                   help="TUT2017 only: which set(s) (default: all)")
+    p.add_argument(
+        "--root",
+        default=None,
+        help="local copy of the data set (folder; a .csv file for --target csv) (default: none)",
+    )
+    p.add_argument(
+        "--download",
+        action="store_true",
+        help="fetch a published data set if it is missing (into --root, else into "
+        "$CLAPTUNE_DATA, default ~/.cache/claptune/data)",
+    )
+    p.add_argument(
+        "--folds", default=None, help="comma-separated folds to evaluate, e.g. 1,2 (default: all)"
+    )
+    p.add_argument(
+        "--split",
+        default=None,
+        choices=["all", "development", "evaluation"],
+        help="TUT2017 only: which set(s) (default: all)",
+    )
     add_template(p)
     alias(p, "--templates", dest="templates", nargs="+")
     p.add_argument("--batch-size", type=int, default=32, help="audio windows per forward")
     add_num_workers(p)
-    p.add_argument("--on-error", choices=["raise", "skip"], default="raise",
-                   help="bad audio: stop with an error (raise) or skip and list it (skip)")
+    p.add_argument(
+        "--on-error",
+        choices=["raise", "skip"],
+        default="raise",
+        help="bad audio: stop with an error (raise) or skip and list it (skip)",
+    )
     add_cache_dir(p)
     alias(p, "--cache", dest="cache_dir", type=Path)
     add_device(p)
@@ -81,8 +96,9 @@ def run(args: argparse.Namespace) -> int:
     extra = {"split": args.split} if args.split else {}
     if extra and args.target != "tut2017":
         raise ClaptuneError("--split applies to --target tut2017 only")
-    dataset = load_dataset(args.target, root=args.root, download=args.download, folds=folds,
-                           **extra)
+    dataset = load_dataset(
+        args.target, root=args.root, download=args.download, folds=folds, **extra
+    )
     # torch and the model come after the cheap checks, so a typo fails in a blink
     from claptune.evaluate.plots import plot_confusion
     from claptune.models import load_model
@@ -93,9 +109,16 @@ def run(args: argparse.Namespace) -> int:
         from claptune.embed import store_key
 
         cache = cache / "embeddings" / "zeroshot" / store_key(model, "audio")
-    result = evaluate_zeroshot(model, dataset, templates=templates, on_error=args.on_error,
-                               batch_size=args.batch_size, num_workers=args.num_workers,
-                               progress=not args.quiet, cache_dir=cache)
+    result = evaluate_zeroshot(
+        model,
+        dataset,
+        templates=templates,
+        on_error=args.on_error,
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
+        progress=not args.quiet,
+        cache_dir=cache,
+    )
     config = {
         "model": args.model,
         "model_identity": model.identity(),
@@ -113,7 +136,9 @@ def run(args: argparse.Namespace) -> int:
     report = result_to_json(result, dataset, config)
     args.out.mkdir(parents=True, exist_ok=True)
     _write_json(args.out / "zeroshot.json", report)
-    title = f"{args.model} on {args.target}: accuracy {result.accuracy:.1%} ({result.n_clips} clips)"
+    title = (
+        f"{args.model} on {args.target}: accuracy {result.accuracy:.1%} ({result.n_clips} clips)"
+    )
     plot_confusion(result.confusion, result.class_names, args.out / "confusion.png", title=title)
     print(format_table(result, report["per_fold"]))
     for item, reason in result.failed:
@@ -128,7 +153,9 @@ def parse_folds(spec: str | None) -> list[int] | None:
     try:
         folds = [int(f) for f in spec.replace(" ", "").split(",") if f]
     except ValueError:
-        raise ClaptuneError(f"--folds {spec!r}: expected comma-separated integers, e.g. 1,2") from None
+        raise ClaptuneError(
+            f"--folds {spec!r}: expected comma-separated integers, e.g. 1,2"
+        ) from None
     if not folds:
         raise ClaptuneError("--folds is empty")
     return folds
@@ -142,8 +169,9 @@ def result_to_json(result, dataset, config: dict) -> dict:
         "n_clips": result.n_clips,
         "n_correct": int((result.predictions == result.labels).sum()),
         "per_class": result.per_class,
-        "per_class_n": {c: int(n) for c, n in zip(names, result.confusion.sum(axis=1), strict=True)
-                        if n > 0},
+        "per_class_n": {
+            c: int(n) for c, n in zip(names, result.confusion.sum(axis=1), strict=True) if n > 0
+        },
         "per_fold": per_fold_accuracy(result, dataset),
         "class_names": names,
         "confusion": result.confusion.tolist(),
@@ -151,8 +179,12 @@ def result_to_json(result, dataset, config: dict) -> dict:
         "failed": [{"path": item, "reason": reason} for item, reason in result.failed],
         "predictions": [
             {"path": str(dataset.items[i]), "label": names[y], "predicted": names[p]}
-            for i, y, p in zip(result.kept.tolist(), result.labels.tolist(),
-                               result.predictions.tolist(), strict=True)
+            for i, y, p in zip(
+                result.kept.tolist(),
+                result.labels.tolist(),
+                result.predictions.tolist(),
+                strict=True,
+            )
         ],
     }
 

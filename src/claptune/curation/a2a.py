@@ -48,10 +48,18 @@ def audio_to_audio(
     threshold = Threshold.parse(threshold)
     value = threshold.resolve(nearest.score)
     kept = np.flatnonzero(nearest.score >= value)
-    meta = {"method": "a2a", "n_audio": len(audio_ids), "n_target": len(target_emb),
-            "n_text": len(ds), "threshold": str(threshold), "threshold_value": value,
-            "clips_kept": int(len(kept)), "top_k": top_k, "text_threshold": text_threshold,
-            "distribution": describe(nearest.score, candidates=[A2A_THRESHOLD, 0.875])}
+    meta = {
+        "method": "a2a",
+        "n_audio": len(audio_ids),
+        "n_target": len(target_emb),
+        "n_text": len(ds),
+        "threshold": str(threshold),
+        "threshold_value": value,
+        "clips_kept": int(len(kept)),
+        "top_k": top_k,
+        "text_threshold": text_threshold,
+        "distribution": describe(nearest.score, candidates=[A2A_THRESHOLD, 0.875]),
+    }
     warn_if_empty(len(kept), "a2a", value, float(nearest.score.max()))
     if len(kept) == 0:
         return Pairs.empty(meta)
@@ -62,8 +70,14 @@ def audio_to_audio(
         found = Triples(found.query[keep], found.key[keep], found.score[keep])
         warn_if_empty(len(found), "a2a pairing", text_threshold, best_pair)
     clips = kept[found.query]
-    return Pairs.build([audio_ids[i] for i in clips], [ds.texts[j] for j in found.key],
-                       found.score, "a2a", [ds.classes[j] for j in found.key], meta)
+    return Pairs.build(
+        [audio_ids[i] for i in clips],
+        [ds.texts[j] for j in found.key],
+        found.score,
+        "a2a",
+        [ds.classes[j] for j in found.key],
+        meta,
+    )
 
 
 __all__ = ["A2A_THRESHOLD", "audio_to_audio"]

@@ -37,13 +37,25 @@ def augmented_domain_specific(
     threshold = Threshold.parse(threshold)
     value = threshold.resolve(sample)
     found = threshold_pairs(audio_emb, text_emb, value, **options.kwargs())
-    meta = {"method": "ads", "n_audio": len(audio_ids), "n_text": len(ds),
-            "threshold": str(threshold), "threshold_value": value,
-            "distribution": describe(sample, exact, len(audio_emb) * len(text_emb),
-                                     candidates=[0.65, ADS_THRESHOLD])}
+    meta = {
+        "method": "ads",
+        "n_audio": len(audio_ids),
+        "n_text": len(ds),
+        "threshold": str(threshold),
+        "threshold_value": value,
+        "distribution": describe(
+            sample, exact, len(audio_emb) * len(text_emb), candidates=[0.65, ADS_THRESHOLD]
+        ),
+    }
     warn_if_empty(len(found), "ads", value, meta["distribution"]["max"])
-    return Pairs.build([audio_ids[i] for i in found.query], [ds.texts[j] for j in found.key],
-                       found.score, "ads", [ds.classes[j] for j in found.key], meta)
+    return Pairs.build(
+        [audio_ids[i] for i in found.query],
+        [ds.texts[j] for j in found.key],
+        found.score,
+        "ads",
+        [ds.classes[j] for j in found.key],
+        meta,
+    )
 
 
 __all__ = ["ADS_THRESHOLD", "augmented_domain_specific"]

@@ -16,8 +16,9 @@ from claptune.curation.search import Triples, check_pair, exact_scores
 from claptune.errors import ClaptuneError
 
 
-def approx_topk_pairs(query_emb, key_emb, k: int, nlist: int = 1024, nprobe: int = 16,
-                      seed: int = 0) -> Triples:
+def approx_topk_pairs(
+    query_emb, key_emb, k: int, nlist: int = 1024, nprobe: int = 16, seed: int = 0
+) -> Triples:
     """Up to ``k`` keys per query found by a faiss IVF index; fewer where the probed cells
     hold fewer keys. Same ``Triples`` layout as ``topk_pairs``."""
     try:

@@ -32,8 +32,11 @@ class SearchOptions:
             raise ValueError(f"block_size must be >= 1, got {self.block_size}")
 
     def kwargs(self) -> dict:
-        return {"block_size": self.block_size, "device": self.device,
-                "distributed": self.distributed}
+        return {
+            "block_size": self.block_size,
+            "device": self.device,
+            "distributed": self.distributed,
+        }
 
 
 DEFAULT_SEARCH = SearchOptions()  # frozen, so safe as a shared default argument
@@ -41,11 +44,12 @@ DEFAULT_SEARCH = SearchOptions()  # frozen, so safe as a shared default argument
 
 def warn_if_empty(n_kept: int, step: str, threshold: float, max_score: float) -> None:
     if n_kept == 0:
-        warnings.warn(f"{step}: threshold {threshold:.4f} keeps nothing (highest score "
-                      f"{max_score:.4f}); lower it or give a quantile such as q0.99",
-                      CurationWarning, stacklevel=3)
-
-
+        warnings.warn(
+            f"{step}: threshold {threshold:.4f} keeps nothing (highest score "
+            f"{max_score:.4f}); lower it or give a quantile such as q0.99",
+            CurationWarning,
+            stacklevel=3,
+        )
 
 
 def check_ids(name: str, ids: Sequence, n_rows: int) -> list[str]:
@@ -55,5 +59,11 @@ def check_ids(name: str, ids: Sequence, n_rows: int) -> list[str]:
     return [str(i) for i in ids]
 
 
-__all__ = ["CurationWarning", "DEFAULT_SEARCH", "DEFAULT_TEMPLATE", "SearchOptions", "check_ids",
-           "warn_if_empty"]
+__all__ = [
+    "CurationWarning",
+    "DEFAULT_SEARCH",
+    "DEFAULT_TEMPLATE",
+    "SearchOptions",
+    "check_ids",
+    "warn_if_empty",
+]

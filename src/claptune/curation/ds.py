@@ -59,12 +59,23 @@ def domain_specific(
     threshold = Threshold.parse(threshold)
     value = threshold.resolve(best.score)
     keep = np.flatnonzero(best.score >= value)
-    meta = {"method": "ds", "n_captions": len(captions), "n_classes": len(class_names),
-            "threshold": str(threshold), "threshold_value": value,
-            "distribution": describe(best.score, candidates=[0.6, 0.675, 0.7])}
+    meta = {
+        "method": "ds",
+        "n_captions": len(captions),
+        "n_classes": len(class_names),
+        "threshold": str(threshold),
+        "threshold_value": value,
+        "distribution": describe(best.score, candidates=[0.6, 0.675, 0.7]),
+    }
     warn_if_empty(len(keep), "ds", value, float(best.score.max()))
-    return Pairs.build([corpus_audio[i] for i in keep], [captions[i] for i in keep],
-                       best.score[keep], "ds", [class_names[c] for c in best.key[keep]], meta)
+    return Pairs.build(
+        [corpus_audio[i] for i in keep],
+        [captions[i] for i in keep],
+        best.score[keep],
+        "ds",
+        [class_names[c] for c in best.key[keep]],
+        meta,
+    )
 
 
 def ds_captions(ds_pairs: Pairs, captions: Sequence[str], caption_emb: np.ndarray) -> CaptionSet:
@@ -81,8 +92,9 @@ def ds_captions(ds_pairs: Pairs, captions: Sequence[str], caption_emb: np.ndarra
         class_of.setdefault(text, cls)
     texts, classes = list(class_of), list(class_of.values())
     if not texts:
-        raise ClaptuneError("DS kept no captions: nothing to pair clips with (lower the DS "
-                            "threshold)")
+        raise ClaptuneError(
+            "DS kept no captions: nothing to pair clips with (lower the DS threshold)"
+        )
     return CaptionSet(texts, caption_emb[[row[t] for t in texts]], classes)
 
 

@@ -51,9 +51,14 @@ def domain_unspecific(
     if top_k is None and threshold is None:
         threshold = DU_THRESHOLD
     sample, exact = pair_score_sample(audio_emb, text_emb)
-    meta = {"method": "du", "n_audio": len(audio_ids), "n_text": len(texts),
-            "distribution": describe(sample, exact, len(audio_emb) * len(text_emb),
-                                     candidates=[DU_THRESHOLD])}
+    meta = {
+        "method": "du",
+        "n_audio": len(audio_ids),
+        "n_text": len(texts),
+        "distribution": describe(
+            sample, exact, len(audio_emb) * len(text_emb), candidates=[DU_THRESHOLD]
+        ),
+    }
     value = None
     if threshold is not None:
         threshold = Threshold.parse(threshold)
@@ -69,8 +74,13 @@ def domain_unspecific(
         found = threshold_pairs(audio_emb, text_emb, value, **options.kwargs())
     if value is not None:
         warn_if_empty(len(found), "du", value, meta["distribution"]["max"])
-    return Pairs.build([audio_ids[i] for i in found.query], [texts[j] for j in found.key],
-                       found.score, "du", meta=meta)
+    return Pairs.build(
+        [audio_ids[i] for i in found.query],
+        [texts[j] for j in found.key],
+        found.score,
+        "du",
+        meta=meta,
+    )
 
 
 class EmbeddingBlocks(Protocol):
@@ -98,8 +108,12 @@ def domain_unspecific_blocks(
     if top_k is None and threshold is None:
         threshold = DU_THRESHOLD
     sample, exact = _streamed_sample(audio, text_emb, n)
-    meta = {"method": "du", "n_audio": n, "n_text": m,
-            "distribution": describe(sample, exact, n * m, candidates=[DU_THRESHOLD])}
+    meta = {
+        "method": "du",
+        "n_audio": n,
+        "n_text": m,
+        "distribution": describe(sample, exact, n * m, candidates=[DU_THRESHOLD]),
+    }
     value = None
     if threshold is not None:
         threshold = Threshold.parse(threshold)
@@ -128,8 +142,9 @@ def domain_unspecific_blocks(
     return Pairs.build(clips, captions, score, "du", meta=meta)
 
 
-def _streamed_sample(audio: EmbeddingBlocks, text_emb: np.ndarray, n: int
-                     ) -> tuple[np.ndarray, bool]:
+def _streamed_sample(
+    audio: EmbeddingBlocks, text_emb: np.ndarray, n: int
+) -> tuple[np.ndarray, bool]:
     """``pair_score_sample`` over a streamed pool: the pairs it would draw, scored per block."""
     m = len(text_emb)
     if n * m <= PAIR_SAMPLE:
@@ -144,11 +159,17 @@ def _streamed_sample(audio: EmbeddingBlocks, text_emb: np.ndarray, n: int
     start = 0
     for _, emb in audio.blocks():
         here = (qi >= start) & (qi < start + len(emb))
-        out[here] = exact_scores(as_embeddings("audio_emb", emb), text_emb, qi[here] - start,
-                                 ki[here])
+        out[here] = exact_scores(
+            as_embeddings("audio_emb", emb), text_emb, qi[here] - start, ki[here]
+        )
         start += len(emb)
     return out, False
 
 
-__all__ = ["DU_THRESHOLD", "DU_TOP_K", "EmbeddingBlocks", "domain_unspecific",
-           "domain_unspecific_blocks"]
+__all__ = [
+    "DU_THRESHOLD",
+    "DU_TOP_K",
+    "EmbeddingBlocks",
+    "domain_unspecific",
+    "domain_unspecific_blocks",
+]

@@ -127,8 +127,10 @@ def build_curation_inputs(
     options = options or EmbedOptions()
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
-        raise ClaptuneError(f"unknown curation method(s) {unknown or list(methods)}; choose from "
-                            f"{', '.join(METHODS)}")
+        raise ClaptuneError(
+            f"unknown curation method(s) {unknown or list(methods)}; choose from "
+            f"{', '.join(METHODS)}"
+        )
     needs = {w for m in methods for w in NEEDS[m]}
     what = "/".join(methods)
     cache = options.cache
@@ -153,8 +155,7 @@ def build_curation_inputs(
         if corpus is None:
             raise ClaptuneError(f"{what} needs a paired corpus (corpus)")
         if not isinstance(corpus, Corpus):
-            corpus = _embed_corpus(corpus, model, encode_text, _sub(cache, "corpus_text"),
-                                   options)
+            corpus = _embed_corpus(corpus, model, encode_text, _sub(cache, "corpus_text"), options)
         inputs.corpus_audio, inputs.corpus_captions = list(corpus.audio), list(corpus.captions)
         inputs.corpus_caption_emb = corpus.caption_emb
     if "target" in needs:
@@ -184,7 +185,8 @@ def _sub(cache: Path | None, name: str) -> Path | None:
 def _model_encoder(model: AudioTextModel | None) -> Callable[[list[str]], np.ndarray]:
     def encode(texts: list[str]) -> np.ndarray:
         return _require_model(model, "embedding captions and class prompts").encode_text(
-            texts, progress=False)
+            texts, progress=False
+        )
 
     return encode
 
@@ -202,8 +204,9 @@ def _is_store(source) -> Path | None:
     return None
 
 
-def _rows(source, kind: str, model, cache: Path | None, options: EmbedOptions,
-          stream: bool = False) -> Rows:
+def _rows(
+    source, kind: str, model, cache: Path | None, options: EmbedOptions, stream: bool = False
+) -> Rows:
     """Rows of a role: given, read from a store, or embedded now. Webdataset shards and
     sharded stores (docs/shards.md) too; with ``stream`` a sharded store is not loaded: its
     ``emb`` is the ``ShardedStore`` itself (ids None), which du streams block by block."""
@@ -265,10 +268,15 @@ def _shard_rows(source, model, cache: Path | None, options: EmbedOptions, stream
     specs = [source] if isinstance(source, str | os.PathLike) else list(source)
     if cache is None:  # shards are never held whole: a temporary store stands in
         cache = Path(tempfile.mkdtemp(prefix="claptune-shards-"))
-    embed_shards_to_store(model, [str(s) for s in specs], cache,
-                          store_format="shards" if stream else "npz",
-                          batch_size=options.batch_size, progress=options.progress,
-                          on_error=options.on_error)
+    embed_shards_to_store(
+        model,
+        [str(s) for s in specs],
+        cache,
+        store_format="shards" if stream else "npz",
+        batch_size=options.batch_size,
+        progress=options.progress,
+        on_error=options.on_error,
+    )
     if stream:
         sharded = ShardedStore.open(cache, model)
         _report_failed(sharded.manifest["failed"])
@@ -278,8 +286,9 @@ def _shard_rows(source, model, cache: Path | None, options: EmbedOptions, stream
     return Rows(store.ids, store.embeddings, store.manifest["identity"])
 
 
-def embed_items(model, items: list[str], kind: str, cache: Path | None,
-                options: EmbedOptions) -> Rows:
+def embed_items(
+    model, items: list[str], kind: str, cache: Path | None, options: EmbedOptions
+) -> Rows:
     """``items`` (clip paths or texts) embedded by ``model``, through a resumable store in
     ``cache`` when given; clips that fail to decode are left out under ``on_error="skip"``."""
     model = _require_model(model, f"embedding {len(items)} {kind} items")
@@ -288,14 +297,26 @@ def embed_items(model, items: list[str], kind: str, cache: Path | None,
 
         if kind == "text":
             return Rows(list(items), encode_text(model, items, progress=False))
-        enc = encode_audio(model, items, progress=options.progress, on_error=options.on_error,
-                           **({"batch_size": options.batch_size} if options.batch_size else {}))
+        enc = encode_audio(
+            model,
+            items,
+            progress=options.progress,
+            on_error=options.on_error,
+            **({"batch_size": options.batch_size} if options.batch_size else {}),
+        )
         _report_failed(enc.failed)
         return Rows([items[i] for i in enc.kept], enc.embeddings)
     from claptune.embed import embed_to_store, load_store
 
-    embed_to_store(model, items, cache, kind=kind, batch_size=options.batch_size,
-                   progress=options.progress, on_error=options.on_error)
+    embed_to_store(
+        model,
+        items,
+        cache,
+        kind=kind,
+        batch_size=options.batch_size,
+        progress=options.progress,
+        on_error=options.on_error,
+    )
     store = load_store(cache, model, items=items)  # only these items, in their order
     _report_failed(store.manifest["failed"])
     return Rows(store.ids, store.embeddings, store.manifest["identity"])
@@ -306,8 +327,7 @@ def _report_failed(failed) -> None:
         logger.warning("skipped %s: %s", printable(item), reason)
 
 
-def _embed_corpus(source, model, encode_text, cache: Path | None,
-                  options: EmbedOptions) -> Corpus:
+def _embed_corpus(source, model, encode_text, cache: Path | None, options: EmbedOptions) -> Corpus:
     from claptune.data import load_captioned_corpus
 
     corpus = load_captioned_corpus(source, options.caption_key)
@@ -326,15 +346,26 @@ def _check_same_model(stores: list[tuple[str, dict]]) -> None:
     first_role, first = stores[0]
     for role, ident in stores[1:]:
         if ident != first:
-            raise ClaptuneError(f"the {role} and {first_role} stores were embedded by different "
-                                "models or preprocessing; embed both with the same model")
+            raise ClaptuneError(
+                f"the {role} and {first_role} stores were embedded by different "
+                "models or preprocessing; embed both with the same model"
+            )
 
 
 def target_rows_of_dataset(dataset, model, options: EmbedOptions) -> Rows:
     """The clips of a target data set embedded now (labels never read)."""
-    return embed_items(model, [str(p) for p in dataset.items], "audio",
-                       _sub(options.cache, "target"), options)
+    return embed_items(
+        model, [str(p) for p in dataset.items], "audio", _sub(options.cache, "target"), options
+    )
 
 
-__all__ = ["Corpus", "EmbedOptions", "Rows", "build_curation_inputs", "class_names_from",
-           "curation_prompts", "embed_items", "target_rows_of_dataset"]
+__all__ = [
+    "Corpus",
+    "EmbedOptions",
+    "Rows",
+    "build_curation_inputs",
+    "class_names_from",
+    "curation_prompts",
+    "embed_items",
+    "target_rows_of_dataset",
+]

@@ -27,15 +27,33 @@ THRESHOLD_PRESETS: dict[str, dict[str, float | str]] = {
     # DS keeps the fifth of the corpus captions closest to a class prompt; ADS and DU the
     # top 1 % of audio-caption cosines; a2a the fifth of corpus clips closest to the target;
     # pseudo-labels the surer half of the target clips
-    "quantile": {"du": "q0.99", "ds": "q0.8", "ads": "q0.99", "a2a": "q0.8", "pseudo": "q0.5",
-                 "pseudo_refined": "q0.5"},
+    "quantile": {
+        "du": "q0.99",
+        "ds": "q0.8",
+        "ads": "q0.99",
+        "a2a": "q0.8",
+        "pseudo": "q0.5",
+        "pseudo_refined": "q0.5",
+    },
     # the paper's raw cosines (MS-CLAP on ESC-50); pseudo-labelling is not in the paper
-    "paper": {"du": 0.75, "ds": 0.7, "ads": 0.7, "a2a": 0.7, "pseudo": "q0.5",
-              "pseudo_refined": "q0.5"},
+    "paper": {
+        "du": 0.75,
+        "ds": 0.7,
+        "ads": 0.7,
+        "a2a": 0.7,
+        "pseudo": "q0.5",
+        "pseudo_refined": "q0.5",
+    },
 }
 DEFAULT_PRESET = "quantile"
 DEFAULT_THRESHOLDS = THRESHOLD_PRESETS[DEFAULT_PRESET]
 PAPER_THRESHOLDS = THRESHOLD_PRESETS["paper"]
 
-__all__ = ["DEFAULT_PRESET", "DEFAULT_THRESHOLDS", "METHODS", "NEEDS", "PAPER_THRESHOLDS",
-           "THRESHOLD_PRESETS"]
+__all__ = [
+    "DEFAULT_PRESET",
+    "DEFAULT_THRESHOLDS",
+    "METHODS",
+    "NEEDS",
+    "PAPER_THRESHOLDS",
+    "THRESHOLD_PRESETS",
+]

@@ -44,8 +44,12 @@ class Pairs:
     def __post_init__(self) -> None:
         self.score = np.asarray(self.score, dtype=np.float64).reshape(-1)
         n = len(self.audio)
-        lengths = {"text": len(self.text), "score": len(self.score),
-                   "method": len(self.method), "class": len(self.classes)}
+        lengths = {
+            "text": len(self.text),
+            "score": len(self.score),
+            "method": len(self.method),
+            "class": len(self.classes),
+        }
         bad = {k: v for k, v in lengths.items() if v != n}
         if bad:
             raise ValueError(f"Pairs columns differ in length: audio {n}, {bad}")
@@ -58,27 +62,48 @@ class Pairs:
         return Pairs([], [], np.zeros(0), [], [], dict(meta or {}))
 
     @staticmethod
-    def build(audio: Sequence[str], text: Sequence[str], score: np.ndarray, method: str,
-              classes: Sequence[str] | None = None, meta: dict[str, Any] | None = None) -> Pairs:
+    def build(
+        audio: Sequence[str],
+        text: Sequence[str],
+        score: np.ndarray,
+        method: str,
+        classes: Sequence[str] | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> Pairs:
         """One method's pairs; ``classes`` defaults to "" for every pair."""
         classes = [""] * len(audio) if classes is None else [str(c) for c in classes]
-        return Pairs([str(a) for a in audio], [str(t) for t in text], score,
-                     [method] * len(audio), classes, dict(meta or {}))
+        return Pairs(
+            [str(a) for a in audio],
+            [str(t) for t in text],
+            score,
+            [method] * len(audio),
+            classes,
+            dict(meta or {}),
+        )
 
     def subset(self, indices: Sequence[int] | np.ndarray) -> Pairs:
         idx = np.asarray(indices, dtype=np.int64)
-        return Pairs([self.audio[i] for i in idx], [self.text[i] for i in idx], self.score[idx],
-                     [self.method[i] for i in idx], [self.classes[i] for i in idx],
-                     dict(self.meta))
+        return Pairs(
+            [self.audio[i] for i in idx],
+            [self.text[i] for i in idx],
+            self.score[idx],
+            [self.method[i] for i in idx],
+            [self.classes[i] for i in idx],
+            dict(self.meta),
+        )
 
     @staticmethod
     def concat(parts: Sequence[Pairs]) -> Pairs:
         """Rows of every part in order; ``meta`` maps each part's ``meta["method"]`` to its meta."""
         meta = {p.meta["method"]: p.meta for p in parts if "method" in p.meta}
-        return Pairs([a for p in parts for a in p.audio], [t for p in parts for t in p.text],
-                     np.concatenate([p.score for p in parts]) if parts else np.zeros(0),
-                     [m for p in parts for m in p.method], [c for p in parts for c in p.classes],
-                     meta)
+        return Pairs(
+            [a for p in parts for a in p.audio],
+            [t for p in parts for t in p.text],
+            np.concatenate([p.score for p in parts]) if parts else np.zeros(0),
+            [m for p in parts for m in p.method],
+            [c for p in parts for c in p.classes],
+            meta,
+        )
 
     def dedup(self) -> Pairs:
         """One row per identical (audio, text): the highest-scoring one (the first on ties),
@@ -96,8 +121,10 @@ class Pairs:
         """Pairs per value of ``method`` or ``class``, largest first, then by name."""
         values = {"method": self.method, "class": self.classes}[column]
         uniq, n = np.unique(np.asarray(values, dtype=object).astype(str), return_counts=True)
-        return {str(u): int(c) for u, c in sorted(zip(uniq, n, strict=True),
-                                                  key=lambda t: (-t[1], t[0]))}
+        return {
+            str(u): int(c)
+            for u, c in sorted(zip(uniq, n, strict=True), key=lambda t: (-t[1], t[0]))
+        }
 
     def method_counts(self) -> dict[str, int]:
         """Pairs per method by name, then ``"total"`` (the one count every report shows)."""
@@ -119,8 +146,9 @@ def write_pairs(pairs: Pairs, path: str | os.PathLike) -> Path:
     with tmp.open("w", newline="", encoding="utf-8", errors="surrogateescape") as fh:
         writer = csv.writer(fh)
         writer.writerow(COLUMNS)
-        for row in zip(pairs.audio, pairs.text, pairs.score.tolist(), pairs.method,
-                       pairs.classes, strict=True):
+        for row in zip(
+            pairs.audio, pairs.text, pairs.score.tolist(), pairs.method, pairs.classes, strict=True
+        ):
             writer.writerow(row)
     os.replace(tmp, path)
     return path
@@ -143,8 +171,13 @@ def read_pairs(path: str | os.PathLike) -> Pairs:
 
         corpus = load_captioned_corpus(path)
         n = len(corpus.audio)
-        return Pairs([str(a) for a in corpus.audio], list(corpus.captions), np.full(n, np.nan),
-                     [""] * n, [""] * n)
+        return Pairs(
+            [str(a) for a in corpus.audio],
+            list(corpus.captions),
+            np.full(n, np.nan),
+            [""] * n,
+            [""] * n,
+        )
     if not path.is_file():
         raise ClaptuneError(f"pairs file {path} not found")
     # utf-8-sig: a spreadsheet's byte-order mark is not part of the first column's name;
@@ -156,8 +189,10 @@ def read_pairs(path: str | os.PathLike) -> Pairs:
         text_col = next((c for c in ("text", "caption") if c in columns), None)
         if audio_col is None or text_col is None:
             missing = [c for c, found in (("audio", audio_col), ("text", text_col)) if not found]
-            raise ClaptuneError(f"pairs file {path} lacks column(s) {', '.join(missing)} "
-                                f"(has: {', '.join(columns)})")
+            raise ClaptuneError(
+                f"pairs file {path} lacks column(s) {', '.join(missing)} "
+                f"(has: {', '.join(columns)})"
+            )
         rows = list(reader)
     if not rows:
         raise ClaptuneError(f"pairs file {path} has no pairs")
@@ -178,17 +213,24 @@ def read_pairs(path: str | os.PathLike) -> Pairs:
             seen.add((audio, text))
             kept.append(row)
     if duplicated:
-        warnings.warn(f"{path}: {len(duplicated)} duplicated rows (same audio and text as an "
-                      f"earlier row) merged, first at line {duplicated[0]}", InputWarning,
-                      stacklevel=2)
+        warnings.warn(
+            f"{path}: {len(duplicated)} duplicated rows (same audio and text as an "
+            f"earlier row) merged, first at line {duplicated[0]}",
+            InputWarning,
+            stacklevel=2,
+        )
     rows = kept
     try:
         score = [float(r["score"]) if r.get("score") not in (None, "") else np.nan for r in rows]
     except ValueError as err:
         raise ClaptuneError(f"pairs file {path}: bad score ({err})") from None
-    return Pairs([_resolve(r[audio_col], path.parent) for r in rows],
-                 [r[text_col] for r in rows], np.array(score, dtype=np.float64),
-                 [r.get("method") or "" for r in rows], [r.get("class") or "" for r in rows])
+    return Pairs(
+        [_resolve(r[audio_col], path.parent) for r in rows],
+        [r[text_col] for r in rows],
+        np.array(score, dtype=np.float64),
+        [r.get("method") or "" for r in rows],
+        [r.get("class") or "" for r in rows],
+    )
 
 
 def _is_utf8(text: str) -> bool:

@@ -92,8 +92,11 @@ class CurationSettings:
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name.endswith("_threshold") and f.name != "a2a_text_threshold" \
-                    and value is not None:
+            if (
+                f.name.endswith("_threshold")
+                and f.name != "a2a_text_threshold"
+                and value is not None
+            ):
                 try:
                     Threshold.parse(value)
                 except ValueError as err:
@@ -113,16 +116,18 @@ class CurationSettings:
         if not self.pseudo_refined_prior_strength >= 0:
             raise ClaptuneError("pseudo_refined_prior_strength must be >= 0")
         if self.pseudo_refined_knn < 1 or not 0.0 <= self.pseudo_refined_knn_weight <= 1.0:
-            raise ClaptuneError("pseudo_refined_knn must be >= 1 and pseudo_refined_knn_weight "
-                                "in [0, 1]")
+            raise ClaptuneError(
+                "pseudo_refined_knn must be >= 1 and pseudo_refined_knn_weight in [0, 1]"
+            )
 
     @classmethod
     def preset(cls, name: str, **overrides) -> CurationSettings:
         """The thresholds of table ``name`` (``quantile``, the default; ``paper``), then
         ``overrides``. du keeps no threshold of the table when ``du_top_k`` is given."""
         if name not in THRESHOLD_PRESETS:
-            raise ClaptuneError(f"unknown threshold preset {name!r}; choose from "
-                                f"{', '.join(THRESHOLD_PRESETS)}")
+            raise ClaptuneError(
+                f"unknown threshold preset {name!r}; choose from {', '.join(THRESHOLD_PRESETS)}"
+            )
         table = {f"{m}_threshold": v for m, v in THRESHOLD_PRESETS[name].items()}
         if overrides.get("du_top_k") is not None:
             table["du_threshold"] = None
@@ -137,15 +142,19 @@ class CurationSettings:
         return cls(**values)
 
 
-def curate(methods: list[str] | tuple[str, ...], inputs: CurationInputs,
-           settings: CurationSettings | None = None) -> Pairs:
+def curate(
+    methods: list[str] | tuple[str, ...],
+    inputs: CurationInputs,
+    settings: CurationSettings | None = None,
+) -> Pairs:
     """The pairs of every method in ``methods``, in that order, duplicates merged."""
     settings = settings or CurationSettings()
     methods = list(dict.fromkeys(methods))
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
-        raise ClaptuneError(f"unknown curation method(s) {unknown}; choose from "
-                            f"{', '.join(METHODS)}")
+        raise ClaptuneError(
+            f"unknown curation method(s) {unknown}; choose from {', '.join(METHODS)}"
+        )
     for method in methods:
         missing = [w for w in NEEDS[method] if not inputs.has(w)]
         if missing:
@@ -155,9 +164,15 @@ def curate(methods: list[str] | tuple[str, ...], inputs: CurationInputs,
     ds_pairs: Pairs | None = None
     ds_set: CaptionSet | None = None
     if any(m in methods for m in ("ds", "ads", "a2a")):
-        ds_pairs = domain_specific(inputs.corpus_audio, inputs.corpus_captions,
-                                   inputs.corpus_caption_emb, inputs.class_names,
-                                   inputs.prompt_emb, settings.ds_threshold, opts)
+        ds_pairs = domain_specific(
+            inputs.corpus_audio,
+            inputs.corpus_captions,
+            inputs.corpus_caption_emb,
+            inputs.class_names,
+            inputs.prompt_emb,
+            settings.ds_threshold,
+            opts,
+        )
         if any(m in methods for m in ("ads", "a2a")):
             ds_set = ds_captions(ds_pairs, inputs.corpus_captions, inputs.corpus_caption_emb)
     for method in methods:
@@ -165,32 +180,63 @@ def curate(methods: list[str] | tuple[str, ...], inputs: CurationInputs,
             threshold = settings.du_threshold
             if threshold is None and settings.du_top_k is None:
                 threshold = DEFAULT_THRESHOLDS["du"]
-            parts.append(domain_unspecific(inputs.audio_ids, inputs.audio_emb, inputs.texts,
-                                           inputs.text_emb, threshold, settings.du_top_k, opts))
+            parts.append(
+                domain_unspecific(
+                    inputs.audio_ids,
+                    inputs.audio_emb,
+                    inputs.texts,
+                    inputs.text_emb,
+                    threshold,
+                    settings.du_top_k,
+                    opts,
+                )
+            )
         elif method == "ds":
             parts.append(_existing_audio(ds_pairs))
         elif method == "ads":
-            parts.append(augmented_domain_specific(inputs.audio_ids, inputs.audio_emb, ds_set,
-                                                   settings.ads_threshold, opts))
+            parts.append(
+                augmented_domain_specific(
+                    inputs.audio_ids, inputs.audio_emb, ds_set, settings.ads_threshold, opts
+                )
+            )
         elif method == "a2a":
-            parts.append(audio_to_audio(inputs.audio_ids, inputs.audio_emb, inputs.target_emb,
-                                        ds_set, settings.a2a_threshold, settings.a2a_top_k,
-                                        settings.a2a_text_threshold, opts))
+            parts.append(
+                audio_to_audio(
+                    inputs.audio_ids,
+                    inputs.audio_emb,
+                    inputs.target_emb,
+                    ds_set,
+                    settings.a2a_threshold,
+                    settings.a2a_top_k,
+                    settings.a2a_text_threshold,
+                    opts,
+                )
+            )
         else:
-            if inputs.logit_scale is None and (settings.pseudo_criterion == "confidence"
-                                               or method == "pseudo_refined"):
+            if inputs.logit_scale is None and (
+                settings.pseudo_criterion == "confidence" or method == "pseudo_refined"
+            ):
                 raise ClaptuneError(f"{method} needs the model's logit scale")
             class_emb = inputs.prompt_emb if inputs.class_emb is None else inputs.class_emb
             refined = method == "pseudo_refined"
-            parts.append(pseudo_label(
-                inputs.target_ids, inputs.target_emb, inputs.class_names, class_emb,
-                inputs.logit_scale or 1.0, inputs.prompts, settings.pseudo_criterion,
-                settings.pseudo_refined_threshold if refined else settings.pseudo_threshold,
-                settings.pseudo_max_per_class,
-                refine=settings.pseudo_refined_mode if refined else "none",
-                knn=settings.pseudo_refined_knn, knn_weight=settings.pseudo_refined_knn_weight,
-                prior=settings.pseudo_refined_prior,
-                prior_strength=settings.pseudo_refined_prior_strength))
+            parts.append(
+                pseudo_label(
+                    inputs.target_ids,
+                    inputs.target_emb,
+                    inputs.class_names,
+                    class_emb,
+                    inputs.logit_scale or 1.0,
+                    inputs.prompts,
+                    settings.pseudo_criterion,
+                    settings.pseudo_refined_threshold if refined else settings.pseudo_threshold,
+                    settings.pseudo_max_per_class,
+                    refine=settings.pseudo_refined_mode if refined else "none",
+                    knn=settings.pseudo_refined_knn,
+                    knn_weight=settings.pseudo_refined_knn_weight,
+                    prior=settings.pseudo_refined_prior,
+                    prior_strength=settings.pseudo_refined_prior_strength,
+                )
+            )
     merged = Pairs.concat(parts)
     if ds_pairs is not None and "ds" not in methods:
         merged.meta["ds"] = ds_pairs.meta  # the DS stage the other methods used
@@ -214,8 +260,12 @@ def _existing_audio(pairs: Pairs) -> Pairs:
     missing = sorted({a for a, e in zip(pairs.audio, exists, strict=True) if not e})
     shown = ", ".join(printable(a) for a in missing[:5])
     more = f", ... ({len(missing)} in all)" if len(missing) > 5 else ""
-    warnings.warn(f"ds: left out {exists.count(False)} pairs whose {len(missing)} corpus clips "
-                  f"do not exist: {shown}{more}", CurationWarning, stacklevel=3)
+    warnings.warn(
+        f"ds: left out {exists.count(False)} pairs whose {len(missing)} corpus clips "
+        f"do not exist: {shown}{more}",
+        CurationWarning,
+        stacklevel=3,
+    )
     kept = pairs.subset(np.flatnonzero(exists))
     kept.meta["missing_audio"] = missing
     return kept

@@ -41,8 +41,13 @@ def total_variation(p: np.ndarray, q: np.ndarray) -> float:
     return float(0.5 * np.abs(p / p.sum() - q / q.sum()).sum())
 
 
-def em_prior(probs: np.ndarray, strength: float = 0.0, iterations: int = 1000,
-             tol: float = 1e-10, source_prior: np.ndarray | None = None) -> np.ndarray:
+def em_prior(
+    probs: np.ndarray,
+    strength: float = 0.0,
+    iterations: int = 1000,
+    tol: float = 1e-10,
+    source_prior: np.ndarray | None = None,
+) -> np.ndarray:
     """(C,) maximum-likelihood (``strength`` 0) or MAP class prior of the pool whose posteriors
     under ``source_prior`` (default uniform) are ``probs`` (N, C)."""
     p = np.asarray(probs, np.float64)
@@ -75,8 +80,9 @@ def estimate_prior(probs: np.ndarray, method: str = "em", strength: float = 1.0)
     return em_prior(probs, strength=strength)
 
 
-def sinkhorn(probs: np.ndarray, marginal: np.ndarray | None = None, iterations: int = 100,
-             tol: float = 1e-9) -> np.ndarray:
+def sinkhorn(
+    probs: np.ndarray, marginal: np.ndarray | None = None, iterations: int = 100, tol: float = 1e-9
+) -> np.ndarray:
     """Sinkhorn-Knopp: rescale rows and columns until class c holds ``marginal[c]`` of the total
     mass (default: an equal share) and every clip's row sums to 1; the row-normalised result."""
     q = np.clip(np.asarray(probs, np.float64), 1e-300, None)

@@ -41,8 +41,9 @@ REFINES = ("none", "knn", "balance", "knn_balance")
 ROWS_PER_BLOCK = 65536  # clips scored at once: the (rows, C) float64 logits stay small
 
 
-def class_scores(audio_emb: np.ndarray, prompt_emb: np.ndarray,
-                 logit_scale: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def class_scores(
+    audio_emb: np.ndarray, prompt_emb: np.ndarray, logit_scale: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(predicted class, softmax confidence, cosine margin) per clip, in blocks of clips."""
     n = len(audio_emb)
     pred, conf, margin = np.empty(n, np.int64), np.empty(n), np.empty(n)
@@ -64,8 +65,9 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return z / z.sum(axis=1, keepdims=True)
 
 
-def knn_smooth(probs: np.ndarray, audio_emb: np.ndarray, k: int = 3,
-               weight: float = 0.5) -> np.ndarray:
+def knn_smooth(
+    probs: np.ndarray, audio_emb: np.ndarray, k: int = 3, weight: float = 0.5
+) -> np.ndarray:
     """(1 - weight) * probs + weight * the mean probs of each clip's ``k`` nearest other clips
     (exact cosine of ``audio_emb``, lower index first on ties; the blocked search of
     ``claptune.curation.search``, so memory stays bounded for large unlabeled sets)."""
@@ -78,17 +80,24 @@ def knn_smooth(probs: np.ndarray, audio_emb: np.ndarray, k: int = 3,
     return (1 - weight) * probs + weight * probs[neighbours].mean(axis=1)
 
 
-def balance(probs: np.ndarray, marginal: np.ndarray | None = None,
-            iterations: int = 100, tol: float = 1e-9) -> np.ndarray:
+def balance(
+    probs: np.ndarray, marginal: np.ndarray | None = None, iterations: int = 100, tol: float = 1e-9
+) -> np.ndarray:
     """Sinkhorn-Knopp: rescale rows and columns until class c holds ``marginal[c]`` of the total
     mass (default: an equal share) and every clip's row sums to 1; the row-normalised result."""
     return sinkhorn(probs, marginal, iterations, tol)
 
 
-def refined_probs(audio_emb: np.ndarray, class_emb: np.ndarray, logit_scale: float,
-                  refine: str = "knn_balance", k: int = 3, weight: float = 0.5,
-                  prior: str = "uniform", prior_strength: float = 1.0,
-                  ) -> tuple[np.ndarray, np.ndarray | None]:
+def refined_probs(
+    audio_emb: np.ndarray,
+    class_emb: np.ndarray,
+    logit_scale: float,
+    refine: str = "knn_balance",
+    k: int = 3,
+    weight: float = 0.5,
+    prior: str = "uniform",
+    prior_strength: float = 1.0,
+) -> tuple[np.ndarray, np.ndarray | None]:
     """(N, C) refined class probabilities and the (C,) class shares they were balanced to
     (None when ``refine`` does not balance)."""
     if refine not in REFINES:
@@ -105,13 +114,20 @@ def refined_probs(audio_emb: np.ndarray, class_emb: np.ndarray, logit_scale: flo
     return probs, marginal
 
 
-def refined_scores(audio_emb: np.ndarray, class_emb: np.ndarray, logit_scale: float,
-                   refine: str = "knn_balance", k: int = 3, weight: float = 0.5,
-                   prior: str = "uniform", prior_strength: float = 1.0,
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def refined_scores(
+    audio_emb: np.ndarray,
+    class_emb: np.ndarray,
+    logit_scale: float,
+    refine: str = "knn_balance",
+    k: int = 3,
+    weight: float = 0.5,
+    prior: str = "uniform",
+    prior_strength: float = 1.0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(predicted class, refined probability of it, margin to the second class's probability)."""
-    probs, _ = refined_probs(audio_emb, class_emb, logit_scale, refine, k, weight, prior,
-                             prior_strength)
+    probs, _ = refined_probs(
+        audio_emb, class_emb, logit_scale, refine, k, weight, prior, prior_strength
+    )
     return _scores(probs)
 
 
@@ -166,8 +182,16 @@ def pseudo_label(
     if refine == "none":
         pred, conf, margin = class_scores(target_emb, prompt_emb, float(logit_scale))
     else:  # refined_probs rejects an unknown refine or prior
-        probs, shares = refined_probs(target_emb, prompt_emb, float(logit_scale), refine, knn,
-                                      knn_weight, prior, prior_strength)
+        probs, shares = refined_probs(
+            target_emb,
+            prompt_emb,
+            float(logit_scale),
+            refine,
+            knn,
+            knn_weight,
+            prior,
+            prior_strength,
+        )
         pred, conf, margin = _scores(probs)
     score = conf if criterion == "confidence" else margin
     threshold = Threshold.parse(threshold)
@@ -177,21 +201,38 @@ def pseudo_label(
         max_per_class = 2 * math.ceil(len(target_ids) / len(class_names))
     keep = _cap_per_class(np.flatnonzero(sure), pred, score, max_per_class)
     name = "pseudo" if refine == "none" else "pseudo_refined"
-    meta = {"method": name, "n_target": len(target_ids), "n_classes": len(class_names),
-            "criterion": criterion, "refine": refine, "logit_scale": float(logit_scale),
-            "prior": prior if shares is not None else None,
-            "class_shares": None if shares is None else dict(zip(class_names, shares.tolist(),
-                                                                 strict=True)),
-            "threshold": str(threshold), "threshold_value": value,
-            "max_per_class": max_per_class, "above_threshold": int(sure.sum()),
-            "dropped_by_cap": int(sure.sum() - len(keep)), "distribution": describe(score)}
+    meta = {
+        "method": name,
+        "n_target": len(target_ids),
+        "n_classes": len(class_names),
+        "criterion": criterion,
+        "refine": refine,
+        "logit_scale": float(logit_scale),
+        "prior": prior if shares is not None else None,
+        "class_shares": None
+        if shares is None
+        else dict(zip(class_names, shares.tolist(), strict=True)),
+        "threshold": str(threshold),
+        "threshold_value": value,
+        "max_per_class": max_per_class,
+        "above_threshold": int(sure.sum()),
+        "dropped_by_cap": int(sure.sum() - len(keep)),
+        "distribution": describe(score),
+    }
     warn_if_empty(len(keep), name, value, float(score.max()))
-    return Pairs.build([target_ids[i] for i in keep], [prompts[pred[i]] for i in keep],
-                       score[keep], name, [class_names[pred[i]] for i in keep], meta)
+    return Pairs.build(
+        [target_ids[i] for i in keep],
+        [prompts[pred[i]] for i in keep],
+        score[keep],
+        name,
+        [class_names[pred[i]] for i in keep],
+        meta,
+    )
 
 
-def _cap_per_class(candidates: np.ndarray, pred: np.ndarray, score: np.ndarray,
-                   cap: int) -> np.ndarray:
+def _cap_per_class(
+    candidates: np.ndarray, pred: np.ndarray, score: np.ndarray, cap: int
+) -> np.ndarray:
     """The ``cap`` highest-scoring candidates of each class (lower clip index on ties), in clip
     order; all of them when ``cap`` is 0."""
     if cap == 0:
@@ -207,5 +248,13 @@ def _cap_per_class(candidates: np.ndarray, pred: np.ndarray, score: np.ndarray,
     return np.sort(np.asarray(kept, dtype=np.int64))
 
 
-__all__ = ["CRITERIA", "REFINES", "balance", "class_scores", "knn_smooth", "pseudo_label",
-           "refined_probs", "refined_scores"]
+__all__ = [
+    "CRITERIA",
+    "REFINES",
+    "balance",
+    "class_scores",
+    "knn_smooth",
+    "pseudo_label",
+    "refined_probs",
+    "refined_scores",
+]

@@ -56,9 +56,11 @@ class Triples:
     def concat(parts: list[Triples]) -> Triples:
         if not parts:
             return Triples.empty()
-        return Triples(np.concatenate([p.query for p in parts]),
-                       np.concatenate([p.key for p in parts]),
-                       np.concatenate([p.score for p in parts]))
+        return Triples(
+            np.concatenate([p.query for p in parts]),
+            np.concatenate([p.key for p in parts]),
+            np.concatenate([p.score for p in parts]),
+        )
 
 
 def as_embeddings(name: str, emb: np.ndarray | torch.Tensor) -> np.ndarray:
@@ -85,24 +87,30 @@ def as_embeddings(name: str, emb: np.ndarray | torch.Tensor) -> np.ndarray:
     off = np.abs(norms - 1.0) > 1e-3
     if off.any():
         bad = np.flatnonzero(off)
-        raise ClaptuneError(f"{name} is not L2-normalised: {len(bad)} row(s), e.g. row {bad[0]} "
-                            f"has norm {norms[bad[0]]:.4f}")
+        raise ClaptuneError(
+            f"{name} is not L2-normalised: {len(bad)} row(s), e.g. row {bad[0]} "
+            f"has norm {norms[bad[0]]:.4f}"
+        )
     return emb
 
 
-def check_pair(query_emb, key_emb, query_name: str = "query_emb",
-               key_name: str = "key_emb") -> tuple[np.ndarray, np.ndarray]:
+def check_pair(
+    query_emb, key_emb, query_name: str = "query_emb", key_name: str = "key_emb"
+) -> tuple[np.ndarray, np.ndarray]:
     """Both matrices checked by ``as_embeddings`` and of the same dimension."""
     q = as_embeddings(query_name, query_emb)
     k = as_embeddings(key_name, key_emb)
     if q.shape[1] != k.shape[1]:
-        raise ClaptuneError(f"embedding dimensions differ: {query_name} is {q.shape[1]}-d, "
-                            f"{key_name} is {k.shape[1]}-d (embedded by different models?)")
+        raise ClaptuneError(
+            f"embedding dimensions differ: {query_name} is {q.shape[1]}-d, "
+            f"{key_name} is {k.shape[1]}-d (embedded by different models?)"
+        )
     return q, k
 
 
-def exact_scores(query_emb: np.ndarray, key_emb: np.ndarray, query_idx: np.ndarray,
-                 key_idx: np.ndarray) -> np.ndarray:
+def exact_scores(
+    query_emb: np.ndarray, key_emb: np.ndarray, query_idx: np.ndarray, key_idx: np.ndarray
+) -> np.ndarray:
     """float64 cosines of the pairs (query_idx[i], key_idx[...]) by product-then-sum.
 
     ``key_idx`` is (P,) or (P, c); the result has its shape. This is the scoring formula of the
@@ -174,9 +182,14 @@ def _sort(query: np.ndarray, key: np.ndarray, score: np.ndarray) -> Triples:
     return Triples(query[order].astype(np.int64), key[order].astype(np.int64), score[order])
 
 
-def threshold_pairs(query_emb, key_emb, threshold: float, block_size: int = DEFAULT_BLOCK_SIZE,
-                    device: str | torch.device | None = None,
-                    distributed: bool = False) -> Triples:
+def threshold_pairs(
+    query_emb,
+    key_emb,
+    threshold: float,
+    block_size: int = DEFAULT_BLOCK_SIZE,
+    device: str | torch.device | None = None,
+    distributed: bool = False,
+) -> Triples:
     """Every (query, key) pair whose cosine is >= ``threshold``.
 
     ``query_emb`` (N, D) and ``key_emb`` (M, D): L2-normalised float embeddings (NumPy or
@@ -215,9 +228,15 @@ def threshold_pairs(query_emb, key_emb, threshold: float, block_size: int = DEFA
     return _gather(_sort(found.query, found.key, found.score), distributed)
 
 
-def topk_pairs(query_emb, key_emb, k: int, block_size: int = DEFAULT_BLOCK_SIZE,
-               device: str | torch.device | None = None, distributed: bool = False,
-               pad: int = 2) -> Triples:
+def topk_pairs(
+    query_emb,
+    key_emb,
+    k: int,
+    block_size: int = DEFAULT_BLOCK_SIZE,
+    device: str | torch.device | None = None,
+    distributed: bool = False,
+    pad: int = 2,
+) -> Triples:
     """The ``k`` keys of highest cosine for every query (all keys when there are fewer).
 
     Ties at the k-th score go to the lower key index. Each query keeps ``k + pad`` float32
@@ -269,24 +288,32 @@ class _TopkSearch:
         val, idx = _merge(vals, idxs, n_cand)
         cand_f32 = val.cpu().numpy()
         cand_idx = idx.cpu().numpy().astype(np.int64)
-        key, score, unsure = _select_topk(self.q, self.keys, rows, cand_f32, cand_idx, self.k,
-                                          self.margin)
+        key, score, unsure = _select_topk(
+            self.q, self.keys, rows, cand_f32, cand_idx, self.k, self.margin
+        )
         if len(unsure):
             key[unsure], score[unsure] = self.rows(rows[unsure], 4 * n_cand)
         return key, score
 
 
-def _merge(vals: list[torch.Tensor], idxs: list[torch.Tensor],
-           n_cand: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _merge(
+    vals: list[torch.Tensor], idxs: list[torch.Tensor], n_cand: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``n_cand`` best of the pending per-tile candidates, sorted by descending float32."""
     val, idx = torch.cat(vals, 1), torch.cat(idxs, 1)
     val, pos = torch.topk(val, min(n_cand, val.shape[1]), dim=1, sorted=True)
     return val, torch.gather(idx, 1, pos)
 
 
-def _select_topk(q: np.ndarray, keys: np.ndarray, rows: np.ndarray, cand_f32: np.ndarray,
-                 cand_idx: np.ndarray, k: int,
-                 margin: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _select_topk(
+    q: np.ndarray,
+    keys: np.ndarray,
+    rows: np.ndarray,
+    cand_f32: np.ndarray,
+    cand_idx: np.ndarray,
+    k: int,
+    margin: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Rescore the candidates of query ``rows`` exactly and pick the top k: (keys, scores,
     positions of the rows whose candidates cannot prove they hold the true top k).
 
@@ -311,10 +338,16 @@ def _select_topk(q: np.ndarray, keys: np.ndarray, rows: np.ndarray, cand_f32: np
         # A band holding every candidate proves nothing about the keys dropped earlier: they
         # scored <= the lowest candidate in float32; if that is within the margin of the exact
         # k-th score, a dropped key might tie or beat it.
-        unsure = np.flatnonzero((band == n_cand)
-                                & (cand_f32[:, -1] >= out_score[:, -1] - margin))
+        unsure = np.flatnonzero((band == n_cand) & (cand_f32[:, -1] >= out_score[:, -1] - margin))
     return out_key, out_score, unsure
 
 
-__all__ = ["DEFAULT_BLOCK_SIZE", "Triples", "as_embeddings", "check_pair", "exact_scores",
-           "threshold_pairs", "topk_pairs"]
+__all__ = [
+    "DEFAULT_BLOCK_SIZE",
+    "Triples",
+    "as_embeddings",
+    "check_pair",
+    "exact_scores",
+    "threshold_pairs",
+    "topk_pairs",
+]

@@ -22,8 +22,9 @@ def summarize(pairs: Pairs, out_dir: str | os.PathLike | None = None) -> dict:
         "per_method": pairs.counts("method"),
         "per_class": {k: v for k, v in pairs.counts("class").items() if k},
         "without_class": int(sum(1 for c in pairs.classes if not c)),
-        "score": {m: _stats(pairs.score[np.asarray(pairs.method) == m])
-                  for m in pairs.counts("method")},
+        "score": {
+            m: _stats(pairs.score[np.asarray(pairs.method) == m]) for m in pairs.counts("method")
+        },
         "meta": pairs.meta,
     }
     if out_dir is not None:
@@ -37,8 +38,12 @@ def summarize(pairs: Pairs, out_dir: str | os.PathLike | None = None) -> dict:
 def _stats(scores: np.ndarray) -> dict:
     if len(scores) == 0:
         return {}
-    return {"min": float(scores.min()), "median": float(np.median(scores)),
-            "mean": float(scores.mean()), "max": float(scores.max())}
+    return {
+        "min": float(scores.min()),
+        "median": float(np.median(scores)),
+        "mean": float(scores.mean()),
+        "max": float(scores.max()),
+    }
 
 
 def plot_scores(pairs: Pairs, path: str | os.PathLike) -> Path:

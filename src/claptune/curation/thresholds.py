@@ -52,8 +52,9 @@ class Threshold:
             try:
                 return cls(value=float(text))
             except ValueError:
-                raise ValueError(f"bad threshold {spec!r}: a number (0.75) or a quantile "
-                                 "(q0.99)") from None
+                raise ValueError(
+                    f"bad threshold {spec!r}: a number (0.75) or a quantile (q0.99)"
+                ) from None
         return cls(value=float(spec))
 
     def resolve(self, scores: np.ndarray) -> float:
@@ -69,8 +70,9 @@ class Threshold:
         return f"q{self.quantile:g}" if self.quantile is not None else f"{self.value:g}"
 
 
-def pair_score_sample(query_emb: np.ndarray, key_emb: np.ndarray, size: int = PAIR_SAMPLE,
-                      seed: int = 0) -> tuple[np.ndarray, bool]:
+def pair_score_sample(
+    query_emb: np.ndarray, key_emb: np.ndarray, size: int = PAIR_SAMPLE, seed: int = 0
+) -> tuple[np.ndarray, bool]:
     """Exact scores of every pair when there are at most ``size``, else of ``size`` random
     pairs drawn with ``seed``. Returns (scores, exact)."""
     n, m = len(query_emb), len(key_emb)
@@ -82,16 +84,23 @@ def pair_score_sample(query_emb: np.ndarray, key_emb: np.ndarray, size: int = PA
     return exact_scores(query_emb, key_emb, qi, ki), False
 
 
-def describe(scores: np.ndarray, exact: bool = True, population: int | None = None,
-             candidates: list[float] | None = None) -> dict:
+def describe(
+    scores: np.ndarray,
+    exact: bool = True,
+    population: int | None = None,
+    candidates: list[float] | None = None,
+) -> dict:
     """Percentiles of ``scores`` and how many of the ``population`` (default: the scores
     themselves) each candidate threshold would keep (estimated when ``exact`` is False)."""
     population = len(scores) if population is None else population
     out: dict = {"n_scores": int(len(scores)), "exact": bool(exact), "population": int(population)}
     if len(scores) == 0:
         return out
-    out["min"], out["max"], out["mean"] = (float(scores.min()), float(scores.max()),
-                                           float(scores.mean()))
+    out["min"], out["max"], out["mean"] = (
+        float(scores.min()),
+        float(scores.max()),
+        float(scores.mean()),
+    )
     out["percentiles"] = {f"p{p:g}": float(np.percentile(scores, p)) for p in PERCENTILES}
     ladder = sorted(set((candidates or []) + list(out["percentiles"].values())))
     out["kept_at"] = {f"{t:.4f}": int(round(np.mean(scores >= t) * population)) for t in ladder}
@@ -104,8 +113,10 @@ def format_distribution(name: str, info: dict) -> str:
         return f"{name}: no scores"
     how = "exact" if info["exact"] else f"estimated from {info['n_scores']:,} sampled pairs"
     pct = "  ".join(f"{k}={v:.3f}" for k, v in info["percentiles"].items())
-    lines = [f"{name} ({info['population']:,} scores, {how}): min={info['min']:.3f}  {pct}  "
-             f"max={info['max']:.3f}"]
+    lines = [
+        f"{name} ({info['population']:,} scores, {how}): min={info['min']:.3f}  {pct}  "
+        f"max={info['max']:.3f}"
+    ]
     approx = "" if info["exact"] else "~"
     ladder = ", ".join(f">={t}: {approx}{n:,}" for t, n in info["kept_at"].items())
     lines.append(f"  kept by threshold: {ladder}")

@@ -69,8 +69,13 @@ DATASETS: dict[str, Callable[..., ClassificationDataset]] = {
 }
 
 
-def load_dataset(name: str, root: str | Path | None = None, download: bool = False,
-                 folds: Sequence[int] | None = None, **kwargs) -> ClassificationDataset:
+def load_dataset(
+    name: str,
+    root: str | Path | None = None,
+    download: bool = False,
+    folds: Sequence[int] | None = None,
+    **kwargs,
+) -> ClassificationDataset:
     """Labelled clips of data set ``name``, optionally only the given ``folds``."""
     if name not in DATASETS:
         raise ClaptuneError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
@@ -85,5 +90,12 @@ def load_dataset(name: str, root: str | Path | None = None, download: bool = Fal
     return dataset
 
 
-__all__ = ["ClassificationDataset", "DATASETS", "PairedCorpus", "UnlabeledClips",
-           "default_data_dir", "load_captioned_corpus", "load_dataset"]
+__all__ = [
+    "ClassificationDataset",
+    "DATASETS",
+    "PairedCorpus",
+    "UnlabeledClips",
+    "default_data_dir",
+    "load_captioned_corpus",
+    "load_dataset",
+]

@@ -43,8 +43,10 @@ def read_captions(path: str | Path, column: str = "caption") -> list[str]:
         with path.open(newline="", encoding="utf-8") as fh:
             reader = csv.DictReader(fh)
             if column not in (reader.fieldnames or []):
-                raise ClaptuneError(f"{path} has no column {column!r}; columns: "
-                                    f"{', '.join(reader.fieldnames or [])}")
+                raise ClaptuneError(
+                    f"{path} has no column {column!r}; columns: "
+                    f"{', '.join(reader.fieldnames or [])}"
+                )
             captions = [row[column].strip() for row in reader]
     else:
         captions = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]

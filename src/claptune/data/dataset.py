@@ -42,7 +42,9 @@ class ClassificationDataset:
         self.labels = np.asarray(self.labels, dtype=np.int64)
         if self.labels.shape != (len(self.items),):
             raise ValueError(f"{len(self.items)} items but labels of shape {self.labels.shape}")
-        if len(self.labels) and (self.labels.min() < 0 or self.labels.max() >= len(self.class_names)):
+        if len(self.labels) and (
+            self.labels.min() < 0 or self.labels.max() >= len(self.class_names)
+        ):
             raise ValueError("labels must index class_names")
         if self.folds is not None:
             self.folds = np.asarray(self.folds, dtype=np.int64)
@@ -75,8 +77,10 @@ class ClassificationDataset:
         available = sorted(set(self.folds.tolist()))
         missing = sorted(set(folds) - set(available))
         if missing:
-            raise ClaptuneError(f"data set {self.name} has no fold {', '.join(map(str, missing))}; "
-                                f"folds: {', '.join(map(str, available))}")
+            raise ClaptuneError(
+                f"data set {self.name} has no fold {', '.join(map(str, missing))}; "
+                f"folds: {', '.join(map(str, available))}"
+            )
         return self.subset(np.flatnonzero(np.isin(self.folds, list(folds))))
 
 
@@ -92,8 +96,9 @@ class UnlabeledClips:
         return len(self.items)
 
     def subset(self, indices: Sequence[int] | np.ndarray) -> UnlabeledClips:
-        return UnlabeledClips(self.name, [self.items[i] for i in np.asarray(indices).tolist()],
-                              list(self.class_names))
+        return UnlabeledClips(
+            self.name, [self.items[i] for i in np.asarray(indices).tolist()], list(self.class_names)
+        )
 
 
 @dataclass
@@ -125,13 +130,18 @@ def read_csv(path: Path, required: Sequence[str], delimiter: str = ",") -> list[
             columns = [c.strip() for c in reader.fieldnames or []]
             missing = [c for c in required if c not in columns]
             if missing:
-                raise ClaptuneError(f"{path} has no column {', '.join(map(repr, missing))}; "
-                                    f"columns: {', '.join(columns) or '(none)'}")
-            rows = [{(k or "").strip(): (v or "").strip() for k, v in row.items()}
-                    for row in reader]
+                raise ClaptuneError(
+                    f"{path} has no column {', '.join(map(repr, missing))}; "
+                    f"columns: {', '.join(columns) or '(none)'}"
+                )
+            rows = [
+                {(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in reader
+            ]
     except UnicodeDecodeError as err:
-        raise ClaptuneError(f"{path} is not UTF-8 text (byte {err.start}: "
-                            f"{err.object[err.start:err.start + 1]!r}); save it as UTF-8") from None
+        raise ClaptuneError(
+            f"{path} is not UTF-8 text (byte {err.start}: "
+            f"{err.object[err.start : err.start + 1]!r}); save it as UTF-8"
+        ) from None
     if not rows:
         raise ClaptuneError(f"{path} lists no clips")
     return rows
@@ -150,8 +160,9 @@ def resolve_audio(path: Path) -> Path:
     return path
 
 
-def index_labels(names: Sequence[str], order: Sequence[str] | None = None
-                 ) -> tuple[np.ndarray, list[str]]:
+def index_labels(
+    names: Sequence[str], order: Sequence[str] | None = None
+) -> tuple[np.ndarray, list[str]]:
     """Integer labels for string ``names``; classes in ``order`` if given, else sorted."""
     class_names = list(order) if order is not None else sorted(set(names))
     lookup = {c: i for i, c in enumerate(class_names)}

@@ -26,8 +26,9 @@ REMOTES = (Remote("https://github.com/karolpiczak/ESC-50/archive/master.zip", "E
 META = "meta/esc50.csv"
 
 
-def load_esc50(root: str | Path | None = None, download: bool = False,
-               progress: bool = True) -> ClassificationDataset:
+def load_esc50(
+    root: str | Path | None = None, download: bool = False, progress: bool = True
+) -> ClassificationDataset:
     """ESC-50 from ``root`` (the folder holding ``meta/`` and ``audio/``, or its parent)."""
     folder = locate("esc50", root, META, ["ESC-50-master"], REMOTES, download, progress)
     meta = folder / META
@@ -36,8 +37,10 @@ def load_esc50(root: str | Path | None = None, download: bool = False,
     for row in rows:
         target = parse_int(row["target"], "target", meta)
         if by_target.setdefault(target, row["category"]) != row["category"]:
-            raise ClaptuneError(f"{meta}: target {target} names two categories "
-                                f"({by_target[target]!r}, {row['category']!r})")
+            raise ClaptuneError(
+                f"{meta}: target {target} names two categories "
+                f"({by_target[target]!r}, {row['category']!r})"
+            )
     # classes ordered by ESC-50's own target index; a subset keeps only the classes it holds
     order = [by_target[t] for t in sorted(by_target)]
     labels, class_names = index_labels([r["category"] for r in rows], order)
@@ -45,8 +48,10 @@ def load_esc50(root: str | Path | None = None, download: bool = False,
     if download:
         missing = [p for p in items if not p.exists()]
         if missing:
-            raise ClaptuneError(f"ESC-50 at {folder} lacks {len(missing)} listed clips "
-                                f"(first: {missing[0]}); delete it and download again")
+            raise ClaptuneError(
+                f"ESC-50 at {folder} lacks {len(missing)} listed clips "
+                f"(first: {missing[0]}); delete it and download again"
+            )
     folds = [parse_int(r["fold"], "fold", meta) for r in rows]
     # clips cut from one Freesound recording share its src_file (several takes A, B, ...)
     groups = [r["src_file"] for r in rows] if all(r.get("src_file") for r in rows) else None

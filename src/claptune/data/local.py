@@ -26,27 +26,36 @@ def load_folder(root: str | Path | None = None) -> ClassificationDataset:
     items: list[Path] = []
     names: list[str] = []
     for class_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        files = sorted(p for p in class_dir.rglob("*")
-                       if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
+        files = sorted(
+            p for p in class_dir.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS
+        )
         items += files
         # a folder name that is not UTF-8 still names a class a tokenizer can read
         names += [printable(class_dir.name)] * len(files)
     if not items:
-        raise ClaptuneError(f"no audio files in class folders under {root} "
-                            f"(expected {root}/<class>/<clip>{AUDIO_EXTENSIONS[0]})")
+        raise ClaptuneError(
+            f"no audio files in class folders under {root} "
+            f"(expected {root}/<class>/<clip>{AUDIO_EXTENSIONS[0]})"
+        )
     labels, class_names = index_labels(names)
     return ClassificationDataset("folder", items, labels, class_names)
 
 
-def load_csv(root: str | Path | None = None, path_column: str = "path",
-             label_column: str = "label", fold_column: str = "fold") -> ClassificationDataset:
+def load_csv(
+    root: str | Path | None = None,
+    path_column: str = "path",
+    label_column: str = "label",
+    fold_column: str = "fold",
+) -> ClassificationDataset:
     """Clips listed in the CSV ``root``."""
     if root is None:
         raise ClaptuneError("the csv data set needs --root: a CSV file with path,label columns")
     csv_path = Path(root).expanduser()
     if csv_path.is_dir():
-        raise ClaptuneError(f"{csv_path} is a folder; the csv data set needs a CSV file "
-                            "(use --dataset folder for a folder of class folders)")
+        raise ClaptuneError(
+            f"{csv_path} is a folder; the csv data set needs a CSV file "
+            "(use --dataset folder for a folder of class folders)"
+        )
     rows = read_csv(csv_path, [path_column, label_column])
     items = []
     for n, row in enumerate(rows, start=2):

@@ -49,21 +49,32 @@ def locate(
         return found
     if not download:
         if root is not None:
-            raise ClaptuneError(f"{name} not found at {dest}: no {marker} there or in "
-                                f"{', '.join(subfolders) or 'its subfolders'}; point --root at a "
-                                "copy of the data set, or add --download to fetch it")
-        raise ClaptuneError(f"{name} not found at {dest}; pass --root PATH to a local copy, "
-                            "or add --download to fetch it")
+            raise ClaptuneError(
+                f"{name} not found at {dest}: no {marker} there or in "
+                f"{', '.join(subfolders) or 'its subfolders'}; point --root at a "
+                "copy of the data set, or add --download to fetch it"
+            )
+        raise ClaptuneError(
+            f"{name} not found at {dest}; pass --root PATH to a local copy, "
+            "or add --download to fetch it"
+        )
     archives = dest / ".downloads"
     for remote in remotes:
-        archive = fetch_url(remote.url, archives / remote.filename, md5=remote.md5,
-                            desc=remote.filename, progress=progress,
-                            hint="then run again (or pass --root to an unpacked copy)")
+        archive = fetch_url(
+            remote.url,
+            archives / remote.filename,
+            md5=remote.md5,
+            desc=remote.filename,
+            progress=progress,
+            hint="then run again (or pass --root to an unpacked copy)",
+        )
         extract_archive(archive, dest)
     found = _find(dest, marker, subfolders)
     if found is None:
-        raise ClaptuneError(f"the {name} archives unpacked into {dest} but hold no {marker}: "
-                            "the upstream layout changed; unpack a copy by hand and pass --root")
+        raise ClaptuneError(
+            f"the {name} archives unpacked into {dest} but hold no {marker}: "
+            "the upstream layout changed; unpack a copy by hand and pass --root"
+        )
     return found
 
 

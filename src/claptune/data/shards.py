@@ -73,8 +73,10 @@ def expand_shards(specs: str | Sequence[str]) -> list[str]:
     for url in urls:
         name = shard_name(url)
         if name in seen:
-            raise ClaptuneError(f"shards {seen[name]} and {url} have the same name {name!r}; "
-                                "item ids (shard/key) would collide: rename one set")
+            raise ClaptuneError(
+                f"shards {seen[name]} and {url} have the same name {name!r}; "
+                "item ids (shard/key) would collide: rename one set"
+            )
         seen[name] = url
     return urls
 
@@ -102,8 +104,13 @@ class ShardSample:
     caption: str | None  # from .txt, or the .json field named by caption_key
 
 
-def iter_samples(urls: Sequence[str], caption_key: str | None = None, rank: int = 0,
-                 world_size: int = 1, split_workers: bool = True) -> Iterator[ShardSample]:
+def iter_samples(
+    urls: Sequence[str],
+    caption_key: str | None = None,
+    rank: int = 0,
+    world_size: int = 1,
+    split_workers: bool = True,
+) -> Iterator[ShardSample]:
     """Stream the samples of shards ``urls[rank::world_size]``.
 
     Inside a DataLoader worker the rank's shards are further split by worker
@@ -132,18 +139,26 @@ class ShardSamples(torch.utils.data.IterableDataset):
     skipped.
     """
 
-    def __init__(self, urls: Sequence[str], sample_rate: int, caption_key: str | None = None,
-                 rank: int | None = None, world_size: int | None = None):
+    def __init__(
+        self,
+        urls: Sequence[str],
+        sample_rate: int,
+        caption_key: str | None = None,
+        rank: int | None = None,
+        world_size: int | None = None,
+    ):
         dist = torch.distributed
         on = dist.is_available() and dist.is_initialized()
         self.urls, self.sample_rate, self.caption_key = list(urls), sample_rate, caption_key
         self.rank = rank if rank is not None else (dist.get_rank() if on else 0)
-        self.world_size = world_size if world_size is not None else (
-            dist.get_world_size() if on else 1)
+        self.world_size = (
+            world_size if world_size is not None else (dist.get_world_size() if on else 1)
+        )
 
     def __iter__(self) -> Iterator[tuple[str, np.ndarray]]:
-        for sample in iter_samples(self.urls, self.caption_key, self.rank, self.world_size,
-                                   split_workers=True):
+        for sample in iter_samples(
+            self.urls, self.caption_key, self.rank, self.world_size, split_workers=True
+        ):
             try:
                 yield sample.id, decode_sample(sample, self.sample_rate)
             except AudioDecodeError:
@@ -159,11 +174,16 @@ def _to_sample(raw: dict[str, Any], caption_key: str | None) -> ShardSample:
     key = raw["__key__"]
     ext = next((e for e in AUDIO_EXTS if e in raw), None)
     if ext is None:  # members like "x.audio.flac" keep their full extension as the dict key
-        ext = next((k for k in raw if not k.startswith("__") and k.rsplit(".", 1)[-1] in AUDIO_EXTS),
-                   None)
-    return ShardSample(id=f"{shard_name(url)}/{key}", url=url,
-                       audio=None if ext is None else raw[ext], audio_ext=ext,
-                       caption=_caption(raw, caption_key, url, key))
+        ext = next(
+            (k for k in raw if not k.startswith("__") and k.rsplit(".", 1)[-1] in AUDIO_EXTS), None
+        )
+    return ShardSample(
+        id=f"{shard_name(url)}/{key}",
+        url=url,
+        audio=None if ext is None else raw[ext],
+        audio_ext=ext,
+        caption=_caption(raw, caption_key, url, key),
+    )
 
 
 def _caption(raw: dict[str, Any], caption_key: str | None, url: str, key: str) -> str | None:
@@ -274,8 +294,10 @@ class ShardIndex:
                         continue
                     key, ext = _split_member(info.name)
                     sid = f"{name}/{key}"
-                    if ext in AUDIO_EXTS and (sid not in self.members or AUDIO_EXTS.index(ext)
-                                              < AUDIO_EXTS.index(self.members[sid].ext)):
+                    if ext in AUDIO_EXTS and (
+                        sid not in self.members
+                        or AUDIO_EXTS.index(ext) < AUDIO_EXTS.index(self.members[sid].ext)
+                    ):
                         self.members[sid] = ShardMember(url, info.offset_data, info.size, ext)
                     elif ext in ("txt", "json"):
                         member = tar.extractfile(info)
@@ -295,8 +317,10 @@ class ShardIndex:
 
     def ref(self, sid: str) -> str:
         if sid not in self.members:
-            raise ClaptuneError(f"no audio for item {sid!r} in the shards "
-                                f"({len(self.urls)} shards, first {self.urls[0]})")
+            raise ClaptuneError(
+                f"no audio for item {sid!r} in the shards "
+                f"({len(self.urls)} shards, first {self.urls[0]})"
+            )
         return self.members[sid].ref()
 
 
@@ -311,7 +335,7 @@ def _split_member(name: str) -> tuple[str, str]:
 
 def _open(url: str):
     if url.startswith("file:"):
-        url = url[len("file:"):]
+        url = url[len("file:") :]
     if "://" in url:
         import fsspec
 
@@ -344,19 +368,26 @@ def load_clip(ref: str | os.PathLike, sample_rate: int) -> np.ndarray:
     return load_audio(ref, sample_rate)
 
 
-def captioned_pairs(specs: str | Sequence[str], caption_key: str | None = None
-                    ) -> tuple[list[str], list[str], list[str]]:
+def captioned_pairs(
+    specs: str | Sequence[str], caption_key: str | None = None
+) -> tuple[list[str], list[str], list[str]]:
     """(ids, audio references, captions) of every captioned sample with audio in the shards."""
     index = ShardIndex(specs, caption_key)
     ids = [sid for sid in index.members if sid in index.captions]
     if not ids:
-        raise ClaptuneError(f"no captioned audio samples in {specs}"
-                            + ("" if caption_key else " (captions from .txt; see caption_key)"))
+        raise ClaptuneError(
+            f"no captioned audio samples in {specs}"
+            + ("" if caption_key else " (captions from .txt; see caption_key)")
+        )
     return ids, [index.ref(s) for s in ids], [index.captions[s] for s in ids]
 
 
-def write_audio_shards(pattern: str, samples: Iterable[tuple[str, np.ndarray, int, str | None]],
-                       per_shard: int, fmt: str = "FLAC") -> list[str]:
+def write_audio_shards(
+    pattern: str,
+    samples: Iterable[tuple[str, np.ndarray, int, str | None]],
+    per_shard: int,
+    fmt: str = "FLAC",
+) -> list[str]:
     """Write ``(key, waveform, sample_rate, caption)`` samples as webdataset shards.
 
     ``pattern`` is a local path with a printf field for the shard number

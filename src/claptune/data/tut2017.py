@@ -34,33 +34,64 @@ EVALUATION_FOLD = 0
 
 _DEV = "https://zenodo.org/records/400515/files/TUT-acoustic-scenes-2017-development"
 _EVAL = "https://zenodo.org/records/1040168/files/TUT-acoustic-scenes-2017-evaluation"
-_DEV_MD5 = ("251325a9afaaad0326ad1c57f57d514a", "c26861e05147dc319b4250eb103d9d99",
-            "a4815775f8a5e629179726ee4cd4f55a", "1732b03afe8c53ef8bba80ba14766e57",
-            "611be754a0c951185c6ae4b7643c19a0", "165a201db800d3ea76fce5a9c2bd97d7",
-            "c7d79db84264401c0f8680dcc36013ad", "35043f25123439392338c790494c7a19",
-            "0805dcf5d8e6871dc9610182b2efb93a", "5df83a191295a04e290b125c634e13e7")
-_EVAL_MD5 = ("5d97dea8461baec8027ae4a0c2b18d4b", "4085ef5fa286f2169074993a4e405953",
-             "cac432579e7cf2dff0aec7aaed248956", "664bf09c3d24bd26c6b587f1d709de36")
+_DEV_MD5 = (
+    "251325a9afaaad0326ad1c57f57d514a",
+    "c26861e05147dc319b4250eb103d9d99",
+    "a4815775f8a5e629179726ee4cd4f55a",
+    "1732b03afe8c53ef8bba80ba14766e57",
+    "611be754a0c951185c6ae4b7643c19a0",
+    "165a201db800d3ea76fce5a9c2bd97d7",
+    "c7d79db84264401c0f8680dcc36013ad",
+    "35043f25123439392338c790494c7a19",
+    "0805dcf5d8e6871dc9610182b2efb93a",
+    "5df83a191295a04e290b125c634e13e7",
+)
+_EVAL_MD5 = (
+    "5d97dea8461baec8027ae4a0c2b18d4b",
+    "4085ef5fa286f2169074993a4e405953",
+    "cac432579e7cf2dff0aec7aaed248956",
+    "664bf09c3d24bd26c6b587f1d709de36",
+)
 REMOTES = {
     "development": (
-        Remote(f"{_DEV}.meta.zip?download=1", "TUT-acoustic-scenes-2017-development.meta.zip",
-               md5="9007fd4772d816590c5db5f5e9568f5d"),
-        *(Remote(f"{_DEV}.audio.{i}.zip?download=1",
-                 f"TUT-acoustic-scenes-2017-development.audio.{i}.zip", md5=md5)
-          for i, md5 in enumerate(_DEV_MD5, start=1)),
+        Remote(
+            f"{_DEV}.meta.zip?download=1",
+            "TUT-acoustic-scenes-2017-development.meta.zip",
+            md5="9007fd4772d816590c5db5f5e9568f5d",
+        ),
+        *(
+            Remote(
+                f"{_DEV}.audio.{i}.zip?download=1",
+                f"TUT-acoustic-scenes-2017-development.audio.{i}.zip",
+                md5=md5,
+            )
+            for i, md5 in enumerate(_DEV_MD5, start=1)
+        ),
     ),
     "evaluation": (
-        Remote(f"{_EVAL}.meta.zip?download=1", "TUT-acoustic-scenes-2017-evaluation.meta.zip",
-               md5="e006cfec14a49dd79a6ab8f8d5b1c5e6"),
-        *(Remote(f"{_EVAL}.audio.{i}.zip?download=1",
-                 f"TUT-acoustic-scenes-2017-evaluation.audio.{i}.zip", md5=md5)
-          for i, md5 in enumerate(_EVAL_MD5, start=1)),
+        Remote(
+            f"{_EVAL}.meta.zip?download=1",
+            "TUT-acoustic-scenes-2017-evaluation.meta.zip",
+            md5="e006cfec14a49dd79a6ab8f8d5b1c5e6",
+        ),
+        *(
+            Remote(
+                f"{_EVAL}.audio.{i}.zip?download=1",
+                f"TUT-acoustic-scenes-2017-evaluation.audio.{i}.zip",
+                md5=md5,
+            )
+            for i, md5 in enumerate(_EVAL_MD5, start=1)
+        ),
     ),
 }
 
 
-def load_tut2017(root: str | Path | None = None, download: bool = False, split: str = "all",
-                 progress: bool = True) -> ClassificationDataset:
+def load_tut2017(
+    root: str | Path | None = None,
+    download: bool = False,
+    split: str = "all",
+    progress: bool = True,
+) -> ClassificationDataset:
     """TUT Acoustic Scenes 2017: the development set, the evaluation set, or both (``all``,
     every set found under ``root``)."""
     if split not in SPLITS:
@@ -95,23 +126,34 @@ def _find_sets(base: Path, split: str, download: bool, progress: bool) -> dict[s
             raise ClaptuneError(f"{base} holds the TUT2017 {kind} set, not the {split} set")
         return {kind: base}
     wanted = ["development", "evaluation"] if split == "all" else [split]
-    sets = {k: base / _set_folder_name(k) for k in wanted if _has_labels(base / _set_folder_name(k))}
+    sets = {
+        k: base / _set_folder_name(k) for k in wanted if _has_labels(base / _set_folder_name(k))
+    }
     if download:
         for kind in wanted:
             if kind not in sets:
                 for remote in REMOTES[kind]:
-                    archive = fetch_url(remote.url, base / ".downloads" / remote.filename,
-                                        md5=remote.md5, desc=remote.filename, progress=progress,
-                                        hint="then run again (or pass --root to an unpacked copy)")
+                    archive = fetch_url(
+                        remote.url,
+                        base / ".downloads" / remote.filename,
+                        md5=remote.md5,
+                        desc=remote.filename,
+                        progress=progress,
+                        hint="then run again (or pass --root to an unpacked copy)",
+                    )
                     extract_archive(archive, base)
                 if not _has_labels(base / _set_folder_name(kind)):
-                    raise ClaptuneError(f"the TUT2017 {kind} archives unpacked into {base} but "
-                                        "hold no meta.txt; unpack a copy by hand and pass --root")
+                    raise ClaptuneError(
+                        f"the TUT2017 {kind} archives unpacked into {base} but "
+                        "hold no meta.txt; unpack a copy by hand and pass --root"
+                    )
                 sets[kind] = base / _set_folder_name(kind)
     if not sets or (split != "all" and split not in sets):
         names = " or ".join(_set_folder_name(k) for k in wanted)
-        raise ClaptuneError(f"TUT2017 not found at {base}: no {names} with meta.txt there; "
-                            "point --root at a copy, or add --download to fetch it")
+        raise ClaptuneError(
+            f"TUT2017 not found at {base}: no {names} with meta.txt there; "
+            "point --root at a copy, or add --download to fetch it"
+        )
     return dict(sorted(sets.items()))
 
 
@@ -148,8 +190,10 @@ def _read_folds(folder: Path) -> dict[str, int]:
     for k in range(1, 5):
         setup = folder / "evaluation_setup" / f"fold{k}_evaluate.txt"
         if not setup.is_file():
-            raise ClaptuneError(f"TUT2017 development set at {folder} lacks {setup.name} "
-                                "(evaluation_setup/ of the meta archive)")
+            raise ClaptuneError(
+                f"TUT2017 development set at {folder} lacks {setup.name} "
+                "(evaluation_setup/ of the meta archive)"
+            )
         for line in setup.read_text(encoding="utf-8").splitlines():
             if line.strip():
                 fold_of[Path(line.split("\t")[0].strip()).stem] = k

@@ -20,13 +20,19 @@ from claptune.data.dataset import (
 from claptune.data.remote import Remote, locate
 from claptune.errors import ClaptuneError
 
-REMOTES = (Remote("https://zenodo.org/records/1203745/files/UrbanSound8K.tar.gz?download=1",
-                  "UrbanSound8K.tar.gz", md5="9aa69802bbf37fb986f71ec1483a196e"),)
+REMOTES = (
+    Remote(
+        "https://zenodo.org/records/1203745/files/UrbanSound8K.tar.gz?download=1",
+        "UrbanSound8K.tar.gz",
+        md5="9aa69802bbf37fb986f71ec1483a196e",
+    ),
+)
 META = "metadata/UrbanSound8K.csv"
 
 
-def load_us8k(root: str | Path | None = None, download: bool = False,
-              progress: bool = True) -> ClassificationDataset:
+def load_us8k(
+    root: str | Path | None = None, download: bool = False, progress: bool = True
+) -> ClassificationDataset:
     """UrbanSound8K from ``root`` (the folder holding ``metadata/`` and ``audio/``, or its parent)."""
     folder = locate("us8k", root, META, ["UrbanSound8K"], REMOTES, download, progress)
     meta = folder / META
@@ -36,10 +42,14 @@ def load_us8k(root: str | Path | None = None, download: bool = False,
         class_id = parse_int(row["classID"], "classID", meta)
         if by_id.setdefault(class_id, row["class"]) != row["class"]:
             raise ClaptuneError(f"{meta}: classID {class_id} names two classes")
-    labels, class_names = index_labels([r["class"] for r in rows], [by_id[i] for i in sorted(by_id)])
+    labels, class_names = index_labels(
+        [r["class"] for r in rows], [by_id[i] for i in sorted(by_id)]
+    )
     folds = [parse_int(r["fold"], "fold", meta) for r in rows]
-    items = [resolve_audio(folder / "audio" / f"fold{f}" / r["slice_file_name"])
-             for r, f in zip(rows, folds, strict=True)]
+    items = [
+        resolve_audio(folder / "audio" / f"fold{f}" / r["slice_file_name"])
+        for r, f in zip(rows, folds, strict=True)
+    ]
     # slices of one Freesound recording share its fsID
     groups = [r["fsID"] for r in rows] if all(r.get("fsID") for r in rows) else None
     return ClassificationDataset("us8k", items, labels, class_names, folds, groups)

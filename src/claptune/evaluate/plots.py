@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 
 
-def plot_confusion(confusion: np.ndarray, class_names: Sequence[str], path: str | Path,
-                   title: str = "") -> Path:
+def plot_confusion(
+    confusion: np.ndarray, class_names: Sequence[str], path: str | Path, title: str = ""
+) -> Path:
     """Write the row-normalised confusion matrix (rows: true class, columns: predicted) to
     ``path`` as a PNG; the diagonal is each class's accuracy."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -40,8 +41,15 @@ def plot_confusion(confusion: np.ndarray, class_names: Sequence[str], path: str 
         for i in range(n):
             for j in range(n):
                 if confusion[i, j]:
-                    ax.text(j, i, int(confusion[i, j]), ha="center", va="center", fontsize=7,
-                            color="black" if rates[i, j] > 0.5 else "white")
+                    ax.text(
+                        j,
+                        i,
+                        int(confusion[i, j]),
+                        ha="center",
+                        va="center",
+                        fontsize=7,
+                        color="black" if rates[i, j] > 0.5 else "white",
+                    )
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

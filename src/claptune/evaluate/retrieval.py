@@ -48,8 +48,10 @@ def retrieval_metrics(
     else:
         if text_audio_index is None:
             if len(audio_emb) != len(text_emb):
-                raise ValueError(f"{len(audio_emb)} audio rows but {len(text_emb)} text rows: "
-                                 "pass text_audio_index for several captions per clip")
+                raise ValueError(
+                    f"{len(audio_emb)} audio rows but {len(text_emb)} text rows: "
+                    "pass text_audio_index for several captions per clip"
+                )
             text_audio_index = np.arange(len(text_emb))
         text_group = _index(text_audio_index, len(text_emb), "text_audio_index", "text")
         audio_group = np.arange(len(audio_emb))

@@ -59,8 +59,10 @@ def resolve_templates(spec: str | Sequence[str] | None) -> tuple[str, ...]:
         elif s.count("{}") == 1 and not re.search(r"\{[^}]", s):
             out.append(s)
         else:
-            raise ClaptuneError(f"prompt template {s!r} must be {' or '.join(TEMPLATE_SETS)} or "
-                                "text with exactly one {} where the class name goes")
+            raise ClaptuneError(
+                f"prompt template {s!r} must be {' or '.join(TEMPLATE_SETS)} or "
+                "text with exactly one {} where the class name goes"
+            )
     return tuple(dict.fromkeys(out))
 
 
@@ -71,17 +73,22 @@ def clean_class_name(name: str) -> str:
     return re.sub(r"\s+", " ", words).strip()
 
 
-def class_prompts(class_names: Sequence[str],
-                  templates: Sequence[str] = DEFAULT_TEMPLATES) -> list[list[str]]:
+def class_prompts(
+    class_names: Sequence[str], templates: Sequence[str] = DEFAULT_TEMPLATES
+) -> list[list[str]]:
     """``prompts[c][t]``: template ``t`` filled with the cleaned name of class ``c``."""
     templates = resolve_templates(templates)
     return [[t.format(clean_class_name(c)) for t in templates] for c in class_names]
 
 
-def text_classifier(model: AudioTextModel, class_names: Sequence[str],
-                    templates: Sequence[str] = DEFAULT_TEMPLATES,
-                    batch_size: int = 256, progress: bool = False,
-                    encode_text: Callable[[list[str]], np.ndarray] | None = None) -> np.ndarray:
+def text_classifier(
+    model: AudioTextModel,
+    class_names: Sequence[str],
+    templates: Sequence[str] = DEFAULT_TEMPLATES,
+    batch_size: int = 256,
+    progress: bool = False,
+    encode_text: Callable[[list[str]], np.ndarray] | None = None,
+) -> np.ndarray:
     """(C, D) float32: per class, the renormalised mean of its prompt embeddings.
 
     ``encode_text`` embeds the prompts instead of ``model.encode_text`` (``improve`` passes
@@ -125,8 +132,9 @@ class ZeroShotResult:
     templates: tuple[str, ...] = DEFAULT_TEMPLATES
 
 
-def score(predictions: np.ndarray, labels: np.ndarray, class_names: Sequence[str]
-          ) -> tuple[float, dict[str, float], np.ndarray]:
+def score(
+    predictions: np.ndarray, labels: np.ndarray, class_names: Sequence[str]
+) -> tuple[float, dict[str, float], np.ndarray]:
     """Top-1 accuracy, per-class accuracy and the (C, C) confusion counts."""
     predictions = np.asarray(predictions, dtype=np.int64)
     labels = np.asarray(labels, dtype=np.int64)
@@ -135,8 +143,9 @@ def score(predictions: np.ndarray, labels: np.ndarray, class_names: Sequence[str
     np.add.at(confusion, (labels, predictions), 1)
     accuracy = float((predictions == labels).mean()) if len(labels) else float("nan")
     support = confusion.sum(axis=1)
-    per_class = {c: float(confusion[i, i] / support[i])
-                 for i, c in enumerate(class_names) if support[i] > 0}
+    per_class = {
+        c: float(confusion[i, i] / support[i]) for i, c in enumerate(class_names) if support[i] > 0
+    }
     return accuracy, per_class, confusion
 
 
@@ -162,41 +171,75 @@ def evaluate_zeroshot(
     if len(dataset) == 0:
         raise ClaptuneError(f"data set {dataset.name} holds no clips")
     if audio_emb is None and cache_dir is not None:
-        audio_emb, kept, failed = _embed_cached(model, dataset, cache_dir, batch_size,
-                                                num_workers, progress, on_error)
+        audio_emb, kept, failed = _embed_cached(
+            model, dataset, cache_dir, batch_size, num_workers, progress, on_error
+        )
     elif audio_emb is None:
         from claptune.embed import encode_audio
 
-        enc = encode_audio(model, [str(p) for p in dataset.items], batch_size=batch_size,
-                           num_workers=num_workers, progress=progress, on_error=on_error)
+        enc = encode_audio(
+            model,
+            [str(p) for p in dataset.items],
+            batch_size=batch_size,
+            num_workers=num_workers,
+            progress=progress,
+            on_error=on_error,
+        )
         audio_emb, kept, failed = enc.embeddings, enc.kept, enc.failed
     else:
         if len(audio_emb) != len(dataset):
             raise ValueError(f"audio_emb has {len(audio_emb)} rows for {len(dataset)} clips")
         kept, failed = np.arange(len(dataset)), []
     if len(kept) == 0:
-        raise ClaptuneError(f"none of the {len(dataset)} clips of {dataset.name} could be read "
-                            f"(first failure: {failed[0][0]}: {failed[0][1]})")
+        raise ClaptuneError(
+            f"none of the {len(dataset)} clips of {dataset.name} could be read "
+            f"(first failure: {failed[0][0]}: {failed[0][1]})"
+        )
     classifier = text_classifier(model, dataset.class_names, templates)
     predictions = predict(audio_emb, classifier)
     labels = dataset.labels[kept]
     accuracy, per_class, confusion = score(predictions, labels, dataset.class_names)
-    return ZeroShotResult(accuracy=accuracy, n_clips=len(kept), per_class=per_class,
-                          predictions=predictions, labels=labels, confusion=confusion,
-                          class_names=list(dataset.class_names), kept=np.asarray(kept),
-                          failed=list(failed), templates=templates)
+    return ZeroShotResult(
+        accuracy=accuracy,
+        n_clips=len(kept),
+        per_class=per_class,
+        predictions=predictions,
+        labels=labels,
+        confusion=confusion,
+        class_names=list(dataset.class_names),
+        kept=np.asarray(kept),
+        failed=list(failed),
+        templates=templates,
+    )
 
 
-def _embed_cached(model: AudioTextModel, dataset: ClassificationDataset, cache_dir: str | Path,
-                  batch_size: int, num_workers: int, progress: bool, on_error: str
-                  ) -> tuple[np.ndarray, np.ndarray, list[tuple[str, str]]]:
+def _embed_cached(
+    model: AudioTextModel,
+    dataset: ClassificationDataset,
+    cache_dir: str | Path,
+    batch_size: int,
+    num_workers: int,
+    progress: bool,
+    on_error: str,
+) -> tuple[np.ndarray, np.ndarray, list[tuple[str, str]]]:
     from claptune.embed import embed_to_store, load_store
     from claptune.errors import AudioDecodeError
 
     items = [str(p) for p in dataset.items]
-    store = load_store(embed_to_store(model, items, cache_dir, kind="audio", batch_size=batch_size,
-                                      num_workers=num_workers, progress=progress,
-                                      on_error=on_error), model=model, items=items)
+    store = load_store(
+        embed_to_store(
+            model,
+            items,
+            cache_dir,
+            kind="audio",
+            batch_size=batch_size,
+            num_workers=num_workers,
+            progress=progress,
+            on_error=on_error,
+        ),
+        model=model,
+        items=items,
+    )
     failed = [(str(item), str(reason)) for item, reason in store.manifest["failed"]]
     if failed and on_error == "raise":  # failures recorded by an earlier run with "skip"
         raise AudioDecodeError(*failed[0])

@@ -16,6 +16,18 @@ from claptune.improve.config import ImproveConfig
 from claptune.improve.pipeline import ImproveResult, Workspace, run_improve
 from claptune.improve.splits import Split, make_splits, stratified_split
 
-__all__ = ["AdaptConfig", "AdaptResult", "run_adapt",
-           "ImproveConfig", "ImproveResult", "Workspace", "run_improve", "AblationEntry",
-           "ablation_grid", "run_ablation", "Split", "make_splits", "stratified_split"]
+__all__ = [
+    "AdaptConfig",
+    "AdaptResult",
+    "run_adapt",
+    "ImproveConfig",
+    "ImproveResult",
+    "Workspace",
+    "run_improve",
+    "AblationEntry",
+    "ablation_grid",
+    "run_ablation",
+    "Split",
+    "make_splits",
+    "stratified_split",
+]

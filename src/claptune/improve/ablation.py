@@ -54,7 +54,9 @@ class AblationEntry:
 DEFAULT_ENTRIES = ("ds", "pseudo_refined", "pseudo", ("ds", "pseudo_refined"), "ads", "a2a", "du")
 
 
-def ablation_grid(methods=DEFAULT_ENTRIES, losses=LOSSES, replay_only: bool = True) -> list[AblationEntry]:
+def ablation_grid(
+    methods=DEFAULT_ENTRIES, losses=LOSSES, replay_only: bool = True
+) -> list[AblationEntry]:
     """Baseline, the replay-only controls, then each entry of ``methods`` (a method name or a
     tuple of methods curated together) with each loss."""
     grid = [AblationEntry((), None)]
@@ -68,13 +70,20 @@ def ablation_grid(methods=DEFAULT_ENTRIES, losses=LOSSES, replay_only: bool = Tr
     return grid
 
 
-def _row(entry: AblationEntry, summary: RunsSummary, runs: list[RunOutcome], seconds: float,
-         priors: ClassPriors | None = None) -> dict[str, Any]:
+def _row(
+    entry: AblationEntry,
+    summary: RunsSummary,
+    runs: list[RunOutcome],
+    seconds: float,
+    priors: ClassPriors | None = None,
+) -> dict[str, Any]:
     """One row of ablation.json: the entry's figures from the report schema, as JSON."""
     retrieval = [r.retrieval_after for r in runs if r.retrieval_after]
     label_free = summarize_label_free(summary.runs)
     return {
-        "name": entry.name, "methods": list(entry.methods), "loss": entry.loss,
+        "name": entry.name,
+        "methods": list(entry.methods),
+        "loss": entry.loss,
         "curation": dict(entry.curation),
         "n_runs": summary.n_runs,
         "before": to_dict(summary.before.accuracy_spread),
@@ -88,18 +97,24 @@ def _row(entry: AblationEntry, summary: RunsSummary, runs: list[RunOutcome], sec
         "bootstrap": to_dict(summary.paired_test.bootstrap),
         "class_mean_bootstrap": to_dict(summary.paired_test.class_mean_bootstrap),
         "prior_tv": None if priors is None or priors.tv is None else priors.tv.mean,
-        "prior_tv_uniform": None if priors is None or priors.tv_uniform is None
+        "prior_tv_uniform": None
+        if priors is None or priors.tv_uniform is None
         else priors.tv_uniform.mean,
         "label_free": label_free[SIGNAL].mean if SIGNAL in label_free else None,
         "pairs": to_dict(summary.curation.pairs.get("total")),
         "retrieval_after": {k: float(np.mean([r[k] for r in retrieval])) for k in retrieval[0]}
-        if retrieval else {},
+        if retrieval
+        else {},
         "seconds": seconds,
     }
 
 
-def run_ablation(config: ImproveConfig, out_dir: str | Path, grid: list[AblationEntry] | None = None,
-                 progress: bool = True) -> dict[str, Any]:
+def run_ablation(
+    config: ImproveConfig,
+    out_dir: str | Path,
+    grid: list[AblationEntry] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Train and score every entry of ``grid`` on the splits x seeds of ``config``.
 
     Writes OUT/ablation.json, OUT/ablation.md and OUT/ablation.png, updated after each entry
@@ -112,10 +127,16 @@ def run_ablation(config: ImproveConfig, out_dir: str | Path, grid: list[Ablation
     ws = Workspace(config, out_dir, progress)
     curated: dict[tuple[int, tuple[str, ...]], Pairs] = {}
     result: dict[str, Any] = {
-        "model": config.model, "target": config.target, "root": config.root,
-        "n_clips": len(ws.items), "n_classes": len(ws.class_names),
-        "splits": [s.to_dict() for s in ws.splits], "seeds": ws.seeds,
-        "retrieval_before": ws.retrieval_before, "rows": [], "config": config.to_dict(),
+        "model": config.model,
+        "target": config.target,
+        "root": config.root,
+        "n_clips": len(ws.items),
+        "n_classes": len(ws.class_names),
+        "splits": [s.to_dict() for s in ws.splits],
+        "seeds": ws.seeds,
+        "retrieval_before": ws.retrieval_before,
+        "rows": [],
+        "config": config.to_dict(),
         "train": {"head_only": ws.head_only, **ws.train_overrides},
     }
     n_trained = sum(1 for e in grid if e.loss is not None) * len(ws.splits) * len(ws.seeds)
@@ -125,8 +146,17 @@ def run_ablation(config: ImproveConfig, out_dir: str | Path, grid: list[Ablation
         runs: list[RunOutcome] = []
         for split in ws.splits:
             if entry.loss is None:
-                runs += [RunOutcome(split.index, seed, split.test, ws.pred_before, ws.pred_before,
-                                    retrieval_after=ws.retrieval_before) for seed in ws.seeds]
+                runs += [
+                    RunOutcome(
+                        split.index,
+                        seed,
+                        split.test,
+                        ws.pred_before,
+                        ws.pred_before,
+                        retrieval_after=ws.retrieval_before,
+                    )
+                    for seed in ws.seeds
+                ]
                 continue
             key = (split.index, entry.methods, entry.curation)
             if key not in curated:
@@ -137,17 +167,25 @@ def run_ablation(config: ImproveConfig, out_dir: str | Path, grid: list[Ablation
                 runs.append(ws.outcome(split, seed, pairs, student, fit_result))
                 done += 1
                 elapsed = time.perf_counter() - t0
-                log_progress(f"ablation {entry.name}: split {split.index} seed {seed} done "
-                     f"({done}/{n_trained} trainings, {elapsed / 60:.1f} min)", progress)
-        summary, _ = summarize_runs(runs, ws.labels, ws.class_names,
-                                    transfer_labels=ws.transfer_labels)
+                log_progress(
+                    f"ablation {entry.name}: split {split.index} seed {seed} done "
+                    f"({done}/{n_trained} trainings, {elapsed / 60:.1f} min)",
+                    progress,
+                )
+        summary, _ = summarize_runs(
+            runs, ws.labels, ws.class_names, transfer_labels=ws.transfer_labels
+        )
         settings = curation_settings({**config.curation, **dict(entry.curation)})
-        priors = summarize_priors(runs, ws.splits, ws.labels, ws.class_names,
-                                  settings.pseudo_refined_prior)
+        priors = summarize_priors(
+            runs, ws.splits, ws.labels, ws.class_names, settings.pseudo_refined_prior
+        )
         row = _row(entry, summary, runs, time.perf_counter() - t_entry, priors)
         result["rows"].append(row)
-        log_progress(f"{entry.name}: {100 * row['after']['mean']:.1f} ± {100 * row['after']['std']:.1f} % "
-             f"(gain {100 * row['gain']['mean']:+.1f})", progress)
+        log_progress(
+            f"{entry.name}: {100 * row['after']['mean']:.1f} ± {100 * row['after']['std']:.1f} % "
+            f"(gain {100 * row['gain']['mean']:+.1f})",
+            progress,
+        )
         result["seconds"] = time.perf_counter() - t0
         result["picks"] = picks(result["rows"])
         write_ablation(out_dir, result)
@@ -190,11 +228,19 @@ def ablation_markdown(result: dict[str, Any]) -> str:
     for row in result["rows"]:
         pairs = "" if row["pairs"] is None else f"{row['pairs']['mean']:.0f}"
         bs, mc, r = row["bootstrap"], row["mcnemar"], row["retrieval_after"]
-        cm, cg, cbs = row.get("class_mean_after"), row.get("class_mean_gain"), \
-            row.get("class_mean_bootstrap")
+        cm, cg, cbs = (
+            row.get("class_mean_after"),
+            row.get("class_mean_gain"),
+            row.get("class_mean_bootstrap"),
+        )
         cm_text = "" if cm is None else f"{100 * cm['mean']:.1f} ± {100 * cm['std']:.1f}"
-        cg_text = "" if cg is None or cbs is None else (
-            f"{100 * cg['mean']:+.1f} [{100 * cbs['ci_low']:+.1f}, {100 * cbs['ci_high']:+.1f}]")
+        cg_text = (
+            ""
+            if cg is None or cbs is None
+            else (
+                f"{100 * cg['mean']:+.1f} [{100 * cbs['ci_low']:+.1f}, {100 * cbs['ci_high']:+.1f}]"
+            )
+        )
         tv = row.get("prior_tv")
         lf = row.get("label_free")
         lines.append(
@@ -206,9 +252,12 @@ def ablation_markdown(result: dict[str, Any]) -> str:
         )
     pick = result.get("picks") or {}
     if pick.get("labels"):
-        lines += ["", f"Label-free pick (highest {pick['signal']}): "
-                  f"**{pick.get('label_free') or 'none (no transfer-check clips)'}**; "
-                  f"pick by test-part accuracy (needs labels): **{pick['labels']}**."]
+        lines += [
+            "",
+            f"Label-free pick (highest {pick['signal']}): "
+            f"**{pick.get('label_free') or 'none (no transfer-check clips)'}**; "
+            f"pick by test-part accuracy (needs labels): **{pick['labels']}**.",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -224,9 +273,14 @@ def write_ablation(out_dir: Path, result: dict[str, Any]) -> None:
     rows = [r for r in result["rows"] if r["loss"] is not None]
     base = next((r for r in result["rows"] if r["loss"] is None), None)
     if rows:
-        (out_dir / "ablation.png").write_bytes(ablation_plot(
-            [r["name"] for r in rows], [r["after"]["mean"] for r in rows],
-            [r["after"]["std"] for r in rows], None if base is None else base["after"]["mean"]))
+        (out_dir / "ablation.png").write_bytes(
+            ablation_plot(
+                [r["name"] for r in rows],
+                [r["after"]["mean"] for r in rows],
+                [r["after"]["std"] for r in rows],
+                None if base is None else base["after"]["mean"],
+            )
+        )
 
 
 __all__ = ["AblationEntry", "ablation_grid", "run_ablation", "ablation_markdown", "write_ablation"]

@@ -75,7 +75,9 @@ class AdaptConfig:
     def __post_init__(self) -> None:
         self.audio = (self.audio,) if isinstance(self.audio, str) else tuple(map(str, self.audio))
         self.class_names = tuple(self.class_names)
-        self.templates = (self.templates,) if isinstance(self.templates, str) else tuple(self.templates)
+        self.templates = (
+            (self.templates,) if isinstance(self.templates, str) else tuple(self.templates)
+        )
         if not self.audio:
             raise ClaptuneError("adapt needs audio: clip files, folders or .txt lists")
         if not self.class_names:
@@ -84,8 +86,9 @@ class AdaptConfig:
         if repeated:
             raise ClaptuneError(f"class names repeated: {', '.join(repeated)}")
         if self.eval_target is not None and self.eval_target not in TARGETS:
-            raise ClaptuneError(f"unknown eval target {self.eval_target!r}; choose from "
-                                f"{', '.join(TARGETS)}")
+            raise ClaptuneError(
+                f"unknown eval target {self.eval_target!r}; choose from {', '.join(TARGETS)}"
+            )
         if self.audio_per_class < 0:
             raise ClaptuneError("audio_per_class must be >= 0")
         self.improve_config()  # improve's own validation of the settings adapt shares
@@ -94,10 +97,21 @@ class AdaptConfig:
         """The ``ImproveConfig`` the workspace runs: improve's defaults for curation methods,
         loss and training, one split (every clip) and one seed."""
         return ImproveConfig(
-            model=self.model, target=UNLABELED, n_splits=1, n_seeds=1, seed=self.seed,
-            corpus=self.corpus, corpus_holdout=self.corpus_holdout, templates=self.templates,
-            curation=dict(self.curation), train=dict(self.train), save_model=self.save_model,
-            audio_samples=0, on_error=self.on_error, cache_dir=self.cache_dir)
+            model=self.model,
+            target=UNLABELED,
+            n_splits=1,
+            n_seeds=1,
+            seed=self.seed,
+            corpus=self.corpus,
+            corpus_holdout=self.corpus_holdout,
+            templates=self.templates,
+            curation=dict(self.curation),
+            train=dict(self.train),
+            save_model=self.save_model,
+            audio_samples=0,
+            on_error=self.on_error,
+            cache_dir=self.cache_dir,
+        )
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> AdaptConfig:
@@ -128,8 +142,9 @@ def unlabeled_clips(config: AdaptConfig):
 
     items = find_audio(config.audio)
     if len(items) < 2:
-        raise ClaptuneError(f"adapt needs at least 2 clips; found {len(items)} in "
-                            f"{', '.join(config.audio)}")
+        raise ClaptuneError(
+            f"adapt needs at least 2 clips; found {len(items)} in {', '.join(config.audio)}"
+        )
     return UnlabeledClips("unlabeled audio", items, list(config.class_names))
 
 
@@ -143,59 +158,81 @@ def run_adapt(config: AdaptConfig, out_dir: str | Path, progress: bool = True) -
     ws = Workspace(config.improve_config(), out_dir, progress, target=unlabeled_clips(config))
     split, seed = ws.splits[0], ws.seeds[0]
     pairs = ws.curate(split, ws.config.methods)
-    log_progress(f"{len(ws.items)} clips, {len(ws.class_names)} classes: curated "
-                 f"{describe(pairs)}", progress)
+    log_progress(
+        f"{len(ws.items)} clips, {len(ws.class_names)} classes: curated {describe(pairs)}", progress
+    )
     student, result = ws.train(pairs, ws.config.loss, seed)
     run = ws.outcome(split, seed, pairs, student, result)
     model_dir = None
     if config.save_model:
         model_dir = Path(student.save(out_dir / "model"))
         (model_dir / "adapt_config.json").write_text(json.dumps(config.to_dict(), indent=2))
-    evaluation = (score_labelled(ws, student, config.eval_target, config.eval_root)
-                  if config.eval_target else None)
-    report = build_adapt_report(ws, config, run, pairs, evaluation, model_dir,
-                                time.perf_counter() - t0)
+    evaluation = (
+        score_labelled(ws, student, config.eval_target, config.eval_root)
+        if config.eval_target
+        else None
+    )
+    report = build_adapt_report(
+        ws, config, run, pairs, evaluation, model_dir, time.perf_counter() - t0
+    )
     if model_dir is not None:
         write_adapt_card(ws, report, model_dir)
     from claptune.report.adapt import AdaptAssets, write_adapt_report
 
-    write_adapt_report(out_dir, report, AdaptAssets(pairs=pair_rows(pairs),
-                                                    audio_per_class=config.audio_per_class))
+    write_adapt_report(
+        out_dir, report, AdaptAssets(pairs=pair_rows(pairs), audio_per_class=config.audio_per_class)
+    )
     if len(pairs):
         write_pairs(pairs, out_dir / "pairs.csv")
     log_progress(f"report: {out_dir / 'report.html'}", progress)
     return AdaptResult(report, out_dir, model_dir)
 
 
-def teacher_pseudo_labels(ws: Workspace, clips: np.ndarray
-                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def teacher_pseudo_labels(
+    ws: Workspace, clips: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(class, confidence, margin) of the teacher's refined pseudo-label of each clip at
     ``clips``: ``claptune.curation.pseudo.refined_scores`` with the run's curation settings
     and the classifier curation scores with, so that these are the labels curation chose from."""
     from claptune.curation.pseudo import refined_scores
 
     s = curation_settings(ws.config.curation)
-    return refined_scores(ws.target_emb[clips], ws.classifier(ws.teacher),
-                          float(ws.teacher.logit_scale.detach()), s.pseudo_refined_mode,
-                          s.pseudo_refined_knn, s.pseudo_refined_knn_weight,
-                          s.pseudo_refined_prior, s.pseudo_refined_prior_strength)
+    return refined_scores(
+        ws.target_emb[clips],
+        ws.classifier(ws.teacher),
+        float(ws.teacher.logit_scale.detach()),
+        s.pseudo_refined_mode,
+        s.pseudo_refined_knn,
+        s.pseudo_refined_knn_weight,
+        s.pseudo_refined_prior,
+        s.pseudo_refined_prior_strength,
+    )
 
 
 def histogram(values: np.ndarray, curated: np.ndarray, threshold: float | None) -> Histogram:
     edges = np.linspace(0.0, 1.0, HISTOGRAM_BINS + 1)
     clipped = np.clip(values, 0.0, 1.0)  # a refined probability may round past 1
-    return Histogram(edges=edges.tolist(),
-                     counts=np.histogram(clipped, edges)[0].tolist(),
-                     counts_curated=np.histogram(clipped[curated], edges)[0].tolist(),
-                     threshold=threshold)
+    return Histogram(
+        edges=edges.tolist(),
+        counts=np.histogram(clipped, edges)[0].tolist(),
+        counts_curated=np.histogram(clipped[curated], edges)[0].tolist(),
+        threshold=threshold,
+    )
 
 
 def _share(mask: np.ndarray, same: np.ndarray) -> float | None:
     return float(same[mask].mean()) if mask.any() else None
 
 
-def build_adapt_report(ws: Workspace, config: AdaptConfig, run, pairs, evaluation,
-                       model_dir: Path | None, seconds: float) -> AdaptReport:
+def build_adapt_report(
+    ws: Workspace,
+    config: AdaptConfig,
+    run,
+    pairs,
+    evaluation,
+    model_dir: Path | None,
+    seconds: float,
+) -> AdaptReport:
     """The label-free report of one adapt run (``run``: the workspace's ``RunOutcome``)."""
     import claptune
     from claptune.improve.runs import label_free_signals, summarize_priors, summarize_retrieval
@@ -214,40 +251,65 @@ def build_adapt_report(ws: Workspace, config: AdaptConfig, run, pairs, evaluatio
 
     before, after = run.pred_before[clips], run.pred_after[clips]
     same = before == after
-    priors = summarize_priors([run], ws.splits, None, names,
-                              meta.get("prior") or "uniform")
+    priors = summarize_priors([run], ws.splits, None, names, meta.get("prior") or "uniform")
     shares = priors.splits[0].estimated if priors else {}
     counts = pairs.class_counts()
-    classes = {c: ClassRow(share=shares.get(c), pseudo_labels=int((pseudo == k).sum()),
-                           curated=int(counts.get(c, 0)), teacher=int((before == k).sum()),
-                           student=int((after == k).sum()), unchanged=_share(before == k, same))
-               for k, c in enumerate(names)}
+    classes = {
+        c: ClassRow(
+            share=shares.get(c),
+            pseudo_labels=int((pseudo == k).sum()),
+            curated=int(counts.get(c, 0)),
+            teacher=int((before == k).sum()),
+            student=int((after == k).sum()),
+            unchanged=_share(before == k, same),
+        )
+        for k, c in enumerate(names)
+    }
     transfer = None
     if ws.transfer_before is not None and run.transfer_after is not None:
-        transfer = summarize_transfer(ws.transfer_labels, names, ws.transfer_before,
-                                      [run.transfer_after], ws.transfer_audio)
+        transfer = summarize_transfer(
+            ws.transfer_labels, names, ws.transfer_before, [run.transfer_after], ws.transfer_audio
+        )
     forgetting = None
     if ws.holdout_audio:
-        forgetting = summarize_retrieval(ws.retrieval_before, [run], len(ws.holdout_audio),
-                                         ws.holdout_source, ws.holdout_audio)
+        forgetting = summarize_retrieval(
+            ws.retrieval_before, [run], len(ws.holdout_audio), ws.holdout_source, ws.holdout_audio
+        )
     return AdaptReport(
         claptune_version=claptune.__version__,
-        model=ModelInfo(spec=config.model, backend=ws.teacher.backend,
-                        identity=ws.teacher.identity()),
-        target=TargetInfo(name=ws.dataset.name, n_clips=len(ws.items), n_classes=len(names),
-                          class_names=names, items=ws.items),
-        seed=run.seed, methods=list(ws.config.methods), loss=ws.config.loss,
-        templates=ws.templates, n_pairs=run.n_pairs, priors=priors, criterion=criterion,
+        model=ModelInfo(
+            spec=config.model, backend=ws.teacher.backend, identity=ws.teacher.identity()
+        ),
+        target=TargetInfo(
+            name=ws.dataset.name,
+            n_clips=len(ws.items),
+            n_classes=len(names),
+            class_names=names,
+            items=ws.items,
+        ),
+        seed=run.seed,
+        methods=list(ws.config.methods),
+        loss=ws.config.loss,
+        templates=ws.templates,
+        n_pairs=run.n_pairs,
+        priors=priors,
+        criterion=criterion,
         confidence=histogram(conf, curated, cut if criterion == "confidence" else None),
         margin=histogram(margin, curated, cut if criterion == "margin" else None),
         classes=classes,
-        agreement=Agreement(share=float(same.mean()), n_clips=int(same.size),
-                            curated=_share(curated, same), not_curated=_share(~curated, same)),
-        forgetting=forgetting, transfer=transfer,
+        agreement=Agreement(
+            share=float(same.mean()),
+            n_clips=int(same.size),
+            curated=_share(curated, same),
+            not_curated=_share(~curated, same),
+        ),
+        forgetting=forgetting,
+        transfer=transfer,
         label_free=label_free_signals(run, ws.transfer_labels),
         evaluation=evaluation,
         model_dir=None if model_dir is None else str(model_dir),
-        train={"head_only": ws.head_only, **ws.train_overrides}, train_result=run.train,
+        train={"head_only": ws.head_only, **ws.train_overrides},
+        train_result=run.train,
         failed_clips=[{"item": i, "reason": r} for i, r in ws.failed],
         timing_s={"setup": ws.setup_seconds, "total": seconds},
         config=config.to_dict(),
@@ -271,7 +333,9 @@ def score_labelled(ws: Workspace, student, target: str, root: str | None) -> Lab
     ours = {_word_key(c): k for k, c in enumerate(ws.class_names)}
     missing = [c for c in dataset.class_names if _word_key(c) not in ours]
     if missing:
-        shown = ", ".join(missing[:5]) + (f", ... ({len(missing)} in all)" if len(missing) > 5 else "")
+        shown = ", ".join(missing[:5]) + (
+            f", ... ({len(missing)} in all)" if len(missing) > 5 else ""
+        )
         raise ClaptuneError(f"--eval {target}: classes not among the run's class names: {shown}")
     failed_before = len(ws.failed)
     items = [str(p) for p in dataset.items]
@@ -281,8 +345,10 @@ def score_labelled(ws: Workspace, student, target: str, root: str | None) -> Lab
     items = [items[i] for i in kept]
     to_ours = np.array([ours[_word_key(c)] for c in dataset.class_names])
     labels = to_ours[np.asarray(dataset.labels)[kept]]
-    preds = {name: ws.predictions(model, ws.embed_audio(model, items))
-             for name, model in (("before", ws.teacher), ("after", student))}
+    preds = {
+        name: ws.predictions(model, ws.embed_audio(model, items))
+        for name, model in (("before", ws.teacher), ("after", student))
+    }
     ok = {name: p == labels for name, p in preds.items()}
     clip_ids = np.arange(len(items))
 
@@ -291,14 +357,17 @@ def score_labelled(ws: Workspace, student, target: str, root: str | None) -> Lab
 
     adapted = {str(Path(i).resolve()) for i in ws.items}
     return LabelledEval(
-        target=target, root=root, n_clips=len(items), n_classes=len(np.unique(labels)),
+        target=target,
+        root=root,
+        n_clips=len(items),
+        n_classes=len(np.unique(labels)),
         overlap=sum(str(Path(i).resolve()) in adapted for i in items),
-        before=EvalScores(float(ok["before"].mean()),
-                          class_mean_accuracy(preds["before"], labels)),
+        before=EvalScores(float(ok["before"].mean()), class_mean_accuracy(preds["before"], labels)),
         after=EvalScores(float(ok["after"].mean()), class_mean_accuracy(preds["after"], labels)),
         bootstrap=paired_bootstrap(ok["before"], ok["after"], groups=clip_ids),
         class_mean_bootstrap=class_mean_bootstrap(ok["before"], ok["after"], labels, clip_ids),
-        per_class_before=per_class(preds["before"]), per_class_after=per_class(preds["after"]),
+        per_class_before=per_class(preds["before"]),
+        per_class_after=per_class(preds["after"]),
         failed_clips=failed,
     )
 
@@ -311,24 +380,49 @@ def write_adapt_card(ws: Workspace, report: AdaptReport, model_dir: str | Path) 
     ev = report.evaluation
     results = []
     if ev is not None:
-        results.append(CardResult(
-            dataset=ev.target, dataset_name=ev.target, before=ev.before.accuracy,
-            after=ev.after.accuracy, split="all",
-            note=f"{ev.n_clips} clips scored only; {ev.overlap} of them were adaptation clips "
-                 "(used without labels)"))
+        results.append(
+            CardResult(
+                dataset=ev.target,
+                dataset_name=ev.target,
+                before=ev.before.accuracy,
+                after=ev.after.accuracy,
+                split="all",
+                note=f"{ev.n_clips} clips scored only; {ev.overlap} of them were adaptation clips "
+                "(used without labels)",
+            )
+        )
     corpus = ws.config.corpus
-    return write_model_card(model_dir, CardInfo(
-        made_by="claptune adapt", base=base_of(ws.teacher),
-        datasets=[Path(corpus).name] if corpus else [], curation=list(report.methods),
-        loss=report.loss, results=results,
-        details={"teacher": report.model.spec, "unlabeled clips": report.target.n_clips,
-                 "classes": report.target.n_classes, "curated pairs": report.n_pairs,
-                 "class prior": report.priors.method if report.priors else None,
-                 "teacher/student agreement": round(report.agreement.share, 4),
-                 "curation settings": ws.config.curation or None,
-                 "training settings": report.train or None},
-        model_name=f"{report.model.spec} adapted to {report.target.n_classes} classes"))
+    return write_model_card(
+        model_dir,
+        CardInfo(
+            made_by="claptune adapt",
+            base=base_of(ws.teacher),
+            datasets=[Path(corpus).name] if corpus else [],
+            curation=list(report.methods),
+            loss=report.loss,
+            results=results,
+            details={
+                "teacher": report.model.spec,
+                "unlabeled clips": report.target.n_clips,
+                "classes": report.target.n_classes,
+                "curated pairs": report.n_pairs,
+                "class prior": report.priors.method if report.priors else None,
+                "teacher/student agreement": round(report.agreement.share, 4),
+                "curation settings": ws.config.curation or None,
+                "training settings": report.train or None,
+            },
+            model_name=f"{report.model.spec} adapted to {report.target.n_classes} classes",
+        ),
+    )
 
 
-__all__ = ["AdaptConfig", "AdaptResult", "build_adapt_report", "run_adapt", "score_labelled",
-           "teacher_pseudo_labels", "unlabeled_clips", "write_adapt_card"]
+__all__ = [
+    "AdaptConfig",
+    "AdaptResult",
+    "build_adapt_report",
+    "run_adapt",
+    "score_labelled",
+    "teacher_pseudo_labels",
+    "unlabeled_clips",
+    "write_adapt_card",
+]

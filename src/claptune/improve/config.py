@@ -58,7 +58,9 @@ class ImproveConfig:
     # pool the task's exact class shares (stratified stays available for comparison)
     split: str = "auto"
     seed: int = 0  # split i uses seed + i, training seed j uses seed + j
-    corpus: str | None = field(default_factory=default_corpus)  # paired corpus: replay + DS captions
+    corpus: str | None = field(
+        default_factory=default_corpus
+    )  # paired corpus: replay + DS captions
     corpus_holdout: float = 0.1  # share of the corpus held out for the forgetting check
     # zero-shot prompts: template set names (default, ensemble) or templates with {}; the
     # 8-prompt ensemble smooths the quirks of one wording and uses no label
@@ -80,14 +82,18 @@ class ImproveConfig:
         if isinstance(self.methods, str):
             self.methods = tuple(m.strip() for m in self.methods.split(",") if m.strip())
         self.methods = tuple(self.methods)
-        self.templates = (self.templates,) if isinstance(self.templates, str) else tuple(self.templates)
+        self.templates = (
+            (self.templates,) if isinstance(self.templates, str) else tuple(self.templates)
+        )
         from claptune.evaluate.zeroshot import resolve_templates
 
         resolve_templates(self.templates)  # raises ClaptuneError on a malformed template
         unknown = [m for m in self.methods if m not in CURATION_METHODS]
         if unknown:
-            raise ClaptuneError(f"unknown curation method(s) {unknown}; choose from "
-                                f"{', '.join(CURATION_METHODS)} (or none for a replay-only baseline)")
+            raise ClaptuneError(
+                f"unknown curation method(s) {unknown}; choose from "
+                f"{', '.join(CURATION_METHODS)} (or none for a replay-only baseline)"
+            )
         if len(set(self.methods)) != len(self.methods):
             raise ClaptuneError(f"curation methods repeated: {list(self.methods)}")
         if self.loss not in LOSSES:
@@ -101,16 +107,22 @@ class ImproveConfig:
         from claptune.improve.splits import STRATEGIES
 
         if self.split not in STRATEGIES:
-            raise ClaptuneError(f"unknown split strategy {self.split!r}; choose from "
-                                f"{', '.join(STRATEGIES)}")
+            raise ClaptuneError(
+                f"unknown split strategy {self.split!r}; choose from {', '.join(STRATEGIES)}"
+            )
         if not 0.0 < self.test_fraction < 1.0:
             raise ClaptuneError(f"test_fraction must be in (0, 1), got {self.test_fraction}")
         if not 0.0 <= self.corpus_holdout < 1.0:
             raise ClaptuneError(f"corpus_holdout must be in [0, 1), got {self.corpus_holdout}")
-        if self.corpus is None and ("ds" in self.methods or "ads" in self.methods
-                                    or "a2a" in self.methods or "du" in self.methods):
-            raise ClaptuneError("these curation methods need a paired corpus: give --corpus "
-                                "or set CLAPTUNE_CORPUS")
+        if self.corpus is None and (
+            "ds" in self.methods
+            or "ads" in self.methods
+            or "a2a" in self.methods
+            or "du" in self.methods
+        ):
+            raise ClaptuneError(
+                "these curation methods need a paired corpus: give --corpus or set CLAPTUNE_CORPUS"
+            )
         from claptune.improve.curate import curation_settings
 
         curation_settings(self.curation)  # raises ClaptuneError on an unknown key or bad value
@@ -143,5 +155,4 @@ class ImproveConfig:
         return d
 
 
-__all__ = ["ImproveConfig", "CURATION_METHODS", "LOSSES", "TARGETS", "UNLABELED",
-           "default_corpus"]
+__all__ = ["ImproveConfig", "CURATION_METHODS", "LOSSES", "TARGETS", "UNLABELED", "default_corpus"]

@@ -36,41 +36,57 @@ def curation_settings(overrides: dict[str, Any]) -> CurationSettings:
     return CurationSettings.from_dict(dict(overrides))
 
 
-def curate_split(ws: Workspace, split: Split, methods: tuple[str, ...],
-                 settings: CurationSettings) -> Pairs:
+def curate_split(
+    ws: Workspace, split: Split, methods: tuple[str, ...], settings: CurationSettings
+) -> Pairs:
     """The pairs of ``methods`` for one split (empty for a replay-only run), duplicates merged."""
     if not methods:
         return Pairs.empty()
     adapt = Rows([ws.items[i] for i in split.adapt], ws.target_emb[split.adapt])
     roles = dict(
-        model=ws.teacher, corpus=Corpus(ws.replay_audio, ws.replay_text, ws.replay_text_emb),
-        target=adapt, class_names=ws.class_names, template=DS_PROMPT,
+        model=ws.teacher,
+        corpus=Corpus(ws.replay_audio, ws.replay_text, ws.replay_text_emb),
+        target=adapt,
+        class_names=ws.class_names,
+        template=DS_PROMPT,
         class_emb=ws.classifier(ws.teacher),  # pseudo scores with the zero-shot classifier
         encode_text=lambda texts: ws.embed_text(ws.teacher, texts),
     )
     parts = []
     on_target = [m for m in methods if m != "a2a"]
     if on_target:
-        parts.append(curate(on_target, build_curation_inputs(
-            on_target, audio=adapt, texts=Rows(ws.replay_text, ws.replay_text_emb), **roles),
-            settings))
+        parts.append(
+            curate(
+                on_target,
+                build_curation_inputs(
+                    on_target, audio=adapt, texts=Rows(ws.replay_text, ws.replay_text_emb), **roles
+                ),
+                settings,
+            )
+        )
     if "a2a" in methods:
         replay_clips = Rows(ws.replay_audio, ws.replay_audio_emb)
-        parts.append(curate(["a2a"], build_curation_inputs(["a2a"], audio=replay_clips,
-                                                           **roles), settings))
+        parts.append(
+            curate(["a2a"], build_curation_inputs(["a2a"], audio=replay_clips, **roles), settings)
+        )
     return Pairs.concat(parts).dedup() if len(parts) > 1 else parts[0]
 
 
 def pair_rows(pairs: Pairs) -> list[dict]:
-    return [{"audio": a, "text": t, "score": float(s), "method": m, "class": c}
-            for a, t, s, m, c in zip(pairs.audio, pairs.text, pairs.score, pairs.method,
-                                     pairs.classes, strict=True)]
+    return [
+        {"audio": a, "text": t, "score": float(s), "method": m, "class": c}
+        for a, t, s, m, c in zip(
+            pairs.audio, pairs.text, pairs.score, pairs.method, pairs.classes, strict=True
+        )
+    ]
 
 
 def describe(pairs: Pairs) -> str:
     if not len(pairs):
         return "no pairs (replay only)"
-    return ", ".join(f"{m} {n}" for m, n in pairs.method_counts().items() if m != "total") + " pairs"
+    return (
+        ", ".join(f"{m} {n}" for m, n in pairs.method_counts().items() if m != "total") + " pairs"
+    )
 
 
 __all__ = ["DS_PROMPT", "curation_settings", "curate_split", "pair_rows", "describe"]

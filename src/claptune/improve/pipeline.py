@@ -79,8 +79,13 @@ class Workspace:
     """Everything the runs of one invocation share, computed once: the teacher, the data, the
     teacher's embeddings and predictions, the splits."""
 
-    def __init__(self, config: ImproveConfig, out_dir: Path, progress: bool = True,
-                 target: UnlabeledClips | None = None):
+    def __init__(
+        self,
+        config: ImproveConfig,
+        out_dir: Path,
+        progress: bool = True,
+        target: UnlabeledClips | None = None,
+    ):
         """``target``: clips with class names and no labels (``claptune adapt``; config.target
         is then ``unlabeled``): one split adapts on every clip and scores none, ``labels`` is
         None. Without it, ``config.target`` is loaded as a labelled data set."""
@@ -88,25 +93,36 @@ class Workspace:
         from claptune.models import load_model
 
         if (target is None) == (config.target == UNLABELED):
-            raise ClaptuneError("an unlabeled target's clips go to Workspace(target=...) "
-                                "(claptune adapt); a labelled one is named by config.target")
+            raise ClaptuneError(
+                "an unlabeled target's clips go to Workspace(target=...) "
+                "(claptune adapt); a labelled one is named by config.target"
+            )
         self.config, self.out_dir, self.progress = config, out_dir, progress
         t0 = time.perf_counter()
         log_progress(f"loading model {config.model!r}", progress)
         self.teacher: AudioTextModel = load_model(config.model).eval()
         self.train_overrides = self._train_overrides()
-        self.head_only = (self.teacher.supports_feature_cache
-                          and self.train_overrides.get("trainable") == "projections")
+        self.head_only = (
+            self.teacher.supports_feature_cache
+            and self.train_overrides.get("trainable") == "projections"
+        )
         self.features = None
         if self.head_only:
-            self.features = FeatureStore(self.teacher, cache_dir=config.cache_dir,
-                                         progress=progress)
+            self.features = FeatureStore(
+                self.teacher, cache_dir=config.cache_dir, progress=progress
+            )
 
-        dataset = target if target is not None else load_dataset(
-            config.target, root=config.root, download=config.download)
+        dataset = (
+            target
+            if target is not None
+            else load_dataset(config.target, root=config.root, download=config.download)
+        )
         self.failed: list[tuple[str, str]] = []
-        log_progress(f"target {dataset.name}: {len(dataset.items)} clips, "
-             f"{len(dataset.class_names)} classes", progress)
+        log_progress(
+            f"target {dataset.name}: {len(dataset.items)} clips, "
+            f"{len(dataset.class_names)} classes",
+            progress,
+        )
         kept = self._add_clips([str(p) for p in dataset.items], "target audio")
         if len(kept) < len(dataset.items):
             dataset = dataset.subset(kept)
@@ -132,9 +148,12 @@ class Workspace:
             self.replay_sources = [corpus.sources[i] for i in keep if i in ok]
             self.holdout_audio = [audio[i] for i in held if i in ok]
             self.holdout_text = [corpus.captions[i] for i in held if i in ok]
-            log_progress(f"corpus {config.corpus}: {len(self.replay_audio)} pairs for replay and "
-                         f"curation, {len(self.holdout_audio)} held out for the forgetting check "
-                         f"({self.holdout_source})", progress)
+            log_progress(
+                f"corpus {config.corpus}: {len(self.replay_audio)} pairs for replay and "
+                f"curation, {len(self.holdout_audio)} held out for the forgetting check "
+                f"({self.holdout_source})",
+                progress,
+            )
 
         # the teacher's view of everything, once
         self.target_emb = self.embed_audio(self.teacher, self.items)
@@ -145,15 +164,22 @@ class Workspace:
         # transfer check: held-out corpus clips whose caption names one target class
         from claptune.improve.transfer import match_captions
 
-        self.transfer_idx, self.transfer_labels = match_captions(self.holdout_text,
-                                                                 self.class_names)
+        self.transfer_idx, self.transfer_labels = match_captions(
+            self.holdout_text, self.class_names
+        )
         self.transfer_audio = [self.holdout_audio[i] for i in self.transfer_idx]
         self.transfer_before = self.transfer_predictions(self.teacher)
         if self.labels is None:  # nothing to score on: every clip adapts
             self.splits: list[Split] = [whole_pool_split(len(self.items), config.seed)]
         else:
-            self.splits = make_splits(self.labels, config.n_splits, config.test_fraction,
-                                      config.seed, config.split, dataset.groups)
+            self.splits = make_splits(
+                self.labels,
+                config.n_splits,
+                config.test_fraction,
+                config.seed,
+                config.split,
+                dataset.groups,
+            )
         self.seeds = [config.seed + j for j in range(config.n_seeds)]
         self.setup_seconds = time.perf_counter() - t0
         log_progress(f"teacher ready in {self.setup_seconds:.0f} s", progress)
@@ -169,8 +195,10 @@ class Workspace:
         if held_ids:
             base = Path(self.config.corpus)
             base = base.parent if base.suffix.lower() == ".csv" else base
-            rel = [Path(a).relative_to(base).as_posix() if Path(a).is_relative_to(base) else a
-                   for a in audio]
+            rel = [
+                Path(a).relative_to(base).as_posix() if Path(a).is_relative_to(base) else a
+                for a in audio
+            ]
             held = np.array([i for i, r in enumerate(rel) if r in held_ids], dtype=np.int64)
             if len(held):
                 self.holdout_source = "the teacher's own pretraining hold-out"
@@ -205,12 +233,14 @@ class Workspace:
         else:
             from claptune.embed import encode_audio
 
-            enc = encode_audio(self.teacher, items, progress=self.progress,
-                               on_error=self.config.on_error)
+            enc = encode_audio(
+                self.teacher, items, progress=self.progress, on_error=self.config.on_error
+            )
             kept, failed = enc.kept, enc.failed
             self._teacher_audio_cache = getattr(self, "_teacher_audio_cache", {})
             self._teacher_audio_cache.update(
-                zip([items[i] for i in kept], enc.embeddings, strict=True))
+                zip([items[i] for i in kept], enc.embeddings, strict=True)
+            )
         self.failed.extend(failed)
         return kept
 
@@ -239,8 +269,12 @@ class Workspace:
         prompts embedded through this workspace (the feature cache when there is one)."""
         from claptune.evaluate.zeroshot import text_classifier
 
-        return text_classifier(model, self.class_names, self.templates,
-                               encode_text=lambda texts: self.embed_text(model, texts))
+        return text_classifier(
+            model,
+            self.class_names,
+            self.templates,
+            encode_text=lambda texts: self.embed_text(model, texts),
+        )
 
     @property
     def templates(self) -> list[str]:
@@ -262,13 +296,17 @@ class Workspace:
     def retrieval(self, model: AudioTextModel) -> dict[str, float]:
         from claptune.evaluate.retrieval import retrieval_metrics
 
-        metrics = retrieval_metrics(self.embed_audio(model, self.holdout_audio),
-                                    self.embed_text(model, self.holdout_text), ks=(1, 5))
+        metrics = retrieval_metrics(
+            self.embed_audio(model, self.holdout_audio),
+            self.embed_text(model, self.holdout_text),
+            ks=(1, 5),
+        )
         return {k: float(v) for k, v in metrics.items() if k in RETRIEVAL_KEYS}
 
     # -- one run ----------------------------------------------------------------------------------
-    def curate(self, split: Split, methods: tuple[str, ...],
-               overrides: dict[str, Any] | None = None) -> Pairs:
+    def curate(
+        self, split: Split, methods: tuple[str, ...], overrides: dict[str, Any] | None = None
+    ) -> Pairs:
         """The pairs of ``methods`` for ``split``; ``overrides`` of the run's curation settings
         (an ablation row's)."""
         settings = curation_settings({**self.config.curation, **(overrides or {})})
@@ -286,8 +324,14 @@ class Workspace:
         replay = TrainPairs(self.replay_audio, self.replay_text) if self.replay_audio else None
         try:
             with _torch_threads(1 if self.head_only else None):
-                result = fit(student, pairs, train_config, replay=replay,
-                             out_dir=work_dir or scratch, features=self.features)
+                result = fit(
+                    student,
+                    pairs,
+                    train_config,
+                    replay=replay,
+                    out_dir=work_dir or scratch,
+                    features=self.features,
+                )
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
         return result.model, result
@@ -295,13 +339,20 @@ class Workspace:
     def outcome(self, split: Split, seed: int, pairs: Pairs, student, result) -> RunOutcome:
         emb = self.embed_audio(student, self.items)
         return RunOutcome(
-            split=split.index, seed=seed, test=split.test, pred_before=self.pred_before,
-            pred_after=self.predictions(student, emb), n_pairs=pairs.method_counts(),
+            split=split.index,
+            seed=seed,
+            test=split.test,
+            pred_before=self.pred_before,
+            pred_after=self.predictions(student, emb),
+            n_pairs=pairs.method_counts(),
             pairs_per_class=pairs.class_counts(),
             retrieval_after=self.retrieval(student) if self.holdout_audio else {},
             transfer_after=self.transfer_predictions(student),
-            train={"steps": result.steps, "epochs": result.epochs_completed,
-                   "final": result.history[-1] if result.history else None},
+            train={
+                "steps": result.steps,
+                "epochs": result.epochs_completed,
+                "final": result.history[-1] if result.history else None,
+            },
             class_shares=class_shares(pairs),
         )
 
@@ -353,8 +404,11 @@ def run_improve(config: ImproveConfig, out_dir: str | Path, progress: bool = Tru
     n_total = len(ws.splits) * len(ws.seeds)
     for split in ws.splits:
         pairs = ws.curate(split, config.methods)
-        log_progress(f"split {split.index}: {len(split.adapt)} adaptation / {len(split.test)} test clips; "
-             f"curated {describe(pairs)}", progress)
+        log_progress(
+            f"split {split.index}: {len(split.adapt)} adaptation / {len(split.test)} test clips; "
+            f"curated {describe(pairs)}",
+            progress,
+        )
         for seed in ws.seeds:
             t_run = time.perf_counter()
             student, result = ws.train(pairs, config.loss, seed)
@@ -365,32 +419,47 @@ def run_improve(config: ImproveConfig, out_dir: str | Path, progress: bool = Tru
                 if config.save_model:
                     model_dir = student.save(out_dir / "model")
                     (Path(model_dir) / "improve_config.json").write_text(
-                        json.dumps(config.to_dict(), indent=2))
+                        json.dumps(config.to_dict(), indent=2)
+                    )
             acc_b = np.mean(run.pred_before[split.test] == ws.labels[split.test])
             acc_a = np.mean(run.pred_after[split.test] == ws.labels[split.test])
-            log_progress(f"run {len(runs)}/{n_total} (split {split.index}, seed {seed}): test accuracy "
-                 f"{100 * acc_b:.1f} -> {100 * acc_a:.1f} % in {time.perf_counter() - t_run:.0f} s",
-                 progress)
+            log_progress(
+                f"run {len(runs)}/{n_total} (split {split.index}, seed {seed}): test accuracy "
+                f"{100 * acc_b:.1f} -> {100 * acc_a:.1f} % in {time.perf_counter() - t_run:.0f} s",
+                progress,
+            )
     report, confusions = build_report(ws, runs, time.perf_counter() - t0, model_dir)
     rows = pair_rows(rep_pairs) if rep_pairs is not None else []
     from claptune.report.precision import pseudo_label_precision
 
     # scored now that every choice is made; nothing above read it
-    report.pseudo_precision = pseudo_label_precision(rows, ws.items, ws.labels, ws.class_names,
-                                                     split=report.model_run.split)
+    report.pseudo_precision = pseudo_label_precision(
+        rows, ws.items, ws.labels, ws.class_names, split=report.model_run.split
+    )
     if model_dir is not None:
         write_improve_card(ws, report, model_dir)
     from claptune.report import ReportAssets, write_report
 
-    write_report(out_dir, report, ReportAssets(
-        class_names=ws.class_names, confusion_before=confusions["before"],
-        confusion_after=confusions["after"], pairs=rows,
-        audio_per_class=config.audio_per_class, audio_samples=config.audio_samples))
+    write_report(
+        out_dir,
+        report,
+        ReportAssets(
+            class_names=ws.class_names,
+            confusion_before=confusions["before"],
+            confusion_after=confusions["after"],
+            pairs=rows,
+            audio_per_class=config.audio_per_class,
+            audio_samples=config.audio_samples,
+        ),
+    )
     if rep_pairs is not None and len(rep_pairs):
         write_pairs(rep_pairs, out_dir / "pairs_split0.csv")
-    log_progress(f"before {100 * report.before.accuracy:.1f} % -> after "
-         f"{100 * report.after.accuracy:.1f} % (test parts, {len(runs)} runs); "
-         f"report: {out_dir / 'report.html'}", progress)
+    log_progress(
+        f"before {100 * report.before.accuracy:.1f} % -> after "
+        f"{100 * report.after.accuracy:.1f} % (test parts, {len(runs)} runs); "
+        f"report: {out_dir / 'report.html'}",
+        progress,
+    )
     return ImproveResult(report, out_dir, None if model_dir is None else Path(model_dir))
 
 
@@ -401,47 +470,80 @@ def write_improve_card(ws: Workspace, report: Report, model_dir: str | Path) -> 
 
     config, own = ws.config, report.runs[0]
     datasets = [config.target] + ([Path(config.corpus).name] if config.corpus else [])
-    mean = (f"this model: split {own.split}, seed {own.seed}; mean of {report.n_runs} "
-            f"runs: {100 * report.before.accuracy:.1f} -> {100 * report.after.accuracy:.1f} %")
-    return write_model_card(model_dir, CardInfo(
-        made_by="claptune improve", base=base_of(ws.teacher), datasets=datasets,
-        curation=list(config.methods), loss=config.loss,
-        results=[CardResult(dataset=config.target, dataset_name=config.target,
-                            before=own.before_accuracy, after=own.after_accuracy,
-                            note=mean)],
-        details={"teacher": config.model, "curation settings": config.curation or None,
-                 "training settings": report.train or None,
-                 "curated pairs": own.n_pairs},
-        model_name=f"{config.model} improved on {config.target}"))
+    mean = (
+        f"this model: split {own.split}, seed {own.seed}; mean of {report.n_runs} "
+        f"runs: {100 * report.before.accuracy:.1f} -> {100 * report.after.accuracy:.1f} %"
+    )
+    return write_model_card(
+        model_dir,
+        CardInfo(
+            made_by="claptune improve",
+            base=base_of(ws.teacher),
+            datasets=datasets,
+            curation=list(config.methods),
+            loss=config.loss,
+            results=[
+                CardResult(
+                    dataset=config.target,
+                    dataset_name=config.target,
+                    before=own.before_accuracy,
+                    after=own.after_accuracy,
+                    note=mean,
+                )
+            ],
+            details={
+                "teacher": config.model,
+                "curation settings": config.curation or None,
+                "training settings": report.train or None,
+                "curated pairs": own.n_pairs,
+            },
+            model_name=f"{config.model} improved on {config.target}",
+        ),
+    )
 
 
-def build_report(ws: Workspace, runs: list[RunOutcome], seconds: float,
-                 model_dir: str | Path | None) -> tuple[Report, dict[str, np.ndarray]]:
+def build_report(
+    ws: Workspace, runs: list[RunOutcome], seconds: float, model_dir: str | Path | None
+) -> tuple[Report, dict[str, np.ndarray]]:
     """(report.json content, pooled test-part confusion matrices before/after)."""
     import claptune
     from claptune.improve.transfer import summarize_transfer
 
-    summary, confusions = summarize_runs(runs, ws.labels, ws.class_names,
-                                         transfer_labels=ws.transfer_labels)
+    summary, confusions = summarize_runs(
+        runs, ws.labels, ws.class_names, transfer_labels=ws.transfer_labels
+    )
     settings = curation_settings(ws.config.curation)
-    priors = summarize_priors(runs, ws.splits, ws.labels, ws.class_names,
-                              settings.pseudo_refined_prior)
+    priors = summarize_priors(
+        runs, ws.splits, ws.labels, ws.class_names, settings.pseudo_refined_prior
+    )
     transfer = None
     if ws.transfer_before is not None and all(r.transfer_after is not None for r in runs):
-        transfer = summarize_transfer(ws.transfer_labels, ws.class_names, ws.transfer_before,
-                                      [r.transfer_after for r in runs], ws.transfer_audio)
+        transfer = summarize_transfer(
+            ws.transfer_labels,
+            ws.class_names,
+            ws.transfer_before,
+            [r.transfer_after for r in runs],
+            ws.transfer_audio,
+        )
     forgetting = None
     if ws.holdout_audio:
-        forgetting = summarize_retrieval(ws.retrieval_before, runs, len(ws.holdout_audio),
-                                         ws.holdout_source, ws.holdout_audio)
+        forgetting = summarize_retrieval(
+            ws.retrieval_before, runs, len(ws.holdout_audio), ws.holdout_source, ws.holdout_audio
+        )
     report = Report.from_summary(
         summary,
         claptune_version=claptune.__version__,
-        model=ModelInfo(spec=ws.config.model, backend=ws.teacher.backend,
-                        identity=ws.teacher.identity()),
-        target=TargetInfo(name=ws.config.target, root=ws.config.root, n_clips=len(ws.items),
-                          n_classes=len(ws.class_names), class_names=ws.class_names,
-                          items=ws.items),
+        model=ModelInfo(
+            spec=ws.config.model, backend=ws.teacher.backend, identity=ws.teacher.identity()
+        ),
+        target=TargetInfo(
+            name=ws.config.target,
+            root=ws.config.root,
+            n_clips=len(ws.items),
+            n_classes=len(ws.class_names),
+            class_names=ws.class_names,
+            items=ws.items,
+        ),
         splits=[s.to_dict() for s in ws.splits],
         seeds=ws.seeds,
         templates=ws.templates,
@@ -459,5 +561,11 @@ def build_report(ws: Workspace, runs: list[RunOutcome], seconds: float,
     return report, confusions
 
 
-__all__ = ["ImproveResult", "Workspace", "run_improve", "build_report", "write_improve_card",
-           "RETRIEVAL_KEYS"]
+__all__ = [
+    "ImproveResult",
+    "Workspace",
+    "run_improve",
+    "build_report",
+    "write_improve_card",
+    "RETRIEVAL_KEYS",
+]

@@ -99,78 +99,111 @@ def summarize_runs(
         preds = [r.pred_before if name == "before" else r.pred_after for r in runs]
         test_acc = [_accuracy(p, labels, r.test) for p, r in zip(preds, runs, strict=True)]
         all_acc = [_accuracy(p, labels) for p in preds]
-        per_class = np.array([_per_class(p, labels, r.test, n_classes)
-                              for p, r in zip(preds, runs, strict=True)])
+        per_class = np.array(
+            [_per_class(p, labels, r.test, n_classes) for p, r in zip(preds, runs, strict=True)]
+        )
         # a class absent from every test part has no accuracy (NaN, reported as None)
         with np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             pc_mean = np.nanmean(per_class, axis=0)
             pc_std = np.nanstd(per_class, axis=0, ddof=1) if len(runs) > 1 else np.zeros(n_classes)
         test_spread, all_spread = mean_spread(test_acc), mean_spread(all_acc)
-        cm_spread = mean_spread([_class_mean(p, labels, r.test)
-                                 for p, r in zip(preds, runs, strict=True)])
+        cm_spread = mean_spread(
+            [_class_mean(p, labels, r.test) for p, r in zip(preds, runs, strict=True)]
+        )
         side[name] = Side(
-            accuracy=test_spread.mean, accuracy_spread=test_spread,
-            accuracy_all=all_spread.mean, accuracy_all_spread=all_spread,
+            accuracy=test_spread.mean,
+            accuracy_spread=test_spread,
+            accuracy_all=all_spread.mean,
+            accuracy_all_spread=all_spread,
             per_class={c: _finite(v) for c, v in zip(class_names, pc_mean, strict=True)},
             per_class_std={c: _finite(v) for c, v in zip(class_names, pc_std, strict=True)},
-            class_mean_accuracy=cm_spread.mean, class_mean_accuracy_spread=cm_spread,
+            class_mean_accuracy=cm_spread.mean,
+            class_mean_accuracy_spread=cm_spread,
         )
-        confusions[name] = sum(_confusion(p, labels, r.test, n_classes)
-                               for p, r in zip(preds, runs, strict=True))
+        confusions[name] = sum(
+            _confusion(p, labels, r.test, n_classes) for p, r in zip(preds, runs, strict=True)
+        )
 
-    gains = [_accuracy(r.pred_after, labels, r.test) - _accuracy(r.pred_before, labels, r.test)
-             for r in runs]
+    gains = [
+        _accuracy(r.pred_after, labels, r.test) - _accuracy(r.pred_before, labels, r.test)
+        for r in runs
+    ]
     gains_all = [_accuracy(r.pred_after, labels) - _accuracy(r.pred_before, labels) for r in runs]
     gain_spread, gain_all_spread = mean_spread(gains), mean_spread(gains_all)
-    cm_gain = mean_spread([_class_mean(r.pred_after, labels, r.test)
-                           - _class_mean(r.pred_before, labels, r.test) for r in runs])
+    cm_gain = mean_spread(
+        [
+            _class_mean(r.pred_after, labels, r.test) - _class_mean(r.pred_before, labels, r.test)
+            for r in runs
+        ]
+    )
 
     before_ok = np.concatenate([r.pred_before[r.test] == labels[r.test] for r in runs])
     after_ok = np.concatenate([r.pred_after[r.test] == labels[r.test] for r in runs])
     clip_ids = np.concatenate([r.test for r in runs])
     paired = PairedTest(
         mcnemar=mcnemar(before_ok, after_ok),
-        bootstrap=paired_bootstrap(before_ok, after_ok, groups=clip_ids,
-                                   n_resamples=bootstrap_resamples, seed=bootstrap_seed),
+        bootstrap=paired_bootstrap(
+            before_ok,
+            after_ok,
+            groups=clip_ids,
+            n_resamples=bootstrap_resamples,
+            seed=bootstrap_seed,
+        ),
         class_mean_bootstrap=class_mean_bootstrap(
-            before_ok, after_ok, labels[clip_ids], clip_ids, n_resamples=bootstrap_resamples,
-            seed=bootstrap_seed),
+            before_ok,
+            after_ok,
+            labels[clip_ids],
+            clip_ids,
+            n_resamples=bootstrap_resamples,
+            seed=bootstrap_seed,
+        ),
         note="test-part outcomes of all runs pooled; the bootstraps resample whole clips (a "
-             "clip scored by several runs is one unit) and lead; pooled McNemar treats the "
-             "runs' shared clips as independent outcomes and is optimistic",
+        "clip scored by several runs is one unit) and lead; pooled McNemar treats the "
+        "runs' shared clips as independent outcomes and is optimistic",
     )
 
     methods = sorted({m for r in runs for m in r.n_pairs})
     curation = CurationCounts(
         pairs={m: mean_spread([r.n_pairs.get(m, 0) for r in runs]) for m in methods},
-        per_class={c: float(np.mean([r.pairs_per_class.get(c, 0) for r in runs]))
-                   for c in class_names},
+        per_class={
+            c: float(np.mean([r.pairs_per_class.get(c, 0) for r in runs])) for c in class_names
+        },
     )
     summary = RunsSummary(
         n_runs=len(runs),
         before=side["before"],
         after=side["after"],
-        gain=Gain(accuracy=gain_spread.mean, accuracy_spread=gain_spread,
-                  accuracy_all=gain_all_spread.mean, accuracy_all_spread=gain_all_spread,
-                  class_mean_accuracy=cm_gain.mean, class_mean_accuracy_spread=cm_gain),
+        gain=Gain(
+            accuracy=gain_spread.mean,
+            accuracy_spread=gain_spread,
+            accuracy_all=gain_all_spread.mean,
+            accuracy_all_spread=gain_all_spread,
+            class_mean_accuracy=cm_gain.mean,
+            class_mean_accuracy_spread=cm_gain,
+        ),
         paired_test=paired,
         curation=curation,
-        runs=[RunRecord(
-            split=r.split, seed=r.seed,
-            before_accuracy=_accuracy(r.pred_before, labels, r.test),
-            after_accuracy=_accuracy(r.pred_after, labels, r.test),
-            before_accuracy_all=_accuracy(r.pred_before, labels),
-            after_accuracy_all=_accuracy(r.pred_after, labels),
-            n_pairs=r.n_pairs.get("total", sum(r.n_pairs.values())),
-            mcnemar=mcnemar(r.pred_before[r.test] == labels[r.test],
-                            r.pred_after[r.test] == labels[r.test]),
-            retrieval_after=r.retrieval_after,
-            train=r.train,
-            before_class_mean_accuracy=_class_mean(r.pred_before, labels, r.test),
-            after_class_mean_accuracy=_class_mean(r.pred_after, labels, r.test),
-            label_free=label_free_signals(r, transfer_labels),
-        ) for r in runs],
+        runs=[
+            RunRecord(
+                split=r.split,
+                seed=r.seed,
+                before_accuracy=_accuracy(r.pred_before, labels, r.test),
+                after_accuracy=_accuracy(r.pred_after, labels, r.test),
+                before_accuracy_all=_accuracy(r.pred_before, labels),
+                after_accuracy_all=_accuracy(r.pred_after, labels),
+                n_pairs=r.n_pairs.get("total", sum(r.n_pairs.values())),
+                mcnemar=mcnemar(
+                    r.pred_before[r.test] == labels[r.test], r.pred_after[r.test] == labels[r.test]
+                ),
+                retrieval_after=r.retrieval_after,
+                train=r.train,
+                before_class_mean_accuracy=_class_mean(r.pred_before, labels, r.test),
+                after_class_mean_accuracy=_class_mean(r.pred_after, labels, r.test),
+                label_free=label_free_signals(r, transfer_labels),
+            )
+            for r in runs
+        ],
     )
     return summary, confusions
 
@@ -188,12 +221,18 @@ def label_free_signals(run: RunOutcome, transfer_labels: np.ndarray | None) -> d
 def summarize_label_free(runs_records) -> dict:
     """Mean and spread over runs of each label-free signal the runs recorded."""
     keys = sorted({k for r in runs_records for k in r.label_free})
-    return {k: mean_spread([r.label_free[k] for r in runs_records if k in r.label_free])
-            for k in keys}
+    return {
+        k: mean_spread([r.label_free[k] for r in runs_records if k in r.label_free]) for k in keys
+    }
 
 
-def summarize_priors(runs: Sequence[RunOutcome], splits, labels: np.ndarray | None,
-                     class_names: Sequence[str], method: str) -> ClassPriors | None:
+def summarize_priors(
+    runs: Sequence[RunOutcome],
+    splits,
+    labels: np.ndarray | None,
+    class_names: Sequence[str],
+    method: str,
+) -> ClassPriors | None:
     """The class shares each split's curation balanced to, scored against the adaptation
     pool's true shares where labels exist (after the run; the estimate never read them)."""
     per_split: dict[int, SplitPrior] = {}
@@ -214,19 +253,31 @@ def summarize_priors(runs: Sequence[RunOutcome], splits, labels: np.ndarray | No
         return None
     scored = [p for p in per_split.values() if p.tv is not None]
     return ClassPriors(
-        method=method, splits=[per_split[k] for k in sorted(per_split)],
+        method=method,
+        splits=[per_split[k] for k in sorted(per_split)],
         tv=mean_spread([p.tv for p in scored]) if scored else None,
-        tv_uniform=mean_spread([p.tv_uniform for p in scored]) if scored else None)
+        tv_uniform=mean_spread([p.tv_uniform for p in scored]) if scored else None,
+    )
 
 
-def summarize_retrieval(before: dict[str, float], runs: Sequence[RunOutcome], n_pairs: int,
-                        held_out_source: str = "", held_out_audio: Sequence[str] = ()
-                        ) -> Forgetting:
+def summarize_retrieval(
+    before: dict[str, float],
+    runs: Sequence[RunOutcome],
+    n_pairs: int,
+    held_out_source: str = "",
+    held_out_audio: Sequence[str] = (),
+) -> Forgetting:
     """Held-out retrieval before (teacher, one number) and after (mean ± spread over runs)."""
     after = {k: mean_spread([r.retrieval_after[k] for r in runs]) for k in before}
     change = {k: after[k].mean - before[k] for k in before}
-    return Forgetting(n_pairs=n_pairs, before=dict(before), after=after, change=change,
-                      held_out_source=held_out_source, held_out_audio=list(held_out_audio))
+    return Forgetting(
+        n_pairs=n_pairs,
+        before=dict(before),
+        after=after,
+        change=change,
+        held_out_source=held_out_source,
+        held_out_audio=list(held_out_audio),
+    )
 
 
 def _finite(x: float) -> float | None:

@@ -41,9 +41,14 @@ class Split:
     strategy: str = "stratified"
 
     def to_dict(self) -> dict:
-        return {"index": self.index, "seed": self.seed, "test_fraction": self.test_fraction,
-                "strategy": self.strategy, "adapt": self.adapt.tolist(),
-                "test": self.test.tolist()}
+        return {
+            "index": self.index,
+            "seed": self.seed,
+            "test_fraction": self.test_fraction,
+            "strategy": self.strategy,
+            "adapt": self.adapt.tolist(),
+            "test": self.test.tolist(),
+        }
 
 
 def _check_fraction(test_fraction: float) -> None:
@@ -54,8 +59,14 @@ def _check_fraction(test_fraction: float) -> None:
 def _split(n: int, test_idx, seed: int, index: int, test_fraction: float, strategy: str) -> Split:
     test = np.sort(np.asarray(test_idx, dtype=np.int64))
     adapt = np.setdiff1d(np.arange(n), test).astype(np.int64)
-    return Split(index=index, seed=seed, test_fraction=test_fraction, adapt=adapt, test=test,
-                 strategy=strategy)
+    return Split(
+        index=index,
+        seed=seed,
+        test_fraction=test_fraction,
+        adapt=adapt,
+        test=test,
+        strategy=strategy,
+    )
 
 
 def stratified_split(labels, test_fraction: float = 0.5, seed: int = 0, index: int = 0) -> Split:
@@ -86,8 +97,9 @@ def random_split(n: int, test_fraction: float = 0.5, seed: int = 0, index: int =
     return _split(n, order[:n_test], seed, index, test_fraction, "random")
 
 
-def grouped_split(groups: Sequence[str], test_fraction: float = 0.5, seed: int = 0,
-                  index: int = 0) -> Split:
+def grouped_split(
+    groups: Sequence[str], test_fraction: float = 0.5, seed: int = 0, index: int = 0
+) -> Split:
     """Whole groups (source recordings) drawn at random into the test part until it holds
     round(n * test_fraction) clips or, when a group overshoots, whichever of the two counts
     around that is closer; no labels."""
@@ -115,19 +127,28 @@ def grouped_split(groups: Sequence[str], test_fraction: float = 0.5, seed: int =
 def resolve_strategy(strategy: str, groups: Sequence[str] | None) -> str:
     """``auto`` -> ``grouped`` where the data set names source recordings, else ``random``."""
     if strategy not in STRATEGIES:
-        raise ClaptuneError(f"unknown split strategy {strategy!r}; choose from "
-                            f"{', '.join(STRATEGIES)}")
+        raise ClaptuneError(
+            f"unknown split strategy {strategy!r}; choose from {', '.join(STRATEGIES)}"
+        )
     if strategy == "auto":
         return "grouped" if groups is not None else "random"
     if strategy == "grouped" and groups is None:
-        raise ClaptuneError("split strategy 'grouped' needs a data set that names each clip's "
-                            "source recording (ESC-50's src_file, UrbanSound8K's fsID); "
-                            "use --split random")
+        raise ClaptuneError(
+            "split strategy 'grouped' needs a data set that names each clip's "
+            "source recording (ESC-50's src_file, UrbanSound8K's fsID); "
+            "use --split random"
+        )
     return strategy
 
 
-def make_splits(labels, n_splits: int = 3, test_fraction: float = 0.5, seed: int = 0,
-                strategy: str = "stratified", groups: Sequence[str] | None = None) -> list[Split]:
+def make_splits(
+    labels,
+    n_splits: int = 3,
+    test_fraction: float = 0.5,
+    seed: int = 0,
+    strategy: str = "stratified",
+    groups: Sequence[str] | None = None,
+) -> list[Split]:
     """``n_splits`` independent splits; split i is drawn with seed ``seed + i``.
 
     ``labels`` are read by the ``stratified`` strategy alone (and for their count).
@@ -150,8 +171,14 @@ def make_splits(labels, n_splits: int = 3, test_fraction: float = 0.5, seed: int
 def whole_pool_split(n: int, seed: int = 0) -> Split:
     """The one "split" of a target with no labels (``claptune adapt``): every clip adapts,
     none is scored."""
-    return Split(index=0, seed=seed, test_fraction=0.0, adapt=np.arange(n, dtype=np.int64),
-                 test=np.zeros(0, dtype=np.int64), strategy="whole_pool")
+    return Split(
+        index=0,
+        seed=seed,
+        test_fraction=0.0,
+        adapt=np.arange(n, dtype=np.int64),
+        test=np.zeros(0, dtype=np.int64),
+        strategy="whole_pool",
+    )
 
 
 def holdout_indices(n: int, fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -163,5 +190,14 @@ def holdout_indices(n: int, fraction: float, seed: int = 0) -> tuple[np.ndarray,
     return np.sort(order[n_out:]), np.sort(order[:n_out])
 
 
-__all__ = ["STRATEGIES", "Split", "grouped_split", "holdout_indices", "make_splits",
-           "random_split", "resolve_strategy", "stratified_split", "whole_pool_split"]
+__all__ = [
+    "STRATEGIES",
+    "Split",
+    "grouped_split",
+    "holdout_indices",
+    "make_splits",
+    "random_split",
+    "resolve_strategy",
+    "stratified_split",
+    "whole_pool_split",
+]

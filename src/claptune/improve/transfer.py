@@ -24,12 +24,15 @@ from claptune.stats import mean_spread
 
 
 def _words(text: str) -> set[str]:
-    return {w[:-1] if len(w) > 3 and w.endswith("s") and not w.endswith("ss") else w
-            for w in re.findall(r"[a-z]+", text.lower())}
+    return {
+        w[:-1] if len(w) > 3 and w.endswith("s") and not w.endswith("ss") else w
+        for w in re.findall(r"[a-z]+", text.lower())
+    }
 
 
-def match_captions(captions: Sequence[str], class_names: Sequence[str]
-                   ) -> tuple[np.ndarray, np.ndarray]:
+def match_captions(
+    captions: Sequence[str], class_names: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray]:
     """(caption indices, class indices) of the captions that name exactly one class."""
     class_words = [_words(c.replace("_", " ")) for c in class_names]
     rows, labels = [], []
@@ -48,8 +51,13 @@ def _scores(pred: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
     return float(correct.mean()), float(np.mean(per_class))
 
 
-def summarize_transfer(labels: np.ndarray, class_names: Sequence[str], pred_before: np.ndarray,
-                       preds_after: Sequence[np.ndarray], items: Sequence[str]) -> Transfer | None:
+def summarize_transfer(
+    labels: np.ndarray,
+    class_names: Sequence[str],
+    pred_before: np.ndarray,
+    preds_after: Sequence[np.ndarray],
+    items: Sequence[str],
+) -> Transfer | None:
     """Clip and class-mean accuracy before (teacher) and after (mean ± spread over runs)."""
     if not len(labels):
         return None
@@ -57,10 +65,14 @@ def summarize_transfer(labels: np.ndarray, class_names: Sequence[str], pred_befo
     after = [_scores(p, labels) for p in preds_after]
     counts = {class_names[c]: int((labels == c).sum()) for c in np.unique(labels)}
     return Transfer(
-        n_clips=int(len(labels)), n_classes=len(counts), clips_per_class=counts,
+        n_clips=int(len(labels)),
+        n_classes=len(counts),
+        clips_per_class=counts,
         before=TransferScores(accuracy=before[0], class_mean_accuracy=before[1]),
-        after=TransferSpreads(accuracy=mean_spread([a[0] for a in after]),
-                              class_mean_accuracy=mean_spread([a[1] for a in after])),
+        after=TransferSpreads(
+            accuracy=mean_spread([a[0] for a in after]),
+            class_mean_accuracy=mean_spread([a[1] for a in after]),
+        ),
         items=list(items),
     )
 

@@ -44,23 +44,49 @@ def register_model(name: str, backend: str, source: str, description: str) -> No
     _REGISTRY[name] = RegisteredModel(name, backend, source, description)
 
 
-register_model("default", "default", "packaged",
-               "aisfx audio + MiniLM text encoders with heads trained on captioned-sfx "
-               "(shipped; offline)")
-register_model("laion/clap-htsat-unfused", "hf_clap", "laion/clap-htsat-unfused",
-               "LAION-CLAP HTSAT-tiny, unfused (Hugging Face hub; downloads)")
-register_model("laion/clap-htsat-fused", "hf_clap", "laion/clap-htsat-fused",
-               "LAION-CLAP HTSAT-tiny, fused (Hugging Face hub; downloads)")
-register_model("laion/larger_clap_general", "hf_clap", "laion/larger_clap_general",
-               "LAION-CLAP HTSAT-base, general audio (Hugging Face hub; downloads)")
-register_model("laion/larger_clap_music_and_speech", "hf_clap",
-               "laion/larger_clap_music_and_speech",
-               "LAION-CLAP HTSAT-base, music and speech (Hugging Face hub; downloads)")
-register_model("msclap-2022", "msclap", "2022",
-               "MS-CLAP 2022, the paper's base model: CNN14 + BERT, 44.1 kHz, 5 s (downloads "
-               "CLAP_weights_2022.pth)")
-register_model("msclap-2023", "msclap", "2023",
-               "MS-CLAP 2023: HTSAT + GPT-2, 44.1 kHz, 7 s (downloads CLAP_weights_2023.pth)")
+register_model(
+    "default",
+    "default",
+    "packaged",
+    "aisfx audio + MiniLM text encoders with heads trained on captioned-sfx (shipped; offline)",
+)
+register_model(
+    "laion/clap-htsat-unfused",
+    "hf_clap",
+    "laion/clap-htsat-unfused",
+    "LAION-CLAP HTSAT-tiny, unfused (Hugging Face hub; downloads)",
+)
+register_model(
+    "laion/clap-htsat-fused",
+    "hf_clap",
+    "laion/clap-htsat-fused",
+    "LAION-CLAP HTSAT-tiny, fused (Hugging Face hub; downloads)",
+)
+register_model(
+    "laion/larger_clap_general",
+    "hf_clap",
+    "laion/larger_clap_general",
+    "LAION-CLAP HTSAT-base, general audio (Hugging Face hub; downloads)",
+)
+register_model(
+    "laion/larger_clap_music_and_speech",
+    "hf_clap",
+    "laion/larger_clap_music_and_speech",
+    "LAION-CLAP HTSAT-base, music and speech (Hugging Face hub; downloads)",
+)
+register_model(
+    "msclap-2022",
+    "msclap",
+    "2022",
+    "MS-CLAP 2022, the paper's base model: CNN14 + BERT, 44.1 kHz, 5 s (downloads "
+    "CLAP_weights_2022.pth)",
+)
+register_model(
+    "msclap-2023",
+    "msclap",
+    "2023",
+    "MS-CLAP 2023: HTSAT + GPT-2, 44.1 kHz, 7 s (downloads CLAP_weights_2023.pth)",
+)
 for _release, _about in {
     "630k-best": "HTSAT-tiny, unfused, LAION-630k",
     "630k-audioset-best": "HTSAT-tiny, unfused, LAION-630k + AudioSet",
@@ -70,8 +96,12 @@ for _release, _about in {
     "music-audioset": "HTSAT-base, unfused, music + AudioSet",
     "music-speech": "HTSAT-base, unfused, music + speech",
 }.items():
-    register_model(f"laion-clap-{_release}", "laion_clap", _release,
-                   f"LAION-CLAP native checkpoint: {_about}, RoBERTa (downloads the .pt)")
+    register_model(
+        f"laion-clap-{_release}",
+        "laion_clap",
+        _release,
+        f"LAION-CLAP native checkpoint: {_about}, RoBERTa (downloads the .pt)",
+    )
 del _release, _about
 
 
@@ -79,7 +109,9 @@ def backend_class(backend: str) -> type[AudioTextModel]:
     try:
         module_name, class_name = BACKENDS[backend].split(":")
     except KeyError:
-        raise ClaptuneError(f"unknown model backend {backend!r}; known: {', '.join(BACKENDS)}") from None
+        raise ClaptuneError(
+            f"unknown model backend {backend!r}; known: {', '.join(BACKENDS)}"
+        ) from None
     return getattr(importlib.import_module(module_name), class_name)
 
 
@@ -115,15 +147,17 @@ def load_model(spec: str | Path, revision: str | None = None, **kwargs) -> Audio
     if not isinstance(spec, Path):
         spec_str, pinned = split_revision(spec_str)
         if pinned and revision and pinned != revision:
-            raise ClaptuneError(f"model {spec!r} pins revision {pinned!r} but revision "
-                                f"{revision!r} was also given")
+            raise ClaptuneError(
+                f"model {spec!r} pins revision {pinned!r} but revision {revision!r} was also given"
+            )
         revision = revision or pinned
     if spec_str in _REGISTRY:
         entry = _REGISTRY[spec_str]
         if revision is not None:
             if entry.backend not in HUB_BACKENDS:
-                raise ClaptuneError(f"model {spec_str!r} is not on the Hugging Face Hub; a "
-                                    "revision does not apply")
+                raise ClaptuneError(
+                    f"model {spec_str!r} is not on the Hugging Face Hub; a revision does not apply"
+                )
             kwargs["revision"] = revision
         return backend_class(entry.backend).from_source(entry.source, **kwargs)
     path = Path(spec_str).expanduser()
@@ -139,8 +173,9 @@ def load_model(spec: str | Path, revision: str | None = None, **kwargs) -> Audio
             saved = read_json(marker)
             backend = saved.get("backend") if isinstance(saved, dict) else None
             if backend not in BACKENDS:
-                raise ClaptuneError(f"{marker} names no known backend ({backend!r}); "
-                                    f"known: {', '.join(BACKENDS)}")
+                raise ClaptuneError(
+                    f"{marker} names no known backend ({backend!r}); known: {', '.join(BACKENDS)}"
+                )
             return backend_class(backend).load(path, **kwargs)
         for backend in BACKENDS:
             cls = backend_class(backend)
@@ -173,5 +208,13 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["AudioTextModel", "BACKENDS", "load_model", "split_revision", "list_models", "register_model",
-           "registered_models", "backend_class"]
+__all__ = [
+    "AudioTextModel",
+    "BACKENDS",
+    "load_model",
+    "split_revision",
+    "list_models",
+    "register_model",
+    "registered_models",
+    "backend_class",
+]

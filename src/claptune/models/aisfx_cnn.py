@@ -71,30 +71,45 @@ class EmbeddingNet(nn.Module):
 def make_classifiers(in_dim: int = 512) -> nn.ModuleList:
     """aisfx's ``CrossNet.fc``: one 512 -> 256 -> 128 -> n_classes MLP per sound library."""
     return nn.ModuleList(
-        nn.Sequential(nn.Linear(in_dim, in_dim // 2), nn.ReLU(), nn.Linear(in_dim // 2, in_dim // 4),
-                      nn.ReLU(), nn.Linear(in_dim // 4, n)) for n in LIBRARY_CLASSES)
+        nn.Sequential(
+            nn.Linear(in_dim, in_dim // 2),
+            nn.ReLU(),
+            nn.Linear(in_dim // 2, in_dim // 4),
+            nn.ReLU(),
+            nn.Linear(in_dim // 4, n),
+        )
+        for n in LIBRARY_CLASSES
+    )
 
 
-def load_aisfx_weights(net: EmbeddingNet, classifiers: nn.ModuleList,
-                       path: str | Path = WEIGHTS_FILE) -> None:
+def load_aisfx_weights(
+    net: EmbeddingNet, classifiers: nn.ModuleList, path: str | Path = WEIGHTS_FILE
+) -> None:
     """Load the converted aisfx weights strictly (``embedding_net.*`` and ``fc.*`` keys)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     path = Path(path)
     if not path.is_file():
-        raise ClaptuneError(f"the default model's audio weights are missing: {path} (reinstall "
-                            "claptune, or run scripts/convert_aisfx.py in a source checkout)")
+        raise ClaptuneError(
+            f"the default model's audio weights are missing: {path} (reinstall "
+            "claptune, or run scripts/convert_aisfx.py in a source checkout)"
+        )
     try:
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as err:
         raise ClaptuneError(f"{path}: not a readable safetensors file ({err})") from None
-    nets = {k.removeprefix("embedding_net."): v for k, v in state.items()
-            if k.startswith("embedding_net.")}
+    nets = {
+        k.removeprefix("embedding_net."): v
+        for k, v in state.items()
+        if k.startswith("embedding_net.")
+    }
     fcs = {k.removeprefix("fc."): v for k, v in state.items() if k.startswith("fc.")}
     if len(nets) + len(fcs) != len(state):
-        raise ClaptuneError(f"{path}: unexpected tensors "
-                            f"{sorted(set(state) - {'embedding_net.' + k for k in nets} - {'fc.' + k for k in fcs})[:5]}")
+        raise ClaptuneError(
+            f"{path}: unexpected tensors "
+            f"{sorted(set(state) - {'embedding_net.' + k for k in nets} - {'fc.' + k for k in fcs})[:5]}"
+        )
     try:
         net.load_state_dict(nets, strict=True)
         classifiers.load_state_dict(fcs, strict=True)
@@ -103,5 +118,12 @@ def load_aisfx_weights(net: EmbeddingNet, classifiers: nn.ModuleList,
         raise ClaptuneError(f"{path}: does not match aisfx's CNN ({first})") from None
 
 
-__all__ = ["AISFX_VERSION", "LIBRARY_CLASSES", "WEIGHTS_FILE", "ConvBlock", "EmbeddingNet", "load_aisfx_weights",
-           "make_classifiers"]
+__all__ = [
+    "AISFX_VERSION",
+    "LIBRARY_CLASSES",
+    "WEIGHTS_FILE",
+    "ConvBlock",
+    "EmbeddingNet",
+    "load_aisfx_weights",
+    "make_classifiers",
+]

@@ -25,7 +25,9 @@ import numpy as np
 import torch
 from torch import nn
 
-MODEL_MARKER = "claptune_model.json"  # written by every save(); names the backend that reads it back
+MODEL_MARKER = (
+    "claptune_model.json"  # written by every save(); names the backend that reads it back
+)
 
 AudioItem = str | Path | np.ndarray  # a file path, or a 1-D float waveform at the model's rate
 

@@ -36,7 +36,7 @@ NESTED_KEYS = ("state_dict", "model", "model_state_dict")
 
 CONVERSION_HINT = (
     "convert it once on a machine where you trust the file: "
-    "python -c \"import torch, safetensors.torch as st; "
+    'python -c "import torch, safetensors.torch as st; '
     "ck = torch.load('IN', map_location='cpu', weights_only=False); "
     "sd = ck.get('state_dict', ck.get('model', ck)); "
     "st.save_file({k: v.contiguous() for k, v in sd.items()}, 'OUT.safetensors')\" "
@@ -51,16 +51,20 @@ class UnsafeCheckpointError(ClaptuneError):
 class CheckpointMismatchError(ClaptuneError):
     """A state dict's names or shapes do not match the architecture."""
 
-    def __init__(self, what: str, missing: list[str], unexpected: list[str],
-                 mismatched: list[str]):
+    def __init__(self, what: str, missing: list[str], unexpected: list[str], mismatched: list[str]):
         self.missing = missing
         self.unexpected = unexpected
         self.mismatched = mismatched
         parts = []
-        for label, keys in (("missing", missing), ("unexpected", unexpected),
-                            ("shape mismatch", mismatched)):
+        for label, keys in (
+            ("missing", missing),
+            ("unexpected", unexpected),
+            ("shape mismatch", mismatched),
+        ):
             if keys:
-                shown = ", ".join(keys[:8]) + (f", ... ({len(keys)} in all)" if len(keys) > 8 else "")
+                shown = ", ".join(keys[:8]) + (
+                    f", ... ({len(keys)} in all)" if len(keys) > 8 else ""
+                )
                 parts.append(f"{label}: {shown}")
         super().__init__(f"{what} does not match the architecture; " + "; ".join(parts))
 
@@ -72,8 +76,9 @@ class LoadReport:
     ignored: list[str] = field(default_factory=list)
 
 
-def read_state_dict(path: str | Path, nested_keys: Iterable[str] = NESTED_KEYS
-                    ) -> dict[str, torch.Tensor]:
+def read_state_dict(
+    path: str | Path, nested_keys: Iterable[str] = NESTED_KEYS
+) -> dict[str, torch.Tensor]:
     """Tensors of a ``.safetensors`` file or a pickled checkpoint, loaded without running code.
 
     A pickled checkpoint may be a state dict or a dict holding one under ``state_dict`` /
@@ -89,8 +94,9 @@ def read_state_dict(path: str | Path, nested_keys: Iterable[str] = NESTED_KEYS
         try:
             return load_file(str(path))
         except Exception as err:  # noqa: BLE001 - safetensors raises its own error types
-            raise ClaptuneError(f"cannot read safetensors file {path}: "
-                                f"{str(err).splitlines()[0]}") from None
+            raise ClaptuneError(
+                f"cannot read safetensors file {path}: {str(err).splitlines()[0]}"
+            ) from None
     obj = torch_load_safely(path, hint=CONVERSION_HINT)
     if isinstance(obj, Mapping):
         for key in nested_keys:
@@ -115,11 +121,13 @@ def torch_load_safely(path: str | Path, hint: str = "") -> object:
         needs = f"it needs {found.group(1)}" if found else "it needs objects beyond tensors"
         raise UnsafeCheckpointError(
             f"refusing to load {path}: {needs} to unpickle, and unpickling can run arbitrary "
-            f"code" + (f"; {hint}" if hint else "")) from None
+            f"code" + (f"; {hint}" if hint else "")
+        ) from None
     except (RuntimeError, EOFError, OSError) as err:
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise ClaptuneError(f"cannot read checkpoint {path}: not a PyTorch checkpoint or "
-                            f"truncated ({first})") from None
+        raise ClaptuneError(
+            f"cannot read checkpoint {path}: not a PyTorch checkpoint or truncated ({first})"
+        ) from None
 
 
 def read_json(path: str | Path) -> Any:
@@ -142,26 +150,35 @@ def safetensors_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
         with safe_open(str(path), framework="pt") as fh:
             return {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}  # noqa: SIM118
     except Exception as err:  # noqa: BLE001 - safetensors raises its own error types
-        raise ClaptuneError(f"cannot read safetensors file {path}: "
-                            f"{str(err).splitlines()[0]}") from None
+        raise ClaptuneError(
+            f"cannot read safetensors file {path}: {str(err).splitlines()[0]}"
+        ) from None
 
 
-def shape_mismatches(given: Mapping[str, tuple[int, ...]],
-                     expected: Mapping[str, tuple[int, ...]]) -> list[str]:
-    """"name (given) vs (expected)" for each name in both whose shapes differ, sorted."""
-    return sorted(f"{k} {tuple(given[k])} vs {tuple(expected[k])}"
-                  for k in given if k in expected and tuple(given[k]) != tuple(expected[k]))
+def shape_mismatches(
+    given: Mapping[str, tuple[int, ...]], expected: Mapping[str, tuple[int, ...]]
+) -> list[str]:
+    """ "name (given) vs (expected)" for each name in both whose shapes differ, sorted."""
+    return sorted(
+        f"{k} {tuple(given[k])} vs {tuple(expected[k])}"
+        for k in given
+        if k in expected and tuple(given[k]) != tuple(expected[k])
+    )
 
 
 def strip_prefix(state_dict: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
     """Remove ``prefix`` from every key, if and only if every key has it."""
     if state_dict and all(k.startswith(prefix) for k in state_dict):
-        return {k[len(prefix):]: v for k, v in state_dict.items()}
+        return {k[len(prefix) :]: v for k, v in state_dict.items()}
     return dict(state_dict)
 
 
-def load_strict(module: nn.Module, state_dict: Mapping[str, torch.Tensor], what: str = "checkpoint",
-                derivable: Iterable[str] = ()) -> LoadReport:
+def load_strict(
+    module: nn.Module,
+    state_dict: Mapping[str, torch.Tensor],
+    what: str = "checkpoint",
+    derivable: Iterable[str] = (),
+) -> LoadReport:
     """Load ``state_dict`` into ``module`` requiring every name and shape to match.
 
     ``derivable`` are fnmatch patterns of buffers the module recomputes itself (they may be
@@ -178,8 +195,9 @@ def load_strict(module: nn.Module, state_dict: Mapping[str, torch.Tensor], what:
     given = {k: v for k, v in state_dict.items() if k not in ignored}
     missing = sorted(k for k in own if k not in given and not is_derivable(k))
     unexpected = sorted(k for k in given if k not in own)
-    mismatched = shape_mismatches({k: v.shape for k, v in given.items()},
-                                  {k: v.shape for k, v in own.items()})
+    mismatched = shape_mismatches(
+        {k: v.shape for k, v in given.items()}, {k: v.shape for k, v in own.items()}
+    )
     if missing or unexpected or mismatched:
         raise CheckpointMismatchError(what, missing, unexpected, mismatched)
     module.load_state_dict(given, strict=False)  # names verified above; derivable ones kept

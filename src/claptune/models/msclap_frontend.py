@@ -75,14 +75,21 @@ class MSClapConfig:
 
 
 # -- front end ---------------------------------------------------------------------------------
-def slaney_mel_bank(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: float
-                    ) -> np.ndarray:
+def slaney_mel_bank(
+    sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: float
+) -> np.ndarray:
     """``librosa.filters.mel`` (Slaney scale and area norm) transposed: (n_fft // 2 + 1, n_mels)."""
     from transformers.audio_utils import mel_filter_bank
 
-    return mel_filter_bank(num_frequency_bins=n_fft // 2 + 1, num_mel_filters=n_mels,
-                           min_frequency=fmin, max_frequency=fmax, sampling_rate=sample_rate,
-                           norm="slaney", mel_scale="slaney").astype(np.float32)
+    return mel_filter_bank(
+        num_frequency_bins=n_fft // 2 + 1,
+        num_mel_filters=n_mels,
+        min_frequency=fmin,
+        max_frequency=fmax,
+        sampling_rate=sample_rate,
+        norm="slaney",
+        mel_scale="slaney",
+    ).astype(np.float32)
 
 
 class _DftConv(nn.Module):
@@ -105,8 +112,10 @@ class _DftConv(nn.Module):
     def forward(self, waveforms: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = F.pad(waveforms[:, None, :], (self.n_fft // 2, self.n_fft // 2), mode="reflect")
         # (B, bins, frames) -> (B, 1, frames, bins)
-        return (self.conv_real(x)[:, None].transpose(2, 3),
-                self.conv_imag(x)[:, None].transpose(2, 3))
+        return (
+            self.conv_real(x)[:, None].transpose(2, 3),
+            self.conv_imag(x)[:, None].transpose(2, 3),
+        )
 
 
 class PowerSpectrogram(nn.Module):

@@ -30,15 +30,27 @@ PREFIX = "audio_encoder.base.htsat."
 
 # msclap's HTSAT config module (models/config.py): what the published 2023 weights use.
 PUBLISHED_HTSAT: dict[str, Any] = {
-    "spec_size": 256, "patch_size": 4, "patch_stride": [4, 4], "patch_embeds_hidden_size": 96,
-    "depths": [2, 2, 6, 2], "num_attention_heads": [4, 8, 16, 32], "window_size": 8,
-    "num_classes": 527, "mel_sample_rate": 32000, "mel_fmax": 14000.0,
+    "spec_size": 256,
+    "patch_size": 4,
+    "patch_stride": [4, 4],
+    "patch_embeds_hidden_size": 96,
+    "depths": [2, 2, 6, 2],
+    "num_attention_heads": [4, 8, 16, 32],
+    "window_size": 8,
+    "num_classes": 527,
+    "mel_sample_rate": 32000,
+    "mel_fmax": 14000.0,
 }
 
 # original -> ClapAudioEncoder name fragments, applied in order (as for LAION-CLAP)
-_TO_HF = (("attn.proj", "attention.output.dense"), ("attn.", "attention.self."),
-          ("mlp.fc1", "intermediate.dense"), ("mlp.fc2", "output.dense"),
-          ("norm1", "layernorm_before"), ("norm2", "layernorm_after"))
+_TO_HF = (
+    ("attn.proj", "attention.output.dense"),
+    ("attn.", "attention.self."),
+    ("mlp.fc1", "intermediate.dense"),
+    ("mlp.fc2", "output.dense"),
+    ("norm1", "layernorm_before"),
+    ("norm2", "layernorm_after"),
+)
 # the inverse, ordered so that "attention.output.dense" is not taken for an MLP "output.dense"
 _FROM_HF = tuple((new, old) for old, new in _TO_HF)
 _KEPT = ("spectrogram_extractor.", "logmel_extractor.", "tscam_conv.", "head.")
@@ -53,13 +65,18 @@ def clap_audio_config(config: MSClapConfig):
 
     h = config.htsat_config
     hidden = h["patch_embeds_hidden_size"] * 2 ** (len(h["depths"]) - 1)
-    return ClapAudioConfig(spec_size=h["spec_size"], patch_size=h["patch_size"],
-                           patch_stride=list(h["patch_stride"]),
-                           patch_embeds_hidden_size=h["patch_embeds_hidden_size"],
-                           depths=list(h["depths"]),
-                           num_attention_heads=list(h["num_attention_heads"]),
-                           window_size=h["window_size"], num_mel_bins=config.mel_bins,
-                           hidden_size=hidden, enable_fusion=False)
+    return ClapAudioConfig(
+        spec_size=h["spec_size"],
+        patch_size=h["patch_size"],
+        patch_stride=list(h["patch_stride"]),
+        patch_embeds_hidden_size=h["patch_embeds_hidden_size"],
+        depths=list(h["depths"]),
+        num_attention_heads=list(h["num_attention_heads"]),
+        window_size=h["window_size"],
+        num_mel_bins=config.mel_bins,
+        hidden_size=hidden,
+        enable_fusion=False,
+    )
 
 
 class HTSAT(nn.Module):
@@ -70,14 +87,16 @@ class HTSAT(nn.Module):
         h = config.htsat_config
         audio_config = clap_audio_config(config)
         self.spectrogram_extractor = PowerSpectrogram(config.window_size, config.hop_size)
-        self.logmel_extractor = LogMel(h["mel_sample_rate"], config.window_size, config.mel_bins,
-                                       config.fmin, h["mel_fmax"])
+        self.logmel_extractor = LogMel(
+            h["mel_sample_rate"], config.window_size, config.mel_bins, config.fmin, h["mel_fmax"]
+        )
         self.encoder = ClapAudioEncoder(audio_config)
         features = audio_config.hidden_size
         grid = h["spec_size"] // 2 ** (len(h["depths"]) - 1) // h["patch_stride"][0]
         freq_ratio = h["spec_size"] // config.mel_bins
-        self.tscam_conv = nn.Conv2d(features, h["num_classes"], kernel_size=(grid // freq_ratio, 3),
-                                    padding=(0, 1))
+        self.tscam_conv = nn.Conv2d(
+            features, h["num_classes"], kernel_size=(grid // freq_ratio, 3), padding=(0, 1)
+        )
         self.head = nn.Linear(h["num_classes"], h["num_classes"])
 
     def forward(self, waveforms: torch.Tensor) -> torch.Tensor:
@@ -104,10 +123,10 @@ def from_original_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
         return dict(state)
     out: dict[str, torch.Tensor] = {}
     for key, value in state.items():
-        if not key.startswith(PREFIX) or key[len(PREFIX):].startswith(_KEPT):
+        if not key.startswith(PREFIX) or key[len(PREFIX) :].startswith(_KEPT):
             out[key] = value
             continue
-        rest = key[len(PREFIX):].replace("bn0.", "batch_norm.", 1)
+        rest = key[len(PREFIX) :].replace("bn0.", "batch_norm.", 1)
         for old, new in _TO_HF:
             rest = rest.replace(old, new)
         if ".qkv." in rest:
@@ -127,7 +146,7 @@ def to_original_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
         if not key.startswith(enc):
             out[key] = value
             continue
-        rest = key[len(enc):].replace("batch_norm.", "bn0.", 1)
+        rest = key[len(enc) :].replace("batch_norm.", "bn0.", 1)
         for old, new in _FROM_HF:
             rest = rest.replace(old, new)
         if m := re.match(r"(.*)\.attn\.(query|key|value)\.(weight|bias)$", rest):

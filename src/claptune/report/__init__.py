@@ -31,7 +31,9 @@ class ReportAssets:
     class_names: list[str]
     confusion_before: np.ndarray | None = None  # (C, C) counts, true x predicted, test parts
     confusion_after: np.ndarray | None = None
-    pairs: list[dict] = field(default_factory=list)  # curated rows: audio, text, score, method, class
+    pairs: list[dict] = field(
+        default_factory=list
+    )  # curated rows: audio, text, score, method, class
     audio_per_class: int = 2  # best-scored curated pairs of each class given a player
     audio_samples: int | None = None  # cap on all players (spread over classes); None: no cap
     audio_seconds: float = 4.0
@@ -52,19 +54,27 @@ def _figures(report: Report, assets: ReportAssets) -> dict[str, bytes]:
             return [np.nan if got.get(c) is None else got[c] for c in names]
 
         figs["per_class.png"] = plots.per_class_bars(
-            names, values(before.per_class), values(after.per_class),
-            values(before.per_class_std), values(after.per_class_std),
+            names,
+            values(before.per_class),
+            values(after.per_class),
+            values(before.per_class_std),
+            values(after.per_class_std),
         )
     if assets.confusion_before is not None:
         figs["confusion_before.png"] = plots.confusion_plot(
-            assets.confusion_before, names, "before: test parts, all runs pooled")
+            assets.confusion_before, names, "before: test parts, all runs pooled"
+        )
     if assets.confusion_after is not None:
         figs["confusion_after.png"] = plots.confusion_plot(
-            assets.confusion_after, names, "after: test parts, all runs pooled")
+            assets.confusion_after, names, "after: test parts, all runs pooled"
+        )
     if assets.confusion_before is not None and assets.confusion_after is not None:
         figs["confusion_change.png"] = plots.confusion_diff_plot(
-            assets.confusion_before, assets.confusion_after, names,
-            "after − before: test parts, all runs pooled")
+            assets.confusion_before,
+            assets.confusion_after,
+            names,
+            "after − before: test parts, all runs pooled",
+        )
     prior = report.priors.splits[0] if report.priors and report.priors.splits else None
     if prior is not None and prior.estimated:
         figs["priors.png"] = plots.prior_bars(names, prior.estimated, prior.true, prior.split)
@@ -90,12 +100,14 @@ def write_report(out_dir: str | Path, report: Report, assets: ReportAssets) -> d
     sample = audio_sample(assets)
     # the page without its players: the figures in base64 and a margin for text and tables
     page = sum(base64_size(len(png)) for png in figs.values()) + 500_000
-    players, linked = previews([str(r["audio"]) for r in sample], assets.audio_seconds, out,
-                               assets.max_page_bytes, page)
+    players, linked = previews(
+        [str(r["audio"]) for r in sample], assets.audio_seconds, out, assets.max_page_bytes, page
+    )
     if linked:
         written["audio"] = out / AUDIO_DIR
-    html = render_html(report, assets, figures=figs,
-                       players=list(zip(sample, players, strict=True)))
+    html = render_html(
+        report, assets, figures=figs, players=list(zip(sample, players, strict=True))
+    )
     path.write_text(html, encoding="utf-8")
     written["html"] = path
     return written

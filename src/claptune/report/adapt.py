@@ -20,7 +20,9 @@ from claptune.report.adapt_schema import AdaptReport
 
 @dataclass
 class AdaptAssets:
-    pairs: list[dict] = field(default_factory=list)  # curated rows: audio, text, score, method, class
+    pairs: list[dict] = field(
+        default_factory=list
+    )  # curated rows: audio, text, score, method, class
     audio_per_class: int = 1  # curated pairs per class embedded as players in report.html
     audio_seconds: float = 3.0  # 3 s of 16 kHz WAV per player: 50 classes stay a few MB
     pairs_per_class: int = 5  # top-scoring curated pairs listed per class
@@ -31,22 +33,31 @@ def adapt_figures(report: AdaptReport) -> dict[str, bytes]:
     for name, hist in (("confidence", report.confidence), ("margin", report.margin)):
         if hist is not None:
             figs[f"{name}.png"] = plots.histogram_plot(
-                hist.edges, hist.counts, hist.counts_curated,
-                f"{name} of the teacher's refined pseudo-label", hist.threshold)
+                hist.edges,
+                hist.counts,
+                hist.counts_curated,
+                f"{name} of the teacher's refined pseudo-label",
+                hist.threshold,
+            )
     if report.classes:
         names = list(report.classes)
         rows = report.classes.values()
-        figs["classes.png"] = plots.class_count_bars(names, {
-            "teacher's zero-shot class": [r.teacher for r in rows],
-            "refined pseudo-label": [r.pseudo_labels for r in rows],
-            "curated pairs": [r.curated for r in rows],
-            "student's zero-shot class": [r.student for r in rows],
-        }, "clips")
+        figs["classes.png"] = plots.class_count_bars(
+            names,
+            {
+                "teacher's zero-shot class": [r.teacher for r in rows],
+                "refined pseudo-label": [r.pseudo_labels for r in rows],
+                "curated pairs": [r.curated for r in rows],
+                "student's zero-shot class": [r.student for r in rows],
+            },
+            "clips",
+        )
     return figs
 
 
-def write_adapt_report(out_dir: str | Path, report: AdaptReport,
-                       assets: AdaptAssets) -> dict[str, Path]:
+def write_adapt_report(
+    out_dir: str | Path, report: AdaptReport, assets: AdaptAssets
+) -> dict[str, Path]:
     """Write report.json, report.md (+ PNGs) and report.html into ``out_dir``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

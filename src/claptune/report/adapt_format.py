@@ -13,18 +13,21 @@ if TYPE_CHECKING:
 
 def summary_lines(report: AdaptReport) -> list[str]:
     """The run in a few sentences, none of which needs a label."""
-    lines = [f"{report.target.n_clips} unlabeled clips, {report.target.n_classes} classes; "
-             f"curated {report.n_pairs.get('total', 0)} pseudo pairs "
-             f"({', '.join(report.methods) or 'none'}), fine-tuned with the {report.loss} loss "
-             f"(seed {report.seed})."]
+    lines = [
+        f"{report.target.n_clips} unlabeled clips, {report.target.n_classes} classes; "
+        f"curated {report.n_pairs.get('total', 0)} pseudo pairs "
+        f"({', '.join(report.methods) or 'none'}), fine-tuned with the {report.loss} loss "
+        f"(seed {report.seed})."
+    ]
     if report.priors:
         lines.append(f"Class shares curation balanced to: {report.priors.method}.")
     ag = report.agreement
     if ag is not None:
-        line = (f"Teacher/student agreement: {pct(ag.share)} % of clips keep their zero-shot "
-                "class")
+        line = f"Teacher/student agreement: {pct(ag.share)} % of clips keep their zero-shot class"
         if ag.curated is not None and ag.not_curated is not None:
-            line += f" ({pct(ag.curated)} % of curated clips, {pct(ag.not_curated)} % of the others)"
+            line += (
+                f" ({pct(ag.curated)} % of curated clips, {pct(ag.not_curated)} % of the others)"
+            )
         lines.append(line + ".")
     return lines
 
@@ -34,38 +37,68 @@ def check_rows(report: AdaptReport) -> list[tuple[str, str, str]]:
     rows = []
     fg = report.forgetting
     if fg:
-        rows += [(f"held-out corpus {k}", pct(fg.before[k]), pct(fg.after[k].mean))
-                 for k in fg.before]
+        rows += [
+            (f"held-out corpus {k}", pct(fg.before[k]), pct(fg.after[k].mean)) for k in fg.before
+        ]
     tr = report.transfer
     if tr:
-        rows += [(f"transfer check accuracy ({tr.n_clips} clips)", pct(tr.before.accuracy),
-                  pct(tr.after.accuracy.mean)),
-                 (f"transfer check class-mean accuracy ({tr.n_classes} classes)",
-                  pct(tr.before.class_mean_accuracy), pct(tr.after.class_mean_accuracy.mean))]
+        rows += [
+            (
+                f"transfer check accuracy ({tr.n_clips} clips)",
+                pct(tr.before.accuracy),
+                pct(tr.after.accuracy.mean),
+            ),
+            (
+                f"transfer check class-mean accuracy ({tr.n_classes} classes)",
+                pct(tr.before.class_mean_accuracy),
+                pct(tr.after.class_mean_accuracy.mean),
+            ),
+        ]
     return rows
 
 
 def class_rows(report: AdaptReport) -> list[tuple[str, ...]]:
     """(class, balanced share %, pseudo-labels, curated, teacher, student, unchanged %)."""
-    return [(c, pct(r.share), str(r.pseudo_labels), str(r.curated), str(r.teacher),
-             str(r.student), pct(r.unchanged)) for c, r in report.classes.items()]
+    return [
+        (
+            c,
+            pct(r.share),
+            str(r.pseudo_labels),
+            str(r.curated),
+            str(r.teacher),
+            str(r.student),
+            pct(r.unchanged),
+        )
+        for c, r in report.classes.items()
+    ]
 
 
-CLASS_HEADER = ["class", "balanced share (%)", "pseudo-labels", "curated", "teacher predicts",
-                "student predicts", "unchanged (%)"]
+CLASS_HEADER = [
+    "class",
+    "balanced share (%)",
+    "pseudo-labels",
+    "curated",
+    "teacher predicts",
+    "student predicts",
+    "unchanged (%)",
+]
 
 
 def eval_lines(ev: LabelledEval) -> list[str]:
-    lines = [f"{ev.target} ({ev.n_clips} labelled clips, {ev.n_classes} classes; scored only, "
-             f"{ev.overlap} of them were adaptation clips, used without labels): "
-             f"accuracy {pct(ev.before.accuracy)} -> {pct(ev.after.accuracy)} %, class-mean "
-             f"accuracy {pct(ev.before.class_mean_accuracy)} -> "
-             f"{pct(ev.after.class_mean_accuracy)} %"]
+    lines = [
+        f"{ev.target} ({ev.n_clips} labelled clips, {ev.n_classes} classes; scored only, "
+        f"{ev.overlap} of them were adaptation clips, used without labels): "
+        f"accuracy {pct(ev.before.accuracy)} -> {pct(ev.after.accuracy)} %, class-mean "
+        f"accuracy {pct(ev.before.class_mean_accuracy)} -> "
+        f"{pct(ev.after.class_mean_accuracy)} %"
+    ]
     for name, bs in (("accuracy", ev.bootstrap), ("class-mean accuracy", ev.class_mean_bootstrap)):
         if bs is not None:
-            lines.append(f"{name} change {pct(bs.difference)} points, "
-                         f"{int(bs.confidence * 100)} % CI [{pct(bs.ci_low)}, {pct(bs.ci_high)}] "
-                         f"(paired bootstrap over clips), p = {pvalue(bs.p_value)}")
+            lines.append(
+                f"{name} change {pct(bs.difference)} points, "
+                f"{int(bs.confidence * 100)} % CI [{pct(bs.ci_low)}, {pct(bs.ci_high)}] "
+                f"(paired bootstrap over clips), p = {pvalue(bs.p_value)}"
+            )
     return lines
 
 

@@ -29,56 +29,78 @@ def _figure(figures: dict[str, bytes], name: str, alt: str) -> str:
     return f'<img alt="{escape(alt)}" src="{data_uri(figures[name], "image/png")}">'
 
 
-def render_adapt_html(report: AdaptReport, assets: AdaptAssets,
-                      figures: dict[str, bytes] | None = None) -> str:
+def render_adapt_html(
+    report: AdaptReport, assets: AdaptAssets, figures: dict[str, bytes] | None = None
+) -> str:
     figures = figures or {}
     title = f"claptune adapt: {report.model.spec} on {report.target.n_clips} unlabeled clips"
     parts = [f"<h1>{escape(title)}</h1>"]
     parts += [f"<p>{escape(line)}</p>" for line in summary_lines(report)]
     if report.model_dir:
-        parts.append(f'<p class="muted">Adapted model: <code>{escape(report.model_dir)}</code>, '
-                     "loadable with <code>claptune.load_model</code>.</p>")
+        parts.append(
+            f'<p class="muted">Adapted model: <code>{escape(report.model_dir)}</code>, '
+            "loadable with <code>claptune.load_model</code>.</p>"
+        )
     if report.evaluation:
         parts.append("<h2>Scored on a labelled set</h2>")
         parts += [f"<p>{escape(line)}</p>" for line in eval_lines(report.evaluation)]
     checks = check_rows(report)
     if checks:
         parts.append("<h2>Forgetting and transfer checks</h2>")
-        parts.append('<p class="muted">Held-out corpus pairs (never replayed or curated) and '
-                     "held-out corpus clips whose caption names one class, in percent.</p>")
-        parts.append(_table(["check", "before", "after"],
-                            [tuple(escape(c) for c in row) for row in checks]))
+        parts.append(
+            '<p class="muted">Held-out corpus pairs (never replayed or curated) and '
+            "held-out corpus clips whose caption names one class, in percent.</p>"
+        )
+        parts.append(
+            _table(["check", "before", "after"], [tuple(escape(c) for c in row) for row in checks])
+        )
 
     parts.append("<h2>How sure the teacher's pseudo-labels are</h2>")
-    parts.append('<p class="muted">Refined probabilities of every clip (grey) and of the clips '
-                 f"curated (blue); curation cut on the {escape(report.criterion)}.</p>")
-    parts.append(_figure(figures, "confidence.png", "confidence histogram")
-                 + _figure(figures, "margin.png", "margin histogram"))
+    parts.append(
+        '<p class="muted">Refined probabilities of every clip (grey) and of the clips '
+        f"curated (blue); curation cut on the {escape(report.criterion)}.</p>"
+    )
+    parts.append(
+        _figure(figures, "confidence.png", "confidence histogram")
+        + _figure(figures, "margin.png", "margin histogram")
+    )
     if report.classes:
         parts.append("<h2>Per class</h2>")
         parts.append(_figure(figures, "classes.png", "clips per class"))
-        parts.append(_table(CLASS_HEADER, [tuple(escape(c) for c in row)
-                                           for row in class_rows(report)]))
+        parts.append(
+            _table(CLASS_HEADER, [tuple(escape(c) for c in row) for row in class_rows(report)])
+        )
 
     by_class = _pairs_by_class(assets.pairs)
     if by_class:
         parts.append("<h2>Listen to what the curation chose</h2>")
         for cls, rows in by_class.items():
             heard = rows[: assets.audio_per_class]
-            listed = rows[assets.audio_per_class: assets.pairs_per_class]
+            listed = rows[assets.audio_per_class : assets.pairs_per_class]
             table = _players(heard, assets.audio_seconds) if heard else ""
             if listed:
-                table += _table(["caption", "score", "file"], [
-                    (escape(str(r["text"])), f"{float(r.get('score', 0.0)):.3f}",
-                     escape(Path(str(r["audio"])).name)) for r in listed])
-            parts.append(f"<details><summary>{escape(cls)}: {len(rows)} pairs</summary>"
-                         f"{table}</details>")
+                table += _table(
+                    ["caption", "score", "file"],
+                    [
+                        (
+                            escape(str(r["text"])),
+                            f"{float(r.get('score', 0.0)):.3f}",
+                            escape(Path(str(r["audio"])).name),
+                        )
+                        for r in listed
+                    ],
+                )
+            parts.append(
+                f"<details><summary>{escape(cls)}: {len(rows)} pairs</summary>{table}</details>"
+            )
     parts.append("<h2>Resolved configuration</h2>")
     parts.append(f"<pre>{escape(json.dumps(report.config, indent=2, default=str))}</pre>")
     body = "\n".join(parts)
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-            f"<title>{escape(title)}</title><style>{_CSS}</style></head><body>\n{body}\n"
-            "</body></html>\n")
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{escape(title)}</title><style>{_CSS}</style></head><body>\n{body}\n"
+        "</body></html>\n"
+    )
 
 
 __all__ = ["render_adapt_html"]

@@ -38,12 +38,21 @@ def render_adapt_markdown(report: AdaptReport, figure_files: Sequence[str] = ())
         if name in figure_files:
             out += [f"![{name[:-4]}]({name})", ""]
     if report.classes:
-        out += ["## Per class", "",
-                "Clip counts; shares and agreement in percent. No label was read.", ""]
+        out += [
+            "## Per class",
+            "",
+            "Clip counts; shares and agreement in percent. No label was read.",
+            "",
+        ]
         out += _table(CLASS_HEADER, class_rows(report))
         out.append("")
-    out += ["## Resolved configuration", "", "```json",
-            json.dumps(report.config, indent=2, default=str), "```"]
+    out += [
+        "## Resolved configuration",
+        "",
+        "```json",
+        json.dumps(report.config, indent=2, default=str),
+        "```",
+    ]
     return "\n".join(out) + "\n"
 
 

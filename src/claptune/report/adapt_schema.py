@@ -113,5 +113,4 @@ class AdaptReport(JsonRecord):
     config: dict[str, Any] = field(default_factory=dict)  # AdaptConfig.to_dict()
 
 
-
 __all__ = ["AdaptReport", "Agreement", "ClassRow", "EvalScores", "Histogram", "LabelledEval"]

@@ -26,7 +26,9 @@ def preview_wav(path: str | Path, seconds: float = 4.0, sample_rate: int = PREVI
     """The first ``seconds`` of a clip as mono 16-bit WAV bytes at ``sample_rate``."""
     from claptune.data.shards import load_clip
 
-    wave = load_clip(path, sample_rate)  # a file or a webdataset shard member[: int(seconds * sample_rate)]
+    wave = load_clip(
+        path, sample_rate
+    )  # a file or a webdataset shard member[: int(seconds * sample_rate)]
     peak = float(np.max(np.abs(wave))) if wave.size else 0.0
     if peak > 1.0:  # resampling can overshoot full scale slightly; avoid clipping noise
         wave = wave / peak
@@ -54,8 +56,13 @@ class Preview:
 AUDIO_DIR = "audio"  # beside report.html, when the previews are linked rather than inlined
 
 
-def previews(paths: list[str], seconds: float, out_dir: str | Path | None = None,
-             max_page_bytes: int | None = None, page_bytes: int = 0) -> tuple[list[Preview], bool]:
+def previews(
+    paths: list[str],
+    seconds: float,
+    out_dir: str | Path | None = None,
+    max_page_bytes: int | None = None,
+    page_bytes: int = 0,
+) -> tuple[list[Preview], bool]:
     """(one ``Preview`` per path, whether they were linked). The previews are inlined when the
     page (``page_bytes`` without them) stays within ``max_page_bytes`` or when there is no
     ``out_dir`` to write files into; otherwise each is written to ``out_dir/audio/`` and linked.
@@ -91,5 +98,12 @@ def previews(paths: list[str], seconds: float, out_dir: str | Path | None = None
     return out, link
 
 
-__all__ = ["AUDIO_DIR", "Preview", "preview_wav", "previews", "data_uri", "base64_size",
-           "PREVIEW_RATE"]
+__all__ = [
+    "AUDIO_DIR",
+    "Preview",
+    "preview_wav",
+    "previews",
+    "data_uri",
+    "base64_size",
+    "PREVIEW_RATE",
+]

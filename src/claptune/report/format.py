@@ -39,21 +39,32 @@ def pvalue(p: float | None) -> str:
 def headline_rows(report: Report) -> list[tuple[str, str, str, str]]:
     """(figure, before, after, change) rows of the summary table, all in percent."""
     before, after, gain = report.before, report.after, report.gain
-    rows = [(
-        f"accuracy, test parts ({report.n_runs} runs)",
-        spread(before.accuracy_spread), spread(after.accuracy_spread),
-        spread(gain.accuracy_spread),
-    )]
+    rows = [
+        (
+            f"accuracy, test parts ({report.n_runs} runs)",
+            spread(before.accuracy_spread),
+            spread(after.accuracy_spread),
+            spread(gain.accuracy_spread),
+        )
+    ]
     if before.class_mean_accuracy_spread is not None:
-        rows.append((
-            "class-mean accuracy, test parts", spread(before.class_mean_accuracy_spread),
-            spread(after.class_mean_accuracy_spread), spread(gain.class_mean_accuracy_spread),
-        ))
+        rows.append(
+            (
+                "class-mean accuracy, test parts",
+                spread(before.class_mean_accuracy_spread),
+                spread(after.class_mean_accuracy_spread),
+                spread(gain.class_mean_accuracy_spread),
+            )
+        )
     if before.accuracy_all_spread is not None:
-        rows.append((
-            "accuracy, all clips", spread(before.accuracy_all_spread),
-            spread(after.accuracy_all_spread), spread(gain.accuracy_all_spread),
-        ))
+        rows.append(
+            (
+                "accuracy, all clips",
+                spread(before.accuracy_all_spread),
+                spread(after.accuracy_all_spread),
+                spread(gain.accuracy_all_spread),
+            )
+        )
     return rows
 
 
@@ -61,8 +72,10 @@ def paired_test_lines(report: Report) -> list[str]:
     """The clip bootstraps first (they respect the design: runs share test clips, so whole
     clips are resampled), then pooled McNemar, labelled as the optimistic figure it is."""
     lines = []
-    for what, bs in (("accuracy", report.paired_test.bootstrap),
-                     ("class-mean accuracy", report.paired_test.class_mean_bootstrap)):
+    for what, bs in (
+        ("accuracy", report.paired_test.bootstrap),
+        ("class-mean accuracy", report.paired_test.class_mean_bootstrap),
+    ):
         if bs is not None:
             lines.append(
                 f"Gain in {what}, bootstrap over test clips ({bs.n_units} clips, "
@@ -85,15 +98,17 @@ def prior_lines(report: Report) -> list[str]:
     pr = report.priors
     if pr is None:
         return []
-    what = {"uniform": "an equal share per class",
-            "em": "the pool's class shares estimated without labels (EM)"}.get(pr.method,
-                                                                             pr.method)
+    what = {
+        "uniform": "an equal share per class",
+        "em": "the pool's class shares estimated without labels (EM)",
+    }.get(pr.method, pr.method)
     lines = [f"Pseudo-labels balanced to {what}."]
     if pr.tv is not None:
         lines.append(
             f"Total variation distance to the adaptation pools' true class shares (scored "
             f"after the run): {spread(pr.tv, digits=3, scale=1.0)}; a uniform prior's: "
-            f"{spread(pr.tv_uniform, digits=3, scale=1.0)}.")
+            f"{spread(pr.tv_uniform, digits=3, scale=1.0)}."
+        )
     return lines
 
 
@@ -101,15 +116,18 @@ def label_free_lines(report: Report) -> list[str]:
     signals = report.label_free or {}
     if "transfer_class_mean" not in signals:
         return []
-    return [f"Label-free signal (students' class-mean accuracy on the transfer-check clips, no "
-            f"target label read): {spread(signals['transfer_class_mean'])} %."]
+    return [
+        f"Label-free signal (students' class-mean accuracy on the transfer-check clips, no "
+        f"target label read): {spread(signals['transfer_class_mean'])} %."
+    ]
 
 
 CONFUSION_HEADER = ["true class", "predicted class", "before", "after", "change"]
 
 
-def top_confusions(before: np.ndarray, after: np.ndarray, class_names: Sequence[str],
-                   k: int = 20) -> list[tuple[str, str, int, int, int]]:
+def top_confusions(
+    before: np.ndarray, after: np.ndarray, class_names: Sequence[str], k: int = 20
+) -> list[tuple[str, str, int, int, int]]:
     """The ``k`` largest off-diagonal cells of two pooled confusion matrices (true x predicted
     counts): (true class, predicted class, count before, count after, after - before).
 
@@ -117,11 +135,18 @@ def top_confusions(before: np.ndarray, after: np.ndarray, class_names: Sequence[
     well as one it created; ties by the change, then by class order (a stable table)."""
     before, after = np.asarray(before, dtype=np.int64), np.asarray(after, dtype=np.int64)
     n = len(class_names)
-    cells = [(i, j) for i in range(n) for j in range(n)
-             if i != j and (before[i, j] or after[i, j])]
+    cells = [(i, j) for i in range(n) for j in range(n) if i != j and (before[i, j] or after[i, j])]
     cells.sort(key=lambda c: (-max(before[c], after[c]), -abs(after[c] - before[c]), c))
-    return [(class_names[i], class_names[j], int(before[i, j]), int(after[i, j]),
-             int(after[i, j] - before[i, j])) for i, j in cells[:k]]
+    return [
+        (
+            class_names[i],
+            class_names[j],
+            int(before[i, j]),
+            int(after[i, j]),
+            int(after[i, j] - before[i, j]),
+        )
+        for i, j in cells[:k]
+    ]
 
 
 PRECISION_HEADER = ["class", "pseudo pairs", "true class named", "precision (%)"]
@@ -132,8 +157,10 @@ def precision_rows(report: Report) -> list[tuple[str, str, str, str]]:
     pp = report.pseudo_precision
     if pp is None:
         return []
-    order = sorted(pp.per_class.items(), key=lambda kv: (kv[1].precision is None,
-                                                          kv[1].precision or 0.0, kv[0]))
+    order = sorted(
+        pp.per_class.items(),
+        key=lambda kv: (kv[1].precision is None, kv[1].precision or 0.0, kv[0]),
+    )
     rows = [(c, str(v.n), str(v.correct), pct(v.precision)) for c, v in order]
     return rows + [("all classes", str(pp.n), str(pp.correct), pct(pp.precision))]
 
@@ -142,6 +169,8 @@ def precision_line(report: Report) -> str:
     pp = report.pseudo_precision
     if pp is None:
         return ""
-    return (f"Pseudo-label precision of split {pp.split} ({', '.join(pp.methods)} pairs whose "
-            f"audio is a target clip; scored after the run from the target's labels, never used "
-            f"for a choice): {pct(pp.precision)} % of {pp.n} pairs name the clip's true class.")
+    return (
+        f"Pseudo-label precision of split {pp.split} ({', '.join(pp.methods)} pairs whose "
+        f"audio is a target clip; scored after the run from the target's labels, never used "
+        f"for a choice): {pct(pp.precision)} % of {pp.n} pairs name the clip's true class."
+    )

@@ -62,12 +62,15 @@ def _pairs_by_class(pairs: list[dict]) -> dict[str, list[dict]]:
     for row in pairs:
         by_class[str(row.get("class") or "(no class)")].append(row)
     for rows in by_class.values():
-        rows.sort(key=lambda r: (-float(r.get("score", 0.0)), str(r.get("audio")), str(r.get("text"))))
+        rows.sort(
+            key=lambda r: (-float(r.get("score", 0.0)), str(r.get("audio")), str(r.get("text")))
+        )
     return dict(sorted(by_class.items()))
 
 
-def _audio_sample(by_class: dict[str, list[dict]], n: int | None,
-                  per_class: int | None = None) -> list[dict]:
+def _audio_sample(
+    by_class: dict[str, list[dict]], n: int | None, per_class: int | None = None
+) -> list[dict]:
     """Up to ``per_class`` pairs of each class and ``n`` in all (None: no limit), round-robin
     over classes (best-scored first, so a small ``n`` still spreads over the classes), each
     clip at most once; returned grouped by class in class order."""
@@ -93,12 +96,12 @@ def audio_sample(assets: ReportAssets) -> list[dict]:
     """The curated pairs that get a player in report.html (``ReportAssets`` budget)."""
     if assets.audio_samples == 0 or assets.audio_per_class <= 0:
         return []
-    return _audio_sample(_pairs_by_class(assets.pairs), assets.audio_samples,
-                         assets.audio_per_class)
+    return _audio_sample(
+        _pairs_by_class(assets.pairs), assets.audio_samples, assets.audio_per_class
+    )
 
 
-def _players(sample: list[dict], seconds: float,
-             sources: list[Preview] | None = None) -> str:
+def _players(sample: list[dict], seconds: float, sources: list[Preview] | None = None) -> str:
     """A table of players; ``sources`` (one per row) default to inlined previews."""
     if sources is None:
         sources, _ = previews([str(r["audio"]) for r in sample], seconds)
@@ -108,9 +111,16 @@ def _players(sample: list[dict], seconds: float,
             player = f'<audio controls preload="none" src="{escape(source.src)}"></audio>'
         else:
             player = f'<span class="muted">no preview: {escape(str(source.error))}</span>'
-        rows.append((escape(str(row.get("class") or "")), player, escape(str(row["text"])),
-                     f"{float(row.get('score', 0.0)):.3f}", escape(str(row.get("method", ""))),
-                     f'<span class="muted">{escape(Path(str(row["audio"])).name)}</span>'))
+        rows.append(
+            (
+                escape(str(row.get("class") or "")),
+                player,
+                escape(str(row["text"])),
+                f"{float(row.get('score', 0.0)):.3f}",
+                escape(str(row.get("method", ""))),
+                f'<span class="muted">{escape(Path(str(row["audio"])).name)}</span>',
+            )
+        )
     return _table(["class", "listen", "caption", "score", "method", "file"], rows, numeric_from=3)
 
 
@@ -124,24 +134,38 @@ def _confusion_section(assets: ReportAssets, figures: dict[str, bytes]) -> list[
     parts = []
     if assets.confusion_before is not None and assets.confusion_after is not None:
         parts.append("<h2>Confusions</h2>")
-        rows = top_confusions(assets.confusion_before, assets.confusion_after,
-                              assets.class_names, assets.top_confusions)
+        rows = top_confusions(
+            assets.confusion_before,
+            assets.confusion_after,
+            assets.class_names,
+            assets.top_confusions,
+        )
         if rows:
-            parts.append(f'<p class="muted">The {len(rows)} most frequent confusions: test-part '
-                         "clips of the true class predicted as the other class, counted over all "
-                         "runs pooled.</p>")
-            parts.append(_table(CONFUSION_HEADER, [
-                (escape(t), escape(p), str(b), str(a), f"{d:+d}") for t, p, b, a, d in rows],
-                numeric_from=2))
+            parts.append(
+                f'<p class="muted">The {len(rows)} most frequent confusions: test-part '
+                "clips of the true class predicted as the other class, counted over all "
+                "runs pooled.</p>"
+            )
+            parts.append(
+                _table(
+                    CONFUSION_HEADER,
+                    [(escape(t), escape(p), str(b), str(a), f"{d:+d}") for t, p, b, a, d in rows],
+                    numeric_from=2,
+                )
+            )
     if "confusion_change.png" in figures:
-        parts.append('<p class="muted">After minus before, in percentage points of each true '
-                     "class's test clips: red cells gained clips (on the diagonal a gain, off it "
-                     "a new confusion), blue cells lost them.</p>")
+        parts.append(
+            '<p class="muted">After minus before, in percentage points of each true '
+            "class's test clips: red cells gained clips (on the diagonal a gain, off it "
+            "a new confusion), blue cells lost them.</p>"
+        )
         parts.append(_img(figures, "confusion_change.png", "confusion change", wide=True))
     for name, side in (("confusion_before.png", "before"), ("confusion_after.png", "after")):
         if name in figures:
-            parts.append(f"<details><summary>Confusion matrix {side} (row-normalised)</summary>"
-                         f"{_img(figures, name, name, wide=True)}</details>")
+            parts.append(
+                f"<details><summary>Confusion matrix {side} (row-normalised)</summary>"
+                f"{_img(figures, name, name, wide=True)}</details>"
+            )
     return parts
 
 
@@ -149,13 +173,19 @@ def _precision_section(report: Report) -> list[str]:
     if report.pseudo_precision is None:
         return []
     rows = [(escape(c), n, k, p) for c, n, k, p in precision_rows(report)]
-    return ["<h3>Pseudo-label precision per class</h3>",
-            f'<p class="muted">{escape(precision_line(report))}</p>',
-            _table(PRECISION_HEADER, rows)]
+    return [
+        "<h3>Pseudo-label precision per class</h3>",
+        f'<p class="muted">{escape(precision_line(report))}</p>',
+        _table(PRECISION_HEADER, rows),
+    ]
 
 
-def render_html(report: Report, assets: ReportAssets, figures: dict[str, bytes] | None = None,
-                players: list[tuple[dict, Preview]] | None = None) -> str:
+def render_html(
+    report: Report,
+    assets: ReportAssets,
+    figures: dict[str, bytes] | None = None,
+    players: list[tuple[dict, Preview]] | None = None,
+) -> str:
     """The page. ``players``: the sampled pairs with their sources (``write_report`` decides
     inline or linked); by default ``audio_sample(assets)``, inlined."""
     figures = figures or {}
@@ -164,8 +194,8 @@ def render_html(report: Report, assets: ReportAssets, figures: dict[str, bytes] 
     parts = [f"<h1>{escape(title)}</h1>"]
     parts.append(
         f'<p class="muted">{target.n_clips} clips, '
-        f'{target.n_classes} classes; {report.n_runs} runs '
-        f'({len(report.splits)} splits x {len(report.seeds)} seeds). '
+        f"{target.n_classes} classes; {report.n_runs} runs "
+        f"({len(report.splits)} splits x {len(report.seeds)} seeds). "
         "Accuracy on the test part of each split (never used for anything but scoring), "
         "mean ± std over runs, in percent.</p>"
     )
@@ -174,9 +204,11 @@ def render_html(report: Report, assets: ReportAssets, figures: dict[str, bytes] 
     parts += [f"<p>{escape(line)}</p>" for line in paired_test_lines(report)]
     if report.model_dir:
         run = report.model_run
-        parts.append(f'<p class="muted">Improved model: <code>{escape(report.model_dir)}'
-                     f'</code> (the student of split {run.split}, seed '
-                     f'{run.seed}), loadable with <code>claptune.load_model</code>.</p>')
+        parts.append(
+            f'<p class="muted">Improved model: <code>{escape(report.model_dir)}'
+            f"</code> (the student of split {run.split}, seed "
+            f"{run.seed}), loadable with <code>claptune.load_model</code>.</p>"
+        )
 
     if "per_class.png" in figures:
         parts.append("<h2>Per class</h2>")
@@ -186,21 +218,27 @@ def render_html(report: Report, assets: ReportAssets, figures: dict[str, bytes] 
     fg = report.forgetting
     if fg:
         parts.append("<h2>Forgetting check</h2>")
-        parts.append(f'<p class="muted">Retrieval on {fg.n_pairs} held-out pairs of '
-                     "the paired corpus (excluded from replay and curation), in percent.</p>")
+        parts.append(
+            f'<p class="muted">Retrieval on {fg.n_pairs} held-out pairs of '
+            "the paired corpus (excluded from replay and curation), in percent.</p>"
+        )
         rows = [(escape(k), pct(fg.before[k]), spread(fg.after.get(k))) for k in fg.before]
         parts.append(_table(["retrieval", "before", "after"], rows))
 
     tr = report.transfer
     if tr:
         parts.append("<h2>Transfer check</h2>")
-        parts.append(f'<p class="muted">Zero-shot accuracy on {tr.n_clips} held-out corpus '
-                     f'clips whose caption names one of {tr.n_classes} target classes: the '
-                     "same classes, recorded elsewhere. Clips per class: "
-                     + escape(", ".join(f"{c} {n}" for c, n in tr.clips_per_class.items()))
-                     + ".</p>")
-        rows = [(k.replace("_", " "), pct(getattr(tr.before, k)), spread(getattr(tr.after, k)))
-                for k in ("accuracy", "class_mean_accuracy")]
+        parts.append(
+            f'<p class="muted">Zero-shot accuracy on {tr.n_clips} held-out corpus '
+            f"clips whose caption names one of {tr.n_classes} target classes: the "
+            "same classes, recorded elsewhere. Clips per class: "
+            + escape(", ".join(f"{c} {n}" for c, n in tr.clips_per_class.items()))
+            + ".</p>"
+        )
+        rows = [
+            (k.replace("_", " "), pct(getattr(tr.before, k)), spread(getattr(tr.after, k)))
+            for k in ("accuracy", "class_mean_accuracy")
+        ]
         parts.append(_table(["", "before", "after"], rows))
 
     cur = report.curation
@@ -210,46 +248,78 @@ def render_html(report: Report, assets: ReportAssets, figures: dict[str, bytes] 
         rows = [(escape(k), spread(s, digits=0, scale=1.0)) for k, s in cur.pairs.items()]
         if rows:
             parts.append(_table(["method", "pairs per run (mean ± std)"], rows))
-        parts += [f'<p class="muted">{escape(line)}</p>'
-                  for line in prior_lines(report) + label_free_lines(report)]
+        parts += [
+            f'<p class="muted">{escape(line)}</p>'
+            for line in prior_lines(report) + label_free_lines(report)
+        ]
         if "priors.png" in figures:
             parts.append(_img(figures, "priors.png", "class priors"))
         parts += _precision_section(report)
         if by_class:
             run = report.model_run
-            parts.append(f'<p class="muted">Pairs of split {run.split}, seed '
-                         f'{run.seed} (the run whose model is saved).</p>')
+            parts.append(
+                f'<p class="muted">Pairs of split {run.split}, seed '
+                f"{run.seed} (the run whose model is saved).</p>"
+            )
             if players is None:
                 sample = audio_sample(assets)
-                players = list(zip(sample, previews([str(r["audio"]) for r in sample],
-                                                    assets.audio_seconds)[0], strict=True))
+                players = list(
+                    zip(
+                        sample,
+                        previews([str(r["audio"]) for r in sample], assets.audio_seconds)[0],
+                        strict=True,
+                    )
+                )
             if players:
                 n_classes = len({str(r.get("class")) for r, _ in players})
                 parts.append("<h3>Listen to what the curation chose</h3>")
                 capped = assets.audio_samples is not None and len(players) >= assets.audio_samples
                 cap = f", at most {assets.audio_samples} in all" if capped else ""
-                parts.append(f'<p class="muted">{len(players)} pairs of {n_classes} classes: the '
-                             f"best-scored {assets.audio_per_class} of each class{cap} (first "
-                             f"{assets.audio_seconds:g} s of each clip).</p>")
-                parts.append(_players([r for r, _ in players], assets.audio_seconds,
-                                      [p for _, p in players]))
+                parts.append(
+                    f'<p class="muted">{len(players)} pairs of {n_classes} classes: the '
+                    f"best-scored {assets.audio_per_class} of each class{cap} (first "
+                    f"{assets.audio_seconds:g} s of each clip).</p>"
+                )
+                parts.append(
+                    _players([r for r, _ in players], assets.audio_seconds, [p for _, p in players])
+                )
             parts.append("<h3>Top pairs per class</h3>")
             for cls, rows_c in by_class.items():
                 top = rows_c[: assets.pairs_per_class]
-                table = _table(["caption", "score", "method", "file"], [
-                    (escape(str(r["text"])), f"{float(r.get('score', 0.0)):.3f}",
-                     escape(str(r.get("method", ""))), escape(Path(str(r["audio"])).name))
-                    for r in top])
-                parts.append(f"<details><summary>{escape(cls)}: {len(rows_c)} pairs</summary>"
-                             f"{table}</details>")
+                table = _table(
+                    ["caption", "score", "method", "file"],
+                    [
+                        (
+                            escape(str(r["text"])),
+                            f"{float(r.get('score', 0.0)):.3f}",
+                            escape(str(r.get("method", ""))),
+                            escape(Path(str(r["audio"])).name),
+                        )
+                        for r in top
+                    ],
+                )
+                parts.append(
+                    f"<details><summary>{escape(cls)}: {len(rows_c)} pairs</summary>"
+                    f"{table}</details>"
+                )
 
     if report.runs:
         parts.append("<h2>Runs</h2>")
-        rows = [(str(r.split), str(r.seed), pct(r.before_accuracy), pct(r.after_accuracy),
-                 str(r.n_pairs)) for r in report.runs]
+        rows = [
+            (
+                str(r.split),
+                str(r.seed),
+                pct(r.before_accuracy),
+                pct(r.after_accuracy),
+                str(r.n_pairs),
+            )
+            for r in report.runs
+        ]
         parts.append(_table(["split", "seed", "before", "after", "pairs"], rows))
     parts.append("<h2>Resolved configuration</h2>")
     parts.append(f"<pre>{escape(json.dumps(report.config, indent=2, default=str))}</pre>")
     body = "\n".join(parts)
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-            f"<title>{escape(title)}</title><style>{_CSS}</style></head><body>\n{body}\n</body></html>\n")
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{escape(title)}</title><style>{_CSS}</style></head><body>\n{body}\n</body></html>\n"
+    )

@@ -47,9 +47,11 @@ def render_markdown(report: Report, assets: ReportAssets, figure_files: Sequence
         out.append(f"- {line}")
     if report.model_dir:
         run = report.model_run
-        out.append(f"- Improved model: `{report.model_dir}` (the student of split "
-                   f"{run.split}, seed {run.seed}), loadable with "
-                   "`claptune.load_model`.")
+        out.append(
+            f"- Improved model: `{report.model_dir}` (the student of split "
+            f"{run.split}, seed {run.seed}), loadable with "
+            "`claptune.load_model`."
+        )
     out.append("")
     cur = report.curation
     if cur.pairs or cur.per_class:
@@ -68,8 +70,12 @@ def render_markdown(report: Report, assets: ReportAssets, figure_files: Sequence
         out += _table(PRECISION_HEADER, precision_rows(report))
         out.append("")
     if assets.confusion_before is not None and assets.confusion_after is not None:
-        rows = top_confusions(assets.confusion_before, assets.confusion_after,
-                              assets.class_names, assets.top_confusions)
+        rows = top_confusions(
+            assets.confusion_before,
+            assets.confusion_after,
+            assets.class_names,
+            assets.top_confusions,
+        )
         if rows:
             out.append("## Top confusions (test parts, all runs pooled)")
             out.append("")
@@ -86,11 +92,15 @@ def render_markdown(report: Report, assets: ReportAssets, figure_files: Sequence
     if tr:
         out.append("## Transfer check (target classes, recordings from other sources)")
         out.append("")
-        out.append(f"{tr.n_clips} held-out corpus clips whose caption names one of "
-                   f"{tr.n_classes} target classes; zero-shot accuracy.")
+        out.append(
+            f"{tr.n_clips} held-out corpus clips whose caption names one of "
+            f"{tr.n_classes} target classes; zero-shot accuracy."
+        )
         out.append("")
-        rows = [(k.replace("_", " "), pct(getattr(tr.before, k)), spread(getattr(tr.after, k)))
-                for k in ("accuracy", "class_mean_accuracy")]
+        rows = [
+            (k.replace("_", " "), pct(getattr(tr.before, k)), spread(getattr(tr.after, k)))
+            for k in ("accuracy", "class_mean_accuracy")
+        ]
         out += _table(["", "before", "after"], rows)
         out.append("")
     for name in figure_files:
@@ -101,20 +111,36 @@ def render_markdown(report: Report, assets: ReportAssets, figure_files: Sequence
         out.append("## Per class (test parts)")
         out.append("")
         counts = cur.per_class
-        rows = [(c, pct_std(before.per_class[c], before.per_class_std.get(c)),
-                 pct_std(after.per_class[c], after.per_class_std.get(c)),
-                 f"{counts.get(c, 0):.0f}")
-                for c in assets.class_names]
+        rows = [
+            (
+                c,
+                pct_std(before.per_class[c], before.per_class_std.get(c)),
+                pct_std(after.per_class[c], after.per_class_std.get(c)),
+                f"{counts.get(c, 0):.0f}",
+            )
+            for c in assets.class_names
+        ]
         out += _table(["class", "before", "after", "curated pairs per run"], rows)
         out.append("")
     if report.runs:
         out.append("## Runs")
         out.append("")
-        rows = [(r.split, r.seed, pct(r.before_accuracy), pct(r.after_accuracy),
-                 pct(r.before_class_mean_accuracy), pct(r.after_class_mean_accuracy), r.n_pairs)
-                for r in report.runs]
-        out += _table(["split", "seed", "before", "after", "class-mean before",
-                       "class-mean after", "pairs"], rows)
+        rows = [
+            (
+                r.split,
+                r.seed,
+                pct(r.before_accuracy),
+                pct(r.after_accuracy),
+                pct(r.before_class_mean_accuracy),
+                pct(r.after_class_mean_accuracy),
+                r.n_pairs,
+            )
+            for r in report.runs
+        ]
+        out += _table(
+            ["split", "seed", "before", "after", "class-mean before", "class-mean after", "pairs"],
+            rows,
+        )
         out.append("")
     out.append("## Resolved configuration")
     out.append("")

@@ -39,10 +39,24 @@ def per_class_bars(
     y = np.arange(n)
     fig, ax = plt.subplots(figsize=(7.5, max(2.5, 0.22 * n + 1.0)))
     h = 0.4
-    ax.barh(y - h / 2, np.asarray(before) * 100, h, xerr=None if before_err is None else
-            np.asarray(before_err) * 100, label="before", color="#9aa5b1", error_kw={"lw": 0.6})
-    ax.barh(y + h / 2, np.asarray(after) * 100, h, xerr=None if after_err is None else
-            np.asarray(after_err) * 100, label="after", color="#2f7ed8", error_kw={"lw": 0.6})
+    ax.barh(
+        y - h / 2,
+        np.asarray(before) * 100,
+        h,
+        xerr=None if before_err is None else np.asarray(before_err) * 100,
+        label="before",
+        color="#9aa5b1",
+        error_kw={"lw": 0.6},
+    )
+    ax.barh(
+        y + h / 2,
+        np.asarray(after) * 100,
+        h,
+        xerr=None if after_err is None else np.asarray(after_err) * 100,
+        label="after",
+        color="#2f7ed8",
+        error_kw={"lw": 0.6},
+    )
     ax.set_yticks(y, [str(c) for c in class_names], fontsize=7)
     ax.invert_yaxis()
     ax.set_xlabel("test-part accuracy (%), mean ± std over runs")
@@ -92,8 +106,9 @@ def confusion_plot(confusion: np.ndarray, class_names: Sequence[str], title: str
     return _png(fig)
 
 
-def confusion_diff_plot(before: np.ndarray, after: np.ndarray, class_names: Sequence[str],
-                        title: str) -> bytes:
+def confusion_diff_plot(
+    before: np.ndarray, after: np.ndarray, class_names: Sequence[str], title: str
+) -> bytes:
     """After minus before of the row-normalised confusion matrices, in percentage points, on a
     diverging map centred on 0 (red: more clips land in that cell after training; on the
     diagonal red is a gain, off it a new confusion)."""
@@ -101,23 +116,31 @@ def confusion_diff_plot(before: np.ndarray, after: np.ndarray, class_names: Sequ
     limit = max(1.0, float(np.abs(diff).max()))  # symmetric, so white is always "no change"
     fig, ax = _matrix_axes(len(class_names))
     image = ax.imshow(diff, cmap="RdBu_r", vmin=-limit, vmax=limit)
-    _label_matrix(fig, ax, image, class_names, title,
-                  "after − before (percentage points of the true class)")
+    _label_matrix(
+        fig, ax, image, class_names, title, "after − before (percentage points of the true class)"
+    )
     return _png(fig)
 
 
-def prior_bars(class_names: Sequence[str], estimated: dict[str, float],
-               true: dict[str, float] | None, split: int) -> bytes:
+def prior_bars(
+    class_names: Sequence[str],
+    estimated: dict[str, float],
+    true: dict[str, float] | None,
+    split: int,
+) -> bytes:
     """Estimated class shares of one split's adaptation pool beside the true ones (if known)."""
     series = {"estimated (no label read)": [100 * estimated.get(c, 0.0) for c in class_names]}
     if true is not None:
         series["true (scored after the run)"] = [100 * true.get(c, 0.0) for c in class_names]
-    return class_count_bars(class_names, series,
-                            f"share of split {split}'s adaptation pool (%)")
+    return class_count_bars(class_names, series, f"share of split {split}'s adaptation pool (%)")
 
 
-def ablation_plot(labels: Sequence[str], means: Sequence[float], stds: Sequence[float],
-                  baseline: float | None = None) -> bytes:
+def ablation_plot(
+    labels: Sequence[str],
+    means: Sequence[float],
+    stds: Sequence[float],
+    baseline: float | None = None,
+) -> bytes:
     """Bars of mean test-part accuracy (0..1) per configuration with std error bars."""
     plt = _pyplot()
     x = np.arange(len(labels))
@@ -133,8 +156,13 @@ def ablation_plot(labels: Sequence[str], means: Sequence[float], stds: Sequence[
     return _png(fig)
 
 
-def histogram_plot(edges: Sequence[float], counts: Sequence[int], counts_kept: Sequence[int],
-                   xlabel: str, threshold: float | None = None) -> bytes:
+def histogram_plot(
+    edges: Sequence[float],
+    counts: Sequence[int],
+    counts_kept: Sequence[int],
+    xlabel: str,
+    threshold: float | None = None,
+) -> bytes:
     """Bars of counts per bin, the kept part drawn over them, and the threshold as a line."""
     plt = _pyplot()
     edges = np.asarray(edges, dtype=np.float64)
@@ -151,8 +179,9 @@ def histogram_plot(edges: Sequence[float], counts: Sequence[int], counts_kept: S
     return _png(fig)
 
 
-def class_count_bars(class_names: Sequence[str], series: dict[str, Sequence[float]],
-                     xlabel: str) -> bytes:
+def class_count_bars(
+    class_names: Sequence[str], series: dict[str, Sequence[float]], xlabel: str
+) -> bytes:
     """Grouped horizontal bars of one count (or share) per class for each named series."""
     plt = _pyplot()
     n, k = len(class_names), max(1, len(series))
@@ -170,5 +199,12 @@ def class_count_bars(class_names: Sequence[str], series: dict[str, Sequence[floa
     return _png(fig)
 
 
-__all__ = ["per_class_bars", "confusion_plot", "confusion_diff_plot", "prior_bars",
-           "ablation_plot", "histogram_plot", "class_count_bars"]
+__all__ = [
+    "per_class_bars",
+    "confusion_plot",
+    "confusion_diff_plot",
+    "prior_bars",
+    "ablation_plot",
+    "histogram_plot",
+    "class_count_bars",
+]

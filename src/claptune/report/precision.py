@@ -13,9 +13,14 @@ from claptune.report.schema import ClassPrecision, PseudoPrecision
 PSEUDO_METHODS = ("pseudo", "pseudo_refined")  # the methods whose caption is a class name
 
 
-def pseudo_label_precision(pairs: Iterable[dict], items: Sequence[str], labels: Sequence[int] | None,
-                           class_names: Sequence[str], split: int = 0,
-                           methods: Sequence[str] = PSEUDO_METHODS) -> PseudoPrecision | None:
+def pseudo_label_precision(
+    pairs: Iterable[dict],
+    items: Sequence[str],
+    labels: Sequence[int] | None,
+    class_names: Sequence[str],
+    split: int = 0,
+    methods: Sequence[str] = PSEUDO_METHODS,
+) -> PseudoPrecision | None:
     """Precision per class of the ``methods`` rows of ``pairs`` (``pair_rows`` dicts: audio,
     class, method) whose audio is one of the target's ``items``, against ``labels``.
 
@@ -39,11 +44,18 @@ def pseudo_label_precision(pairs: Iterable[dict], items: Sequence[str], labels: 
     if not total:
         return None
     hits = sum(correct.values())
-    per_class = {c: ClassPrecision(n=n[c], correct=correct[c],
-                                   precision=correct[c] / n[c] if n[c] else None)
-                 for c in class_names}
-    return PseudoPrecision(split=split, methods=[m for m in methods if m in used], n=total,
-                           correct=hits, precision=hits / total, per_class=per_class)
+    per_class = {
+        c: ClassPrecision(n=n[c], correct=correct[c], precision=correct[c] / n[c] if n[c] else None)
+        for c in class_names
+    }
+    return PseudoPrecision(
+        split=split,
+        methods=[m for m in methods if m in used],
+        n=total,
+        correct=hits,
+        precision=hits / total,
+        per_class=per_class,
+    )
 
 
 __all__ = ["PSEUDO_METHODS", "pseudo_label_precision"]

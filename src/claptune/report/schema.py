@@ -317,7 +317,23 @@ def _convert(tp: Any, value: Any) -> Any:
     return value
 
 
-__all__ = ["ClassPrecision", "CurationCounts", "Forgetting", "Gain", "ModelInfo", "ModelRun",
-           "PairedTest", "PseudoPrecision", "Report", "RunRecord", "RunsSummary", "Side",
-           "TargetInfo", "Transfer",
-           "TransferScores", "TransferSpreads", "from_dict", "to_dict"]
+__all__ = [
+    "ClassPrecision",
+    "CurationCounts",
+    "Forgetting",
+    "Gain",
+    "ModelInfo",
+    "ModelRun",
+    "PairedTest",
+    "PseudoPrecision",
+    "Report",
+    "RunRecord",
+    "RunsSummary",
+    "Side",
+    "TargetInfo",
+    "Transfer",
+    "TransferScores",
+    "TransferSpreads",
+    "from_dict",
+    "to_dict",
+]

@@ -42,9 +42,10 @@ def load_student(model: torch.nn.Module, path: Path) -> None:
     try:
         saved = load_file(str(path))
     except Exception as err:  # noqa: BLE001 - safetensors raises its own error types
-        raise ClaptuneError(f"cannot read {path}: damaged safetensors file "
-                            f"({str(err).splitlines()[0] if str(err) else type(err).__name__})"
-                            ) from None
+        raise ClaptuneError(
+            f"cannot read {path}: damaged safetensors file "
+            f"({str(err).splitlines()[0] if str(err) else type(err).__name__})"
+        ) from None
     targets = dict(model.named_parameters())
     targets.update(model.named_buffers())
     unexpected = sorted(set(saved) - set(targets))
@@ -56,8 +57,10 @@ def load_student(model: torch.nn.Module, path: Path) -> None:
         )
     wrong = sorted(n for n, t in saved.items() if t.shape != targets[n].shape)
     if wrong:
-        raise ClaptuneError(f"checkpoint {path} does not match the model: wrong shape of "
-                            f"{wrong[:5]} (resume with the same --model and --trainable)")
+        raise ClaptuneError(
+            f"checkpoint {path} does not match the model: wrong shape of "
+            f"{wrong[:5]} (resume with the same --model and --trainable)"
+        )
     with torch.no_grad():
         for name, tensor in saved.items():
             targets[name].copy_(tensor)

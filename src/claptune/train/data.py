@@ -61,8 +61,9 @@ class TrainPairs:
         )
 
 
-def pairs_from(source, shards: str | Sequence[str] | None = None,
-               caption_key: str | None = None) -> TrainPairs:
+def pairs_from(
+    source, shards: str | Sequence[str] | None = None, caption_key: str | None = None
+) -> TrainPairs:
     """``as_train_pairs`` that also takes webdataset shards (docs/shards.md).
 
     ``source`` may be captioned shards (a pattern or URL; every sample with audio and a caption
@@ -90,8 +91,7 @@ def with_shard_audio(pairs: TrainPairs, shards: str | Sequence[str]) -> TrainPai
     index = ShardIndex(shards)
     names = {shard_name(u) for u in index.urls}
     # an id naming one of these shards must be found there; anything else is a file path
-    audio = [index.ref(a) if a in index or a.split("/", 1)[0] in names else a
-             for a in pairs.audio]
+    audio = [index.ref(a) if a in index or a.split("/", 1)[0] in names else a for a in pairs.audio]
     return TrainPairs(audio, pairs.text, pairs.classes)
 
 
@@ -292,5 +292,3 @@ def unreadable_clips(paths: Sequence[str], num_workers: int = 2) -> list[tuple[s
     with ThreadPoolExecutor(max(1, num_workers)) as pool:
         reasons = list(pool.map(reason, paths))
     return [(p, r) for p, r in zip(paths, reasons, strict=True) if r is not None]
-
-

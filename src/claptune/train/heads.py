@@ -152,6 +152,7 @@ def normalize_caption(caption: str) -> str:
 
 def heldout_mask(captions: Sequence[str], fraction: float, salt: str) -> np.ndarray:
     """True for captions whose salted hash falls in the held-out fraction."""
+
     def bucket(caption: str) -> float:
         digest = hashlib.sha256(f"{salt}|{normalize_caption(caption)}".encode()).digest()
         return int.from_bytes(digest[:8], "big") / 2**64
@@ -168,8 +169,10 @@ def read_corpus(root: str | Path, config: PretrainConfig) -> CaptionedCorpus:
     corpus = load_captioned_corpus(manifest)
     n = min(len(corpus), config.max_clips or len(corpus))
     audio, captions = corpus.audio[:n], corpus.captions[:n]
-    ids = [a.relative_to(manifest.parent).as_posix() if a.is_relative_to(manifest.parent)
-           else str(a) for a in audio]
+    ids = [
+        a.relative_to(manifest.parent).as_posix() if a.is_relative_to(manifest.parent) else str(a)
+        for a in audio
+    ]
     mask = heldout_mask(captions, config.heldout_fraction, config.split_salt)
     if mask.all() or not mask.any():
         # Tiny corpora (tests) can hash to one side; keep at least one clip on each.
@@ -178,8 +181,9 @@ def read_corpus(root: str | Path, config: PretrainConfig) -> CaptionedCorpus:
     return CaptionedCorpus(ids, audio, captions, mask)
 
 
-def text_feature_table(model, captions: Sequence[str], templates: Sequence[str],
-                       batch_size: int = 256) -> np.ndarray:
+def text_feature_table(
+    model, captions: Sequence[str], templates: Sequence[str], batch_size: int = 256
+) -> np.ndarray:
     """(n_templates, N, 384) frozen MiniLM features of every rewrite of every caption.
 
     Computed here in fixed chunks of the full list, not through the store (which computes
@@ -189,26 +193,34 @@ def text_feature_table(model, captions: Sequence[str], templates: Sequence[str],
     out = []
     for template in templates:
         texts = [template.format(caption=normalize_caption(c)) for c in captions]
-        chunks = [model.text_features(texts[i:i + batch_size]).cpu().numpy()
-                  for i in range(0, len(texts), batch_size)]
+        chunks = [
+            model.text_features(texts[i : i + batch_size]).cpu().numpy()
+            for i in range(0, len(texts), batch_size)
+        ]
         out.append(np.concatenate(chunks).astype(np.float32))
     return np.stack(out)
 
 
-def heldout_retrieval(audio_emb: np.ndarray, text_emb: np.ndarray,
-                      caption_of_clip: np.ndarray) -> dict[str, float]:
+def heldout_retrieval(
+    audio_emb: np.ndarray, text_emb: np.ndarray, caption_of_clip: np.ndarray
+) -> dict[str, float]:
     """R@1/5/10 of both directions and their mean (``mean_R``) on the held-out part: clip i's
     caption is text row ``caption_of_clip[i]`` (each distinct caption once)."""
-    metrics = retrieval_metrics(audio_emb, text_emb, ks=(1, 5, 10),
-                                audio_text_index=caption_of_clip)
+    metrics = retrieval_metrics(
+        audio_emb, text_emb, ks=(1, 5, 10), audio_text_index=caption_of_clip
+    )
     recall = {k: v for k, v in metrics.items() if "_R@" in k}
     return {**recall, "mean_R": mean_recall(recall)}
 
 
 # -- training ----------------------------------------------------------------------------------
-def caption_loss(logits_audio_text: torch.Tensor, caption_ids: torch.Tensor,
-                 caption_feats: torch.Tensor | None = None, smoothing: float = 0.0,
-                 tau: float = 0.05) -> torch.Tensor:
+def caption_loss(
+    logits_audio_text: torch.Tensor,
+    caption_ids: torch.Tensor,
+    caption_feats: torch.Tensor | None = None,
+    smoothing: float = 0.0,
+    tau: float = 0.05,
+) -> torch.Tensor:
     """The multi-positive loss (``claptune.losses``) with every pair sharing a caption as a
     positive; with ``smoothing`` its targets are mixed with a softmax over the frozen
     captions' similarities (the same mixed rows for both directions)."""
@@ -221,8 +233,9 @@ def caption_loss(logits_audio_text: torch.Tensor, caption_ids: torch.Tensor,
     return contrastive_loss_with_targets(logits_audio_text, targets, targets)
 
 
-def embed_heldout(model, audio_feats: list[np.ndarray], text_feats: np.ndarray
-                  ) -> tuple[np.ndarray, np.ndarray]:
+def embed_heldout(
+    model, audio_feats: list[np.ndarray], text_feats: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Clip embeddings (mean of window embeddings, renormalised) and caption embeddings."""
     model.eval()
     with torch.no_grad():
@@ -234,10 +247,15 @@ def embed_heldout(model, audio_feats: list[np.ndarray], text_feats: np.ndarray
     return torch.stack(clips).numpy(), text.numpy()
 
 
-def train_heads(model, audio_feats: list[np.ndarray], text_table: np.ndarray,
-                caption_ids: np.ndarray, config: PretrainConfig,
-                heldout: tuple[list[np.ndarray], np.ndarray, np.ndarray] | None = None,
-                log: Callable[[str], None] = logger.info) -> tuple[int, list[dict[str, float]]]:
+def train_heads(
+    model,
+    audio_feats: list[np.ndarray],
+    text_table: np.ndarray,
+    caption_ids: np.ndarray,
+    config: PretrainConfig,
+    heldout: tuple[list[np.ndarray], np.ndarray, np.ndarray] | None = None,
+    log: Callable[[str], None] = logger.info,
+) -> tuple[int, list[dict[str, float]]]:
     """Train the heads in place; returns the kept epoch and the per-epoch history."""
     # Small matrices: one thread avoids the synchronisation cost that dominates on a busy box.
     threads = torch.get_num_threads()
@@ -252,8 +270,11 @@ def _train_heads(model, audio_feats, text_table, caption_ids, config, heldout, l
     generator = torch.Generator().manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     torch.manual_seed(config.seed)
-    params = [p for p in model.projection_parameters()
-              if config.learn_logit_scale or p is not model.log_logit_scale]
+    params = [
+        p
+        for p in model.projection_parameters()
+        if config.learn_logit_scale or p is not model.log_logit_scale
+    ]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     n = len(audio_feats)
     batch = min(config.batch_size, n)
@@ -279,19 +300,27 @@ def _train_heads(model, audio_feats, text_table, caption_ids, config, heldout, l
         order = torch.randperm(n, generator=generator)
         losses = []
         for s in range(steps_per_epoch):
-            idx = order[s * batch:(s + 1) * batch]
+            idx = order[s * batch : (s + 1) * batch]
             audio_emb = model.audio_head(audio_x[idx])
             text_emb = model.text_head(text_x[idx])
             logits_audio_text = model.logit_scale * audio_emb @ text_emb.T
-            loss = caption_loss(logits_audio_text, ids[idx], text_x[idx],
-                                config.caption_smoothing, config.caption_smoothing_tau)
+            loss = caption_loss(
+                logits_audio_text,
+                ids[idx],
+                text_x[idx],
+                config.caption_smoothing,
+                config.caption_smoothing_tau,
+            )
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             scheduler.step()
             losses.append(loss.item())
-        record = {"epoch": epoch, "loss": float(np.mean(losses)),
-                  "logit_scale": float(model.logit_scale.item())}
+        record = {
+            "epoch": epoch,
+            "loss": float(np.mean(losses)),
+            "logit_scale": float(model.logit_scale.item()),
+        }
         if heldout is not None:
             h_audio, h_text, h_groups = heldout
             audio_emb, text_emb = embed_heldout(model, h_audio, h_text)
@@ -300,9 +329,13 @@ def _train_heads(model, audio_feats, text_table, caption_ids, config, heldout, l
                 best_epoch, best_score = epoch, record["mean_R"]
                 best_state = {k: v.clone() for k, v in model.head_state_dict().items()}
         history.append(record)
-        log(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
-                     for k, v in record.items() if k in ("epoch", "loss", "logit_scale", "mean_R",
-                                                         "a2t_R@1", "t2a_R@1")))
+        log(
+            " ".join(
+                f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
+                for k, v in record.items()
+                if k in ("epoch", "loss", "logit_scale", "mean_R", "a2t_R@1", "t2a_R@1")
+            )
+        )
     if best_state is not None:
         model.load_head_state_dict(best_state)
     model.eval()
@@ -315,9 +348,14 @@ def member_seed(seed: int, member: int) -> int:
     return seed + 1000 * member
 
 
-def pretrain(corpus_root: str | Path, out_dir: str | Path, config: PretrainConfig,
-             cache_dir: str | Path | None = None,
-             log: Callable[[str], None] = logger.info, progress: bool = True) -> PretrainResult:
+def pretrain(
+    corpus_root: str | Path,
+    out_dir: str | Path,
+    config: PretrainConfig,
+    cache_dir: str | Path | None = None,
+    log: Callable[[str], None] = logger.info,
+    progress: bool = True,
+) -> PretrainResult:
     """Train the default model's heads by ``config`` on the corpus and save it to ``out_dir``.
 
     With ``model.n_heads`` > 1, each ensemble member is trained on its own, exactly as a
@@ -343,8 +381,9 @@ def pretrain(corpus_root: str | Path, out_dir: str | Path, config: PretrainConfi
     caption_ids = np.array([index[c] for c in caption_norm])
     train_idx = np.flatnonzero(~corpus.heldout)
     held_idx = np.flatnonzero(corpus.heldout)
-    text_table = text_feature_table(model, [corpus.captions[i] for i in train_idx],
-                                    config.caption_templates)
+    text_table = text_feature_table(
+        model, [corpus.captions[i] for i in train_idx], config.caption_templates
+    )
     held_distinct = sorted({caption_norm[i] for i in held_idx})
     held_groups = np.array([held_distinct.index(caption_norm[i]) for i in held_idx])
     held_text = text_feature_table(model, held_distinct, ["{caption}"])[0]
@@ -357,9 +396,14 @@ def pretrain(corpus_root: str | Path, out_dir: str | Path, config: PretrainConfi
             model.reset_heads()
         prefix = f"member {m + 1}/{n_members} (seed {seed}): " if n_members > 1 else ""
         best_epoch, member_history = train_heads(
-            model, [audio_feats[i] for i in train_idx], text_table, caption_ids[train_idx],
+            model,
+            [audio_feats[i] for i in train_idx],
+            text_table,
+            caption_ids[train_idx],
             dataclasses.replace(config, seed=seed),
-            heldout=(held_audio, held_text, held_groups), log=lambda msg, p=prefix: log(p + msg))
+            heldout=(held_audio, held_text, held_groups),
+            log=lambda msg, p=prefix: log(p + msg),
+        )
         epochs.append(best_epoch)
         history += [{"member": m, **r} if n_members > 1 else r for r in member_history]
         member_states.append(model.head_state_dict())
@@ -371,8 +415,11 @@ def pretrain(corpus_root: str | Path, out_dir: str | Path, config: PretrainConfi
     heldout_metrics = heldout_retrieval(audio_emb, text_emb, held_groups)
     # the corpus folder's name only: a model folder carries no paths of the machine that made it
     model.metadata = {
-        "trained_by": "claptune pretrain", "recipe": config.to_dict(),
-        "corpus": Path(corpus_root).name, "n_train": int(len(train_idx)), "n_heldout": int(len(held_idx)),
+        "trained_by": "claptune pretrain",
+        "recipe": config.to_dict(),
+        "corpus": Path(corpus_root).name,
+        "n_train": int(len(train_idx)),
+        "n_heldout": int(len(held_idx)),
         "best_epoch": kept_epoch,
         "heldout_retrieval": heldout_metrics,
         "heldout_ids": [corpus.ids[i] for i in held_idx],
@@ -382,14 +429,17 @@ def pretrain(corpus_root: str | Path, out_dir: str | Path, config: PretrainConfi
     _write_card(out_dir, corpus_root, config, heldout_metrics, kept_epoch, len(train_idx))
     (out_dir / "pretrain_history.json").write_text(json.dumps(history, indent=1) + "\n")
     seconds = time.time() - start
-    log(f"saved {out_dir} (epoch{'s' if n_members > 1 else ''} "
+    log(
+        f"saved {out_dir} (epoch{'s' if n_members > 1 else ''} "
         f"{', '.join(map(str, epochs))}, held-out mean recall "
-        f"{heldout_metrics.get('mean_R', float('nan')):.4f}) in {seconds:.0f} s")
+        f"{heldout_metrics.get('mean_R', float('nan')):.4f}) in {seconds:.0f} s"
+    )
     return PretrainResult(out_dir, kept_epoch, heldout_metrics, history, seconds)
 
 
-def _write_card(out_dir: Path, corpus_root, config, heldout: dict, kept_epoch, n_train: int
-                ) -> None:
+def _write_card(
+    out_dir: Path, corpus_root, config, heldout: dict, kept_epoch, n_train: int
+) -> None:
     """The default model's card: its corpus, loss and held-out retrieval (no before: the
     heads start from random)."""
     from claptune.card import (
@@ -401,18 +451,35 @@ def _write_card(out_dir: Path, corpus_root, config, heldout: dict, kept_epoch, n
     )
 
     corpus = Path(corpus_root).name
-    results = [CardResult(dataset=corpus, dataset_name=f"{corpus} (held-out part)", after=v,
-                          split="held-out", metric=k, task="audio-text-retrieval",
-                          note="recall on the corpus's held-out clips")
-               for k, v in heldout.items() if isinstance(v, float)]
-    write_model_card(out_dir, CardInfo(
-        made_by="claptune pretrain",
-        base=BaseModel(license=DEFAULT_MODEL_LICENSE,
-                       description="the aisfx audio encoder and all-MiniLM-L6-v2 text encoder "
-                                   "(frozen), with heads trained from random"),
-        datasets=[corpus], loss="multi-positive contrastive (heads only)", results=results,
-        details={"kept epoch": kept_epoch, "training clips": n_train,
-                 "seed": config.seed}, model_name="claptune default model heads"))
+    results = [
+        CardResult(
+            dataset=corpus,
+            dataset_name=f"{corpus} (held-out part)",
+            after=v,
+            split="held-out",
+            metric=k,
+            task="audio-text-retrieval",
+            note="recall on the corpus's held-out clips",
+        )
+        for k, v in heldout.items()
+        if isinstance(v, float)
+    ]
+    write_model_card(
+        out_dir,
+        CardInfo(
+            made_by="claptune pretrain",
+            base=BaseModel(
+                license=DEFAULT_MODEL_LICENSE,
+                description="the aisfx audio encoder and all-MiniLM-L6-v2 text encoder "
+                "(frozen), with heads trained from random",
+            ),
+            datasets=[corpus],
+            loss="multi-positive contrastive (heads only)",
+            results=results,
+            details={"kept epoch": kept_epoch, "training clips": n_train, "seed": config.seed},
+            model_name="claptune default model heads",
+        ),
+    )
 
 
 def join_members(states: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:

@@ -200,17 +200,34 @@ def _write_card(result: TrainResult, pairs: Any, n_curated: int, n_replay: int) 
 
     config = result.config
     last = result.history[-1] if result.history else {}
-    details = {"trainable": config.trainable, "epochs": result.epochs_completed,
-               "steps": result.steps, "batch size": config.batch_size, "lr": config.lr,
-               "curated pairs": n_curated, "replay pairs": n_replay, "seed": config.seed,
-               "kept": config.keep, "last held-out curated loss": last.get("val_loss")}
-    write_model_card(result.model_dir, CardInfo(
-        made_by="claptune train", base=base_of(result.model), loss=config.loss,
-        curation=methods_of(pairs) or list(config.extra.get("curation", [])), details=details))
+    details = {
+        "trainable": config.trainable,
+        "epochs": result.epochs_completed,
+        "steps": result.steps,
+        "batch size": config.batch_size,
+        "lr": config.lr,
+        "curated pairs": n_curated,
+        "replay pairs": n_replay,
+        "seed": config.seed,
+        "kept": config.keep,
+        "last held-out curated loss": last.get("val_loss"),
+    }
+    write_model_card(
+        result.model_dir,
+        CardInfo(
+            made_by="claptune train",
+            base=base_of(result.model),
+            loss=config.loss,
+            curation=methods_of(pairs) or list(config.extra.get("curation", [])),
+            details=details,
+        ),
+    )
 
 
 def _drop_unreadable(
-    curated: TrainPairs, replay: TrainPairs | None, config: TrainConfig,
+    curated: TrainPairs,
+    replay: TrainPairs | None,
+    config: TrainConfig,
     features: FeatureStore | None = None,
 ) -> tuple[TrainPairs, TrainPairs | None, list[tuple[str, str]]]:
     """Check every clip's header before anything trains: raise the first unreadable clip's
@@ -240,9 +257,7 @@ def _drop_unreadable(
 def _report_skipped(skipped: list[tuple[str, str]], n_pairs: int, out_dir: Path) -> None:
     """One warning, and every skipped clip with its reason in OUT/skipped_clips.json."""
     listing = out_dir / SKIPPED
-    listing.write_text(
-        json.dumps([{"path": p, "reason": r} for p, r in skipped], indent=2) + "\n"
-    )
+    listing.write_text(json.dumps([{"path": p, "reason": r} for p, r in skipped], indent=2) + "\n")
     shown = ", ".join(f"{printable(p)} ({r})" for p, r in skipped[:3])
     more = f", ... ({len(skipped)} in all)" if len(skipped) > 3 else ""
     warnings.warn(
@@ -254,21 +269,35 @@ def _report_skipped(skipped: list[tuple[str, str]], n_pairs: int, out_dir: Path)
 
 
 # what a run writes into its folder; ``overwrite=True`` removes these and nothing else
-RUN_OUTPUTS = (CHECKPOINT, f"{CHECKPOINT}.old", f"{CHECKPOINT}.tmp", BEST, "model",
-               "tensorboard", "config.json", "loss.csv", "metrics.jsonl", "loss.png",
-               SKIPPED)
+RUN_OUTPUTS = (
+    CHECKPOINT,
+    f"{CHECKPOINT}.old",
+    f"{CHECKPOINT}.tmp",
+    BEST,
+    "model",
+    "tensorboard",
+    "config.json",
+    "loss.csv",
+    "metrics.jsonl",
+    "loss.png",
+    SKIPPED,
+)
 
 
 def _check_run_folder(out_dir: Path, resume: bool, overwrite: bool) -> None:
     """Refuse to start over an earlier run unless told, and to resume from nothing."""
     checkpoint = find_checkpoint(out_dir)
     if resume and checkpoint is None:
-        raise ClaptuneError(f"nothing to resume: {out_dir} holds no checkpoint; "
-                            "run without --resume to start training there")
+        raise ClaptuneError(
+            f"nothing to resume: {out_dir} holds no checkpoint; "
+            "run without --resume to start training there"
+        )
     if checkpoint is not None and not resume and not overwrite:
-        raise ClaptuneError(f"{out_dir} already holds a training run (checkpoint at step "
-                            f"{_checkpoint_step(checkpoint)}); pass --resume to continue it, "
-                            "--overwrite to start again, or choose another --out")
+        raise ClaptuneError(
+            f"{out_dir} already holds a training run (checkpoint at step "
+            f"{_checkpoint_step(checkpoint)}); pass --resume to continue it, "
+            "--overwrite to start again, or choose another --out"
+        )
 
 
 def _checkpoint_step(checkpoint: Path) -> str:
@@ -316,8 +345,9 @@ class _Trainer:
         model.eval()
         if self.on_features and features is not None:
             if not features.serves(model):
-                raise ClaptuneError("the feature store given to fit holds another model's "
-                                    "frozen features")
+                raise ClaptuneError(
+                    "the feature store given to fit holds another model's frozen features"
+                )
             self.audio_feats = features.fixed_audio(table.clips).to(device)
             self.text_feats = self._encode_captions(features.text).to(device)
         elif self.on_features:
@@ -599,13 +629,17 @@ class _Trainer:
         model folder is shared between machines; ``extra`` is free-form and may hold paths)."""
         from claptune import __version__
 
-        settings = {k: v for k, v in self.config.to_dict().items()
-                    if k not in ("device", "progress", "num_workers", "save_every", "extra")}
+        settings = {
+            k: v
+            for k, v in self.config.to_dict().items()
+            if k not in ("device", "progress", "num_workers", "save_every", "extra")
+        }
         return {
             "by": "claptune train",
             "claptune_version": __version__,
             "finished_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(
-                timespec="seconds"),
+                timespec="seconds"
+            ),
             "n_curated_pairs": len(self.table.curated),
             "n_replay_pairs": len(self.table.replay),
             "steps": int(self.progress["step"]),
