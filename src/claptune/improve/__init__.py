@@ -1,11 +1,12 @@
 """``claptune improve`` and ``claptune ablate``: the whole method, end to end, with a report.
 
 - ``config``: ``ImproveConfig``, the run's settings, validated;
-- ``splits``: seeded stratified adaptation/test splits;
-- ``features``: frozen features computed once, so runs only retrain heads;
+- ``splits``: seeded adaptation/test splits that never read a label (by source recording, or at
+  random; stratified for comparison);
 - ``curate``: which data each curation method gets;
 - ``pipeline``: ``run_improve`` (before, curate, fit, after, report);
-- ``summary``: figures with spreads and paired tests over runs;
+- ``runs``: figures with spreads and paired tests over runs, priors, label-free signals;
+- ``transfer``: zero-shot on held-out corpus clips whose caption names a target class;
 - ``ablation``: ``run_ablation``, every method with both losses on the same splits and seeds;
 - ``adapt``: ``run_adapt``, the method on unlabeled clips and class names, a label-free report.
 """

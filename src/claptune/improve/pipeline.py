@@ -4,7 +4,8 @@ The flow of one invocation (``run_improve``):
 
 1. ``Workspace``: load the teacher, the target task and the paired corpus; hold out part of
    the corpus for the forgetting check (never replayed, never curated); embed everything with
-   the teacher once; score the teacher (before); draw the stratified splits.
+   the teacher once; score the teacher (before); draw the splits (by source recording or at
+   random: never by label).
 2. For each split: curate pairs with the chosen methods from the teacher's embeddings, the
    corpus and the split's *adaptation* part (its audio, never its labels).
 3. For each training seed: fine-tune a fresh student from the teacher on the curated pairs
