@@ -26,9 +26,8 @@ def preview_wav(path: str | Path, seconds: float = 4.0, sample_rate: int = PREVI
     """The first ``seconds`` of a clip as mono 16-bit WAV bytes at ``sample_rate``."""
     from claptune.data.shards import load_clip
 
-    wave = load_clip(
-        path, sample_rate
-    )  # a file or a webdataset shard member[: int(seconds * sample_rate)]
+    # a file or a webdataset shard member; only its first ``seconds`` are played
+    wave = load_clip(path, sample_rate)[: int(seconds * sample_rate)]
     peak = float(np.max(np.abs(wave))) if wave.size else 0.0
     if peak > 1.0:  # resampling can overshoot full scale slightly; avoid clipping noise
         wave = wave / peak
