@@ -23,7 +23,7 @@ from claptune.curation.ds import CaptionSet, domain_specific, ds_captions
 from claptune.curation.du import domain_unspecific
 from claptune.curation.methods import DEFAULT_THRESHOLDS, METHODS, NEEDS, THRESHOLD_PRESETS
 from claptune.curation.pairs import Pairs
-from claptune.curation.priors import PRIORS
+from claptune.curation.priors import DEFAULT_PRIOR_STRENGTH, PRIORS
 from claptune.curation.pseudo import CRITERIA, REFINES, pseudo_label
 from claptune.curation.thresholds import Threshold
 from claptune.errors import ClaptuneError, printable
@@ -86,7 +86,7 @@ class CurationSettings:
     # default model (about 24 % zero-shot on 50 classes) EM's estimate was further from the true
     # shares than uniform on skewed pools too (docs/curation.md, bench/results/skewed.md)
     pseudo_refined_prior: str = "uniform"
-    pseudo_refined_prior_strength: float = 10.0  # EM's Dirichlet pseudo-clips per class
+    pseudo_refined_prior_strength: float = DEFAULT_PRIOR_STRENGTH  # EM's pseudo-clips per class
     search: SearchOptions = field(default=DEFAULT_SEARCH)
 
     def __post_init__(self) -> None:

@@ -30,6 +30,9 @@ from __future__ import annotations
 import numpy as np
 
 PRIORS = ("uniform", "em")
+# EM's Dirichlet pseudo-clips per class: strength 1 collapsed onto a few classes on pools of
+# 2-6 clips a class (bench/results/priors.md); 10 keeps the estimate near uniform there
+DEFAULT_PRIOR_STRENGTH = 10.0
 
 
 def total_variation(p: np.ndarray, q: np.ndarray) -> float:
@@ -70,7 +73,9 @@ def em_prior(
     return prior / prior.sum()
 
 
-def estimate_prior(probs: np.ndarray, method: str = "em", strength: float = 1.0) -> np.ndarray:
+def estimate_prior(
+    probs: np.ndarray, method: str = "em", strength: float = DEFAULT_PRIOR_STRENGTH
+) -> np.ndarray:
     """(C,) class shares of the pool with posteriors ``probs`` (N, C) by ``method``."""
     if method not in PRIORS:
         raise ValueError(f"prior must be one of {PRIORS}, got {method!r}")
@@ -98,4 +103,11 @@ def sinkhorn(
     return q / q.sum(axis=1, keepdims=True)
 
 
-__all__ = ["PRIORS", "em_prior", "estimate_prior", "sinkhorn", "total_variation"]
+__all__ = [
+    "DEFAULT_PRIOR_STRENGTH",
+    "PRIORS",
+    "em_prior",
+    "estimate_prior",
+    "sinkhorn",
+    "total_variation",
+]

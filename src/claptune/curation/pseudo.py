@@ -32,7 +32,7 @@ import numpy as np
 
 from claptune.curation.common import check_ids, warn_if_empty
 from claptune.curation.pairs import Pairs
-from claptune.curation.priors import PRIORS, estimate_prior, sinkhorn
+from claptune.curation.priors import DEFAULT_PRIOR_STRENGTH, PRIORS, estimate_prior, sinkhorn
 from claptune.curation.search import check_pair, topk_pairs
 from claptune.curation.thresholds import Threshold, describe
 
@@ -96,7 +96,7 @@ def refined_probs(
     k: int = 3,
     weight: float = 0.5,
     prior: str = "uniform",
-    prior_strength: float = 1.0,
+    prior_strength: float = DEFAULT_PRIOR_STRENGTH,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """(N, C) refined class probabilities and the (C,) class shares they were balanced to
     (None when ``refine`` does not balance)."""
@@ -122,7 +122,7 @@ def refined_scores(
     k: int = 3,
     weight: float = 0.5,
     prior: str = "uniform",
-    prior_strength: float = 1.0,
+    prior_strength: float = DEFAULT_PRIOR_STRENGTH,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(predicted class, refined probability of it, margin to the second class's probability)."""
     probs, _ = refined_probs(
@@ -152,7 +152,7 @@ def pseudo_label(
     knn: int = 3,
     knn_weight: float = 0.5,
     prior: str = "uniform",
-    prior_strength: float = 1.0,
+    prior_strength: float = DEFAULT_PRIOR_STRENGTH,
 ) -> Pairs:
     """(target clip, prompt of its predicted class) for the clips at or above ``threshold``.
 
