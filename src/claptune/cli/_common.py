@@ -60,6 +60,18 @@ def add_quiet(p: argparse.ArgumentParser) -> None:
     alias(p, "--no-progress", dest="quiet", action="store_true")
 
 
+def add_on_error(p: argparse.ArgumentParser, skip: str, from_config: bool = False) -> None:
+    """``--on-error raise|skip`` (default raise): ``skip`` says what skipping does in this
+    command. ``from_config``: the flag stays None when not given, so that a ``--config``
+    file's value (else the config class's own default, raise) applies."""
+    p.add_argument(
+        "--on-error",
+        choices=["raise", "skip"],
+        default=None if from_config else "raise",
+        help=f"unreadable audio: stop with an error (raise) or {skip} (skip) (default: raise)",
+    )
+
+
 def add_device(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--device",
@@ -219,11 +231,7 @@ def add_override_arguments(p: argparse.ArgumentParser) -> None:
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
     """Undecodable clips, the device, the feature cache and progress."""
-    p.add_argument(
-        "--on-error",
-        choices=["raise", "skip"],
-        help="undecodable clips: stop or skip (default: raise)",
-    )
+    add_on_error(p, "leave the clip out and list it in the report", from_config=True)
     p.add_argument(
         "--device",
         help="torch device of training: auto (cuda if available, else cpu), cpu, "

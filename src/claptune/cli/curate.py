@@ -47,6 +47,7 @@ from pathlib import Path
 from claptune.cli._common import (
     add_cache_dir,
     add_device,
+    add_on_error,
     add_quiet,
     add_template,
     alias,
@@ -165,12 +166,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         default=None,
         help="embedding batch size (default: 32 windows, 256 captions)",
     )
-    p.add_argument(
-        "--on-error",
-        choices=["raise", "skip"],
-        default="raise",
-        help="undecodable audio: stop (raise) or leave it out (skip)",
-    )
+    add_on_error(p, "leave it out")
     add_quiet(p)
     return p
 

@@ -18,7 +18,14 @@ import argparse
 import os
 from pathlib import Path
 
-from claptune.cli._common import add_device, add_num_workers, add_quiet, model_device, sub_parser
+from claptune.cli._common import (
+    add_device,
+    add_num_workers,
+    add_on_error,
+    add_quiet,
+    model_device,
+    sub_parser,
+)
 from claptune.errors import ClaptuneError, printable
 
 
@@ -52,12 +59,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         default=None,
         help="items per atomically written part (default: 256 clips, 4096 captions)",
     )
-    p.add_argument(
-        "--on-error",
-        choices=["raise", "skip"],
-        default="raise",
-        help="bad audio: stop with an error (raise) or list it in the manifest (skip)",
-    )
+    add_on_error(p, "list it in the manifest")
     p.add_argument(
         "--store-format",
         choices=["npz", "shards"],

@@ -17,7 +17,14 @@ import argparse
 import json
 from pathlib import Path
 
-from claptune.cli._common import NUM_WORKERS_HELP, add_cache_dir, add_quiet, cache_dir, sub_parser
+from claptune.cli._common import (
+    NUM_WORKERS_HELP,
+    add_cache_dir,
+    add_on_error,
+    add_quiet,
+    cache_dir,
+    sub_parser,
+)
 from claptune.errors import ClaptuneError
 
 # flag -> TrainConfig field, for the flags that map one to one
@@ -138,12 +145,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="seed of batches, crops and initialisation")
     p.add_argument("--save-every", type=int, help="steps between checkpoints")
     p.add_argument("--num-workers", type=int, help=NUM_WORKERS_HELP)
-    p.add_argument(
-        "--on-error",
-        choices=["raise", "skip"],
-        help="clips that cannot be read: stop before training (raise) or leave their pairs "
-        "out and list them in OUT/skipped_clips.json (skip)",
-    )
+    add_on_error(p, "leave its pairs out and list it in OUT/skipped_clips.json", from_config=True)
     add_cache_dir(p)  # frozen features, for models whose heads alone train
     _show_config_defaults(p)
     return p

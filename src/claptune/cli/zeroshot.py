@@ -27,6 +27,7 @@ from claptune.cli._common import (
     add_cache_dir,
     add_device,
     add_num_workers,
+    add_on_error,
     add_quiet,
     add_template,
     alias,
@@ -69,12 +70,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     alias(p, "--templates", dest="templates", nargs="+")
     p.add_argument("--batch-size", type=int, default=32, help="audio windows per forward")
     add_num_workers(p)
-    p.add_argument(
-        "--on-error",
-        choices=["raise", "skip"],
-        default="raise",
-        help="bad audio: stop with an error (raise) or skip and list it (skip)",
-    )
+    add_on_error(p, "leave it out and list it")
     add_cache_dir(p)
     alias(p, "--cache", dest="cache_dir", type=Path)
     add_device(p)
