@@ -499,6 +499,26 @@ def test_ablate_cli_writes_table_on_shared_splits(tiny_clap_dir, tiny_task, tmp_
     assert all(row["before"] == base["before"] for row in result["rows"])
     table = (out / "ablation.md").read_text()
     assert table.count("\n| ") == 5  # header + 4 rows
+    # every student's class scores: their argmax is what the rows scored
+    import numpy as np
+
+    from claptune.data import load_dataset
+
+    labels = np.asarray(load_dataset("folder", root=str(target)).labels)
+    scores = np.load(out / "scores.npz")
+    assert scores["teacher"].shape == (len(labels), 3)
+    for i, row in enumerate(result["rows"][1:], start=1):
+        runs = scores[f"row{i}"].astype(np.float32)
+        assert runs.shape == (2, len(labels), 3)
+        acc = [
+            np.mean(runs[k].argmax(1)[s["test"]] == labels[s["test"]])
+            for k, s in enumerate(result["splits"])
+        ]
+        assert np.mean(acc) == pytest.approx(row["after"]["mean"])
+        assert 0.0 <= row["label_free"] <= 1.0
+        assert row["label_free"] == row["label_free_signals"]["pseudo_agreement"]
+    assert result["picks"]["signal"] == "pseudo_agreement"
+    assert result["picks"]["label_free"] in names[1:]
     assert (out / "ablation.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -715,3 +735,6 @@ def test_target_labels_only_score(tiny_task, tmp_path, monkeypatch, prior):
     ]
     assert real["before"]["class_mean_accuracy"] is not None
     assert real["paired_test"]["class_mean_bootstrap"]["n_units"] > 0
+    # the label-free selection signals read no label either
+    assert "pseudo_agreement" in real["label_free"]
+    assert real["label_free"] == fake["label_free"]

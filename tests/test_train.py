@@ -373,6 +373,44 @@ def test_keep_best_val_restores_lowest_held_out_loss(tiny_clap_dir, pairs_csv, t
     assert same_as_last == (int(np.argmin(val)) == len(val) - 1)
 
 
+@pytest.mark.parametrize("trainable", ["projections", "lora"])
+def test_wise_alpha_keeps_the_weight_space_ensemble_with_the_start(
+    tiny_clap_dir, pairs_csv, tmp_path, trainable
+):
+    """wise_alpha = a keeps a * fine-tuned + (1 - a) * starting weights: the same seeded run at
+    alpha 1 gives the fine-tuned end point, and the ensemble lies exactly on the line between;
+    weights that never trained are untouched (the checkpoint keeps the plain fine-tune, so a
+    resumed run ensembles again from its own start)."""
+    start = _trainable_state(_model(tiny_clap_dir))
+    plain = fit(
+        _model(tiny_clap_dir), pairs_csv, _config(trainable=trainable), out_dir=tmp_path / "a1"
+    )
+    tuned = _trainable_state(plain.model)
+    ens = fit(
+        _model(tiny_clap_dir),
+        pairs_csv,
+        _config(trainable=trainable, wise_alpha=0.25),
+        out_dir=tmp_path / "a025",
+    )
+    got = _trainable_state(ens.model)
+    moved = [
+        k for k in start if start[k].is_floating_point() and not torch.equal(start[k], tuned[k])
+    ]
+    assert moved, "the plain run trained nothing"
+    for k in start:
+        if not start[k].is_floating_point():
+            continue
+        want = 0.25 * tuned[k] + 0.75 * start[k]
+        assert torch.allclose(got[k], want, atol=1e-6), k
+    # the saved model is the ensemble too
+    from claptune import load_model
+
+    saved = _trainable_state(load_model(str(ens.model_dir)))
+    assert all(torch.allclose(saved[k], got[k], atol=1e-6) for k in moved if k in saved)
+    with pytest.raises(ClaptuneError, match="wise_alpha"):
+        TrainConfig(wise_alpha=0.0)
+
+
 def test_generic_lora_fallback_targets_encoders_and_merges_exactly(tiny_clap_dir):
     from claptune.train.lora import default_lora_targets, has_lora, inject_lora, merge_lora
 

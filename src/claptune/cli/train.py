@@ -41,6 +41,7 @@ _FIELDS = {
     "p_curated": "p_curated",
     "val_fraction": "val_fraction",
     "keep": "keep",
+    "wise_alpha": "wise_alpha",
     "trainable": "trainable",
     "lora_rank": "lora_rank",
     "lora_alpha": "lora_alpha",
@@ -123,6 +124,12 @@ def add_parser(sub) -> argparse.ArgumentParser:
         "--keep",
         choices=["last", "best_val"],
         help="final model: last step or lowest held-out curated loss",
+    )
+    p.add_argument(
+        "--wise-alpha",
+        type=float,
+        help="weight-space ensemble with the starting model (WiSE-FT): keep alpha x fine-tuned "
+        "+ (1 - alpha) x starting weights; 1 = plain fine-tune (improve: --train wise_alpha=A)",
     )
     p.add_argument(
         "--trainable", choices=["all", "projections", "lora"], help="which parameters train"

@@ -160,7 +160,8 @@ class Workspace:
         self.target_emb = self.embed_audio(self.teacher, self.items)
         self.replay_audio_emb = self.embed_audio(self.teacher, self.replay_audio)
         self.replay_text_emb = self.embed_text(self.teacher, self.replay_text)
-        self.pred_before = self.predictions(self.teacher, self.target_emb)
+        self.scores_before = self.scores(self.teacher, self.target_emb)
+        self.pred_before = _argmax(self.scores_before)
         self.retrieval_before = self.retrieval(self.teacher) if self.holdout_audio else {}
         # transfer check: held-out corpus clips whose caption names one target class
         from claptune.improve.transfer import match_captions
@@ -169,7 +170,10 @@ class Workspace:
             self.holdout_text, self.class_names
         )
         self.transfer_audio = [self.holdout_audio[i] for i in self.transfer_idx]
-        self.transfer_before = self.transfer_predictions(self.teacher)
+        self.transfer_scores_before = self.transfer_scores(self.teacher)
+        self.transfer_before = (
+            None if self.transfer_scores_before is None else _argmax(self.transfer_scores_before)
+        )
         if self.labels is None:  # nothing to score on: every clip adapts
             self.splits: list[Split] = [whole_pool_split(len(self.items), config.seed)]
         else:
@@ -289,10 +293,42 @@ class Workspace:
 
         return predict(audio_emb, self.classifier(model))
 
+    def scores(self, model: AudioTextModel, audio_emb: np.ndarray) -> np.ndarray:
+        """(N, C) float32 cosines of each row of ``audio_emb`` with ``model``'s class
+        embeddings (its argmax is ``predictions``)."""
+        return (audio_emb @ self.classifier(model).T).astype(np.float32)
+
+    def reference_labels(self, clips: np.ndarray) -> np.ndarray:
+        """(len(clips),) the teacher's refined pseudo-label of each of ``clips`` (indices into
+        the target), from their audio alone: its zero-shot probabilities mixed with those of
+        each clip's 3 nearest clips among ``clips`` and balanced to equal class shares, the
+        refinement of ``pseudo_refined`` at its defaults. One fixed reference for every
+        configuration, whatever its own curation settings: the label-free selection signals
+        score students against it (``claptune.improve.runs.label_free_signals``)."""
+        from claptune.curation.pseudo import refined_probs
+
+        clips = np.asarray(clips, dtype=np.int64)
+        cache = self.__dict__.setdefault("_references", {})
+        key = clips.tobytes()
+        if key not in cache:
+            probs, _ = refined_probs(
+                self.target_emb[clips],
+                self.classifier(self.teacher),
+                float(self.teacher.logit_scale.detach()),
+                "knn_balance",
+            )
+            cache[key] = np.argmax(probs, axis=1).astype(np.int64)
+        return cache[key]
+
     def transfer_predictions(self, model: AudioTextModel) -> np.ndarray | None:
+        scores = self.transfer_scores(model)
+        return None if scores is None else _argmax(scores)
+
+    def transfer_scores(self, model: AudioTextModel) -> np.ndarray | None:
+        """(T, C) cosines of the transfer-check clips, None when the corpus names no class."""
         if not self.transfer_audio:
             return None
-        return self.predictions(model, self.embed_audio(model, self.transfer_audio))
+        return self.scores(model, self.embed_audio(model, self.transfer_audio))
 
     def retrieval(self, model: AudioTextModel) -> dict[str, float]:
         from claptune.evaluate.retrieval import retrieval_metrics
@@ -337,18 +373,36 @@ class Workspace:
             shutil.rmtree(scratch, ignore_errors=True)
         return result.model, result
 
+    def agreement(self, split: Split, pred: np.ndarray) -> dict[str, float]:
+        """How often a student's classes agree with the teacher's refined pseudo-labels
+        (``reference_labels``), on the adaptation clips and on the held-out clips' audio (their
+        labels are not read): label-free selection signals."""
+        out = {}
+        for name, clips in (
+            ("pseudo_agreement", split.adapt),
+            ("pseudo_agreement_held_out", split.test),
+        ):
+            if len(clips) > 1:
+                out[name] = float(np.mean(pred[clips] == self.reference_labels(clips)))
+        return out
+
     def outcome(self, split: Split, seed: int, pairs: Pairs, student, result) -> RunOutcome:
-        emb = self.embed_audio(student, self.items)
+        scores = self.scores(student, self.embed_audio(student, self.items))
+        transfer = self.transfer_scores(student)
         return RunOutcome(
             split=split.index,
             seed=seed,
             test=split.test,
             pred_before=self.pred_before,
-            pred_after=self.predictions(student, emb),
+            pred_after=_argmax(scores),
+            scores_after=scores,
+            adapt=split.adapt,
+            agreement=self.agreement(split, _argmax(scores)),
             n_pairs=pairs.method_counts(),
             pairs_per_class=pairs.class_counts(),
             retrieval_after=self.retrieval(student) if self.holdout_audio else {},
-            transfer_after=self.transfer_predictions(student),
+            transfer_after=None if transfer is None else _argmax(transfer),
+            transfer_scores_after=transfer,
             train={
                 "steps": result.steps,
                 "epochs": result.epochs_completed,
@@ -356,6 +410,11 @@ class Workspace:
             },
             class_shares=class_shares(pairs),
         )
+
+
+def _argmax(scores: np.ndarray) -> np.ndarray:
+    """(N,) int64 class of highest score, ties to the lower index (as ``predict``)."""
+    return np.argmax(scores, axis=1).astype(np.int64)
 
 
 RETRIEVAL_KEYS = ("a2t_R@1", "a2t_R@5", "t2a_R@1", "t2a_R@5")

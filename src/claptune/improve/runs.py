@@ -49,6 +49,11 @@ class RunOutcome:
     transfer_after: np.ndarray | None = None  # predictions on the transfer-check clips
     train: dict = field(default_factory=dict)  # what fit reported (steps, final loss, ...)
     class_shares: dict[str, float] | None = None  # what curation balanced the pool to
+    scores_after: np.ndarray | None = None  # (N, C) student cosines with the class embeddings
+    adapt: np.ndarray | None = None  # clip indices of this split's adaptation part
+    transfer_scores_after: np.ndarray | None = None  # (T, C) on the transfer-check clips
+    # agreement with the teacher's refined pseudo-labels (Workspace.agreement): no label read
+    agreement: dict[str, float] = field(default_factory=dict)
 
 
 def _accuracy(pred: np.ndarray, labels: np.ndarray, idx: np.ndarray | None = None) -> float:
@@ -210,12 +215,20 @@ def summarize_runs(
 
 def label_free_signals(run: RunOutcome, transfer_labels: np.ndarray | None) -> dict[str, float]:
     """Signals a user without target labels can compute for a trained student, to choose between
-    configurations: ``transfer_class_mean``, the student's class-mean accuracy on the held-out
-    corpus clips whose caption names exactly one target class (labels from captions the user
-    already has; other recordings of the same classes)."""
-    if run.transfer_after is None or transfer_labels is None or not len(transfer_labels):
-        return {}
-    return {"transfer_class_mean": class_mean_accuracy(run.transfer_after, transfer_labels)}
+    configurations:
+
+    - ``pseudo_agreement``: how often the student's class agrees with the teacher's refined
+      pseudo-label (``Workspace.reference_labels``) on the adaptation clips;
+    - ``pseudo_agreement_held_out``: the same on clips no curation saw (the test part's audio,
+      its labels unread; a user would hold out some unlabeled clips);
+    - ``transfer_class_mean``: the student's class-mean accuracy on the held-out corpus clips
+      whose caption names exactly one target class (labels from captions the user already
+      has; other recordings of the same classes).
+    """
+    out = dict(run.agreement)
+    if run.transfer_after is not None and transfer_labels is not None and len(transfer_labels):
+        out["transfer_class_mean"] = class_mean_accuracy(run.transfer_after, transfer_labels)
+    return out
 
 
 def summarize_label_free(runs_records) -> dict:

@@ -114,12 +114,16 @@ def prior_lines(report: Report) -> list[str]:
 
 def label_free_lines(report: Report) -> list[str]:
     signals = report.label_free or {}
-    if "transfer_class_mean" not in signals:
+    what = {
+        "pseudo_agreement": "students' agreement with the teacher's refined pseudo-labels on "
+        "the adaptation clips",
+        "pseudo_agreement_held_out": "the same on the held-out clips' audio",
+        "transfer_class_mean": "students' class-mean accuracy on the transfer-check clips",
+    }
+    parts = [f"{text}: {spread(signals[k])} %" for k, text in what.items() if k in signals]
+    if not parts:
         return []
-    return [
-        f"Label-free signal (students' class-mean accuracy on the transfer-check clips, no "
-        f"target label read): {spread(signals['transfer_class_mean'])} %."
-    ]
+    return [f"Label-free signals (no target label read): {'; '.join(parts)}."]
 
 
 CONFUSION_HEADER = ["true class", "predicted class", "before", "after", "change"]

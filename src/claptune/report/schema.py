@@ -107,8 +107,8 @@ class RunRecord:
     train: dict[str, Any] = field(default_factory=dict)  # what fit reported
     before_class_mean_accuracy: float | None = None  # test part
     after_class_mean_accuracy: float | None = None
-    # label-free selection signals of this run (no target label read), e.g.
-    # transfer_class_mean: the student's class-mean accuracy on the transfer-check clips
+    # label-free selection signals of this run (no target label read; improve.runs.
+    # label_free_signals): pseudo_agreement, pseudo_agreement_held_out, transfer_class_mean
     label_free: dict[str, float] = field(default_factory=dict)
 
 

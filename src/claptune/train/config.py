@@ -46,6 +46,9 @@ class TrainConfig:
     p_curated: float = 0.5  # probability that a step draws its batch from the curated pairs
     val_fraction: float = 0.05  # curated clips held out: the unlabeled plateau/selection signal
     keep: str = "last"  # final model: last step, or lowest held-out curated loss (no labels)
+    # weight-space ensemble with the starting model (WiSE-FT, Wortsman et al. 2022): the kept
+    # weights become wise_alpha * fine-tuned + (1 - wise_alpha) * starting; 1 = plain fine-tune
+    wise_alpha: float = 1.0
     trainable: str = "all"  # all | projections | lora
     lora_rank: int = 8
     lora_alpha: int = 16
@@ -92,6 +95,10 @@ class TrainConfig:
         _check(
             0.0 <= self.val_fraction < 1.0,
             f"val_fraction must lie in [0, 1), got {self.val_fraction}",
+        )
+        _check(
+            0.0 < self.wise_alpha <= 1.0,
+            f"wise_alpha must lie in (0, 1], got {self.wise_alpha}",
         )
         _check(
             self.lora_rank >= 1 and self.lora_alpha >= 1, "lora_rank and lora_alpha must be >= 1"

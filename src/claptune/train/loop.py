@@ -365,6 +365,8 @@ class _Trainer:
                 else:
                     self.teacher = copy.deepcopy(model).eval().requires_grad_(False)
 
+        # the starting weights, for the weight-space ensemble at the end (WiSE-FT)
+        self.start = _float_state(model) if config.wise_alpha < 1.0 else None
         # which parameters require grad is put back on exit, so a second fit() of the same
         # model with trainable="all" still trains everything
         self.entry_requires_grad = {id(p): p.requires_grad for p in model.parameters()}
@@ -604,6 +606,8 @@ class _Trainer:
             load_student(model, self.out_dir / BEST)
         if has_lora(model):
             merge_lora(model)
+        if self.start is not None:
+            interpolate_weights(model, self.start, config.wise_alpha)
         for p in model.parameters():
             p.requires_grad_(self.entry_requires_grad.get(id(p), p.requires_grad))
         model.eval()
@@ -674,6 +678,23 @@ class _Trainer:
         return torch.cat(
             [fn(captions[s : s + size]).float() for s in range(0, len(captions), size)]
         )
+
+
+def _float_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of ``model``'s floating-point weights and buffers, by name."""
+    return {k: v.detach().clone() for k, v in model.state_dict().items() if v.is_floating_point()}
+
+
+@torch.no_grad()
+def interpolate_weights(model: nn.Module, start: dict[str, torch.Tensor], alpha: float) -> None:
+    """Weight-space ensemble (WiSE-FT, Wortsman et al. 2022): every floating-point weight of
+    ``model`` that ``start`` names becomes ``alpha * now + (1 - alpha) * start``, in place.
+    Weights that did not train are equal in both and stay as they are."""
+    for name, value in model.state_dict().items():
+        before = start.get(name)
+        if before is None or before.shape != value.shape or not value.is_floating_point():
+            continue
+        value.copy_(alpha * value + (1.0 - alpha) * before.to(value.device, value.dtype))
 
 
 def batch_loss(
