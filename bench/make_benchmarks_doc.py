@@ -37,6 +37,12 @@ SECTIONS = [
     ),
     ("ablation", "improve: curation methods and losses compared", "ablation.md", "claptune ablate"),
     ("skewed", "improve on skewed targets", "skewed.md", "bench/bench_skewed.py"),
+    (
+        "selection",
+        "Choosing a configuration without labels",
+        "selection.md",
+        "bench/bench_selection.py",
+    ),
     ("priors", "Class shares without labels", "priors.md", "bench/bench_priors.py"),
     ("embed", "Embedding throughput", "embed.md", "bench/bench_embed.py"),
     ("long_audio", "Long recordings: peak memory", "long_audio.md", "bench/bench_long_audio.py"),

@@ -89,7 +89,13 @@ def fit_history(run: Path) -> list[dict]:
 
 
 def _trainable_state(model) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+    """A CPU copy of every weight (fit leaves the model on its device: cuda where there is one)."""
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+
+CUDA = pytest.param(
+    "cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+)
 
 
 # -- config and data ------------------------------------------------------------------------------
@@ -195,7 +201,7 @@ def test_short_run_lowers_loss_and_saves_hf_model(tiny_clap_dir, pairs_csv, tmp_
 
     hf = ClapModel.from_pretrained(result.model_dir)
     trained = result.model.model.state_dict()
-    assert all(torch.equal(v, trained[k]) for k, v in hf.state_dict().items())
+    assert all(torch.equal(v, trained[k].cpu()) for k, v in hf.state_dict().items())
     reloaded = load_model(result.model_dir)
     assert abs(_pairs_loss(reloaded, pairs) - after) < 1e-5
 
@@ -209,9 +215,21 @@ def test_beta_zero_soft_run_equals_hard_run(tiny_clap_dir, pairs_csv, tmp_path):
     assert all(torch.allclose(states[0][k], states[1][k], atol=1e-6) for k in states[0])
 
 
-def test_resume_after_stop_matches_straight_run(tiny_clap_dir, pairs_csv, tmp_path):
-    # random crops and dropout on: both must come back exactly on resume
-    config = _config(loss="soft", crop="random", epochs=2, val_fraction=0.2, save_every=2)
+@pytest.mark.parametrize("device", ["cpu", CUDA])
+def test_resume_after_stop_matches_straight_run(tiny_clap_dir, pairs_csv, tmp_path, device):
+    """Random crops and dropout on: both come back on resume, bit for bit on the CPU. CUDA
+    kernels are not bitwise deterministic (atomic adds in the backward pass), so there the
+    resumed run must follow the straight one to float tolerance (fp32, no autocast)."""
+    exact = device == "cpu"
+    config = _config(
+        loss="soft",
+        crop="random",
+        epochs=2,
+        val_fraction=0.2,
+        save_every=2,
+        device=device,
+        precision="fp32",
+    )
     straight = _model(tiny_clap_dir)
     total = fit(straight, pairs_csv, config, out_dir=tmp_path / "straight").steps
     assert total == 6  # 9 training pairs (3 clips held out), batches of 4, 2 epochs
@@ -229,12 +247,21 @@ def test_resume_after_stop_matches_straight_run(tiny_clap_dir, pairs_csv, tmp_pa
     )
     assert resumed.steps == total
     a, b = _trainable_state(straight), _trainable_state(resumed.model)
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    moved = [k for k in a if not torch.equal(a[k], _trainable_state(first)[k])]
+    assert moved  # the last two steps changed the weights
+    if exact:
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    else:
+        assert all(torch.allclose(a[k], b[k], atol=1e-4) for k in a)
     rows = list(csv.DictReader(open(tmp_path / "resumed" / "loss.csv")))
     assert [int(r["step"]) for r in rows] == list(range(1, total + 1))
-    assert resumed.history == fit_history(tmp_path / "straight")
     straight_rows = list(csv.DictReader(open(tmp_path / "straight" / "loss.csv")))
-    assert [r["loss"] for r in rows] == [r["loss"] for r in straight_rows]
+    if exact:
+        assert resumed.history == fit_history(tmp_path / "straight")
+        assert [r["loss"] for r in rows] == [r["loss"] for r in straight_rows]
+    else:
+        got = [float(r["loss"]) for r in rows]
+        assert got == pytest.approx([float(r["loss"]) for r in straight_rows], abs=1e-4)
 
     with pytest.raises(ClaptuneError, match="settings differ"):
         fit(
@@ -247,7 +274,8 @@ def test_resume_after_stop_matches_straight_run(tiny_clap_dir, pairs_csv, tmp_pa
 
 
 def test_feature_cache_fast_path_equals_full_forward(tiny_clap_dir, pairs_csv, tmp_path):
-    config = _config(loss="soft", trainable="projections", max_steps=4)
+    # on the CPU: on CUDA the two paths differ by the autocast and TF32 rounding of the encoders
+    config = _config(loss="soft", trainable="projections", max_steps=4, device="cpu")
     fast = _model(tiny_clap_dir)
     fit(fast, pairs_csv, config, out_dir=tmp_path / "fast")
     slow = _model(tiny_clap_dir)
@@ -365,7 +393,7 @@ def test_keep_best_val_restores_lowest_held_out_loss(tiny_clap_dir, pairs_csv, t
     val = [r["val_loss"] for r in result.history]
     best = load_file(str(tmp_path / "best" / "best_student.safetensors"))
     final = dict(result.model.named_parameters())
-    assert all(torch.equal(best[k], final[k].detach()) for k in best if k in final)
+    assert all(torch.equal(best[k], final[k].detach().cpu()) for k in best if k in final)
     # the checkpoint holds the last step: the final model differs from it unless the last
     # epoch had the lowest held-out loss
     last = load_file(str(tmp_path / "best" / "checkpoint" / "student.safetensors"))
@@ -373,23 +401,25 @@ def test_keep_best_val_restores_lowest_held_out_loss(tiny_clap_dir, pairs_csv, t
     assert same_as_last == (int(np.argmin(val)) == len(val) - 1)
 
 
+@pytest.mark.parametrize("device", ["cpu", CUDA])
 @pytest.mark.parametrize("trainable", ["projections", "lora"])
 def test_wise_alpha_keeps_the_weight_space_ensemble_with_the_start(
-    tiny_clap_dir, pairs_csv, tmp_path, trainable
+    tiny_clap_dir, pairs_csv, tmp_path, trainable, device
 ):
     """wise_alpha = a keeps a * fine-tuned + (1 - a) * starting weights: the same seeded run at
     alpha 1 gives the fine-tuned end point, and the ensemble lies exactly on the line between;
     weights that never trained are untouched (the checkpoint keeps the plain fine-tune, so a
     resumed run ensembles again from its own start)."""
     start = _trainable_state(_model(tiny_clap_dir))
-    plain = fit(
-        _model(tiny_clap_dir), pairs_csv, _config(trainable=trainable), out_dir=tmp_path / "a1"
-    )
+    # CUDA runs are not bitwise repeatable (fp32 there, and a float tolerance)
+    atol = 1e-6 if device == "cpu" else 1e-4
+    settings = dict(trainable=trainable, device=device, precision="fp32")
+    plain = fit(_model(tiny_clap_dir), pairs_csv, _config(**settings), out_dir=tmp_path / "a1")
     tuned = _trainable_state(plain.model)
     ens = fit(
         _model(tiny_clap_dir),
         pairs_csv,
-        _config(trainable=trainable, wise_alpha=0.25),
+        _config(**settings, wise_alpha=0.25),
         out_dir=tmp_path / "a025",
     )
     got = _trainable_state(ens.model)
@@ -401,12 +431,12 @@ def test_wise_alpha_keeps_the_weight_space_ensemble_with_the_start(
         if not start[k].is_floating_point():
             continue
         want = 0.25 * tuned[k] + 0.75 * start[k]
-        assert torch.allclose(got[k], want, atol=1e-6), k
+        assert torch.allclose(got[k], want, atol=atol), k
     # the saved model is the ensemble too
     from claptune import load_model
 
     saved = _trainable_state(load_model(str(ens.model_dir)))
-    assert all(torch.allclose(saved[k], got[k], atol=1e-6) for k in moved if k in saved)
+    assert all(torch.allclose(saved[k], got[k], atol=atol) for k in moved if k in saved)
     with pytest.raises(ClaptuneError, match="wise_alpha"):
         TrainConfig(wise_alpha=0.0)
 
