@@ -196,10 +196,9 @@ def markdown(targets: dict[str, dict], note: str = "") -> str:
 
 def run_grid(args) -> list[Path]:
     """``ablate`` with the full grid on the subset and on each skewed variant."""
-    from make_skewed import make_variants
-
     from claptune.improve.ablation import ablation_grid, run_ablation
     from claptune.improve.config import ImproveConfig
+    from make_skewed import make_variants
 
     targets = [("main", Path(args.root), 0.5)]
     for v in make_variants(Path(args.root), args.data, args.ratios, args.orders, controls=False):
