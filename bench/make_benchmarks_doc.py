@@ -44,6 +44,12 @@ SECTIONS = [
         "bench/bench_selection.py",
     ),
     ("priors", "Class shares without labels", "priors.md", "bench/bench_priors.py"),
+    (
+        "wise",
+        "The transfer check and the weight-space ensemble",
+        "wise.md",
+        "bench/bench_wise.py",
+    ),
     ("embed", "Embedding throughput", "embed.md", "bench/bench_embed.py"),
     ("long_audio", "Long recordings: peak memory", "long_audio.md", "bench/bench_long_audio.py"),
     ("curation", "Curation search at scale", "curation.md", "bench/bench_curation.py"),

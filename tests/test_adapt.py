@@ -171,6 +171,9 @@ def test_adapt_end_to_end_cli(unlabeled_task, teacher, tmp_path, capsys):
     # held out: "a dog barking 0" (no class: "barking" is not "bark"), "rain falling 1 / 5"
     assert report.transfer.n_clips == 2 and report.transfer.clips_per_class == {"rain": 2}
     assert "transfer_class_mean" in report.label_free
+    # the selection signal ablate picks by, over every clip (adapt holds none out)
+    assert 0.0 <= report.label_free["pseudo_agreement"] <= 1.0
+    assert "pseudo_agreement_held_out" not in report.label_free
 
     md, html = (out / "report.md").read_text(), (out / "report.html").read_text()
     assert "Per class" in md and "Forgetting and transfer checks" in md
