@@ -119,10 +119,18 @@ def target_rows(folder: Path) -> tuple[dict, list[dict]]:
     return result, rows
 
 
-def judge(rows: list[dict]) -> dict:
-    """Per signal: rho with accuracy over rows, regret of its pick, and the pick."""
+def _rho(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman's rho over the rows where both are finite; NaN when either is constant."""
     from scipy.stats import spearmanr
 
+    ok = np.isfinite(a) & np.isfinite(b)
+    if ok.sum() < 3 or np.ptp(a[ok]) == 0 or np.ptp(b[ok]) == 0:
+        return float("nan")
+    return float(spearmanr(a[ok], b[ok]).statistic)
+
+
+def judge(rows: list[dict]) -> dict:
+    """Per signal: rho with accuracy over rows, regret of its pick, and the pick."""
     acc = np.array([r["accuracy"] for r in rows])
     cm = np.array([r["class_mean"] for r in rows])
     out = {
@@ -139,9 +147,9 @@ def judge(rows: list[dict]) -> dict:
         # the rows that did not train on the reference's own kind of labels
         other = np.array(["pseudo_refined" not in r["name"] for r in rows])
         out["signals"][s] = {
-            "rho": float(spearmanr(v, acc, nan_policy="omit").statistic),
-            "rho_other_rows": float(spearmanr(v[other], acc[other], nan_policy="omit").statistic),
-            "rho_class_mean": float(spearmanr(v, cm, nan_policy="omit").statistic),
+            "rho": _rho(v, acc),
+            "rho_other_rows": _rho(v[other], acc[other]),
+            "rho_class_mean": _rho(v, cm),
             "regret": float(acc.max() - acc[pick]),
             "class_mean_regret": float(cm.max() - cm[pick]),
             "pick": rows[pick]["name"],

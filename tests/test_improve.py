@@ -519,6 +519,20 @@ def test_ablate_cli_writes_table_on_shared_splits(tiny_clap_dir, tiny_task, tmp_
         assert row["label_free"] == row["label_free_signals"]["pseudo_agreement"]
     assert result["picks"]["signal"] == "pseudo_agreement"
     assert result["picks"]["label_free"] in names[1:]
+
+    # the selection benchmark recomputes every signal from scores.npz and the teacher's view
+    # alone (it stops if pseudo_agreement differs from what ablate recorded), then scores picks
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    from bench_selection import judge, target_rows
+
+    _, rows = target_rows(out)
+    assert [r["name"] for r in rows] == names[1:]
+    verdict = judge(rows)
+    assert verdict["label_pick"] in names[1:]
+    got = verdict["signals"]["pseudo_agreement"]
+    assert got["pick"] == result["picks"]["label_free"] and got["regret"] >= 0.0
     assert (out / "ablation.png").read_bytes()[:4] == b"\x89PNG"
 
 
