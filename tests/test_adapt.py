@@ -177,6 +177,8 @@ def test_adapt_end_to_end_cli(unlabeled_task, teacher, tmp_path, capsys):
 
     md, html = (out / "report.md").read_text(), (out / "report.html").read_text()
     assert "Per class" in md and "Forgetting and transfer checks" in md
+    agree = f"{100 * report.label_free['pseudo_agreement']:.1f} % of clips"
+    assert f"Student/refined pseudo-label agreement: {agree}" in md
     assert html.count("<audio ") == len({p["class"] for p in pairs})  # one player per class
 
     student = load_model(out / "model")

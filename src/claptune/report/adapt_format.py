@@ -29,6 +29,13 @@ def summary_lines(report: AdaptReport) -> list[str]:
                 f" ({pct(ag.curated)} % of curated clips, {pct(ag.not_curated)} % of the others)"
             )
         lines.append(line + ".")
+    agree = (report.label_free or {}).get("pseudo_agreement")
+    if agree is not None:
+        lines.append(
+            f"Student/refined pseudo-label agreement: {pct(agree)} % of clips (the label-free "
+            "signal claptune ablate chooses configurations by; compare runs of other settings "
+            "on the same clips by it, higher is better)."
+        )
     return lines
 
 
