@@ -1,7 +1,8 @@
 """Which configuration would a user without target labels choose, and what would it cost them?
 
     python bench/bench_selection.py runs/selection/main runs/selection/r10-o100 ...
-    python bench/bench_selection.py --run --root ../shared/data/esc50-subset --data runs/skewed-data
+    python bench/bench_selection.py --run --root ../shared/data/esc50-subset \
+        --variants r1-o100 r10-o100 r10-o101 r10-o102 r10-o107 r40-o100 r40-o107
 
 Each argument is an ``ablate`` folder (ablation.json + scores.npz: every student's class scores
 on every clip) of the full grid (teacher, replay only, every curation method with both
@@ -23,7 +24,8 @@ Per signal and target: Spearman's rho between signal and test-part accuracy over
 without the ``pseudo_refined`` rows, which trained on labels of the reference's kind), the
 regret (accuracy of the best row minus that of the picked row, points) and the picked row;
 random-pick regret (best minus mean row) for reference. ``--run`` first runs ``ablate`` with
-the full grid on the ESC-50 subset and on the skewed variants of ``make_skewed.py``.
+the full grid on the ESC-50 subset (test fraction 0.5) and on the named long-tailed variants
+of ``make_skewed.py`` (test fraction 0.25), one after the other.
 Results: bench/results/selection.json and .md.
 """
 
@@ -33,12 +35,14 @@ import argparse
 import json
 import platform
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
 RESULTS = Path(__file__).resolve().parent / "results"
+DEFAULT = "pseudo_refined / hard"  # improve's shipped default row
 SIGNALS = (
     "pseudo_agreement",
     "pseudo_agreement_held_out",
@@ -67,13 +71,33 @@ def target_rows(folder: Path) -> tuple[dict, list[dict]]:
 
     result = json.loads((folder / "ablation.json").read_text())
     scores = np.load(folder / "scores.npz")
+    trained = [i for i, r in enumerate(result["rows"]) if r["loss"] is not None]
+    if any(
+        f"row{i}" not in scores
+        or scores[f"row{i}"].dtype != np.float32
+        or "label_free_signals" not in result["rows"][i]
+        for i in trained
+    ):
+        raise SystemExit(
+            f"{folder}: written by an older claptune (scores not float32, or no "
+            "label_free_signals): rerun its ablate"
+        )
     config = ImproveConfig.from_dict(result["config"])
-    ws = Workspace(config, folder / "_selection", progress=False)
+    ws = Workspace(config, Path(tempfile.mkdtemp(prefix="bench-selection-")), progress=False)
     labels = ws.labels  # read to score, after every signal below is computed
     scale = float(ws.teacher.logit_scale.detach())
     splits = result["splits"]
     n_seeds = len(result["seeds"])
     transfer = scores["transfer_labels"] if "transfer_labels" in scores else None
+    teacher = scores["teacher"].argmax(1)
+    result["teacher_pseudo_agreement"] = float(
+        np.mean(
+            [
+                np.mean(teacher[a] == ws.reference_labels(a))
+                for a in (np.array(s["adapt"]) for s in splits)
+            ]
+        )
+    )
     rows = []
     for i, row in enumerate(result["rows"]):
         if row["loss"] is None or f"row{i}" not in scores:
@@ -109,7 +133,14 @@ def target_rows(folder: Path) -> tuple[dict, list[dict]]:
         agg["seed_agreement"] = float(np.mean(pairs)) if pairs else float("nan")
         agg["a2t_R@1"] = (row.get("retrieval_after") or {}).get("a2t_R@1", float("nan"))
         agg["name"] = row["name"]
-        recorded = row.get("label_free_signals", {}).get("pseudo_agreement")
+        agg["gain"] = row["gain"]["mean"]
+        agg["gain_ci"] = [row["bootstrap"]["ci_low"], row["bootstrap"]["ci_high"]]
+        agg["class_mean_gain"] = row["class_mean_gain"]["mean"]
+        agg["class_mean_gain_ci"] = [
+            row["class_mean_bootstrap"]["ci_low"],
+            row["class_mean_bootstrap"]["ci_high"],
+        ]
+        recorded = row["label_free_signals"].get("pseudo_agreement")
         if recorded is not None and abs(recorded - agg["pseudo_agreement"]) > 1e-9:
             raise SystemExit(
                 f"{folder}: {row['name']}: pseudo_agreement {agg['pseudo_agreement']} here, "
@@ -162,22 +193,37 @@ def markdown(targets: dict[str, dict], note: str = "") -> str:
     lines = [note, ""] if note else []
     lines += [
         "| target | rows | label pick (acc.) | random-pick regret | pseudo_agreement pick "
-        "(regret) | rho |",
-        "|---|---:|---|---:|---|---:|",
+        "(regret) | rho | pseudo_agreement: teacher / pick | default's gain [95 % CI] "
+        "| default's class-mean gain [95 % CI] |",
+        "|---|---:|---|---:|---|---:|---:|---:|---:|",
     ]
     for name, t in targets.items():
         s = t["signals"].get("pseudo_agreement")
         pick = "" if s is None else f"{s['pick']} ({100 * s['regret']:.1f})"
         rho = "" if s is None else f"{s['rho']:+.2f}"
+        picked = next((r for r in t["rows"] if s and r["name"] == s["pick"]), None)
+        agree = (
+            f"{100 * t['teacher_pseudo_agreement']:.1f} / {100 * picked['pseudo_agreement']:.1f}"
+            if picked
+            else ""
+        )
+        d = next((r for r in t["rows"] if r["name"] == DEFAULT), None)
+        gain = cm = ""
+        if d is not None:
+            gain = f"{100 * d['gain']:+.1f} [{100 * d['gain_ci'][0]:+.1f}, {100 * d['gain_ci'][1]:+.1f}]"
+            cm = (
+                f"{100 * d['class_mean_gain']:+.1f} [{100 * d['class_mean_gain_ci'][0]:+.1f}, "
+                f"{100 * d['class_mean_gain_ci'][1]:+.1f}]"
+            )
         lines.append(
             f"| {name} | {t['n_rows']} | {t['label_pick']} ({100 * t['best_accuracy']:.1f}) "
-            f"| {100 * t['random_regret']:.1f} | {pick} | {rho} |"
+            f"| {100 * t['random_regret']:.1f} | {pick} | {rho} | {agree} | {gain} | {cm} |"
         )
     lines += [
         "",
         "Every signal, mean over the targets above (regret in points of test-part accuracy; "
         "rho = Spearman over a target's rows; picks of the shipped default = how many targets "
-        "the signal picks `pseudo_refined / hard` on):",
+        "the signal picks the shipped default, `pseudo_refined / hard`, on):",
         "",
         "| signal | mean rho | mean rho (class-mean) | mean rho without pseudo_refined rows "
         "| mean regret | worst regret | mean class-mean regret | picks of the default |",
@@ -187,11 +233,11 @@ def markdown(targets: dict[str, dict], note: str = "") -> str:
         got = [t["signals"][s] for t in targets.values() if s in t["signals"]]
         if not got:
             continue
-        default = sum(g["pick"] == "pseudo_refined / hard" for g in got)
+        default = sum(g["pick"] == DEFAULT for g in got)
         lines.append(
-            f"| {s} | {np.mean([g['rho'] for g in got]):+.2f} "
-            f"| {np.mean([g['rho_class_mean'] for g in got]):+.2f} "
-            f"| {np.mean([g['rho_other_rows'] for g in got]):+.2f} "
+            f"| {s} | {np.nanmean([g['rho'] for g in got]):+.2f} "
+            f"| {np.nanmean([g['rho_class_mean'] for g in got]):+.2f} "
+            f"| {np.nanmean([g['rho_other_rows'] for g in got]):+.2f} "
             f"| {100 * np.mean([g['regret'] for g in got]):.1f} "
             f"| {100 * max(g['regret'] for g in got):.1f} "
             f"| {100 * np.mean([g['class_mean_regret'] for g in got]):.1f} "
@@ -209,7 +255,9 @@ def run_grid(args) -> list[Path]:
     from make_skewed import make_variants
 
     targets = [("main", Path(args.root), 0.5)]
-    for v in make_variants(Path(args.root), args.data, args.ratios, args.orders, controls=False):
+    for name in args.variants:
+        ratio, order = name[1:].split("-o")
+        (v,) = make_variants(Path(args.root), args.data, [float(ratio)], [int(order)], False)
         targets.append((v["name"], Path(v["path"]), 0.25))
     folders = []
     for name, root, test_fraction in targets:
@@ -234,8 +282,12 @@ def main(argv=None) -> int:
     ap.add_argument("--root", help="ESC-50 layout to run on and draw skewed variants from")
     ap.add_argument("--data", type=Path, default=Path("runs/selection-data"))
     ap.add_argument("--work", type=Path, default=Path("runs/selection"))
-    ap.add_argument("--ratios", type=float, nargs="+", default=[10, 40])
-    ap.add_argument("--orders", type=int, nargs="+", default=[0, 1])
+    ap.add_argument(
+        "--variants",
+        nargs="*",
+        default=["r1-o0", "r10-o0", "r10-o1", "r40-o0"],
+        help="long-tailed variants to run beside the subset, as r<ratio>-o<order>",
+    )
     ap.add_argument("--model", default="default")
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--note", default="", help="written above the tables")
@@ -254,6 +306,7 @@ def main(argv=None) -> int:
         targets[folder.name] = {
             "folder": str(folder),
             "root": result["root"],
+            "teacher_pseudo_agreement": result["teacher_pseudo_agreement"],
             "n_rows": len(rows),
             "rows": rows,
             **judge(rows),

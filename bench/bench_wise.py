@@ -21,6 +21,7 @@ import copy
 import json
 import platform
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -34,13 +35,13 @@ def measure(root: str, test_fraction: float, alphas=ALPHAS, model: str = "defaul
     from claptune.improve.config import ImproveConfig
     from claptune.improve.pipeline import Workspace
     from claptune.stats import class_mean_accuracy
-    from claptune.train.loop import _float_state, interpolate_weights
+    from claptune.train.loop import interpolate_weights
 
     config = ImproveConfig(
         model=model, target="esc50", root=root, test_fraction=test_fraction, n_splits=3, n_seeds=3
     )
-    ws = Workspace(config, Path("/tmp/claptune-bench-wise"), progress=False)
-    start = _float_state(ws.teacher)
+    ws = Workspace(config, Path(tempfile.mkdtemp(prefix="bench-wise-")), progress=False)
+    start = {k: v.detach().clone() for k, v in ws.teacher.state_dict().items()}
     per = {a: [] for a in alphas}
     before = []
     for split in ws.splits:

@@ -446,7 +446,7 @@ def test_improve_default_model_trains_heads_on_cached_features(tiny_task, tmp_pa
     assert again.metadata["heldout_ids"] == teacher.metadata["heldout_ids"]
 
 
-def test_ablate_cli_writes_table_on_shared_splits(tiny_clap_dir, tiny_task, tmp_path):
+def test_ablate_cli_writes_table_on_shared_splits(tiny_clap_dir, tiny_task, tmp_path, monkeypatch):
     import json
 
     from claptune.cli import main
@@ -500,8 +500,6 @@ def test_ablate_cli_writes_table_on_shared_splits(tiny_clap_dir, tiny_task, tmp_
     table = (out / "ablation.md").read_text()
     assert table.count("\n| ") == 5  # header + 4 rows
     # every student's class scores: their argmax is what the rows scored
-    import numpy as np
-
     from claptune.data import load_dataset
 
     labels = np.asarray(load_dataset("folder", root=str(target)).labels)
@@ -522,9 +520,7 @@ def test_ablate_cli_writes_table_on_shared_splits(tiny_clap_dir, tiny_task, tmp_
 
     # the selection benchmark recomputes every signal from scores.npz and the teacher's view
     # alone (it stops if pseudo_agreement differs from what ablate recorded), then scores picks
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "bench"))
     from bench_selection import judge, target_rows
 
     _, rows = target_rows(out)

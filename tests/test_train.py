@@ -439,6 +439,35 @@ def test_wise_alpha_keeps_the_weight_space_ensemble_with_the_start(
     assert all(torch.allclose(saved[k], got[k], atol=atol) for k in moved if k in saved)
     with pytest.raises(ClaptuneError, match="wise_alpha"):
         TrainConfig(wise_alpha=0.0)
+    # the checkpoint keeps the plain fine-tune: resuming the finished run with another alpha
+    # re-ensembles it without a step of training
+    again = fit(
+        _model(tiny_clap_dir),
+        pairs_csv,
+        _config(**settings, wise_alpha=0.5),
+        out_dir=tmp_path / "a025",
+        resume=True,
+    )
+    assert again.steps == ens.steps
+    half = _trainable_state(again.model)
+    assert all(torch.allclose(half[k], 0.5 * tuned[k] + 0.5 * start[k], atol=atol) for k in moved)
+
+
+def test_interpolate_weights_moves_a_shared_weight_once():
+    from torch import nn
+
+    from claptune.train.loop import _float_state, interpolate_weights
+
+    model = nn.Sequential(nn.Linear(3, 3, bias=False), nn.Linear(3, 3, bias=False))
+    model[1].weight = model[0].weight  # tied: two names in the state dict, one tensor
+    start = _float_state(model)
+    assert start["0.weight"].device.type == "cpu"
+    with torch.no_grad():
+        model[0].weight.add_(1.0)
+    tuned = model[0].weight.detach().clone()
+    interpolate_weights(model, start, 0.25)
+    want = 0.25 * tuned + 0.75 * start["0.weight"]
+    assert torch.allclose(model[0].weight, want) and model[1].weight is model[0].weight
 
 
 def test_generic_lora_fallback_targets_encoders_and_merges_exactly(tiny_clap_dir):

@@ -6,7 +6,8 @@ combinations, e.g. ``ds,pseudo,ds+pseudo``.
     claptune ablate --model default --target esc50 --root ../shared/data/esc50-subset --out bench/results
 
 OUT gets ablation.md (the table), ablation.json (every figure, with spreads and paired
-tests) and ablation.png, rewritten after each configuration.
+tests), ablation.png and scores.npz (every student's class scores on every clip, for analyses
+of your own such as bench/bench_selection.py), rewritten after each configuration.
 """
 
 from __future__ import annotations
@@ -64,5 +65,5 @@ def run(args: argparse.Namespace) -> int:
     from claptune.improve.ablation import ablation_markdown
 
     print(ablation_markdown(result))
-    print(f"written: {args.out / 'ablation.md'}, ablation.json, ablation.png")
+    print(f"written: {args.out / 'ablation.md'}, ablation.json, ablation.png, scores.npz")
     return 0

@@ -110,10 +110,20 @@ def prompt_classifier(prompt_emb: np.ndarray, n_classes: int) -> np.ndarray:
     return (mean / np.linalg.norm(mean, axis=1, keepdims=True)).astype(np.float32)
 
 
+def class_scores(audio_emb: np.ndarray, classifier: np.ndarray) -> np.ndarray:
+    """(N, C) cosine of each row of ``audio_emb`` (N, D) with each class embedding."""
+    return audio_emb @ classifier.T
+
+
+def predict_from_scores(scores: np.ndarray) -> np.ndarray:
+    """(N,) int64 class of highest score per row; ties go to the lower class index."""
+    return np.argmax(scores, axis=1).astype(np.int64)
+
+
 def predict(audio_emb: np.ndarray, classifier: np.ndarray) -> np.ndarray:
     """(N,) int64 class of highest cosine for each row of ``audio_emb`` (N, D); ties go to
     the lower class index."""
-    return np.argmax(audio_emb @ classifier.T, axis=1).astype(np.int64)
+    return predict_from_scores(class_scores(audio_emb, classifier))
 
 
 @dataclass

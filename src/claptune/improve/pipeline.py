@@ -99,6 +99,7 @@ class Workspace:
                 "(claptune adapt); a labelled one is named by config.target"
             )
         self.config, self.out_dir, self.progress = config, out_dir, progress
+        self._references: dict[bytes, np.ndarray] = {}  # reference_labels, by clip indices
         t0 = time.perf_counter()
         log_progress(f"loading model {config.model!r}", progress)
         self.teacher: AudioTextModel = load_model(config.model).eval()
@@ -296,7 +297,9 @@ class Workspace:
     def scores(self, model: AudioTextModel, audio_emb: np.ndarray) -> np.ndarray:
         """(N, C) float32 cosines of each row of ``audio_emb`` with ``model``'s class
         embeddings (its argmax is ``predictions``)."""
-        return (audio_emb @ self.classifier(model).T).astype(np.float32)
+        from claptune.evaluate.zeroshot import class_scores
+
+        return class_scores(audio_emb, self.classifier(model)).astype(np.float32)
 
     def reference_labels(self, clips: np.ndarray) -> np.ndarray:
         """(len(clips),) the teacher's refined pseudo-label of each of ``clips`` (indices into
@@ -308,7 +311,7 @@ class Workspace:
         from claptune.curation.pseudo import refined_probs
 
         clips = np.asarray(clips, dtype=np.int64)
-        cache = self.__dict__.setdefault("_references", {})
+        cache = self._references
         key = clips.tobytes()
         if key not in cache:
             probs, _ = refined_probs(
@@ -413,8 +416,9 @@ class Workspace:
 
 
 def _argmax(scores: np.ndarray) -> np.ndarray:
-    """(N,) int64 class of highest score, ties to the lower index (as ``predict``)."""
-    return np.argmax(scores, axis=1).astype(np.int64)
+    from claptune.evaluate.zeroshot import predict_from_scores
+
+    return predict_from_scores(scores)
 
 
 RETRIEVAL_KEYS = ("a2t_R@1", "a2t_R@5", "t2a_R@1", "t2a_R@5")
@@ -473,6 +477,8 @@ def run_improve(config: ImproveConfig, out_dir: str | Path, progress: bool = Tru
             t_run = time.perf_counter()
             student, result = ws.train(pairs, config.loss, seed)
             run = ws.outcome(split, seed, pairs, student, result)
+            # the report keeps predictions; every clip's class scores are for ablate alone
+            run.scores_after = run.transfer_scores_after = None
             runs.append(run)
             if split.index == 0 and seed == ws.seeds[0]:
                 rep_pairs = pairs

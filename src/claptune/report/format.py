@@ -115,15 +115,20 @@ def prior_lines(report: Report) -> list[str]:
 def label_free_lines(report: Report) -> list[str]:
     signals = report.label_free or {}
     what = {
-        "pseudo_agreement": "students' agreement with the teacher's refined pseudo-labels on "
-        "the adaptation clips",
-        "pseudo_agreement_held_out": "the same on the held-out clips' audio",
-        "transfer_class_mean": "students' class-mean accuracy on the transfer-check clips",
+        "pseudo_agreement": "agreement with the teacher's refined pseudo-labels, adaptation clips",
+        "pseudo_agreement_held_out": "the same, held-out clips' audio",
+        "transfer_class_mean": "class-mean accuracy, transfer-check clips",
     }
-    parts = [f"{text}: {spread(signals[k])} %" for k, text in what.items() if k in signals]
-    if not parts:
-        return []
-    return [f"Label-free signals (no target label read): {'; '.join(parts)}."]
+    lines = [
+        f"Label-free ({text}): {spread(signals[k])} %." for k, text in what.items() if k in signals
+    ]
+    alpha = (report.train or {}).get("wise_alpha")
+    if alpha is not None and alpha != 1.0:
+        lines.append(
+            f"Students kept as weight-space ensembles with the teacher: {alpha:g} x fine-tuned "
+            f"+ {1 - alpha:g} x teacher weights (wise_alpha)."
+        )
+    return lines
 
 
 CONFUSION_HEADER = ["true class", "predicted class", "before", "after", "change"]

@@ -25,7 +25,18 @@ ON_ERROR = ("raise", "skip")
 
 # fields that may change between a run and its resumption without changing what it computes
 RESUMABLE_CHANGES = frozenset(
-    {"epochs", "max_steps", "save_every", "num_workers", "progress", "device", "extra"}
+    {
+        "epochs",
+        "max_steps",
+        "save_every",
+        "num_workers",
+        "progress",
+        "device",
+        "extra",
+        # applied after the last step to the checkpoint's fine-tuned weights: resuming a
+        # finished run with another value re-ensembles it without training again
+        "wise_alpha",
+    }
 )
 
 

@@ -681,16 +681,23 @@ class _Trainer:
 
 
 def _float_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """A copy of ``model``'s floating-point weights and buffers, by name."""
-    return {k: v.detach().clone() for k, v in model.state_dict().items() if v.is_floating_point()}
+    """A CPU copy of ``model``'s floating-point weights and buffers, by name (kept off the
+    accelerator: it is read once, at the end of training)."""
+    return {
+        k: v.detach().to("cpu", copy=True)
+        for k, v in model.state_dict().items()
+        if v.is_floating_point()
+    }
 
 
 @torch.no_grad()
 def interpolate_weights(model: nn.Module, start: dict[str, torch.Tensor], alpha: float) -> None:
     """Weight-space ensemble (WiSE-FT, Wortsman et al. 2022): every floating-point weight of
     ``model`` that ``start`` names becomes ``alpha * now + (1 - alpha) * start``, in place.
-    Weights that did not train are equal in both and stay as they are."""
-    for name, value in model.state_dict().items():
+    Weights that did not train are equal in both and stay as they are; a weight shared by
+    several modules is interpolated once."""
+    tensors = list(model.named_parameters()) + list(model.named_buffers())  # no duplicates
+    for name, value in tensors:
         before = start.get(name)
         if before is None or before.shape != value.shape or not value.is_floating_point():
             continue
