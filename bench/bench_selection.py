@@ -14,6 +14,9 @@ to score what the signal would pick:
   the teacher's refined pseudo-labels on the adaptation clips
   (``Workspace.reference_labels``: k-NN smoothing, Sinkhorn to equal shares);
 - ``pseudo_agreement_held_out``: the same on the test part's audio (labels unread);
+- ``pseudo_agreement_unsure``: the same on the adaptation clips whose refined pseudo-label is
+  below its median confidence, the half ``pseudo_refined`` does not curate (so no row trained
+  on these clips' reference labels);
 - ``neg_entropy`` / ``info_max``: mean confidence (-entropy), and information maximisation
   (entropy of the mean prediction minus mean entropy) on the test part's audio;
 - ``seed_agreement``: how often students of one split but different seeds agree there;
@@ -46,6 +49,7 @@ DEFAULT = "pseudo_refined / hard"  # improve's shipped default row
 SIGNALS = (
     "pseudo_agreement",
     "pseudo_agreement_held_out",
+    "pseudo_agreement_unsure",
     "neg_entropy",
     "info_max",
     "seed_agreement",
@@ -89,6 +93,16 @@ def target_rows(folder: Path) -> tuple[dict, list[dict]]:
     splits = result["splits"]
     n_seeds = len(result["seeds"])
     transfer = scores["transfer_labels"] if "transfer_labels" in scores else None
+    from claptune.curation.pseudo import refined_probs
+
+    unsure = {}
+    for split in splits:
+        adapt = np.array(split["adapt"])
+        probs, _ = refined_probs(
+            ws.target_emb[adapt], ws.classifier(ws.teacher), scale, "knn_balance"
+        )
+        conf = probs.max(1)
+        unsure[split["index"]] = adapt[conf < np.median(conf)]
     teacher = scores["teacher"].argmax(1)
     result["teacher_pseudo_agreement"] = float(
         np.mean(
@@ -113,6 +127,10 @@ def target_rows(folder: Path) -> tuple[dict, list[dict]]:
                 signals = {
                     "pseudo_agreement": np.mean(pred[adapt] == ws.reference_labels(adapt)),
                     "pseudo_agreement_held_out": np.mean(pred[test] == ws.reference_labels(test)),
+                    "pseudo_agreement_unsure": np.mean(
+                        pred[unsure[split["index"]]]
+                        == ws.reference_labels(adapt)[np.isin(adapt, unsure[split["index"]])]
+                    ),
                     "neg_entropy": -_entropy(p).mean(),
                     "info_max": _entropy(p.mean(0)) - _entropy(p).mean(),
                 }
