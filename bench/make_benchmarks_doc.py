@@ -38,6 +38,12 @@ SECTIONS = [
     ("ablation", "improve: curation methods and losses compared", "ablation.md", "claptune ablate"),
     ("skewed", "improve on skewed targets", "skewed.md", "bench/bench_skewed.py"),
     (
+        "threshold",
+        "How many pseudo-labels to keep",
+        "threshold.md",
+        "bench/bench_threshold.py",
+    ),
+    (
         "selection",
         "Choosing a configuration without labels",
         "selection.md",
