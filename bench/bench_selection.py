@@ -93,15 +93,10 @@ def target_rows(folder: Path) -> tuple[dict, list[dict]]:
     splits = result["splits"]
     n_seeds = len(result["seeds"])
     transfer = scores["transfer_labels"] if "transfer_labels" in scores else None
-    from claptune.curation.pseudo import refined_probs
-
     unsure = {}
     for split in splits:
         adapt = np.array(split["adapt"])
-        probs, _ = refined_probs(
-            ws.target_emb[adapt], ws.classifier(ws.teacher), scale, "knn_balance"
-        )
-        conf = probs.max(1)
+        conf = ws.reference_probs(adapt).max(1)
         unsure[split["index"]] = adapt[conf < np.median(conf)]
     teacher = scores["teacher"].argmax(1)
     result["teacher_pseudo_agreement"] = float(

@@ -37,6 +37,7 @@ import numpy as np
 
 from claptune.curation import Pairs, write_pairs
 from claptune.errors import ClaptuneError
+from claptune.evaluate.zeroshot import class_scores, predict_from_scores
 from claptune.features import FeatureStore
 from claptune.improve.config import UNLABELED, ImproveConfig
 from claptune.improve.curate import (
@@ -99,7 +100,7 @@ class Workspace:
                 "(claptune adapt); a labelled one is named by config.target"
             )
         self.config, self.out_dir, self.progress = config, out_dir, progress
-        self._references: dict[bytes, np.ndarray] = {}  # reference_labels, by clip indices
+        self._references: dict[bytes, np.ndarray] = {}  # reference_probs, by clip indices
         t0 = time.perf_counter()
         log_progress(f"loading model {config.model!r}", progress)
         self.teacher: AudioTextModel = load_model(config.model).eval()
@@ -162,7 +163,7 @@ class Workspace:
         self.replay_audio_emb = self.embed_audio(self.teacher, self.replay_audio)
         self.replay_text_emb = self.embed_text(self.teacher, self.replay_text)
         self.scores_before = self.scores(self.teacher, self.target_emb)
-        self.pred_before = _argmax(self.scores_before)
+        self.pred_before = predict_from_scores(self.scores_before)
         self.retrieval_before = self.retrieval(self.teacher) if self.holdout_audio else {}
         # transfer check: held-out corpus clips whose caption names one target class
         from claptune.improve.transfer import match_captions
@@ -173,7 +174,9 @@ class Workspace:
         self.transfer_audio = [self.holdout_audio[i] for i in self.transfer_idx]
         self.transfer_scores_before = self.transfer_scores(self.teacher)
         self.transfer_before = (
-            None if self.transfer_scores_before is None else _argmax(self.transfer_scores_before)
+            None
+            if self.transfer_scores_before is None
+            else predict_from_scores(self.transfer_scores_before)
         )
         if self.labels is None:  # nothing to score on: every clip adapts
             self.splits: list[Split] = [whole_pool_split(len(self.items), config.seed)]
@@ -297,35 +300,31 @@ class Workspace:
     def scores(self, model: AudioTextModel, audio_emb: np.ndarray) -> np.ndarray:
         """(N, C) float32 cosines of each row of ``audio_emb`` with ``model``'s class
         embeddings (its argmax is ``predictions``)."""
-        from claptune.evaluate.zeroshot import class_scores
-
         return class_scores(audio_emb, self.classifier(model)).astype(np.float32)
 
-    def reference_labels(self, clips: np.ndarray) -> np.ndarray:
-        """(len(clips),) the teacher's refined pseudo-label of each of ``clips`` (indices into
+    def reference_probs(self, clips: np.ndarray) -> np.ndarray:
+        """(len(clips), C) the teacher's refined class probabilities of ``clips`` (indices into
         the target), from their audio alone: its zero-shot probabilities mixed with those of
         each clip's 3 nearest clips among ``clips`` and balanced to equal class shares, the
         refinement of ``pseudo_refined`` at its defaults. One fixed reference for every
         configuration, whatever its own curation settings: the label-free selection signals
-        score students against it (``claptune.improve.runs.label_free_signals``)."""
+        score students against its argmax (``reference_labels``)."""
         from claptune.curation.pseudo import refined_probs
 
-        clips = np.asarray(clips, dtype=np.int64)
-        cache = self._references
-        key = clips.tobytes()
-        if key not in cache:
-            probs, _ = refined_probs(
-                self.target_emb[clips],
+        key = np.asarray(clips, dtype=np.int64).tobytes()
+        if key not in self._references:
+            self._references[key], _ = refined_probs(
+                self.target_emb[np.asarray(clips, dtype=np.int64)],
                 self.classifier(self.teacher),
                 float(self.teacher.logit_scale.detach()),
                 "knn_balance",
             )
-            cache[key] = np.argmax(probs, axis=1).astype(np.int64)
-        return cache[key]
+        return self._references[key]
 
-    def transfer_predictions(self, model: AudioTextModel) -> np.ndarray | None:
-        scores = self.transfer_scores(model)
-        return None if scores is None else _argmax(scores)
+    def reference_labels(self, clips: np.ndarray) -> np.ndarray:
+        """(len(clips),) the teacher's refined pseudo-label of each of ``clips``: the argmax of
+        ``reference_probs``."""
+        return predict_from_scores(self.reference_probs(clips))
 
     def transfer_scores(self, model: AudioTextModel) -> np.ndarray | None:
         """(T, C) cosines of the transfer-check clips, None when the corpus names no class."""
@@ -391,20 +390,20 @@ class Workspace:
 
     def outcome(self, split: Split, seed: int, pairs: Pairs, student, result) -> RunOutcome:
         scores = self.scores(student, self.embed_audio(student, self.items))
+        pred = predict_from_scores(scores)
         transfer = self.transfer_scores(student)
         return RunOutcome(
             split=split.index,
             seed=seed,
             test=split.test,
             pred_before=self.pred_before,
-            pred_after=_argmax(scores),
+            pred_after=pred,
             scores_after=scores,
-            adapt=split.adapt,
-            agreement=self.agreement(split, _argmax(scores)),
+            agreement=self.agreement(split, pred),
             n_pairs=pairs.method_counts(),
             pairs_per_class=pairs.class_counts(),
             retrieval_after=self.retrieval(student) if self.holdout_audio else {},
-            transfer_after=None if transfer is None else _argmax(transfer),
+            transfer_after=None if transfer is None else predict_from_scores(transfer),
             transfer_scores_after=transfer,
             train={
                 "steps": result.steps,
@@ -413,12 +412,6 @@ class Workspace:
             },
             class_shares=class_shares(pairs),
         )
-
-
-def _argmax(scores: np.ndarray) -> np.ndarray:
-    from claptune.evaluate.zeroshot import predict_from_scores
-
-    return predict_from_scores(scores)
 
 
 RETRIEVAL_KEYS = ("a2t_R@1", "a2t_R@5", "t2a_R@1", "t2a_R@5")

@@ -50,7 +50,6 @@ class RunOutcome:
     train: dict = field(default_factory=dict)  # what fit reported (steps, final loss, ...)
     class_shares: dict[str, float] | None = None  # what curation balanced the pool to
     scores_after: np.ndarray | None = None  # (N, C) student cosines with the class embeddings
-    adapt: np.ndarray | None = None  # clip indices of this split's adaptation part
     transfer_scores_after: np.ndarray | None = None  # (T, C) on the transfer-check clips
     # agreement with the teacher's refined pseudo-labels (Workspace.agreement): no label read
     agreement: dict[str, float] = field(default_factory=dict)
