@@ -265,12 +265,11 @@ def run_grid(args) -> list[Path]:
     """``ablate`` with the full grid on the subset and on each skewed variant."""
     from claptune.improve.ablation import ablation_grid, run_ablation
     from claptune.improve.config import ImproveConfig
-    from make_skewed import make_variants
+    from make_skewed import named_variant
 
     targets = [("main", Path(args.root), 0.5)]
     for name in args.variants:
-        ratio, order = name[1:].split("-o")
-        (v,) = make_variants(Path(args.root), args.data, [float(ratio)], [int(order)], False)
+        v = named_variant(Path(args.root), args.data, name)
         targets.append((v["name"], Path(v["path"]), 0.25))
     folders = []
     for name, root, test_fraction in targets:

@@ -110,12 +110,11 @@ def main(argv=None) -> int:
             ap.error("--root (to run), or --summarize FOLDER...")
         from claptune.improve.ablation import run_ablation
         from claptune.improve.config import ImproveConfig
-        from make_skewed import make_variants
+        from make_skewed import named_variant
 
         targets = [("main", args.root, 0.5)]
         for name in args.variants:
-            ratio, order = name[1:].split("-o")
-            (v,) = make_variants(Path(args.root), args.data, [float(ratio)], [int(order)], False)
+            v = named_variant(Path(args.root), args.data, name)
             targets.append((name, str(v["path"]), 0.25))
         for name, root, test_fraction in targets:
             config = ImproveConfig(

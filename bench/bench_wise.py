@@ -117,7 +117,7 @@ def markdown(targets: dict[str, dict], note: str = "") -> str:
 
 
 def main(argv=None) -> int:
-    from make_skewed import make_variants
+    from make_skewed import named_variant
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--root", required=True, help="the ESC-50 layout (the subset)")
@@ -131,8 +131,7 @@ def main(argv=None) -> int:
     targets = {"subset": measure(args.root, 0.5, model=args.model)}
     print(markdown(targets), flush=True)
     for name in args.variants:
-        ratio, order = name[1:].split("-o")
-        (v,) = make_variants(Path(args.root), args.data, [float(ratio)], [int(order)], False)
+        v = named_variant(Path(args.root), args.data, name)
         targets[name] = measure(str(v["path"]), 0.25, model=args.model)
         print(markdown({name: targets[name]}), flush=True)
     out = {

@@ -169,6 +169,13 @@ def make_variants(
     return variants
 
 
+def named_variant(root: Path, out: Path, name: str) -> dict:
+    """Write the one skewed variant ``name`` (``r<ratio>-o<order>``, no control) under ``out``."""
+    ratio, order = name[1:].split("-o")
+    (variant,) = make_variants(Path(root), out, [float(ratio)], [int(order)], controls=False)
+    return variant
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
