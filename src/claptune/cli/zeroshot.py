@@ -12,6 +12,17 @@ Targets: esc50, us8k, tut2017 (development + evaluation; --split), folder (a fol
 folders), csv (a CSV of path,label). Prints overall and per-class accuracy and writes
 DIR/zeroshot.json (accuracy, n_clips, per_class, config, failed, per-clip predictions) and
 DIR/confusion.png.
+
+Clips without labels, a class list, and a label for each clip:
+
+    claptune zeroshot --model M --audio my_clips/ --classes classes.txt --out DIR
+    claptune zeroshot --model M --audio my_clips/ --classes classes.txt --transductive --out DIR
+
+writes DIR/predictions.csv (path,label,confidence,runner_up,runner_up_confidence).
+--transductive [METHOD] refines the scores over all the clips together without a label
+(claptune.evaluate.transductive; default method: claptune = label propagation on the kNN audio
+graph, then Sinkhorn balancing); on a labelled --target it also writes predictions.csv and
+reports the transductive accuracy beside the plain one.
 """
 
 from __future__ import annotations
@@ -42,8 +53,30 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub_parser(sub, "zeroshot", __doc__)
     p.add_argument("--model", required=True, help="registered name, model folder or hub id")
     p.add_argument(
-        "--target",  # required, checked in run() so that --dataset counts too
-        help="esc50, us8k, tut2017, folder (class folders) or csv (path,label) (required)",
+        "--target",  # required unless --audio, checked in run() so that --dataset counts too
+        help="esc50, us8k, tut2017, folder (class folders) or csv (path,label) "
+        "(required unless --audio)",
+    )
+    p.add_argument(
+        "--audio",
+        nargs="+",
+        default=None,
+        help="unlabeled clips instead of --target: files, folders or .txt lists (default: none)",
+    )
+    p.add_argument(
+        "--classes",
+        default=None,
+        help="with --audio: a file with one class name per line, or a,b,c (default: none)",
+    )
+    p.add_argument(
+        "--transductive",
+        nargs="?",
+        const="claptune",
+        default="none",
+        metavar="METHOD",
+        help="refine the scores over all clips together, without labels: claptune (the "
+        "default when the flag is given alone), sinkhorn, label_propagation, gaussian_em, "
+        "entropy or none (default: none)",
     )
     alias(p, "--dataset", dest="target")
     p.add_argument(
@@ -81,10 +114,17 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from claptune.data import load_dataset
+    from claptune.evaluate.transductive import TRANSDUCTIONS
     from claptune.evaluate.zeroshot import evaluate_zeroshot, resolve_templates
 
     if args.batch_size < 1 or args.num_workers < 0:
         raise ClaptuneError("--batch-size must be >= 1 and --num-workers >= 0")
+    if args.transductive not in TRANSDUCTIONS:
+        raise ClaptuneError(
+            f"unknown --transductive {args.transductive!r}; choose from {', '.join(TRANSDUCTIONS)}"
+        )
+    if args.audio is not None or args.classes is not None:
+        return run_unlabeled(args)
     if args.target is None:
         raise ClaptuneError("--target is required (esc50, us8k, tut2017, folder or csv)")
     folds = parse_folds(args.folds)
@@ -131,6 +171,26 @@ def run(args: argparse.Namespace) -> int:
     }
     report = result_to_json(result, dataset, config)
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.transductive != "none":
+        probs = transductive_probs(model, result.audio_emb, result.class_names, templates, args)
+        transductive = probs.argmax(axis=1)
+        report["transductive"] = {
+            "method": args.transductive,
+            "accuracy": float((transductive == result.labels).mean()),
+        }
+        from claptune.evaluate.transductive import write_predictions
+
+        write_predictions(
+            args.out / "predictions.csv",
+            [str(dataset.items[i]) for i in result.kept.tolist()],
+            probs,
+            result.class_names,
+        )
+        print(
+            f"transductive ({args.transductive}): accuracy "
+            f"{report['transductive']['accuracy']:.1%} (plain: {result.accuracy:.1%}); "
+            f"wrote {args.out / 'predictions.csv'}"
+        )
     _write_json(args.out / "zeroshot.json", report)
     title = (
         f"{args.model} on {args.target}: accuracy {result.accuracy:.1%} ({result.n_clips} clips)"
@@ -140,6 +200,99 @@ def run(args: argparse.Namespace) -> int:
     for item, reason in result.failed:
         print(f"skipped {printable(item)}: {reason}", file=sys.stderr)
     print(f"wrote {args.out / 'zeroshot.json'} and {args.out / 'confusion.png'}")
+    return 0
+
+
+def transductive_probs(model, audio_emb, class_names, templates, args):
+    """(N, C) class probabilities of ``audio_emb`` by ``args.transductive`` (``none``: the plain
+    zero-shot softmax), with ``model``'s own logit scale."""
+    from claptune.evaluate.transductive import transduce
+    from claptune.evaluate.zeroshot import prompt_embeddings
+
+    prompts = prompt_embeddings(model, class_names, templates)
+    return transduce(audio_emb, prompts, float(model.logit_scale.detach()), args.transductive)
+
+
+def run_unlabeled(args: argparse.Namespace) -> int:
+    """--audio and --classes: a label per clip (predictions.csv), no accuracy."""
+    from claptune.audio import find_audio
+    from claptune.curation.inputs import class_names_from
+    from claptune.evaluate.zeroshot import resolve_templates
+
+    if args.audio is None or args.classes is None:
+        raise ClaptuneError("--audio and --classes go together (clips without labels)")
+    if args.target is not None:
+        raise ClaptuneError("give either --target (a labelled set) or --audio (clips), not both")
+    class_names = class_names_from(args.classes)
+    if len(class_names) < 2:
+        raise ClaptuneError("--classes needs at least 2 class names")
+    items = [str(p) for p in find_audio(args.audio)]
+    if not items:
+        raise ClaptuneError(f"no audio files found in {', '.join(args.audio)}")
+    templates = resolve_templates(args.templates or ["ensemble"])
+    from claptune.evaluate.transductive import write_predictions
+    from claptune.evaluate.zeroshot import embed_items_cached
+    from claptune.models import load_model
+
+    model = load_model(args.model, **model_device(args.device))
+    cache = cache_dir(args)
+    if cache is not None:
+        from claptune.embed import store_key
+
+        cache = cache / "embeddings" / "zeroshot" / store_key(model, "audio")
+        audio_emb, kept, failed = embed_items_cached(
+            model,
+            items,
+            cache,
+            args.batch_size,
+            args.num_workers,
+            not args.quiet,
+            args.on_error,
+        )
+    else:
+        from claptune.embed import encode_audio
+
+        enc = encode_audio(
+            model,
+            items,
+            batch_size=args.batch_size,
+            num_workers=args.num_workers,
+            progress=not args.quiet,
+            on_error=args.on_error,
+        )
+        audio_emb, kept, failed = enc.embeddings, enc.kept, enc.failed
+    if len(kept) == 0:
+        raise ClaptuneError(f"none of the {len(items)} clips could be read")
+    kept_items = [items[i] for i in kept.tolist()]
+    probs = transductive_probs(model, audio_emb, class_names, templates, args)
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_predictions(args.out / "predictions.csv", kept_items, probs, class_names)
+    import numpy as np
+
+    counts = np.bincount(probs.argmax(axis=1), minlength=len(class_names))
+    _write_json(
+        args.out / "zeroshot.json",
+        {
+            "n_clips": len(kept_items),
+            "class_names": class_names,
+            "predicted_counts": dict(zip(class_names, counts.tolist(), strict=True)),
+            "config": {
+                "model": args.model,
+                "model_identity": model.identity(),
+                "audio": [printable(a) for a in args.audio],
+                "templates": list(templates),
+                "transductive": args.transductive,
+                "on_error": args.on_error,
+            },
+            "failed": [{"path": printable(i), "reason": r} for i, r in failed],
+        },
+    )
+    for item, reason in failed:
+        print(f"skipped {printable(item)}: {reason}", file=sys.stderr)
+    print(
+        f"{len(kept_items)} clips labelled ({args.transductive} transduction); "
+        f"wrote {args.out / 'predictions.csv'}"
+    )
     return 0
 
 

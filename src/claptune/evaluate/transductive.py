@@ -35,6 +35,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -320,8 +321,46 @@ def predictions_table(probs: np.ndarray, class_names: Sequence[str]) -> list[Pre
     return out
 
 
+PREDICTION_COLUMNS = ("path", "label", "confidence", "runner_up", "runner_up_confidence")
+
+
+def write_predictions(
+    path: str | Path, items: Sequence[str], probs: np.ndarray, class_names: Sequence[str]
+) -> Path:
+    """``path`` (predictions.csv): one row per clip of ``items``, columns
+    ``PREDICTION_COLUMNS`` (probabilities with 4 decimals); file names that are not valid UTF-8
+    are written escaped (``claptune.errors.printable``). Written to a temporary file, then
+    renamed, so a reader never sees half a table."""
+    import csv
+    import os
+
+    from claptune.errors import printable
+
+    path = Path(path)
+    if len(items) != len(probs):
+        raise ValueError(f"{len(items)} clips for {len(probs)} rows of probabilities")
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(PREDICTION_COLUMNS)
+        for item, row in zip(items, predictions_table(probs, class_names), strict=True):
+            writer.writerow(
+                [
+                    printable(item),
+                    row.label,
+                    f"{row.confidence:.4f}",
+                    row.runner_up or "",
+                    "" if row.runner_up_confidence is None else f"{row.runner_up_confidence:.4f}",
+                ]
+            )
+    os.replace(tmp, path)
+    return path
+
+
 __all__ = [
     "DEFAULT_TRANSDUCTION",
+    "PREDICTION_COLUMNS",
+    "write_predictions",
     "TRANSDUCTIONS",
     "Prediction",
     "TransductionConfig",

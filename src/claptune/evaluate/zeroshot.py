@@ -103,6 +103,27 @@ def text_classifier(
     return prompt_classifier(text_emb, len(class_names))
 
 
+def prompt_embeddings(
+    model: AudioTextModel,
+    class_names: Sequence[str],
+    templates: Sequence[str] = DEFAULT_TEMPLATES,
+    batch_size: int = 256,
+    encode_text: Callable[[list[str]], np.ndarray] | None = None,
+) -> np.ndarray:
+    """(C, T, D) float32: template ``t`` of class ``c`` embedded (L2-normalised rows), the
+    input of the transductive methods that weigh templates (``claptune.evaluate.transductive``);
+    ``prompt_classifier`` of its (C * T, D) reshape is ``text_classifier``."""
+    prompts = class_prompts(class_names, templates)
+    flat = [p for group in prompts for p in group]
+    emb = (
+        model.encode_text(flat, batch_size=batch_size, progress=False)
+        if encode_text is None
+        else encode_text(flat)
+    )
+    emb = np.asarray(emb, np.float32)
+    return emb.reshape(len(class_names), len(prompts[0]), emb.shape[-1])
+
+
 def prompt_classifier(prompt_emb: np.ndarray, n_classes: int) -> np.ndarray:
     """(C, D) float32 classifier from (C * T, D) prompt embeddings in ``class_prompts`` order
     (class-major): each class's T rows averaged in float64, then renormalised."""
@@ -140,6 +161,7 @@ class ZeroShotResult:
     kept: np.ndarray  # (n_clips,) indices into the data set's items
     failed: list[tuple[str, str]] = field(default_factory=list)  # (clip, reason) skipped
     templates: tuple[str, ...] = DEFAULT_TEMPLATES
+    audio_emb: np.ndarray | None = None  # (n_clips, D) the clips' embeddings, for transduction
 
 
 def score(
@@ -220,6 +242,7 @@ def evaluate_zeroshot(
         kept=np.asarray(kept),
         failed=list(failed),
         templates=templates,
+        audio_emb=audio_emb,
     )
 
 
@@ -232,10 +255,32 @@ def _embed_cached(
     progress: bool,
     on_error: str,
 ) -> tuple[np.ndarray, np.ndarray, list[tuple[str, str]]]:
+    return embed_items_cached(
+        model,
+        [str(p) for p in dataset.items],
+        cache_dir,
+        batch_size,
+        num_workers,
+        progress,
+        on_error,
+    )
+
+
+def embed_items_cached(
+    model: AudioTextModel,
+    items: Sequence[str],
+    cache_dir: str | Path,
+    batch_size: int = 32,
+    num_workers: int = 2,
+    progress: bool = True,
+    on_error: str = "raise",
+) -> tuple[np.ndarray, np.ndarray, list[tuple[str, str]]]:
+    """((K, D) embeddings, (K,) indices of ``items`` that decoded, failures) through the
+    resumable store of ``claptune.embed`` under ``cache_dir``."""
     from claptune.embed import embed_to_store, load_store
     from claptune.errors import AudioDecodeError
 
-    items = [str(p) for p in dataset.items]
+    items = [str(p) for p in items]
     store = load_store(
         embed_to_store(
             model,
