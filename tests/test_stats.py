@@ -143,3 +143,33 @@ def test_class_mean_bootstrap_matches_brute_force_difference_and_resamples_clips
     assert twice.n_units == 60 and np.isclose(twice.difference, res.difference)
     same = class_mean_bootstrap(before, before, labels, np.arange(60), n_resamples=500)
     assert same.difference == 0 and same.ci_low == same.ci_high == 0
+
+
+def test_two_stage_bootstrap_point_and_spread():
+    from claptune.stats import two_stage_bootstrap
+
+    rng = np.random.default_rng(0)
+    # 3 splits of 40 clips, 2 seeds each; split 2 gains nothing, the others gain a lot
+    before, after, splits, clips, labels = [], [], [], [], []
+    for s, gain in enumerate((0.3, 0.3, 0.0)):
+        b = rng.random(40) < 0.4
+        for _seed in range(2):
+            a = b | (rng.random(40) < gain)
+            before += b.tolist()
+            after += a.tolist()
+            splits += [s] * 40
+            clips += list(range(s * 40, s * 40 + 40))
+            labels += (np.arange(40) % 4).tolist()
+    res = two_stage_bootstrap(before, after, splits, clips, n_resamples=400)
+    assert res.difference == pytest.approx(np.mean(after) - np.mean(before))
+    assert res.ci_low < res.difference < res.ci_high
+    assert res.n_units == 3
+    # the split stage widens the interval over the clip bootstrap of the same outcomes
+    clip_only = paired_bootstrap(before, after, groups=clips, n_resamples=400)
+    assert (res.ci_high - res.ci_low) > (clip_only.ci_high - clip_only.ci_low)
+    # class-mean: the point estimate is the pooled class-mean difference
+    cm = two_stage_bootstrap(before, after, splits, clips, labels=labels, n_resamples=200)
+    lab, b, a = np.array(labels), np.array(before, float), np.array(after, float)
+    expected = np.mean([a[lab == c].mean() - b[lab == c].mean() for c in range(4)])
+    assert cm.difference == pytest.approx(expected)
+    assert cm.ci_low <= cm.difference <= cm.ci_high

@@ -249,7 +249,94 @@ def class_mean_bootstrap(
     )
 
 
+def two_stage_bootstrap(
+    correct_before,
+    correct_after,
+    splits,
+    clips,
+    labels=None,
+    n_resamples: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> BootstrapResult:
+    """Two-stage bootstrap of the accuracy difference (after - before) over runs on splits.
+
+    One outcome per (run, test clip): ``splits`` its split, ``clips`` its clip. Each resample
+    draws splits with replacement, then, within each drawn split, its test clips with
+    replacement (the runs of one split, its training seeds, share that draw); the statistic is
+    the pooled difference over the drawn outcomes, weighted by how often each was drawn. So the
+    interval holds the split-to-split spread as well as the clips' (a clip bootstrap alone holds
+    the few splits fixed). With ``labels`` (the class of each outcome) the statistic is the
+    class-mean accuracy difference instead: per class the pooled weighted accuracy, averaged
+    over the classes drawn. ``difference`` is the same statistic on all outcomes once, so the
+    point estimate and its interval come from one estimator. With one split, the first stage
+    draws that split every time.
+    """
+    before = np.asarray(correct_before, dtype=np.float64).ravel()
+    after = np.asarray(correct_after, dtype=np.float64).ravel()
+    split_ids = np.unique(np.asarray(splits).ravel(), return_inverse=True)[1]
+    clip_ids = np.asarray(clips).ravel()
+    if not before.size == after.size == split_ids.size == clip_ids.size:
+        raise ValueError("outcomes, splits and clips must have one entry per outcome")
+    if before.size == 0:
+        raise ValueError("two_stage_bootstrap needs at least one outcome")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError("confidence must be in (0, 1)")
+    class_ids = None
+    if labels is not None:
+        class_ids = np.unique(np.asarray(labels).ravel(), return_inverse=True)[1]
+        if class_ids.size != before.size:
+            raise ValueError("labels must give one class per outcome")
+    n_splits = int(split_ids.max()) + 1
+    # per split: its distinct clips, and for each outcome the index of its clip in that list
+    members = []
+    local = np.empty(before.size, dtype=np.int64)
+    for s in range(n_splits):
+        rows = np.flatnonzero(split_ids == s)
+        uniq, inv = np.unique(clip_ids[rows], return_inverse=True)
+        local[rows] = inv
+        members.append((rows, len(uniq)))
+
+    def statistic(w: np.ndarray) -> float:
+        if class_ids is None:
+            return float((w * (after - before)).sum() / w.sum())
+        n_c = np.bincount(class_ids, weights=w)
+        d_c = np.bincount(class_ids, weights=w * (after - before))
+        present = n_c > 0
+        return float(np.mean(d_c[present] / n_c[present]))
+
+    rng = np.random.default_rng(seed)
+    samples = np.empty(n_resamples)
+    for r in range(n_resamples):
+        w = np.zeros(before.size)
+        for s, times in enumerate(
+            np.bincount(rng.integers(0, n_splits, n_splits), minlength=n_splits)
+        ):
+            if times == 0:
+                continue
+            rows, n_clips = members[s]
+            for _ in range(times):  # each draw of a split draws its clips anew
+                w[rows] += np.bincount(rng.integers(0, n_clips, n_clips), minlength=n_clips)[
+                    local[rows]
+                ]
+        samples[r] = statistic(w)
+    alpha = (1.0 - confidence) / 2.0
+    low, high = np.quantile(samples, [alpha, 1.0 - alpha])
+    tail = min(np.sum(samples <= 0.0), np.sum(samples >= 0.0))
+    return BootstrapResult(
+        difference=statistic(np.ones(before.size)),
+        ci_low=float(low),
+        ci_high=float(high),
+        confidence=confidence,
+        p_value=float(min(1.0, 2.0 * (tail + 1) / (n_resamples + 1))),
+        n_resamples=n_resamples,
+        n_units=n_splits,
+        seed=seed,
+    )
+
+
 __all__ = [
+    "two_stage_bootstrap",
     "Spread",
     "mean_spread",
     "McNemarResult",
