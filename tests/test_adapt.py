@@ -94,7 +94,8 @@ def test_adapt_end_to_end_cli(unlabeled_task, teacher, tmp_path, capsys):
 
     audio, classes, corpus, labelled = unlabeled_task
     out = tmp_path / "run"
-    assert main(_argv(teacher, audio, classes, corpus, out)) == 0
+    # every clip adapts (no guard slice), so that the counts below cover all 12 clips
+    assert main(_argv(teacher, audio, classes, corpus, out, "--guard-fraction", "0")) == 0
     printed = capsys.readouterr().out
     assert "teacher/student agreement" in printed.lower() and "report:" in printed
 
@@ -204,6 +205,8 @@ def test_adapt_end_to_end_cli(unlabeled_task, teacher, tmp_path, capsys):
                 "--eval",
                 f"folder:{labelled}",
                 "--no-save-model",
+                "--guard-fraction",
+                "0",
             )
         )
         == 0
@@ -294,3 +297,48 @@ def test_adapt_balances_to_the_em_prior_when_asked(unlabeled_task, teacher, tmp_
     }
     shares = [row.share for row in report.classes.values()]
     assert sum(shares) == pytest.approx(1.0) and shares != pytest.approx([1 / 3] * 3)
+
+
+def test_adapt_guard_and_predictions(unlabeled_task, teacher, tmp_path, capsys):
+    """The default run holds a slice of the clips out of curation, decides on their audio alone
+    whether the student beats the teacher, saves the better model and labels every clip."""
+    from claptune import load_model
+    from claptune.cli import main
+    from claptune.evaluate.transductive import PREDICTION_COLUMNS
+    from claptune.report.adapt_schema import AdaptReport
+
+    audio, classes, corpus, _ = unlabeled_task
+    out = tmp_path / "run"
+    assert main(_argv(teacher, audio, classes, corpus, out)) == 0
+    printed = capsys.readouterr().out
+    assert "Guard:" in printed and "predictions.csv" in printed
+    report = AdaptReport.read(out / "report.json")
+    split = report.config  # the guard slice is recorded through the workspace's split
+    g = report.guard
+    assert g["n_clips"] == 2 and g["keep_student"] in (0.0, 1.0)
+    for key in ("consistency_student", "consistency_teacher", "agreement_student"):
+        assert 0.0 <= g[key] <= 1.0
+    assert report.saved == ("student" if g["keep_student"] else "teacher")
+    assert split["guard_fraction"] == 0.2
+    # curation saw only the clips outside the guard slice: 10 of the 12 that decoded
+    assert sum(report.confidence.counts) == 10
+    with (out / "predictions.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert tuple(rows[0]) == PREDICTION_COLUMNS
+    assert len(rows) == 12 and len({r["path"] for r in rows}) == 12
+    assert all(r["label"] in ("dog_bark", "rain", "siren") for r in rows)
+    assert all(r["runner_up"] != r["label"] for r in rows)
+    assert all(float(r["confidence"]) >= float(r["runner_up_confidence"]) for r in rows)
+    counts = report.predictions["counts"]
+    assert sum(counts.values()) == 12
+    for name, n in counts.items():
+        assert n == sum(r["label"] == name for r in rows)
+    # the saved model is the one the guard chose: the teacher's heads when it rejected
+    saved = load_model(out / "model").head_state_dict()
+    heads = load_model(teacher[0]).head_state_dict()
+    same = all((saved[k] == heads[k]).all() for k in heads)
+    assert same == (report.saved == "teacher")
+    # deterministic: the same command gives the same labels
+    out2 = tmp_path / "run2"
+    assert main(_argv(teacher, audio, classes, corpus, out2, "--no-save-model")) == 0
+    assert (out2 / "predictions.csv").read_text() == (out / "predictions.csv").read_text()

@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy.stats import binom
 
+from claptune.evaluate.metrics import class_mean_accuracy  # re-exported: its home is evaluate
+
 
 @dataclass(frozen=True)
 class Spread:
@@ -172,17 +174,6 @@ def paired_bootstrap(
         n_units=n_groups,
         seed=seed,
     )
-
-
-def class_mean_accuracy(pred: np.ndarray, labels: np.ndarray) -> float:
-    """Mean over the classes present in ``labels`` of each class's accuracy (balanced
-    accuracy): every class counts the same, however many clips it has."""
-    pred, labels = np.asarray(pred).ravel(), np.asarray(labels).ravel()
-    if labels.size == 0:
-        return float("nan")
-    classes, inverse = np.unique(labels, return_inverse=True)
-    hits = np.bincount(inverse, weights=(pred == labels).astype(np.float64))
-    return float(np.mean(hits / np.bincount(inverse)))
 
 
 def class_mean_bootstrap(

@@ -70,6 +70,18 @@ def add_parser(sub) -> argparse.ArgumentParser:
         help="curated clips per class to listen to in report.html (default: 1)",
     )
     p.add_argument("--no-save-model", action="store_true", help="do not write RUN/model")
+    p.add_argument(
+        "--transductive",
+        metavar="METHOD",
+        help="how predictions.csv refines the saved model's scores over all clips together: "
+        "claptune, sinkhorn, label_propagation, gaussian_em, entropy or none (default: claptune)",
+    )
+    p.add_argument(
+        "--guard-fraction",
+        type=float,
+        help="share of the clips held out of curation, on whose audio the label-free guard "
+        "decides whether the student beats the teacher; 0 turns the guard off (default: 0.2)",
+    )
     add_run_arguments(p)
     return p
 
@@ -102,6 +114,8 @@ def config_from_args(args: argparse.Namespace) -> AdaptConfig:
         "audio_per_class": args.audio_per_class,
         "on_error": args.on_error,
         "cache_dir": args.cache_dir,
+        "transduction": args.transductive,
+        "guard_fraction": args.guard_fraction,
     }
     values.update({k: v for k, v in flags.items() if v is not None})
     if args.eval:
@@ -119,10 +133,12 @@ def config_from_args(args: argparse.Namespace) -> AdaptConfig:
 
 
 def print_summary(report: AdaptReport) -> None:
-    from claptune.report.adapt_format import check_rows, eval_lines, summary_lines
+    from claptune.report.adapt_format import check_rows, eval_lines, guard_lines, summary_lines
 
     for line in summary_lines(report):
         print(line)
+    for line in guard_lines(report):
+        print(line.replace("**", ""))
     for check, before, after in check_rows(report):
         print(f"{check}: {before} -> {after} %")
     if report.evaluation:

@@ -168,17 +168,18 @@ def score(
     predictions: np.ndarray, labels: np.ndarray, class_names: Sequence[str]
 ) -> tuple[float, dict[str, float], np.ndarray]:
     """Top-1 accuracy, per-class accuracy and the (C, C) confusion counts."""
+    from claptune.evaluate.metrics import accuracy, confusion_matrix, per_class_accuracy
+
     predictions = np.asarray(predictions, dtype=np.int64)
     labels = np.asarray(labels, dtype=np.int64)
     n_classes = len(class_names)
-    confusion = np.zeros((n_classes, n_classes), dtype=np.int64)
-    np.add.at(confusion, (labels, predictions), 1)
-    accuracy = float((predictions == labels).mean()) if len(labels) else float("nan")
-    support = confusion.sum(axis=1)
-    per_class = {
-        c: float(confusion[i, i] / support[i]) for i, c in enumerate(class_names) if support[i] > 0
-    }
-    return accuracy, per_class, confusion
+    recall = per_class_accuracy(predictions, labels, n_classes)
+    per_class = {c: float(recall[i]) for i, c in enumerate(class_names) if not np.isnan(recall[i])}
+    return (
+        accuracy(predictions, labels),
+        per_class,
+        confusion_matrix(predictions, labels, n_classes),
+    )
 
 
 def evaluate_zeroshot(

@@ -17,6 +17,7 @@ that is scored before and after and read for nothing else.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -43,6 +44,7 @@ from claptune.report.adapt_schema import (
     LabelledEval,
 )
 
+logger = logging.getLogger(__name__)
 _IMPROVE = {f.name: f for f in fields(ImproveConfig)}
 HISTOGRAM_BINS = 20  # over [0, 1]: confidence and margin of refined probabilities
 
@@ -71,6 +73,8 @@ class AdaptConfig:
     audio_per_class: int = 1  # curated pairs per class embedded as players in report.html
     on_error: str = "raise"  # "skip" drops undecodable clips and lists them in the report
     cache_dir: str | None = field(default_factory=default_cache_dir)
+    transduction: str = _improve_default("transduction")  # how predictions.csv is refined
+    guard_fraction: float = _improve_default("guard_fraction")  # clips held out for the guard
 
     def __post_init__(self) -> None:
         self.audio = (self.audio,) if isinstance(self.audio, str) else tuple(map(str, self.audio))
@@ -111,6 +115,8 @@ class AdaptConfig:
             audio_samples=0,
             on_error=self.on_error,
             cache_dir=self.cache_dir,
+            transduction=self.transduction,
+            guard_fraction=self.guard_fraction,
         )
 
     @classmethod
@@ -163,9 +169,28 @@ def run_adapt(config: AdaptConfig, out_dir: str | Path, progress: bool = True) -
     )
     student, result = ws.train(pairs, ws.config.loss, seed)
     run = ws.outcome(split, seed, pairs, student, result)
+    keep = run.guard.get("keep_student", 1.0) >= 0.5
+    if not keep:
+        logger.warning(
+            "the adapted student did not beat the teacher on %d clips held out of curation "
+            "(no label read): saving the teacher and labelling with teacher + transduction",
+            int(run.guard["n_clips"]),
+        )
+    chosen = student if keep else ws.teacher
+    probs = ws.transduced(chosen, ws.embed_audio(chosen, ws.items))
+    from claptune.evaluate.transductive import write_predictions
+
+    write_predictions(out_dir / "predictions.csv", ws.items, probs, ws.class_names)
+    counts = np.bincount(probs.argmax(axis=1), minlength=len(ws.class_names))
+    predictions = {
+        "file": "predictions.csv",
+        "n_clips": len(ws.items),
+        "transduction": ws.config.transduction,
+        "counts": dict(zip(ws.class_names, counts.tolist(), strict=True)),
+    }
     model_dir = None
     if config.save_model:
-        model_dir = Path(student.save(out_dir / "model"))
+        model_dir = Path(chosen.save(out_dir / "model"))
         (model_dir / "adapt_config.json").write_text(json.dumps(config.to_dict(), indent=2))
     evaluation = (
         score_labelled(ws, student, config.eval_target, config.eval_root)
@@ -175,6 +200,9 @@ def run_adapt(config: AdaptConfig, out_dir: str | Path, progress: bool = True) -
     report = build_adapt_report(
         ws, config, run, pairs, evaluation, model_dir, time.perf_counter() - t0
     )
+    report.guard = dict(run.guard)
+    report.saved = "student" if keep else "teacher"
+    report.predictions = predictions
     if model_dir is not None:
         write_adapt_card(ws, report, model_dir)
     from claptune.report.adapt import AdaptAssets, write_adapt_report
@@ -184,7 +212,9 @@ def run_adapt(config: AdaptConfig, out_dir: str | Path, progress: bool = True) -
     )
     if len(pairs):
         write_pairs(pairs, out_dir / "pairs.csv")
-    log_progress(f"report: {out_dir / 'report.html'}", progress)
+    log_progress(
+        f"labels: {out_dir / 'predictions.csv'}; report: {out_dir / 'report.html'}", progress
+    )
     return AdaptResult(report, out_dir, model_dir)
 
 
@@ -327,7 +357,8 @@ def score_labelled(ws: Workspace, student, target: str, root: str | None) -> Lab
     classifying among the run's class names (matched to the set's by their words: ``dog_bark``
     is ``dog bark``). Scored only: nothing of the run reads it."""
     from claptune.data import load_dataset
-    from claptune.stats import class_mean_accuracy, class_mean_bootstrap, paired_bootstrap
+    from claptune.evaluate.metrics import accuracy, class_mean_accuracy, per_class_accuracy
+    from claptune.stats import class_mean_bootstrap, paired_bootstrap
 
     dataset = load_dataset(target, root=root)
     ours = {_word_key(c): k for k, c in enumerate(ws.class_names)}
@@ -353,7 +384,8 @@ def score_labelled(ws: Workspace, student, target: str, root: str | None) -> Lab
     clip_ids = np.arange(len(items))
 
     def per_class(p: np.ndarray) -> dict[str, float]:
-        return {ws.class_names[c]: float(np.mean(p[labels == c] == c)) for c in np.unique(labels)}
+        recall = per_class_accuracy(p, labels, len(ws.class_names))
+        return {ws.class_names[c]: float(recall[c]) for c in np.unique(labels)}
 
     adapted = {str(Path(i).resolve()) for i in ws.items}
     return LabelledEval(
@@ -362,8 +394,12 @@ def score_labelled(ws: Workspace, student, target: str, root: str | None) -> Lab
         n_clips=len(items),
         n_classes=len(np.unique(labels)),
         overlap=sum(str(Path(i).resolve()) in adapted for i in items),
-        before=EvalScores(float(ok["before"].mean()), class_mean_accuracy(preds["before"], labels)),
-        after=EvalScores(float(ok["after"].mean()), class_mean_accuracy(preds["after"], labels)),
+        before=EvalScores(
+            accuracy(preds["before"], labels), class_mean_accuracy(preds["before"], labels)
+        ),
+        after=EvalScores(
+            accuracy(preds["after"], labels), class_mean_accuracy(preds["after"], labels)
+        ),
         bootstrap=paired_bootstrap(ok["before"], ok["after"], groups=clip_ids),
         class_mean_bootstrap=class_mean_bootstrap(ok["before"], ok["after"], labels, clip_ids),
         per_class_before=per_class(preds["before"]),

@@ -74,6 +74,12 @@ class ImproveConfig:
     audio_per_class: int = 2  # best-scored curated pairs of each class playable in report.html
     audio_samples: int | None = None  # cap on all players, spread over classes; None: no cap
     on_error: str = "raise"  # "skip" drops undecodable clips and lists them in the report
+    # label-free transductive inference on top of every model's scores (teacher and student;
+    # claptune.evaluate.transductive): the labels adapt writes, and a figure of every report
+    transduction: str = "claptune"
+    # share of an unlabeled target's clips held out of curation for the label-free guard (adapt);
+    # a labelled target's guard reads its test part's audio instead, so improve curates as before
+    guard_fraction: float = 0.2
     # frozen encoder features are kept here (keyed by model identity and file), so a rerun or
     # an ablation of the same model skips the encoders; None keeps them in memory only
     cache_dir: str | None = field(default_factory=default_cache_dir)
@@ -138,6 +144,14 @@ class ImproveConfig:
             raise ClaptuneError("audio_samples must be >= 0")
         if self.audio_per_class < 0:
             raise ClaptuneError("audio_per_class must be >= 0")
+        from claptune.evaluate.transductive import TRANSDUCTIONS
+
+        if self.transduction not in TRANSDUCTIONS:
+            raise ClaptuneError(
+                f"unknown transduction {self.transduction!r}; choose from {', '.join(TRANSDUCTIONS)}"
+            )
+        if not 0.0 <= self.guard_fraction < 0.9:
+            raise ClaptuneError(f"guard_fraction must be in [0, 0.9), got {self.guard_fraction}")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> ImproveConfig:

@@ -101,6 +101,8 @@ class Workspace:
             )
         self.config, self.out_dir, self.progress = config, out_dir, progress
         self._references: dict[bytes, np.ndarray] = {}  # reference_probs, by clip indices
+        self._teacher_transduced: dict[bytes, np.ndarray] = {}  # by clip indices
+        self._peers: dict[tuple[str, int], dict[str, np.ndarray]] = {}  # by split
         t0 = time.perf_counter()
         log_progress(f"loading model {config.model!r}", progress)
         self.teacher: AudioTextModel = load_model(config.model).eval()
@@ -179,7 +181,9 @@ class Workspace:
             else predict_from_scores(self.transfer_scores_before)
         )
         if self.labels is None:  # nothing to score on: every clip adapts
-            self.splits: list[Split] = [whole_pool_split(len(self.items), config.seed)]
+            self.splits: list[Split] = [
+                whole_pool_split(len(self.items), config.seed, config.guard_fraction)
+            ]
         else:
             self.splits = make_splits(
                 self.labels,
@@ -326,6 +330,94 @@ class Workspace:
         ``reference_probs``."""
         return predict_from_scores(self.reference_probs(clips))
 
+    def prompt_embeddings(self, model: AudioTextModel) -> np.ndarray:
+        """(C, T, D) every template of every class embedded by ``model`` (through the feature
+        cache when there is one)."""
+        from claptune.evaluate.zeroshot import prompt_embeddings
+
+        return prompt_embeddings(
+            model,
+            self.class_names,
+            self.templates,
+            encode_text=lambda texts: self.embed_text(model, texts),
+        )
+
+    def transduced(self, model: AudioTextModel, audio_emb: np.ndarray) -> np.ndarray:
+        """(N, C) class probabilities of the clips ``audio_emb`` taken together by the run's
+        transduction (``claptune.evaluate.transductive``), with ``model``'s prompts and scale."""
+        from claptune.evaluate.transductive import transduce
+
+        return transduce(
+            audio_emb,
+            self.prompt_embeddings(model),
+            float(model.logit_scale.detach()),
+            self.config.transduction,
+        )
+
+    def teacher_transduced(self, clips: np.ndarray) -> np.ndarray:
+        """``transduced`` for the teacher over the clips at ``clips`` (cached per clip set)."""
+        key = np.asarray(clips, dtype=np.int64).tobytes()
+        if key not in self._teacher_transduced:
+            self._teacher_transduced[key] = self.transduced(
+                self.teacher, self.target_emb[np.asarray(clips, dtype=np.int64)]
+            )
+        return self._teacher_transduced[key]
+
+    def peers(self, split: Split) -> dict[str, np.ndarray]:
+        """(N,) the teacher's classes by every transduction of
+        ``claptune.evaluate.transductive`` over the split's guard clips taken together (-1
+        elsewhere): the training-free peers of the student, on the clips it is scored on."""
+        from claptune.evaluate.transductive import TRANSDUCTIONS, transduce
+
+        clips = split.guard_clips
+        key = ("peers", split.index)
+        if key not in self._peers:
+            prompts = self.prompt_embeddings(self.teacher)
+            scale = float(self.teacher.logit_scale.detach())
+            out = {}
+            for name in TRANSDUCTIONS:
+                pred = np.full(len(self.items), -1, dtype=np.int64)
+                pred[clips] = predict_from_scores(
+                    transduce(self.target_emb[clips], prompts, scale, name)
+                )
+                out[name] = pred
+            self._peers[key] = out
+        return self._peers[key]
+
+    def guard(
+        self, split: Split, scores_after: np.ndarray, student_transduced: np.ndarray
+    ) -> dict[str, float]:
+        """The label-free guard's signals on the split's guard clips (held out of curation; their
+        labels are never read), and its decision ``keep_student`` (1.0 or 0.0).
+
+        How much transduction has to correct a model is read as how far its plain predictions
+        stand from the structure of the clips: ``consistency_student`` is the share of guard
+        clips whose plain student class equals the student's transductive class,
+        ``consistency_teacher`` the same for the teacher. The student is kept when it is the
+        more consistent of the two by at least ``GUARD_MARGIN``; otherwise teacher + transduction
+        is what a user gets. ``agreement_*``: each model's plain class against the teacher's
+        transductive class, recorded beside it (bench/bench_guard.py measures both).
+        """
+        clips = split.guard_clips
+        if len(clips) < 2:
+            return {}
+        ref = predict_from_scores(self.teacher_transduced(clips))
+        student_plain = predict_from_scores(scores_after[clips])
+        teacher_plain = self.pred_before[clips]
+        student_trans = predict_from_scores(student_transduced)
+        out = {
+            "n_clips": float(len(clips)),
+            "consistency_student": float(np.mean(student_plain == student_trans)),
+            "consistency_teacher": float(np.mean(teacher_plain == ref)),
+            "agreement_student": float(np.mean(student_plain == ref)),
+            "agreement_teacher": float(np.mean(teacher_plain == ref)),
+            "transductive_agreement": float(np.mean(student_trans == ref)),
+        }
+        out["keep_student"] = float(
+            out["consistency_student"] >= out["consistency_teacher"] + GUARD_MARGIN
+        )
+        return out
+
     def transfer_scores(self, model: AudioTextModel) -> np.ndarray | None:
         """(T, C) cosines of the transfer-check clips, None when the corpus names no class."""
         if not self.transfer_audio:
@@ -389,10 +481,26 @@ class Workspace:
         return out
 
     def outcome(self, split: Split, seed: int, pairs: Pairs, student, result) -> RunOutcome:
-        scores = self.scores(student, self.embed_audio(student, self.items))
+        student_emb = self.embed_audio(student, self.items)
+        scores = self.scores(student, student_emb)
         pred = predict_from_scores(scores)
         transfer = self.transfer_scores(student)
+        # transduction over the guard clips taken together (the test part's audio, or adapt's
+        # held-out slice), by each model: scored on a labelled target, the guard's input always
+        clips = split.guard_clips
+        trans_before = np.full(len(self.items), -1, dtype=np.int64)
+        trans_after = np.full(len(self.items), -1, dtype=np.int64)
+        guard: dict[str, float] = {}
+        if len(clips) >= 2:
+            student_trans = self.transduced(student, student_emb[clips])
+            trans_before[clips] = predict_from_scores(self.teacher_transduced(clips))
+            trans_after[clips] = predict_from_scores(student_trans)
+            guard = self.guard(split, scores, student_trans)
         return RunOutcome(
+            trans_before=trans_before,
+            trans_after=trans_after,
+            guard=guard,
+            peers=self.peers(split) if len(split.test) else {},
             split=split.index,
             seed=seed,
             test=split.test,
@@ -415,6 +523,9 @@ class Workspace:
 
 
 RETRIEVAL_KEYS = ("a2t_R@1", "a2t_R@5", "t2a_R@1", "t2a_R@5")
+# the guard keeps a student only when it is this much more consistent than the teacher on the
+# guard clips (a share of clips): ties and noise keep the model the user started from
+GUARD_MARGIN = 0.0
 
 
 def class_shares(pairs: Pairs) -> dict[str, float] | None:
@@ -569,7 +680,11 @@ def build_report(
     from claptune.improve.transfer import summarize_transfer
 
     summary, confusions = summarize_runs(
-        runs, ws.labels, ws.class_names, transfer_labels=ws.transfer_labels
+        runs,
+        ws.labels,
+        ws.class_names,
+        transfer_labels=ws.transfer_labels,
+        transductive_method=ws.config.transduction,
     )
     settings = curation_settings(ws.config.curation)
     priors = summarize_priors(

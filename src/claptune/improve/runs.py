@@ -14,23 +14,31 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from claptune.curation.priors import total_variation
+from claptune.evaluate.metrics import (
+    accuracy,
+    class_mean_accuracy,
+    confusion_matrix,
+    per_class_accuracy,
+)
 from claptune.report.schema import (
     ClassPriors,
     CurationCounts,
     Forgetting,
     Gain,
     PairedTest,
+    PipelineRow,
     RunRecord,
     RunsSummary,
     Side,
     SplitPrior,
+    Transductive,
 )
 from claptune.stats import (
-    class_mean_accuracy,
     class_mean_bootstrap,
     mcnemar,
     mean_spread,
     paired_bootstrap,
+    two_stage_bootstrap,
 )
 
 
@@ -53,12 +61,17 @@ class RunOutcome:
     transfer_scores_after: np.ndarray | None = None  # (T, C) on the transfer-check clips
     # agreement with the teacher's refined pseudo-labels (Workspace.agreement): no label read
     agreement: dict[str, float] = field(default_factory=dict)
+    # (N,) transductive classes of teacher and student over the guard clips taken together
+    # (the test part on a labelled target), -1 elsewhere; the guard's signals and decision
+    trans_before: np.ndarray | None = None
+    trans_after: np.ndarray | None = None
+    guard: dict[str, float] = field(default_factory=dict)
+    # (N,) the teacher's classes by every label-free transduction over the same clips (peers)
+    peers: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def _accuracy(pred: np.ndarray, labels: np.ndarray, idx: np.ndarray | None = None) -> float:
-    if idx is not None:
-        pred, labels = pred[idx], labels[idx]
-    return float(np.mean(pred == labels)) if labels.size else float("nan")
+    return accuracy(pred, labels) if idx is None else accuracy(pred[idx], labels[idx])
 
 
 def _class_mean(pred: np.ndarray, labels: np.ndarray, idx: np.ndarray) -> float:
@@ -67,18 +80,11 @@ def _class_mean(pred: np.ndarray, labels: np.ndarray, idx: np.ndarray) -> float:
 
 def _per_class(pred, labels, idx, n_classes) -> np.ndarray:
     """(C,) accuracy per class on idx; NaN for a class absent from idx."""
-    out = np.full(n_classes, np.nan)
-    for c in range(n_classes):
-        members = idx[labels[idx] == c]
-        if members.size:
-            out[c] = float(np.mean(pred[members] == c))
-    return out
+    return per_class_accuracy(pred[idx], labels[idx], n_classes)
 
 
 def _confusion(pred, labels, idx, n_classes) -> np.ndarray:
-    cm = np.zeros((n_classes, n_classes), dtype=np.int64)
-    np.add.at(cm, (labels[idx], pred[idx]), 1)
-    return cm
+    return confusion_matrix(pred[idx], labels[idx], n_classes)
 
 
 def summarize_runs(
@@ -88,6 +94,7 @@ def summarize_runs(
     bootstrap_resamples: int = 10_000,
     bootstrap_seed: int = 0,
     transfer_labels: np.ndarray | None = None,
+    transductive_method: str = "claptune",
 ) -> tuple[RunsSummary, dict[str, np.ndarray]]:
     """(the report's figures over runs, pooled confusion matrices before/after on test parts).
 
@@ -145,7 +152,27 @@ def summarize_runs(
     before_ok = np.concatenate([r.pred_before[r.test] == labels[r.test] for r in runs])
     after_ok = np.concatenate([r.pred_after[r.test] == labels[r.test] for r in runs])
     clip_ids = np.concatenate([r.test for r in runs])
+    split_ids = np.concatenate([np.full(len(r.test), r.split) for r in runs])
+    two_stage = two_stage_bootstrap(
+        before_ok,
+        after_ok,
+        split_ids,
+        clip_ids,
+        n_resamples=TWO_STAGE_RESAMPLES,
+        seed=bootstrap_seed,
+    )
+    class_mean_two_stage = two_stage_bootstrap(
+        before_ok,
+        after_ok,
+        split_ids,
+        clip_ids,
+        labels=labels[clip_ids],
+        n_resamples=TWO_STAGE_RESAMPLES,
+        seed=bootstrap_seed,
+    )
     paired = PairedTest(
+        two_stage=two_stage,
+        class_mean_two_stage=class_mean_two_stage,
         mcnemar=mcnemar(before_ok, after_ok),
         bootstrap=paired_bootstrap(
             before_ok,
@@ -162,9 +189,9 @@ def summarize_runs(
             n_resamples=bootstrap_resamples,
             seed=bootstrap_seed,
         ),
-        note="test-part outcomes of all runs pooled; the bootstraps resample whole clips (a "
-        "clip scored by several runs is one unit) and lead; pooled McNemar treats the "
-        "runs' shared clips as independent outcomes and is optimistic",
+        note="test-part outcomes of all runs pooled; the two-stage bootstraps (splits, then clips "
+        "within them) lead; the clip bootstraps hold the splits fixed and are narrower; pooled "
+        "McNemar treats the runs' shared clips as independent outcomes and is not valid here",
     )
 
     methods = sorted({m for r in runs for m in r.n_pairs})
@@ -205,11 +232,111 @@ def summarize_runs(
                 before_class_mean_accuracy=_class_mean(r.pred_before, labels, r.test),
                 after_class_mean_accuracy=_class_mean(r.pred_after, labels, r.test),
                 label_free=label_free_signals(r, transfer_labels),
+                transductive=run_pipelines(r, labels),
+                guard=dict(r.guard),
             )
             for r in runs
         ],
+        transductive=summarize_pipelines(runs, labels, transductive_method, bootstrap_seed),
     )
     return summary, confusions
+
+
+TWO_STAGE_RESAMPLES = 2000  # the two-stage bootstrap loops in Python: 2,000 keeps it ~1 s
+
+
+def _pipeline_preds(run: RunOutcome) -> dict[str, tuple[np.ndarray, bool]]:
+    """Every label-free pipeline's (N,) classes in one run, and whether it uses the student:
+    the teacher's plain and transductive peers, the student plain and with transduction, and
+    what the guard hands a user (student + transduction if kept, else teacher + transduction)."""
+    out: dict[str, tuple[np.ndarray, bool]] = {"teacher": (run.pred_before, False)}
+    for name, pred in run.peers.items():
+        if name != "none":
+            out[f"teacher + {name}"] = (pred, False)
+    out["student"] = (run.pred_after, True)
+    if run.trans_after is not None and (run.trans_after >= 0).any():
+        out["student + transduction"] = (run.trans_after, True)
+        if "keep_student" in run.guard:
+            kept = run.guard["keep_student"] >= 0.5
+            out["guarded"] = (run.trans_after if kept else run.trans_before, True)
+    return out
+
+
+def run_pipelines(run: RunOutcome, labels: np.ndarray) -> dict[str, float]:
+    """Test-part accuracy of each pipeline of ``run`` (scored only)."""
+    if not len(run.test):
+        return {}
+    return {
+        name: _accuracy(pred, labels, run.test) for name, (pred, _) in _pipeline_preds(run).items()
+    }
+
+
+def summarize_pipelines(
+    runs: Sequence[RunOutcome], labels: np.ndarray, method: str, seed: int = 0
+) -> Transductive | None:
+    """Every pipeline against the teacher's plain zero-shot on the test parts of all runs, with
+    two-stage intervals; the guard's keep rate and (scored) how often its decision was right."""
+    if not runs or not all(len(r.test) for r in runs):
+        return None
+    per_run = [_pipeline_preds(r) for r in runs]
+    names = [n for n in per_run[0] if all(n in p for p in per_run)]
+    clip_ids = np.concatenate([r.test for r in runs])
+    split_ids = np.concatenate([np.full(len(r.test), r.split) for r in runs])
+    base = np.concatenate([r.pred_before[r.test] == labels[r.test] for r in runs])
+    rows = {}
+    for name in names:
+        ok = np.concatenate(
+            [p[name][0][r.test] == labels[r.test] for p, r in zip(per_run, runs, strict=True)]
+        )
+        rows[name] = PipelineRow(
+            accuracy=float(
+                np.mean(
+                    [
+                        _accuracy(p[name][0], labels, r.test)
+                        for p, r in zip(per_run, runs, strict=True)
+                    ]
+                )
+            ),
+            class_mean_accuracy=float(
+                np.mean(
+                    [
+                        _class_mean(p[name][0], labels, r.test)
+                        for p, r in zip(per_run, runs, strict=True)
+                    ]
+                )
+            ),
+            gain=two_stage_bootstrap(
+                base, ok, split_ids, clip_ids, n_resamples=TWO_STAGE_RESAMPLES, seed=seed
+            ),
+            class_mean_gain=two_stage_bootstrap(
+                base,
+                ok,
+                split_ids,
+                clip_ids,
+                labels=labels[clip_ids],
+                n_resamples=TWO_STAGE_RESAMPLES,
+                seed=seed,
+            ),
+            trained=per_run[0][name][1],
+        )
+    guard: dict[str, float] = {}
+    decided = [r for r in runs if "keep_student" in r.guard]
+    if decided:
+        kept = np.array([r.guard["keep_student"] >= 0.5 for r in decided])
+        better = np.array(
+            [
+                _accuracy(r.trans_after, labels, r.test) > _accuracy(r.trans_before, labels, r.test)
+                for r in decided
+            ]
+        )
+        guard = {
+            "runs": float(len(decided)),
+            "kept_student": float(kept.mean()),
+            "right": float(np.mean(kept == better)),
+            "kept_a_worse_student": float(np.sum(kept & ~better)),
+            "rejected_a_better_student": float(np.sum(~kept & better)),
+        }
+    return Transductive(method=method, rows=rows, guard=guard)
 
 
 def label_free_signals(run: RunOutcome, transfer_labels: np.ndarray | None) -> dict[str, float]:

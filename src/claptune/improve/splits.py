@@ -20,7 +20,7 @@ Strategies:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -39,6 +39,14 @@ class Split:
     adapt: np.ndarray  # sorted clip indices whose audio may be used without labels
     test: np.ndarray  # sorted clip indices that are only scored
     strategy: str = "stratified"
+    # sorted clip indices kept out of curation and training, whose audio alone (never a label)
+    # decides whether the student beats the teacher (the guard); empty: the test part's audio
+    guard: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+    @property
+    def guard_clips(self) -> np.ndarray:
+        """The clips the label-free guard reads: the held-out slice, else the test part."""
+        return self.guard if len(self.guard) else self.test
 
     def to_dict(self) -> dict:
         return {
@@ -48,6 +56,7 @@ class Split:
             "strategy": self.strategy,
             "adapt": self.adapt.tolist(),
             "test": self.test.tolist(),
+            **({"guard": self.guard.tolist()} if len(self.guard) else {}),
         }
 
 
@@ -168,16 +177,22 @@ def make_splits(
     return out
 
 
-def whole_pool_split(n: int, seed: int = 0) -> Split:
-    """The one "split" of a target with no labels (``claptune adapt``): every clip adapts,
-    none is scored."""
+def whole_pool_split(n: int, seed: int = 0, guard_fraction: float = 0.0) -> Split:
+    """The one "split" of a target with no labels (``claptune adapt``): none is scored; a
+    seeded ``guard_fraction`` of the clips (at least 2 when any) is held out of curation for the
+    label-free guard, every other clip adapts."""
+    if not 0.0 <= guard_fraction < 1.0:
+        raise ValueError(f"guard_fraction must be in [0, 1), got {guard_fraction}")
+    n_guard = 0 if guard_fraction == 0 else min(n - 1, max(2, round(guard_fraction * n)))
+    guard = np.sort(np.random.default_rng(seed).permutation(n)[:n_guard]).astype(np.int64)
     return Split(
         index=0,
         seed=seed,
         test_fraction=0.0,
-        adapt=np.arange(n, dtype=np.int64),
+        adapt=np.setdiff1d(np.arange(n, dtype=np.int64), guard),
         test=np.zeros(0, dtype=np.int64),
         strategy="whole_pool",
+        guard=guard,
     )
 
 

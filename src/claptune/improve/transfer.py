@@ -46,9 +46,9 @@ def match_captions(
 
 
 def _scores(pred: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
-    correct = pred == labels
-    per_class = [correct[labels == c].mean() for c in np.unique(labels)]
-    return float(correct.mean()), float(np.mean(per_class))
+    from claptune.evaluate.metrics import accuracy, class_mean_accuracy
+
+    return accuracy(pred, labels), class_mean_accuracy(pred, labels)
 
 
 def summarize_transfer(

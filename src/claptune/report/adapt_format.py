@@ -109,4 +109,44 @@ def eval_lines(ev: LabelledEval) -> list[str]:
     return lines
 
 
-__all__ = ["CLASS_HEADER", "check_rows", "class_rows", "eval_lines", "summary_lines"]
+__all__ = [
+    "CLASS_HEADER",
+    "check_rows",
+    "class_rows",
+    "eval_lines",
+    "guard_lines",
+    "summary_lines",
+]
+
+
+def guard_lines(report: AdaptReport) -> list[str]:
+    """What the user got and why: the guard's decision in words, then predictions.csv."""
+    g, out = report.guard, []
+    if "keep_student" in g:
+        n = int(g["n_clips"])
+        cs, ct = 100 * g["consistency_student"], 100 * g["consistency_teacher"]
+        if g["keep_student"] >= 0.5:
+            out.append(
+                f"Guard: the adapted student is kept. On {n} clips held out of curation it agreed "
+                f"with its own transductive labels on {cs:.0f} % of them, the teacher on {ct:.0f} "
+                "% (no label read)."
+            )
+        else:
+            out.append(
+                f"Guard: **the adapted student did not beat the teacher** on {n} clips held out "
+                f"of curation (consistency {cs:.0f} % vs the teacher's {ct:.0f} %, no label "
+                "read): the teacher is saved, and the labels come from the teacher with "
+                "transduction."
+            )
+    else:
+        out.append("Guard: not run (no clips were held out of curation; guard_fraction 0).")
+    p = report.predictions
+    if p:
+        top = sorted(p.get("counts", {}).items(), key=lambda kv: -kv[1])[:5]
+        shown = ", ".join(f"{c} {k}" for c, k in top)
+        out.append(
+            f"Labels for every clip: `predictions.csv` ({p.get('n_clips')} clips; "
+            f"{report.saved} scores with {p.get('transduction')} transduction; most frequent: "
+            f"{shown})."
+        )
+    return out

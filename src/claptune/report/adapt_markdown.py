@@ -11,6 +11,7 @@ from claptune.report.adapt_format import (
     check_rows,
     class_rows,
     eval_lines,
+    guard_lines,
     summary_lines,
 )
 from claptune.report.markdown import _table
@@ -24,6 +25,9 @@ def render_adapt_markdown(report: AdaptReport, figure_files: Sequence[str] = ())
     out += [f"- {line}" for line in summary_lines(report)]
     if report.model_dir:
         out.append(f"- Adapted model: `{report.model_dir}`, loadable with `claptune.load_model`.")
+    out.append("")
+    out += ["## Labels and the guard", ""]
+    out += [f"- {line}" for line in guard_lines(report)]
     out.append("")
     if report.evaluation:
         out += ["## Scored on a labelled set", ""]

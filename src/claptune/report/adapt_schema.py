@@ -106,6 +106,11 @@ class AdaptReport(JsonRecord):
     label_free: dict[str, float] = field(default_factory=dict)
     evaluation: LabelledEval | None = None
     model_dir: str | None = None
+    # the label-free guard (Workspace.guard): its signals on the held-out clips and its decision
+    guard: dict[str, float] = field(default_factory=dict)
+    saved: str = "student"  # which model model_dir holds and predictions.csv comes from
+    # predictions.csv: the transduction used and how many clips each class received
+    predictions: dict[str, Any] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)  # the training overrides used
     train_result: dict[str, Any] = field(default_factory=dict)  # steps, epochs, final loss
     failed_clips: list[dict[str, str]] = field(default_factory=list)

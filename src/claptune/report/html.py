@@ -16,11 +16,15 @@ from typing import TYPE_CHECKING
 from claptune.report.audio import Preview, data_uri, previews
 from claptune.report.format import (
     CONFUSION_HEADER,
+    PIPELINE_HEADER,
     PRECISION_HEADER,
+    guard_lines,
     headline_rows,
     label_free_lines,
+    mcnemar_lines,
     paired_test_lines,
     pct,
+    pipeline_rows,
     precision_line,
     precision_rows,
     prior_lines,
@@ -210,6 +214,18 @@ def render_html(
             f"{run.seed}), loadable with <code>claptune.load_model</code>.</p>"
         )
 
+    if report.transductive is not None:
+        parts.append("<h2>Label-free pipelines side by side</h2>")
+        parts.append(
+            '<p class="muted">Test parts; <code>+ name</code>: transductive inference over the '
+            "test clips taken together; <code>guarded</code>: what the label-free guard hands a "
+            "user. Gains in points over the teacher's plain zero-shot ensemble, two-stage 95 % "
+            "CI.</p>"
+        )
+        rows = [tuple(escape(c) for c in row) for row in pipeline_rows(report)]
+        parts.append(_table(PIPELINE_HEADER, rows))
+        parts += [f"<p>{escape(line)}</p>" for line in guard_lines(report)]
+
     if "per_class.png" in figures:
         parts.append("<h2>Per class</h2>")
         parts.append(_img(figures, "per_class.png", "per-class accuracy"))
@@ -316,6 +332,9 @@ def render_html(
             for r in report.runs
         ]
         parts.append(_table(["split", "seed", "before", "after", "pairs"], rows))
+    if mcnemar_lines(report):
+        parts.append("<h2>Appendix: pooled McNemar (not valid for this design)</h2>")
+        parts += [f'<p class="muted">{escape(line)}</p>' for line in mcnemar_lines(report)]
     parts.append("<h2>Resolved configuration</h2>")
     parts.append(f"<pre>{escape(json.dumps(report.config, indent=2, default=str))}</pre>")
     body = "\n".join(parts)

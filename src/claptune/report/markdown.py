@@ -8,12 +8,16 @@ from typing import TYPE_CHECKING
 
 from claptune.report.format import (
     CONFUSION_HEADER,
+    PIPELINE_HEADER,
     PRECISION_HEADER,
+    guard_lines,
     headline_rows,
     label_free_lines,
+    mcnemar_lines,
     paired_test_lines,
     pct,
     pct_std,
+    pipeline_rows,
     precision_line,
     precision_rows,
     prior_lines,
@@ -53,6 +57,21 @@ def render_markdown(report: Report, assets: ReportAssets, figure_files: Sequence
             "`claptune.load_model`."
         )
     out.append("")
+    if report.transductive is not None:
+        out.append("## Label-free pipelines side by side (test parts)")
+        out.append("")
+        out.append(
+            f"Each pipeline labels the test part of each split from audio alone; `+ name`: "
+            f"transductive inference over the test clips taken together; `student + "
+            f"transduction` uses `{report.transductive.method}`; `guarded`: what the label-free "
+            "guard hands a user. Means over runs in percent; gains in points over the teacher's "
+            "plain zero-shot ensemble, two-stage 95 % CI."
+        )
+        out.append("")
+        out += _table(PIPELINE_HEADER, pipeline_rows(report))
+        out.append("")
+        out += [f"- {line}" for line in guard_lines(report)]
+        out.append("")
     cur = report.curation
     if cur.pairs or cur.per_class:
         out.append("## Curated pairs")
@@ -141,6 +160,11 @@ def render_markdown(report: Report, assets: ReportAssets, figure_files: Sequence
             ["split", "seed", "before", "after", "class-mean before", "class-mean after", "pairs"],
             rows,
         )
+        out.append("")
+    if mcnemar_lines(report):
+        out.append("## Appendix: pooled McNemar (not valid for this design)")
+        out.append("")
+        out += [f"- {line}" for line in mcnemar_lines(report)]
         out.append("")
     out.append("## Resolved configuration")
     out.append("")

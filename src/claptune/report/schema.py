@@ -83,6 +83,9 @@ class PairedTest:
     bootstrap: BootstrapResult | None = None  # clip accuracy, resamples clips
     note: str = ""
     class_mean_bootstrap: BootstrapResult | None = None  # class-mean accuracy, resamples clips
+    # the headline intervals: splits resampled, then clips within them (stats.two_stage_bootstrap)
+    two_stage: BootstrapResult | None = None
+    class_mean_two_stage: BootstrapResult | None = None
 
 
 @dataclass
@@ -110,6 +113,33 @@ class RunRecord:
     # label-free selection signals of this run (no target label read; improve.runs.
     # label_free_signals): pseudo_agreement, pseudo_agreement_held_out, transfer_class_mean
     label_free: dict[str, float] = field(default_factory=dict)
+    # test-part accuracy of each label-free pipeline of this run (scored only; improve.runs)
+    transductive: dict[str, float] = field(default_factory=dict)
+    guard: dict[str, float] = field(default_factory=dict)  # Workspace.guard: signals, decision
+
+
+@dataclass
+class PipelineRow:
+    """One label-free pipeline scored on the test parts of all runs, against the teacher's plain
+    zero-shot ensemble: means over runs, gains with two-stage intervals (one estimator each)."""
+
+    accuracy: float
+    class_mean_accuracy: float
+    gain: BootstrapResult
+    class_mean_gain: BootstrapResult
+    trained: bool  # uses the fine-tuned student
+
+
+@dataclass
+class Transductive:
+    """Label-free pipelines side by side on the same test parts (improve.runs), and the guard."""
+
+    method: str  # the transduction the student and the guard use
+    rows: dict[str, PipelineRow] = field(default_factory=dict)
+    # the guard over runs: how often it kept the student, and (scored only) how often that was
+    # right: kept a student whose transductive accuracy beat teacher + transduction, or rejected
+    # one that did not
+    guard: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -123,6 +153,7 @@ class RunsSummary:
     paired_test: PairedTest = field(default_factory=PairedTest)
     curation: CurationCounts = field(default_factory=CurationCounts)
     runs: list[RunRecord] = field(default_factory=list)
+    transductive: Transductive | None = None
 
 
 @dataclass
@@ -259,6 +290,7 @@ class Report(JsonRecord):
     # mean over runs of each label-free selection signal (RunRecord.label_free)
     label_free: dict[str, Spread] = field(default_factory=dict)
     pseudo_precision: PseudoPrecision | None = None  # split 0's pseudo labels vs the true ones
+    transductive: Transductive | None = None  # label-free pipelines side by side, the guard
 
     @classmethod
     def from_summary(cls, summary: RunsSummary, **rest: Any) -> Report:
