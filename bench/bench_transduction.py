@@ -38,13 +38,20 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def teacher_view(model_spec: str, root: str, templates: str):
     """(audio (N, D), labels (N,), prompts (C, T, D), logit scale) of the teacher on ESC-50."""
     from claptune.data import load_dataset
-    from claptune.embed import encode_audio
     from claptune.evaluate.zeroshot import prompt_embeddings, resolve_templates
+    from claptune.features import FeatureStore
+    from claptune.improve.config import default_cache_dir
     from claptune.models import load_model
 
     model = load_model(model_spec).eval()
     ds = load_dataset("esc50", root=root)
-    emb = encode_audio(model, [str(p) for p in ds.items], progress=True).embeddings
+    items = [str(p) for p in ds.items]
+    if model.supports_feature_cache:  # improve's cache: a run of improve already made them
+        store = FeatureStore(model, cache_dir=default_cache_dir(), progress=True)
+        store.add_clips(items, "raise", "ESC-50 audio")
+        emb = store.embed_audio(model, items)
+    else:
+        emb = model.encode_audio(items, progress=True)
     prompts = prompt_embeddings(model, ds.class_names, resolve_templates(templates))
     return emb, np.asarray(ds.labels), prompts, float(model.logit_scale.detach())
 

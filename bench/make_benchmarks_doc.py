@@ -38,6 +38,18 @@ SECTIONS = [
     ("ablation", "improve: curation methods and losses compared", "ablation.md", "claptune ablate"),
     ("skewed", "improve on skewed targets", "skewed.md", "bench/bench_skewed.py"),
     (
+        "transduction",
+        "Transductive inference without training",
+        "transduction.md",
+        "bench/bench_transduction.py",
+    ),
+    (
+        "guard",
+        "Label-free pipelines side by side, and the guard",
+        "guard.md",
+        "bench/bench_guard.py",
+    ),
+    (
         "threshold",
         "How many pseudo-labels to keep",
         "threshold.md",

@@ -497,8 +497,27 @@ def test_ablate_cli_writes_table_on_shared_splits(tiny_clap_dir, tiny_task, tmp_
     assert base["gain"]["mean"] == 0.0 and base["after"] == base["before"]
     # every row is scored on the same splits, so "before" is identical across rows
     assert all(row["before"] == base["before"] for row in result["rows"])
-    table = (out / "ablation.md").read_text()
-    assert table.count("\n| ") == 5  # header + 4 rows
+    text = (out / "ablation.md").read_text()
+    blocks = text.split("\n\n")
+    table, peers = blocks[1], blocks[4]
+
+    def rows_of(block: str) -> int:
+        return sum(line.startswith("| ") for line in block.splitlines())
+
+    assert rows_of(table) == 5  # header + 4 rows
+    # the peers side by side: the teacher's training-free pipelines once, then each trained
+    # row's student plain, with transduction, and guarded; gains with two-stage intervals
+    from claptune.evaluate.transductive import TRANSDUCTIONS
+
+    assert rows_of(peers) == 1 + len(TRANSDUCTIONS) + 3 * 3
+    assert "| teacher + claptune |" in peers and "| ds / soft: student + transduction |" in peers
+    for row in result["rows"][1:]:
+        assert row["two_stage"]["n_units"] == 2
+        p = row["pipelines"]["teacher"]
+        assert p["gain"]["difference"] == 0.0 and p["trained"] is False
+        assert row["pipelines"]["student"]["accuracy"] == pytest.approx(row["after"]["mean"])
+        assert set(row["guard"]) >= {"kept_student", "right"}
+    assert "pooled McNemar" in text.split("\n\n")[-1] and "not valid" in text.split("\n\n")[-1]
     # every student's class scores: their argmax is what the rows scored
     from claptune.data import load_dataset
 
