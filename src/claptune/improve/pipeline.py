@@ -12,8 +12,11 @@ The flow of one invocation (``run_improve``):
    with the corpus as replay (``claptune.train.fit``); score it on all clips; retrieval on
    the held-out corpus part; zero-shot on the held-out corpus clips whose caption names a
    target class (``claptune.improve.transfer``: the classes on recordings from other sources).
-4. Summarise over runs (test parts only for the headline figures, paired tests, spreads)
-   and write the report; the student of split 0 / seed 0 is saved as ``RUN/model``.
+4. Summarise over runs (test parts only for the headline figures, two-stage intervals, the
+   label-free pipelines side by side) and write the report.
+5. The model worth saving (``train_final``): one student trained with the configuration on
+   every clip but a held-out slice, kept by the label-free guard or replaced by the teacher,
+   saved as ``RUN/model``.
 
 Target labels are read only to score predictions (``summary``); no choice inside a run
 depends on them. A target with no labels at all (``claptune adapt``, ``claptune.improve.adapt``)
@@ -74,7 +77,7 @@ def log_progress(msg: str, progress: bool) -> None:
 class ImproveResult:
     report: Report  # what report.json holds
     out_dir: Path
-    model_dir: Path | None  # the improved model (split 0, seed 0), loadable by load_model
+    model_dir: Path | None  # the saved model (train_final), loadable by load_model
 
 
 class Workspace:
@@ -586,11 +589,6 @@ def run_improve(config: ImproveConfig, out_dir: str | Path, progress: bool = Tru
             runs.append(run)
             if split.index == 0 and seed == ws.seeds[0]:
                 rep_pairs = pairs
-                if config.save_model:
-                    model_dir = student.save(out_dir / "model")
-                    (Path(model_dir) / "improve_config.json").write_text(
-                        json.dumps(config.to_dict(), indent=2)
-                    )
             acc_b = np.mean(run.pred_before[split.test] == ws.labels[split.test])
             acc_a = np.mean(run.pred_after[split.test] == ws.labels[split.test])
             log_progress(
@@ -598,7 +596,21 @@ def run_improve(config: ImproveConfig, out_dir: str | Path, progress: bool = Tru
                 f"{100 * acc_b:.1f} -> {100 * acc_a:.1f} % in {time.perf_counter() - t_run:.0f} s",
                 progress,
             )
+    final = None
+    if config.save_model:
+        final = train_final(ws)
+        model_dir = final.model.save(out_dir / "model")
+        (Path(model_dir) / "improve_config.json").write_text(json.dumps(config.to_dict(), indent=2))
     report, confusions = build_report(ws, runs, time.perf_counter() - t0, model_dir)
+    if final is not None:
+        report.model_run = ModelRun(
+            split=0,
+            seed=ws.seeds[0],
+            saved=final.saved,
+            n_clips=final.n_clips,
+            n_pairs=final.n_pairs,
+            guard=final.guard,
+        )
     rows = pair_rows(rep_pairs) if rep_pairs is not None else []
     from claptune.report.precision import pseudo_label_precision
 
@@ -633,16 +645,84 @@ def run_improve(config: ImproveConfig, out_dir: str | Path, progress: bool = Tru
     return ImproveResult(report, out_dir, None if model_dir is None else Path(model_dir))
 
 
+@dataclass
+class FinalModel:
+    """The model ``improve`` saves (``train_final``)."""
+
+    model: AudioTextModel
+    saved: str  # "student" or "teacher"
+    n_clips: int  # clips curated for the student
+    n_pairs: int  # pairs curated for it
+    guard: dict[str, float]
+
+
+def train_final(ws: Workspace) -> FinalModel:
+    """The model worth saving: once the splits have measured the configuration, one student
+    trained with it on every clip of the target (no label read) except the guard's held-out
+    slice (``guard_fraction``), with the first training seed; the guard then decides on that
+    slice's audio whether it beats teacher + transduction, and the teacher is kept otherwise."""
+    split = whole_pool_split(len(ws.items), ws.config.seed, ws.config.guard_fraction)
+    pairs = ws.curate(split, ws.config.methods)
+    student, _ = ws.train(pairs, ws.config.loss, ws.seeds[0])
+    emb = ws.embed_audio(student, ws.items)
+    clips = split.guard_clips
+    guard = (
+        ws.guard(split, ws.scores(student, emb), ws.transduced(student, emb[clips]))
+        if len(clips) >= 2
+        else {}
+    )
+    keep = guard.get("keep_student", 1.0) >= 0.5
+    log_progress(
+        f"saved model: trained on {len(split.adapt)} clips; "
+        + (
+            "the guard kept it"
+            if keep
+            else "the guard found it no better than teacher + transduction on "
+            f"{len(clips)} held-out clips: the teacher is saved instead"
+        ),
+        ws.progress,
+    )
+    if not keep:
+        logger.warning(
+            "the student trained on all clips did not beat the teacher on %d held-out clips "
+            "(no label read): saving the teacher",
+            len(clips),
+        )
+    return FinalModel(
+        model=student if keep else ws.teacher,
+        saved="student" if keep else "teacher",
+        n_clips=len(split.adapt),
+        n_pairs=len(pairs),
+        guard=guard,
+    )
+
+
 def write_improve_card(ws: Workspace, report: Report, model_dir: str | Path) -> Path:
-    """The improved model's card: base model, target and corpus, curation and loss, and its
-    own before/after test-part accuracy (split 0, first seed) beside the mean over runs."""
+    """The saved model's card: base model, target and corpus, curation and loss, what was
+    saved (``train_final``) and the configuration's measured gain over the runs, with its
+    two-stage interval."""
     from claptune.card import CardInfo, CardResult, base_of, write_model_card
 
-    config, own = ws.config, report.runs[0]
+    config, saved = ws.config, report.model_run
     datasets = [config.target] + ([Path(config.corpus).name] if config.corpus else [])
-    mean = (
-        f"this model: split {own.split}, seed {own.seed}; mean of {report.n_runs} "
-        f"runs: {100 * report.before.accuracy:.1f} -> {100 * report.after.accuracy:.1f} %"
+    ts = report.paired_test.two_stage
+    measured = (
+        f"measured over {report.n_runs} runs ({len(report.splits)} splits x "
+        f"{len(report.seeds)} seeds), test parts: {100 * report.before.accuracy:.1f} -> "
+        f"{100 * report.after.accuracy:.1f} %"
+        + (
+            ""
+            if ts is None
+            else f", gain {100 * ts.difference:+.1f} points, two-stage 95 % CI "
+            f"[{100 * ts.ci_low:+.1f}, {100 * ts.ci_high:+.1f}]"
+        )
+    )
+    what = (
+        f"this model: the student trained on {saved.n_clips} of the {len(ws.items)} clips (no "
+        "label read), kept by the label-free guard"
+        if saved.saved == "student"
+        else "this model is the teacher: the label-free guard found the student trained on "
+        "all clips no better than teacher + transduction"
     )
     return write_model_card(
         model_dir,
@@ -656,16 +736,17 @@ def write_improve_card(ws: Workspace, report: Report, model_dir: str | Path) -> 
                 CardResult(
                     dataset=config.target,
                     dataset_name=config.target,
-                    before=own.before_accuracy,
-                    after=own.after_accuracy,
-                    note=mean,
+                    before=report.before.accuracy,
+                    after=report.after.accuracy,
+                    note=f"{measured}; {what}",
                 )
             ],
             details={
                 "teacher": config.model,
                 "curation settings": config.curation or None,
                 "training settings": report.train or None,
-                "curated pairs": own.n_pairs,
+                "saved": saved.saved,
+                "guard": saved.guard or None,
             },
             model_name=f"{config.model} improved on {config.target}",
         ),

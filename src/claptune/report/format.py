@@ -244,3 +244,22 @@ def precision_line(report: Report) -> str:
         f"audio is a target clip; scored after the run from the target's labels, never used "
         f"for a choice): {pct(pp.precision)} % of {pp.n} pairs name the clip's true class."
     )
+
+
+def saved_model_line(report: Report) -> str:
+    """What RUN/model holds and why."""
+    run = report.model_run
+    if run.saved == "student":
+        what = (
+            f"a student trained after the measured runs on {run.n_clips} of the "
+            f"{report.target.n_clips} clips (no label read; the rest held out for the guard), "
+            "kept by the label-free guard"
+        )
+    elif run.saved == "teacher":
+        what = (
+            "the teacher: the label-free guard found the student trained on all clips no "
+            "better than teacher + transduction on the held-out clips"
+        )
+    else:  # a report of an older version
+        what = f"the student of split {run.split}, seed {run.seed}"
+    return f"Saved model: `{report.model_dir}` ({what}), loadable with `claptune.load_model`."

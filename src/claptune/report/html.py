@@ -28,6 +28,7 @@ from claptune.report.format import (
     precision_line,
     precision_rows,
     prior_lines,
+    saved_model_line,
     spread,
     top_confusions,
 )
@@ -207,12 +208,7 @@ def render_html(
     parts.append('<div class="big">' + _table(["", "before", "after", "change"], rows) + "</div>")
     parts += [f"<p>{escape(line)}</p>" for line in paired_test_lines(report)]
     if report.model_dir:
-        run = report.model_run
-        parts.append(
-            f'<p class="muted">Improved model: <code>{escape(report.model_dir)}'
-            f"</code> (the student of split {run.split}, seed "
-            f"{run.seed}), loadable with <code>claptune.load_model</code>.</p>"
-        )
+        parts.append(f'<p class="muted">{escape(saved_model_line(report))}</p>')
 
     if report.transductive is not None:
         parts.append("<h2>Label-free pipelines side by side</h2>")
@@ -273,10 +269,7 @@ def render_html(
         parts += _precision_section(report)
         if by_class:
             run = report.model_run
-            parts.append(
-                f'<p class="muted">Pairs of split {run.split}, seed '
-                f"{run.seed} (the run whose model is saved).</p>"
-            )
+            parts.append(f'<p class="muted">Pairs of split {run.split}, seed {run.seed}.</p>')
             if players is None:
                 sample = audio_sample(assets)
                 players = list(

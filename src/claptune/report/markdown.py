@@ -21,6 +21,7 @@ from claptune.report.format import (
     precision_line,
     precision_rows,
     prior_lines,
+    saved_model_line,
     spread,
     top_confusions,
 )
@@ -50,12 +51,7 @@ def render_markdown(report: Report, assets: ReportAssets, figure_files: Sequence
     for line in paired_test_lines(report):
         out.append(f"- {line}")
     if report.model_dir:
-        run = report.model_run
-        out.append(
-            f"- Improved model: `{report.model_dir}` (the student of split "
-            f"{run.split}, seed {run.seed}), loadable with "
-            "`claptune.load_model`."
-        )
+        out.append(f"- {saved_model_line(report)}")
     out.append("")
     if report.transductive is not None:
         out.append("## Label-free pipelines side by side (test parts)")

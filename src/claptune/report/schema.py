@@ -234,8 +234,15 @@ class PseudoPrecision:
 
 @dataclass
 class ModelRun:
-    split: int = 0
+    split: int = 0  # whose curated pairs the report shows (and, before 0.x, whose student)
     seed: int = 0
+    # what model_dir holds: the model trained after the measured runs on every clip but the
+    # guard's held-out slice, with the run's configuration (no label read), or the teacher when
+    # the guard rejected that student
+    saved: str = ""
+    n_clips: int = 0  # clips curated for it
+    n_pairs: int = 0  # pairs curated for it
+    guard: dict[str, float] = field(default_factory=dict)  # Workspace.guard on the held-out slice
 
 
 class JsonRecord:
