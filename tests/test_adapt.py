@@ -222,6 +222,8 @@ def test_adapt_end_to_end_cli(unlabeled_task, teacher, tmp_path, capsys):
     for key in ("n_pairs", "classes", "confidence", "agreement", "forgetting", "priors"):
         assert scored[key] == plain[key], key
     assert (out_eval / "pairs.csv").read_text() == (out / "pairs.csv").read_text()
+    # the labels of the clips come from no label either
+    assert (out_eval / "predictions.csv").read_text() == (out / "predictions.csv").read_text()
     assert not (out_eval / "model").exists()
     assert "class-mean accuracy" in (out_eval / "report.md").read_text()
 

@@ -772,3 +772,9 @@ def test_target_labels_only_score(tiny_task, tmp_path, monkeypatch, prior):
     # the label-free selection signals read no label either
     assert "pseudo_agreement" in real["label_free"]
     assert real["label_free"] == fake["label_free"]
+    # nor do the guard (per run and for the saved model) and the saved model's choice
+    assert [r["guard"] for r in real["runs"]] == [r["guard"] for r in fake["runs"]]
+    assert all("keep_student" in r["guard"] for r in real["runs"])
+    assert real["model_run"] == fake["model_run"] and real["model_run"]["guard"]
+    # what the labels change there: the scored accuracy of every pipeline
+    assert set(real["transductive"]["rows"]) == set(fake["transductive"]["rows"])

@@ -296,3 +296,60 @@ def test_cli_zeroshot_real_esc50_clips(tiny_clap_dir, tmp_path):
     report = json.loads((out / "zeroshot.json").read_text())
     assert report["n_clips"] == 3 and report["config"]["folds"] == [3, 5]
     assert sum(report["per_class_n"].values()) == 3
+
+
+def test_cli_zeroshot_labels_unlabeled_clips(tiny_clap_dir, tmp_path, capsys):
+    """--audio/--classes: a label per clip in predictions.csv for any model, plain or
+    transductive, equal to an independent computation; on a labelled target --transductive
+    adds the transductive accuracy beside the plain one."""
+    import csv
+
+    from claptune.evaluate.transductive import PREDICTION_COLUMNS, transduce
+    from claptune.evaluate.zeroshot import prompt_embeddings
+    from claptune.models import load_model
+
+    root = make_esc50(tmp_path / "esc")
+    ds = load_dataset("esc50", root=root)
+    classes = tmp_path / "classes.txt"
+    classes.write_text("\n".join(ds.class_names) + "\n")
+    model = load_model(tiny_clap_dir)
+    items = [str(p) for p in ds.items]
+    audio = model.encode_audio(items, progress=False)
+    prompts = prompt_embeddings(model, ds.class_names, ENSEMBLE_TEMPLATES)
+    scale = float(model.logit_scale.detach())
+    for flags, method in (([], "none"), (["--transductive"], "claptune")):
+        out = tmp_path / f"out-{method}"
+        argv = ["zeroshot", "--model", str(tiny_clap_dir), "--audio", str(root / "audio")]
+        argv += ["--classes", str(classes), "--num-workers", "0", "--quiet", "--out", str(out)]
+        assert main(argv + flags) == 0
+        assert "predictions.csv" in capsys.readouterr().out
+        with (out / "predictions.csv").open() as f:
+            rows = list(csv.DictReader(f))
+        assert tuple(rows[0]) == PREDICTION_COLUMNS
+        by_path = {r["path"]: r for r in rows}
+        assert sorted(by_path) == sorted(items)
+        probs = transduce(audio, prompts, scale, method)
+        for item, p in zip(items, probs, strict=True):
+            row = by_path[item]
+            assert row["label"] == ds.class_names[int(np.argmax(p))]
+            assert float(row["confidence"]) == pytest.approx(p.max(), abs=1e-4)
+        summary = json.loads((out / "zeroshot.json").read_text())
+        assert summary["config"]["transductive"] == method and "accuracy" not in summary
+    # a labelled target: the transductive accuracy beside the plain one, and the same labels
+    out = tmp_path / "labelled"
+    argv = ["zeroshot", "--model", str(tiny_clap_dir), "--target", "esc50", "--root", str(root)]
+    assert main(argv + ["--num-workers", "0", "--quiet", "--transductive", "--out", str(out)]) == 0
+    report = json.loads((out / "zeroshot.json").read_text())
+    trans = transduce(audio, prompts, scale, "claptune").argmax(axis=1)
+    assert report["transductive"]["accuracy"] == pytest.approx(np.mean(trans == ds.labels))
+    with (out / "predictions.csv").open() as f:
+        assert [r["label"] for r in csv.DictReader(f)] == [ds.class_names[c] for c in trans]
+    # one-line errors, exit 2
+    for bad in (
+        ["--audio", str(root)],
+        ["--audio", str(root), "--classes", "a,b", "--target", "esc50"],
+        ["--audio", str(root), "--classes", "a,b", "--transductive", "magic"],
+    ):
+        assert main(["zeroshot", "--model", str(tiny_clap_dir), "--out", str(out), *bad]) == 2
+    err = capsys.readouterr().err
+    assert "go together" in err and "not both" in err and "unknown --transductive" in err
