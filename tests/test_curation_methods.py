@@ -422,3 +422,21 @@ def test_summarize_writes_json_and_png(tmp_path, world):
     on_disk = json.loads((tmp_path / "summary.json").read_text())
     assert on_disk["meta"]["ds"]["threshold_value"] == pytest.approx(0.8)
     assert (tmp_path / "scores.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_crossfit_propagation_never_reads_a_clips_own_scores():
+    """crossfit_lp_balance: a clip's refined row comes from the other folds' zero-shot scores;
+    changing the clip's own scores leaves it unchanged (before the balancing step)."""
+    from claptune.curation.pseudo import crossfit_propagation
+
+    rng = np.random.default_rng(0)
+    audio = rng.normal(size=(30, 8))
+    audio /= np.linalg.norm(audio, axis=1, keepdims=True)
+    probs = rng.dirichlet(np.ones(4), size=30)
+    base = crossfit_propagation(probs, audio)
+    np.testing.assert_allclose(base.sum(axis=1), 1.0)
+    for i in (0, 7, 29):
+        changed = probs.copy()
+        changed[i] = np.eye(4)[(np.argmax(probs[i]) + 1) % 4]
+        np.testing.assert_allclose(crossfit_propagation(changed, audio)[i], base[i], atol=1e-12)
+    assert np.array_equal(crossfit_propagation(probs, audio), base)  # deterministic

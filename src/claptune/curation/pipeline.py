@@ -78,7 +78,9 @@ class CurationSettings:
     # pseudo_refined: pseudo with the labels refined first (claptune.curation.pseudo); it
     # shares pseudo's criterion and per-class cap
     pseudo_refined_threshold: float | str = DEFAULT_THRESHOLDS["pseudo_refined"]
-    pseudo_refined_mode: str = "knn_balance"  # knn | balance | knn_balance
+    # knn | balance | knn_balance | crossfit_lp_balance (cross-fitted label propagation, then
+    # balancing: a clip's label from the other half's scores; bench/bench_guard.py compares)
+    pseudo_refined_mode: str = "knn_balance"
     pseudo_refined_knn: int = 3  # neighbours of the knn step
     pseudo_refined_knn_weight: float = 0.5  # share of the neighbours' probabilities
     # the class shares balancing aims at: uniform (a balanced task), or em (the pool's shares

@@ -37,7 +37,8 @@ from claptune.curation.search import check_pair, topk_pairs
 from claptune.curation.thresholds import Threshold, describe
 
 CRITERIA = ("confidence", "margin")
-REFINES = ("none", "knn", "balance", "knn_balance")
+REFINES = ("none", "knn", "balance", "knn_balance", "crossfit_lp_balance")
+CROSSFIT_FOLDS = 2  # crossfit_lp_balance: a clip's label comes from the other half's scores
 ROWS_PER_BLOCK = 65536  # clips scored at once: the (rows, C) float64 logits stay small
 
 
@@ -80,6 +81,27 @@ def knn_smooth(
     return (1 - weight) * probs + weight * probs[neighbours].mean(axis=1)
 
 
+def crossfit_propagation(
+    probs: np.ndarray, audio_emb: np.ndarray, folds: int = CROSSFIT_FOLDS, seed: int = 0
+) -> np.ndarray:
+    """Cross-fitted label propagation (``claptune.evaluate.transductive.label_propagation``,
+    its defaults): the clips are dealt into ``folds`` seeded folds; for each fold its clips'
+    own zero-shot probabilities are replaced by uniform ones before propagating, and their
+    result is kept. So a clip's refined label comes from the other folds' zero-shot scores
+    carried over the kNN audio graph, never from its own: a student trained on it is not
+    trained to copy the teacher's own view of the clip."""
+    from claptune.evaluate.transductive import label_propagation
+
+    n, c = probs.shape
+    fold = np.random.default_rng(seed).permutation(n) % max(1, min(folds, n))
+    out = np.empty_like(probs, dtype=np.float64)
+    for f in np.unique(fold):
+        y = np.array(probs, dtype=np.float64)
+        y[fold == f] = 1.0 / c
+        out[fold == f] = label_propagation(y, audio_emb)[fold == f]
+    return out
+
+
 def balance(
     probs: np.ndarray, marginal: np.ndarray | None = None, iterations: int = 100, tol: float = 1e-9
 ) -> np.ndarray:
@@ -105,6 +127,10 @@ def refined_probs(
     if prior not in PRIORS:
         raise ValueError(f"prior must be one of {PRIORS}, got {prior!r}")
     probs = _softmax(logit_scale * (audio_emb.astype(np.float64) @ class_emb.astype(np.float64).T))
+    if refine == "crossfit_lp_balance":
+        probs = crossfit_propagation(probs, audio_emb)
+        marginal = estimate_prior(probs, prior, prior_strength)
+        return balance(probs, marginal), marginal
     if refine in ("knn", "knn_balance"):
         probs = knn_smooth(probs, audio_emb, k, weight)
     marginal = None
@@ -253,6 +279,7 @@ __all__ = [
     "REFINES",
     "balance",
     "class_scores",
+    "crossfit_propagation",
     "knn_smooth",
     "pseudo_label",
     "refined_probs",
