@@ -44,6 +44,12 @@ SECTIONS = [
         "bench/bench_transduction.py",
     ),
     (
+        "adapt_labels",
+        "adapt's labels against the label-free peers",
+        "adapt_labels.md",
+        "bench/bench_adapt_labels.py",
+    ),
+    (
         "guard",
         "Label-free pipelines side by side, and the guard",
         "guard.md",

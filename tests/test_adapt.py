@@ -332,7 +332,7 @@ def test_adapt_guard_and_predictions(unlabeled_task, teacher, tmp_path, capsys):
     assert all(r["runner_up"] != r["label"] for r in rows)
     assert all(float(r["confidence"]) >= float(r["runner_up_confidence"]) for r in rows)
     counts = report.predictions["counts"]
-    assert sum(counts.values()) == 12
+    assert sum(counts.values()) == 12 and report.predictions["model"] == "teacher"
     for name, n in counts.items():
         assert n == sum(r["label"] == name for r in rows)
     # the saved model is the one the guard chose: the teacher's heads when it rejected
@@ -344,3 +344,9 @@ def test_adapt_guard_and_predictions(unlabeled_task, teacher, tmp_path, capsys):
     out2 = tmp_path / "run2"
     assert main(_argv(teacher, audio, classes, corpus, out2, "--no-save-model")) == 0
     assert (out2 / "predictions.csv").read_text() == (out / "predictions.csv").read_text()
+    # --labels-from saved: the labels refine the scores of the model the guard kept
+    out3 = tmp_path / "run3"
+    argv = _argv(teacher, audio, classes, corpus, out3, "--no-save-model", "--labels-from", "saved")
+    assert main(argv) == 0
+    third = AdaptReport.read(out3 / "report.json")
+    assert third.predictions["model"] == third.saved == report.saved

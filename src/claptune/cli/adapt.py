@@ -77,6 +77,12 @@ def add_parser(sub) -> argparse.ArgumentParser:
         "claptune, sinkhorn, label_propagation, gaussian_em, entropy or none (default: claptune)",
     )
     p.add_argument(
+        "--labels-from",
+        choices=("teacher", "saved"),
+        help="whose scores predictions.csv refines: the teacher (measured best) or the saved "
+        "model (default: teacher)",
+    )
+    p.add_argument(
         "--guard-fraction",
         type=float,
         help="share of the clips held out of curation, on whose audio the label-free guard "
@@ -116,6 +122,7 @@ def config_from_args(args: argparse.Namespace) -> AdaptConfig:
         "cache_dir": args.cache_dir,
         "transduction": args.transductive,
         "guard_fraction": args.guard_fraction,
+        "labels_from": args.labels_from,
     }
     values.update({k: v for k, v in flags.items() if v is not None})
     if args.eval:

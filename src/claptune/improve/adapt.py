@@ -75,6 +75,9 @@ class AdaptConfig:
     cache_dir: str | None = field(default_factory=default_cache_dir)
     transduction: str = _improve_default("transduction")  # how predictions.csv is refined
     guard_fraction: float = _improve_default("guard_fraction")  # clips held out for the guard
+    # whose scores predictions.csv refines: "teacher" (measured best on fresh skewed targets,
+    # bench/results/adapt_labels.md) or "saved" (the model the guard keeps)
+    labels_from: str = "teacher"
 
     def __post_init__(self) -> None:
         self.audio = (self.audio,) if isinstance(self.audio, str) else tuple(map(str, self.audio))
@@ -95,6 +98,8 @@ class AdaptConfig:
             )
         if self.audio_per_class < 0:
             raise ClaptuneError("audio_per_class must be >= 0")
+        if self.labels_from not in ("teacher", "saved"):
+            raise ClaptuneError(f"labels_from must be teacher or saved, got {self.labels_from!r}")
         self.improve_config()  # improve's own validation of the settings adapt shares
 
     def improve_config(self) -> ImproveConfig:
@@ -173,11 +178,15 @@ def run_adapt(config: AdaptConfig, out_dir: str | Path, progress: bool = True) -
     if not keep:
         logger.warning(
             "the adapted student did not beat the teacher on %d clips held out of curation "
-            "(no label read): saving the teacher and labelling with teacher + transduction",
+            "(no label read): saving the teacher",
             int(run.guard["n_clips"]),
         )
     chosen = student if keep else ws.teacher
-    probs = ws.transduced(chosen, ws.embed_audio(chosen, ws.items))
+    # the labels come from the pipeline that measured best on fresh skewed targets
+    # (bench/results/adapt_labels.md): the teacher with transduction over all clips, unless
+    # the user asks for the saved model's scores
+    labeller = ws.teacher if config.labels_from == "teacher" else chosen
+    probs = ws.transduced(labeller, ws.embed_audio(labeller, ws.items))
     from claptune.evaluate.transductive import write_predictions
 
     write_predictions(out_dir / "predictions.csv", ws.items, probs, ws.class_names)
@@ -186,6 +195,7 @@ def run_adapt(config: AdaptConfig, out_dir: str | Path, progress: bool = True) -
         "file": "predictions.csv",
         "n_clips": len(ws.items),
         "transduction": ws.config.transduction,
+        "model": "teacher" if labeller is ws.teacher else "student",
         "counts": dict(zip(ws.class_names, counts.tolist(), strict=True)),
     }
     model_dir = None

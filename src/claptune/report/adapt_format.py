@@ -135,8 +135,7 @@ def guard_lines(report: AdaptReport) -> list[str]:
             out.append(
                 f"Guard: **the adapted student did not beat the teacher** on {n} clips held out "
                 f"of curation (consistency {cs:.0f} % vs the teacher's {ct:.0f} %, no label "
-                "read): the teacher is saved, and the labels come from the teacher with "
-                "transduction."
+                "read): the teacher is saved."
             )
     else:
         out.append("Guard: not run (no clips were held out of curation; guard_fraction 0).")
@@ -146,7 +145,8 @@ def guard_lines(report: AdaptReport) -> list[str]:
         shown = ", ".join(f"{c} {k}" for c, k in top)
         out.append(
             f"Labels for every clip: `predictions.csv` ({p.get('n_clips')} clips; "
-            f"{report.saved} scores with {p.get('transduction')} transduction; most frequent: "
+            f"the {p.get('model', report.saved)}'s scores with {p.get('transduction')} "
+            "transduction; most frequent: "
             f"{shown})."
         )
     return out

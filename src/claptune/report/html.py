@@ -208,7 +208,7 @@ def render_html(
     parts.append('<div class="big">' + _table(["", "before", "after", "change"], rows) + "</div>")
     parts += [f"<p>{escape(line)}</p>" for line in paired_test_lines(report)]
     if report.model_dir:
-        parts.append(f"<p class=\"muted\">{escape(saved_model_line(report).replace('`', ''))}</p>")
+        parts.append(f'<p class="muted">{escape(saved_model_line(report).replace("`", ""))}</p>')
 
     if report.transductive is not None:
         parts.append("<h2>Label-free pipelines side by side</h2>")
