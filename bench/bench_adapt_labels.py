@@ -6,8 +6,10 @@ peers computed on the same clips.
 
 Each variant (``make_skewed.named_variant``, ``r<ratio>-o<order>``) is handed to ``claptune
 adapt`` as a folder of clips and the ESC-50 class list, with the defaults (no label anywhere in
-its input). Its ``predictions.csv`` is then scored against the variant's labels, beside what
-the teacher alone gives on the same clips: the plain zero-shot ensemble and every transduction
+its input). Its ``predictions.csv`` (with ``--labels-from saved``: the adapted model's scores refined by
+transduction, where the guard kept the student) is then scored against the variant's labels,
+beside what the teacher alone gives on the same clips (``teacher + claptune`` is what adapt
+writes by default): the plain zero-shot ensemble and every transduction
 of ``claptune.evaluate.transductive`` (entropy prompt weighting, Sinkhorn, label propagation,
 TransCLIP's Gaussian EM, and claptune's chain), each over all the clips together, as a user
 without claptune's training would compute them. Writes bench/results/adapt_labels.json and .md.
@@ -48,6 +50,9 @@ def run_adapt(variant: Path, classes: list[str], out: Path) -> float:
     t0 = time.perf_counter()
     argv = ["adapt", "--audio", str(variant / "audio"), "--classes"]
     argv += [str(out.parent / f"{out.name}-classes.txt"), "--out", str(out), "--quiet"]
+    # the saved model's labels: the student's scores with transduction where the guard kept it
+    # (adapt's default labels are the teacher's with transduction, the last column)
+    argv += ["--labels-from", "saved"]
     if main(argv) != 0:
         raise SystemExit(f"adapt failed on {variant}")
     return time.perf_counter() - t0
@@ -104,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
             "saved": report.get("saved"),
             "guard": report.get("guard"),
             "scores": {
-                "adapt predictions.csv": score(
+                "adapt --labels-from saved": score(
                     np.array([index[r["label"]] for r in predicted]), labels
                 )
             },
@@ -133,7 +138,7 @@ def markdown(result: dict) -> str:
     lines = [
         "# adapt's labels against the label-free peers on the same clips",
         "",
-        "`claptune adapt` with its defaults on each unlabeled variant; its predictions.csv and "
+        "`claptune adapt --labels-from saved` on each unlabeled variant (the student + transduction where the guard kept it) and "
         "the teacher's label-free pipelines over the same clips, scored afterwards: clip "
         "accuracy / class-mean accuracy in percent.",
         "",
