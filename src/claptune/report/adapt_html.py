@@ -13,6 +13,7 @@ from claptune.report.adapt_format import (
     check_rows,
     class_rows,
     eval_lines,
+    guard_lines,
     summary_lines,
 )
 from claptune.report.audio import data_uri
@@ -41,6 +42,10 @@ def render_adapt_html(
             f'<p class="muted">Adapted model: <code>{escape(report.model_dir)}</code>, '
             "loadable with <code>claptune.load_model</code>.</p>"
         )
+    parts.append("<h2>Labels and the guard</h2>")
+    parts += [
+        f"<p>{escape(line.replace('**', '').replace('`', ''))}</p>" for line in guard_lines(report)
+    ]
     if report.evaluation:
         parts.append("<h2>Scored on a labelled set</h2>")
         parts += [f"<p>{escape(line)}</p>" for line in eval_lines(report.evaluation)]
