@@ -205,8 +205,9 @@ def test_a_part_holding_pickled_objects_is_refused_unread(
 
 def test_a_view_holding_pickled_objects_is_refused_unread(model, tmp_path, capsys):  # noqa: F811
     embed_to_store(model, ["rain"], tmp_path, kind="text", progress=False)
-    np.save(tmp_path / "embeddings.npy", np.array([object()], dtype=object), allow_pickle=True)
-    with pytest.raises(ClaptuneError, match="refusing to load .*embeddings.npy.*pickled"):
+    vectors = tmp_path / json.loads((tmp_path / "manifest.json").read_text())["embeddings"]
+    np.save(vectors, np.array([object()], dtype=object), allow_pickle=True)
+    with pytest.raises(ClaptuneError, match="refusing to load .*embeddings-.*npy.*pickled"):
         load_store(tmp_path)
     (tmp_path / "manifest.json").write_text("{")
     with pytest.raises(ClaptuneError, match="cannot read .*manifest.json"):

@@ -10,8 +10,8 @@ the clip, never on what else shares its batch.
 
 ``embed_to_store`` writes embeddings to a folder that survives being killed:
 
-    OUT/manifest.json          the view: kind, model identity, ids, failures
-    OUT/embeddings.npy         (N, D) float32, rows in the order of manifest["ids"]
+    OUT/manifest.json          the view: kind, model identity, ids, failures, vectors file
+    OUT/embeddings-<hash>.npy  (N, D) float32, rows in the order of manifest["ids"]
     OUT/cache/<key>/part-r<rank>-<writer>-<n>.npz   computed vectors, keyed per item
     OUT/cache/<key>/lock, claims/<writer>.json     coordination of concurrent writers
 
@@ -31,7 +31,9 @@ next chunk of items that no live writer has finished or claimed, so identical it
 embedded once. A claim lapses when its writer dies (the writer holds a lock on its claim file
 for as long as it lives). The view is rewritten under the same lock as the union of the
 earlier view (same model and kind) and this run's items, so concurrent runs never drop each
-other's items; ``load_store(..., items=...)`` reads back exactly one run's items.
+other's items; ``load_store(..., items=...)`` reads back exactly one run's items. A view
+changes in one atomic step (``swap_view``): a reader polling the store while it is rewritten
+sees the old view or the new one, never ids paired with other items' vectors.
 """
 
 from __future__ import annotations
@@ -72,6 +74,7 @@ if TYPE_CHECKING:  # models call into this module (``encode_audio``); it only ne
 ON_ERROR = ("raise", "skip")
 STORE_FORMAT = 1  # bump when the store layout changes
 CLAIM_POLL_S = 0.2  # how often a writer waiting for another writer's claimed items looks again
+VIEW_RETRIES = 20  # reads of a view whose vectors a newer view deleted meanwhile
 
 log = logging.getLogger(__name__)
 
@@ -568,7 +571,13 @@ def _first_line(err: BaseException) -> str:
 @contextlib.contextmanager
 def _locked(cache: Path) -> Iterator[None]:
     """Hold the store's advisory lock (one per cache folder) for the block."""
-    with open(cache / "lock", "a+b") as fh:
+    with _locked_file(cache / "lock"):
+        yield
+
+
+@contextlib.contextmanager
+def _locked_file(path: Path) -> Iterator[None]:
+    with open(path, "a+b") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield
@@ -645,8 +654,9 @@ def _write_view(
     model: AudioTextModel,
     parts: _Parts,
 ) -> None:
-    """Write manifest.json + embeddings.npy: the earlier view's items (same model and kind)
-    that this run did not ask for, then this run's items. Called under the store lock."""
+    """Write manifest.json + its vectors (``swap_view``): the earlier view's items (same model
+    and kind) that this run did not ask for, then this run's items. Called under the store
+    lock."""
     done, failed_by_key = parts.done, parts.failed
     this_run = {str(item) for item in items}
     ids, rows, failed = [], [], []
@@ -669,22 +679,58 @@ def _write_view(
             raise ClaptuneError(f"the store at {out_dir} lacks {item}: a rank did not finish")
     dim = rows[0].shape[0] if rows else _embedding_dim(model)
     embeddings = np.stack(rows).astype(np.float32) if rows else np.zeros((0, dim), np.float32)
-    with _atomic_file(out_dir / "embeddings.npy") as fh:
-        np.save(fh, embeddings)
-    _write_json_atomic(
-        out_dir / "manifest.json",
-        {
-            "format": STORE_FORMAT,
-            "kind": kind,
-            "key": key,
-            "identity": identity,
-            "n_items": len(ids) + len(failed),
-            "n_embedded": len(ids),
-            "dim": int(dim),
-            "ids": ids,
-            "failed": failed,
-            "written": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        },
+    manifest = {
+        "format": STORE_FORMAT,
+        "kind": kind,
+        "key": key,
+        "identity": identity,
+        "n_items": len(ids) + len(failed),
+        "n_embedded": len(ids),
+        "dim": int(dim),
+        "ids": ids,
+        "failed": failed,
+        "written": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    swap_view(out_dir, manifest, embeddings)
+
+
+def swap_view(out_dir: Path, manifest: dict[str, Any], embeddings: np.ndarray) -> None:
+    """Publish a view in one atomic step: the vectors go to a new file named by a hash of the
+    ids and the vectors (``embeddings-<hash>.npy``, never modified once written), then
+    ``manifest.json``, which names that file, replaces the old manifest with ``os.replace``. A
+    reader thus sees the old view or the new one, never ids paired with another view's rows.
+    The vectors of the view just replaced are kept (a reader that has just read the old
+    manifest can still open them); older ones are deleted (``load_store`` then re-reads the
+    manifest). Runs under the folder's view lock, also for writers of other models."""
+    digest = hashlib.sha256(json.dumps(manifest["ids"]).encode())
+    digest.update(np.ascontiguousarray(embeddings, dtype=np.float32).tobytes())
+    name = f"embeddings-{digest.hexdigest()[:16]}.npy"
+    with _locked_file(out_dir / ".view.lock"):
+        previous = _view_vectors_name(out_dir)
+        with _atomic_file(out_dir / name) as fh:
+            np.save(fh, embeddings)
+        _write_json_atomic(out_dir / "manifest.json", {**manifest, "embeddings": name})
+        for stale in [*out_dir.glob("embeddings-*.npy"), out_dir / "embeddings.npy"]:
+            if stale.name not in (name, previous):
+                stale.unlink(missing_ok=True)
+
+
+def _view_vectors_name(out_dir: Path) -> str | None:
+    """The vectors file named by the manifest on disk (``embeddings.npy`` in stores written
+    before views were versioned), or None."""
+    try:
+        manifest = json.loads((out_dir / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(manifest, dict):
+        return None
+    name = manifest.get("embeddings", "embeddings.npy")
+    return name if _is_vectors_name(name) else None
+
+
+def _is_vectors_name(name: object) -> bool:
+    return (
+        isinstance(name, str) and re.fullmatch(r"embeddings(-[0-9a-f]{16})?\.npy", name) is not None
     )
 
 
@@ -712,33 +758,14 @@ def load_store(
     ``embed_to_store``), return only those: ids and rows in their order (duplicates kept),
     and the manifest's ``ids``/``failed`` restricted to them."""
     directory = Path(directory)
-    manifest_path = directory / "manifest.json"
-    if not manifest_path.is_file():
-        raise ClaptuneError(f"no embedding store at {directory} (manifest.json missing)")
-    try:
-        manifest = json.loads(manifest_path.read_text())
-        kind, key, ids = manifest["kind"], manifest["key"], list(manifest["ids"])
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise ClaptuneError(
-            f"cannot read {manifest_path}: {_first_line(err)}; rerun embed to rebuild it"
-        ) from None
-    if model is not None and key != store_key(model, kind):
-        raise ClaptuneError(
-            f"the store at {directory} was written by another model or preprocessing; embed again"
-        )
-    npy = directory / "embeddings.npy"
-    try:
-        embeddings = np.load(npy, allow_pickle=False)
-    except ValueError as err:
-        if "allow_pickle" in str(err):
-            raise ClaptuneError(
-                f"refusing to load {npy}: it holds pickled objects, which "
-                "claptune never writes and will not unpickle (unpickling can "
-                "run code); delete it and rerun embed"
-            ) from None
-        raise ClaptuneError(f"cannot read {npy}: {_first_line(err)}; rerun embed") from None
-    except (OSError, EOFError) as err:
-        raise ClaptuneError(f"cannot read {npy}: {_first_line(err)}; rerun embed") from None
+    for attempt in range(VIEW_RETRIES):
+        manifest, embeddings = _read_view(directory, model)
+        if embeddings is not None:
+            break
+        time.sleep(0.01 * (attempt + 1))  # a writer replaced the view between our two reads
+    else:
+        raise ClaptuneError(f"the store at {directory} names vectors that are missing; rerun embed")
+    ids = list(manifest["ids"])
     if embeddings.ndim != 2 or embeddings.shape[0] != len(ids):
         raise ClaptuneError(
             f"the store at {directory} is inconsistent "
@@ -767,6 +794,48 @@ def load_store(
     return StoredEmbeddings(
         ids=kept, embeddings=embeddings[[row_of[i] for i in kept]], manifest=subset
     )
+
+
+def _read_view(
+    directory: Path, model: AudioTextModel | None
+) -> tuple[dict[str, Any], np.ndarray | None]:
+    """The manifest and the vectors it names; None for vectors deleted since the manifest was
+    read (a newer view replaced it: the caller reads again)."""
+    manifest_path = directory / "manifest.json"
+    if not manifest_path.is_file():
+        raise ClaptuneError(f"no embedding store at {directory} (manifest.json missing)")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        kind, key = manifest["kind"], manifest["key"]
+        list(manifest["ids"])
+        name = manifest.get("embeddings", "embeddings.npy")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        raise ClaptuneError(
+            f"cannot read {manifest_path}: {_first_line(err)}; rerun embed to rebuild it"
+        ) from None
+    if not _is_vectors_name(name):
+        raise ClaptuneError(f"cannot read {manifest_path}: bad vectors name; rerun embed")
+    if model is not None and key != store_key(model, kind):
+        raise ClaptuneError(
+            f"the store at {directory} was written by another model or preprocessing; embed again"
+        )
+    npy = directory / name
+    try:
+        return manifest, np.load(npy, allow_pickle=False)
+    except FileNotFoundError:
+        if name == "embeddings.npy":
+            raise ClaptuneError(f"cannot read {npy}: missing; rerun embed") from None
+        return manifest, None
+    except ValueError as err:
+        if "allow_pickle" in str(err):
+            raise ClaptuneError(
+                f"refusing to load {npy}: it holds pickled objects, which "
+                "claptune never writes and will not unpickle (unpickling can "
+                "run code); delete it and rerun embed"
+            ) from None
+        raise ClaptuneError(f"cannot read {npy}: {_first_line(err)}; rerun embed") from None
+    except (OSError, EOFError) as err:
+        raise ClaptuneError(f"cannot read {npy}: {_first_line(err)}; rerun embed") from None
 
 
 class _atomic_file:
