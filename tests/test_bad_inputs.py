@@ -418,7 +418,7 @@ def test_pairs_and_metadata_not_utf8(tmp_path, capsys):
     pairs = _pairs_csv(tmp_path, [])
     with open(pairs, "ab") as fh:
         fh.write(b"c1.wav,caf\xe9 noise\n")
-    with pytest.raises(ClaptuneError, match=r"pairs.csv:8: the text is not valid UTF-8"):
+    with pytest.raises(ClaptuneError, match=r"pairs.csv:8 is not UTF-8 text: byte 0xe9 at offset"):
         read_pairs(pairs)
     meta = tmp_path / "set.csv"
     meta.write_bytes(b"path,label\nx.wav,caf\xe9\n")

@@ -6,11 +6,19 @@ complete. Inputs are tiny so that the module stays within the suite's time budge
 
 from __future__ import annotations
 
+import os
+import shutil
+import sys
 import threading
+from pathlib import Path
 
 import numpy as np
+import pytest
 
+from claptune.cli import main
 from claptune.embed import embed_to_store, encode_text, load_store
+from claptune.errors import ClaptuneError
+from conftest import write_tone
 from test_embed import model  # noqa: F401 - the tiny HF CLAP of test_embed
 
 
@@ -57,3 +65,92 @@ def test_a_reader_polling_a_store_never_sees_ids_paired_with_other_rows(model, t
             r.join()
     assert reads[0] > 20 and not errors and not wrong, (reads[0], errors[:3], wrong[:3])
     assert len(list(out.glob("embeddings-*.npy"))) <= 2  # old versions are cleaned up
+
+
+# -- text files in other encodings ---------------------------------------------------------------
+LATIN1 = "caf\xe9 au lait\nrain\n".encode("latin-1")  # byte 0xe9 at offset 3
+
+
+@pytest.mark.parametrize(
+    ("data", "needle"),
+    [
+        (LATIN1, "byte 0xe9 at offset {}"),
+        ("rain\n".encode("utf-16"), "UTF-16"),  # with its byte-order mark, first in the file
+        (b"rain\n\x00\x01\x02\x03", "NUL byte at offset {}"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00", "byte 0x89 at offset {}"),
+    ],
+)
+def test_every_user_text_reader_refuses_other_encodings_in_one_line(tmp_path, data, needle):
+    from claptune.audio import find_audio
+    from claptune.curation import class_names_from, read_pairs
+    from claptune.data.captioned import read_captions
+    from claptune.data.dataset import read_csv
+
+    at = {LATIN1: 3, b"rain\n\x00\x01\x02\x03": 5}.get(data, 0)
+    readers = {
+        "classes.txt": class_names_from,
+        "captions.txt": read_captions,
+        "captions.csv": read_captions,
+        "list.txt": lambda p: find_audio([p]),
+        "meta.csv": lambda p: read_csv(Path(p), ["path"]),
+        "pairs.csv": read_pairs,  # audio,text: a caption must be text, a file name may be bytes
+    }
+    for name, read in readers.items():
+        path = tmp_path / name
+        header = b"audio,text,caption,path\na.wav," if name.endswith(".csv") else b""
+        if needle == "UTF-16" or (name == "pairs.csv" and data[0] == 0x89):
+            header = b""  # a byte-order mark counts only first; a binary pairs file: NUL
+        path.write_bytes(header + data)
+        with pytest.raises(ClaptuneError) as info:
+            read(str(path))
+        message = str(info.value)
+        assert name in message and "\n" not in message, message
+        expected = needle.format(at + len(header))
+        if name == "pairs.csv" and data[0] == 0x89:
+            expected = "NUL byte at offset 8"
+        assert expected in message, message
+
+
+def test_encoding_decodes_and_a_byte_order_mark_is_stripped(tmp_path):
+    from claptune.audio import find_audio
+    from claptune.curation import class_names_from
+    from claptune.data.captioned import read_captions
+    from claptune.textfiles import default_encoding
+
+    (tmp_path / "classes.txt").write_bytes(LATIN1)
+    with default_encoding("latin-1"):
+        assert class_names_from(str(tmp_path / "classes.txt")) == ["caf\xe9 au lait", "rain"]
+    with pytest.raises(ClaptuneError, match="unknown text encoding 'nope'"):
+        with default_encoding("nope"):
+            pass
+    (tmp_path / "captions.csv").write_bytes(b"\xef\xbb\xbfcaption,path\nrain falling,a.wav\n")
+    assert read_captions(tmp_path / "captions.csv") == ["rain falling"]
+    write_tone(tmp_path / "a.wav", 440, seconds=0.1)
+    (tmp_path / "list.txt").write_bytes(b"\xef\xbb\xbfa.wav\n")
+    assert find_audio([tmp_path / "list.txt"]) == [tmp_path / "a.wav"]
+
+
+def test_an_audio_list_may_hold_file_names_that_are_not_utf8(tmp_path):
+    from claptune.audio import find_audio
+
+    if sys.platform in ("win32", "darwin"):
+        pytest.skip("this file system stores names as Unicode")
+    write_tone(tmp_path / "a.wav", 440, seconds=0.1)
+    shutil.copyfile(tmp_path / "a.wav", os.fsencode(tmp_path) + b"/caf\xe9.wav")
+    (tmp_path / "list.txt").write_bytes(b"a.wav\ncaf\xe9.wav\n")  # as `ls > list.txt` writes it
+    found = find_audio([tmp_path / "list.txt"])
+    assert [os.fsencode(p.name) for p in found] == [b"a.wav", b"caf\xe9.wav"]
+    (tmp_path / "list.txt").write_bytes(b"a.wav\nno\xe9.wav\n")  # no such file: latin-1 text
+    with pytest.raises(ClaptuneError, match=r"list.txt is not UTF-8 text: byte 0xe9 at offset 8"):
+        find_audio([tmp_path / "list.txt"])
+
+
+def test_embed_text_in_latin1_is_one_line_and_encoding_reads_it(tiny_clap_dir, tmp_path, capsys):
+    (tmp_path / "captions.txt").write_bytes(LATIN1)
+    argv = ["embed", "--model", str(tiny_clap_dir), "--text", str(tmp_path / "captions.txt")]
+    argv += ["--out", str(tmp_path / "store"), "--no-progress"]
+    assert main(argv) == 2
+    line = one_line(capsys)
+    assert "captions.txt is not UTF-8 text: byte 0xe9 at offset 3" in line
+    assert main([*argv, "--encoding", "latin-1"]) == 0
+    assert load_store(tmp_path / "store").ids == ["caf\xe9 au lait", "rain"]

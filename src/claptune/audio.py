@@ -277,11 +277,14 @@ def find_audio(paths: Iterable[str | os.PathLike]) -> list[Path]:
 
 
 def _read_list(list_file: Path) -> list[Path]:
-    lines = [ln.strip() for ln in list_file.read_text().splitlines()]
-    return [
-        p if p.is_absolute() else list_file.parent / p
-        for p in (Path(ln).expanduser() for ln in lines if ln and not ln.startswith("#"))
-    ]
+    from claptune.textfiles import read_names
+
+    def resolve(line: str) -> Path:
+        p = Path(line).expanduser()
+        return p if p.is_absolute() else list_file.parent / p
+
+    lines = read_names(list_file, lambda ln: resolve(ln).exists(), what="audio list")
+    return [resolve(ln) for ln in lines]
 
 
 __all__ = [

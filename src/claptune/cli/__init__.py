@@ -184,8 +184,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from tqdm.contrib.logging import logging_redirect_tqdm
 
+    from claptune.textfiles import default_encoding
+
     try:
         with (
+            default_encoding(getattr(args, "encoding", None)),
             logging_settings(args.log_level),
             progress_settings(args),
             logging_redirect_tqdm(),

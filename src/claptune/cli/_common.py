@@ -45,7 +45,19 @@ def sub_parser(
 ) -> argparse.ArgumentParser:
     """A sub-command's parser: its module docstring as the description, every default shown.
     Its one-line help comes from the registry in ``claptune.cli`` (``COMMANDS``)."""
-    return sub.add_parser(name, description=doc, formatter_class=HelpFormatter, **kwargs)
+    p = sub.add_parser(name, description=doc, formatter_class=HelpFormatter, **kwargs)
+    add_encoding(p)
+    return p
+
+
+def add_encoding(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--encoding",
+        default=None,
+        help="encoding of the text files you pass (audio lists, class lists, captions, pairs, "
+        "CSV manifests); by default UTF-8 (a byte-order mark is skipped) and anything else is "
+        "refused",
+    )
 
 
 def alias(p: argparse.ArgumentParser, *flags: str, dest: str, **kwargs: Any) -> None:

@@ -87,8 +87,9 @@ def class_names_from(spec: str) -> list[str]:
     starting with ``#`` ignored); a name given twice is an error."""
     path = Path(spec)
     if path.is_file():
-        names = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()]
-        names = [n for n in names if not n.startswith("#")]
+        from claptune.textfiles import read_lines
+
+        names = read_lines(path, what="class list")
     elif path.suffix.lower() == ".txt" and "," not in spec:
         raise ClaptuneError(f"class names file not found: {spec}")
     else:

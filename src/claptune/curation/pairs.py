@@ -16,6 +16,7 @@ it has ``audio``, ``text`` and ``classes``).
 from __future__ import annotations
 
 import csv
+import io
 import os
 import warnings
 from collections.abc import Sequence
@@ -26,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from claptune.errors import ClaptuneError, InputWarning
+from claptune.textfiles import check_text_fields, read_text
 
 COLUMNS = ("audio", "text", "score", "method", "class")
 
@@ -180,20 +182,19 @@ def read_pairs(path: str | os.PathLike) -> Pairs:
         )
     if not path.is_file():
         raise ClaptuneError(f"pairs file {path} not found")
-    # utf-8-sig: a spreadsheet's byte-order mark is not part of the first column's name;
-    # surrogateescape: a file name that is not UTF-8 reads back as the bytes written
-    with path.open(newline="", encoding="utf-8-sig", errors="surrogateescape") as fh:
-        reader = csv.DictReader(fh)
-        columns = reader.fieldnames or []
-        audio_col = next((c for c in ("audio", "path") if c in columns), None)
-        text_col = next((c for c in ("text", "caption") if c in columns), None)
-        if audio_col is None or text_col is None:
-            missing = [c for c, found in (("audio", audio_col), ("text", text_col)) if not found]
-            raise ClaptuneError(
-                f"pairs file {path} lacks column(s) {', '.join(missing)} "
-                f"(has: {', '.join(columns)})"
-            )
-        rows = list(reader)
+    # a spreadsheet's byte-order mark is not part of the first column's name; a file name
+    # that is not UTF-8 reads back as the bytes written
+    content = read_text(path, what="pairs file", names_as_bytes=True)
+    reader = csv.DictReader(io.StringIO(content, newline=""))
+    columns = reader.fieldnames or []
+    audio_col = next((c for c in ("audio", "path") if c in columns), None)
+    text_col = next((c for c in ("text", "caption") if c in columns), None)
+    if audio_col is None or text_col is None:
+        missing = [c for c, found in (("audio", audio_col), ("text", text_col)) if not found]
+        raise ClaptuneError(
+            f"pairs file {path} lacks column(s) {', '.join(missing)} (has: {', '.join(columns)})"
+        )
+    rows = list(reader)
     if not rows:
         raise ClaptuneError(f"pairs file {path} has no pairs")
     # like the corpus reader: an empty field is refused, naming its line; a row repeating an
@@ -205,7 +206,7 @@ def read_pairs(path: str | os.PathLike) -> Pairs:
         if not audio or not text:
             raise ClaptuneError(f"{path}:{line}: empty {'audio' if not audio else 'text'}")
         if not _is_utf8(text):  # a file name may be any bytes; a caption must be text
-            raise ClaptuneError(f"{path}:{line}: the text is not valid UTF-8")
+            check_text_fields(path.read_bytes(), f"{path}:{line}", [text], "pairs file")
         row[audio_col], row[text_col] = audio, text
         if (audio, text) in seen:
             duplicated.append(line)

@@ -34,22 +34,20 @@ def load_captioned_corpus(root: str | Path, caption_key: str | None = None) -> P
 
 def read_captions(path: str | Path, column: str = "caption") -> list[str]:
     """Unpaired captions from a .txt (one per non-empty line) or a .csv column."""
-    import csv
+    from claptune.textfiles import csv_reader, read_text
 
     path = Path(path)
     if not path.is_file():
         raise ClaptuneError(f"caption file not found: {path}")
     if path.suffix.lower() == ".csv":
-        with path.open(newline="", encoding="utf-8") as fh:
-            reader = csv.DictReader(fh)
-            if column not in (reader.fieldnames or []):
-                raise ClaptuneError(
-                    f"{path} has no column {column!r}; columns: "
-                    f"{', '.join(reader.fieldnames or [])}"
-                )
-            captions = [row[column].strip() for row in reader]
+        reader = csv_reader(path, what="captions file")
+        if column not in (reader.fieldnames or []):
+            raise ClaptuneError(
+                f"{path} has no column {column!r}; columns: {', '.join(reader.fieldnames or [])}"
+            )
+        captions = [(row[column] or "").strip() for row in reader]
     else:
-        captions = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+        captions = [line.strip() for line in read_text(path, what="captions file").splitlines()]
     captions = [c for c in captions if c]
     if not captions:
         raise ClaptuneError(f"no captions in {path}")

@@ -12,7 +12,6 @@ words for prompts is the job of ``claptune.evaluate.zeroshot.clean_class_name``.
 
 from __future__ import annotations
 
-import csv
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -124,24 +123,17 @@ def read_csv(path: Path, required: Sequence[str], delimiter: str = ",") -> list[
     """Rows of a CSV with a header; a missing file or column is a ``ClaptuneError`` naming it."""
     if not path.is_file():
         raise ClaptuneError(f"metadata file not found: {path}")
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(fh, delimiter=delimiter)
-            columns = [c.strip() for c in reader.fieldnames or []]
-            missing = [c for c in required if c not in columns]
-            if missing:
-                raise ClaptuneError(
-                    f"{path} has no column {', '.join(map(repr, missing))}; "
-                    f"columns: {', '.join(columns) or '(none)'}"
-                )
-            rows = [
-                {(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in reader
-            ]
-    except UnicodeDecodeError as err:
+    from claptune.textfiles import csv_reader
+
+    reader = csv_reader(path, what="metadata file", delimiter=delimiter)
+    columns = [c.strip() for c in reader.fieldnames or []]
+    missing = [c for c in required if c not in columns]
+    if missing:
         raise ClaptuneError(
-            f"{path} is not UTF-8 text (byte {err.start}: "
-            f"{err.object[err.start : err.start + 1]!r}); save it as UTF-8"
-        ) from None
+            f"{path} has no column {', '.join(map(repr, missing))}; "
+            f"columns: {', '.join(columns) or '(none)'}"
+        )
+    rows = [{(k or "").strip(): (v or "").strip() for k, v in row.items()} for row in reader]
     if not rows:
         raise ClaptuneError(f"{path} lists no clips")
     return rows

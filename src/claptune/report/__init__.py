@@ -22,6 +22,7 @@ from claptune.report.audio import AUDIO_DIR, base64_size, previews
 from claptune.report.html import audio_sample, render_html
 from claptune.report.markdown import render_markdown
 from claptune.report.schema import Report
+from claptune.textfiles import write_text
 
 
 @dataclass
@@ -94,7 +95,7 @@ def write_report(out_dir: str | Path, report: Report, assets: ReportAssets) -> d
         (out / name).write_bytes(png)
         written[name] = out / name
     path = out / "report.md"
-    path.write_text(render_markdown(report, assets, figure_files=list(figs)))
+    write_text(path, render_markdown(report, assets, figure_files=list(figs)))
     written["md"] = path
     path = out / "report.html"
     sample = audio_sample(assets)
@@ -108,7 +109,7 @@ def write_report(out_dir: str | Path, report: Report, assets: ReportAssets) -> d
     html = render_html(
         report, assets, figures=figs, players=list(zip(sample, players, strict=True))
     )
-    path.write_text(html, encoding="utf-8")
+    write_text(path, html)
     written["html"] = path
     return written
 

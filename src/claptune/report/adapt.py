@@ -16,6 +16,7 @@ from claptune.report import plots
 from claptune.report.adapt_html import render_adapt_html
 from claptune.report.adapt_markdown import render_adapt_markdown
 from claptune.report.adapt_schema import AdaptReport
+from claptune.textfiles import write_text
 
 
 @dataclass
@@ -68,9 +69,9 @@ def write_adapt_report(
         (out / name).write_bytes(png)
         written[name] = out / name
     written["md"] = out / "report.md"
-    written["md"].write_text(render_adapt_markdown(report, list(figs)))
+    write_text(written["md"], render_adapt_markdown(report, list(figs)))
     written["html"] = out / "report.html"
-    written["html"].write_text(render_adapt_html(report, assets, figs), encoding="utf-8")
+    write_text(written["html"], render_adapt_html(report, assets, figs))
     return written
 
 
