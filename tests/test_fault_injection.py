@@ -154,3 +154,115 @@ def test_embed_text_in_latin1_is_one_line_and_encoding_reads_it(tiny_clap_dir, t
     assert "captions.txt is not UTF-8 text: byte 0xe9 at offset 3" in line
     assert main([*argv, "--encoding", "latin-1"]) == 0
     assert load_store(tmp_path / "store").ids == ["caf\xe9 au lait", "rain"]
+
+
+# -- damaged caches and stores -------------------------------------------------------------------
+def _truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def _pickled_npz(path: Path, names: tuple[str, ...]) -> None:
+    np.savez(path, **{n: np.array([object()], dtype=object) for n in names})
+
+
+@pytest.mark.parametrize("damage", ["truncated", "pickled", "wrong"])
+def test_a_damaged_feature_cache_part_is_set_aside_and_recomputed(tmp_path, caplog, damage):
+    from claptune.features import FeatureStore
+    from test_improve import _SplitToy
+
+    toy = _SplitToy.build().eval()
+    clips = [write_tone(tmp_path / f"c{i}.wav", 300 + 100 * i, 0.3, rate=8000) for i in range(2)]
+    first = FeatureStore(toy, cache_dir=tmp_path / "cache", progress=False)
+    first.add_clips(clips)
+    want = first.embed_audio(toy, clips)
+    (part,) = (tmp_path / "cache").glob("features/*/part-*.npz")
+    if damage == "truncated":
+        _truncate(part)
+    elif damage == "pickled":
+        _pickled_npz(part, ("item_keys", "n_windows", "digests", "features"))
+    else:
+        with np.load(part) as npz:
+            arrays = dict(npz)
+        np.savez(part, **{**arrays, "features": arrays["features"][:1]})  # rows lost
+    with caplog.at_level("WARNING", logger="claptune"):
+        store = FeatureStore(toy, cache_dir=tmp_path / "cache", progress=False)
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warned) == 1 and part.name in warned[0] and "\n" not in warned[0], warned
+    assert part.with_name(part.name + ".damaged").exists()
+    store.add_clips(clips)
+    np.testing.assert_allclose(store.embed_audio(toy, clips), want, atol=1e-6)
+    again = FeatureStore(toy, cache_dir=tmp_path / "cache", progress=False)  # rewritten whole
+    calls = toy.feature_calls
+    again.add_clips(clips)
+    assert toy.feature_calls == calls
+
+
+@pytest.mark.parametrize("damage", ["truncated", "pickled"])
+def test_a_damaged_sharded_store_is_one_line_and_embed_recomputes_it(
+    model,  # noqa: F811
+    tmp_path,
+    caplog,
+    damage,
+):
+    import io
+    import tarfile
+
+    from claptune.embed_shards import ShardedStore, embed_to_sharded_store
+
+    texts = ["rain", "a dog", "wind in trees", "a bell"]
+    out = embed_to_sharded_store(model, texts, tmp_path, kind="text", chunk_size=2, progress=False)
+    want = ShardedStore.open(out).load()
+    unit = sorted(out.glob("shards/*/*.tar"))[1]
+    if damage == "truncated":
+        _truncate(unit)
+    else:  # a vector replaced by a pickled object array
+        with tarfile.open(unit) as tar:
+            members = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]
+        evil = io.BytesIO()
+        np.save(evil, np.array([object()], dtype=object), allow_pickle=True)
+        with tarfile.open(unit, "w") as tar:
+            for member, data in members:
+                data = evil.getvalue() if member.name.endswith("emb.npy") else data
+                member.size = len(data)
+                tar.addfile(member, io.BytesIO(data))
+    with pytest.raises(ClaptuneError) as info:
+        ShardedStore.open(out).load()
+    message = str(info.value)
+    assert "\n" not in message and unit.name in message and "rerun claptune embed" in message
+    with caplog.at_level("WARNING", logger="claptune"):
+        embed_to_sharded_store(model, texts, out, kind="text", chunk_size=2, progress=False)
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warned) == 1 and unit.name in warned[0], warned
+    got = ShardedStore.open(out).load()
+    assert got.ids == want.ids
+    np.testing.assert_allclose(got.embeddings, want.embeddings, atol=1e-6)
+
+
+def test_temporaries_of_killed_writers_are_removed_on_the_next_run(model, tmp_path):  # noqa: F811
+    import subprocess
+
+    from claptune.atomic import atomic_file
+
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        text=True,
+        capture_output=True,
+        check=True,
+    )
+    pid = int(dead.stdout)
+    embed_to_store(model, ["rain"], tmp_path, kind="text", progress=False)
+    (cache,) = tmp_path.glob("cache/*/")
+    leftovers = [
+        tmp_path / f".embeddings-0123456789abcdef.npy.pid{pid}.x1.tmp",
+        cache / f".part-r0-w-000001.npz.pid{pid}.x2.tmp",
+    ]
+    alive = cache / f".part-r0-w-000002.npz.pid{os.getpid()}.x3.tmp"  # a live writer's
+    for path in [*leftovers, alive]:
+        path.write_bytes(b"x" * 100)
+    embed_to_store(model, ["wind"], tmp_path, kind="text", progress=False)
+    assert not any(p.exists() for p in leftovers) and alive.exists()
+    with pytest.raises(OSError), atomic_file(tmp_path / "x.bin") as fh:
+        fh.write(b"abc")
+        raise OSError(28, "No space left on device")
+    assert not list(tmp_path.glob(".x.bin*")) and not (tmp_path / "x.bin").exists()

@@ -46,7 +46,6 @@ import logging
 import os
 import re
 import socket
-import tempfile
 import time
 import uuid
 import zipfile
@@ -64,6 +63,13 @@ import soundfile as sf
 import torch
 from tqdm.auto import tqdm
 
+from claptune.atomic import (
+    atomic_file,
+    first_line,
+    remove_stale_temporaries,
+    set_aside,
+    write_json_atomic,
+)
 from claptune.audio import stream_audio, stream_windows, windows
 from claptune.distributed import barrier, join_process_group
 from claptune.errors import AudioDecodeError, ClaptuneError
@@ -369,9 +375,11 @@ def embed_to_store(
     key = _key_of(identity, kind)
     cache = out_dir / "cache" / key
     cache.mkdir(parents=True, exist_ok=True)
+    for folder in (out_dir, cache):  # what writers killed with kill -9 left behind
+        remove_stale_temporaries(folder)
     with _locked(cache):
         if not (cache / "identity.json").is_file():
-            _write_json_atomic(cache / "identity.json", {"kind": kind, "identity": identity})
+            write_json_atomic(cache / "identity.json", {"kind": kind, "identity": identity})
 
     env, created_group = join_process_group()
     rank, world_size = env.rank, env.world_size
@@ -477,7 +485,7 @@ def _embed_part(
 def _write_part(
     path: Path, keys: list[str], embeddings: np.ndarray, failed_keys: list[str], reasons: list[str]
 ) -> Path:
-    with _atomic_file(path) as fh:
+    with atomic_file(path) as fh:
         np.savez(
             fh,
             keys=np.array(keys, dtype=str),
@@ -530,9 +538,9 @@ def _read_part(path: Path, dim: int | None) -> tuple[np.ndarray, ...] | None:
                 "writes into a store and will not unpickle (unpickling can run code); "
                 "delete the file and rerun"
             ) from None
-        return _set_aside(path, f"unreadable ({_first_line(err)})")
+        return set_aside(path, f"unreadable ({first_line(err)})")
     except (OSError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as err:
-        return _set_aside(path, f"unreadable ({_first_line(err)})")
+        return set_aside(path, f"unreadable ({first_line(err)})")
     keys, embeddings, failed_keys, reasons = arrays
     if not (
         keys.ndim == 1
@@ -545,26 +553,8 @@ def _read_part(path: Path, dim: int | None) -> tuple[np.ndarray, ...] | None:
         and failed_keys.shape == reasons.shape
         and np.isfinite(embeddings).all()
     ):
-        return _set_aside(path, "wrong contents")
+        return set_aside(path, "wrong contents")
     return arrays
-
-
-def _set_aside(path: Path, what: str) -> None:
-    damaged = path.with_name(path.name + ".damaged")
-    with contextlib.suppress(FileNotFoundError):  # another writer may have moved it already
-        os.replace(path, damaged)
-    log.warning(
-        "damaged store part %s: %s; moved to %s, its items will be embedded again",
-        path,
-        what,
-        damaged.name,
-    )
-    return None
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 # -- concurrent writers --------------------------------------------------------------------------
@@ -707,9 +697,9 @@ def swap_view(out_dir: Path, manifest: dict[str, Any], embeddings: np.ndarray) -
     name = f"embeddings-{digest.hexdigest()[:16]}.npy"
     with _locked_file(out_dir / ".view.lock"):
         previous = _view_vectors_name(out_dir)
-        with _atomic_file(out_dir / name) as fh:
+        with atomic_file(out_dir / name) as fh:
             np.save(fh, embeddings)
-        _write_json_atomic(out_dir / "manifest.json", {**manifest, "embeddings": name})
+        write_json_atomic(out_dir / "manifest.json", {**manifest, "embeddings": name})
         for stale in [*out_dir.glob("embeddings-*.npy"), out_dir / "embeddings.npy"]:
             if stale.name not in (name, previous):
                 stale.unlink(missing_ok=True)
@@ -741,7 +731,7 @@ def _earlier_view(out_dir: Path, key: str) -> tuple[list[str], list[list[str]]]:
     except FileNotFoundError:
         return [], []
     except (OSError, ValueError) as err:  # rebuilt from the cache below: nothing is lost
-        log.warning("replacing the unreadable %s (%s)", out_dir / "manifest.json", _first_line(err))
+        log.warning("replacing the unreadable %s (%s)", out_dir / "manifest.json", first_line(err))
         return [], []
     if not isinstance(manifest, dict) or manifest.get("key") != key:
         return [], []  # another model's vectors: not comparable, replaced
@@ -811,7 +801,7 @@ def _read_view(
         name = manifest.get("embeddings", "embeddings.npy")
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
         raise ClaptuneError(
-            f"cannot read {manifest_path}: {_first_line(err)}; rerun embed to rebuild it"
+            f"cannot read {manifest_path}: {first_line(err)}; rerun embed to rebuild it"
         ) from None
     if not _is_vectors_name(name):
         raise ClaptuneError(f"cannot read {manifest_path}: bad vectors name; rerun embed")
@@ -833,55 +823,9 @@ def _read_view(
                 "claptune never writes and will not unpickle (unpickling can "
                 "run code); delete it and rerun embed"
             ) from None
-        raise ClaptuneError(f"cannot read {npy}: {_first_line(err)}; rerun embed") from None
+        raise ClaptuneError(f"cannot read {npy}: {first_line(err)}; rerun embed") from None
     except (OSError, EOFError) as err:
-        raise ClaptuneError(f"cannot read {npy}: {_first_line(err)}; rerun embed") from None
-
-
-class _atomic_file:
-    """Open a temporary file beside ``path`` for binary writing; on success flush it to disk,
-    move it over ``path`` with ``os.replace`` (atomic on POSIX) and flush the folder entry, so
-    a crash or a full disk leaves the old file or the new one, never a part of it; on failure
-    delete it."""
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def __enter__(self):
-        fd, self.tmp = tempfile.mkstemp(
-            dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp"
-        )
-        self.fh = os.fdopen(fd, "wb")
-        return self.fh
-
-    def __exit__(self, exc_type, *exc: object) -> None:
-        try:
-            if exc_type is None:
-                self.fh.flush()
-                os.fsync(self.fh.fileno())
-        except BaseException:
-            exc_type = OSError  # the data may not be on disk: never move it into place
-            raise
-        finally:
-            self.fh.close()
-            if exc_type is None:
-                os.replace(self.tmp, self.path)
-                _fsync_dir(self.path.parent)
-            else:
-                os.unlink(self.tmp)
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_json_atomic(path: Path, obj: Any) -> None:
-    with _atomic_file(path) as fh:
-        fh.write((json.dumps(obj, indent=1, default=str) + "\n").encode())
+        raise ClaptuneError(f"cannot read {npy}: {first_line(err)}; rerun embed") from None
 
 
 __all__ = [

@@ -28,6 +28,7 @@ import hashlib
 import io
 import json
 import os
+import tarfile
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -40,6 +41,13 @@ import torch
 from tqdm.auto import tqdm
 
 from claptune import embed as _store
+from claptune.atomic import (
+    atomic_file,
+    first_line,
+    remove_stale_temporaries,
+    set_aside,
+    write_json_atomic,
+)
 from claptune.data.shards import ShardSample, decode_sample, expand_shards, iter_samples, shard_name
 from claptune.distributed import barrier, join_process_group
 from claptune.embed import StoredEmbeddings, encode_audio, encode_text
@@ -140,9 +148,7 @@ def embed_shards_to_store(
     cache.mkdir(parents=True, exist_ok=True)
     with _store._locked(cache):
         if not (cache / "identity.json").is_file():
-            _store._write_json_atomic(
-                cache / "identity.json", {"kind": "audio", "identity": identity}
-            )
+            write_json_atomic(cache / "identity.json", {"kind": "audio", "identity": identity})
     env, created_group = join_process_group()
     rank, world_size = env.rank, env.world_size
     try:
@@ -284,10 +290,9 @@ def _write_sharded(
     env, created_group = join_process_group()
     rank, world_size = env.rank, env.world_size
     try:
+        remove_stale_temporaries(folder)
         mine = [
-            u
-            for i, u in enumerate(units)
-            if i % world_size == rank and not (folder / f"{u[0]}.tar").is_file()
+            u for i, u in enumerate(units) if i % world_size == rank and not _unit_ok(folder, u[0])
         ]
         for name, source in tqdm(
             mine, desc=f"embedding {kind} units", unit="unit", disable=not progress
@@ -341,7 +346,7 @@ def _write_unit(
     import webdataset as wds
 
     # The sidecar first: a unit counts as done once its .tar exists, and then its sidecar does.
-    _store._write_json_atomic(
+    write_json_atomic(
         folder / f"{name}.json",
         {
             "n": len(ids),
@@ -349,11 +354,71 @@ def _write_unit(
             "failed": [list(f) for f in failed],
         },
     )
-    with _store._atomic_file(folder / f"{name}.tar") as fh:
+    with atomic_file(folder / f"{name}.tar") as fh:
         writer = wds.TarWriter(fh)
         for n, (sid, row) in enumerate(zip(ids, emb.astype(np.float32), strict=True)):
             writer.write({"__key__": f"{n:08d}", "id.txt": sid, "emb.npy": row})
         writer.close()
+
+
+class _Damaged(Exception):
+    """A unit of the sharded store that cannot be read back whole."""
+
+
+def _read_unit(path: Path, n: int | None, dim: int | None) -> tuple[list[str], list[np.ndarray]]:
+    """The ids and (D,) float32 vectors of one unit, checked: every sample whole, no pickled
+    array, ``n`` samples of dimension ``dim`` (None: not checked); else ``_Damaged``."""
+    samples: dict[str, dict[str, bytes]] = {}
+    try:
+        with tarfile.open(path, "r:") as tar:
+            for member in tar:
+                if member.isfile():
+                    key, _, ext = member.name.partition(".")
+                    samples.setdefault(key, {})[ext] = tar.extractfile(member).read()
+    except (tarfile.TarError, OSError, EOFError) as err:
+        raise _Damaged(f"unreadable ({first_line(err)})") from None
+    ids, rows = [], []
+    for sample in samples.values():
+        try:
+            sid = sample["id.txt"].decode("utf-8")
+            row = np.load(io.BytesIO(sample["emb.npy"]), allow_pickle=False)
+        except KeyError:
+            raise _Damaged("a sample lacks its id or its vector") from None
+        except ValueError as err:
+            if "allow_pickle" in str(err):
+                raise _Damaged("it holds pickled objects, never unpickled") from None
+            raise _Damaged(f"unreadable ({first_line(err)})") from None
+        except (OSError, EOFError) as err:
+            raise _Damaged(f"unreadable ({first_line(err)})") from None
+        if row.dtype != np.float32 or row.ndim != 1 or not np.isfinite(row).all():
+            raise _Damaged("a vector is not finite float32 of one dimension")
+        if dim is not None and row.shape[0] != dim:
+            raise _Damaged(f"a vector has {row.shape[0]} values, not {dim}")
+        ids.append(sid)
+        rows.append(row)
+    if n is not None and len(ids) != n:
+        raise _Damaged(f"{len(ids)} samples where its record says {n}")
+    return ids, rows
+
+
+def _unit_ok(folder: Path, name: str) -> bool:
+    """Whether unit ``name`` is written and reads back whole; a damaged one (truncated, pickled,
+    not what its sidecar says) is set aside with one warning, to be computed again."""
+    tar, side = folder / f"{name}.tar", folder / f"{name}.json"
+    if not tar.is_file():
+        return False
+    try:
+        info = json.loads(side.read_text())
+        n, dim = int(info["n"]), info["dim"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        set_aside(tar, f"its record {side.name} is unreadable ({first_line(err)})")
+        return False
+    try:
+        _read_unit(tar, n, dim)
+    except _Damaged as err:
+        set_aside(tar, str(err))
+        return False
+    return True
 
 
 def _write_sharded_manifest(
@@ -375,7 +440,7 @@ def _write_sharded_manifest(
         failed += info["failed"]
         dim = dim or info["dim"]
     n_items = sum(s["n"] for s in shards) + len(failed)
-    _store._write_json_atomic(
+    write_json_atomic(
         out_dir / "manifest.json",
         {
             "format": _store.STORE_FORMAT,
@@ -442,19 +507,24 @@ class ShardedStore:
         return [folder / f"{s['name']}.tar" for s in self.manifest["shards"]]
 
     def blocks(self, block_size: int = 65536) -> Iterator[tuple[list[str], np.ndarray]]:
-        """(ids, (n, D) float32 vectors) of up to ``block_size`` items at a time, in order."""
-        import webdataset as wds
-
+        """(ids, (n, D) float32 vectors) of up to ``block_size`` items at a time, in order.
+        A damaged unit (truncated, pickled, not what its manifest entry says) is a one-line
+        ``ClaptuneError``: ``claptune embed`` into the same folder recomputes it."""
         if block_size < 1:
             raise ValueError("block_size must be >= 1")
-        paths = [str(p) for p in self.shard_paths()]
         ids: list[str] = []
         rows: list[np.ndarray] = []
-        if paths:
-            pipeline = wds.DataPipeline(wds.SimpleShardList(paths), wds.tarfile_to_samples())
-            for sample in pipeline:
-                ids.append(sample["id.txt"].decode("utf-8"))
-                rows.append(np.load(io.BytesIO(sample["emb.npy"])))
+        for path, entry in zip(self.shard_paths(), self.manifest["shards"], strict=True):
+            try:
+                unit_ids, unit_rows = _read_unit(path, entry["n"], self.dim)
+            except _Damaged as err:
+                raise ClaptuneError(
+                    f"damaged store shard {path}: {err}; rerun claptune embed into "
+                    f"{self.directory}, which recomputes it"
+                ) from None
+            for sid, row in zip(unit_ids, unit_rows, strict=True):
+                ids.append(sid)
+                rows.append(row)
                 if len(ids) >= block_size:
                     yield ids, np.stack(rows).astype(np.float32, copy=False)
                     ids, rows = [], []

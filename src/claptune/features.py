@@ -28,7 +28,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
+import zipfile
+import zlib
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -37,6 +38,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from claptune.atomic import atomic_file, remove_stale_temporaries, set_aside
 from claptune.audio import fixed_window, load_audio, windows
 from claptune.data.shards import is_member_ref, load_member
 from claptune.embed import item_key
@@ -244,25 +246,24 @@ class FeatureStore:
             "digests": np.frombuffer(b"".join(digests), dtype=np.uint8).reshape(-1, 16),
             "features": torch.stack([self._audio[d] for d in digests]).numpy(),
         }
-        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".part-", suffix=".npz.tmp")
-        with os.fdopen(fd, "wb") as fh:
+        name = f"part-{os.getpid()}-{os.urandom(6).hex()}.npz"
+        with atomic_file(self.directory / name) as fh:  # a full disk leaves no temporary file
             np.savez(fh, **arrays)
-        name = f"part-{os.getpid()}-{hashlib.sha1(tmp.encode()).hexdigest()[:12]}.npz"
-        os.replace(tmp, self.directory / name)
 
     def _read_parts(self) -> None:
+        remove_stale_temporaries(self.directory)
         for part in sorted(self.directory.glob("part-*.npz")):
-            with np.load(part) as data:
-                digests = [bytes(row) for row in data["digests"]]
-                feats = torch.from_numpy(data["features"])
-                self._audio.update(zip(digests, feats, strict=True))
-                start = 0
-                for key, n in zip(
-                    data["item_keys"].tolist(), data["n_windows"].tolist(), strict=True
-                ):
-                    self._on_disk[key] = digests[start : start + n]
-                    self._views.add(key.rpartition("#")[2] if "#" in key else WINDOWS)
-                    start += n
+            data = _read_part(part)
+            if data is None:
+                continue
+            digests = [bytes(row) for row in data["digests"]]
+            feats = torch.from_numpy(data["features"])
+            self._audio.update(zip(digests, feats, strict=True))
+            start = 0
+            for key, n in zip(data["item_keys"].tolist(), data["n_windows"].tolist(), strict=True):
+                self._on_disk[key] = digests[start : start + n]
+                self._views.add(key.rpartition("#")[2] if "#" in key else WINDOWS)
+                start += n
 
     def add_texts(self, texts: Sequence[str]) -> None:
         todo = [t for t in dict.fromkeys(texts) if t not in self._text]
@@ -314,6 +315,42 @@ class FeatureStore:
         return torch.cat(
             [model.text_head(feats[s : s + 4096]).float() for s in range(0, len(feats), 4096)]
         ).numpy()
+
+
+def _read_part(path: Path) -> dict[str, np.ndarray] | None:
+    """A part's arrays, or None for a part that is damaged (truncated by a crash or a full disk,
+    wrong arrays) or holds pickled objects (claptune never writes them; never unpickled): it
+    is set aside as ``*.damaged`` with one warning, and its clips are computed again."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            data = {name: npz[name] for name in ("item_keys", "n_windows", "digests", "features")}
+    except ValueError as err:
+        what = "holds pickled objects" if "allow_pickle" in str(err) else "unreadable"
+        return set_aside(path, what, "its clips will be computed again")
+    except (OSError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as err:
+        return set_aside(
+            path, f"unreadable ({type(err).__name__})", "its clips will be computed again"
+        )
+    keys, counts, digests, feats = (
+        data[k] for k in ("item_keys", "n_windows", "digests", "features")
+    )
+    if not (
+        keys.ndim == 1
+        and keys.dtype.kind == "U"
+        and counts.shape == keys.shape
+        and counts.dtype.kind == "i"
+        and (counts >= 0).all()
+        and digests.dtype == np.uint8
+        and digests.ndim == 2
+        and digests.shape[1] == 16
+        and int(counts.sum()) == digests.shape[0]
+        and feats.dtype == np.float32
+        and feats.ndim == 2
+        and feats.shape[0] == digests.shape[0]
+        and np.isfinite(feats).all()
+    ):
+        return set_aside(path, "wrong contents", "its clips will be computed again")
+    return data
 
 
 def _disk_key(item: str, view: str) -> str:
