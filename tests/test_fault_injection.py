@@ -266,3 +266,108 @@ def test_temporaries_of_killed_writers_are_removed_on_the_next_run(model, tmp_pa
         fh.write(b"abc")
         raise OSError(28, "No space left on device")
     assert not list(tmp_path.glob(".x.bin*")) and not (tmp_path / "x.bin").exists()
+
+
+# -- model folders: configs, tokenizers, sizes ----------------------------------------------------
+def _copy_folder(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_msclap_config_and_tokenizer_problems_are_one_line(tmp_path):
+    from claptune.models import load_model
+    from claptune.models.msclap import CONFIG_FILE
+    from test_msclap import _tiny_text_module, build
+
+    text_dir = tmp_path / "bert"
+    _tiny_text_module().make_tiny_text_model("bert", text_dir)
+    saved = build(text_dir).save(tmp_path / "ok")
+    cases = {
+        "truncated": lambda text: text[:40],
+        "unknown key": lambda text: text.replace("{", '{"nope": 1, ', 1),
+        "bad value": lambda text: text.replace('"audio_encoder": "cnn14"', '"audio_encoder": 3'),
+        "absurd size": lambda text: text.replace(
+            '"num_hidden_layers": 2', '"num_hidden_layers": 100000000'
+        ),
+    }
+    for name, damage in cases.items():
+        folder = _copy_folder(saved, tmp_path / name.replace(" ", "-"))
+        text = (folder / CONFIG_FILE).read_text()
+        assert damage(text) != text, name
+        (folder / CONFIG_FILE).write_text(damage(text))
+        with pytest.raises(ClaptuneError) as info:
+            load_model(str(folder))
+        message = str(info.value)
+        assert "\n" not in message and CONFIG_FILE in message, (name, message)
+    no_tokenizer = _copy_folder(saved, tmp_path / "no-tokenizer")
+    for path in no_tokenizer.iterdir():
+        if path.name.startswith(("tokenizer", "vocab", "special_tokens")):
+            path.unlink()
+    with pytest.raises(ClaptuneError, match="tokeni[sz]") as info:
+        load_model(str(no_tokenizer))
+    assert "\n" not in str(info.value)
+
+
+def test_a_folder_without_tokenizer_files_is_refused(tiny_clap_dir, tmp_path, capsys):
+    folder = _copy_folder(tiny_clap_dir, tmp_path / "model")
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt"):
+        (folder / name).unlink(missing_ok=True)
+    (tmp_path / "captions.txt").write_text("a dog barking\nrain\n")
+    argv = ["embed", "--model", str(folder), "--text", str(tmp_path / "captions.txt")]
+    assert main([*argv, "--out", str(tmp_path / "store"), "--no-progress"]) == 2
+    assert "cannot tokenise text" in one_line(capsys)
+    assert not (tmp_path / "store" / "manifest.json").exists()
+
+
+def test_an_absurd_config_is_refused_before_anything_is_built(tiny_clap_dir, tmp_path, capsys):
+    import json
+    import time
+
+    folder = _copy_folder(tiny_clap_dir, tmp_path / "model")
+    config = json.loads((folder / "config.json").read_text())
+    config["text_config"]["num_hidden_layers"] = 100_000
+    config["text_config"]["hidden_size"] = 4096
+    (folder / "config.json").write_text(json.dumps(config))
+    start = time.perf_counter()
+    argv = ["embed", "--model", str(folder), "--text", str(tmp_path / "t.txt")]
+    (tmp_path / "t.txt").write_text("rain\n")
+    assert main([*argv, "--out", str(tmp_path / "store"), "--no-progress"]) == 2
+    line = one_line(capsys)
+    assert "config.json" in line and "billion parameters" in line, line
+    assert time.perf_counter() - start < 30
+
+
+def test_a_config_larger_than_the_memory_limit_is_refused(tiny_clap_dir, monkeypatch):
+    from claptune.models import load_model
+
+    monkeypatch.setenv("CLAPTUNE_MAX_MODEL_BYTES", "100000")  # the tiny model is ~1 MB
+    with pytest.raises(ClaptuneError, match="more than \\$CLAPTUNE_MAX_MODEL_BYTES"):
+        load_model(str(tiny_clap_dir))
+
+
+# -- network errors ------------------------------------------------------------------------------
+def test_push_to_an_unreachable_endpoint_is_one_line_without_the_token(
+    tiny_clap_dir, tmp_path, monkeypatch, capsys
+):
+    import huggingface_hub.constants
+
+    from claptune.models import load_model
+
+    folder = load_model(str(tiny_clap_dir)).save(tmp_path / "model")
+    capsys.readouterr()
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setenv("HF_TOKEN", "hf_abcdefghijklmnop")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    assert main(["push", str(folder), "--repo-id", "someone/x"]) == 2
+    line = one_line(capsys)
+    assert "cannot push" in line and "hf_abcdefghijklmnop" not in line, line
+
+
+def test_a_download_with_a_malformed_or_unreachable_url_is_one_line(tmp_path):
+    from claptune.download import download
+
+    for url in ("http://127.0.0.1:9/x.zip", "not a url at all"):
+        with pytest.raises(ClaptuneError, match="cannot download") as info:
+            download(url, tmp_path / "x.zip", timeout=5, progress=False)
+        assert "\n" not in str(info.value)

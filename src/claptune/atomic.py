@@ -106,14 +106,8 @@ def set_aside(path: Path, what: str, then: str = "its items will be computed aga
     return None
 
 
-def first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
-
-
 __all__ = [
     "atomic_file",
-    "first_line",
     "fsync_dir",
     "remove_stale_temporaries",
     "set_aside",

@@ -59,7 +59,8 @@ def download(
     part = dest.with_name(dest.name + ".part")
     try:
         _fetch(url, part, desc or dest.name, timeout, progress)
-    except (OSError, http.client.HTTPException) as err:  # URLError and timeouts are OSErrors
+    # URLError and timeouts are OSErrors; a malformed URL is a ValueError
+    except (OSError, http.client.HTTPException, ValueError) as err:
         reason = getattr(err, "reason", None) or err
         advice = f"download it by other means and put it at {dest}"
         if hint:

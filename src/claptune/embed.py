@@ -65,14 +65,13 @@ from tqdm.auto import tqdm
 
 from claptune.atomic import (
     atomic_file,
-    first_line,
     remove_stale_temporaries,
     set_aside,
     write_json_atomic,
 )
 from claptune.audio import stream_audio, stream_windows, windows
 from claptune.distributed import barrier, join_process_group
-from claptune.errors import AudioDecodeError, ClaptuneError
+from claptune.errors import AudioDecodeError, ClaptuneError, first_line
 
 if TYPE_CHECKING:  # models call into this module (``encode_audio``); it only needs their methods
     from claptune.models.base import AudioItem, AudioTextModel

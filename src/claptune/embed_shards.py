@@ -43,7 +43,6 @@ from tqdm.auto import tqdm
 from claptune import embed as _store
 from claptune.atomic import (
     atomic_file,
-    first_line,
     remove_stale_temporaries,
     set_aside,
     write_json_atomic,
@@ -51,7 +50,7 @@ from claptune.atomic import (
 from claptune.data.shards import ShardSample, decode_sample, expand_shards, iter_samples, shard_name
 from claptune.distributed import barrier, join_process_group
 from claptune.embed import StoredEmbeddings, encode_audio, encode_text
-from claptune.errors import AudioDecodeError, ClaptuneError
+from claptune.errors import AudioDecodeError, ClaptuneError, first_line
 from claptune.models.base import AudioTextModel
 
 STORE_FORMATS = ("npz", "shards")

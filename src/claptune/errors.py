@@ -44,5 +44,11 @@ def printable(text: object) -> str:
     return raw.decode("utf-8", "backslashreplace")
 
 
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message, or its type's name when it has none."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
 class InputWarning(UserWarning):
     """Something in the user's input was dropped or merged; the run goes on without it."""

@@ -54,9 +54,42 @@ def hub_download(repo_id: str, filename: str, revision: str | None = None) -> Pa
         raise ClaptuneError(
             f"{repo_id} has no file {filename}" + (f" at revision {revision}" if revision else "")
         ) from None
-    except (OSError, errors.HfHubHTTPError) as err:
-        first = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise ClaptuneError(f"cannot download {where} ({first})") from None
+    except network_errors() as err:
+        raise ClaptuneError(f"cannot download {where} ({_reason(err)})") from None
+
+
+def network_errors() -> tuple[type[BaseException], ...]:
+    """What a failed request raises: ``OSError`` (sockets, urllib), ``http.client``'s errors,
+    the Hub's HTTP errors and those of whichever HTTP client ``huggingface_hub`` uses
+    (``httpx``, ``httpx2``, ``requests``: a refused connection is not an ``OSError`` there)."""
+    import http.client
+    import importlib
+
+    found: list[type[BaseException]] = [OSError, http.client.HTTPException]
+    for module, name in (
+        ("huggingface_hub.errors", "HfHubHTTPError"),
+        ("httpx", "HTTPError"),
+        ("httpx2", "HTTPError"),
+        ("requests", "RequestException"),
+    ):
+        try:
+            found.append(getattr(importlib.import_module(module), name))
+        except (ImportError, AttributeError):
+            continue
+    return tuple(found)
+
+
+def _reason(err: BaseException, token: str | None = None) -> str:
+    """The first line of ``err``, naming its kind, with every access token blanked out."""
+    import os
+    import re
+
+    text = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    text = f"{type(err).__name__}: {text}" if text else type(err).__name__
+    for secret in (token, os.environ.get("HF_TOKEN"), os.environ.get("HUGGING_FACE_HUB_TOKEN")):
+        if secret:
+            text = text.replace(secret, "***")
+    return re.sub(r"hf_[A-Za-z0-9]{6,}", "hf_***", text)
 
 
 def _offline() -> bool:
@@ -127,9 +160,8 @@ def push_folder(
         )
     except errors.HFValidationError as err:
         raise ClaptuneError(f"invalid repository id or revision: {err}") from None
-    except (OSError, errors.HfHubHTTPError) as err:
-        first = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise ClaptuneError(f"cannot push {folder} to {repo_id} ({first})") from None
+    except network_errors() as err:
+        raise ClaptuneError(f"cannot push {folder} to {repo_id} ({_reason(err, token)})") from None
     return PushResult(
         repo_url=str(repo), commit_url=str(commit.commit_url), revision=revision or "main"
     )

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from claptune.errors import ClaptuneError
+from claptune.errors import ClaptuneError, first_line
 
 # Keys under which training scripts commonly nest the weights in a checkpoint dict.
 NESTED_KEYS = ("state_dict", "model", "model_state_dict")
@@ -258,3 +258,99 @@ def needs_code_to_unpickle(path: str | Path) -> bool:
     except Exception:  # noqa: BLE001 - unreadable for another reason: not ours to claim
         return False
     return False
+
+
+# -- sizes, checked before anything is allocated --------------------------------------------------
+MAX_MODEL_BYTES_ENV = "CLAPTUNE_MAX_MODEL_BYTES"  # overrides the machine's memory as the limit
+
+
+def estimate_parameters(config: Mapping[str, Any]) -> int:
+    """A lower bound of the parameter count of a model config (a dict, nested sub-configs
+    included), from its transformer stacks alone: layers x (4 h^2 + 2 h x intermediate) plus
+    the vocabulary's embeddings. Cheap, so an absurd config is refused before it is built."""
+    total = 0
+    for sub in _dicts(config):
+        hidden = _first_int(sub, ("hidden_size", "d_model", "n_embd", "embed_dim"))
+        layers = _first_int(sub, ("num_hidden_layers", "n_layer", "num_layers"))
+        if hidden and layers:
+            inner = _first_int(sub, ("intermediate_size", "n_inner")) or 4 * hidden
+            total += layers * (4 * hidden * hidden + 2 * hidden * inner)
+        vocab = _first_int(sub, ("vocab_size",))
+        if hidden and vocab:
+            total += vocab * hidden
+    return total
+
+
+def check_model_size(n_parameters: int, what: str, bytes_per_parameter: int = 4) -> None:
+    """Refuse a model of more bytes than this machine has memory (or ``$CLAPTUNE_MAX_MODEL_BYTES``)
+    in one line, before any tensor is made."""
+    limit, where = _memory_limit()
+    size = n_parameters * bytes_per_parameter
+    if size > limit:
+        raise ClaptuneError(
+            f"{what} describes a model of {n_parameters / 1e9:.3g} billion parameters "
+            f"({size / 2**30:.3g} GiB), more than {where} ({limit / 2**30:.3g} GiB); refused "
+            "before building it (a damaged or mistaken config?)"
+        )
+
+
+def check_config_size(config: Mapping[str, Any], what: str) -> None:
+    """``check_model_size`` of ``estimate_parameters(config)``."""
+    check_model_size(estimate_parameters(config), what)
+
+
+def module_parameters(module: nn.Module) -> int:
+    """Parameters and buffers of ``module`` (built on the meta device: nothing allocated)."""
+    return sum(t.numel() for t in (*module.parameters(), *module.buffers()))
+
+
+def _memory_limit() -> tuple[int, str]:
+    import os
+
+    env = os.environ.get(MAX_MODEL_BYTES_ENV)
+    if env:
+        try:
+            return int(float(env)), f"${MAX_MODEL_BYTES_ENV}"
+        except ValueError:
+            raise ClaptuneError(
+                f"${MAX_MODEL_BYTES_ENV} must be a number of bytes, not {env!r}"
+            ) from None
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "this machine's memory"
+    except (ValueError, OSError, AttributeError):  # no sysconf: no limit known
+        return 2**62, "any machine's memory"
+
+
+def _dicts(config: Any) -> Iterable[Mapping[str, Any]]:
+    if isinstance(config, Mapping):
+        yield config
+        for value in config.values():
+            yield from _dicts(value)
+
+
+def _first_int(config: Mapping[str, Any], names: tuple[str, ...]) -> int:
+    for name in names:
+        value = config.get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return 0
+
+
+# -- tokenizers ------------------------------------------------------------------------------------
+PROBE_CAPTIONS = ("a dog barking", "rain on a window")
+
+
+def check_tokenizer(tokenizer: Any, what: str) -> None:
+    """Refuse a tokenizer that cannot tell two captions apart: a model folder without its
+    tokenizer files gets an empty vocabulary from transformers, every caption the same ids,
+    and so every caption the same embedding, silently."""
+    try:
+        ids = [list(tokenizer(text)["input_ids"]) for text in PROBE_CAPTIONS]
+    except Exception as err:  # noqa: BLE001 - whatever the tokenizer library raises
+        raise ClaptuneError(f"{what} cannot tokenise text: {first_line(err)}") from None
+    if ids[0] == ids[1]:
+        raise ClaptuneError(
+            f"{what} cannot tokenise text: different captions give the same tokens (its "
+            "tokenizer files, e.g. tokenizer.json or vocab.json + merges.txt, are missing?); "
+            "copy them from the model it came from"
+        )

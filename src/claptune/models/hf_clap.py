@@ -41,6 +41,7 @@ from torch import nn
 
 from claptune.errors import ClaptuneError
 from claptune.models.base import MODEL_MARKER, AudioTextModel
+from claptune.models.checkpoints import check_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -126,6 +127,7 @@ class HFClapModel(AudioTextModel):
                     name, config=config, output_loading_info=True, revision=revision
                 )
                 processor = ClapProcessor.from_pretrained(name, revision=revision)
+            check_tokenizer(processor.tokenizer, f"CLAP model {name!r}")
         except OSError as err:
             offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False")
             hint = (
@@ -334,9 +336,14 @@ def _checked_config(config_cls, model_cls, name: str, revision: str | None = Non
         raise  # missing, offline: reported by the caller with its hint
     except Exception as err:  # noqa: BLE001 - e.g. huggingface_hub's StrictDataclass errors
         raise ClaptuneError(f"{where} holds invalid values: {_first_line(err)}") from None
+    from claptune.models.checkpoints import check_config_size, check_model_size, module_parameters
+
+    check_config_size(config.to_dict(), where)  # before building: an absurd size takes minutes
     try:
         with torch.device("meta"):
-            model_cls(config)
+            check_model_size(module_parameters(model_cls(config)), where)
+    except ClaptuneError:
+        raise
     except Exception as err:  # noqa: BLE001 - whatever a layer raises on an impossible size
         raise ClaptuneError(
             f"{where} holds values no CLAP model can be built from: {_first_line(err)}"

@@ -32,13 +32,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from claptune.errors import ClaptuneError
+from claptune.errors import ClaptuneError, first_line
 from claptune.models.base import MODEL_MARKER, AudioTextModel
 from claptune.models.checkpoints import (
+    check_config_size,
+    check_tokenizer,
     fingerprint,
     load_strict,
     needs_code_to_unpickle,
     peek_keys,
+    read_json,
     read_state_dict,
 )
 from claptune.models.msclap_frontend import MSClapConfig
@@ -230,8 +233,14 @@ class MSClapModel(AudioTextModel):
             return cls.from_checkpoint(directory, version=version, device=device)
         if not (directory / CONFIG_FILE).is_file():
             raise ClaptuneError(f"{directory} has no {CONFIG_FILE}")
-        config = MSClapConfig.from_dict(json.loads((directory / CONFIG_FILE).read_text()))
-        tokenizer = AutoTokenizer.from_pretrained(str(directory))
+        config = _read_config(directory / CONFIG_FILE)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(directory))
+        except Exception as err:  # noqa: BLE001 - OSError, ValueError ("install sentencepiece")
+            raise ClaptuneError(
+                f"cannot load the tokenizer of MS-CLAP model {directory}: {first_line(err)}"
+            ) from None
+        check_tokenizer(tokenizer, f"MS-CLAP model {directory}")
         model = cls.from_state_dict(
             config,
             read_state_dict(directory / WEIGHTS_FILE),
@@ -366,6 +375,20 @@ class MSClapModel(AudioTextModel):
         }
 
 
+def _read_config(path: Path) -> MSClapConfig:
+    """The folder's config, checked: broken JSON, unknown keys, invalid values and absurd sizes
+    are one-line ``ClaptuneError``s naming the file, raised before any tensor is made."""
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise ClaptuneError(f"{path} is not an MS-CLAP config (a JSON object)")
+    try:
+        config = MSClapConfig.from_dict(data)
+    except (ValueError, TypeError) as err:
+        raise ClaptuneError(f"{path}: {first_line(err)}") from None
+    check_config_size(config.to_dict(), str(path))
+    return config
+
+
 def _tokenizer(spec):
     if not isinstance(spec, (str, Path)):
         return spec
@@ -373,7 +396,7 @@ def _tokenizer(spec):
 
     try:
         return AutoTokenizer.from_pretrained(str(spec))
-    except OSError as err:
+    except (OSError, ValueError, ImportError) as err:  # ValueError: "install sentencepiece"
         raise ClaptuneError(
             f"cannot load tokenizer {spec!r} (it comes from the Hugging Face hub "
             f"or its local cache): {str(err).splitlines()[0]}"
