@@ -18,7 +18,7 @@ import pytest
 from claptune.cli import main
 from claptune.embed import embed_to_store, encode_text, load_store
 from claptune.errors import ClaptuneError
-from conftest import write_tone
+from conftest import write_tiny_corpus, write_tone
 from test_embed import model  # noqa: F401 - the tiny HF CLAP of test_embed
 
 
@@ -371,3 +371,82 @@ def test_a_download_with_a_malformed_or_unreachable_url_is_one_line(tmp_path):
         with pytest.raises(ClaptuneError, match="cannot download") as info:
             download(url, tmp_path / "x.zip", timeout=5, progress=False)
         assert "\n" not in str(info.value)
+
+
+# -- one run per output folder -------------------------------------------------------------------
+def test_a_finished_run_folder_needs_overwrite_which_removes_only_that_run(tmp_path):
+    from claptune.runfolder import hold_run_folder
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")  # the user's, there before any run
+    with hold_run_folder(out, "adapt"):
+        (out / "report.json").write_text("{}")
+        (out / "model").mkdir()
+        (out / "pairs_split2.csv").write_text("a,b\n")
+    with pytest.raises(ClaptuneError, match="finished claptune adapt.*--overwrite"):
+        with hold_run_folder(out, "adapt"):
+            pass
+    with hold_run_folder(out, "adapt", overwrite=True):
+        assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["notes.txt"]
+        (out / "report.json").write_text("{}")
+    with pytest.raises(ClaptuneError), hold_run_folder(out, "improve"):
+        pass
+    # a run that fails leaves no record: the rerun needs no flag
+    killed = tmp_path / "killed"
+    with pytest.raises(RuntimeError), hold_run_folder(killed, "improve"):
+        (killed / "partial.png").write_bytes(b"x")
+        raise RuntimeError("killed")
+    with hold_run_folder(killed, "improve"):
+        pass
+
+
+def test_a_run_folder_held_by_a_live_run_is_refused_in_one_line(tmp_path, capsys):
+    from claptune.runfolder import hold_run_folder
+
+    out = tmp_path / "run"
+    with hold_run_folder(out, "improve"):
+        argv = ["adapt", "--audio", str(tmp_path), "--classes", "a,b", "--out", str(out)]
+        assert main(argv) == 2
+        line = one_line(capsys)
+        assert "in use by a run still going" in line and "claptune improve" in line, line
+
+
+def test_adapt_with_non_utf8_names_and_a_latin1_class_list_then_a_second_run(tmp_path, capsys):
+    from test_adapt import _argv
+
+    if sys.platform in ("win32", "darwin"):
+        pytest.skip("this file system stores names as Unicode")
+    audio = tmp_path / "clips"
+    raw = os.fsencode(audio)
+    for i, freq in enumerate((300, 320, 900, 950, 2500, 2600)):
+        write_tone(tmp_path / "src.wav", freq, seconds=0.5, noise=0.01, seed=i)
+        os.makedirs(raw, exist_ok=True)
+        shutil.copyfile(os.fsencode(tmp_path / "src.wav"), raw + b"/caf\xe9-%d.wav" % i)
+    with open(raw + b"/worse\xff.wav", "wb") as fh:
+        fh.write(b"not audio\n" * 10)
+    classes = tmp_path / "classes.txt"
+    classes.write_bytes("low hum\nmid b\xe9ep\nhigh whistle\n".encode("latin-1"))
+    corpus = write_tiny_corpus(tmp_path / "corpus")
+    teacher = _teacher(tmp_path)
+    out = tmp_path / "run"
+    argv = _argv(teacher, audio, classes, corpus, out, "--no-save-model")
+    assert main(argv) == 2  # the class list is latin-1
+    assert "classes.txt is not UTF-8 text: byte 0xe9 at offset 13" in one_line(capsys)
+    assert main([*argv, "--encoding", "latin-1"]) == 0, capsys.readouterr().err
+    for name in ("report.md", "report.html", "report.json"):
+        (out / name).read_bytes().decode("utf-8")  # written, and valid UTF-8
+    assert "caf\\xe9-" in (out / "report.md").read_text() + (out / "report.html").read_text()
+    capsys.readouterr()
+    assert main([*argv, "--encoding", "latin-1"]) == 2  # finished: needs --overwrite
+    assert "--overwrite" in one_line(capsys)
+
+
+def _teacher(tmp_path: Path) -> tuple[Path, Path]:
+    import torch
+
+    from claptune.models.default import DefaultModel
+
+    torch.manual_seed(0)
+    DefaultModel(metadata={"heldout_ids": ["audio/0.wav"]}).save(tmp_path / "teacher")
+    return tmp_path / "teacher", tmp_path / "cache"

@@ -6,7 +6,9 @@ printed summary."""
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -251,6 +253,28 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--cache-dir", help=CACHE_DIR_HELP)
     add_quiet(p)
+    add_overwrite(p)
+
+
+def add_overwrite(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the finished run in --out (its report and model; nothing else there)",
+    )
+
+
+def holds_out_folder(run: Callable[[argparse.Namespace], int]) -> Callable:
+    """Wrap a sub-command's ``run``: one run per ``--out`` (``claptune.runfolder``)."""
+
+    @functools.wraps(run)
+    def wrapped(args: argparse.Namespace) -> int:
+        from claptune.runfolder import hold_run_folder
+
+        with hold_run_folder(args.out, args.command, overwrite=args.overwrite):
+            return run(args)
+
+    return wrapped
 
 
 def _field_names(config_class: type) -> list[str]:

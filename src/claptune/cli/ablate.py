@@ -14,7 +14,12 @@ from __future__ import annotations
 
 import argparse
 
-from claptune.cli._common import add_common_arguments, config_from_args, sub_parser
+from claptune.cli._common import (
+    add_common_arguments,
+    config_from_args,
+    holds_out_folder,
+    sub_parser,
+)
 from claptune.errors import ClaptuneError
 from claptune.improve.config import CURATION_METHODS, LOSSES
 
@@ -46,6 +51,7 @@ def _names(value: str, allowed: tuple[str, ...], what: str) -> tuple[str, ...]:
     return names
 
 
+@holds_out_folder
 def run(args: argparse.Namespace) -> int:
     from claptune.improve import ablation_grid, run_ablation
 

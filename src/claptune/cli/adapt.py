@@ -23,6 +23,7 @@ from claptune.cli._common import (
     add_corpus_arguments,
     add_override_arguments,
     add_run_arguments,
+    holds_out_folder,
     sub_parser,
 )
 from claptune.errors import ClaptuneError
@@ -158,6 +159,7 @@ def print_summary(report: AdaptReport) -> None:
         )
 
 
+@holds_out_folder
 def run(args: argparse.Namespace) -> int:
     from claptune.improve.adapt import run_adapt
 

@@ -16,8 +16,10 @@ from pathlib import Path
 
 from claptune.cli._common import (
     CACHE_DIR_HELP,
+    add_overwrite,
     add_quiet,
     config_from_args,
+    holds_out_folder,
     improve_and_print,
     sub_parser,
 )
@@ -40,6 +42,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     )
     p.add_argument("--cache-dir", help=CACHE_DIR_HELP)
     add_quiet(p)
+    add_overwrite(p)
     return p
 
 
@@ -71,6 +74,7 @@ def demo_config(args: argparse.Namespace) -> ImproveConfig:
     return config_from_args(full)
 
 
+@holds_out_folder
 def run(args: argparse.Namespace) -> int:
     config = demo_config(args)
     where = config.root or "a download of ESC-50 (no --root and no $CLAPTUNE_DATA)"

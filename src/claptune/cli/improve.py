@@ -18,6 +18,7 @@ import argparse
 from claptune.cli._common import (
     add_common_arguments,
     config_from_args,
+    holds_out_folder,
     improve_and_print,
     sub_parser,
 )
@@ -47,5 +48,6 @@ def add_parser(sub) -> argparse.ArgumentParser:
     return p
 
 
+@holds_out_folder
 def run(args: argparse.Namespace) -> int:
     return improve_and_print(config_from_args(args), args.out, args.quiet)

@@ -1,0 +1,101 @@
+"""One run per output folder: ``improve``, ``adapt``, ``demo`` and ``ablate`` hold their
+``--out`` while they run, and a finished folder is replaced only when asked.
+
+``hold_run_folder(out, command, overwrite)`` takes an advisory lock (``fcntl.flock`` on
+``out/.claptune-lock``, released by the kernel when the process dies, so a killed run never
+leaves the folder locked); a second run into a folder that a live run holds is refused in one
+line naming that run. When the run ends without an error it records itself in
+``out/.claptune-run.json``: the command and the entries of ``out`` that were not there
+before it started. A folder holding such a record (or, from earlier versions, a
+``report.json``) is finished: a new run into it needs ``overwrite=True`` (``--overwrite``),
+which first deletes the entries the record lists and nothing else, so files of the user's
+that were in the folder before are never touched. A folder left by a killed run has no record:
+rerunning into it needs no flag and completes it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import socket
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+
+from claptune.atomic import write_json_atomic
+from claptune.errors import ClaptuneError
+
+LOCK_FILE = ".claptune-lock"
+RECORD_FILE = ".claptune-run.json"
+
+
+@contextlib.contextmanager
+def hold_run_folder(
+    out: str | os.PathLike, command: str, overwrite: bool = False
+) -> Iterator[None]:
+    """Hold ``out`` for one run of ``command`` (see the module docstring)."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ClaptuneError(f"--out {out} is a file, not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / LOCK_FILE, "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another run"
+            raise ClaptuneError(
+                f"{out} is in use by a run still going ({holder}); wait for it to finish or "
+                "choose another --out"
+            ) from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"claptune {command}, process {os.getpid()} on {socket.gethostname()}")
+        fh.flush()
+        _clear_finished(out, command, overwrite)
+        before = {p.name for p in out.iterdir()}
+        yield
+        written = sorted(p.name for p in out.iterdir() if p.name not in before | {RECORD_FILE})
+        write_json_atomic(
+            out / RECORD_FILE,
+            {
+                "command": command,
+                "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "written": written,
+            },
+        )
+
+
+def _clear_finished(out: Path, command: str, overwrite: bool) -> None:
+    record_path = out / RECORD_FILE
+    record = None
+    if record_path.is_file():
+        try:
+            record = json.loads(record_path.read_text())
+        except (OSError, ValueError):
+            record = {}
+    finished = record is not None or (out / "report.json").is_file()
+    if not finished:
+        return
+    if not overwrite:
+        what = f"claptune {record.get('command', 'run')}" if isinstance(record, dict) else "run"
+        raise ClaptuneError(
+            f"{out} holds a finished {what} (its report and model); pass --overwrite to replace "
+            "it, or choose another --out"
+        )
+    written = record.get("written", []) if isinstance(record, dict) else []
+    for name in written:
+        if not isinstance(name, str) or "/" in name or name in ("", ".", "..", LOCK_FILE):
+            continue
+        path = out / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    record_path.unlink(missing_ok=True)
+
+
+__all__ = ["LOCK_FILE", "RECORD_FILE", "hold_run_folder"]
