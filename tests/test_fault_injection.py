@@ -450,3 +450,72 @@ def _teacher(tmp_path: Path) -> tuple[Path, Path]:
     torch.manual_seed(0)
     DefaultModel(metadata={"heldout_ids": ["audio/0.wav"]}).save(tmp_path / "teacher")
     return tmp_path / "teacher", tmp_path / "cache"
+
+
+# -- full disks and killed runs ------------------------------------------------------------------
+def test_a_full_disk_is_one_line_keeps_what_was_written_and_the_rerun_completes(
+    tiny_clap_dir, tmp_path, monkeypatch, capsys
+):
+    real = np.savez
+    calls = []
+
+    def fills_the_disk(fh, **arrays):
+        calls.append(1)
+        if len(calls) == 3:
+            fh.write(b"PK\x03\x04 half a part")
+            raise OSError(28, "No space left on device")
+        real(fh, **arrays)
+
+    texts = ["rain", "a dog", "wind", "a bell"]
+    (tmp_path / "t.txt").write_text("\n".join(texts) + "\n")
+    out = tmp_path / "store"
+    argv = ["embed", "--model", str(tiny_clap_dir), "--text", str(tmp_path / "t.txt")]
+    argv += ["--out", str(out), "--chunk-size", "1", "--no-progress"]
+    monkeypatch.setattr(np, "savez", fills_the_disk)
+    assert main(argv) == 2
+    assert "no space left on the device" in one_line(capsys)
+    assert not list(out.rglob("*.tmp")) and len(list(out.glob("cache/*/part-*.npz"))) == 2
+    monkeypatch.setattr(np, "savez", real)
+    assert main(argv) == 0
+    assert load_store(out).ids == texts
+
+
+def test_scratch_folders_of_killed_runs_are_removed(tmp_path):
+    import subprocess
+
+    from claptune.atomic import scratch_dir
+
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    left = tmp_path / f"claptune-fit-pid{int(dead.stdout)}-abc"
+    (left / "checkpoint").mkdir(parents=True)
+    mine = scratch_dir("claptune-fit-", tmp_path)
+    other = scratch_dir("claptune-fit-", tmp_path)  # this process lives: both stay
+    assert not left.exists() and mine.is_dir() and other.is_dir()
+
+
+# -- --on-error skip, for errors found while decoding too ----------------------------------------
+def test_train_on_error_skip_covers_clips_damaged_past_their_header(
+    tiny_clap_dir, tmp_path, capsys
+):
+    import json
+
+    import soundfile as sf
+
+    from test_bad_inputs import _pairs_csv, _train
+
+    nan = np.full(8000, 0.1, np.float32)
+    nan[4000:4010] = np.nan
+    sf.write(tmp_path / "nan.wav", nan, 16000, subtype="FLOAT")  # a good header, NaN samples
+    write_tone(tmp_path / "full.wav", 440, seconds=2.0)
+    wave, rate = sf.read(tmp_path / "full.wav", dtype="float32")
+    sf.write(tmp_path / "cut.flac", wave, rate)
+    data = (tmp_path / "cut.flac").read_bytes()
+    (tmp_path / "cut.flac").write_bytes(data[: len(data) * 2 // 3])  # cut mid-stream
+    pairs = _pairs_csv(tmp_path, ["nan.wav,a clip with holes", "cut.flac,a cut recording"])
+    out = tmp_path / "run"
+    assert main(_train(tiny_clap_dir, pairs, out, "--on-error", "skip")) == 0
+    skipped = json.loads((out / "skipped_clips.json").read_text())
+    assert sorted(Path(s["path"]).name for s in skipped) == ["cut.flac", "nan.wav"]
+    assert "Traceback" not in capsys.readouterr().err

@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -97,6 +98,20 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def scratch_dir(prefix: str, root: str | os.PathLike | None = None) -> Path:
+    """A new temporary folder ``<prefix>pid<pid>-<random>`` under ``root`` (None: the temp
+    folder). Folders of the same prefix whose process is gone (killed with ``kill -9``: it
+    could not remove its own) are removed first. The caller removes its own when done."""
+    base = Path(root or tempfile.gettempdir())
+    pattern = re.compile(rf"^{re.escape(prefix)}pid(\d+)-")
+    for old in base.glob(f"{prefix}pid*-*"):
+        match = pattern.match(old.name)
+        if match and old.is_dir() and old.stat().st_uid == os.getuid():
+            if not _alive(int(match.group(1))):
+                shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"{prefix}pid{os.getpid()}-", dir=base))
+
+
 def set_aside(path: Path, what: str, then: str = "its items will be computed again") -> None:
     """Rename a damaged ``path`` to ``*.damaged`` with one warning; returns None (no data)."""
     damaged = path.with_name(path.name + ".damaged")
@@ -110,6 +125,7 @@ __all__ = [
     "atomic_file",
     "fsync_dir",
     "remove_stale_temporaries",
+    "scratch_dir",
     "set_aside",
     "write_json_atomic",
 ]

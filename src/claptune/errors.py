@@ -50,5 +50,27 @@ def first_line(err: BaseException) -> str:
     return text.splitlines()[0] if text else type(err).__name__
 
 
+def disk_full(err: BaseException) -> str | None:
+    """One line saying that the disk is full if ``err`` (or an exception it came from) says
+    so: ``OSError`` ENOSPC/EDQUOT, or the same from safetensors, numpy or torch, which wrap it
+    in their own types; else None."""
+    import errno
+
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        text = str(err)
+        if (isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT)) or any(
+            sign in text for sign in ("No space left", "Disk quota exceeded", "file write failed")
+        ):
+            where = getattr(err, "filename", None)
+            return (
+                f"no space left on the device{f' (writing {printable(where)})' if where else ''};"
+                " what was already written is kept: free some space and run the same command again"
+            )
+        err = err.__cause__ or err.__context__
+    return None
+
+
 class InputWarning(UserWarning):
     """Something in the user's input was dropped or merged; the run goes on without it."""

@@ -23,7 +23,7 @@ import sys
 import warnings
 from collections.abc import Iterator, Sequence
 
-from claptune.errors import ClaptuneError, InputWarning, printable
+from claptune.errors import ClaptuneError, InputWarning, disk_full, printable
 
 # sub-command name -> (module in claptune.cli, one-line help); the order is `claptune --help`'s.
 # The help is written here so that `claptune --help` lists every command without importing
@@ -202,6 +202,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("claptune: interrupted", file=sys.stderr)
         return 130
+    except Exception as err:
+        if (full := disk_full(err)) is None:
+            raise
+        print(f"claptune {args.command}: error: {full}", file=sys.stderr)
+        return 2
 
 
 def _one_line_warning(command: str, show):

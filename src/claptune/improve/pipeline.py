@@ -30,7 +30,6 @@ import copy
 import json
 import logging
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from claptune.atomic import scratch_dir
 from claptune.curation import Pairs, write_pairs
 from claptune.errors import ClaptuneError
 from claptune.evaluate.zeroshot import class_scores, predict_from_scores
@@ -454,7 +454,7 @@ class Workspace:
         student = copy.deepcopy(self.teacher)
         train_config = TrainConfig(**{**self.train_overrides, "loss": loss, "seed": seed})
         # fit writes checkpoints and its final model: to a scratch folder on a RAM disk if any
-        scratch = Path(tempfile.mkdtemp(prefix="claptune-fit-", dir=_scratch_root()))
+        scratch = scratch_dir("claptune-fit-", _scratch_root())  # removes killed runs' ones
         replay = TrainPairs(self.replay_audio, self.replay_text) if self.replay_audio else None
         try:
             with _torch_threads(1 if self.head_only else None):

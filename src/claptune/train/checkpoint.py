@@ -78,18 +78,22 @@ def save_checkpoint(
     tmp, old = out_dir / f"{CHECKPOINT}.tmp", out_dir / f"{CHECKPOINT}.old"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_student(model, tmp / "student.safetensors")
-    torch.save(
-        {
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        },
-        tmp / "trainer.pt",
-    )
-    (tmp / "progress.json").write_text(json.dumps(progress, indent=1) + "\n")
-    config.save(tmp / "config.json")
+    try:
+        save_student(model, tmp / "student.safetensors")
+        torch.save(
+            {
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            },
+            tmp / "trainer.pt",
+        )
+        (tmp / "progress.json").write_text(json.dumps(progress, indent=1) + "\n")
+        config.save(tmp / "config.json")
+    except BaseException:  # a full disk: the previous checkpoint stays, the partial one goes
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if final.exists():
         shutil.rmtree(old, ignore_errors=True)
         final.rename(old)

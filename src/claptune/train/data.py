@@ -292,3 +292,30 @@ def unreadable_clips(paths: Sequence[str], num_workers: int = 2) -> list[tuple[s
     with ThreadPoolExecutor(max(1, num_workers)) as pool:
         reasons = list(pool.map(reason, paths))
     return [(p, r) for p, r in zip(paths, reasons, strict=True) if r is not None]
+
+
+def undecodable_clips(
+    paths: Sequence[str], sample_rate: int, num_workers: int = 2
+) -> list[tuple[str, str]]:
+    """(path, reason) of each clip in ``paths`` that does not decode whole: what the header
+    check of ``unreadable_clips`` cannot see (a FLAC cut mid-stream, NaN samples). Streamed
+    block by block (``claptune.audio.stream_audio``), so memory stays bounded on long files."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from claptune.audio import stream_audio
+    from claptune.data.shards import is_member_ref, load_member
+
+    def reason(path: str) -> str | None:
+        try:
+            if is_member_ref(path):
+                load_member(path, sample_rate)
+            else:
+                for _ in stream_audio(path, sample_rate):
+                    pass
+        except AudioDecodeError as err:
+            return err.reason
+        return None
+
+    with ThreadPoolExecutor(max(1, num_workers)) as pool:
+        reasons = list(pool.map(reason, paths))
+    return [(p, r) for p, r in zip(paths, reasons, strict=True) if r is not None]

@@ -65,6 +65,7 @@ from claptune.train.data import (
     clip_loader,
     epoch_plan,
     split_holdout,
+    undecodable_clips,
     unreadable_clips,
 )
 from claptune.train.logs import TrainLog
@@ -178,7 +179,9 @@ def fit(
 
     curated, replay = as_train_pairs(pairs), None if replay is None else as_train_pairs(replay)
     n_pairs = len(curated) + (0 if replay is None else len(replay))
-    curated, replay, skipped = _drop_unreadable(curated, replay, config, features)
+    curated, replay, skipped = _drop_unreadable(
+        curated, replay, config, features, model.sample_rate
+    )
     if skipped and env.is_main:
         n_left = n_pairs - len(curated) - (0 if replay is None else len(replay))
         _report_skipped(skipped, n_left, out_dir)
@@ -229,6 +232,7 @@ def _drop_unreadable(
     replay: TrainPairs | None,
     config: TrainConfig,
     features: FeatureStore | None = None,
+    sample_rate: int | None = None,
 ) -> tuple[TrainPairs, TrainPairs | None, list[tuple[str, str]]]:
     """Check every clip's header before anything trains: raise the first unreadable clip's
     ``AudioDecodeError``, or (``on_error="skip"``) drop the pairs of every unreadable clip.
@@ -236,12 +240,18 @@ def _drop_unreadable(
     Decided up front, so the pairs trained on, and so the batches, do not depend on when a
     bad clip would have come up; (path, reason) of each dropped clip is returned. Clips whose
     frozen features ``features`` already holds decoded before and are not probed again (an
-    ablation's many head trainings on a cached corpus).
+    ablation's many head trainings on a cached corpus). With ``on_error="skip"`` the clips
+    that pass the header check are also decoded whole (given ``sample_rate``), so a clip
+    damaged past its header is skipped like any other instead of stopping the run.
     """
     clips = list(dict.fromkeys(curated.audio + ([] if replay is None else replay.audio)))
     if features is not None:
         clips = [c for c in clips if not features.holds(c)]
     failed = unreadable_clips(clips, config.num_workers)
+    if config.on_error == "skip" and sample_rate is not None:
+        probed = {path for path, _ in failed}
+        rest = [c for c in clips if c not in probed]
+        failed += undecodable_clips(rest, sample_rate, config.num_workers)
     if not failed:
         return curated, replay, []
     if config.on_error == "raise":
