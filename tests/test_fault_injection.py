@@ -519,3 +519,27 @@ def test_train_on_error_skip_covers_clips_damaged_past_their_header(
     skipped = json.loads((out / "skipped_clips.json").read_text())
     assert sorted(Path(s["path"]).name for s in skipped) == ["cut.flac", "nan.wav"]
     assert "Traceback" not in capsys.readouterr().err
+
+
+# -- memory bounded on long recordings -----------------------------------------------------------
+def test_long_files_are_streamed_into_the_feature_store_with_the_same_windows(
+    tmp_path, monkeypatch
+):
+    import claptune.features as features
+    from claptune.embed import encode_audio
+    from claptune.features import FeatureStore
+    from test_improve import _SplitToy
+
+    toy = _SplitToy.build().eval()
+    clips = [write_tone(tmp_path / "long.wav", 330, 3.3, rate=8000, noise=0.1)]
+    clips.append(write_tone(tmp_path / "short.wav", 500, 0.3, rate=8000))
+    loaded = []
+    real_load = features.load_audio
+    monkeypatch.setattr(features, "LONG_WINDOWS", 2)  # 3.3 s of 0.5 s windows is "long"
+    monkeypatch.setattr(features, "load_audio", lambda p, sr: loaded.append(p) or real_load(p, sr))
+    store = FeatureStore(toy, cache_dir=tmp_path / "cache", progress=False)
+    kept, failed = store.add_clips(clips)
+    assert kept.tolist() == [0, 1] and not failed
+    assert loaded == [str(clips[1])]  # the long one was never loaded whole
+    want = encode_audio(toy, clips, progress=False).embeddings
+    np.testing.assert_allclose(store.embed_audio(toy, clips), want, atol=1e-6)

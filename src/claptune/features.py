@@ -35,11 +35,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 import torch
 from tqdm.auto import tqdm
 
 from claptune.atomic import atomic_file, remove_stale_temporaries, set_aside
-from claptune.audio import fixed_window, load_audio, windows
+from claptune.audio import fixed_window, load_audio, stream_audio, stream_windows, windows
 from claptune.data.shards import is_member_ref, load_member
 from claptune.embed import item_key
 from claptune.errors import AudioDecodeError
@@ -47,6 +48,8 @@ from claptune.models.base import AudioTextModel
 
 CACHE_FORMAT = 2  # bump when the on-disk parts or the window key change
 WINDOWS, FIXED = "windows", "fixed"  # views: every window of a clip; its first (fit's crop)
+LONG_WINDOWS = 64  # a file of more windows is decoded streamed: memory bounded on hour-long files
+STREAMED = object()  # what decode returns for such a file
 
 
 def _digest(window: np.ndarray) -> bytes:
@@ -160,6 +163,8 @@ class FeatureStore:
 
         def decode(item):
             try:
+                if view == WINDOWS and _long_file(item, model):
+                    return STREAMED  # decoded below, window by window, in bounded memory
                 # a file, or an audio member of a webdataset shard (improve --corpus SHARDS)
                 load = load_member if is_member_ref(item) else load_audio
                 return cut(load(str(item), model.sample_rate))
@@ -178,6 +183,12 @@ class FeatureStore:
         with ThreadPoolExecutor(max(1, self.num_workers)) as pool:
             for item, wins in zip(todo, pool.map(decode, todo), strict=True):
                 bar.update(1)
+                if wins is STREAMED:
+                    wins = self._streamed_windows(item, on_error)
+                    if not isinstance(wins, AudioDecodeError):
+                        self._clip_windows[(item, view)] = wins
+                        done.append(item)
+                        continue
                 if isinstance(wins, AudioDecodeError):
                     failed[item] = wins.reason
                     continue
@@ -199,6 +210,29 @@ class FeatureStore:
         kept = [i for i, it in enumerate(items) if self._known(str(it), view) is not None]
         reasons = [(str(it), failed[str(it)]) for it in items if str(it) in failed]
         return np.asarray(kept, dtype=np.int64), reasons
+
+    def _streamed_windows(self, item: str, on_error: str) -> list[bytes] | AudioDecodeError:
+        """The window digests of a long file, its features computed a batch at a time as the
+        file is decoded (``stream_audio`` + ``stream_windows``: the same windows as
+        ``windows(load_audio(...))``), so that a recording of hours never sits in memory."""
+        keys: list[bytes] = []
+        batch: list[np.ndarray] = []
+        padding = getattr(self.model, "padding", "repeatpad")
+        blocks = stream_audio(item, self.model.sample_rate)
+        try:
+            for wins in stream_windows(blocks, self.model.clip_samples, padding):
+                for w in wins:
+                    keys.append(_digest(w))
+                    batch.append(w)
+                if len(batch) >= self.batch_size:
+                    self._compute_windows(batch)
+                    batch = []
+        except AudioDecodeError as err:
+            if on_error == "raise":
+                raise
+            return err
+        self._compute_windows(batch)
+        return keys
 
     def _cutter(self, view: str):
         clip_samples = self.model.clip_samples
@@ -315,6 +349,18 @@ class FeatureStore:
         return torch.cat(
             [model.text_head(feats[s : s + 4096]).float() for s in range(0, len(feats), 4096)]
         ).numpy()
+
+
+def _long_file(item: str, model: AudioTextModel) -> bool:
+    """Whether ``item`` is a file of more than ``LONG_WINDOWS`` windows (from its header)."""
+    if is_member_ref(item):
+        return False
+    try:
+        info = sf.info(str(item))
+    except Exception:  # noqa: BLE001 - unreadable: load_audio reports why
+        return False
+    seconds = info.frames / max(info.samplerate, 1)
+    return seconds * model.sample_rate > LONG_WINDOWS * model.clip_samples
 
 
 def _read_part(path: Path) -> dict[str, np.ndarray] | None:

@@ -24,10 +24,8 @@ PREVIEW_RATE = 16_000
 
 def preview_wav(path: str | Path, seconds: float = 4.0, sample_rate: int = PREVIEW_RATE) -> bytes:
     """The first ``seconds`` of a clip as mono 16-bit WAV bytes at ``sample_rate``."""
-    from claptune.data.shards import load_clip
-
     # a file or a webdataset shard member; only its first ``seconds`` are played
-    wave = load_clip(path, sample_rate)[: int(seconds * sample_rate)]
+    wave = _first_seconds(path, seconds, sample_rate)  # bounded memory on hour-long files
     peak = float(np.max(np.abs(wave))) if wave.size else 0.0
     if peak > 1.0:  # resampling can overshoot full scale slightly; avoid clipping noise
         wave = wave / peak
@@ -106,3 +104,20 @@ __all__ = [
     "base64_size",
     "PREVIEW_RATE",
 ]
+
+
+def _first_seconds(path: str | Path, seconds: float, sample_rate: int) -> np.ndarray:
+    """The first ``seconds`` of a clip, decoded block by block: only those are read."""
+    from claptune.audio import stream_audio
+    from claptune.data.shards import is_member_ref, load_clip
+
+    n = int(seconds * sample_rate)
+    if is_member_ref(str(path)):
+        return load_clip(path, sample_rate)[:n]
+    blocks, have = [], 0
+    for block in stream_audio(path, sample_rate):
+        blocks.append(block)
+        have += len(block)
+        if have >= n:
+            break
+    return np.concatenate(blocks)[:n] if blocks else np.zeros(0, np.float32)
