@@ -111,6 +111,19 @@ def test_every_user_text_reader_refuses_other_encodings_in_one_line(tmp_path, da
         assert expected in message, message
 
 
+def test_configs_and_data_set_label_files_are_read_the_same_way(tiny_clap_dir, tmp_path, capsys):
+    from claptune.data.tut2017 import _read_labels
+
+    (tmp_path / "config.json").write_bytes(b'{"epochs": 1, "note": "caf\xe9"}')
+    (tmp_path / "p.csv").write_text("audio,text\na.wav,rain\n")
+    argv = ["train", "--model", str(tiny_clap_dir), "--pairs", str(tmp_path / "p.csv")]
+    assert main([*argv, "--out", str(tmp_path / "o"), "--config", str(tmp_path / "config.json")])
+    assert "config.json is not UTF-8 text: byte 0xe9 at offset 26" in one_line(capsys)
+    (tmp_path / "meta.txt").write_bytes(b"audio/a.wav\tcaf\xe9\n")
+    with pytest.raises(ClaptuneError, match="meta.txt is not UTF-8 text: byte 0xe9 at offset"):
+        _read_labels(tmp_path)
+
+
 def test_encoding_decodes_and_a_byte_order_mark_is_stripped(tmp_path):
     from claptune.audio import find_audio
     from claptune.curation import class_names_from

@@ -302,8 +302,10 @@ def config_from_args(args: argparse.Namespace, **fixed: Any) -> ImproveConfig:
 
     values: dict[str, Any] = {}
     if getattr(args, "config", None) is not None:
+        from claptune.textfiles import read_text
+
         try:
-            values = json.loads(args.config.read_text())
+            values = json.loads(read_text(args.config, what="config"))
         except (OSError, json.JSONDecodeError) as err:
             raise ClaptuneError(f"cannot read config {args.config}: {err}") from None
     flags = {

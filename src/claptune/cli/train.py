@@ -178,8 +178,10 @@ def run(args: argparse.Namespace) -> int:
 
     values = {}
     if args.config is not None:
+        from claptune.textfiles import read_text
+
         try:
-            values = json.loads(args.config.read_text())
+            values = json.loads(read_text(args.config, what="config"))
         except (OSError, json.JSONDecodeError) as err:
             raise ClaptuneError(f"cannot read config {args.config}: {err}") from None
     values.update(

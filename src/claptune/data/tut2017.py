@@ -28,6 +28,7 @@ from claptune.data.remote import Remote
 from claptune.download import download as fetch_url
 from claptune.download import extract_archive
 from claptune.errors import ClaptuneError
+from claptune.textfiles import read_text
 
 SPLITS = ("all", "development", "evaluation")
 EVALUATION_FOLD = 0
@@ -162,7 +163,7 @@ def _read_labels(folder: Path) -> tuple[list[Path], list[str]]:
     if not _labelled(meta):  # the evaluation set's labels may live only in evaluate.txt
         meta = folder / "evaluation_setup" / "evaluate.txt"
     items, scenes = [], []
-    for n, line in enumerate(meta.read_text(encoding="utf-8").splitlines(), start=1):
+    for n, line in enumerate(read_text(meta, what="TUT2017 label file").splitlines(), start=1):
         if not line.strip():
             continue
         fields = line.split("\t")
@@ -179,8 +180,8 @@ def _labelled(path: Path) -> bool:
     """True if ``path`` exists and its first entry has a scene label after the file name."""
     if not path.is_file():
         return False
-    with path.open(encoding="utf-8") as fh:
-        first = next((line for line in fh if line.strip()), "")
+    text = read_text(path, what="TUT2017 label file")
+    first = next((line for line in text.splitlines() if line.strip()), "")
     return len(first.split("\t")) >= 2
 
 
@@ -194,7 +195,7 @@ def _read_folds(folder: Path) -> dict[str, int]:
                 f"TUT2017 development set at {folder} lacks {setup.name} "
                 "(evaluation_setup/ of the meta archive)"
             )
-        for line in setup.read_text(encoding="utf-8").splitlines():
+        for line in read_text(setup, what="TUT2017 fold file").splitlines():
             if line.strip():
                 fold_of[Path(line.split("\t")[0].strip()).stem] = k
     return fold_of
