@@ -556,3 +556,32 @@ def test_long_files_are_streamed_into_the_feature_store_with_the_same_windows(
     assert loaded == [str(clips[1])]  # the long one was never loaded whole
     want = encode_audio(toy, clips, progress=False).embeddings
     np.testing.assert_allclose(store.embed_audio(toy, clips), want, atol=1e-6)
+
+
+def test_push_publishes_run_configs_without_local_paths(tiny_clap_dir, tmp_path, monkeypatch):
+    import json
+
+    import huggingface_hub.constants
+
+    from claptune.hub import push_folder
+    from claptune.models import load_model
+    from hub_standin import HubStandIn
+
+    folder = load_model(str(tiny_clap_dir)).save(tmp_path / "model")
+    config = {"model": "default", "cache_dir": "/home/someone/.cache/claptune", "seed": 0}
+    config["audio"] = ["/home/someone/recordings", "relative/clips"]
+    (folder / "adapt_config.json").write_text(json.dumps(config))
+    (folder / ".hidden").write_text("x")
+    with HubStandIn() as hub:
+        monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", hub.url)
+        monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+        push_folder(folder, "someone/tiny", token="hf_test")
+    uploaded = hub.repos["someone/tiny"]["branches"]["main"]
+    published = json.loads(uploaded["adapt_config.json"])
+    assert published == {
+        **config,
+        "cache_dir": "<local>/claptune",
+        "audio": ["<local>/recordings", "relative/clips"],
+    }
+    assert ".hidden" not in uploaded
+    assert uploaded["model.safetensors"] == (folder / "model.safetensors").read_bytes()

@@ -8,7 +8,8 @@ given. The published MS-CLAP and LAION-CLAP files are fetched through it.
 
 ``push_folder(folder, repo_id, private=False, revision=None)`` uploads a model folder that
 claptune wrote (with its model card, ``claptune.card``) through ``HfApi.create_repo`` and
-``HfApi.upload_folder``.
+one ``HfApi.create_commit``; the run configs beside the model are published with their local
+absolute paths cut to their last part.
 """
 
 from __future__ import annotations
@@ -150,13 +151,12 @@ def push_folder(
         logger.info(
             "uploading %s to %s%s", folder, repo_id, f" (branch {revision})" if revision else ""
         )
-        commit = api.upload_folder(
+        commit = api.create_commit(
             repo_id=repo_id,
-            folder_path=folder,
+            operations=_uploads(folder),
             revision=revision,
             repo_type="model",
             commit_message=commit_message or f"Upload {folder.name} with claptune",
-            ignore_patterns=["checkpoint/*", ".*", "*.part"],
         )
     except errors.HFValidationError as err:
         raise ClaptuneError(f"invalid repository id or revision: {err}") from None
@@ -165,6 +165,51 @@ def push_folder(
     return PushResult(
         repo_url=str(repo), commit_url=str(commit.commit_url), revision=revision or "main"
     )
+
+
+def _uploads(folder: Path) -> list:
+    """One ``CommitOperationAdd`` per file of ``folder`` to publish: not checkpoints, hidden
+    files or partial downloads; the run configs saved beside a model (``*_config.json``) with
+    every absolute local path cut to ``<local>/<its last part>``, so that no home folder or
+    cache location of the machine it was made on is published."""
+    from huggingface_hub import CommitOperationAdd
+
+    ops = []
+    for path in sorted(folder.rglob("*")):
+        rel = path.relative_to(folder).as_posix()
+        if (
+            not path.is_file()
+            or rel.startswith("checkpoint/")
+            or any(part.startswith(".") for part in rel.split("/"))
+            or rel.endswith(".part")
+        ):
+            continue
+        content: str | bytes = str(path)
+        if path.name.endswith("_config.json") and path.name != "processor_config.json":
+            content = _without_local_paths(path) or content
+        ops.append(CommitOperationAdd(path_in_repo=rel, path_or_fileobj=content))
+    return ops
+
+
+def _without_local_paths(path: Path) -> bytes | None:
+    """The JSON of ``path`` with absolute paths cut (None: not JSON, published as it is)."""
+    import json
+    import posixpath
+
+    def cut(value):
+        if isinstance(value, dict):
+            return {k: cut(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [cut(v) for v in value]
+        if isinstance(value, str) and (value.startswith(("/", "~")) or value[1:3] == ":\\"):
+            return f"<local>/{posixpath.basename(value.rstrip('/').replace(chr(92), '/'))}"
+        return value
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return (json.dumps(cut(data), indent=2) + "\n").encode()
 
 
 __all__ = ["hub_download", "push_folder", "PushResult"]

@@ -260,15 +260,16 @@ def _is_shards(source) -> bool:
 def _shard_rows(source, model, cache: Path | None, options: EmbedOptions, stream: bool) -> Rows:
     """The clips of webdataset shards, embedded now (streamed) into ``cache``: ids
     ``<shard>/<key>``. A pool for du (``stream``) is cached as a sharded store and streamed."""
-    import tempfile
-
     from claptune.embed import load_store
     from claptune.embed_shards import ShardedStore, embed_shards_to_store
 
     model = _require_model(model, "embedding webdataset shards")
     specs = [source] if isinstance(source, str | os.PathLike) else list(source)
     if cache is None:  # shards are never held whole: a temporary store stands in
-        cache = Path(tempfile.mkdtemp(prefix="claptune-shards-"))
+        from claptune.atomic import scratch_dir
+
+        # named with this process's id: the next run removes it once this process is gone
+        cache = scratch_dir("claptune-shards-")
     embed_shards_to_store(
         model,
         [str(s) for s in specs],
