@@ -10,7 +10,8 @@ by block); then runs ``claptune adapt`` twice, each in a fresh Python process wh
 RSS (``VmHWM``) is reported: the clips plus a 10-second recording, and the clips plus the long
 one. The feature store decodes a long file streamed (``claptune.features``) and the
 report's previews read only their first seconds, so the two peaks should differ by the
-features of the extra windows only. Writes bench/results/long_adapt.json and .md.
+features of the extra windows only. Writes bench/results/long_adapt.json (one entry per model)
+and long_adapt.md.
 """
 
 from __future__ import annotations
@@ -118,24 +119,35 @@ def main(argv: list[str] | None = None) -> int:
         "runs": rows,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "long_adapt.json").write_text(json.dumps(result, indent=1) + "\n")
-    (RESULTS / "long_adapt.md").write_text(markdown(result))
-    print(markdown(result))
+    path = RESULTS / "long_adapt.json"  # one entry per model: a run replaces its model's entry
+    recorded = json.loads(path.read_text()) if path.is_file() else {}
+    recorded[result["model"]] = result
+    path.write_text(json.dumps(recorded, indent=1) + "\n")
+    every = [recorded[name] for name in sorted(recorded)]
+    (RESULTS / "long_adapt.md").write_text(markdown(every))
+    print(markdown(every))
     return 0
 
 
-def markdown(r: dict) -> str:
+def markdown(results: list[dict]) -> str:
+    """One table row per model and recording, from every recorded model's run."""
     lines = [
         "## `adapt` with a long recording: peak memory",
         "",
-        f"`python bench/bench_long_adapt.py --model {r['model']} --minutes {r['minutes']:g}` on "
-        f"{r['machine']}; files at {r['rate']} Hz. Peak RSS of a fresh process per run.",
+        "`python bench/bench_long_adapt.py --model MODEL --minutes M`: `claptune adapt` on 64 "
+        "short clips plus one recording, in a fresh process per run (its peak RSS); files at "
+        f"{results[0]['rate'] if results else 16000} Hz, {results[0]['machine'] if results else ''}.",
         "",
-        "| the 7th clip | peak RSS (MB) | time (s) |",
-        "|---|---|---|",
+        "| model | the extra recording | peak RSS (MB) | above the 10 s run (MB) | time (s) |",
+        "|---|---|---|---|---|",
     ]
-    for name, row in r["runs"].items():
-        lines.append(f"| {name} | {row['peak_rss_mb']:.0f} | {row['seconds']} |")
+    for r in results:
+        base = r["runs"]["10 s"]["peak_rss_mb"]
+        for name, row in r["runs"].items():
+            above = "" if name == "10 s" else f"{row['peak_rss_mb'] - base:+.0f}"
+            lines.append(
+                f"| {r['model']} | {name} | {row['peak_rss_mb']:.0f} | {above} | {row['seconds']} |"
+            )
     return "\n".join(lines) + "\n"
 
 

@@ -76,6 +76,12 @@ SECTIONS = [
     ),
     ("embed", "Embedding throughput", "embed.md", "bench/bench_embed.py"),
     ("long_audio", "Long recordings: peak memory", "long_audio.md", "bench/bench_long_audio.py"),
+    (
+        "long_adapt",
+        "adapt with a long recording: peak memory",
+        "long_adapt.md",
+        "bench/bench_long_adapt.py",
+    ),
     ("curation", "Curation search at scale", "curation.md", "bench/bench_curation.py"),
     ("train", "Training throughput and data parallelism", "train.md", "bench/bench_train.py"),
     (
