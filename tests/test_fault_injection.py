@@ -585,3 +585,20 @@ def test_push_publishes_run_configs_without_local_paths(tiny_clap_dir, tmp_path,
     }
     assert ".hidden" not in uploaded
     assert uploaded["model.safetensors"] == (folder / "model.safetensors").read_bytes()
+
+
+def test_the_parameter_estimate_is_close_to_the_count(tiny_clap_dir):
+    import json
+
+    import torch
+    from transformers import ClapConfig, ClapModel
+
+    from claptune.models.checkpoints import estimate_parameters
+
+    for layers in (2, 40):
+        config = json.loads((tiny_clap_dir / "config.json").read_text())
+        config["text_config"]["num_hidden_layers"] = layers
+        clap = ClapConfig.from_dict(config)
+        with torch.device("meta"):
+            count = sum(p.numel() for p in ClapModel(clap).parameters())
+        assert abs(estimate_parameters(clap.to_dict()) - count) < 0.02 * count, layers
