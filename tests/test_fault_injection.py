@@ -602,3 +602,46 @@ def test_the_parameter_estimate_is_close_to_the_count(tiny_clap_dir):
         with torch.device("meta"):
             count = sum(p.numel() for p in ClapModel(clap).parameters())
         assert abs(estimate_parameters(clap.to_dict()) - count) < 0.02 * count, layers
+
+
+def test_a_full_disk_under_the_feature_cache_and_a_checkpoint_leaves_nothing_partial(
+    tmp_path, monkeypatch
+):
+    import torch
+
+    import claptune.train.checkpoint as checkpoint
+    from claptune.errors import disk_full
+    from claptune.features import FeatureStore
+    from claptune.train import TrainConfig
+    from test_improve import _SplitToy
+
+    toy = _SplitToy.build().eval()
+    clips = [write_tone(tmp_path / f"c{i}.wav", 300 + 50 * i, 0.3, rate=8000) for i in range(2)]
+    real = np.savez
+
+    def full(fh, **arrays):
+        fh.write(b"PK half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np, "savez", full)
+    with pytest.raises(OSError) as info:
+        FeatureStore(toy, cache_dir=tmp_path / "cache", progress=False).add_clips(clips)
+    assert disk_full(info.value) and not list((tmp_path / "cache").rglob("*.tmp"))
+    monkeypatch.setattr(np, "savez", real)
+    store = FeatureStore(toy, cache_dir=tmp_path / "cache", progress=False)
+    assert store.add_clips(clips)[0].tolist() == [0, 1]  # the rerun completes
+
+    optimizer = torch.optim.SGD(toy.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    config = TrainConfig()
+    first = checkpoint.save_checkpoint(tmp_path, toy, optimizer, scheduler, {"step": 1}, config)
+
+    def safetensors_full(*args, **kwargs):
+        raise RuntimeError("Error while serializing: IoError(No space left on device)")
+
+    monkeypatch.setattr(checkpoint, "save_file", safetensors_full)
+    with pytest.raises(RuntimeError) as info:
+        checkpoint.save_checkpoint(tmp_path, toy, optimizer, scheduler, {"step": 2}, config)
+    assert disk_full(info.value) and "no space left" in disk_full(info.value)
+    assert not (tmp_path / f"{first.name}.tmp").exists()
+    assert checkpoint.find_checkpoint(tmp_path) == first  # the previous one stays whole
