@@ -153,3 +153,50 @@ def test_default_model_folded_equals_unfolded_on_real_clips(default_model):
     sums.index_add_(0, torch.from_numpy(owner), emb)
     want = torch.nn.functional.normalize(sums, dim=-1).float().numpy()
     np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_hf_window_attention_equals_transformers(tiny_clap_dir):
+    """The fused window attention at inference (plain and shifted windows: two blocks per
+    stage), against transformers' own forward on an untouched copy of the same ClapModel."""
+    import copy
+
+    from transformers import ClapConfig, ClapModel, ClapProcessor
+
+    from claptune.models.hf_clap import HFClapModel
+
+    config = ClapModel.from_pretrained(tiny_clap_dir).config.to_dict()
+    config["audio_config"]["depths"] = [2, 2]
+    torch.manual_seed(0)
+    plain = ClapModel(ClapConfig.from_dict(config)).eval()
+    with torch.no_grad():
+        for m in plain.modules():
+            if hasattr(m, "relative_position_bias_table"):
+                m.relative_position_bias_table.normal_()
+    model = HFClapModel(copy.deepcopy(plain), ClapProcessor.from_pretrained(tiny_clap_dir)).eval()
+    waves = torch.randn(5, model.clip_samples) * 0.1
+    with torch.inference_mode():
+        mel = model.log_mel(waves)
+        is_longer = torch.zeros(len(waves), 1, dtype=torch.bool)
+        want = plain.audio_model(input_features=mel, is_longer=is_longer).pooler_output
+        got = model.audio_features(waves)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    # training and autograd keep transformers' forward: gradients flow as before
+    model.train()
+    model.audio_features(waves[:2]).sum().backward()
+    block = model.model.audio_model.audio_encoder.layers[0].blocks[1]
+    assert block.shift_size > 0 and block.attention.self.query.weight.grad is not None
+
+
+def test_encode_audio_precision_is_checked_and_exact_on_cpu(tiny_clap_dir):
+    """tf32 / bf16 apply on CUDA only (scripts/gpu_check.sh); on CPU the vectors are float32's."""
+    from claptune.embed import encode_audio
+    from claptune.models.hf_clap import HFClapModel
+
+    model = HFClapModel.load(tiny_clap_dir)
+    waves = [np.random.default_rng(i).standard_normal(30000).astype(np.float32) for i in range(3)]
+    want = encode_audio(model, waves, progress=False).embeddings
+    for precision in ("tf32", "bf16"):
+        got = encode_audio(model, waves, progress=False, precision=precision).embeddings
+        np.testing.assert_array_equal(got, want)
+    with pytest.raises(ValueError, match="precision"):
+        encode_audio(model, waves, progress=False, precision="fp8")
