@@ -107,7 +107,7 @@ def encode_audio(
     """Embed files or 1-D waveforms (at ``model.sample_rate``) into (N_kept, D) float32.
 
     ``batch_size`` counts windows handed to the model per call (a model may run them in
-    smaller chunks of its own, measured per device: the default model 8 windows on CPU);
+    smaller chunks of its own, measured per device: the default model 16 windows on CPU);
     ``num_workers`` decoding threads (0 decodes in the calling thread). ``on_error="raise"``
     raises ``AudioDecodeError`` at the first bad clip; ``"skip"`` leaves it out of
     ``embeddings``/``kept`` and lists it in ``failed``. ``precision``: ``"float32"`` (exact, the

@@ -60,7 +60,7 @@ AISFX_CLASSES = sum(AISFX_LIBRARY_CLASSES)
 AUDIO_POOLINGS = ("max", "max_mean", "max_mean_cls")
 # windows per forward of the frozen aisfx CNN, by device type (measured: bench/bench_fast_encode.py,
 # docs/embedding.md); a type not listed runs whatever batch it is given
-CHUNK_WINDOWS = {"cpu": 8}
+CHUNK_WINDOWS = {"cpu": 16}
 HEADS_FILE = "heads.safetensors"
 CONFIG_FILE = "default_model.json"
 PACKAGED_DIR = Path(__file__).resolve().parents[1] / "weights" / "default"

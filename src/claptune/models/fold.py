@@ -15,9 +15,9 @@ Nothing is rewritten at load: the modules, their parameters and state dicts stay
 original networks (strict loading, saving and the exactness checks are untouched). The folded
 weights are computed in float64 once and cached on the BatchNorm module, keyed by the version
 counters, storage and device of the six tensors they come from, so an optimiser step, a
-``load_state_dict`` or ``.to(device)`` recomputes them on the next call. Vectors differ from the
-unfolded path by float32 rounding only (tests/test_fold.py; about 1e-7 on the default model's
-embeddings).
+``load_state_dict`` or ``.to(device)`` recomputes them on the next call. Vectors differ from
+the unfolded path by float32 rounding only (tests/test_fast_inference.py; about 1e-7 on the
+default model's embeddings).
 """
 
 from __future__ import annotations
