@@ -79,7 +79,7 @@ class HFClapModel(AudioTextModel):
         self.register_buffer(
             "stft_window", torch.tensor(window, dtype=torch.float32), persistent=False
         )
-        _fast_window_attention(self.model)
+        fuse_window_attention(self.model)
 
     # -- loading -------------------------------------------------------------------------------
     @classmethod
@@ -402,11 +402,12 @@ def _no_transformers_bars() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
-def _fast_window_attention(model: nn.Module) -> None:
+def fuse_window_attention(model: nn.Module) -> None:
     """Run the audio tower's window attention through ``F.scaled_dot_product_attention`` at
     inference (see ``_window_attention``); training, autograd and ``output_attentions`` keep
     transformers' own forward. The modules and weights are untouched (a bound ``forward`` on
-    each attention module, carried along by deepcopy)."""
+    each attention module, carried along by deepcopy). Used by every HTSAT built on
+    transformers' ``ClapAudioEncoder``: HF CLAP, LAION-CLAP and MS-CLAP 2023."""
     from transformers.models.clap.modeling_clap import ClapAudioSelfAttention
 
     for module in model.modules():
