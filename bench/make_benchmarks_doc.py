@@ -75,6 +75,36 @@ SECTIONS = [
         "bench/bench_wise.py",
     ),
     ("embed", "Embedding throughput", "embed.md", "bench/bench_embed.py"),
+    (
+        "fast_encode",
+        "Frozen encoders at the hardware's limit: the default model",
+        "fast_encode-default.md",
+        "bench/bench_fast_encode.py --part default",
+    ),
+    (
+        "fast_encode_hf",
+        "encode_audio against the batched transformers loop, realistic size",
+        "fast_encode-hf.md",
+        "bench/bench_fast_encode.py --part hf",
+    ),
+    (
+        "fast_encode_chunks",
+        "Windows per forward on CPU",
+        "fast_encode-chunks-default.md",
+        "bench/bench_fast_encode.py --part chunks",
+    ),
+    (
+        "fast_encode_chunks_hf",
+        "Windows per forward on CPU, realistic-size HF model",
+        "fast_encode-chunks-hf.md",
+        "bench/bench_fast_encode.py --part chunks --model hf",
+    ),
+    (
+        "shards_scaling",
+        "Webdataset shards: 2 processes against 1",
+        "shards-scaling.md",
+        "bench/bench_shards.py --part scaling",
+    ),
     ("long_audio", "Long recordings: peak memory", "long_audio.md", "bench/bench_long_audio.py"),
     (
         "long_adapt",

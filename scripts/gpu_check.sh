@@ -19,3 +19,6 @@ from claptune.train.loop import _device
 print('fit device for device=auto:', _device(TrainConfig()))" | tee -a "$log"
 timeout "${GPU_CHECK_TIMEOUT:-400}" python3 -m pytest -q -p no:cacheprovider \
   tests/test_train.py tests/test_losses.py tests/test_hf_clap.py tests/test_embed.py 2>&1 | tee -a "$log"
+# embedding on the GPU: clips/s by precision (float32, tf32, bf16 autocast) and batch size, the
+# vectors' distance from float32, pinned host memory (bench/bench_gpu_embed.py)
+timeout "${GPU_EMBED_TIMEOUT:-300}" python3 bench/bench_gpu_embed.py --clips 256 2>&1 | tee -a "$log"

@@ -9,7 +9,7 @@ own methods are never replaced. A store serves:
   ``crop="fixed"``, see ``claptune.audio.fixed_window``);
 - ``clip_windows(clips)``: per clip, the (n_i, F) features of its windows
   (``claptune.audio.windows``, optionally at most ``max_windows`` evenly spaced ones);
-- ``text(captions)``: (N, F) caption features (computed in memory: they are cheap);
+- ``text(captions)``: (N, F) caption features, kept on disk too (``claptune.caption_cache``);
 - ``embed_audio`` / ``embed_text``: a model's embeddings through its heads on those features.
   A clip's vector follows ``claptune.embed``: the renormalised mean of its L2-normalised
   window embeddings.
@@ -41,6 +41,7 @@ from tqdm.auto import tqdm
 
 from claptune.atomic import atomic_file, remove_stale_temporaries, set_aside
 from claptune.audio import fixed_window, load_audio, stream_audio, stream_windows, windows
+from claptune.caption_cache import CaptionFeatureCache
 from claptune.data.shards import is_member_ref, load_member
 from claptune.embed import item_key
 from claptune.errors import AudioDecodeError
@@ -106,6 +107,7 @@ class FeatureStore:
         self._clip_windows: dict[tuple[str, str], list[bytes]] = {}  # (clip, view) -> digests
         self._on_disk: dict[str, list[bytes]] = {}  # _disk_key -> window digests, from disk
         self._views: set[str] = {WINDOWS}  # views any clip has, here or on disk
+        self._captions: CaptionFeatureCache | None = None  # caption features on disk
         self.key = frozen_feature_key(model)
         self.directory = None
         if cache_dir is not None:
@@ -301,11 +303,18 @@ class FeatureStore:
 
     def add_texts(self, texts: Sequence[str]) -> None:
         todo = [t for t in dict.fromkeys(texts) if t not in self._text]
+        if todo and self.directory is not None:
+            if self._captions is None:  # on first use: its key costs a text forward
+                self._captions = CaptionFeatureCache(self.model, self.directory.parent)
+            self._text.update(self._captions.lookup(todo))
+            todo = [t for t in todo if t not in self._text]
         with torch.no_grad():
             for s in range(0, len(todo), 256):
                 chunk = todo[s : s + 256]
                 feats = self.model.text_features(chunk).float().cpu()
                 self._text.update(zip(chunk, feats, strict=True))
+                if self._captions is not None:
+                    self._captions.add(chunk, feats)
 
     def _compute_windows(self, wins: list[np.ndarray]) -> None:
         new: dict[bytes, np.ndarray] = {}

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from claptune.errors import ClaptuneError
+from claptune.models.fold import can_fold, conv_bn
 
 # the aisfx release the weights come from: part of the default model's identity
 AISFX_VERSION = "0.1.2"
@@ -39,10 +40,13 @@ class ConvBlock(nn.Module):
         self.bn1 = nn.BatchNorm2d(out_channels)
         self.bn2 = nn.BatchNorm2d(out_channels)
 
-    def forward(self, x: torch.Tensor, pool_size: tuple[int, int] = (2, 2)) -> torch.Tensor:
-        x = F.relu_(self.bn1(self.conv1(x)))
-        x = F.relu_(self.bn2(self.conv2(x)))
-        return F.max_pool2d(x, kernel_size=pool_size)
+    def forward(
+        self, x: torch.Tensor, pool_size: tuple[int, int] = (2, 2), channels_last: bool = False
+    ) -> torch.Tensor:
+        # frozen (eval, no gradient to the weights): each conv + BatchNorm is one convolution
+        x = F.relu_(conv_bn(self.conv1, self.bn1, x, channels_last))
+        x = F.relu_(conv_bn(self.conv2, self.bn2, x, channels_last))
+        return F.max_pool2d(x, kernel_size=pool_size) if pool_size != (1, 1) else x
 
 
 class EmbeddingNet(nn.Module):
@@ -50,6 +54,9 @@ class EmbeddingNet(nn.Module):
 
     def __init__(self, width: int = 64):
         super().__init__()
+        # NHWC activations for the folded (frozen) path: faster with oneDNN on CPU, see
+        # docs/embedding.md; the modules and weights are unchanged either way
+        self.channels_last = True
         self.conv_block1 = ConvBlock(1, width)
         self.conv_block2 = ConvBlock(width, width * 2)
         self.conv_block3 = ConvBlock(width * 2, width * 4)
@@ -57,11 +64,14 @@ class EmbeddingNet(nn.Module):
 
     def trunk(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 1, frames, mels) -> (B, 512, time): the blocks, then the mean over mel bins."""
-        x = self.conv_block1(x, (2, 2))
-        x = self.conv_block2(x, (2, 2))
-        x = self.conv_block3(x, (2, 2))
-        x = self.conv_block4(x, (1, 1))
-        return x.mean(dim=3)
+        cl = self.channels_last and can_fold(self.conv_block1.conv1, self.conv_block1.bn1)
+        if cl:
+            x = x.contiguous(memory_format=torch.channels_last)
+        x = self.conv_block1(x, (2, 2), cl)
+        x = self.conv_block2(x, (2, 2), cl)
+        x = self.conv_block3(x, (2, 2), cl)
+        x = self.conv_block4(x, (1, 1), cl)
+        return x.mean(dim=3).contiguous()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, frames, mels) -> (B, 512): aisfx's embedding (max over time)."""

@@ -58,6 +58,9 @@ MAX_LOGIT_SCALE = 100.0
 TEXT_FEATURE_DIM = 384
 AISFX_CLASSES = sum(AISFX_LIBRARY_CLASSES)
 AUDIO_POOLINGS = ("max", "max_mean", "max_mean_cls")
+# windows per forward of the frozen aisfx CNN, by device type (measured: bench/bench_fast_encode.py,
+# docs/embedding.md); a type not listed runs whatever batch it is given
+CHUNK_WINDOWS = {"cpu": 16}
 HEADS_FILE = "heads.safetensors"
 CONFIG_FILE = "default_model.json"
 PACKAGED_DIR = Path(__file__).resolve().parents[1] / "weights" / "default"
@@ -203,7 +206,14 @@ class AisfxAudioEncoder(nn.Module):
 
     def forward(self, waveforms: torch.Tensor) -> torch.Tensor:
         """(B, samples) -> (B, 512 / 1024 / 1402): max (aisfx's pooling) [and mean] over time
-        [and the classifiers' logits]."""
+        [and the classifiers' logits].
+
+        Runs in chunks of ``CHUNK_WINDOWS[device type]`` windows (every window is computed on
+        its own anyway, so a chunk never changes a vector): on CPU 16 windows a forward
+        measured faster than 8 or 32 (bench/bench_fast_encode.py --part chunks)."""
+        chunk = CHUNK_WINDOWS.get(waveforms.device.type)
+        if chunk and len(waveforms) > chunk:
+            return torch.cat([self(part) for part in waveforms.split(chunk)])
         x = self.net.trunk(self.log_mel(waveforms).unsqueeze(1))  # (B, 512, time)
         pooled = [x.amax(dim=2)]
         if self.pooling in ("max_mean", "max_mean_cls"):

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from claptune.models.hf_clap import fuse_window_attention
 from claptune.models.msclap_frontend import LogMel, MSClapConfig, PowerSpectrogram
 
 PREFIX = "audio_encoder.base.htsat."
@@ -91,6 +92,7 @@ class HTSAT(nn.Module):
             h["mel_sample_rate"], config.window_size, config.mel_bins, config.fmin, h["mel_fmax"]
         )
         self.encoder = ClapAudioEncoder(audio_config)
+        fuse_window_attention(self.encoder)  # inference only; training runs transformers' own
         features = audio_config.hidden_size
         grid = h["spec_size"] // 2 ** (len(h["depths"]) - 1) // h["patch_stride"][0]
         freq_ratio = h["spec_size"] // config.mel_bins

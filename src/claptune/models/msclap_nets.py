@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from claptune.models.fold import conv_bn
 from claptune.models.msclap_frontend import LogMel, MSClapConfig, PowerSpectrogram
 from claptune.models.msclap_htsat import HTSATWrapper
 
@@ -38,8 +39,9 @@ class ConvBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(out_channels)
 
     def forward(self, x: torch.Tensor, pool_size: tuple[int, int]) -> torch.Tensor:
-        x = F.relu(self.bn1(self.conv1(x)))
-        x = F.relu(self.bn2(self.conv2(x)))
+        # frozen (eval, no gradient to the weights): each conv + BatchNorm is one convolution
+        x = F.relu(conv_bn(self.conv1, self.bn1, x))
+        x = F.relu(conv_bn(self.conv2, self.bn2, x))
         return F.avg_pool2d(x, kernel_size=pool_size)
 
 
