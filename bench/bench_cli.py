@@ -1,10 +1,11 @@
-"""Start-up time of the command line: `claptune --help` against `python -c "import torch"`.
+"""Start-up time of the command line: every `--help` against `python -c "import torch"`.
 
     python bench/bench_cli.py [--repeats 7]
 
-Sub-commands are registered lazily, so `claptune --help`, `claptune --version` and
-`claptune models` import none of torch, scipy or transformers; the goal is `claptune --help`
-under 0.5 s where importing torch alone takes about 1 s. Each command runs as a fresh
+Sub-commands are registered lazily and building a sub-command's parser imports none of torch,
+scipy, transformers or numpy (tests/test_cli.py checks the imports), so `claptune --help`,
+every `claptune COMMAND --help`, `claptune --version` and `claptune models` start without them;
+the goal is every `--help` under 0.3 s where importing torch alone takes 1-2 s. Each command runs as a fresh
 interpreter (``python -m claptune ...``, what the console script runs), the commands take turns
 within each repeat so that all see the same load on a shared machine, and the medians are
 reported beside a bare ``python -c pass``.
@@ -26,13 +27,30 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
-GOAL_S = 0.5
+GOAL_S = 0.3
+SUB_COMMANDS = (
+    "models",
+    "embed",
+    "zeroshot",
+    "curate",
+    "train",
+    "pretrain",
+    "improve",
+    "adapt",
+    "demo",
+    "ablate",
+    "push",
+)
 
 COMMANDS = {
     "python -c pass": [sys.executable, "-c", "pass"],
     "claptune --help": [sys.executable, "-m", "claptune", "--help"],
     "claptune --version": [sys.executable, "-m", "claptune", "--version"],
     "claptune models": [sys.executable, "-m", "claptune", "models"],
+    **{
+        f"claptune {c} --help": [sys.executable, "-m", "claptune", c, "--help"]
+        for c in SUB_COMMANDS
+    },
     'python -c "import torch"': [sys.executable, "-c", "import torch"],
 }
 
@@ -91,12 +109,15 @@ def markdown(result: dict) -> str:
         runs = ", ".join(f"{t:.2f}" for t in result["all_seconds"][name])
         lines.append(f"| `{name}` | {median:.3f} | {runs} |")
     help_s = result["median_seconds"]["claptune --help"]
-    within = "within" if help_s < result["goal_seconds"] else "over"
+    helps = {n: t for n, t in result["median_seconds"].items() if n.endswith("--help")}
+    slowest = max(helps, key=helps.get)
+    within = "within" if helps[slowest] < result["goal_seconds"] else "over"
     lines += [
         "",
         f"`claptune --help` takes {help_s:.3f} s, "
-        f"{result['help_vs_import_torch']:.2f}x the time of importing torch: "
-        f"{within} the goal of {result['goal_seconds']} s.",
+        f"{result['help_vs_import_torch']:.2f}x the time of importing torch; the slowest "
+        f"help, `{slowest}`, {helps[slowest]:.3f} s: {within} the goal of "
+        f"{result['goal_seconds']} s for every `--help`.",
     ]
     return "\n".join(lines) + "\n"
 

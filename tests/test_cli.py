@@ -18,7 +18,20 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-HEAVY = ("torch", "scipy", "transformers")
+HEAVY = ("torch", "scipy", "transformers", "numpy")
+COMMAND_NAMES = (
+    "models",
+    "embed",
+    "zeroshot",
+    "curate",
+    "train",
+    "pretrain",
+    "improve",
+    "adapt",
+    "demo",
+    "ablate",
+    "push",
+)
 
 
 def _subcommands() -> dict[str, argparse.ArgumentParser]:
@@ -33,10 +46,14 @@ def _visible_options(p: argparse.ArgumentParser) -> dict[str, argparse.Action]:
     return {flag: a for a in p._actions if a.help != argparse.SUPPRESS for flag in a.option_strings}
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["models"], ["--version"]])
+@pytest.mark.parametrize(
+    "argv",
+    [["--help"], ["models"], ["--version"], ["improv"], *([c, "--help"] for c in COMMAND_NAMES)],
+)
 def test_help_and_models_do_not_import_torch(argv):
-    """`claptune --help` and `claptune models` load no sub-command they do not run: no torch,
-    scipy or transformers (bench/bench_cli.py measures the time)."""
+    """`claptune --help`, every `claptune COMMAND --help` and `claptune models` load no
+    sub-command they do not run and nothing heavy: no torch, scipy, transformers or numpy
+    (bench/bench_cli.py measures the time)."""
     code = (
         "import sys, contextlib, io\n"
         "from claptune.cli import main\n"
@@ -64,6 +81,59 @@ def test_version_matches_the_package(capsys):
         r'^version = "([^"]+)"', (ROOT / "pyproject.toml").read_text(), re.MULTILINE
     ).group(1)
     assert capsys.readouterr().out.strip() == f"claptune {version}"
+
+
+def test_command_names_here_are_the_registry():
+    from claptune.cli import COMMANDS
+
+    assert tuple(COMMANDS) == COMMAND_NAMES
+
+
+def test_key_value_keys_read_without_import_are_the_dataclass_fields():
+    """--help reads CurationSettings' and TrainConfig's fields from their source (no torch);
+    the lists must be exactly the dataclasses' own."""
+    import dataclasses
+
+    from claptune.cli._common import field_names
+    from claptune.curation import CurationSettings
+    from claptune.train import TrainConfig
+
+    for module, config in (
+        ("claptune.curation.pipeline", CurationSettings),
+        ("claptune.train.config", TrainConfig),
+    ):
+        assert field_names(module, config.__name__) == [f.name for f in dataclasses.fields(config)]
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["improv", "--help"], "did you mean 'improve'?"),
+        (["improve", "--target", "esc-50", "--out", "o"], "did you mean 'esc50'?"),
+        (["ablate", "--target", "US8K", "--out", "o"], "did you mean 'us8k'?"),
+        (["improve", "--out", "o"], "required: --target"),
+    ],
+)
+def test_parse_errors_are_one_line_with_a_suggestion(argv, expected, capsys):
+    from claptune.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert expected in err and "\n" not in err and err.startswith("claptune")
+    assert "usage:" not in err
+
+
+def test_unknown_model_name_suggests_a_registered_one():
+    from claptune import load_model
+    from claptune.errors import ClaptuneError
+
+    with pytest.raises(ClaptuneError, match="did you mean 'laion-clap-630k-best'"):
+        load_model("laion-clap-630k-bset")
+    with pytest.raises(ClaptuneError) as err:
+        load_model("zzzz-nothing-like-it")
+    assert "did you mean" not in str(err.value)
 
 
 def test_lazy_listing_matches_each_command_module():

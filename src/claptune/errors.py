@@ -6,6 +6,8 @@ They survive pickling (a DataLoader worker or another process hands them back wh
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 
 class ClaptuneError(Exception):
     """A problem with the user's input (a file, a name, a column), not a bug in claptune."""
@@ -74,3 +76,21 @@ def disk_full(err: BaseException) -> str | None:
 
 class InputWarning(UserWarning):
     """Something in the user's input was dropped or merged; the run goes on without it."""
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """``"; did you mean 'esc50'?"`` for the known name closest to ``word`` (spelling, case,
+    ``-`` and ``_`` forgiven), or ``""`` when none is close: the tail of an unknown-name error."""
+    import difflib
+
+    choices = list(choices)
+
+    def key(s: str) -> str:
+        return s.lower().replace("-", "").replace("_", "").replace(" ", "")
+
+    same = [c for c in choices if key(c) == key(word)]
+    close = same or difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    if not close:
+        by_key = {key(c): c for c in choices}
+        close = [by_key[k] for k in difflib.get_close_matches(key(word), by_key, n=1, cutoff=0.6)]
+    return f"; did you mean {close[0]!r}?" if close else ""

@@ -23,7 +23,7 @@ import sys
 import warnings
 from collections.abc import Iterator, Sequence
 
-from claptune.errors import ClaptuneError, InputWarning, disk_full, printable
+from claptune.errors import ClaptuneError, InputWarning, did_you_mean, disk_full, printable
 
 # sub-command name -> (module in claptune.cli, one-line help); the order is `claptune --help`'s.
 # The help is written here so that `claptune --help` lists every command without importing
@@ -80,7 +80,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     and ``claptune models`` start in a fraction of a second (bench/bench_cli.py)."""
     from claptune import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="claptune",
         description="Improve a pretrained audio-text (CLAP) model on a new domain without labels.",
     )
@@ -102,6 +102,25 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
             "--log-level", choices=LOG_LEVELS, default=argparse.SUPPRESS, help=LOG_LEVEL_HELP
         )
     return parser
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``claptune improve: error: ...`` and where to look,
+    without the usage block; an unknown choice (a sub-command, a target, a loss) says which
+    known one it is closest to."""
+
+    def _check_value(self, action: argparse.Action, value: object) -> None:
+        choices = action.choices
+        if choices is not None and value not in choices:
+            known = ", ".join(map(str, choices))
+            raise argparse.ArgumentError(
+                action,
+                f"invalid choice: {value!r}{did_you_mean(str(value), map(str, choices))} "
+                f"(choose from {known})",
+            )
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
 class _Registrar:

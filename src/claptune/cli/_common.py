@@ -153,8 +153,7 @@ def add_template(p: argparse.ArgumentParser) -> None:
 
 def add_common_arguments(p: argparse.ArgumentParser, target_required: bool = True) -> None:
     """The flags that improve and ablate share."""
-    from claptune.improve.config import TARGETS
-    from claptune.improve.splits import STRATEGIES
+    from claptune.improve.config import STRATEGIES, TARGETS
 
     p.add_argument(
         "--model",
@@ -221,16 +220,15 @@ def add_corpus_arguments(p: argparse.ArgumentParser) -> None:
 
 def add_override_arguments(p: argparse.ArgumentParser) -> None:
     """KEY=VALUE overrides of the curation and training settings, their keys listed."""
-    from claptune.curation.pipeline import CurationSettings
-    from claptune.train.config import TrainConfig
-
     p.add_argument(
         "--curation",
         action="append",
         default=[],
         metavar="KEY=VALUE",
         help="claptune.curation.CurationSettings override, e.g. du_top_k=5; "
-        "repeatable; keys: " + ", ".join(_field_names(CurationSettings)) + " (default: none)",
+        "repeatable; keys: "
+        + ", ".join(field_names("claptune.curation.pipeline", "CurationSettings"))
+        + " (default: none)",
     )
     p.add_argument(
         "--train",
@@ -238,7 +236,7 @@ def add_override_arguments(p: argparse.ArgumentParser) -> None:
         default=[],
         metavar="KEY=VALUE",
         help="claptune.train.TrainConfig override, e.g. epochs=10; repeatable; keys: "
-        + ", ".join(_field_names(TrainConfig))
+        + ", ".join(field_names("claptune.train.config", "TrainConfig"))
         + " (default: none)",
     )
 
@@ -277,10 +275,25 @@ def holds_out_folder(run: Callable[[argparse.Namespace], int]) -> Callable:
     return wrapped
 
 
-def _field_names(config_class: type) -> list[str]:
-    import dataclasses
+def field_names(module: str, class_name: str) -> list[str]:
+    """The fields of a dataclass, read from its module's source without importing it, so that
+    ``--help`` lists the keys of ``CurationSettings`` and ``TrainConfig`` without loading torch.
+    The dataclass stays their one home; tests/test_cli.py checks that both lists agree."""
+    import ast
+    import importlib.util
 
-    return [f.name for f in dataclasses.fields(config_class)]
+    spec = importlib.util.find_spec(module)
+    if spec is None or spec.origin is None:
+        raise LookupError(f"no module {module}")
+    tree = ast.parse(Path(spec.origin).read_text(encoding="utf-8"))
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and node.name == class_name:
+            return [
+                item.target.id
+                for item in node.body
+                if isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name)
+            ]
+    raise LookupError(f"no class {class_name} in {module}")
 
 
 def _key_values(items: list[str], what: str) -> dict[str, Any]:

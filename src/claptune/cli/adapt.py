@@ -26,7 +26,7 @@ from claptune.cli._common import (
     holds_out_folder,
     sub_parser,
 )
-from claptune.errors import ClaptuneError
+from claptune.errors import ClaptuneError, did_you_mean
 from claptune.improve.config import TARGETS
 
 if TYPE_CHECKING:
@@ -99,7 +99,7 @@ def parse_eval(spec: str) -> tuple[str, str | None]:
     if target not in TARGETS:
         raise ClaptuneError(
             f"--eval {spec!r}: TARGET must be one of {', '.join(TARGETS)} "
-            "(TARGET:ROOT, e.g. esc50:data/esc50)"
+            f"(TARGET:ROOT, e.g. esc50:data/esc50){did_you_mean(target, TARGETS)}"
         )
     return target, root or None
 

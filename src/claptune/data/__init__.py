@@ -26,7 +26,7 @@ from claptune.data.dataset import (
     UnlabeledClips,
     default_data_dir,
 )
-from claptune.errors import ClaptuneError
+from claptune.errors import ClaptuneError, did_you_mean
 
 
 def _esc50(root, download, **kw):
@@ -78,7 +78,9 @@ def load_dataset(
 ) -> ClassificationDataset:
     """Labelled clips of data set ``name``, optionally only the given ``folds``."""
     if name not in DATASETS:
-        raise ClaptuneError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
+        raise ClaptuneError(
+            f"unknown dataset {name!r}; known: {', '.join(DATASETS)}{did_you_mean(name, DATASETS)}"
+        )
     try:
         dataset = DATASETS[name](root, download, **kwargs)
     except TypeError as err:

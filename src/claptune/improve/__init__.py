@@ -9,26 +9,43 @@
 - ``transfer``: zero-shot on held-out corpus clips whose caption names a target class;
 - ``ablation``: ``run_ablation``, every method with both losses on the same splits and seeds;
 - ``adapt``: ``run_adapt``, the method on unlabeled clips and class names, a label-free report.
+
+Names are imported on first use (PEP 562), so ``claptune.improve.config`` (the targets, losses
+and split strategies that the command line's parsers list) is readable without torch or numpy.
 """
 
-from claptune.improve.ablation import AblationEntry, ablation_grid, run_ablation
-from claptune.improve.adapt import AdaptConfig, AdaptResult, run_adapt
-from claptune.improve.config import ImproveConfig
-from claptune.improve.pipeline import ImproveResult, Workspace, run_improve
-from claptune.improve.splits import Split, make_splits, stratified_split
+from __future__ import annotations
 
-__all__ = [
-    "AdaptConfig",
-    "AdaptResult",
-    "run_adapt",
-    "ImproveConfig",
-    "ImproveResult",
-    "Workspace",
-    "run_improve",
-    "AblationEntry",
-    "ablation_grid",
-    "run_ablation",
-    "Split",
-    "make_splits",
-    "stratified_split",
-]
+import importlib
+from typing import Any
+
+_HOME = {
+    "AblationEntry": "ablation",
+    "ablation_grid": "ablation",
+    "run_ablation": "ablation",
+    "AdaptConfig": "adapt",
+    "AdaptResult": "adapt",
+    "run_adapt": "adapt",
+    "ImproveConfig": "config",
+    "ImproveResult": "pipeline",
+    "Workspace": "pipeline",
+    "run_improve": "pipeline",
+    "Split": "splits",
+    "make_splits": "splits",
+    "stratified_split": "splits",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOME:
+        raise AttributeError(f"module 'claptune.improve' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"claptune.improve.{_HOME[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + list(_HOME))
+
+
+__all__ = sorted(_HOME)

@@ -12,11 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from claptune.curation.methods import METHODS
-from claptune.errors import ClaptuneError
+from claptune.errors import ClaptuneError, did_you_mean
 
 CURATION_METHODS = METHODS  # the one list, claptune.curation.methods
 LOSSES = ("hard", "soft")
 TARGETS = ("esc50", "us8k", "tut2017", "folder", "csv")
+# how clips are split (claptune.improve.splits); here so that parsers list them without numpy
+STRATEGIES = ("auto", "grouped", "random", "stratified")
 # a target whose clips have no labels (claptune adapt): its clips and class names are given to
 # the Workspace directly, so this name is not a choice of improve's --target
 UNLABELED = "unlabeled"
@@ -105,13 +107,14 @@ class ImproveConfig:
         if self.loss not in LOSSES:
             raise ClaptuneError(f"unknown loss {self.loss!r}; choose from {', '.join(LOSSES)}")
         if self.target not in TARGETS and self.target != UNLABELED:
-            raise ClaptuneError(f"unknown target {self.target!r}; choose from {', '.join(TARGETS)}")
+            raise ClaptuneError(
+                f"unknown target {self.target!r}; choose from {', '.join(TARGETS)}"
+                + did_you_mean(self.target, TARGETS)
+            )
         if self.target in ("folder", "csv") and not self.root:
             raise ClaptuneError(f"target {self.target!r} needs --root")
         if self.n_splits < 1 or self.n_seeds < 1:
             raise ClaptuneError("n_splits and n_seeds must be at least 1")
-        from claptune.improve.splits import STRATEGIES
-
         if self.split not in STRATEGIES:
             raise ClaptuneError(
                 f"unknown split strategy {self.split!r}; choose from {', '.join(STRATEGIES)}"
@@ -169,4 +172,12 @@ class ImproveConfig:
         return d
 
 
-__all__ = ["ImproveConfig", "CURATION_METHODS", "LOSSES", "TARGETS", "UNLABELED", "default_corpus"]
+__all__ = [
+    "ImproveConfig",
+    "CURATION_METHODS",
+    "LOSSES",
+    "STRATEGIES",
+    "TARGETS",
+    "UNLABELED",
+    "default_corpus",
+]

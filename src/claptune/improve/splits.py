@@ -25,8 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from claptune.errors import ClaptuneError
-
-STRATEGIES = ("auto", "grouped", "random", "stratified")
+from claptune.improve.config import STRATEGIES
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from claptune.errors import ClaptuneError
+from claptune.errors import ClaptuneError, did_you_mean
 
 if TYPE_CHECKING:  # the interface imports torch: listing models (`claptune models`) must not
     from claptune.models.base import AudioTextModel
@@ -195,8 +195,8 @@ def load_model(spec: str | Path, revision: str | None = None, **kwargs) -> Audio
             kwargs["revision"] = revision
         return backend_class("hf_clap").from_source(spec_str, **kwargs)
     raise ClaptuneError(
-        f"unknown model {spec_str!r}: not a registered name (see `claptune models`), "
-        "a local directory or a Hugging Face hub id"
+        f"unknown model {spec_str!r}: not a registered name (see `claptune models`), a local "
+        f"directory or a Hugging Face hub id{did_you_mean(spec_str, _REGISTRY)}"
     )
 
 

@@ -5,17 +5,34 @@
 plan, clips), ``loop`` (fit), ``heads`` (the default model's head pretraining), ``checkpoint``,
 ``lora``, ``logs``. Process groups: ``claptune.distributed``; frozen features:
 ``claptune.features``.
+Names are imported on first use (PEP 562), so ``claptune.train.config`` loads without torch.
 """
 
-from claptune.train.config import TrainConfig
-from claptune.train.data import TrainPairs, as_train_pairs
-from claptune.train.loop import TrainResult, fit, heads_train_on_features
+from __future__ import annotations
 
-__all__ = [
-    "TrainConfig",
-    "TrainPairs",
-    "TrainResult",
-    "as_train_pairs",
-    "fit",
-    "heads_train_on_features",
-]
+import importlib
+from typing import Any
+
+_HOME = {
+    "TrainConfig": "config",
+    "TrainPairs": "data",
+    "as_train_pairs": "data",
+    "TrainResult": "loop",
+    "fit": "loop",
+    "heads_train_on_features": "loop",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOME:
+        raise AttributeError(f"module 'claptune.train' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"claptune.train.{_HOME[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + list(_HOME))
+
+
+__all__ = sorted(_HOME)
