@@ -235,8 +235,11 @@ def test_adapt_user_errors_are_one_line(unlabeled_task, tmp_path, capsys):
     teacher = (tmp_path / "no-model-needed", tmp_path / "cache")
     dup = tmp_path / "dup.txt"
     dup.write_text("rain\nsiren\nrain\n")
+    spelled = tmp_path / "spelled.txt"
+    spelled.write_text("church_bells\nsiren\nChurch bells\n")
     cases = [
-        (["--classes", str(dup)], "class names repeated"),
+        (["--classes", str(dup)], "given twice: 'rain'"),
+        (["--classes", str(spelled)], "'church_bells' and 'Church bells'"),
         (["--classes", str(tmp_path / "missing.txt")], "class names file not found"),
         (["--eval", "esc51:/x"], "TARGET must be one of"),
     ]

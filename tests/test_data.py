@@ -187,6 +187,30 @@ def test_folder_reader(tmp_path):
         load_dataset("folder", root=tmp_path, folds=[1])
 
 
+def test_class_names_that_are_one_class_are_an_error(tmp_path):
+    """Case, '_', '/' and spaces do not make two classes: identical prompts would split the
+    clips and the prior between them. The error names both spellings."""
+    from claptune.data.dataset import check_class_names, class_key
+
+    assert class_key("Church_Bells") == class_key("church  bells") == "church bells"
+    assert class_key("cafe/restaurant") == class_key("Cafe_Restaurant")
+    check_class_names(["dog", "dog_bark", "cat"])  # distinct: no error
+    with pytest.raises(ClaptuneError, match="'dog' and 'Dog'.*'church_bells' and 'church bells'"):
+        check_class_names(["dog", "church_bells", "Dog", "church bells"])
+    with pytest.raises(ClaptuneError, match="given twice: 'rain'"):
+        check_class_names(["rain", "siren", "rain"])
+    write_clip(tmp_path / "Dog" / "a.wav")
+    write_clip(tmp_path / "dog" / "b.wav")
+    with pytest.raises(ClaptuneError, match="'Dog' and 'dog'"):
+        load_dataset("folder", root=tmp_path)
+    rows = [
+        [str(tmp_path / "Dog" / "a.wav"), "church_bells"],
+        [str(tmp_path / "dog" / "b.wav"), "church bells"],
+    ]
+    with pytest.raises(ClaptuneError, match="'church bells' and 'church_bells'"):
+        load_dataset("csv", root=write_csv(tmp_path / "set.csv", ["path", "label"], rows))
+
+
 def test_csv_reader_relative_paths_and_folds(tmp_path):
     clip = write_clip(tmp_path / "clips" / "x.wav")
     csv_path = write_csv(
@@ -207,7 +231,7 @@ def test_csv_reader_errors(tmp_path):
         load_dataset("csv", root=bad)
     with pytest.raises(ClaptuneError, match="metadata file not found"):
         load_dataset("csv", root=tmp_path / "nope.csv")
-    with pytest.raises(ClaptuneError, match="unknown dataset 'esc-51'"):
+    with pytest.raises(ClaptuneError, match="unknown dataset 'esc-51'.*did you mean 'esc50'"):
         load_dataset("esc-51", root=tmp_path)
     with pytest.raises(ClaptuneError, match="needs --root"):
         load_dataset("folder")

@@ -29,6 +29,7 @@ import numpy as np
 from claptune.curation.common import DEFAULT_TEMPLATE
 from claptune.curation.methods import METHODS, NEEDS
 from claptune.curation.pipeline import CurationInputs
+from claptune.data.dataset import check_class_names
 from claptune.errors import ClaptuneError, printable
 
 logger = logging.getLogger(__name__)
@@ -84,7 +85,8 @@ def curation_prompts(class_names: Sequence[str], template: str = DEFAULT_TEMPLAT
 
 def class_names_from(spec: str) -> list[str]:
     """Class names from "a,b,c" or a file with one name per line (blank lines and lines
-    starting with ``#`` ignored); a name given twice is an error."""
+    starting with ``#`` ignored); a name given twice, or two spellings of one class (``dog``
+    and ``Dog``, ``church_bells`` and ``church bells``), is an error."""
     path = Path(spec)
     if path.is_file():
         from claptune.textfiles import read_lines
@@ -97,9 +99,7 @@ def class_names_from(spec: str) -> list[str]:
     names = [n for n in names if n]
     if not names:
         raise ClaptuneError(f"no class names in {spec!r}")
-    repeated = list(dict.fromkeys(n for n in names if names.count(n) > 1))
-    if repeated:
-        raise ClaptuneError(f"class names repeated in {spec!r}: {', '.join(repeated)}")
+    check_class_names(names, f"class names in {spec!r}")
     return names
 
 

@@ -7,12 +7,17 @@
   own recordings, ``claptune adapt``).
 
 Readers keep class names exactly as the data set spells them (``dog_bark``); turning them into
-words for prompts is the job of ``claptune.evaluate.zeroshot.clean_class_name``.
+words for prompts is the job of ``claptune.evaluate.zeroshot.clean_class_name``. Every class
+list (a data set's, a ``--classes`` file, ``AdaptConfig.class_names``) goes through
+``check_class_names``: two names that differ only in case, ``_``, ``/`` or spaces (``dog`` and
+``Dog``, ``church_bells`` and ``church bells``) would get identical prompts, so they are an error
+naming both spellings.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -152,11 +157,47 @@ def resolve_audio(path: Path) -> Path:
     return path
 
 
+def class_key(name: str) -> str:
+    """A class name with case, ``_``, ``/`` and runs of spaces ignored: ``Church_Bells`` and
+    ``church bells`` are one class (``church bells``)."""
+    return " ".join(w for w in re.split(r"[\s_/]+", name.lower()) if w)
+
+
+def check_class_names(names: Sequence[str], where: str = "class names") -> None:
+    """Raise ``ClaptuneError`` if two of ``names`` are one class by ``class_key`` (or one
+    name is given twice), naming both spellings."""
+    first: dict[str, str] = {}
+    repeated: list[str] = []
+    spellings: list[str] = []
+    for name in names:
+        key = class_key(name)
+        if not key:
+            raise ClaptuneError(f"{where}: an empty class name ({name!r})")
+        if key not in first:
+            first[key] = name
+        elif first[key] == name:
+            repeated.append(repr(name))
+        else:
+            spellings.append(f"{first[key]!r} and {name!r}")
+    problems = []
+    if repeated:
+        problems.append(f"given twice: {', '.join(dict.fromkeys(repeated))}")
+    if spellings:
+        problems.append(
+            f"one class spelled two ways (case, '_', '/' and spaces are ignored): "
+            f"{'; '.join(spellings)}; keep one spelling"
+        )
+    if problems:
+        raise ClaptuneError(f"{where}: {'; '.join(problems)}")
+
+
 def index_labels(
     names: Sequence[str], order: Sequence[str] | None = None
 ) -> tuple[np.ndarray, list[str]]:
-    """Integer labels for string ``names``; classes in ``order`` if given, else sorted."""
+    """Integer labels for string ``names``; classes in ``order`` if given, else sorted. Class
+    names that ``check_class_names`` finds to be one class are an error."""
     class_names = list(order) if order is not None else sorted(set(names))
+    check_class_names(class_names, "the data set's class names")
     lookup = {c: i for i, c in enumerate(class_names)}
     return np.array([lookup[n] for n in names], dtype=np.int64), class_names
 

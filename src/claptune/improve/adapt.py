@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from claptune.data.dataset import check_class_names
 from claptune.errors import ClaptuneError
 from claptune.improve.config import (
     TARGETS,
@@ -89,9 +90,7 @@ class AdaptConfig:
             raise ClaptuneError("adapt needs audio: clip files, folders or .txt lists")
         if not self.class_names:
             raise ClaptuneError("adapt needs class names")
-        repeated = sorted({c for c in self.class_names if self.class_names.count(c) > 1})
-        if repeated:
-            raise ClaptuneError(f"class names repeated: {', '.join(repeated)}")
+        check_class_names(self.class_names)
         if self.eval_target is not None and self.eval_target not in TARGETS:
             raise ClaptuneError(
                 f"unknown eval target {self.eval_target!r}; choose from {', '.join(TARGETS)}"
