@@ -165,6 +165,28 @@ def test_plain_save_pretrained_folder_is_recognized(tiny_clap_dir, tmp_path):
     assert isinstance(claptune.load_model(str(tiny_clap_dir)), HFClapModel)
 
 
+@pytest.mark.parametrize(
+    "removed, missing",
+    [
+        (("processor_config.json", "preprocessor_config.json"), "feature extractor"),
+        (("tokenizer.json", "tokenizer_config.json", "vocab.json"), "tokenizer"),
+    ],
+)
+def test_folder_without_processor_says_so(tiny_clap_dir, tmp_path, removed, missing):
+    """ClapModel.save_pretrained alone leaves no processor: the error says that, not
+    "no network"."""
+    import shutil
+
+    import claptune
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_clap_dir, folder)
+    for name in removed:
+        (folder / name).unlink(missing_ok=True)
+    with pytest.raises(ClaptuneError, match=f"no processor \\({missing} files missing\\)"):
+        claptune.load_model(str(folder))
+
+
 def test_identity_tracks_weights_and_preprocessing(tiny_clap_dir):
     from claptune.models.hf_clap import HFClapModel
 

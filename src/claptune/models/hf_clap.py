@@ -101,6 +101,7 @@ class HFClapModel(AudioTextModel):
         directory = Path(directory)
         if not cls.recognizes(directory):
             raise ClaptuneError(f"{directory} has no config.json of a CLAP model")
+        _check_processor_files(directory)
         return cls._from_pretrained(str(directory), source=str(directory), device=device)
 
     @classmethod
@@ -387,6 +388,31 @@ def _check_weight_shapes(name: str, config, model_cls) -> None:
 
 def _file_of(name: str, file: str) -> str:
     return str(Path(name) / file) if Path(name).is_dir() else f"{file} of {name!r}"
+
+
+# what ClapProcessor.save_pretrained writes: the feature extractor's settings (one of the two
+# names, by transformers version) and the tokenizer (a fast tokenizer's file, or its vocabulary)
+_FEATURE_EXTRACTOR_FILES = ("preprocessor_config.json", "processor_config.json")
+_TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer_config.json")
+
+
+def _check_processor_files(directory: Path) -> None:
+    """A folder with a model but no processor says exactly that (transformers would otherwise
+    try the Hub and report a network error)."""
+    missing = [
+        what
+        for what, names in (
+            ("feature extractor", _FEATURE_EXTRACTOR_FILES),
+            ("tokenizer", _TOKENIZER_FILES),
+        )
+        if not any((directory / n).is_file() for n in names)
+    ]
+    if missing:
+        raise ClaptuneError(
+            f"{directory} holds a CLAP model but no processor ({' or '.join(missing)} files "
+            "missing): save the processor beside it, e.g. "
+            "ClapProcessor.from_pretrained(BASE).save_pretrained(folder)"
+        )
 
 
 def _first_line(err: Exception) -> str:
