@@ -261,7 +261,7 @@ def test_card_round_trips_through_modelcard_load(tmp_path):
     card = ModelCard.load(write_model_card(tmp_path, info))
     data = card.data
     assert data.base_model == "microsoft/msclap" and data.license == "mit"
-    assert data.datasets == ["esc50", "captioned-sfx"]
+    assert data.datasets == ["ashraq/esc50"]  # Hub ids only; captioned-sfx is local
     assert data.pipeline_tag == "zero-shot-audio-classification"
     assert {"claptune", "curation-pseudo_refined", "curation-ds", "loss-hard"} <= set(data.tags)
     assert data.claptune == {
@@ -272,8 +272,66 @@ def test_card_round_trips_through_modelcard_load(tmp_path):
     }
     values = {r.metric_name: r.metric_value for r in data.eval_results}
     assert values == {"zero-shot accuracy (before)": 0.52, "zero-shot accuracy (after)": 0.61}
-    assert {r.dataset_type for r in data.eval_results} == {"esc50"}
+    assert {r.dataset_type for r in data.eval_results} == {"ashraq/esc50"}
     assert "| ESC-50 | test | accuracy | 52.0 % | 61.0 % |" in card.text
+
+
+HUB_LICENSES = {"mit", "apache-2.0", "cc0-1.0", "cc-by-4.0"}  # the ids claptune writes
+
+
+def test_card_is_hub_native_and_names_no_local_path(tmp_path, monkeypatch):
+    """The header is what the Hub expects (library, base model, task, licence, Hub dataset
+    ids, a model-index that huggingface_hub parses back) and no local path appears anywhere;
+    the Hub's own validation (here its stand-in's endpoint, reached by ModelCard.validate)
+    accepts it."""
+    import yaml
+    from huggingface_hub import ModelCard
+
+    from claptune.card import BaseModel, CardInfo, CardResult, write_model_card
+
+    folder = tmp_path / "deep" / "student"
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"model_type": "clap"}))
+    corpus = tmp_path / "data" / "my-corpus"
+    corpus.mkdir(parents=True)
+    info = CardInfo(
+        made_by="claptune improve",
+        base=BaseModel("laion/clap-htsat-unfused", COMMIT, "apache-2.0"),
+        datasets=["esc50", str(corpus), "someone/captions"],
+        curation=["pseudo_refined"],
+        loss="hard",
+        model_name=f"{tmp_path}/teacher improved on esc50",
+        results=[CardResult("esc50", "esc50", after=0.3, before=0.25, note=f"from {folder}")],
+        details={"teacher": str(tmp_path / "teacher"), "settings": {"corpus": str(corpus)}},
+    )
+    path = write_model_card(folder, info)
+    text = path.read_text()
+    assert str(tmp_path) not in text and "/deep/" not in text
+    assert "my-corpus (local)" in text and "teacher improved on esc50" in text
+    header = yaml.safe_load(text.split("---", 2)[1])
+    assert header["library_name"] == "transformers"
+    assert header["base_model"] == "laion/clap-htsat-unfused"
+    assert header["pipeline_tag"] == "zero-shot-audio-classification"
+    assert header["license"] in HUB_LICENSES
+    assert header["datasets"] == ["ashraq/esc50", "someone/captions"]  # Hub ids only
+    (entry,) = header["model-index"]
+    for result in entry["results"]:
+        assert result["task"]["type"] == "zero-shot-audio-classification"
+        assert result["dataset"]["type"] == "ashraq/esc50" and result["dataset"]["name"]
+        assert {m["type"] for m in result["metrics"]} == {"accuracy"}
+    data = ModelCard.load(path).data  # huggingface_hub parses the model-index back
+    assert sorted(r.metric_value for r in data.eval_results) == [0.25, 0.3]
+    from huggingface_hub import constants
+
+    with HubStandIn() as hub:
+        monkeypatch.setattr(constants, "ENDPOINT", hub.url)
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+        ModelCard.load(path).validate()
+    assert hub.validated == [text]
+    # a folder only claptune loads (no CLAP config.json) says so
+    other = tmp_path / "msclap"
+    other.mkdir()
+    assert ModelCard.load(write_model_card(other, info)).data.library_name == "claptune"
 
 
 def test_saved_model_from_the_hf_cache_names_its_repository_and_commit(tmp_path, monkeypatch):
@@ -346,7 +404,8 @@ def test_train_writes_a_card_with_loss_methods_and_settings(tiny_clap_dir, tmp_p
     assert card.data.claptune["curation"] == ["pseudo", "ds"]  # order of first appearance
     assert card.data.claptune["loss"] == "hard" and "loss-hard" in card.data.tags
     assert card.data.base_model is None  # a local folder without a card: not on the Hub
-    assert str(tiny_clap_dir) in card.text and "| epochs | 1 |" in card.text
+    assert str(tiny_clap_dir) not in card.text and "| epochs | 1 |" in card.text
+    assert tiny_clap_dir.name in card.text  # the base folder named, not where it lay
 
 
 # -- push ----------------------------------------------------------------------------------------
@@ -381,7 +440,8 @@ def test_push_uploads_the_folder_to_a_hub_stand_in(tiny_clap_dir, tmp_path):
     uploaded = repo["branches"]["exp"]
     local = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
     assert uploaded == local  # every file, byte for byte, README.md included
-    assert ModelCard(uploaded["README.md"].decode()).data.library_name == "claptune"
+    # a ClapModel folder: transformers loads it, so the Hub shows transformers' snippet
+    assert ModelCard(uploaded["README.md"].decode()).data.library_name == "transformers"
     assert uploaded["README.md"].decode() in hub.validated  # the Hub accepted its header
     assert again.returncode == 0, again.stderr  # existing repository: exist_ok
     assert repo["branches"]["main"].keys() == local.keys()

@@ -214,7 +214,7 @@ def test_improve_end_to_end_cli(tiny_clap_dir, tiny_task, tmp_path):
     assert card.claptune["made_by"] == "claptune improve"
     assert card.claptune["curation"] == ["ds", "pseudo"]
     assert card.claptune["loss"] == report["config"]["loss"]
-    assert card.datasets == ["folder", "corpus"]
+    assert card.datasets is None  # a folder target and a local corpus: no Hub ids
     scores = {r.metric_name: r.metric_value for r in card.eval_results}
     assert scores == {
         "zero-shot accuracy (before)": round(report["runs"][0]["before_accuracy"], 4),

@@ -11,12 +11,19 @@ The base model is worked out from the model itself (``base_of``): a registered r
 its Hub repository, a file in the Hugging Face cache to the repository and commit it came
 from, a folder with a card to that card's base model and licence (so a fine-tune of a
 fine-tune keeps its lineage).
+
+The header is the Hub's own: ``library_name: transformers`` for a folder that
+``transformers.ClapModel.from_pretrained`` loads (``claptune`` otherwise), ``base_model`` and
+``datasets`` as Hub ids only (a data set without one is described in the text), and no local
+path anywhere: a path in any field or in the text is shown by its last component
+(``public_text``), so a card can be pushed as it is.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +45,11 @@ KNOWN_BASES: dict[str, tuple[str, str]] = {
     "laion/larger_clap_general": ("laion/larger_clap_general", "apache-2.0"),
     "laion/larger_clap_music_and_speech": ("laion/larger_clap_music_and_speech", "apache-2.0"),
 }
+# Hub ids of the data sets claptune reads by name, where a copy of the same set is on the Hub
+# (ESC-50: the 2,000 clips, CC BY-NC 3.0). us8k, tut2017, folder and csv have none: the card
+# names them in its text only.
+HUB_DATASETS: dict[str, str] = {"esc50": "ashraq/esc50"}
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 # The default model: aisfx's CNN weights are CC BY 4.0 (attribution), MiniLM Apache-2.0.
 DEFAULT_MODEL_LICENSE = "cc-by-4.0"
 _HF_CACHE_PATH = re.compile(r"models--([^/]+)--([^/]+)/snapshots/([0-9a-f]{40})/")
@@ -57,7 +69,7 @@ class BaseModel:
 class CardResult:
     """One evaluation: zero-shot accuracy (0-1) on a dataset, before and after the run."""
 
-    dataset: str  # dataset id (claptune's name, e.g. "esc50")
+    dataset: str  # claptune's name (e.g. "esc50"), a Hub id, or a local folder
     dataset_name: str  # pretty name
     after: float
     before: float | None = None
@@ -73,7 +85,7 @@ class CardInfo:
 
     made_by: str  # the command that wrote the folder, e.g. "claptune improve"
     base: BaseModel = field(default_factory=BaseModel)
-    datasets: list[str] = field(default_factory=list)
+    datasets: list[str] = field(default_factory=list)  # claptune names, Hub ids or folders
     curation: list[str] = field(default_factory=list)  # curation methods of the pairs
     loss: str | None = None
     results: list[CardResult] = field(default_factory=list)
@@ -131,8 +143,58 @@ def _base_from_card(folder: Path) -> BaseModel:
     )
 
 
-def build_model_card(info: CardInfo):
-    """A ``huggingface_hub.ModelCard`` for ``info``."""
+def public_text(value: Any) -> Any:
+    """``value`` with every local path replaced by its last component (strings, and the
+    strings inside lists and dicts): what a card, a report or a config may show to others.
+    A Hub id (``laion/clap-htsat-fused``) is not a path and stays."""
+    if isinstance(value, str):
+        return " ".join(_public_word(w) for w in value.split(" "))
+    if isinstance(value, dict):
+        return {k: public_text(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(public_text(v) for v in value)
+    return value
+
+
+def _public_word(word: str) -> str:
+    core = word.strip("()[],;'\"`")
+    if not core or ("/" not in core and "\\" not in core and not core.startswith("~")):
+        return word
+    local = (
+        os.path.isabs(core)
+        or core.startswith(("./", "../", "~", ".\\", "..\\"))
+        or re.match(r"^[A-Za-z]:[\\/]", core) is not None
+        or Path(core).exists()
+    )
+    if not local:
+        return word
+    name = Path(core.rstrip("/\\")).name or core
+    return word.replace(core, name)
+
+
+def hub_dataset(name: str) -> str | None:
+    """The Hub id of a data set named in a card: claptune's name of a set with a Hub copy
+    (``HUB_DATASETS``), a Hub id as given (``org/name``), else None (a local folder)."""
+    if name in HUB_DATASETS:
+        return HUB_DATASETS[name]
+    if _HUB_ID.match(name) and not Path(name).exists():
+        return name
+    return None
+
+
+def library_of(directory: str | Path) -> str:
+    """``transformers`` for a folder ``transformers.ClapModel.from_pretrained`` loads (a CLAP
+    ``config.json``), else ``claptune`` (MS-CLAP and default-model folders need claptune)."""
+    config = Path(directory) / "config.json"
+    try:
+        model_type = json.loads(config.read_text(encoding="utf-8")).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return "claptune"
+    return "transformers" if model_type == "clap" else "claptune"
+
+
+def build_model_card(info: CardInfo, library_name: str = "claptune"):
+    """A ``huggingface_hub.ModelCard`` for ``info``; ``library_name``: see ``library_of``."""
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
     results = []
@@ -143,8 +205,8 @@ def build_model_card(info: CardInfo):
             results.append(
                 EvalResult(
                     task_type=r.task,
-                    dataset_type=r.dataset,
-                    dataset_name=r.dataset_name,
+                    dataset_type=hub_dataset(r.dataset) or public_text(r.dataset),
+                    dataset_name=public_text(r.dataset_name),
                     dataset_split=r.split,
                     metric_type=r.metric,
                     metric_value=round(float(value), 4),
@@ -163,23 +225,24 @@ def build_model_card(info: CardInfo):
         "loss": info.loss,
         "base_revision": info.base.revision,
     }
+    hub_ids = [d for d in (hub_dataset(name) for name in info.datasets) if d]
     data = ModelCardData(
         base_model=info.base.repo_id,
         license=info.base.license,
-        datasets=info.datasets or None,
+        datasets=list(dict.fromkeys(hub_ids)) or None,
         tags=tags,
         pipeline_tag=TASK,
-        library_name="claptune",
-        model_name=(info.model_name or "claptune model") if results else None,
+        library_name=library_name,
+        model_name=public_text(info.model_name or "claptune model") if results else None,
         eval_results=results or None,
         claptune={k: v for k, v in own.items() if v is not None},
     )
-    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{_body(info)}")
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{_body(info, library_name)}")
 
 
-def _body(info: CardInfo) -> str:
-    title = info.model_name or "claptune model"
-    origin = info.base.repo_id or info.base.description or "an unknown model"
+def _body(info: CardInfo, library_name: str = "claptune") -> str:
+    title = public_text(info.model_name or "claptune model")
+    origin = info.base.repo_id or public_text(info.base.description) or "an unknown model"
     if info.base.revision:
         origin += f" (revision {info.base.revision})"
     lines = [
@@ -191,8 +254,8 @@ def _body(info: CardInfo) -> str:
     rows = [
         ("curation", ", ".join(info.curation) or None),
         ("loss", info.loss),
-        ("datasets", ", ".join(info.datasets) or None),
-        *((k, v) for k, v in info.details.items()),
+        ("data", ", ".join(_dataset_words(d) for d in info.datasets) or None),
+        *((k, public_text(v)) for k, v in info.details.items()),
     ]
     rows = [(k, v) for k, v in rows if v is not None and v != ""]
     if rows:
@@ -209,8 +272,8 @@ def _body(info: CardInfo) -> str:
         for r in info.results:
             before = "" if r.before is None else f"{100 * r.before:.1f} %"
             lines.append(
-                f"| {r.dataset_name} | {r.split} | {r.metric} | {before} | "
-                f"{100 * r.after:.1f} % | {r.note} |"
+                f"| {public_text(r.dataset_name)} | {r.split} | {r.metric} | {before} | "
+                f"{100 * r.after:.1f} % | {public_text(r.note)} |"
             )
         lines.append("")
     lines += [
@@ -224,6 +287,17 @@ def _body(info: CardInfo) -> str:
         "```",
         "",
     ]
+    if library_name == "transformers":
+        lines += [
+            "The folder is also a `transformers` CLAP model:",
+            "",
+            "```python",
+            "from transformers import ClapModel, ClapProcessor",
+            'model = ClapModel.from_pretrained("PATH/TO/THIS/FOLDER")',
+            'processor = ClapProcessor.from_pretrained("PATH/TO/THIS/FOLDER")',
+            "```",
+            "",
+        ]
     if info.base.license is None:
         lines += [
             "## Licence",
@@ -232,6 +306,16 @@ def _body(info: CardInfo) -> str:
             "",
         ]
     return "\n".join(lines)
+
+
+def _dataset_words(name: str) -> str:
+    """A data set as the card's text names it: its Hub id linked where it has one, a local
+    folder by its name."""
+    hub = hub_dataset(name)
+    if hub is None:
+        return f"{public_text(name)} (local)"
+    shown = name if name in HUB_DATASETS else hub
+    return f"{shown} ([{hub}](https://huggingface.co/datasets/{hub}))"
 
 
 def _cell(value: Any) -> str:
@@ -254,7 +338,7 @@ def methods_of(pairs: Any) -> list[str]:
 def write_model_card(directory: str | Path, info: CardInfo) -> Path:
     """Write ``directory/README.md`` for ``info`` (replacing an older card); return its path."""
     path = Path(directory) / CARD_FILE
-    build_model_card(info).save(path)
+    build_model_card(info, library_of(directory)).save(path)
     return path
 
 
@@ -293,6 +377,9 @@ __all__ = [
     "base_of",
     "base_card",
     "build_model_card",
+    "hub_dataset",
+    "library_of",
+    "public_text",
     "methods_of",
     "write_model_card",
     "ensure_model_card",

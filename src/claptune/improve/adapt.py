@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from claptune.card import public_text
 from claptune.data.dataset import check_class_names
 from claptune.errors import ClaptuneError
 from claptune.improve.config import (
@@ -200,7 +201,9 @@ def run_adapt(config: AdaptConfig, out_dir: str | Path, progress: bool = True) -
     model_dir = None
     if config.save_model:
         model_dir = Path(chosen.save(out_dir / "model"))
-        (model_dir / "adapt_config.json").write_text(json.dumps(config.to_dict(), indent=2))
+        # the folder is what `claptune push` publishes: local folders by their name only
+        public = public_text(config.to_dict())
+        (model_dir / "adapt_config.json").write_text(json.dumps(public, indent=2))
     evaluation = (
         score_labelled(ws, student, config.eval_target, config.eval_root)
         if config.eval_target
