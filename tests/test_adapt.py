@@ -357,3 +357,36 @@ def test_adapt_guard_and_predictions(unlabeled_task, teacher, tmp_path, capsys):
     assert main(argv) == 0
     third = AdaptReport.read(out3 / "report.json")
     assert third.predictions["model"] == third.saved == report.saved
+
+
+def test_adapt_with_a_datasets_corpus_and_without_any(
+    unlabeled_task, teacher, tmp_path, monkeypatch, capsys
+):
+    """A corpus given as a `datasets` save_to_disk folder replays and runs the checks like its
+    manifest twin; a run with no corpus says so in one warning line and in its report."""
+    datasets = pytest.importorskip("datasets", reason="the datasets extra: claptune[datasets]")
+    from claptune.cli import main
+    from claptune.report.adapt_schema import AdaptReport
+
+    monkeypatch.setenv("CLAPTUNE_DATA", str(tmp_path / "data"))
+    audio, classes, corpus, _ = unlabeled_task
+    rows = [line.split(",") for line in (corpus / "manifest.csv").read_text().splitlines()[1:]]
+    hf = tmp_path / "hf-corpus"
+    datasets.Dataset.from_dict(
+        {"audio": [str(corpus / r[0]) for r in rows], "caption": [r[1] for r in rows]}
+    ).cast_column("audio", datasets.Audio()).save_to_disk(str(hf))
+    out = tmp_path / "hf"
+    assert main(_argv(teacher, audio, classes, hf, out, "--no-save-model")) == 0
+    report = AdaptReport.read(out / "report.json")
+    assert report.forgetting is not None and report.forgetting.n_pairs > 0
+    capsys.readouterr()
+
+    bare = tmp_path / "bare"
+    argv = _argv(teacher, audio, classes, corpus, bare, "--no-save-model")
+    argv[argv.index("--corpus") + 1] = ""
+    assert main(argv) == 0
+    warned = [ln for ln in capsys.readouterr().err.splitlines() if "no paired corpus" in ln]
+    assert len(warned) == 1 and warned[0].startswith("claptune adapt: warning: no paired corpus")
+    assert AdaptReport.read(bare / "report.json").forgetting is None
+    for name in ("report.md", "report.html"):
+        assert "forgetting and transfer checks are skipped" in (bare / name).read_text(), name

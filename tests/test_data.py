@@ -237,6 +237,71 @@ def test_csv_reader_errors(tmp_path):
         load_dataset("folder")
 
 
+def _clips(folder: Path, n: int, ext: str) -> list[Path]:
+    return [write_clip(folder / f"{i}{ext}", seed=i) for i in range(n)]
+
+
+def test_corpus_from_a_datasets_folder_and_an_audiofolder(tmp_path, monkeypatch):
+    """--corpus reads Hugging Face data through `datasets`: a save_to_disk folder (clips held
+    as bytes, written once under $CLAPTUNE_DATA/corpora) and an audiofolder (clips used in
+    place); a second read needs no `datasets` at all."""
+    datasets = pytest.importorskip("datasets", reason="the datasets extra: claptune[datasets]")
+    from claptune.audio import load_audio
+    from claptune.data import hf_corpus
+
+    monkeypatch.setenv("CLAPTUNE_DATA", str(tmp_path / "data"))
+    clips = _clips(tmp_path / "src", 3, ".flac")
+    table = {"audio": [str(p) for p in clips], "captions": [["a dog barks", "dog"], ["rain"], []]}
+    saved = tmp_path / "saved"
+    datasets.Dataset.from_dict(table).cast_column("audio", datasets.Audio()).save_to_disk(
+        str(saved)
+    )
+    for p in clips:
+        p.unlink()  # the saved folder holds the bytes; nothing may read the source files
+    corpus = load_captioned_corpus(saved)
+    assert corpus.captions == ["a dog barks", "rain"]  # a list: its first; none: skipped
+    assert all(p.is_file() and p.suffix == ".flac" for p in map(Path, corpus.audio))
+    assert str(tmp_path / "data" / "corpora") in str(corpus.audio[0])
+    assert load_audio(corpus.audio[0], 16000).shape == (1600,)
+    assert set(corpus.sources) == {"saved"}  # a folder by its name only
+
+    folder = tmp_path / "af"
+    _clips(folder, 2, ".wav")
+    (folder / "metadata.csv").write_text("file_name,text\n0.wav,wind\n1.wav,a siren\n")
+    corpus = load_captioned_corpus(folder)
+    assert corpus.captions == ["wind", "a siren"]
+    assert [Path(p).resolve() for p in corpus.audio] == [
+        (folder / "0.wav").resolve(),
+        (folder / "1.wav").resolve(),
+    ]
+
+    def no_datasets(spec):
+        raise AssertionError("datasets read again")
+
+    monkeypatch.setattr(hf_corpus, "_open", no_datasets)
+    assert load_captioned_corpus(saved).captions == ["a dog barks", "rain"]
+    assert hf_corpus.is_hf_corpus("someone/captions") and not hf_corpus.is_hf_corpus(
+        "../no/such/folder"
+    )
+
+
+def test_corpus_datasets_errors_are_one_line(tmp_path, monkeypatch):
+    datasets = pytest.importorskip("datasets", reason="the datasets extra: claptune[datasets]")
+    monkeypatch.setenv("CLAPTUNE_DATA", str(tmp_path / "data"))
+    clip = write_clip(tmp_path / "x.wav")
+    saved = tmp_path / "nocap"
+    datasets.Dataset.from_dict({"audio": [str(clip)], "label": [1]}).cast_column(
+        "audio", datasets.Audio()
+    ).save_to_disk(str(saved))
+    with pytest.raises(ClaptuneError, match="no caption column .*columns: audio, label"):
+        load_captioned_corpus(saved)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "state.json").write_text("{not json")
+    with pytest.raises(ClaptuneError, match="cannot read corpus .* as a folder"):
+        load_captioned_corpus(broken)
+
+
 def test_subset_keeps_classes(tmp_path):
     ds = load_dataset("esc50", root=make_esc50(tmp_path))
     sub = ds.subset([4, 0])

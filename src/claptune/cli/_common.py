@@ -202,14 +202,18 @@ def add_common_arguments(p: argparse.ArgumentParser, target_required: bool = Tru
     add_run_arguments(p)
 
 
+CORPUS_HELP = (
+    "paired captioned corpus, replayed in fine-tuning and held out for the forgetting and "
+    "transfer checks: a folder with manifest.csv, webdataset shards, or a Hugging Face "
+    "dataset (a Hub id, a save_to_disk folder or an audiofolder with a caption column; "
+    "needs claptune[datasets]); '' for none (default: $CLAPTUNE_CORPUS, else "
+    "../shared/data/captioned-sfx where it exists, else none)"
+)
+
+
 def add_corpus_arguments(p: argparse.ArgumentParser) -> None:
     """The paired corpus and the prompts."""
-    p.add_argument(
-        "--corpus",
-        help="paired captioned corpus (manifest.csv folder) for replay "
-        "and DS captions (default: $CLAPTUNE_CORPUS or "
-        "../shared/data/captioned-sfx)",
-    )
+    p.add_argument("--corpus", help=CORPUS_HELP)
     p.add_argument(
         "--corpus-holdout",
         type=float,

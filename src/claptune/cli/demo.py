@@ -16,6 +16,7 @@ from pathlib import Path
 
 from claptune.cli._common import (
     CACHE_DIR_HELP,
+    CORPUS_HELP,
     add_overwrite,
     add_quiet,
     config_from_args,
@@ -32,9 +33,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder")
     p.add_argument("--splits", type=int, help="adaptation/test splits (default: 3)")
     p.add_argument("--seeds", type=int, help="training seeds per split (default: 3)")
-    p.add_argument(
-        "--corpus", help="paired corpus (default: $CLAPTUNE_CORPUS or ../shared/data/captioned-sfx)"
-    )
+    p.add_argument("--corpus", help=CORPUS_HELP)
     p.add_argument(
         "--device",
         help="torch device of training: auto (cuda if available, else cpu), cpu, "

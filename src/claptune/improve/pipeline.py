@@ -31,6 +31,7 @@ import json
 import logging
 import shutil
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,7 +40,8 @@ import numpy as np
 
 from claptune.atomic import scratch_dir
 from claptune.curation import Pairs, write_pairs
-from claptune.errors import ClaptuneError
+from claptune.data.captioned import NO_CORPUS
+from claptune.errors import ClaptuneError, InputWarning
 from claptune.evaluate.zeroshot import class_scores, predict_from_scores
 from claptune.features import FeatureStore
 from claptune.improve.config import UNLABELED, ImproveConfig
@@ -162,6 +164,8 @@ class Workspace:
                 f"({self.holdout_source})",
                 progress,
             )
+        else:
+            warnings.warn(NO_CORPUS, InputWarning, stacklevel=2)
 
         # the teacher's view of everything, once
         self.target_emb = self.embed_audio(self.teacher, self.items)

@@ -39,6 +39,13 @@ def summary_lines(report: AdaptReport) -> list[str]:
     return lines
 
 
+def corpus_note(report: AdaptReport) -> str | None:
+    """What the run skipped for want of a paired corpus (None when it had one)."""
+    from claptune.data.captioned import NO_CORPUS
+
+    return None if report.config.get("corpus") else NO_CORPUS[0].upper() + NO_CORPUS[1:] + "."
+
+
 def check_rows(report: AdaptReport) -> list[tuple[str, str, str]]:
     """(check, before, after) of the forgetting and transfer checks."""
     rows = []

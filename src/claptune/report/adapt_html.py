@@ -12,6 +12,7 @@ from claptune.report.adapt_format import (
     CLASS_HEADER,
     check_rows,
     class_rows,
+    corpus_note,
     eval_lines,
     guard_lines,
     summary_lines,
@@ -59,6 +60,9 @@ def render_adapt_html(
         parts.append(
             _table(["check", "before", "after"], [tuple(escape(c) for c in row) for row in checks])
         )
+    elif note := corpus_note(report):
+        parts.append("<h2>Forgetting and transfer checks</h2>")
+        parts.append(f'<p class="note">{escape(note)}</p>')
 
     parts.append("<h2>How sure the teacher's pseudo-labels are</h2>")
     parts.append(

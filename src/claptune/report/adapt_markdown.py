@@ -10,6 +10,7 @@ from claptune.report.adapt_format import (
     CLASS_HEADER,
     check_rows,
     class_rows,
+    corpus_note,
     eval_lines,
     guard_lines,
     summary_lines,
@@ -38,6 +39,8 @@ def render_adapt_markdown(report: AdaptReport, figure_files: Sequence[str] = ())
         out += ["## Forgetting and transfer checks", ""]
         out += _table(["check", "before", "after"], checks)
         out.append("")
+    elif note := corpus_note(report):
+        out += ["## Forgetting and transfer checks", "", note, ""]
     for name in ("confidence.png", "margin.png", "classes.png"):
         if name in figure_files:
             out += [f"![{name[:-4]}]({name})", ""]

@@ -46,6 +46,7 @@ font-size:.9em;text-align:left;vertical-align:top}th{background:#f3f6f9}
 .big{font-size:1.15em}.muted{color:#6b7785}.num{text-align:right;font-variant-numeric:tabular-nums}
 img{max-width:100%}audio{height:2em;width:260px}pre{background:#f3f6f9;padding:1em;overflow:auto;
 font-size:.8em}details{margin:.3em 0}
+.note{background:#fff7e0;border-left:3px solid #e0a800;padding:.5em .8em}
 img.wide{max-width:none;width:min(1500px,98vw);position:relative;left:50%;transform:translateX(-50%)}
 """
 
