@@ -11,6 +11,7 @@ import soundfile as sf
 
 from claptune.errors import ClaptuneError
 from claptune.report import ReportAssets, write_report
+from claptune.report.audio import preview_encoding
 from claptune.report.schema import (
     CurationCounts,
     Forgetting,
@@ -154,9 +155,28 @@ def test_write_report_files_and_offline_html(tmp_path):
     assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", html)
     sources = re.findall(r"""(?:src|href)="([^"]*)\"""", html)
     assert sources and all(s.startswith("data:") for s in sources)
-    players = re.findall(r'<audio controls[^>]*src="data:audio/wav;base64,', html)
+    mime = preview_encoding()[2]  # Ogg Opus where libsndfile writes it
+    players = re.findall(f'<audio controls[^>]*src="data:{mime};base64,', html)
     assert len(players) == 2  # audio_samples, each clip at most once
     assert html.count("<img alt=") == 4  # per class, before, after, after - before
     assert "<script>" not in html  # class names are escaped
     assert "&lt;script&gt;" in html
     assert "a dog barking 4" in html  # the best pair of its class is listed
+
+
+def test_previews_are_compressed_and_decode_to_the_clip_length(tmp_path):
+    """A 4 s preview is a tenth of 16-bit WAV in Ogg Opus (FLAC where libsndfile has no Opus),
+    and decodes back to 4 s at 16 kHz."""
+    import io
+
+    from claptune.report.audio import PREVIEW_RATE, preview_audio
+
+    clip = tmp_path / "noise.wav"  # white noise: the hardest case for any codec
+    sf.write(clip, 0.2 * np.random.default_rng(0).standard_normal(44_100 * 6), 44_100)
+    data, mime, ext = preview_audio(clip, seconds=4.0)
+    wav_bytes = 4 * PREVIEW_RATE * 2
+    assert (mime, ext) in {("audio/ogg", ".ogg"), ("audio/flac", ".flac"), ("audio/wav", ".wav")}
+    if ext == ".ogg":
+        assert len(data) < wav_bytes / 5
+    wave_back, rate = sf.read(io.BytesIO(data))
+    assert rate == PREVIEW_RATE and len(wave_back) == 4 * PREVIEW_RATE

@@ -1,11 +1,11 @@
 """Short audio previews for the HTML report: inlined as base64 ``data:`` URIs, or written as
 files beside the page when inlining them would make it too large.
 
-16 kHz mono 16-bit WAV plays in every browser with no codec question; 4 s of it is 128 kB
-(171 kB in base64), so two clips for each of 50 classes come to about 17 MB inline. A page
-much past ~20 MB loads slowly and cannot be mailed, so above ``max_page_bytes`` the
-previews go to RUN/audio/ and the page links them (``preload="none"``: nothing loads until
-a player is pressed).
+Previews are 16 kHz mono Ogg Opus (about 13 kB for 4 s, a tenth of 16-bit WAV): every current
+browser plays it (Chrome, Firefox, Edge, Safari 17+), so a page with two clips for each of 50
+classes stays near 2 MB. A libsndfile without Opus (before 1.0.29) gets FLAC, and WAV where
+neither is there. Above ``max_page_bytes`` the previews go to RUN/audio/ and the page links
+them (``preload="none"``: nothing loads until a player is pressed).
 """
 
 from __future__ import annotations
@@ -19,19 +19,39 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-PREVIEW_RATE = 16_000
+PREVIEW_RATE = 16_000  # one of Opus's own rates (8, 12, 16, 24, 48 kHz): no resampling there
+
+# (soundfile format, subtype, MIME type, file extension), best first
+_ENCODINGS = (
+    ("OGG", "OPUS", "audio/ogg", ".ogg"),  # Opus in Ogg
+    ("FLAC", "PCM_16", "audio/flac", ".flac"),
+    ("WAV", "PCM_16", "audio/wav", ".wav"),
+)
 
 
-def preview_wav(path: str | Path, seconds: float = 4.0, sample_rate: int = PREVIEW_RATE) -> bytes:
-    """The first ``seconds`` of a clip as mono 16-bit WAV bytes at ``sample_rate``."""
+def preview_encoding() -> tuple[str, str, str, str]:
+    """The (format, subtype, MIME, extension) previews are written in: the first this
+    libsndfile can write."""
+    for fmt, subtype, mime, ext in _ENCODINGS:
+        if subtype in sf.available_subtypes(fmt):
+            return fmt, subtype, mime, ext
+    return _ENCODINGS[-1]
+
+
+def preview_audio(
+    path: str | Path, seconds: float = 4.0, sample_rate: int = PREVIEW_RATE
+) -> tuple[bytes, str, str]:
+    """(bytes, MIME type, extension): the first ``seconds`` of a clip, mono, at
+    ``sample_rate``, compressed (``preview_encoding``)."""
     # a file or a webdataset shard member; only its first ``seconds`` are played
     wave = _first_seconds(path, seconds, sample_rate)  # bounded memory on hour-long files
     peak = float(np.max(np.abs(wave))) if wave.size else 0.0
     if peak > 1.0:  # resampling can overshoot full scale slightly; avoid clipping noise
         wave = wave / peak
+    fmt, subtype, mime, ext = preview_encoding()
     buf = io.BytesIO()
-    sf.write(buf, wave, sample_rate, format="WAV", subtype="PCM_16")
-    return buf.getvalue()
+    sf.write(buf, wave, sample_rate, format=fmt, subtype=subtype)
+    return buf.getvalue(), mime, ext
 
 
 def data_uri(payload: bytes, mime: str) -> str:
@@ -64,33 +84,34 @@ def previews(
     page (``page_bytes`` without them) stays within ``max_page_bytes`` or when there is no
     ``out_dir`` to write files into; otherwise each is written to ``out_dir/audio/`` and linked.
     A clip that cannot be decoded gets its reason instead, so a preview never sinks the report."""
-    wavs: list[bytes | None] = []
+    encoded: list[bytes | None] = []
     out: list[Preview] = []
+    _, _, mime, ext = preview_encoding()
     for path in paths:
         try:
-            wavs.append(preview_wav(path, seconds))
+            encoded.append(preview_audio(path, seconds)[0])
             out.append(Preview())
         except Exception as err:  # noqa: BLE001 - any decode failure is reported, not raised
-            wavs.append(None)
+            encoded.append(None)
             out.append(Preview(error=str(err)))
-    inline_size = page_bytes + sum(base64_size(len(w)) for w in wavs if w is not None)
+    inline_size = page_bytes + sum(base64_size(len(w)) for w in encoded if w is not None)
     link = out_dir is not None and max_page_bytes is not None and inline_size > max_page_bytes
     folder = Path(out_dir) / AUDIO_DIR if link else None
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
-        for old in folder.glob("[0-9][0-9][0-9][0-9]_*.wav"):  # a previous report's previews
+        for old in folder.glob("[0-9][0-9][0-9][0-9]_*.*"):  # a previous report's previews
             old.unlink()
-    for k, (path, wav, preview) in enumerate(zip(paths, wavs, out, strict=True)):
-        if wav is None:
+    for k, (path, clip, preview) in enumerate(zip(paths, encoded, out, strict=True)):
+        if clip is None:
             continue
         if folder is None:
-            preview.src = data_uri(wav, "audio/wav")
+            preview.src = data_uri(clip, mime)
         else:
             # numbered so that two clips with one file name never collide; the stem keeps the
             # folder readable; odd characters go so the relative URL needs no escaping
             stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(str(path)).stem)[:60]
-            name = f"{k:04d}_{stem}.wav"
-            (folder / name).write_bytes(wav)
+            name = f"{k:04d}_{stem}{ext}"
+            (folder / name).write_bytes(clip)
             preview.src = f"{AUDIO_DIR}/{name}"
     return out, link
 
@@ -98,7 +119,8 @@ def previews(
 __all__ = [
     "AUDIO_DIR",
     "Preview",
-    "preview_wav",
+    "preview_audio",
+    "preview_encoding",
     "previews",
     "data_uri",
     "base64_size",
