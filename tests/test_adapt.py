@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 
 import pytest
 
@@ -390,3 +391,6 @@ def test_adapt_with_a_datasets_corpus_and_without_any(
     assert AdaptReport.read(bare / "report.json").forgetting is None
     for name in ("report.md", "report.html"):
         assert "forgetting and transfer checks are skipped" in (bare / name).read_text(), name
+    html = (bare / "report.html").read_text()
+    for cls in ("dog_bark", "rain", "siren"):  # every class can be heard, curated or not
+        assert re.search(f"<summary>{cls}: [^<]*</summary><table>.*?<audio controls", html), cls

@@ -212,3 +212,37 @@ def test_prior_figure_estimated_against_true(tmp_path):
     assert written["priors.png"].read_bytes()[:4] == b"\x89PNG"
     assert 'alt="class priors"' in written["html"].read_text()
     assert "![priors.png](priors.png)" in written["md"].read_text()
+
+
+def test_every_class_gets_players_the_surest_clips_without_curated_pairs(tmp_path, pairs):
+    """Classes that got no curated pair are heard too: the clips the teacher is surest of,
+    marked as such; a class with curated pairs keeps them."""
+    from claptune.report.html import SUREST, surest_rows
+
+    curated = [r for r in pairs if r["class"] in ("alarm", "bird")]
+    items = [r["audio"] for r in pairs]  # 20 clips, 4 per class in CLASSES order
+    scores = np.full((len(items), len(CLASSES)), 0.1)
+    for i in range(len(items)):
+        scores[i, i // 4] = 0.5 + 0.01 * i  # the teacher puts clip i in class i // 4
+    scores[12, 4] = 0.3  # dog's first clip: the pool's closest to engine, yet classified dog
+    surest = surest_rows(items, scores, CLASSES, per_class=1, clips=np.arange(16))
+    assert [(r["class"], r["audio"]) for r in surest] == [
+        ("alarm", items[3]),
+        ("bird", items[7]),
+        ("cat", items[11]),
+        ("dog", items[15]),
+        ("engine", items[12]),  # no clip of the pool is classified engine: the closest one
+    ]
+    assets = ReportAssets(
+        class_names=CLASSES, pairs=curated, audio_per_class=1, audio_seconds=0.25, surest=surest
+    )
+    html = write_report(tmp_path / "run", _report(), assets)["html"].read_text()
+    assert _player_classes(html) == CLASSES
+    assert html.count(escape_html(SUREST)) == 3  # cat, dog, engine
+    assert "for the 3 classes without a curated pair" in html
+
+
+def escape_html(text: str) -> str:
+    from html import escape
+
+    return escape(text)

@@ -218,9 +218,16 @@ def run_adapt(config: AdaptConfig, out_dir: str | Path, progress: bool = True) -
     if model_dir is not None:
         write_adapt_card(ws, report, model_dir)
     from claptune.report.adapt import AdaptAssets, write_adapt_report
+    from claptune.report.html import surest_rows
 
     write_adapt_report(
-        out_dir, report, AdaptAssets(pairs=pair_rows(pairs), audio_per_class=config.audio_per_class)
+        out_dir,
+        report,
+        AdaptAssets(
+            pairs=pair_rows(pairs),
+            audio_per_class=config.audio_per_class,
+            surest=surest_rows(ws.items, ws.scores_before, ws.class_names, config.audio_per_class),
+        ),
     )
     if len(pairs):
         write_pairs(pairs, out_dir / "pairs.csv")

@@ -625,7 +625,9 @@ def run_improve(config: ImproveConfig, out_dir: str | Path, progress: bool = Tru
     if model_dir is not None:
         write_improve_card(ws, report, model_dir)
     from claptune.report import ReportAssets, write_report
+    from claptune.report.html import surest_rows
 
+    adapt_clips = ws.splits[report.model_run.split].adapt  # the clips its pairs came from
     write_report(
         out_dir,
         report,
@@ -636,6 +638,9 @@ def run_improve(config: ImproveConfig, out_dir: str | Path, progress: bool = Tru
             pairs=rows,
             audio_per_class=config.audio_per_class,
             audio_samples=config.audio_samples,
+            surest=surest_rows(
+                ws.items, ws.scores_before, ws.class_names, config.audio_per_class, adapt_clips
+            ),
         ),
     )
     if rep_pairs is not None and len(rep_pairs):

@@ -36,6 +36,9 @@ class ReportAssets:
         default_factory=list
     )  # curated rows: audio, text, score, method, class
     audio_per_class: int = 2  # best-scored curated pairs of each class given a player
+    # the teacher's surest clips per class (html.surest_rows): the players of a class that got
+    # no curated pair, so that every class can be heard
+    surest: list[dict] = field(default_factory=list)
     audio_samples: int | None = None  # cap on all players (spread over classes); None: no cap
     audio_seconds: float = 4.0
     pairs_per_class: int = 5  # top-scoring curated pairs listed per class

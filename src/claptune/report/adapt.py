@@ -25,8 +25,11 @@ class AdaptAssets:
         default_factory=list
     )  # curated rows: audio, text, score, method, class
     audio_per_class: int = 1  # curated pairs per class embedded as players in report.html
-    audio_seconds: float = 3.0  # 3 s of 16 kHz WAV per player: 50 classes stay a few MB
+    audio_seconds: float = 3.0  # 3 s of 16 kHz Ogg Opus per player: 50 classes stay ~1 MB
     pairs_per_class: int = 5  # top-scoring curated pairs listed per class
+    # the teacher's surest clips per class (report.html.surest_rows): the players of a class
+    # with no curated pair, so that every class can be heard
+    surest: list[dict] = field(default_factory=list)
 
 
 def adapt_figures(report: AdaptReport) -> dict[str, bytes]:

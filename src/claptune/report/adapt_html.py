@@ -81,9 +81,15 @@ def render_adapt_html(
         )
 
     by_class = _pairs_by_class(assets.pairs)
-    if by_class:
+    fallback = {c: r for c, r in _pairs_by_class(assets.surest).items() if c not in by_class}
+    if by_class or fallback:
         parts.append("<h2>Listen to what the curation chose</h2>")
-        for cls, rows in by_class.items():
+        if fallback:
+            parts.append(
+                f'<p class="muted">{len(fallback)} classes got no curated pair: their players '
+                "are the clips the teacher is surest of.</p>"
+            )
+        for cls, rows in sorted({**by_class, **fallback}.items()):
             heard = rows[: assets.audio_per_class]
             listed = rows[assets.audio_per_class : assets.pairs_per_class]
             table = _players(heard, assets.audio_seconds) if heard else ""
@@ -99,9 +105,8 @@ def render_adapt_html(
                         for r in listed
                     ],
                 )
-            parts.append(
-                f"<details><summary>{escape(cls)}: {len(rows)} pairs</summary>{table}</details>"
-            )
+            what = f"{len(rows)} pairs" if cls in by_class else "no curated pair"
+            parts.append(f"<details><summary>{escape(cls)}: {what}</summary>{table}</details>")
     parts.append("<h2>Resolved configuration</h2>")
     parts.append(f"<pre>{escape(json.dumps(report.config, indent=2, default=str))}</pre>")
     body = "\n".join(parts)

@@ -1,8 +1,9 @@
 """report.html: one self-contained page (inline CSS, figures and audio as data: URIs).
 
 No script, font, stylesheet or media is fetched from anywhere, so the page opens offline. Every
-class gets its players; when inlining them all would make the page too large they are files
-in ``audio/`` beside the page (see ``claptune.report.audio.previews``).
+class gets its players: its best-scored curated pairs, or where it has none the clips the
+teacher is surest of (``surest_rows``); when inlining them all would make the page too large
+they are files in ``audio/`` beside the page (see ``claptune.report.audio.previews``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from collections import defaultdict
 from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 from claptune.report.audio import Preview, data_uri, previews
 from claptune.report.format import (
@@ -98,12 +101,51 @@ def _audio_sample(
     return [row for rows in chosen.values() for row in rows]
 
 
+SUREST = "teacher's surest (no curated pair)"  # the method column of a fallback player
+
+
+def surest_rows(
+    items: list, scores: np.ndarray, class_names: list[str], per_class: int, clips=None
+) -> list[dict]:
+    """For each class, the ``per_class`` clips the teacher is surest of (highest cosine among
+    the clips it classifies into the class, else among all ``clips``), as player rows: what
+    report.html plays for a class that got no curated pair. ``scores`` (N, C): the teacher's
+    class scores of ``items``; ``clips``: the indices to choose from (default all). Reads no
+    label."""
+    scores = np.asarray(scores)
+    pool = np.arange(len(items)) if clips is None else np.asarray(clips)
+    if per_class <= 0 or len(pool) == 0:
+        return []
+    predicted = scores[pool].argmax(axis=1)
+    rows = []
+    for c, name in enumerate(class_names):
+        mine = pool[predicted == c]
+        candidates = mine if len(mine) else pool
+        order = candidates[np.argsort(-scores[candidates, c], kind="stable")][:per_class]
+        rows += [
+            {
+                "audio": str(items[i]),
+                "class": name,
+                "score": float(scores[i, c]),
+                "text": f"(the teacher's {'top' if len(mine) else 'closest'} clip for {name})",
+                "method": SUREST,
+            }
+            for i in order
+        ]
+    return rows
+
+
 def audio_sample(assets: ReportAssets) -> list[dict]:
-    """The curated pairs that get a player in report.html (``ReportAssets`` budget)."""
+    """The pairs that get a player in report.html (``ReportAssets`` budget): the best-scored
+    curated pairs of each class, and for a class with none its ``surest`` rows, so that every
+    class can be heard."""
     if assets.audio_samples == 0 or assets.audio_per_class <= 0:
         return []
+    by_class = _pairs_by_class(assets.pairs)
+    for cls, rows in _pairs_by_class(assets.surest).items():
+        by_class.setdefault(cls, rows)
     return _audio_sample(
-        _pairs_by_class(assets.pairs), assets.audio_samples, assets.audio_per_class
+        dict(sorted(by_class.items())), assets.audio_samples, assets.audio_per_class
     )
 
 
@@ -268,7 +310,7 @@ def render_html(
         if "priors.png" in figures:
             parts.append(_img(figures, "priors.png", "class priors"))
         parts += _precision_section(report)
-        if by_class:
+        if by_class or assets.surest:
             run = report.model_run
             parts.append(f'<p class="muted">Pairs of split {run.split}, seed {run.seed}.</p>')
             if players is None:
@@ -282,13 +324,22 @@ def render_html(
                 )
             if players:
                 n_classes = len({str(r.get("class")) for r, _ in players})
+                fallback = len(
+                    {str(r.get("class")) for r, _ in players if r.get("method") == SUREST}
+                )
                 parts.append("<h3>Listen to what the curation chose</h3>")
                 capped = assets.audio_samples is not None and len(players) >= assets.audio_samples
                 cap = f", at most {assets.audio_samples} in all" if capped else ""
+                instead = (
+                    f"; for the {fallback} classes without a curated pair, the clips the teacher "
+                    "is surest of"
+                    if fallback
+                    else ""
+                )
                 parts.append(
-                    f'<p class="muted">{len(players)} pairs of {n_classes} classes: the '
-                    f"best-scored {assets.audio_per_class} of each class{cap} (first "
-                    f"{assets.audio_seconds:g} s of each clip).</p>"
+                    f'<p class="muted">{len(players)} clips of {n_classes} classes: the '
+                    f"best-scored {assets.audio_per_class} pairs of each class{cap}{instead} "
+                    f"(first {assets.audio_seconds:g} s of each clip).</p>"
                 )
                 parts.append(
                     _players([r for r, _ in players], assets.audio_seconds, [p for _, p in players])
