@@ -3,7 +3,8 @@
     python bench/screenshot_report.py                       # ESC-50 subset from ../shared/data
     python bench/screenshot_report.py --max-page-mb 100     # force the previews inline
 
-What it checks: that a page with every ESC-50 class (players for each, the top-confusion table,
+What it checks: that the page has no horizontal scroll at the window width (the document's
+scroll width against the viewport's, measured by the browser), that a page with every ESC-50 class (players for each, the top-confusion table,
 the after-minus-before matrix, pseudo-label precision per class and the prior figure) renders in
 a real browser, that the browser can load its first and last player (inline or linked), and
 what the page weighs. The report is a rendering fixture: the clips, class names
@@ -202,6 +203,40 @@ def audio_duration(chromium: str, out_dir: Path, src: str) -> float | None:
     return float(found.group(1)) if found else None
 
 
+_OVERFLOW = """<script>window.addEventListener("load", () => {{
+const root = document.documentElement;
+document.body.insertAdjacentHTML("beforeend",
+  "<div id=overflow>" + (root.scrollWidth - root.clientWidth) + "</div>"); }});</script>"""
+
+
+def horizontal_overflow(chromium: str, page: Path, width: int) -> int | None:
+    """Pixels the page is wider than a ``width``-pixel window's viewport (0: no horizontal
+    scroll bar), as Chromium lays it out; None when it could not tell."""
+    probe = page.with_name("_overflow.html")
+    probe.write_text(
+        page.read_text(encoding="utf-8").replace("</body>", _OVERFLOW + "</body>"),
+        encoding="utf-8",
+    )
+    dom = subprocess.run(
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            f"--window-size={width},2000",
+            "--virtual-time-budget=5000",
+            "--dump-dom",
+            probe.resolve().as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    ).stdout
+    probe.unlink()
+    found = re.search(r'<div id="overflow">(-?[0-9]+)', dom)
+    return int(found.group(1)) if found else None
+
+
 def tiles(png: Path) -> list[Path]:
     """The screenshot cut into TILE-high pieces, blank ones (past the page's end) dropped."""
     from PIL import Image
@@ -228,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
         default=20.0,
         help="inline the previews up to this page size (20)",
     )
-    p.add_argument("--width", type=int, default=1400, help="window width in pixels (1400)")
+    p.add_argument("--width", type=int, default=1280, help="window width in pixels (1280)")
     p.add_argument(
         "--height",
         type=int,
@@ -261,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     pieces = tiles(png)
     sources = re.findall(r'<audio controls preload="none" src="([^"]+)"', html)
     durations = [audio_duration(chromium, args.out, src) for src in sources[:1] + sources[-1:]]
+    overflow = {w: horizontal_overflow(chromium, written["html"], w) for w in (args.width, 1024)}
     audio = written.get("audio")
     result = {
         "classes": len(names),
@@ -272,6 +308,8 @@ def main(argv: list[str] | None = None) -> int:
         if audio
         else 0.0,
         "max_page_mb": args.max_page_mb,
+        # page width beyond the viewport, in pixels, per window width (0: no horizontal scroll)
+        "horizontal_overflow_px": overflow,
         # what Chromium reads from the first and the last player (None: it could not load it)
         "player_seconds_in_browser": durations,
         "write_report_s": round(render_s, 2),

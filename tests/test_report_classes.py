@@ -246,3 +246,24 @@ def escape_html(text: str) -> str:
     from html import escape
 
     return escape(text)
+
+
+def test_legends_sit_outside_the_data(monkeypatch):
+    """Every figure with a legend keeps it off the axes, so it covers no bar or line."""
+    from claptune.report import plots
+
+    figures = []
+    monkeypatch.setattr(plots, "_png", lambda fig: figures.append(fig) or b"")
+    names = [f"class {i}" for i in range(12)]
+    full = np.linspace(0.05, 0.98, 12)  # bars reaching the right edge, where legends sat
+    plots.per_class_bars(names, full, full[::-1], full * 0.05, full * 0.05)
+    plots.class_count_bars(names, {"a": full * 100, "b": full[::-1] * 100}, "share (%)")
+    plots.histogram_plot(np.linspace(0, 1, 21), [5] * 20, [3] * 20, "confidence", 0.5)
+    plots.ablation_plot(["x hard", "x soft"], [0.5, 0.9], [0.01, 0.01], baseline=0.6)
+    assert len(figures) == 4
+    for fig in figures:
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        (ax,) = fig.axes
+        legend = ax.get_legend().get_window_extent(renderer)
+        assert not legend.overlaps(ax.get_window_extent(renderer)), fig

@@ -50,7 +50,8 @@ font-size:.9em;text-align:left;vertical-align:top}th{background:#f3f6f9}
 img{max-width:100%}audio{height:2em;width:260px}pre{background:#f3f6f9;padding:1em;overflow:auto;
 font-size:.8em}details{margin:.3em 0}
 .note{background:#fff7e0;border-left:3px solid #e0a800;padding:.5em .8em}
-img.wide{max-width:none;width:min(1500px,98vw);position:relative;left:50%;transform:translateX(-50%)}
+img.wide{display:block;max-width:none;width:min(1500px,calc(100vw - 48px));
+margin-left:calc((100% - min(1500px,calc(100vw - 48px)))/2)}
 """
 
 

@@ -19,6 +19,18 @@ def _pyplot():
     return plt
 
 
+def _legend_above(ax, ncol: int) -> None:
+    """The legend in one row above the axes, where it can never cover a bar or a line."""
+    ax.legend(
+        loc="lower left",
+        bbox_to_anchor=(0.0, 1.0),
+        ncol=ncol,
+        fontsize=8,
+        frameon=False,
+        borderaxespad=0.3,
+    )
+
+
 def _png(fig) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
@@ -61,7 +73,7 @@ def per_class_bars(
     ax.invert_yaxis()
     ax.set_xlabel("test-part accuracy (%), mean ± std over runs")
     ax.set_xlim(0, 100)
-    ax.legend(loc="lower right", fontsize=8)
+    _legend_above(ax, 2)
     ax.grid(axis="x", alpha=0.3)
     return _png(fig)
 
@@ -149,7 +161,7 @@ def ablation_plot(
     ax.bar(x, np.asarray(means) * 100, yerr=np.asarray(stds) * 100, color=colors, capsize=3)
     if baseline is not None:
         ax.axhline(baseline * 100, color="#c0392b", lw=1, ls="--", label="before (teacher)")
-        ax.legend(fontsize=8)
+        _legend_above(ax, 1)
     ax.set_xticks(x, list(labels), rotation=45, ha="right", fontsize=8)
     ax.set_ylabel("test-part accuracy (%)")
     ax.grid(axis="y", alpha=0.3)
@@ -174,7 +186,7 @@ def histogram_plot(
         ax.axvline(threshold, color="#c0392b", lw=1, ls="--", label="threshold")
     ax.set_xlabel(xlabel)
     ax.set_ylabel("clips")
-    ax.legend(fontsize=8)
+    _legend_above(ax, 3)
     ax.grid(axis="y", alpha=0.3)
     return _png(fig)
 
@@ -194,7 +206,7 @@ def class_count_bars(
     ax.set_yticks(y, [str(c) for c in class_names], fontsize=7)
     ax.set_ylim(n - 0.5, -0.5)  # first class on top, no empty margin
     ax.set_xlabel(xlabel)
-    ax.legend(loc="lower right", fontsize=8)
+    _legend_above(ax, k)
     ax.grid(axis="x", alpha=0.3)
     return _png(fig)
 
