@@ -100,6 +100,19 @@ def test_esc50_download_through_file_url(tmp_path, monkeypatch):
     assert len(load_dataset("esc50", download=True, progress=False)) == len(ESC_ROWS)
 
 
+def test_claptune_data_is_the_data_folder_or_the_set_itself(tmp_path, monkeypatch):
+    """$CLAPTUNE_DATA means one thing to every command: the folder searched for a published
+    set (as <name>/, or as the set itself) and downloaded into."""
+    make_esc50(tmp_path / "data" / "esc50")
+    make_esc50(tmp_path / "subset")
+    for folder in (tmp_path / "data", tmp_path / "subset"):
+        monkeypatch.setenv("CLAPTUNE_DATA", str(folder))
+        assert len(load_dataset("esc50")) == len(ESC_ROWS), folder
+    monkeypatch.setenv("CLAPTUNE_DATA", str(tmp_path / "nothing"))
+    with pytest.raises(ClaptuneError, match="esc50 not found"):
+        load_dataset("esc50")
+
+
 def test_us8k_reader(tmp_path):
     root = tmp_path / "UrbanSound8K"
     rows = [

@@ -556,7 +556,7 @@ def test_ablate_cli_writes_table_on_shared_splits(tiny_clap_dir, tiny_task, tmp_
     assert (out / "ablation.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_demo_reads_root_from_flag_then_env_else_downloads(monkeypatch, tmp_path):
+def test_demo_reads_root_from_flag_else_the_data_folder_else_downloads(monkeypatch, tmp_path):
     from claptune.cli import build_parser
     from claptune.cli.demo import demo_config
 
@@ -571,9 +571,10 @@ def test_demo_reads_root_from_flag_then_env_else_downloads(monkeypatch, tmp_path
         3,
         3,
     )
+    # $CLAPTUNE_DATA is not demo's own: the data folder every command searches (test_data.py)
     monkeypatch.setenv("CLAPTUNE_DATA", str(tmp_path / "esc"))
     cfg = demo_config(parser.parse_args(["demo", "--corpus", str(tmp_path)]))
-    assert (cfg.root, cfg.download) == (str(tmp_path / "esc"), False)
+    assert (cfg.root, cfg.download) == (None, True)
     cfg = demo_config(parser.parse_args(["demo", "--root", "/x", "--corpus", str(tmp_path)]))
     assert cfg.root == "/x"
 

@@ -1,6 +1,6 @@
 """``claptune demo``: ``improve`` with the embedded default model on ESC-50.
 
-    claptune demo                       # uses $CLAPTUNE_DATA if set, else downloads ESC-50
+    claptune demo                       # ESC-50 in $CLAPTUNE_DATA (or $CLAPTUNE_DATA/esc50), else downloaded
     claptune demo --root ../shared/data/esc50-subset --out runs/demo
 
 Everything of ``claptune improve`` applies (3 splits x 3 seeds, the report in OUT/report.html,
@@ -11,7 +11,6 @@ heads are retrained per run.
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 from claptune.cli._common import (
@@ -29,7 +28,11 @@ from claptune.improve.config import ImproveConfig
 
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub_parser(sub, "demo", __doc__)
-    p.add_argument("--root", help="local ESC-50 copy (default: $CLAPTUNE_DATA, else download)")
+    p.add_argument(
+        "--root",
+        help="local ESC-50 copy (default: found in $CLAPTUNE_DATA/esc50 or $CLAPTUNE_DATA, "
+        "as for every command, else downloaded there)",
+    )
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder")
     p.add_argument("--splits", type=int, help="adaptation/test splits (default: 3)")
     p.add_argument("--seeds", type=int, help="training seeds per split (default: 3)")
@@ -46,9 +49,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def demo_config(args: argparse.Namespace) -> ImproveConfig:
-    """improve's config for the demo: the default model on ESC-50 from --root,
-    $CLAPTUNE_DATA, or a download."""
-    root = args.root or os.environ.get("CLAPTUNE_DATA") or None
+    """improve's config for the demo: the default model on ESC-50 from --root, else where
+    every command looks for it ($CLAPTUNE_DATA/esc50 or $CLAPTUNE_DATA), else a download."""
+    root = args.root or None
     full = argparse.Namespace(
         model="default",
         target="esc50",
@@ -76,6 +79,6 @@ def demo_config(args: argparse.Namespace) -> ImproveConfig:
 @holds_out_folder
 def run(args: argparse.Namespace) -> int:
     config = demo_config(args)
-    where = config.root or "a download of ESC-50 (no --root and no $CLAPTUNE_DATA)"
+    where = config.root or "$CLAPTUNE_DATA (else a download)"
     print(f"claptune demo: default model on ESC-50 from {where}; report in {args.out}")
     return improve_and_print(config, args.out, args.quiet)

@@ -9,8 +9,9 @@
     folder   a folder of class folders
     csv      a CSV of path,label[,fold]
 
-``root`` points at a local copy; without it the published sets are looked for in
-``$CLAPTUNE_DATA`` (default ~/.cache/claptune/data) and fetched there with ``download=True``.
+``root`` points at a local copy; without it a published set is looked for in
+``$CLAPTUNE_DATA/<name>``, then in ``$CLAPTUNE_DATA`` itself (default ~/.cache/claptune/data),
+and fetched into ``$CLAPTUNE_DATA/<name>`` with ``download=True``.
 ``load_captioned_corpus(root)`` reads a ``manifest.csv`` corpus of captioned clips.
 """
 

@@ -1,7 +1,8 @@
 """Find a published data set on disk, or download and unpack it on request.
 
 A data set is looked for in ``root`` (given by the user, e.g. ``--root ../shared/data/esc50-subset``)
-or in ``default_data_dir()/<name>``. The folder may be the data set itself or the folder its
+or in ``default_data_dir()/<name>`` (``$CLAPTUNE_DATA/<name>``), or in ``$CLAPTUNE_DATA``
+itself when that is the data set. The folder may be the data set itself or the folder its
 archive unpacks into (``ESC-50-master/``, ``UrbanSound8K/``). Downloads only happen when asked
 (``download=True``): archives go to ``<dest>/.downloads`` (checksummed, resumable) and are
 unpacked into ``<dest>``.
@@ -39,12 +40,16 @@ def locate(
 ) -> Path:
     """The folder holding ``marker`` (a relative path such as ``meta/esc50.csv``).
 
-    Looks in ``root`` (or the default data folder) and its ``subfolders``; if absent and
-    ``download`` is set, downloads ``remotes`` there first. Otherwise raises a ``ClaptuneError``
-    saying how to get the data.
+    Looks in ``root`` and its ``subfolders``; without ``root``, in ``$CLAPTUNE_DATA/<name>``
+    (the default data folder), then in ``$CLAPTUNE_DATA`` itself, so that
+    ``CLAPTUNE_DATA=path/to/esc50`` means the same to every command. If absent and ``download``
+    is set, downloads ``remotes`` into ``$CLAPTUNE_DATA/<name>`` (or ``root``) first. Otherwise
+    raises a ``ClaptuneError`` saying how to get the data.
     """
     dest = Path(root).expanduser() if root is not None else default_data_dir() / name
     found = _find(dest, marker, subfolders)
+    if found is None and root is None:
+        found = _find(default_data_dir(), marker, subfolders)
     if found is not None:
         return found
     if not download:
