@@ -55,9 +55,7 @@ def test_damaged_weights_file_is_one_line_error(tmp_path):
 
 
 def test_features_equal_aisfx_package():
-    pytest.importorskip(
-        "aisfx", reason="aisfx not installed: pip install claptune[aisfx-reference]"
-    )
+    pytest.importorskip("aisfx", reason="aisfx not installed: scripts/setup.sh --with-reference")
     from aisfx.inference import get_path_modelWeights, load_bestModel
 
     from claptune.models.default import AisfxAudioEncoder

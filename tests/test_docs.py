@@ -102,3 +102,62 @@ def test_readme_python_example_runs(tiny_clap_dir, tmp_path, monkeypatch, capsys
 @pytest.mark.parametrize("page", ["architecture.md", "benchmarks.md"])
 def test_new_pages_exist(page):
     assert (ROOT / "docs" / page).stat().st_size > 0
+
+
+def _vocabulary_table() -> list[tuple[str, str, str, list[str]]]:
+    """(flag, meaning, default, commands) of the README's vocabulary table."""
+    lines = README.splitlines()
+    start = lines.index("| flag | meaning | default | commands |")
+    rows = []
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        flag, meaning, default, commands = (c.strip() for c in line.strip("|").split("|"))
+        rows.append((flag.strip("`"), meaning, default, commands))
+    return rows
+
+
+def _help(command: str) -> str:
+    import contextlib
+    import io
+
+    from claptune.cli import main
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
+        main([command, "--help"])
+    return out.getvalue()
+
+
+def _option_help(text: str, flag: str) -> str | None:
+    """The help of ``flag`` in a --help text (its lines up to the next option), or None."""
+    import re
+
+    found = re.search(rf"^  {re.escape(flag)}\b(.*?)(?=^  -|\Z)", text, re.S | re.M)
+    return " ".join(found.group(1).split()) if found else None
+
+
+def test_readme_vocabulary_table_is_what_every_help_says():
+    """Each flag of the README's table is in exactly the commands it lists, and its help there
+    shows the listed default."""
+    from claptune.cli import COMMANDS
+
+    helps = {name: _help(name) for name in COMMANDS}
+    table = _vocabulary_table()
+    assert {row[0] for row in table} >= {"--target", "--template", "--device", "--quiet"}
+    for flag, _meaning, default, listed in table:
+        names = set(COMMANDS) if listed == "all" else {c.strip() for c in listed.split(",")}
+        having = {name for name, text in helps.items() if _option_help(text, flag) is not None}
+        assert having == names, (flag, sorted(having ^ names))
+        # "`$X`; curate: none; pretrain: required": one default, and the commands that differ
+        first, *others = (part.strip() for part in default.split(";"))
+        exceptions = dict(part.split(": ", 1) for part in others)
+        for name in names:
+            text = _option_help(helps[name], flag)
+            shown = exceptions.get(name, first).strip("`")
+            if shown == "off":
+                assert "(default: off)" in text, (flag, name)
+            elif shown == "required":
+                assert "(required)" in text, (flag, name, text)
+            elif shown:
+                assert f"default: {shown}" in text, (flag, name, text)

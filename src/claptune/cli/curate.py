@@ -92,8 +92,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument(
         "--corpus",
         metavar="PATH",
-        help="paired corpus: a folder with manifest.csv, or the CSV (path, caption) "
-        "(default: none)",
+        help="paired corpus: a folder with manifest.csv, the CSV (path, caption), captioned "
+        "shards or a Hugging Face dataset (default: none; only ds, ads and a2a read it)",
     )
     p.add_argument(
         "--target-audio",

@@ -23,7 +23,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "--corpus",
         required=True,
         type=Path,
-        help="folder with manifest.csv (path, caption columns), or the csv itself",
+        help="paired captioned corpus the heads train on: a folder with manifest.csv (path, "
+        "caption columns), the CSV itself, or a Hugging Face dataset as for improve (required)",
     )
     p.add_argument("--out", required=True, type=Path, help="output model folder")
     p.add_argument(
