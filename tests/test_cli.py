@@ -134,6 +134,9 @@ def test_unknown_model_name_suggests_a_registered_one():
     with pytest.raises(ClaptuneError) as err:
         load_model("zzzz-nothing-like-it")
     assert "did you mean" not in str(err.value)
+    # a hub id one letter off a registered one (offline here: the Hub is not asked)
+    with pytest.raises(ClaptuneError, match="did you mean 'laion/clap-htsat-unfused'"):
+        load_model("laion/clap-htsat-unfusd")
 
 
 def test_lazy_listing_matches_each_command_module():

@@ -193,7 +193,13 @@ def load_model(spec: str | Path, revision: str | None = None, **kwargs) -> Audio
     if spec_str.count("/") == 1 and not spec_str.startswith((".", "/", "~")):
         if revision is not None:
             kwargs["revision"] = revision
-        return backend_class("hf_clap").from_source(spec_str, **kwargs)
+        try:
+            return backend_class("hf_clap").from_source(spec_str, **kwargs)
+        except ClaptuneError as err:  # a typo of a registered hub id: say which one
+            hint = did_you_mean(spec_str, _REGISTRY)
+            if not hint:
+                raise
+            raise ClaptuneError(f"{err}{hint}") from None
     raise ClaptuneError(
         f"unknown model {spec_str!r}: not a registered name (see `claptune models`), a local "
         f"directory or a Hugging Face hub id{did_you_mean(spec_str, _REGISTRY)}"
