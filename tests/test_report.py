@@ -180,3 +180,20 @@ def test_previews_are_compressed_and_decode_to_the_clip_length(tmp_path):
         assert len(data) < wav_bytes / 5
     wave_back, rate = sf.read(io.BytesIO(data))
     assert rate == PREVIEW_RATE and len(wave_back) == 4 * PREVIEW_RATE
+
+
+def test_report_says_when_a_run_had_no_corpus():
+    from claptune.data.captioned import NO_CORPUS
+    from claptune.report.format import corpus_line
+    from claptune.report.html import render_html
+    from claptune.report.markdown import render_markdown
+
+    names = ["dog", "rain", "siren"]
+    report = _summary(names)  # its config names no corpus
+    line = corpus_line(report)
+    assert line is not None and NO_CORPUS[1:] in line
+    assets = ReportAssets(class_names=names)
+    assert line in render_markdown(report, assets)
+    assert line.split(":")[0] in render_html(report, assets)
+    report.config["corpus"] = "some/corpus"
+    assert corpus_line(report) is None and NO_CORPUS[1:] not in render_markdown(report, assets)

@@ -604,7 +604,12 @@ def run_improve(config: ImproveConfig, out_dir: str | Path, progress: bool = Tru
     if config.save_model:
         final = train_final(ws)
         model_dir = final.model.save(out_dir / "model")
-        (Path(model_dir) / "improve_config.json").write_text(json.dumps(config.to_dict(), indent=2))
+        from claptune.card import public_text
+
+        # the folder may be published: no path of this machine in its config
+        (Path(model_dir) / "improve_config.json").write_text(
+            json.dumps(public_text(config.to_dict()), indent=2)
+        )
     report, confusions = build_report(ws, runs, time.perf_counter() - t0, model_dir)
     if final is not None:
         report.model_run = ModelRun(
@@ -713,7 +718,8 @@ def write_improve_card(ws: Workspace, report: Report, model_dir: str | Path) -> 
     from claptune.card import CardInfo, CardResult, base_of, write_model_card
 
     config, saved = ws.config, report.model_run
-    datasets = [config.target] + ([Path(config.corpus).name] if config.corpus else [])
+    # the corpus spec whole: a Hub id stays one, a local path is cut by the card itself
+    datasets = [config.target] + ([config.corpus] if config.corpus else [])
     ts = report.paired_test.two_stage
     measured = (
         f"measured over {report.n_runs} runs ({len(report.splits)} splits x "

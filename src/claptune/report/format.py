@@ -263,3 +263,10 @@ def saved_model_line(report: Report) -> str:
     else:  # a report of an older version
         what = f"the student of split {run.split}, seed {run.seed}"
     return f"Saved model: `{report.model_dir}` ({what}), loadable with `claptune.load_model`."
+
+
+def corpus_line(report: Report) -> str | None:
+    """What a run without a paired corpus skipped, and how to add one (None with a corpus)."""
+    from claptune.data.captioned import NO_CORPUS
+
+    return None if report.config.get("corpus") else NO_CORPUS[0].upper() + NO_CORPUS[1:] + "."

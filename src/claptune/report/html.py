@@ -21,6 +21,7 @@ from claptune.report.format import (
     CONFUSION_HEADER,
     PIPELINE_HEADER,
     PRECISION_HEADER,
+    corpus_line,
     guard_lines,
     headline_rows,
     label_free_lines,
@@ -253,6 +254,8 @@ def render_html(
     parts += [f"<p>{escape(line)}</p>" for line in paired_test_lines(report)]
     if report.model_dir:
         parts.append(f'<p class="muted">{escape(saved_model_line(report).replace("`", ""))}</p>')
+    if corpus_line(report):
+        parts.append(f"<p>{escape(corpus_line(report))}</p>")
 
     if report.transductive is not None:
         parts.append("<h2>Label-free pipelines side by side</h2>")

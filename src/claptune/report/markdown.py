@@ -10,6 +10,7 @@ from claptune.report.format import (
     CONFUSION_HEADER,
     PIPELINE_HEADER,
     PRECISION_HEADER,
+    corpus_line,
     guard_lines,
     headline_rows,
     label_free_lines,
@@ -52,6 +53,8 @@ def render_markdown(report: Report, assets: ReportAssets, figure_files: Sequence
         out.append(f"- {line}")
     if report.model_dir:
         out.append(f"- {saved_model_line(report)}")
+    if corpus_line(report):
+        out.append(f"- {corpus_line(report)}")
     out.append("")
     if report.transductive is not None:
         out.append("## Label-free pipelines side by side (test parts)")
