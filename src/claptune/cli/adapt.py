@@ -74,7 +74,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument(
         "--transductive",
         metavar="METHOD",
-        help="how predictions.csv refines the saved model's scores over all clips together: "
+        help="how predictions.csv refines the scores (see --labels-from) over all clips together: "
         "claptune, sinkhorn, label_propagation, gaussian_em, entropy or none (default: claptune)",
     )
     p.add_argument(
