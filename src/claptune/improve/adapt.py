@@ -174,7 +174,9 @@ def run_adapt(config: AdaptConfig, out_dir: str | Path, progress: bool = True) -
     )
     student, result = ws.train(pairs, ws.config.loss, seed)
     run = ws.outcome(split, seed, pairs, student, result)
-    keep = run.guard.get("keep_student", 1.0) >= 0.5
+    from claptune.improve.runs import guard_keeps
+
+    keep = guard_keeps(run.guard)
     if not keep:
         logger.warning(
             "the adapted student did not beat the teacher on %d clips held out of curation "

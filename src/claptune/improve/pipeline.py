@@ -53,6 +53,7 @@ from claptune.improve.curate import (
 )
 from claptune.improve.runs import (
     RunOutcome,
+    guard_keeps,
     summarize_label_free,
     summarize_priors,
     summarize_retrieval,
@@ -107,7 +108,7 @@ class Workspace:
         self.config, self.out_dir, self.progress = config, out_dir, progress
         self._references: dict[bytes, np.ndarray] = {}  # reference_probs, by clip indices
         self._teacher_transduced: dict[bytes, np.ndarray] = {}  # by clip indices
-        self._peers: dict[tuple[str, int], dict[str, np.ndarray]] = {}  # by split
+        self._peers: dict[int, dict[str, np.ndarray]] = {}  # by split index
         t0 = time.perf_counter()
         log_progress(f"loading model {config.model!r}", progress)
         self.teacher: AudioTextModel = load_model(config.model).eval()
@@ -377,19 +378,20 @@ class Workspace:
         from claptune.evaluate.transductive import TRANSDUCTIONS, transduce
 
         clips = split.guard_clips
-        key = ("peers", split.index)
-        if key not in self._peers:
+        if split.index not in self._peers:
             prompts = self.prompt_embeddings(self.teacher)
             scale = float(self.teacher.logit_scale.detach())
             out = {}
             for name in TRANSDUCTIONS:
-                pred = np.full(len(self.items), -1, dtype=np.int64)
-                pred[clips] = predict_from_scores(
-                    transduce(self.target_emb[clips], prompts, scale, name)
+                probs = (  # the run's own transduction is computed once, for the guard too
+                    self.teacher_transduced(clips)
+                    if name == self.config.transduction
+                    else transduce(self.target_emb[clips], prompts, scale, name)
                 )
-                out[name] = pred
-            self._peers[key] = out
-        return self._peers[key]
+                out[name] = np.full(len(self.items), -1, dtype=np.int64)
+                out[name][clips] = predict_from_scores(probs)
+            self._peers[split.index] = out
+        return self._peers[split.index]
 
     def guard(
         self, split: Split, scores_after: np.ndarray, student_transduced: np.ndarray
@@ -685,7 +687,7 @@ def train_final(ws: Workspace) -> FinalModel:
         if len(clips) >= 2
         else {}
     )
-    keep = guard.get("keep_student", 1.0) >= 0.5
+    keep = guard_keeps(guard)
     log_progress(
         f"saved model: trained on {len(split.adapt)} clips; "
         + (

@@ -242,6 +242,12 @@ def summarize_runs(
     return summary, confusions
 
 
+def guard_keeps(guard: dict[str, float]) -> bool:
+    """Whether the guard's record (``Workspace.guard``) keeps the student; without a decision
+    (no guard clips) the student is kept."""
+    return guard.get("keep_student", 1.0) >= 0.5
+
+
 TWO_STAGE_RESAMPLES = 2000  # the two-stage bootstrap loops in Python: 2,000 keeps it ~1 s
 
 
@@ -257,7 +263,7 @@ def _pipeline_preds(run: RunOutcome) -> dict[str, tuple[np.ndarray, bool]]:
     if run.trans_after is not None and (run.trans_after >= 0).any():
         out["student + transduction"] = (run.trans_after, True)
         if "keep_student" in run.guard:
-            kept = run.guard["keep_student"] >= 0.5
+            kept = guard_keeps(run.guard)
             out["guarded"] = (run.trans_after if kept else run.trans_before, True)
     return out
 
@@ -322,7 +328,7 @@ def summarize_pipelines(
     guard: dict[str, float] = {}
     decided = [r for r in runs if "keep_student" in r.guard]
     if decided:
-        kept = np.array([r.guard["keep_student"] >= 0.5 for r in decided])
+        kept = np.array([guard_keeps(r.guard) for r in decided])
         better = np.array(
             [
                 _accuracy(r.trans_after, labels, r.test) > _accuracy(r.trans_before, labels, r.test)
