@@ -70,7 +70,7 @@ def _softmax(x: np.ndarray) -> np.ndarray:
 def target_rows(folder: Path) -> tuple[dict, list[dict]]:
     """(ablation.json, one dict per trained row: test accuracy, class-mean accuracy, signals)."""
     from claptune.improve.config import ImproveConfig
-    from claptune.improve.pipeline import Workspace
+    from claptune.improve.workspace import Workspace
     from claptune.stats import class_mean_accuracy
 
     result = json.loads((folder / "ablation.json").read_text())

@@ -32,9 +32,10 @@ ALPHAS = (1.0, 0.8, 0.6, 0.5, 0.4)
 
 
 def measure(root: str, test_fraction: float, alphas=ALPHAS, model: str = "default") -> dict:
+    from claptune.evaluate.metrics import accuracy, class_mean_accuracy
     from claptune.improve.config import ImproveConfig
-    from claptune.improve.pipeline import Workspace
-    from claptune.stats import class_mean_accuracy
+    from claptune.improve.loop import Runner, Variant
+    from claptune.improve.workspace import Workspace
     from claptune.train.loop import interpolate_weights
 
     config = ImproveConfig(
@@ -43,34 +44,32 @@ def measure(root: str, test_fraction: float, alphas=ALPHAS, model: str = "defaul
     ws = Workspace(config, Path(tempfile.mkdtemp(prefix="bench-wise-")), progress=False)
     start = {k: v.detach().clone() for k, v in ws.teacher.state_dict().items()}
     per = {a: [] for a in alphas}
-    before = []
-    for split in ws.splits:
-        pairs = ws.curate(split, config.methods)
-        test = split.test
-        before.append(
-            (
-                np.mean(ws.pred_before[test] == ws.labels[test]),
-                class_mean_accuracy(ws.pred_before[test], ws.labels[test]),
-            )
+    before = [
+        (
+            accuracy(ws.pred_before[s.test], ws.labels[s.test]),
+            class_mean_accuracy(ws.pred_before[s.test], ws.labels[s.test]),
         )
-        for seed in ws.seeds:
-            student, result = ws.train(pairs, config.loss, seed)
-            for a in alphas:
-                model_a = copy.deepcopy(student)
-                interpolate_weights(model_a, start, a)
-                o = ws.outcome(split, seed, pairs, model_a, result)
-                per[a].append(
-                    {
-                        "accuracy": np.mean(o.pred_after[test] == ws.labels[test]),
-                        "class_mean": class_mean_accuracy(o.pred_after[test], ws.labels[test]),
-                        "transfer": np.mean(o.transfer_after == ws.transfer_labels),
-                        "transfer_class_mean": class_mean_accuracy(
-                            o.transfer_after, ws.transfer_labels
-                        ),
-                        "a2t_R@1": o.retrieval_after.get("a2t_R@1"),
-                        "pseudo_agreement": o.agreement.get("pseudo_agreement"),
-                    }
-                )
+        for s in ws.splits
+    ]
+    # improve's one split x seed loop; each student is then scored at every mixing weight
+    for t in Runner(ws).trainings(Variant.of(ws)):
+        test = t.split.test
+        for a in alphas:
+            model_a = copy.deepcopy(t.student)
+            interpolate_weights(model_a, start, a)
+            o = ws.outcome(t.split, t.seed, t.pairs, model_a, t.result)
+            per[a].append(
+                {
+                    "accuracy": accuracy(o.pred_after[test], ws.labels[test]),
+                    "class_mean": class_mean_accuracy(o.pred_after[test], ws.labels[test]),
+                    "transfer": accuracy(o.transfer_after, ws.transfer_labels),
+                    "transfer_class_mean": class_mean_accuracy(
+                        o.transfer_after, ws.transfer_labels
+                    ),
+                    "a2t_R@1": o.retrieval_after.get("a2t_R@1"),
+                    "pseudo_agreement": o.agreement.get("pseudo_agreement"),
+                }
+            )
     b = np.mean(before, axis=0)
     return {
         "root": root,
@@ -78,7 +77,7 @@ def measure(root: str, test_fraction: float, alphas=ALPHAS, model: str = "defaul
         "before": {
             "accuracy": float(b[0]),
             "class_mean": float(b[1]),
-            "transfer": float(np.mean(ws.transfer_before == ws.transfer_labels)),
+            "transfer": accuracy(ws.transfer_before, ws.transfer_labels),
             "transfer_class_mean": class_mean_accuracy(ws.transfer_before, ws.transfer_labels),
             "a2t_R@1": ws.retrieval_before.get("a2t_R@1"),
         },

@@ -90,7 +90,9 @@ def test_adapt_end_to_end_cli(unlabeled_task, teacher, tmp_path, capsys):
 
     from claptune import load_model
     from claptune.cli import main
-    from claptune.improve.adapt import AdaptConfig, teacher_pseudo_labels
+    from claptune.improve.adapt import teacher_pseudo_labels
+    from claptune.improve.config import ImproveConfig
+    from claptune.improve.splits import whole_pool_split
     from claptune.report.adapt_schema import AdaptReport
 
     audio, classes, corpus, labelled = unlabeled_task
@@ -149,13 +151,12 @@ def test_adapt_end_to_end_cli(unlabeled_task, teacher, tmp_path, capsys):
     assert report.margin.threshold is None and sum(report.margin.counts) == 12
     # the pseudo-labels in the report are the labels curation chose from
     from claptune.improve.adapt import unlabeled_clips
-    from claptune.improve.pipeline import Workspace
+    from claptune.improve.workspace import Workspace
 
-    config = AdaptConfig.from_dict(report.config)
-    ws = Workspace(
-        config.improve_config(), tmp_path / "ws", progress=False, target=unlabeled_clips(config)
-    )
-    pred, confidence, _ = teacher_pseudo_labels(ws, ws.splits[0].adapt)
+    config = ImproveConfig.from_dict(report.config)
+    ws = Workspace(config, tmp_path / "ws", progress=False, target=unlabeled_clips(config))
+    adapted = whole_pool_split(len(ws.items), config.seed, config.guard_fraction).adapt
+    pred, confidence, _ = teacher_pseudo_labels(ws, adapted)
     index = {item: i for i, item in enumerate(ws.items)}
     for p in pairs:
         i = index[p["audio"]]
@@ -261,11 +262,10 @@ def test_adapt_user_errors_are_one_line(unlabeled_task, tmp_path, capsys):
 
 
 def test_adapt_config_shares_improves_defaults():
-    from claptune.improve.adapt import AdaptConfig
-    from claptune.improve.config import ImproveConfig
+    from claptune.improve.config import UNLABELED, ImproveConfig
 
-    config = AdaptConfig(audio=("x/",), class_names=("a", "b"), corpus=None)
-    inner, improve = config.improve_config(), ImproveConfig(corpus=None)
+    config = ImproveConfig.unlabeled(("x/",), ("a", "b"), corpus=None)
+    inner, improve = config, ImproveConfig(corpus=None)
     assert (inner.methods, inner.loss, inner.templates, inner.curation, inner.train) == (
         improve.methods,
         improve.loss,
@@ -273,12 +273,12 @@ def test_adapt_config_shares_improves_defaults():
         improve.curation,
         improve.train,
     )
-    assert (inner.n_splits, inner.n_seeds) == (1, 1)
-    assert AdaptConfig.from_dict(config.to_dict()) == config
-    with pytest.raises(ClaptuneError, match="unknown adapt config keys"):
-        AdaptConfig.from_dict({"audio": ["x"], "class_names": ["a"], "labels": "y.csv"})
+    assert (inner.target, inner.audio_per_class, improve.audio_per_class) == (UNLABELED, 1, 2)
+    assert ImproveConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ClaptuneError, match="unknown improve config keys"):
+        ImproveConfig.unlabeled(["x"], ["a"], labels="y.csv")
     with pytest.raises(ClaptuneError, match="curation settings"):
-        AdaptConfig(audio=("x/",), class_names=("a",), curation={"pseudo_refined_prio": "em"})
+        ImproveConfig.unlabeled(("x/",), ("a",), curation={"pseudo_refined_prio": "em"})
 
 
 def test_adapt_balances_to_the_em_prior_when_asked(unlabeled_task, teacher, tmp_path):
@@ -303,9 +303,16 @@ def test_adapt_balances_to_the_em_prior_when_asked(unlabeled_task, teacher, tmp_
         == 0
     )
     report = AdaptReport.read(out / "report.json")
-    assert report.priors.method == "em" and report.config["curation"] == {
-        "pseudo_refined_prior": "em"
-    }
+    from claptune.curation import CurationSettings
+    from claptune.improve.config import ImproveConfig
+
+    # the config records the typed settings whole: the user's override, every other default
+    assert (
+        report.priors.method == "em" and report.config["curation"]["pseudo_refined_prior"] == "em"
+    )
+    assert ImproveConfig.from_dict(report.config).curation == CurationSettings(
+        pseudo_refined_prior="em"
+    )
     shares = [row.share for row in report.classes.values()]
     assert sum(shares) == pytest.approx(1.0) and shares != pytest.approx([1 / 3] * 3)
 

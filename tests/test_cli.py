@@ -89,20 +89,54 @@ def test_command_names_here_are_the_registry():
     assert tuple(COMMANDS) == COMMAND_NAMES
 
 
-def test_key_value_keys_read_without_import_are_the_dataclass_fields():
-    """--help reads CurationSettings' and TrainConfig's fields from their source (no torch);
-    the lists must be exactly the dataclasses' own."""
+def test_key_value_keys_in_help_are_the_dataclass_fields():
+    """--curation and --train list CurationSettings' and TrainConfig's fields, read from the
+    dataclasses themselves (their modules load without torch): exactly the dataclasses' own."""
+    import argparse
     import dataclasses
 
-    from claptune.cli._common import field_names
+    from claptune.cli._common import add_settings_flags
     from claptune.curation import CurationSettings
     from claptune.train import TrainConfig
 
-    for module, config in (
-        ("claptune.curation.pipeline", CurationSettings),
-        ("claptune.train.config", TrainConfig),
-    ):
-        assert field_names(module, config.__name__) == [f.name for f in dataclasses.fields(config)]
+    p = argparse.ArgumentParser()
+    add_settings_flags(p)
+    helps = {a.dest: a.help for a in p._actions}
+    for dest, config in (("curation", CurationSettings), ("train", TrainConfig)):
+        listed = helps[dest].split("keys: ")[1].split(" (default")[0].split(", ")
+        assert listed == [f.name for f in dataclasses.fields(config)]
+
+
+# flags of a config field with a meaning of their own: ablate's --methods takes "+"-joined
+# combinations to compare, demo's --root is ESC-50's
+SPECIAL_FLAGS = {("ablate", "methods"), ("demo", "root")}
+
+
+def test_run_flags_are_generated_once_from_the_config_fields():
+    """Every ImproveConfig flag of improve, ablate and adapt comes from the field's metadata:
+    one help text and one default per setting, whichever command shows it."""
+    import argparse
+    import dataclasses
+
+    from claptune.cli import build_parser
+    from claptune.improve.config import ImproveConfig
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    fields = {f.name: f for f in dataclasses.fields(ImproveConfig)}
+    seen: dict[str, str] = {}
+    for command in ("improve", "ablate", "adapt", "demo"):
+        for action in sub.choices[command]._actions:
+            if action.dest not in fields or (command, action.dest) in SPECIAL_FLAGS:
+                continue
+            if "help" not in fields[action.dest].metadata:  # KEY=VALUE overrides
+                assert action.dest in ("curation", "train"), (command, action.dest)
+                continue
+            if action.help:
+                text = action.help.split(" (default")[0].split(" (required")[0]
+                assert text == fields[action.dest].metadata["help"], (command, action.dest)
+                seen.setdefault(action.dest, command)
+    assert {"model", "seed", "corpus", "templates", "transduction", "guard_fraction"} <= set(seen)
 
 
 @pytest.mark.parametrize(
@@ -305,7 +339,7 @@ def test_zeroshot_gives_improves_before_number(tiny_clap_dir, tmp_path):
     """`claptune zeroshot` with its defaults predicts every clip as improve's teacher does."""
     from claptune.cli import main
     from claptune.improve.config import ImproveConfig
-    from claptune.improve.pipeline import Workspace
+    from claptune.improve.workspace import Workspace
 
     target, corpus = tmp_path / "target", tmp_path / "corpus"
     for c, (name, freq) in enumerate([("dog_bark", 300), ("rain", 900), ("cafe_restaurant", 2000)]):

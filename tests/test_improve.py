@@ -617,7 +617,7 @@ def test_curate_cli_and_improve_curate_the_same_pairs(tiny_clap_dir, tiny_task, 
     from claptune.cli import main
     from claptune.curation import read_pairs
     from claptune.improve.config import ImproveConfig
-    from claptune.improve.pipeline import Workspace
+    from claptune.improve.workspace import Workspace
 
     target, corpus = tiny_task
     methods = ("du", "ds", "ads", "pseudo", "pseudo_refined")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -86,11 +86,14 @@ def add_on_error(p: argparse.ArgumentParser, skip: str, from_config: bool = Fals
     )
 
 
-def add_device(p: argparse.ArgumentParser) -> None:
+def add_device(p: argparse.ArgumentParser, what: str = "", from_config: bool = False) -> None:
+    """``--device`` (default auto): ``what`` the device runs (e.g. training); ``from_config``:
+    None when not given, so that a ``--config`` file's value applies."""
     p.add_argument(
         "--device",
-        default="auto",
-        help="torch device: auto (cuda if available, else cpu), cpu, cuda, cuda:1, ...",
+        default=None if from_config else "auto",
+        help=f"torch device{' of ' + what if what else ''}: auto (cuda if available, else "
+        "cpu), cpu, cuda, cuda:1, ..." + (" (default: auto)" if from_config else ""),
     )
 
 
@@ -138,53 +141,77 @@ def add_cache_dir(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
 
 
-TEMPLATE_HELP = (
-    "zero-shot prompts: ensemble (8 templates averaged, as in improve), the set "
-    "named default (the paper's 'this is a sound of {}'), or your own template with "
-    "{} for the class name; repeat to average several (default: ensemble)"
-)
-
-
 def add_template(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--template", action="append", dest="templates", metavar="TEMPLATE", help=TEMPLATE_HELP
-    )
+    """``--template`` (repeatable), generated from ``ImproveConfig.templates``."""
+    add_config_flags(p, ["templates"])
 
 
-def add_common_arguments(p: argparse.ArgumentParser, target_required: bool = True) -> None:
-    """The flags that improve and ablate share."""
-    from claptune.improve.config import STRATEGIES, TARGETS
+# the ImproveConfig fields each run command sets by a flag of its own (generated from the
+# dataclass's fields: name, type, choices, default and help live there, once)
+DATA_FLAGS = ("model", "target", "root", "download")
+SPLIT_FLAGS = ("n_splits", "n_seeds", "test_fraction", "split", "seed")
+CORPUS_FLAGS = ("corpus", "corpus_holdout", "templates")
+RUN_FLAGS = ("on_error", "cache_dir")
+
+
+def add_config_flags(
+    p: argparse.ArgumentParser, names: Sequence[str], required: Sequence[str] = ()
+) -> None:
+    """One flag per ``ImproveConfig`` field in ``names``, generated from the field: its name
+    (or ``metadata["flag"]``), type, choices, help and default. A flag not given parses to None,
+    so that a ``--config`` file's value (else the field's default) applies."""
+    from dataclasses import fields
+
+    from claptune.improve.config import ImproveConfig
+    from claptune.typed import field_default
+
+    by_name = {f.name: f for f in fields(ImproveConfig)}
+    for name in names:
+        f = by_name[name]
+        meta = dict(f.metadata)
+        flag = meta.get("flag", "--" + name.replace("_", "-"))
+        default = meta.get("default_text")
+        if default is None:
+            value = field_default(f)
+            default = " ".join(map(str, value)) if isinstance(value, (tuple, list)) else str(value)
+        kwargs: dict[str, Any] = {"dest": name, "default": None}
+        if name in required:
+            kwargs["required"] = True
+            kwargs["help"] = f"{meta['help']} (required)"
+        else:
+            kwargs["help"] = f"{meta['help']} (default: {default})".replace("%", "%%")
+        if f.type.startswith("bool"):
+            kwargs["action"] = "store_const"
+            kwargs["const"] = not meta.get("negate", False)
+        else:
+            kwargs["type"] = (
+                int if f.type.startswith("int") else float if "float" in f.type else str
+            )
+            for key in ("choices", "nargs", "action", "metavar"):
+                if key in meta:
+                    kwargs[key] = meta[key]
+            if "metavar" not in kwargs and "choices" not in kwargs:
+                kwargs["metavar"] = flag.lstrip("-").replace("-", "_").upper()
+        p.add_argument(flag, **kwargs)
+
+
+def add_settings_flags(p: argparse.ArgumentParser) -> None:
+    """KEY=VALUE overrides of ``ImproveConfig.curation`` and ``.train`` (their keys listed from
+    the dataclasses), curation thresholds by method, and the training device."""
+    from dataclasses import fields
+
+    from claptune.curation.settings import CurationSettings
+    from claptune.train.config import TrainConfig
 
     p.add_argument(
-        "--model",
-        default="default",
-        help="registered name, model folder or hub id (default: the embedded model)",
+        "--curation",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="claptune.curation.CurationSettings override, e.g. du_top_k=5; repeatable; keys: "
+        + ", ".join(f.name for f in fields(CurationSettings))
+        + " (default: none)",
     )
-    if target_required:
-        p.add_argument("--target", required=True, choices=TARGETS, help="target task (required)")
-    p.add_argument(
-        "--root", help="local copy of the target data set, a folder (a CSV for csv) (default: none)"
-    )
-    p.add_argument(
-        "--download",
-        action="store_true",
-        help="download the target data set when --root is not given",
-    )
-    p.add_argument("--out", required=True, type=Path, help="run folder")
-    p.add_argument("--splits", type=int, help="adaptation/test splits (default: 3)")
-    p.add_argument("--seeds", type=int, help="training seeds per split (default: 3)")
-    p.add_argument(
-        "--test-fraction", type=float, help="share of the clips scored only (default: 0.5)"
-    )
-    p.add_argument(
-        "--split",
-        choices=STRATEGIES,
-        help="how clips are split (default: auto): auto = grouped where the data set "
-        "names each clip's source recording, else random; stratified hands the "
-        "unlabeled pool the task's exact class shares (for comparison only)",
-    )
-    p.add_argument("--seed", type=int, help="base seed of splits and training (default: 0)")
-    add_corpus_arguments(p)
     p.add_argument(
         "--threshold",
         action="extend",
@@ -195,67 +222,34 @@ def add_common_arguments(p: argparse.ArgumentParser, target_required: bool = Tru
         "the teacher's scores (ds=q0.9); several after one flag or repeated "
         "(default: the quantile preset of claptune.curation.methods)",
     )
-    add_override_arguments(p)
-    p.add_argument(
-        "--config", type=Path, help="ImproveConfig JSON; flags given override it (default: none)"
-    )
-    add_run_arguments(p)
-
-
-CORPUS_HELP = (
-    "paired captioned corpus, replayed in fine-tuning and held out for the forgetting and "
-    "transfer checks: a folder with manifest.csv, webdataset shards, or a Hugging Face "
-    "dataset (a Hub id, a save_to_disk folder or an audiofolder with a caption column; "
-    "needs claptune[datasets]); '' for none (default: $CLAPTUNE_CORPUS, else "
-    "../shared/data/captioned-sfx where it exists, else none)"
-)
-
-
-def add_corpus_arguments(p: argparse.ArgumentParser) -> None:
-    """The paired corpus and the prompts."""
-    p.add_argument("--corpus", help=CORPUS_HELP)
-    p.add_argument(
-        "--corpus-holdout",
-        type=float,
-        help="share of the corpus held out for the forgetting check (default: 0.1)",
-    )
-    add_template(p)
-
-
-def add_override_arguments(p: argparse.ArgumentParser) -> None:
-    """KEY=VALUE overrides of the curation and training settings, their keys listed."""
-    p.add_argument(
-        "--curation",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="claptune.curation.CurationSettings override, e.g. du_top_k=5; "
-        "repeatable; keys: "
-        + ", ".join(field_names("claptune.curation.pipeline", "CurationSettings"))
-        + " (default: none)",
-    )
     p.add_argument(
         "--train",
         action="append",
         default=[],
         metavar="KEY=VALUE",
         help="claptune.train.TrainConfig override, e.g. epochs=10; repeatable; keys: "
-        + ", ".join(field_names("claptune.train.config", "TrainConfig"))
+        + ", ".join(f.name for f in fields(TrainConfig))
         + " (default: none)",
     )
+    add_device(p, "training", from_config=True)
 
 
-def add_run_arguments(p: argparse.ArgumentParser) -> None:
-    """Undecodable clips, the device, the feature cache and progress."""
-    add_on_error(p, "leave the clip out and list it in the report", from_config=True)
+def add_run_flags(p: argparse.ArgumentParser) -> None:
+    """--config, the run folder, undecodable clips, the cache, progress and --overwrite."""
     p.add_argument(
-        "--device",
-        help="torch device of training: auto (cuda if available, else cpu), cpu, "
-        "cuda, cuda:1, ... (default: auto)",
+        "--config", type=Path, help="ImproveConfig JSON; flags given override it (default: none)"
     )
-    p.add_argument("--cache-dir", help=CACHE_DIR_HELP)
+    p.add_argument("--out", required=True, type=Path, help="run folder")
+    add_config_flags(p, RUN_FLAGS)
     add_quiet(p)
     add_overwrite(p)
+
+
+def add_common_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags that improve and ablate share."""
+    add_config_flags(p, DATA_FLAGS + SPLIT_FLAGS + CORPUS_FLAGS, required=("target",))
+    add_settings_flags(p)
+    add_run_flags(p)
 
 
 def add_overwrite(p: argparse.ArgumentParser) -> None:
@@ -279,28 +273,8 @@ def holds_out_folder(run: Callable[[argparse.Namespace], int]) -> Callable:
     return wrapped
 
 
-def field_names(module: str, class_name: str) -> list[str]:
-    """The fields of a dataclass, read from its module's source without importing it, so that
-    ``--help`` lists the keys of ``CurationSettings`` and ``TrainConfig`` without loading torch.
-    The dataclass stays their one home; tests/test_cli.py checks that both lists agree."""
-    import ast
-    import importlib.util
-
-    spec = importlib.util.find_spec(module)
-    if spec is None or spec.origin is None:
-        raise LookupError(f"no module {module}")
-    tree = ast.parse(Path(spec.origin).read_text(encoding="utf-8"))
-    for node in tree.body:
-        if isinstance(node, ast.ClassDef) and node.name == class_name:
-            return [
-                item.target.id
-                for item in node.body
-                if isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name)
-            ]
-    raise LookupError(f"no class {class_name} in {module}")
-
-
-def _key_values(items: list[str], what: str) -> dict[str, Any]:
+def key_values(items: list[str], what: str) -> dict[str, Any]:
+    """``KEY=VALUE`` strings as a dict, each VALUE read as JSON where it is (else a string)."""
     out: dict[str, Any] = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -313,8 +287,22 @@ def _key_values(items: list[str], what: str) -> dict[str, Any]:
     return out
 
 
+def _flag_value(name: str, value: Any) -> Any:
+    """A generated flag's parsed value as the config field takes it."""
+    if name == "methods":
+        return () if value.strip().lower() == "none" else value
+    if name == "class_names":
+        from claptune.curation.inputs import class_names_from
+
+        return tuple(class_names_from(value))
+    return value
+
+
 def config_from_args(args: argparse.Namespace, **fixed: Any) -> ImproveConfig:
-    """ImproveConfig from --config, then the flags given, then ``fixed`` values."""
+    """ImproveConfig from --config, then the generated flags given, then the curation and
+    training overrides, then ``fixed`` values; ``ImproveConfig.from_dict`` checks the keys."""
+    from dataclasses import fields
+
     from claptune.improve.config import ImproveConfig
 
     values: dict[str, Any] = {}
@@ -325,43 +313,21 @@ def config_from_args(args: argparse.Namespace, **fixed: Any) -> ImproveConfig:
             values = json.loads(read_text(args.config, what="config"))
         except (OSError, json.JSONDecodeError) as err:
             raise ClaptuneError(f"cannot read config {args.config}: {err}") from None
-    flags = {
-        "model": args.model,
-        "target": getattr(args, "target", None),
-        "root": args.root,
-        "n_splits": args.splits,
-        "n_seeds": args.seeds,
-        "test_fraction": args.test_fraction,
-        "split": getattr(args, "split", None),
-        "seed": args.seed,
-        "corpus": args.corpus,
-        "corpus_holdout": args.corpus_holdout,
-        "templates": args.templates,
-        "on_error": args.on_error,
-        "cache_dir": getattr(args, "cache_dir", None),
-        "loss": getattr(args, "loss", None),
-        "audio_samples": getattr(args, "audio_samples", None),
-        "audio_per_class": getattr(args, "audio_per_class", None),
-    }
-    values.update({k: v for k, v in flags.items() if v is not None})
-    if args.download:
-        values["download"] = True
-    methods = getattr(args, "methods", None)
-    if methods is not None:
-        values["methods"] = () if methods.strip().lower() == "none" else methods
-    if getattr(args, "no_save_model", False):
-        values["save_model"] = False
+    for f in fields(ImproveConfig):
+        value = getattr(args, f.name, None)
+        if value is not None and f.name not in ("curation", "train"):
+            values[f.name] = _flag_value(f.name, value)
     curation = dict(values.get("curation", {}))
-    curation.update(_key_values(getattr(args, "curation", []), "--curation"))
+    curation.update(key_values(getattr(args, "curation", []), "--curation"))
     curation.update(
         {
             f"{method}_threshold": value
-            for method, value in _key_values(args.threshold, "--threshold").items()
+            for method, value in key_values(getattr(args, "threshold", []), "--threshold").items()
         }
     )
     if curation:
         values["curation"] = curation
-    train = _key_values(args.train, "--train")
+    train = key_values(getattr(args, "train", []), "--train")
     if getattr(args, "device", None) is not None:
         train["device"] = args.device
     if train:

@@ -15,46 +15,27 @@ and student on a labelled set (esc50, us8k, tut2017, folder or csv) and uses it 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from claptune.cli._common import (
-    _key_values,
-    add_corpus_arguments,
-    add_override_arguments,
-    add_run_arguments,
+    CORPUS_FLAGS,
+    add_config_flags,
+    add_run_flags,
+    add_settings_flags,
     holds_out_folder,
     sub_parser,
 )
 from claptune.errors import ClaptuneError, did_you_mean
-from claptune.improve.config import TARGETS
+from claptune.improve.config import TARGETS, UNLABELED
 
 if TYPE_CHECKING:
-    from claptune.improve.adapt import AdaptConfig
+    from claptune.improve.config import ImproveConfig
     from claptune.report.adapt_schema import AdaptReport
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub_parser(sub, "adapt", __doc__)
-    p.add_argument(
-        "--model",
-        default="default",
-        help="registered name, model folder or hub id (default: the embedded model)",
-    )
-    p.add_argument(
-        "--audio",
-        nargs="+",
-        required=True,
-        metavar="PATH",
-        help="clip files, folders (searched recursively) or .txt lists of clips",
-    )
-    p.add_argument(
-        "--classes",
-        required=True,
-        help="class names: a file with one per line (# comments and blank lines "
-        "ignored) or 'a,b,c'",
-    )
-    p.add_argument("--out", required=True, type=Path, help="run folder")
+    add_config_flags(p, ["model", "audio", "class_names"], required=("audio", "class_names"))
     p.add_argument(
         "--eval",
         metavar="TARGET:ROOT",
@@ -62,34 +43,20 @@ def add_parser(sub) -> argparse.ArgumentParser:
         f"TARGET one of {', '.join(TARGETS)} (e.g. esc50:data/esc50) "
         "(default: none)",
     )
-    p.add_argument("--seed", type=int, help="training seed (default: 0)")
-    add_corpus_arguments(p)
-    add_override_arguments(p)
-    p.add_argument(
-        "--audio-per-class",
-        type=int,
-        help="curated clips per class to listen to in report.html (default: 1)",
+    add_config_flags(
+        p,
+        [
+            "seed",
+            *CORPUS_FLAGS,
+            "transduction",
+            "labels_from",
+            "guard_fraction",
+            "audio_per_class",
+            "save_model",
+        ],
     )
-    p.add_argument("--no-save-model", action="store_true", help="do not write RUN/model")
-    p.add_argument(
-        "--transductive",
-        metavar="METHOD",
-        help="how predictions.csv refines the scores (see --labels-from) over all clips together: "
-        "claptune, sinkhorn, label_propagation, gaussian_em, entropy or none (default: claptune)",
-    )
-    p.add_argument(
-        "--labels-from",
-        choices=("teacher", "saved"),
-        help="whose scores predictions.csv refines: the teacher (measured best) or the saved "
-        "model (default: teacher)",
-    )
-    p.add_argument(
-        "--guard-fraction",
-        type=float,
-        help="share of the clips held out of curation, on whose audio the label-free guard "
-        "decides whether the student beats the teacher; 0 turns the guard off (default: 0.2)",
-    )
-    add_run_arguments(p)
+    add_settings_flags(p)
+    add_run_flags(p)
     return p
 
 
@@ -104,40 +71,14 @@ def parse_eval(spec: str) -> tuple[str, str | None]:
     return target, root or None
 
 
-def config_from_args(args: argparse.Namespace) -> AdaptConfig:
-    from claptune.curation.inputs import class_names_from
-    from claptune.improve.adapt import AdaptConfig
+def config_from_args(args: argparse.Namespace) -> ImproveConfig:
+    """improve's configuration with the user's clips and class names as the target."""
+    from claptune.cli._common import config_from_args as improve_config_from_args
 
-    values: dict[str, Any] = {
-        "audio": tuple(args.audio),
-        "model": args.model,
-        "class_names": tuple(class_names_from(args.classes)),
-    }
-    flags = {
-        "seed": args.seed,
-        "corpus": args.corpus,
-        "corpus_holdout": args.corpus_holdout,
-        "templates": args.templates,
-        "audio_per_class": args.audio_per_class,
-        "on_error": args.on_error,
-        "cache_dir": args.cache_dir,
-        "transduction": args.transductive,
-        "guard_fraction": args.guard_fraction,
-        "labels_from": args.labels_from,
-    }
-    values.update({k: v for k, v in flags.items() if v is not None})
+    fixed: dict[str, Any] = {"target": UNLABELED}
     if args.eval:
-        values["eval_target"], values["eval_root"] = parse_eval(args.eval)
-    if args.curation:
-        values["curation"] = _key_values(args.curation, "--curation")
-    train = _key_values(args.train, "--train")
-    if args.device is not None:
-        train["device"] = args.device
-    if train:
-        values["train"] = train
-    if args.no_save_model:
-        values["save_model"] = False
-    return AdaptConfig.from_dict(values)
+        fixed["eval_target"], fixed["eval_root"] = parse_eval(args.eval)
+    return improve_config_from_args(args, **fixed)
 
 
 def print_summary(report: AdaptReport) -> None:

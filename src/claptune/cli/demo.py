@@ -14,8 +14,8 @@ import argparse
 from pathlib import Path
 
 from claptune.cli._common import (
-    CACHE_DIR_HELP,
-    CORPUS_HELP,
+    add_config_flags,
+    add_device,
     add_overwrite,
     add_quiet,
     config_from_args,
@@ -34,15 +34,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
         "as for every command, else downloaded there)",
     )
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder")
-    p.add_argument("--splits", type=int, help="adaptation/test splits (default: 3)")
-    p.add_argument("--seeds", type=int, help="training seeds per split (default: 3)")
-    p.add_argument("--corpus", help=CORPUS_HELP)
-    p.add_argument(
-        "--device",
-        help="torch device of training: auto (cuda if available, else cpu), cpu, "
-        "cuda, cuda:1, ... (default: auto)",
-    )
-    p.add_argument("--cache-dir", help=CACHE_DIR_HELP)
+    add_config_flags(p, ["n_splits", "n_seeds", "corpus", "cache_dir"])
+    add_device(p, "training", from_config=True)
     add_quiet(p)
     add_overwrite(p)
     return p
@@ -52,28 +45,7 @@ def demo_config(args: argparse.Namespace) -> ImproveConfig:
     """improve's config for the demo: the default model on ESC-50 from --root, else where
     every command looks for it ($CLAPTUNE_DATA/esc50 or $CLAPTUNE_DATA), else a download."""
     root = args.root or None
-    full = argparse.Namespace(
-        model="default",
-        target="esc50",
-        root=root,
-        download=root is None,
-        out=args.out,
-        splits=args.splits,
-        seeds=args.seeds,
-        test_fraction=None,
-        seed=None,
-        corpus=args.corpus,
-        corpus_holdout=None,
-        templates=None,
-        on_error=None,
-        threshold=[],
-        curation=[],
-        train=[],
-        config=None,
-        cache_dir=getattr(args, "cache_dir", None),
-        device=getattr(args, "device", None),
-    )
-    return config_from_args(full)
+    return config_from_args(args, model="default", target="esc50", root=root, download=root is None)
 
 
 @holds_out_folder

@@ -7,8 +7,9 @@ side, never by label) into an adaptation part, whose
 audio is used without labels, and a test part that is only scored; 3 splits x 3 training
 seeds by default. RUN gets report.json, report.md, report.html (open it in a browser: before
 and after accuracy with spreads, per-class bars, confusion matrices, the curated pairs to
-listen to, the forgetting and transfer checks) and model/ (the improved model of split 0, seed 0, loadable
-with ``claptune.load_model``).
+listen to, the forgetting and transfer checks) and model/ (the model worth saving: after the
+measured runs, a student trained on every clip but a held-out slice, kept by the label-free
+guard or replaced by the teacher; loadable with ``claptune.load_model``).
 """
 
 from __future__ import annotations
@@ -17,34 +18,29 @@ import argparse
 
 from claptune.cli._common import (
     add_common_arguments,
+    add_config_flags,
     config_from_args,
     holds_out_folder,
     improve_and_print,
     sub_parser,
 )
-from claptune.improve.config import CURATION_METHODS, LOSSES
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub_parser(sub, "improve", __doc__)
     add_common_arguments(p)
-    p.add_argument(
-        "--methods",
-        help=f"comma-separated curation methods of {', '.join(CURATION_METHODS)}; "
-        "'none' fine-tunes on replay only (default: pseudo_refined)",
+    add_config_flags(
+        p,
+        [
+            "methods",
+            "loss",
+            "transduction",
+            "guard_fraction",
+            "audio_per_class",
+            "audio_samples",
+            "save_model",
+        ],
     )
-    p.add_argument("--loss", choices=LOSSES, help="contrastive loss (default: hard)")
-    p.add_argument(
-        "--audio-per-class",
-        type=int,
-        help="best-scored curated pairs of each class playable in report.html (default: 2)",
-    )
-    p.add_argument(
-        "--audio-samples",
-        type=int,
-        help="cap on all players in report.html, spread over the classes (default: no cap)",
-    )
-    p.add_argument("--no-save-model", action="store_true", help="do not write RUN/model")
     return p
 
 

@@ -26,6 +26,7 @@ from claptune.cli._common import (
     sub_parser,
 )
 from claptune.errors import ClaptuneError
+from claptune.train.config import TRAINABLE
 
 # flag -> TrainConfig field, for the flags that map one to one
 _FIELDS = {
@@ -131,9 +132,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
         help="weight-space ensemble with the starting model (WiSE-FT): keep alpha x fine-tuned "
         "+ (1 - alpha) x starting weights; 1 = plain fine-tune (improve: --train wise_alpha=A)",
     )
-    p.add_argument(
-        "--trainable", choices=["all", "projections", "lora"], help="which parameters train"
-    )
+    p.add_argument("--trainable", choices=TRAINABLE, help="which parameters train")
     p.add_argument("--lora-rank", type=int, help="rank of the LoRA adapters")
     p.add_argument("--lora-alpha", type=int, help="scale of the LoRA adapters")
     p.add_argument(

@@ -31,7 +31,7 @@ _HOME = {
     "augmented_domain_specific": "ads",
     "DEFAULT_TEMPLATE": "common",
     "CurationWarning": "common",
-    "SearchOptions": "common",
+    "SearchOptions": "settings",
     "DS_THRESHOLD": "ds",
     "CaptionSet": "ds",
     "domain_specific": "ds",
@@ -52,14 +52,14 @@ _HOME = {
     "read_pairs": "pairs",
     "write_pairs": "pairs",
     "CurationInputs": "pipeline",
-    "CurationSettings": "pipeline",
+    "CurationSettings": "settings",
     "curate": "pipeline",
     "pseudo_label": "pseudo",
     "Triples": "search",
     "threshold_pairs": "search",
     "topk_pairs": "search",
     "summarize": "summary",
-    "Threshold": "thresholds",
+    "Threshold": "settings",
 }
 
 

@@ -8,12 +8,13 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from claptune.curation.common import DEFAULT_SEARCH, SearchOptions, check_ids, warn_if_empty
+from claptune.curation.common import check_ids, warn_if_empty
 from claptune.curation.ds import CaptionSet
 from claptune.curation.methods import PAPER_THRESHOLDS
 from claptune.curation.pairs import Pairs
 from claptune.curation.search import check_pair, threshold_pairs
-from claptune.curation.thresholds import Threshold, describe, pair_score_sample
+from claptune.curation.settings import DEFAULT_SEARCH, SearchOptions, Threshold
+from claptune.curation.thresholds import describe, pair_score_sample
 
 ADS_THRESHOLD = PAPER_THRESHOLDS["ads"]  # the paper's cosine (claptune.curation.methods)
 

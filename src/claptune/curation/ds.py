@@ -13,11 +13,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from claptune.curation.common import DEFAULT_SEARCH, SearchOptions, check_ids, warn_if_empty
+from claptune.curation.common import check_ids, warn_if_empty
 from claptune.curation.methods import PAPER_THRESHOLDS
 from claptune.curation.pairs import Pairs
 from claptune.curation.search import as_embeddings, check_pair, topk_pairs
-from claptune.curation.thresholds import Threshold, describe
+from claptune.curation.settings import DEFAULT_SEARCH, SearchOptions, Threshold
+from claptune.curation.thresholds import describe
 from claptune.errors import ClaptuneError
 
 DS_THRESHOLD = PAPER_THRESHOLDS["ds"]  # the paper's cosine (claptune.curation.methods)

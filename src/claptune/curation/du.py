@@ -9,7 +9,7 @@ from typing import Protocol
 
 import numpy as np
 
-from claptune.curation.common import DEFAULT_SEARCH, SearchOptions, check_ids, warn_if_empty
+from claptune.curation.common import check_ids, warn_if_empty
 from claptune.curation.methods import PAPER_THRESHOLDS
 from claptune.curation.pairs import Pairs
 from claptune.curation.search import (
@@ -20,7 +20,8 @@ from claptune.curation.search import (
     threshold_pairs,
     topk_pairs,
 )
-from claptune.curation.thresholds import PAIR_SAMPLE, Threshold, describe, pair_score_sample
+from claptune.curation.settings import DEFAULT_SEARCH, SearchOptions, Threshold
+from claptune.curation.thresholds import PAIR_SAMPLE, describe, pair_score_sample
 
 DU_THRESHOLD = PAPER_THRESHOLDS["du"]  # the paper's cosine (claptune.curation.methods)
 DU_TOP_K = 5

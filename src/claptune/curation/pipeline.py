@@ -12,20 +12,19 @@ from __future__ import annotations
 
 import os
 import warnings
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 
 import numpy as np
 
 from claptune.curation.a2a import audio_to_audio
 from claptune.curation.ads import augmented_domain_specific
-from claptune.curation.common import DEFAULT_SEARCH, CurationWarning, SearchOptions
+from claptune.curation.common import CurationWarning
 from claptune.curation.ds import CaptionSet, domain_specific, ds_captions
 from claptune.curation.du import domain_unspecific
-from claptune.curation.methods import DEFAULT_THRESHOLDS, METHODS, NEEDS, THRESHOLD_PRESETS
+from claptune.curation.methods import DEFAULT_THRESHOLDS, METHODS, NEEDS
 from claptune.curation.pairs import Pairs
-from claptune.curation.priors import DEFAULT_PRIOR_STRENGTH, PRIORS
-from claptune.curation.pseudo import CRITERIA, REFINES, pseudo_label
-from claptune.curation.thresholds import Threshold
+from claptune.curation.pseudo import pseudo_label
+from claptune.curation.settings import CurationSettings
 from claptune.errors import ClaptuneError, printable
 
 
@@ -58,90 +57,6 @@ class CurationInputs:
             "target": self.target_emb is not None,
             "prompts": self.prompt_emb is not None,
         }[what]
-
-
-@dataclass
-class CurationSettings:
-    """Thresholds (raw cosine or "q<quantile>") and options of every method."""
-
-    # None: the table's (q0.99), or no threshold with du_top_k
-    du_threshold: float | str | None = None
-    du_top_k: int | None = None  # top-k captions per clip instead of a threshold
-    ds_threshold: float | str = DEFAULT_THRESHOLDS["ds"]
-    ads_threshold: float | str = DEFAULT_THRESHOLDS["ads"]
-    a2a_threshold: float | str = DEFAULT_THRESHOLDS["a2a"]
-    a2a_top_k: int = 1  # DS captions per kept clip
-    a2a_text_threshold: float | None = None  # and only those at or above this cosine
-    pseudo_criterion: str = "confidence"
-    pseudo_threshold: float | str = DEFAULT_THRESHOLDS["pseudo"]
-    pseudo_max_per_class: int | None = None  # None: 2x a class's balanced share, 0: no cap
-    # pseudo_refined: pseudo with the labels refined first (claptune.curation.pseudo); it
-    # shares pseudo's criterion and per-class cap
-    pseudo_refined_threshold: float | str = DEFAULT_THRESHOLDS["pseudo_refined"]
-    # knn | balance | knn_balance | crossfit_lp_balance (cross-fitted label propagation, then
-    # balancing: a clip's label from the other half's scores; bench/bench_guard.py compares)
-    pseudo_refined_mode: str = "knn_balance"
-    pseudo_refined_knn: int = 3  # neighbours of the knn step
-    pseudo_refined_knn_weight: float = 0.5  # share of the neighbours' probabilities
-    # the class shares balancing aims at: uniform (a balanced task), or em (the pool's shares
-    # estimated without labels; claptune.curation.priors). Uniform stays the default: with the
-    # default model (about 24 % zero-shot on 50 classes) EM's estimate was further from the true
-    # shares than uniform on skewed pools too (docs/curation.md, bench/results/skewed.md)
-    pseudo_refined_prior: str = "uniform"
-    pseudo_refined_prior_strength: float = DEFAULT_PRIOR_STRENGTH  # EM's pseudo-clips per class
-    search: SearchOptions = field(default=DEFAULT_SEARCH)
-
-    def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if (
-                f.name.endswith("_threshold")
-                and f.name != "a2a_text_threshold"
-                and value is not None
-            ):
-                try:
-                    Threshold.parse(value)
-                except ValueError as err:
-                    raise ClaptuneError(f"{f.name}: {err}") from None
-        for name in ("du_top_k", "a2a_top_k"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ClaptuneError(f"{name} must be >= 1, got {value}")
-        if self.pseudo_criterion not in CRITERIA:
-            raise ClaptuneError(f"pseudo_criterion must be one of {', '.join(CRITERIA)}")
-        if self.pseudo_max_per_class is not None and self.pseudo_max_per_class < 0:
-            raise ClaptuneError("pseudo_max_per_class must be >= 0")
-        if self.pseudo_refined_mode not in REFINES[1:]:
-            raise ClaptuneError(f"pseudo_refined_mode must be one of {', '.join(REFINES[1:])}")
-        if self.pseudo_refined_prior not in PRIORS:
-            raise ClaptuneError(f"pseudo_refined_prior must be one of {', '.join(PRIORS)}")
-        if not self.pseudo_refined_prior_strength >= 0:
-            raise ClaptuneError("pseudo_refined_prior_strength must be >= 0")
-        if self.pseudo_refined_knn < 1 or not 0.0 <= self.pseudo_refined_knn_weight <= 1.0:
-            raise ClaptuneError(
-                "pseudo_refined_knn must be >= 1 and pseudo_refined_knn_weight in [0, 1]"
-            )
-
-    @classmethod
-    def preset(cls, name: str, **overrides) -> CurationSettings:
-        """The thresholds of table ``name`` (``quantile``, the default; ``paper``), then
-        ``overrides``. du keeps no threshold of the table when ``du_top_k`` is given."""
-        if name not in THRESHOLD_PRESETS:
-            raise ClaptuneError(
-                f"unknown threshold preset {name!r}; choose from {', '.join(THRESHOLD_PRESETS)}"
-            )
-        table = {f"{m}_threshold": v for m, v in THRESHOLD_PRESETS[name].items()}
-        if overrides.get("du_top_k") is not None:
-            table["du_threshold"] = None
-        return cls.from_dict({**table, **overrides})
-
-    @classmethod
-    def from_dict(cls, values: dict) -> CurationSettings:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ClaptuneError(f"unknown curation settings {unknown}; known: {sorted(known)}")
-        return cls(**values)
 
 
 def curate(

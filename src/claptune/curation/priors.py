@@ -29,10 +29,7 @@ from __future__ import annotations
 
 import numpy as np
 
-PRIORS = ("uniform", "em")
-# EM's Dirichlet pseudo-clips per class: strength 1 collapsed onto a few classes on pools of
-# 2-6 clips a class (bench/results/priors.md); 10 keeps the estimate near uniform there
-DEFAULT_PRIOR_STRENGTH = 10.0
+from claptune.curation.settings import DEFAULT_PRIOR_STRENGTH, PRIORS
 
 
 def total_variation(p: np.ndarray, q: np.ndarray) -> float:

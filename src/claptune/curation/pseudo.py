@@ -32,12 +32,11 @@ import numpy as np
 
 from claptune.curation.common import check_ids, warn_if_empty
 from claptune.curation.pairs import Pairs
-from claptune.curation.priors import DEFAULT_PRIOR_STRENGTH, PRIORS, estimate_prior, sinkhorn
+from claptune.curation.priors import estimate_prior, sinkhorn
 from claptune.curation.search import check_pair, topk_pairs
-from claptune.curation.thresholds import Threshold, describe
+from claptune.curation.settings import CRITERIA, DEFAULT_PRIOR_STRENGTH, PRIORS, REFINES, Threshold
+from claptune.curation.thresholds import describe
 
-CRITERIA = ("confidence", "margin")
-REFINES = ("none", "knn", "balance", "knn_balance", "crossfit_lp_balance")
 CROSSFIT_FOLDS = 2  # crossfit_lp_balance: a clip's label comes from the other half's scores
 ROWS_PER_BLOCK = 65536  # clips scored at once: the (rows, C) float64 logits stay small
 

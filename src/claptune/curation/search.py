@@ -28,9 +28,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from claptune.curation.settings import DEFAULT_BLOCK_SIZE
 from claptune.errors import ClaptuneError
 
-DEFAULT_BLOCK_SIZE = 4096  # rows per tile side: a 4096 x 4096 float32 tile is 64 MiB
 RESCORE_ROWS = 512  # top-k queries rescored in float64 at once (bounds the gathered copy)
 RESCORE_PAIRS = 16384  # threshold survivors rescored at once
 MERGE_EVERY = 32  # per-tile top-k candidate sets pending before they are merged

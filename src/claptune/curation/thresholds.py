@@ -11,63 +11,13 @@ per-item distributions are always exact.
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
-
 import numpy as np
 
 from claptune.curation.search import exact_scores
+from claptune.curation.settings import Threshold
 
 PAIR_SAMPLE = 1_000_000  # random pairs that estimate a pairwise distribution
 PERCENTILES = (1, 10, 50, 90, 99, 99.9, 99.99)
-_QUANTILE = re.compile(r"^q(0?\.\d+|1(\.0*)?|0)$")
-
-
-@dataclass(frozen=True)
-class Threshold:
-    """A raw score (``value``) or a quantile in [0, 1] of the observed scores (``quantile``)."""
-
-    value: float | None = None
-    quantile: float | None = None
-
-    def __post_init__(self) -> None:
-        if (self.value is None) == (self.quantile is None):
-            raise ValueError("a Threshold is either a value or a quantile")
-        if self.quantile is not None and not 0.0 <= self.quantile <= 1.0:
-            raise ValueError(f"quantile must be in [0, 1], got {self.quantile}")
-        if self.value is not None and not np.isfinite(self.value):
-            raise ValueError(f"threshold must be finite, got {self.value}")
-
-    @classmethod
-    def parse(cls, spec: Threshold | float | str) -> Threshold:
-        """``0.75`` / ``"0.75"`` (raw) or ``"q0.99"`` (quantile)."""
-        if isinstance(spec, Threshold):
-            return spec
-        if isinstance(spec, str):
-            text = spec.strip().lower()
-            if text.startswith("q"):
-                if not _QUANTILE.match(text):
-                    raise ValueError(f"bad quantile threshold {spec!r}: write e.g. q0.99")
-                return cls(quantile=float(text[1:]))
-            try:
-                return cls(value=float(text))
-            except ValueError:
-                raise ValueError(
-                    f"bad threshold {spec!r}: a number (0.75) or a quantile (q0.99)"
-                ) from None
-        return cls(value=float(spec))
-
-    def resolve(self, scores: np.ndarray) -> float:
-        """The raw threshold: ``value``, or the ``quantile`` of ``scores`` (lower interpolation,
-        so the threshold is an observed score and ``>=`` keeps it)."""
-        if self.value is not None:
-            return float(self.value)
-        if len(scores) == 0:
-            raise ValueError("cannot take a quantile of no scores")
-        return float(np.quantile(scores, self.quantile, method="lower"))
-
-    def __str__(self) -> str:
-        return f"q{self.quantile:g}" if self.quantile is not None else f"{self.value:g}"
 
 
 def pair_score_sample(

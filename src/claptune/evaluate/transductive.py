@@ -39,7 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
-from claptune.curation.priors import DEFAULT_PRIOR_STRENGTH, PRIORS, estimate_prior, sinkhorn
+from claptune.curation.priors import estimate_prior, sinkhorn
+from claptune.curation.settings import DEFAULT_PRIOR_STRENGTH, PRIORS
 
 # the named pipelines ``transduce`` runs; "claptune" is the default chain (see ``transduce``)
 TRANSDUCTIONS = (

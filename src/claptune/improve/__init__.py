@@ -1,10 +1,15 @@
 """``claptune improve`` and ``claptune ablate``: the whole method, end to end, with a report.
 
-- ``config``: ``ImproveConfig``, the run's settings, validated;
+- ``config``: ``ImproveConfig``, the run's settings, typed and validated (adapt's too: an
+  unlabeled target);
 - ``splits``: seeded adaptation/test splits that never read a label (by source recording, or at
   random; stratified for comparison);
 - ``curate``: which data each curation method gets;
-- ``pipeline``: ``run_improve`` (before, curate, fit, after, report);
+- ``workspace``: ``Workspace``, what the runs of one invocation share (teacher, data,
+  embeddings, splits) and how one student is curated for, trained and measured;
+- ``loop``: ``Runner``, the one split x seed loop (``Variant``: one configuration), and
+  ``train_final``, the model worth saving;
+- ``pipeline``: ``run_improve`` (before, the loop, report, the saved model and its card);
 - ``runs``: figures with spreads and paired tests over runs, priors, label-free signals;
 - ``transfer``: zero-shot on held-out corpus clips whose caption names a target class;
 - ``ablation``: ``run_ablation``, every method with both losses on the same splits and seeds;
@@ -23,12 +28,14 @@ _HOME = {
     "AblationEntry": "ablation",
     "ablation_grid": "ablation",
     "run_ablation": "ablation",
-    "AdaptConfig": "adapt",
     "AdaptResult": "adapt",
     "run_adapt": "adapt",
     "ImproveConfig": "config",
     "ImproveResult": "pipeline",
-    "Workspace": "pipeline",
+    "Workspace": "workspace",
+    "Runner": "loop",
+    "Variant": "loop",
+    "train_final": "loop",
     "run_improve": "pipeline",
     "Split": "splits",
     "make_splits": "splits",

@@ -18,18 +18,18 @@ from typing import Any
 
 import numpy as np
 
-from claptune.curation import Pairs
 from claptune.improve.config import CURATION_METHODS, LOSSES, ImproveConfig
-from claptune.improve.curate import curation_settings
-from claptune.improve.pipeline import Workspace, log_progress
+from claptune.improve.loop import Runner, Training, Variant, teacher_run_arrays
 from claptune.improve.runs import (
     RunOutcome,
     summarize_label_free,
     summarize_priors,
     summarize_runs,
 )
+from claptune.improve.workspace import Workspace, log_progress
 from claptune.report.format import pvalue
 from claptune.report.schema import ClassPriors, RunsSummary, to_dict
+from claptune.typed import override
 
 # the label-free selection signal the table's "label-free pick" maximises (RunRecord.label_free):
 # the students' agreement with the teacher's refined pseudo-labels on the adaptation clips,
@@ -118,6 +118,17 @@ def _row(
     }
 
 
+def variant(config: ImproveConfig, entry: AblationEntry) -> Variant:
+    """The ``Variant`` an ablation row trains: its methods and loss, the run's curation
+    settings with the row's overrides."""
+    return Variant(
+        entry.name,
+        entry.methods,
+        entry.loss,
+        override(config.curation, dict(entry.curation), "curation settings"),
+    )
+
+
 def run_ablation(
     config: ImproveConfig,
     out_dir: str | Path,
@@ -134,7 +145,7 @@ def run_ablation(
     grid = grid or ablation_grid()
     t0 = time.perf_counter()
     ws = Workspace(config, out_dir, progress)
-    curated: dict[tuple[int, tuple[str, ...]], Pairs] = {}
+    runner = Runner(ws)
     result: dict[str, Any] = {
         "model": config.model,
         "target": config.target,
@@ -146,46 +157,25 @@ def run_ablation(
         "retrieval_before": ws.retrieval_before,
         "rows": [],
         "config": config.to_dict(),
-        "train": {"head_only": ws.head_only, **ws.train_overrides},
+        "train": ws.train_record(),
     }
     n_trained = sum(1 for e in grid if e.loss is not None) * len(ws.splits) * len(ws.seeds)
-    done = 0
+    done = [0]
     # every student's class scores, for analyses of your own (scores.npz beside ablation.json)
-    scores: dict[str, np.ndarray] = {"teacher": ws.scores_before}
-    if ws.transfer_scores_before is not None:
-        scores["transfer_teacher"] = ws.transfer_scores_before
-        scores["transfer_labels"] = np.asarray(ws.transfer_labels)
+    scores = teacher_run_arrays(ws)
     for entry in grid:
         t_entry = time.perf_counter()
-        runs: list[RunOutcome] = []
-        for split in ws.splits:
-            if entry.loss is None:
-                runs += [
-                    RunOutcome(
-                        split.index,
-                        seed,
-                        split.test,
-                        ws.pred_before,
-                        ws.pred_before,
-                        retrieval_after=ws.retrieval_before,
-                    )
-                    for seed in ws.seeds
-                ]
-                continue
-            key = (split.index, entry.methods, entry.curation)
-            if key not in curated:
-                curated[key] = ws.curate(split, entry.methods, dict(entry.curation))
-            pairs = curated[key]
-            for seed in ws.seeds:
-                student, fit_result = ws.train(pairs, entry.loss, seed)
-                runs.append(ws.outcome(split, seed, pairs, student, fit_result))
-                done += 1
-                elapsed = time.perf_counter() - t0
-                log_progress(
-                    f"ablation {entry.name}: split {split.index} seed {seed} done "
-                    f"({done}/{n_trained} trainings, {elapsed / 60:.1f} min)",
-                    progress,
-                )
+
+        def log_run(t: Training, run: RunOutcome, entry: AblationEntry = entry) -> None:
+            done[0] += 1
+            log_progress(
+                f"ablation {entry.name}: split {t.split.index} seed {t.seed} done "
+                f"({done[0]}/{n_trained} trainings, {(time.perf_counter() - t0) / 60:.1f} min)",
+                progress,
+            )
+
+        row_variant = variant(config, entry)
+        runs = runner.runs(row_variant, on_run=log_run)
         summary, _ = summarize_runs(
             runs,
             ws.labels,
@@ -193,9 +183,8 @@ def run_ablation(
             transfer_labels=ws.transfer_labels,
             transductive_method=config.transduction,
         )
-        settings = curation_settings({**config.curation, **dict(entry.curation)})
         priors = summarize_priors(
-            runs, ws.splits, ws.labels, ws.class_names, settings.pseudo_refined_prior
+            runs, ws.splits, ws.labels, ws.class_names, row_variant.curation.pseudo_refined_prior
         )
         row = _row(entry, summary, runs, time.perf_counter() - t_entry, priors)
         result["rows"].append(row)
@@ -359,4 +348,11 @@ def write_ablation(out_dir: Path, result: dict[str, Any]) -> None:
         )
 
 
-__all__ = ["AblationEntry", "ablation_grid", "run_ablation", "ablation_markdown", "write_ablation"]
+__all__ = [
+    "AblationEntry",
+    "ablation_grid",
+    "ablation_markdown",
+    "run_ablation",
+    "variant",
+    "write_ablation",
+]

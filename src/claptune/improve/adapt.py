@@ -1,12 +1,14 @@
 """``adapt``: the method on a user's own unlabeled clips, with a report that needs no label.
 
-    run_adapt(AdaptConfig(audio=("recordings/",), class_names=("dog", "rain")), "runs/mine")
+    run_adapt(ImproveConfig.unlabeled(("recordings/",), ("dog", "rain")), "runs/mine")
 
-A thin composition of ``improve``'s ``Workspace`` (``claptune.improve.pipeline``): the clips
-and class names become an unlabeled target (one split: every clip adapts, none is scored);
-curation and training are improve's defaults (``ImproveConfig``'s methods, loss and training
-overrides), with the paired corpus for replay and its held-out part for the forgetting and
-transfer checks. One student is trained (``seed``) and saved as ``RUN/model`` with a card.
+``improve`` on an unlabeled target: the clips and class names become the ``Workspace``'s target
+(``claptune.improve.workspace``), with no measured split since nothing can be scored; the model
+worth saving is ``improve``'s (``claptune.improve.loop.train_final``: one student on every clip
+but the guard's held-out slice, kept by the label-free guard or replaced by the teacher), saved
+the same way (``claptune.improve.pipeline.save_model``). What adapt adds: ``predictions.csv``
+(every clip's class, from the teacher's or the saved model's scores refined transductively)
+and its own report sections.
 
 What the report measures without labels: the class shares curation balanced the pool to, the
 teacher's refined pseudo-labels per class with their confidence and margin, and how often the
@@ -16,27 +18,19 @@ that is scored before and after and read for nothing else.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from claptune.card import public_text
-from claptune.data.dataset import check_class_names
 from claptune.errors import ClaptuneError
-from claptune.improve.config import (
-    TARGETS,
-    UNLABELED,
-    ImproveConfig,
-    default_cache_dir,
-    default_corpus,
-)
-from claptune.improve.curate import curation_settings, describe, pair_rows
-from claptune.improve.pipeline import Workspace, log_progress
+from claptune.improve.config import UNLABELED, ImproveConfig
+from claptune.improve.curate import describe, pair_rows
+from claptune.improve.loop import train_final
+from claptune.improve.pipeline import curation_record, save_model
+from claptune.improve.workspace import Workspace, log_progress
 from claptune.report.adapt_schema import (
     AdaptReport,
     Agreement,
@@ -47,96 +41,7 @@ from claptune.report.adapt_schema import (
 )
 
 logger = logging.getLogger(__name__)
-_IMPROVE = {f.name: f for f in fields(ImproveConfig)}
 HISTOGRAM_BINS = 20  # over [0, 1]: confidence and margin of refined probabilities
-
-
-def _improve_default(name: str) -> Any:
-    """improve's default of a setting adapt shares, so that the two never drift apart."""
-    return _IMPROVE[name].default
-
-
-@dataclass
-class AdaptConfig:
-    audio: tuple[str, ...] = ()  # clip files, folders (searched recursively) or .txt lists
-    class_names: tuple[str, ...] = ()  # the classes the clips are about, in the user's words
-    model: str = "default"
-    seed: int = 0  # the student's training seed (and the corpus hold-out draw's)
-    corpus: str | None = field(default_factory=default_corpus)  # replay + forgetting check
-    corpus_holdout: float = _improve_default("corpus_holdout")
-    templates: tuple[str, ...] = _improve_default("templates")
-    # overrides of improve's curation settings and training overrides (KEY=VALUE)
-    curation: dict[str, Any] = field(default_factory=dict)
-    train: dict[str, Any] = field(default_factory=dict)
-    # a labelled data set scored before and after, never read by any choice of the run
-    eval_target: str | None = None
-    eval_root: str | None = None
-    save_model: bool = True
-    audio_per_class: int = 1  # curated pairs per class embedded as players in report.html
-    on_error: str = "raise"  # "skip" drops undecodable clips and lists them in the report
-    cache_dir: str | None = field(default_factory=default_cache_dir)
-    transduction: str = _improve_default("transduction")  # how predictions.csv is refined
-    guard_fraction: float = _improve_default("guard_fraction")  # clips held out for the guard
-    # whose scores predictions.csv refines: "teacher" (measured best on fresh skewed targets,
-    # bench/results/adapt_labels.md) or "saved" (the model the guard keeps)
-    labels_from: str = "teacher"
-
-    def __post_init__(self) -> None:
-        self.audio = (self.audio,) if isinstance(self.audio, str) else tuple(map(str, self.audio))
-        self.class_names = tuple(self.class_names)
-        self.templates = (
-            (self.templates,) if isinstance(self.templates, str) else tuple(self.templates)
-        )
-        if not self.audio:
-            raise ClaptuneError("adapt needs audio: clip files, folders or .txt lists")
-        if not self.class_names:
-            raise ClaptuneError("adapt needs class names")
-        check_class_names(self.class_names)
-        if self.eval_target is not None and self.eval_target not in TARGETS:
-            raise ClaptuneError(
-                f"unknown eval target {self.eval_target!r}; choose from {', '.join(TARGETS)}"
-            )
-        if self.audio_per_class < 0:
-            raise ClaptuneError("audio_per_class must be >= 0")
-        if self.labels_from not in ("teacher", "saved"):
-            raise ClaptuneError(f"labels_from must be teacher or saved, got {self.labels_from!r}")
-        self.improve_config()  # improve's own validation of the settings adapt shares
-
-    def improve_config(self) -> ImproveConfig:
-        """The ``ImproveConfig`` the workspace runs: improve's defaults for curation methods,
-        loss and training, one split (every clip) and one seed."""
-        return ImproveConfig(
-            model=self.model,
-            target=UNLABELED,
-            n_splits=1,
-            n_seeds=1,
-            seed=self.seed,
-            corpus=self.corpus,
-            corpus_holdout=self.corpus_holdout,
-            templates=self.templates,
-            curation=dict(self.curation),
-            train=dict(self.train),
-            save_model=self.save_model,
-            audio_samples=0,
-            on_error=self.on_error,
-            cache_dir=self.cache_dir,
-            transduction=self.transduction,
-            guard_fraction=self.guard_fraction,
-        )
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> AdaptConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ClaptuneError(f"unknown adapt config keys: {', '.join(unknown)}")
-        return cls(**values)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        for key in ("audio", "class_names", "templates"):
-            d[key] = list(d[key])
-        return d
 
 
 @dataclass
@@ -146,8 +51,9 @@ class AdaptResult:
     model_dir: Path | None
 
 
-def unlabeled_clips(config: AdaptConfig):
-    """The ``UnlabeledClips`` of ``config``: its audio paths expanded (``find_audio``)."""
+def unlabeled_clips(config: ImproveConfig):
+    """The ``UnlabeledClips`` of an unlabeled ``config``: its audio paths expanded
+    (``find_audio``)."""
     from claptune.audio import find_audio
     from claptune.data import UnlabeledClips
 
@@ -159,35 +65,28 @@ def unlabeled_clips(config: AdaptConfig):
     return UnlabeledClips("unlabeled audio", items, list(config.class_names))
 
 
-def run_adapt(config: AdaptConfig, out_dir: str | Path, progress: bool = True) -> AdaptResult:
-    """Curate, fine-tune one student and write RUN/model plus report.json/md/html."""
+def run_adapt(config: ImproveConfig, out_dir: str | Path, progress: bool = True) -> AdaptResult:
+    """Curate, fine-tune one student, keep it or the teacher (the guard), and write
+    predictions.csv, RUN/model and report.json/md/html."""
     from claptune.curation import write_pairs
 
+    if config.target != UNLABELED:
+        raise ClaptuneError(
+            "adapt runs on a user's unlabeled clips: ImproveConfig.unlabeled(audio, class_names)"
+        )
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    ws = Workspace(config.improve_config(), out_dir, progress, target=unlabeled_clips(config))
-    split, seed = ws.splits[0], ws.seeds[0]
-    pairs = ws.curate(split, ws.config.methods)
+    ws = Workspace(config, out_dir, progress, target=unlabeled_clips(config))
+    final = train_final(ws)
+    run, pairs = final.run, final.pairs
     log_progress(
         f"{len(ws.items)} clips, {len(ws.class_names)} classes: curated {describe(pairs)}", progress
     )
-    student, result = ws.train(pairs, ws.config.loss, seed)
-    run = ws.outcome(split, seed, pairs, student, result)
-    from claptune.improve.runs import guard_keeps
-
-    keep = guard_keeps(run.guard)
-    if not keep:
-        logger.warning(
-            "the adapted student did not beat the teacher on %d clips held out of curation "
-            "(no label read): saving the teacher",
-            int(run.guard["n_clips"]),
-        )
-    chosen = student if keep else ws.teacher
     # the labels come from the pipeline that measured best on fresh skewed targets
     # (bench/results/adapt_labels.md): the teacher with transduction over all clips, unless
     # the user asks for the saved model's scores
-    labeller = ws.teacher if config.labels_from == "teacher" else chosen
+    labeller = ws.teacher if config.labels_from == "teacher" else final.model
     probs = ws.transduced(labeller, ws.embed_audio(labeller, ws.items))
     from claptune.evaluate.transductive import write_predictions
 
@@ -200,22 +99,15 @@ def run_adapt(config: AdaptConfig, out_dir: str | Path, progress: bool = True) -
         "model": "teacher" if labeller is ws.teacher else "student",
         "counts": dict(zip(ws.class_names, counts.tolist(), strict=True)),
     }
-    model_dir = None
-    if config.save_model:
-        model_dir = Path(chosen.save(out_dir / "model"))
-        # the folder is what `claptune push` publishes: local folders by their name only
-        public = public_text(config.to_dict())
-        (model_dir / "adapt_config.json").write_text(json.dumps(public, indent=2))
+    model_dir = save_model(ws, final, out_dir) if config.save_model else None
     evaluation = (
-        score_labelled(ws, student, config.eval_target, config.eval_root)
+        score_labelled(ws, final.student, config.eval_target, config.eval_root)
         if config.eval_target
         else None
     )
-    report = build_adapt_report(
-        ws, config, run, pairs, evaluation, model_dir, time.perf_counter() - t0
-    )
+    report = build_adapt_report(ws, config, final, evaluation, model_dir, time.perf_counter() - t0)
     report.guard = dict(run.guard)
-    report.saved = "student" if keep else "teacher"
+    report.saved = final.saved
     report.predictions = predictions
     if model_dir is not None:
         write_adapt_card(ws, report, model_dir)
@@ -247,7 +139,7 @@ def teacher_pseudo_labels(
     and the classifier curation scores with, so that these are the labels curation chose from."""
     from claptune.curation.pseudo import refined_scores
 
-    s = curation_settings(ws.config.curation)
+    s = ws.config.curation
     return refined_scores(
         ws.target_emb[clips],
         ws.classifier(ws.teacher),
@@ -277,23 +169,24 @@ def _share(mask: np.ndarray, same: np.ndarray) -> float | None:
 
 def build_adapt_report(
     ws: Workspace,
-    config: AdaptConfig,
-    run,
-    pairs,
+    config: ImproveConfig,
+    final,
     evaluation,
     model_dir: Path | None,
     seconds: float,
 ) -> AdaptReport:
-    """The label-free report of one adapt run (``run``: the workspace's ``RunOutcome``)."""
+    """The label-free report of one adapt run (``final``: ``train_final``'s student, its
+    split, pairs and ``RunOutcome``)."""
     import claptune
     from claptune.improve.runs import label_free_signals, summarize_priors, summarize_retrieval
     from claptune.improve.transfer import summarize_transfer
     from claptune.report.schema import ModelInfo, TargetInfo
 
     names = ws.class_names
+    run, pairs = final.run, final.pairs
     method = ws.config.methods[0] if ws.config.methods else None
     meta = pairs.meta.get(method, {}) if method else {}
-    clips = ws.splits[0].adapt
+    clips = final.split.adapt
     pseudo, conf, margin = teacher_pseudo_labels(ws, clips)
     curated_items = {a for a, m in zip(pairs.audio, pairs.method, strict=True) if m == method}
     curated = np.array([ws.items[i] in curated_items for i in clips], dtype=bool)
@@ -302,7 +195,7 @@ def build_adapt_report(
 
     before, after = run.pred_before[clips], run.pred_after[clips]
     same = before == after
-    priors = summarize_priors([run], ws.splits, None, names, meta.get("prior") or "uniform")
+    priors = summarize_priors([run], [final.split], None, names, meta.get("prior") or "uniform")
     shares = priors.splits[0].estimated if priors else {}
     counts = pairs.class_counts()
     classes = {
@@ -359,7 +252,7 @@ def build_adapt_report(
         label_free=label_free_signals(run, ws.transfer_labels),
         evaluation=evaluation,
         model_dir=None if model_dir is None else str(model_dir),
-        train={"head_only": ws.head_only, **ws.train_overrides},
+        train=ws.train_record(),
         train_result=run.train,
         failed_clips=[{"item": i, "reason": r} for i, r in ws.failed],
         timing_s={"setup": ws.setup_seconds, "total": seconds},
@@ -465,7 +358,7 @@ def write_adapt_card(ws: Workspace, report: AdaptReport, model_dir: str | Path) 
                 "curated pairs": report.n_pairs,
                 "class prior": report.priors.method if report.priors else None,
                 "teacher/student agreement": round(report.agreement.share, 4),
-                "curation settings": ws.config.curation or None,
+                "curation settings": curation_record(ws.config.curation),
                 "training settings": report.train or None,
             },
             model_name=f"{report.model.spec} adapted to {report.target.n_classes} classes",
@@ -474,7 +367,6 @@ def write_adapt_card(ws: Workspace, report: AdaptReport, model_dir: str | Path) 
 
 
 __all__ = [
-    "AdaptConfig",
     "AdaptResult",
     "build_adapt_report",
     "run_adapt",

@@ -1,18 +1,28 @@
-"""The configuration of an ``improve`` run: one dataclass that validates itself.
+"""The configuration of an ``improve``, ``adapt`` or ``ablate`` run: one dataclass that
+validates itself.
 
-Every field says why it has its default. The resolved config is written into report.json and
-beside the saved model, so a run can be repeated exactly.
+``ImproveConfig`` holds typed settings all the way down: curation is a
+``claptune.curation.CurationSettings``, training a ``claptune.train.TrainConfig``. ``adapt``'s
+configuration is the same object with an unlabeled target (``ImproveConfig.unlabeled``: the
+user's clips and class names instead of a named data set). Every field says why it has its
+default, and carries the help of the CLI flag generated from it (``metadata``;
+``claptune.cli._common.add_config_flags``). The resolved config is written into report.json and
+beside the saved model, so a run can be repeated exactly; ``from_dict`` reads it back
+(``claptune.typed``: unknown keys rejected, nested settings given as overrides of their
+defaults).
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from claptune.curation.methods import METHODS
+from claptune.curation.settings import CurationSettings
 from claptune.errors import ClaptuneError, did_you_mean
+from claptune.train.config import TrainConfig
 
 CURATION_METHODS = METHODS  # the one list, claptune.curation.methods
 LOSSES = ("hard", "soft")
@@ -39,52 +49,197 @@ def default_corpus() -> str | None:
     return str(_DEV_CORPUS) if _DEV_CORPUS.is_dir() else None
 
 
+def improve_training() -> TrainConfig:
+    """improve's training defaults: heads only on a model with frozen encoders and cached
+    features (``trainable="auto"``) for HEAD_EPOCHS (``epochs=None``), the fast path that makes
+    3 x 3 runs affordable on a CPU; every parameter for the published 20 epochs otherwise. No
+    progress bar per epoch (improve logs one line per run)."""
+    return TrainConfig(trainable="auto", epochs=None, progress=False)
+
+
+def _help(text: str, flag: str | None = None, **more: Any) -> dict[str, Any]:
+    """A field's CLI metadata (``claptune.cli._common.add_config_flags``)."""
+    return {"help": text, **({"flag": flag} if flag else {}), **more}
+
+
 @dataclass
 class ImproveConfig:
-    model: str = "default"
-    target: str = "esc50"
-    root: str | None = None  # local copy of the target data set; None downloads where supported
-    download: bool = False  # allow fetching the target data set when root is None
+    model: str = field(
+        default="default",
+        metadata=_help(
+            "registered name, model folder or hub id", default_text="the embedded model"
+        ),
+    )
+    # a named labelled data set (esc50, us8k, tut2017, folder, csv), or "unlabeled": a user's
+    # clips (audio) and class names (adapt), whose labels do not exist
+    target: str = field(default="esc50", metadata=_help("target task", choices=TARGETS))
+    root: str | None = field(
+        default=None,
+        metadata=_help("local copy of the target data set, a folder (a CSV for csv)"),
+    )  # None downloads where supported
+    download: bool = field(
+        default=False,
+        metadata=_help("download the target data set when --root is not given", default_text="off"),
+    )
+    # the unlabeled target's clips (files, folders searched recursively, .txt lists) and class
+    # names, in the user's words (target "unlabeled")
+    audio: tuple[str, ...] = field(
+        default=(),
+        metadata=_help(
+            "clip files, folders (searched recursively) or .txt lists of clips",
+            nargs="+",
+            metavar="PATH",
+        ),
+    )
+    class_names: tuple[str, ...] = field(
+        default=(),
+        metadata=_help(
+            "class names: a file with one per line (# comments and blank lines ignored) or 'a,b,c'",
+            "--classes",
+            metavar="CLASSES",
+        ),
+    )
     # refined pseudo-labels with the hard loss: the row with the largest mean gain in our
     # ablation of the default model on the ESC-50 subset (rule fixed before it ran;
     # bench/results/ablation.md, README); the paper's DS + soft did not gain there
-    methods: tuple[str, ...] = ("pseudo_refined",)
-    loss: str = "hard"
+    methods: tuple[str, ...] = field(
+        default=("pseudo_refined",),
+        metadata=_help(
+            f"comma-separated curation methods of {', '.join(CURATION_METHODS)}; "
+            "'none' fine-tunes on replay only"
+        ),
+    )
+    loss: str = field(default="hard", metadata=_help("contrastive loss", choices=LOSSES))
     # 3 x 3 runs: split-to-split and training-seed noise are both a few points, so one run
     # cannot tell a gain from luck; every figure is reported as mean ± std over the runs
-    n_splits: int = 3
-    n_seeds: int = 3
-    test_fraction: float = 0.5  # share of the clips kept for scoring only
+    n_splits: int = field(default=3, metadata=_help("adaptation/test splits", "--splits"))
+    n_seeds: int = field(default=3, metadata=_help("training seeds per split", "--seeds"))
+    test_fraction: float = field(default=0.5, metadata=_help("share of the clips scored only"))
     # how clips are split: auto = whole source recordings to one side where the data set names
     # them (ESC-50's src_file), else at random; never by label, which would hand the unlabeled
     # pool the task's exact class shares (stratified stays available for comparison)
-    split: str = "auto"
-    seed: int = 0  # split i uses seed + i, training seed j uses seed + j
+    split: str = field(
+        default="auto",
+        metadata=_help(
+            "how clips are split: auto = grouped where the data set names each clip's source "
+            "recording, else random; stratified hands the unlabeled pool the task's exact "
+            "class shares (for comparison only)",
+            choices=STRATEGIES,
+        ),
+    )
+    seed: int = field(
+        default=0,
+        metadata=_help("base seed: split i uses seed + i, training seed j uses seed + j"),
+    )
     corpus: str | None = field(
-        default_factory=default_corpus
+        default_factory=default_corpus,
+        metadata=_help(
+            "paired captioned corpus, replayed in fine-tuning and held out for the forgetting "
+            "and transfer checks: a folder with manifest.csv, webdataset shards, or a Hugging "
+            "Face dataset (a Hub id, a save_to_disk folder or an audiofolder with a caption "
+            "column; needs claptune[datasets]); '' or none for none",
+            default_text="$CLAPTUNE_CORPUS, else ../shared/data/captioned-sfx where it "
+            "exists, else none",
+        ),
     )  # paired corpus: replay + DS captions
-    corpus_holdout: float = 0.1  # share of the corpus held out for the forgetting check
+    corpus_holdout: float = field(
+        default=0.1,
+        metadata=_help("share of the corpus held out for the forgetting check"),
+    )
     # zero-shot prompts: template set names (default, ensemble) or templates with {}; the
     # 8-prompt ensemble smooths the quirks of one wording and uses no label
-    templates: tuple[str, ...] = ("ensemble",)
-    # claptune.curation.CurationSettings overrides, e.g. {"ds_threshold": "q0.9"}: a raw cosine
-    # or a quantile of the teacher's own similarity distribution; unset fields take
-    # the one default table of claptune.curation.methods (quantiles: raw cosines are per-checkpoint)
-    curation: dict[str, Any] = field(default_factory=dict)
-    train: dict[str, Any] = field(default_factory=dict)  # overrides of claptune.train.TrainConfig
-    save_model: bool = True  # write the improved model of split 0 / seed 0 to RUN/model
-    audio_per_class: int = 2  # best-scored curated pairs of each class playable in report.html
-    audio_samples: int | None = None  # cap on all players, spread over classes; None: no cap
-    on_error: str = "raise"  # "skip" drops undecodable clips and lists them in the report
+    templates: tuple[str, ...] = field(
+        default=("ensemble",),
+        metadata=_help(
+            "zero-shot prompts: ensemble (8 templates averaged), the set named default (the "
+            "paper's 'this is a sound of {}'), or your own template with {} for the class "
+            "name; repeat to average several",
+            "--template",
+            action="append",
+            metavar="TEMPLATE",
+        ),
+    )
+    # thresholds are quantiles of the teacher's own similarity distribution by default (raw
+    # cosines are per-checkpoint): the one table of claptune.curation.methods
+    curation: CurationSettings = field(
+        default_factory=CurationSettings, metadata={"what": "curation settings"}
+    )
+    train: TrainConfig = field(
+        default_factory=improve_training, metadata={"what": "training override"}
+    )
+    save_model: bool = field(
+        default=True,
+        metadata=_help(
+            "do not write RUN/model", "--no-save-model", negate=True, default_text="off"
+        ),
+    )  # the model worth saving (claptune.improve.loop.train_final)
+    # best-scored curated pairs of each class playable in report.html: 2 on a labelled target,
+    # 1 on a user's clips (its report lists every class's surest clips too); None: that choice
+    audio_per_class: int | None = field(
+        default=None,
+        metadata=_help(
+            "best-scored curated pairs of each class playable in report.html",
+            default_text="2; 1 for adapt",
+        ),
+    )
+    audio_samples: int | None = field(
+        default=None,
+        metadata=_help(
+            "cap on all players in report.html, spread over the classes",
+            default_text="no cap",
+        ),
+    )
+    on_error: str = field(
+        default="raise",
+        metadata=_help(
+            "what to do with a clip that cannot be decoded: raise stops, skip leaves the clip "
+            "out and lists it in the report",
+            choices=("raise", "skip"),
+        ),
+    )
     # label-free transductive inference on top of every model's scores (teacher and student;
     # claptune.evaluate.transductive): the labels adapt writes, and a figure of every report
-    transduction: str = "claptune"
-    # share of an unlabeled target's clips held out of curation for the label-free guard (adapt);
-    # a labelled target's guard reads its test part's audio instead, so improve curates as before
-    guard_fraction: float = 0.2
+    transduction: str = field(
+        default="claptune",
+        metadata=_help(
+            "transductive inference over the clips taken together, for the labels "
+            "(predictions.csv) and the side-by-side figures: claptune, sinkhorn, "
+            "label_propagation, gaussian_em, entropy or none",
+            "--transductive",
+            metavar="METHOD",
+        ),
+    )
+    # share of an unlabeled target's clips held out of curation for the label-free guard (and
+    # of the model worth saving's); a measured split's guard reads its test part's audio
+    guard_fraction: float = field(
+        default=0.2,
+        metadata=_help(
+            "share of the clips held out of curation, on whose audio the label-free guard "
+            "decides whether the saved student beats the teacher; 0 turns the guard off"
+        ),
+    )
+    # a labelled data set scored before and after an unlabeled target's run, never read by any
+    # choice of the run (adapt --eval TARGET:ROOT)
+    eval_target: str | None = None
+    eval_root: str | None = None
+    # whose scores adapt's predictions.csv refines: "teacher" (measured best on fresh skewed
+    # targets, bench/results/adapt_labels.md) or "saved" (the model the guard keeps)
+    labels_from: str = field(
+        default="teacher",
+        metadata=_help(
+            "whose scores predictions.csv refines: the teacher (measured best) or the saved model",
+            choices=("teacher", "saved"),
+        ),
+    )
     # frozen encoder features are kept here (keyed by model identity and file), so a rerun or
     # an ablation of the same model skips the encoders; None keeps them in memory only
-    cache_dir: str | None = field(default_factory=default_cache_dir)
+    cache_dir: str | None = field(
+        default_factory=default_cache_dir,
+        metadata=_help(
+            "frozen features kept across runs",
+            default_text="$CLAPTUNE_CACHE, else ~/.cache/claptune",
+        ),
+    )
 
     def __post_init__(self) -> None:
         if isinstance(self.methods, str):
@@ -93,6 +248,18 @@ class ImproveConfig:
         self.templates = (
             (self.templates,) if isinstance(self.templates, str) else tuple(self.templates)
         )
+        self.audio = (self.audio,) if isinstance(self.audio, str) else tuple(map(str, self.audio))
+        self.class_names = tuple(self.class_names)
+        if isinstance(self.curation, dict):
+            self.curation = CurationSettings.from_dict(self.curation)
+        if isinstance(self.train, dict):
+            from claptune.typed import override
+
+            self.train = override(improve_training(), self.train, "training override")
+        if self.corpus in ("", "none"):
+            self.corpus = None
+        if self.audio_per_class is None:
+            self.audio_per_class = 1 if self.target == UNLABELED else 2
         from claptune.evaluate.zeroshot import resolve_templates
 
         resolve_templates(self.templates)  # raises ClaptuneError on a malformed template
@@ -113,6 +280,25 @@ class ImproveConfig:
             )
         if self.target in ("folder", "csv") and not self.root:
             raise ClaptuneError(f"target {self.target!r} needs --root")
+        if self.target == UNLABELED:
+            if not self.audio:
+                raise ClaptuneError("adapt needs audio: clip files, folders or .txt lists")
+            if not self.class_names:
+                raise ClaptuneError("adapt needs class names")
+            from claptune.data.dataset import check_class_names
+
+            check_class_names(self.class_names)
+        elif self.audio or self.class_names or self.eval_target:
+            raise ClaptuneError(
+                "audio, class names and an eval target belong to an unlabeled target (adapt); "
+                f"target {self.target!r} brings its own clips and labels"
+            )
+        if self.eval_target is not None and self.eval_target not in TARGETS:
+            raise ClaptuneError(
+                f"unknown eval target {self.eval_target!r}; choose from {', '.join(TARGETS)}"
+            )
+        if self.labels_from not in ("teacher", "saved"):
+            raise ClaptuneError(f"labels_from must be teacher or saved, got {self.labels_from!r}")
         if self.n_splits < 1 or self.n_seeds < 1:
             raise ClaptuneError("n_splits and n_seeds must be at least 1")
         if self.split not in STRATEGIES:
@@ -132,15 +318,6 @@ class ImproveConfig:
             raise ClaptuneError(
                 "these curation methods need a paired corpus: give --corpus or set CLAPTUNE_CORPUS"
             )
-        from claptune.improve.curate import curation_settings
-
-        curation_settings(self.curation)  # raises ClaptuneError on an unknown key or bad value
-        from claptune.train import TrainConfig
-
-        try:
-            TrainConfig(**self.train)
-        except TypeError as err:
-            raise ClaptuneError(f"bad training override: {err}") from None
         if self.on_error not in ("raise", "skip"):
             raise ClaptuneError("on_error must be 'raise' or 'skip'")
         if self.audio_samples is not None and self.audio_samples < 0:
@@ -157,18 +334,26 @@ class ImproveConfig:
             raise ClaptuneError(f"guard_fraction must be in [0, 0.9), got {self.guard_fraction}")
 
     @classmethod
+    def unlabeled(
+        cls, audio: str | tuple[str, ...], class_names: tuple[str, ...], **values: Any
+    ) -> ImproveConfig:
+        """The configuration of ``adapt``: the user's clips and class names as the target."""
+        return cls.from_dict(
+            {"target": UNLABELED, "audio": audio, "class_names": class_names, **values}
+        )
+
+    @classmethod
     def from_dict(cls, values: dict[str, Any]) -> ImproveConfig:
-        """Build from a dict (a saved config), rejecting keys this version does not know."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ClaptuneError(f"unknown improve config keys: {', '.join(unknown)}")
-        return cls(**values)
+        """Build from a dict (a saved config), rejecting keys this version does not know;
+        ``curation`` and ``train`` are overrides of their defaults."""
+        from claptune.typed import from_mapping
+
+        return from_mapping(cls, values, "improve config keys")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d["methods"] = list(self.methods)
-        d["templates"] = list(self.templates)
+        for key in ("methods", "templates", "audio", "class_names"):
+            d[key] = list(d[key])
         return d
 
 
@@ -180,4 +365,5 @@ __all__ = [
     "TARGETS",
     "UNLABELED",
     "default_corpus",
+    "improve_training",
 ]

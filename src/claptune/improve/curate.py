@@ -24,7 +24,7 @@ from claptune.curation import DEFAULT_TEMPLATE, CurationSettings, Pairs, curate
 from claptune.curation.inputs import Corpus, Rows, build_curation_inputs
 
 if TYPE_CHECKING:
-    from claptune.improve.pipeline import Workspace
+    from claptune.improve.workspace import Workspace
     from claptune.improve.splits import Split
 
 DS_PROMPT = DEFAULT_TEMPLATE  # the paper's DS, pseudo-label and evaluation prompt

@@ -163,7 +163,7 @@ def fit(
     """
     if resume and overwrite:
         raise ValueError("resume and overwrite exclude each other")
-    config = config or TrainConfig()
+    config = (config or TrainConfig()).for_model(model)
     out_dir = Path(out_dir)
     _check_run_folder(out_dir, resume, overwrite)
     device = _device(config)

@@ -1,0 +1,199 @@
+"""The one split x seed loop, and the model worth saving.
+
+``improve``, ``ablate``, ``adapt`` and the benchmarks all train through here:
+
+- ``Variant``: one configuration (curation methods, their settings, a loss; or the teacher
+  untouched). ``improve`` runs one, ``ablate`` a grid, the benchmarks whatever they compare.
+- ``Runner``: for a ``Workspace`` (``claptune.improve.workspace``), the pairs of each split and
+  variant curated once (shared by every seed and every variant with the same curation), then
+  one fresh student per (split, seed) (``trainings``), measured by ``Workspace.outcome``
+  (``runs``). A labelled target has ``n_splits`` measured splits; a user's unlabeled clips have
+  none, since nothing can be scored.
+- ``train_final``: after the measured splits (or without any), one student trained with the
+  configuration on every clip but the guard's held-out slice, kept by the label-free guard or
+  replaced by the teacher: what ``improve`` and ``adapt`` save.
+
+Nothing here reads a target label.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from claptune.curation import CurationSettings, Pairs
+from claptune.improve.runs import RunOutcome, guard_keeps
+from claptune.improve.splits import Split, whole_pool_split
+from claptune.improve.workspace import Workspace, log_progress
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One configuration to train on every split x seed."""
+
+    name: str
+    methods: tuple[str, ...]  # () with a loss: replay-only fine-tuning
+    loss: str | None  # None: the teacher, untouched (baseline)
+    curation: CurationSettings
+
+    @classmethod
+    def of(cls, ws: Workspace, name: str = "default") -> Variant:
+        """The run's own configuration (``ws.config``'s methods, loss and curation)."""
+        return cls(name, tuple(ws.config.methods), ws.config.loss, ws.config.curation)
+
+
+@dataclass
+class Training:
+    """One fresh student of one (split, seed) of a variant."""
+
+    split: Split
+    seed: int
+    pairs: Pairs
+    student: Any  # the fine-tuned AudioTextModel
+    result: Any  # claptune.train.TrainResult
+
+
+class Runner:
+    """The split x seed loop over one ``Workspace``."""
+
+    def __init__(self, ws: Workspace):
+        self.ws = ws
+        self._pairs: dict[tuple, Pairs] = {}
+
+    def pairs(self, split: Split, variant: Variant) -> Pairs:
+        """The pairs of ``variant``'s curation on ``split``, curated once per split and
+        (methods, settings), whichever variants share them."""
+        key = (split.index, variant.methods, repr(variant.curation))
+        if key not in self._pairs:
+            self._pairs[key] = self.ws.curate(split, variant.methods, variant.curation)
+        return self._pairs[key]
+
+    def trainings(
+        self, variant: Variant, on_split: Callable[[Split, Pairs], None] | None = None
+    ) -> Iterator[Training]:
+        """One fresh student per (split, seed), splits outer, seeds inner; ``on_split`` is told
+        each split's pairs before its first training."""
+        if variant.loss is None:
+            raise ValueError("the teacher variant trains nothing")
+        for split in self.ws.splits:
+            pairs = self.pairs(split, variant)
+            if on_split is not None:
+                on_split(split, pairs)
+            for seed in self.ws.seeds:
+                student, result = self.ws.train(pairs, variant.loss, seed)
+                yield Training(split, seed, pairs, student, result)
+
+    def runs(
+        self,
+        variant: Variant,
+        on_run: Callable[[Training, RunOutcome], None] | None = None,
+        keep_scores: bool = True,
+        on_split: Callable[[Split, Pairs], None] | None = None,
+    ) -> list[RunOutcome]:
+        """What every (split, seed) of ``variant`` measured (``Workspace.outcome``); the teacher
+        variant scores the teacher itself on every run. ``keep_scores=False`` drops each run's
+        (N, C) class scores once measured (the report keeps predictions only)."""
+        ws = self.ws
+        if variant.loss is None:
+            return [
+                RunOutcome(
+                    split.index,
+                    seed,
+                    split.test,
+                    ws.pred_before,
+                    ws.pred_before,
+                    retrieval_after=ws.retrieval_before,
+                )
+                for split in ws.splits
+                for seed in ws.seeds
+            ]
+        out = []
+        for t in self.trainings(variant, on_split):
+            run = ws.outcome(t.split, t.seed, t.pairs, t.student, t.result)
+            if not keep_scores:
+                run.scores_after = run.transfer_scores_after = None
+            if on_run is not None:
+                on_run(t, run)
+            out.append(run)
+        return out
+
+
+@dataclass
+class FinalModel:
+    """The model ``improve`` and ``adapt`` save (``train_final``)."""
+
+    model: Any  # the AudioTextModel saved: the student, or the teacher when the guard refused
+    saved: str  # "student" or "teacher"
+    student: Any  # the student trained on every clip but the guard slice
+    split: Split  # its clips: adapt = curated from, guard = the guard's slice
+    pairs: Pairs
+    run: RunOutcome  # what Workspace.outcome measured of the student (guard included)
+
+    @property
+    def guard(self) -> dict[str, float]:
+        return self.run.guard
+
+    @property
+    def n_clips(self) -> int:
+        return len(self.split.adapt)
+
+    @property
+    def n_pairs(self) -> int:
+        return len(self.pairs)
+
+
+def train_final(ws: Workspace, variant: Variant | None = None) -> FinalModel:
+    """The model worth saving: one student trained with ``variant`` (the run's configuration by
+    default) on every clip of the target (no label read) except the guard's held-out slice
+    (``guard_fraction``), with the first training seed; the guard then decides on that slice's
+    audio whether it beats teacher + transduction, and the teacher is kept otherwise."""
+    variant = variant or Variant.of(ws)
+    split = whole_pool_split(len(ws.items), ws.config.seed, ws.config.guard_fraction)
+    pairs = ws.curate(split, variant.methods, variant.curation)
+    student, result = ws.train(pairs, variant.loss, ws.seeds[0])
+    run = ws.outcome(split, ws.seeds[0], pairs, student, result)
+    keep = guard_keeps(run.guard)
+    n_guard = len(split.guard_clips)
+    log_progress(
+        f"saved model: trained on {len(split.adapt)} clips; "
+        + (
+            "the guard kept it"
+            if keep
+            else f"the guard found it no better than teacher + transduction on {n_guard} "
+            "held-out clips: the teacher is saved instead"
+        ),
+        ws.progress,
+    )
+    if not keep:
+        logger.warning(
+            "the student trained on all clips did not beat the teacher on %d held-out clips "
+            "(no label read): saving the teacher",
+            n_guard,
+        )
+    return FinalModel(
+        model=student if keep else ws.teacher,
+        saved="student" if keep else "teacher",
+        student=student,
+        split=split,
+        pairs=pairs,
+        run=run,
+    )
+
+
+def teacher_run_arrays(ws: Workspace) -> dict[str, np.ndarray]:
+    """The teacher's every-clip scores (and the transfer clips', with their caption classes),
+    for ablate's scores.npz."""
+    out = {"teacher": ws.scores_before}
+    if ws.transfer_scores_before is not None:
+        out["transfer_teacher"] = ws.transfer_scores_before
+        out["transfer_labels"] = np.asarray(ws.transfer_labels)
+    return out
+
+
+__all__ = ["FinalModel", "Runner", "Training", "Variant", "teacher_run_arrays", "train_final"]
