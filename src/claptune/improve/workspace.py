@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import functools
 import logging
 import shutil
 import time
@@ -32,7 +33,7 @@ from claptune.errors import ClaptuneError, InputWarning
 from claptune.evaluate.zeroshot import class_scores, predict_from_scores
 from claptune.features import FeatureStore
 from claptune.improve.config import UNLABELED, ImproveConfig
-from claptune.improve.curate import curate_split
+from claptune.improve.curate import DS_PROMPT
 from claptune.improve.runs import (
     RunOutcome,
 )
@@ -242,11 +243,17 @@ class Workspace:
     def embed_text(self, model: AudioTextModel, texts: list[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, 0), np.float32)
+        return self.text_encoder(model)(texts)
+
+    def text_encoder(self, model: AudioTextModel):
+        """``texts -> (N, D)`` embeddings by ``model``, through the feature cache when there is
+        one: a function of the stage that owns the embedding, handed to the stages that embed
+        prompts and captions (zero-shot classifier, curation) so that they never call back up."""
         if self.features is not None:
-            return self.features.embed_text(model, texts)
+            return functools.partial(self.features.embed_text, model)
         from claptune.embed import encode_text
 
-        return encode_text(model, texts, progress=False)
+        return functools.partial(encode_text, model, progress=False)
 
     def classifier(self, model: AudioTextModel) -> np.ndarray:
         """(C, D) zero-shot classifier of ``model`` (``claptune.evaluate.zeroshot``), its
@@ -254,10 +261,7 @@ class Workspace:
         from claptune.evaluate.zeroshot import text_classifier
 
         return text_classifier(
-            model,
-            self.class_names,
-            self.templates,
-            encode_text=lambda texts: self.embed_text(model, texts),
+            model, self.class_names, self.templates, encode_text=self.text_encoder(model)
         )
 
     @property
@@ -307,10 +311,7 @@ class Workspace:
         from claptune.evaluate.zeroshot import prompt_embeddings
 
         return prompt_embeddings(
-            model,
-            self.class_names,
-            self.templates,
-            encode_text=lambda texts: self.embed_text(model, texts),
+            model, self.class_names, self.templates, encode_text=self.text_encoder(model)
         )
 
     def transduced(self, model: AudioTextModel, audio_emb: np.ndarray) -> np.ndarray:
@@ -410,8 +411,36 @@ class Workspace:
     def curate(
         self, split: Split, methods: tuple[str, ...], settings: CurationSettings | None = None
     ) -> Pairs:
-        """The pairs of ``methods`` for ``split`` with ``settings`` (the run's by default)."""
-        return curate_split(self, split, methods, settings or self.config.curation)
+        """The pairs of ``methods`` for ``split`` with ``settings`` (the run's by default),
+        duplicates merged; empty for a replay-only run. Which data plays which role:
+        ``claptune.improve.curate``."""
+        from claptune.curation import curate
+        from claptune.curation.inputs import Corpus, Rows, build_curation_inputs
+
+        if not methods:
+            return Pairs.empty()
+        settings = settings or self.config.curation
+        adapt = Rows([self.items[i] for i in split.adapt], self.target_emb[split.adapt])
+        roles = dict(
+            model=self.teacher,
+            corpus=Corpus(self.replay_audio, self.replay_text, self.replay_text_emb),
+            target=adapt,
+            class_names=self.class_names,
+            template=DS_PROMPT,
+            class_emb=self.classifier(self.teacher),  # pseudo scores with the zero-shot classifier
+            encode_text=self.text_encoder(self.teacher),
+        )
+        parts = []
+        on_target = [m for m in methods if m != "a2a"]
+        if on_target:
+            texts = Rows(self.replay_text, self.replay_text_emb)
+            inputs = build_curation_inputs(on_target, audio=adapt, texts=texts, **roles)
+            parts.append(curate(on_target, inputs, settings))
+        if "a2a" in methods:  # a2a compares two pools: the corpus clips against the target's
+            replay_clips = Rows(self.replay_audio, self.replay_audio_emb)
+            inputs = build_curation_inputs(["a2a"], audio=replay_clips, **roles)
+            parts.append(curate(["a2a"], inputs, settings))
+        return Pairs.concat(parts).dedup() if len(parts) > 1 else parts[0]
 
     def train(self, pairs: Pairs, loss: str, seed: int, work_dir: Path | None = None):
         """A fresh student fine-tuned from the teacher; returns (student, fit's TrainResult)."""
