@@ -115,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
 def _run_shards(args: argparse.Namespace) -> int:
     """--audio given as webdataset shards: streamed, into either store layout."""
     from claptune.data.shards import is_shard_spec
-    from claptune.embed_shards import embed_shards_to_store
+    from claptune.embed import embed_shards_to_store
     from claptune.models import load_model
 
     if not all(is_shard_spec(a) for a in args.audio):
@@ -136,7 +136,7 @@ def _run_shards(args: argparse.Namespace) -> int:
 
 
 def _run_sharded_out(args: argparse.Namespace, model, items: list[str], kind: str) -> int:
-    from claptune.embed_shards import embed_to_sharded_store
+    from claptune.embed import embed_to_sharded_store
 
     out = embed_to_sharded_store(
         model,

@@ -213,8 +213,7 @@ def _rows(
     ``emb`` is the ``ShardedStore`` itself (ids None), which du streams block by block."""
     if isinstance(source, Rows):
         return source
-    from claptune.embed import load_store
-    from claptune.embed_shards import ShardedStore, is_sharded_store
+    from claptune.embed import ShardedStore, is_sharded_store, load_store
 
     if kind == "audio" and _is_shards(source):
         return _shard_rows(source, model, cache, options, stream)
@@ -260,8 +259,7 @@ def _is_shards(source) -> bool:
 def _shard_rows(source, model, cache: Path | None, options: EmbedOptions, stream: bool) -> Rows:
     """The clips of webdataset shards, embedded now (streamed) into ``cache``: ids
     ``<shard>/<key>``. A pool for du (``stream``) is cached as a sharded store and streamed."""
-    from claptune.embed import load_store
-    from claptune.embed_shards import ShardedStore, embed_shards_to_store
+    from claptune.embed import ShardedStore, embed_shards_to_store, load_store
 
     model = _require_model(model, "embedding webdataset shards")
     specs = [source] if isinstance(source, str | os.PathLike) else list(source)
