@@ -60,7 +60,7 @@ elif step == "embed":
     from claptune.embed import encode_audio
     out["dim"] = encode_audio(model, [path], progress=False).embeddings.shape[1]
 elif step == "equal":
-    import claptune.embed as embed
+    import claptune.embed.encode as embed
     streamed = embed.encode_audio(model, [path], progress=False).embeddings
     embed.STREAM_SAMPLES = 1 << 62  # decode whole, as before streaming
     whole = embed.encode_audio(model, [path], progress=False).embeddings

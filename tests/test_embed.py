@@ -14,7 +14,7 @@ import pytest
 import soundfile as sf
 import torch
 
-import claptune.embed as embed
+import claptune.embed.plain as embed
 from claptune.cli import main
 from claptune.embed import embed_to_store, encode_audio, encode_text, load_store
 from claptune.errors import AudioDecodeError, ClaptuneError
@@ -358,7 +358,7 @@ def test_real_esc50_clips(model, tmp_path):
 def test_long_files_stream_to_the_same_vectors(model, clips, tmp_path, monkeypatch):
     """A file past the streaming threshold is decoded and embedded block by block: the same
     vectors as whole-file decoding; a file that fails mid-stream is skipped or raised whole."""
-    import claptune.embed as embed
+    import claptune.embed.encode as embed
 
     bad = tmp_path / "nan_late.wav"
     data = 0.1 * np.random.default_rng(3).standard_normal(200_000).astype(np.float32)

@@ -221,7 +221,7 @@ def test_a_damaged_sharded_store_is_one_line_and_embed_recomputes_it(
     import io
     import tarfile
 
-    from claptune.embed_shards import ShardedStore, embed_to_sharded_store
+    from claptune.embed import ShardedStore, embed_to_sharded_store
 
     texts = ["rain", "a dog", "wind in trees", "a bell"]
     out = embed_to_sharded_store(model, texts, tmp_path, kind="text", chunk_size=2, progress=False)

@@ -24,8 +24,7 @@ from claptune.data.shards import (
     shard_name,
     write_audio_shards,
 )
-from claptune.embed import encode_audio, load_store
-from claptune.embed_shards import ShardedStore, embed_shards_to_store
+from claptune.embed import ShardedStore, embed_shards_to_store, encode_audio, load_store
 from claptune.errors import ClaptuneError
 
 N_SHARDS, PER_SHARD = 3, 4
@@ -422,8 +421,7 @@ def test_improve_with_a_corpus_of_shards(tiny_clap_dir, shard_set, tmp_path):
 def test_sharded_layout_for_files_and_captions(model, tmp_path):
     import soundfile as sf
 
-    from claptune.embed import embed_to_store
-    from claptune.embed_shards import embed_to_sharded_store
+    from claptune.embed import embed_to_sharded_store, embed_to_store
 
     rng = np.random.default_rng(1)
     files = []

@@ -13,7 +13,7 @@ import sys
 import numpy as np
 import pytest
 
-import claptune.embed as embed
+import claptune.embed.plain as embed
 from claptune.cli import main
 from claptune.embed import embed_to_store, encode_text, load_store, store_key
 from claptune.errors import ClaptuneError

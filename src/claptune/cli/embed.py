@@ -74,11 +74,23 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from claptune.audio import find_audio
     from claptune.data.shards import is_shard_spec
-    from claptune.embed import embed_to_store, load_store
+    from claptune.embed import StoreRequest, load_store, write_store
     from claptune.models import load_model
 
+    options = {
+        "store_format": args.store_format,
+        "chunk_size": args.chunk_size,
+        "batch_size": args.batch_size,
+        "num_workers": args.num_workers,
+        "progress": not args.quiet,
+        "on_error": args.on_error,
+    }
     if args.audio and any(is_shard_spec(a) for a in args.audio):
-        return _run_shards(args)
+        # webdataset shards, streamed, into either store layout
+        if not all(is_shard_spec(a) for a in args.audio):
+            raise ClaptuneError("--audio: give either webdataset shards or audio files, not both")
+        model = load_model(args.model, **model_device(args.device))
+        return _summary(write_store(model, args.out, StoreRequest(shards=args.audio, **options)))
     if args.audio:
         kind, items = "audio", [str(p) for p in find_audio(args.audio)]
         if not items:
@@ -88,19 +100,9 @@ def run(args: argparse.Namespace) -> int:
 
         kind, items = "text", read_captions(Path(args.text), args.text_column)
     model = load_model(args.model, **model_device(args.device))
+    out = write_store(model, args.out, StoreRequest(items=items, kind=kind, **options))
     if args.store_format == "shards":
-        return _run_sharded_out(args, model, items, kind)
-    out = embed_to_store(
-        model,
-        items,
-        args.out,
-        kind=kind,
-        chunk_size=args.chunk_size,
-        batch_size=args.batch_size,
-        num_workers=args.num_workers,
-        progress=not args.quiet,
-        on_error=args.on_error,
-    )
+        return _summary(out)
     if int(os.environ.get("RANK", "0")) == 0:  # one report, not one per torchrun rank
         store = load_store(out, items=items)  # this run's items; the view may hold more
         print(
@@ -110,46 +112,6 @@ def run(args: argparse.Namespace) -> int:
         for item, reason in store.manifest["failed"]:
             print(f"  skipped {printable(item)}: {reason}")
     return 0
-
-
-def _run_shards(args: argparse.Namespace) -> int:
-    """--audio given as webdataset shards: streamed, into either store layout."""
-    from claptune.data.shards import is_shard_spec
-    from claptune.embed_shards import embed_shards_to_store
-    from claptune.models import load_model
-
-    if not all(is_shard_spec(a) for a in args.audio):
-        raise ClaptuneError("--audio: give either webdataset shards or audio files, not both")
-    model = load_model(args.model, **model_device(args.device))
-    out = embed_shards_to_store(
-        model,
-        args.audio,
-        args.out,
-        store_format=args.store_format,
-        chunk_size=args.chunk_size,
-        batch_size=args.batch_size,
-        num_workers=args.num_workers,
-        progress=not args.quiet,
-        on_error=args.on_error,
-    )
-    return _summary(out)
-
-
-def _run_sharded_out(args: argparse.Namespace, model, items: list[str], kind: str) -> int:
-    from claptune.embed_shards import embed_to_sharded_store
-
-    out = embed_to_sharded_store(
-        model,
-        items,
-        args.out,
-        kind=kind,
-        chunk_size=args.chunk_size,
-        batch_size=args.batch_size,
-        num_workers=args.num_workers,
-        progress=not args.quiet,
-        on_error=args.on_error,
-    )
-    return _summary(out)
 
 
 def _summary(out: Path) -> int:

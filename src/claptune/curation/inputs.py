@@ -213,8 +213,7 @@ def _rows(
     ``emb`` is the ``ShardedStore`` itself (ids None), which du streams block by block."""
     if isinstance(source, Rows):
         return source
-    from claptune.embed import load_store
-    from claptune.embed_shards import ShardedStore, is_sharded_store
+    from claptune.embed import ShardedStore, is_sharded_store, load_store
 
     if kind == "audio" and _is_shards(source):
         return _shard_rows(source, model, cache, options, stream)
@@ -260,8 +259,7 @@ def _is_shards(source) -> bool:
 def _shard_rows(source, model, cache: Path | None, options: EmbedOptions, stream: bool) -> Rows:
     """The clips of webdataset shards, embedded now (streamed) into ``cache``: ids
     ``<shard>/<key>``. A pool for du (``stream``) is cached as a sharded store and streamed."""
-    from claptune.embed import load_store
-    from claptune.embed_shards import ShardedStore, embed_shards_to_store
+    from claptune.embed import ShardedStore, StoreRequest, load_store, write_store
 
     model = _require_model(model, "embedding webdataset shards")
     specs = [source] if isinstance(source, str | os.PathLike) else list(source)
@@ -270,15 +268,14 @@ def _shard_rows(source, model, cache: Path | None, options: EmbedOptions, stream
 
         # named with this process's id: the next run removes it once this process is gone
         cache = scratch_dir("claptune-shards-")
-    embed_shards_to_store(
-        model,
-        [str(s) for s in specs],
-        cache,
+    request = StoreRequest(
+        shards=[str(s) for s in specs],
         store_format="shards" if stream else "npz",
         batch_size=options.batch_size,
         progress=options.progress,
         on_error=options.on_error,
     )
+    write_store(model, cache, request)
     if stream:
         sharded = ShardedStore.open(cache, model)
         _report_failed(sharded.manifest["failed"])
@@ -308,17 +305,16 @@ def embed_items(
         )
         _report_failed(enc.failed)
         return Rows([items[i] for i in enc.kept], enc.embeddings)
-    from claptune.embed import embed_to_store, load_store
+    from claptune.embed import StoreRequest, load_store, write_store
 
-    embed_to_store(
-        model,
-        items,
-        cache,
+    request = StoreRequest(
+        items=items,
         kind=kind,
         batch_size=options.batch_size,
         progress=options.progress,
         on_error=options.on_error,
     )
+    write_store(model, cache, request)
     store = load_store(cache, model, items=items)  # only these items, in their order
     _report_failed(store.manifest["failed"])
     return Rows(store.ids, store.embeddings, store.manifest["identity"])

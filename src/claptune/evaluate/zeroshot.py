@@ -278,24 +278,19 @@ def embed_items_cached(
 ) -> tuple[np.ndarray, np.ndarray, list[tuple[str, str]]]:
     """((K, D) embeddings, (K,) indices of ``items`` that decoded, failures) through the
     resumable store of ``claptune.embed`` under ``cache_dir``."""
-    from claptune.embed import embed_to_store, load_store
+    from claptune.embed import StoreRequest, load_store, write_store
     from claptune.errors import AudioDecodeError
 
     items = [str(p) for p in items]
-    store = load_store(
-        embed_to_store(
-            model,
-            items,
-            cache_dir,
-            kind="audio",
-            batch_size=batch_size,
-            num_workers=num_workers,
-            progress=progress,
-            on_error=on_error,
-        ),
-        model=model,
+    request = StoreRequest(
         items=items,
+        kind="audio",
+        batch_size=batch_size,
+        num_workers=num_workers,
+        progress=progress,
+        on_error=on_error,
     )
+    store = load_store(write_store(model, cache_dir, request), model=model, items=items)
     failed = [(str(item), str(reason)) for item, reason in store.manifest["failed"]]
     if failed and on_error == "raise":  # failures recorded by an earlier run with "skip"
         raise AudioDecodeError(*failed[0])
