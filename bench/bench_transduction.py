@@ -51,7 +51,9 @@ def teacher_view(model_spec: str, root: str, templates: str):
         store.add_clips(items, "raise", "ESC-50 audio")
         emb = store.embed_audio(model, items)
     else:
-        emb = model.encode_audio(items, progress=True)
+        from claptune.embed import encode_audio
+
+        emb = encode_audio(model, items, progress=True).embeddings
     prompts = prompt_embeddings(model, ds.class_names, resolve_templates(templates))
     return emb, np.asarray(ds.labels), prompts, float(model.logit_scale.detach())
 

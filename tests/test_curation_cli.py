@@ -12,7 +12,7 @@ import soundfile as sf
 
 from claptune.cli import main
 from claptune.curation import CurationInputs, CurationSettings, curate, curation_prompts, read_pairs
-from claptune.embed import load_store
+from claptune.embed import encode_text, load_store
 from conftest import CAPTIONED_SFX, ESC50_SUBSET, require_shared_data
 
 
@@ -140,7 +140,7 @@ def test_all_methods_on_files_match_the_library(files, tiny_clap_dir, tmp_path, 
         target_emb=target.embeddings,
         class_names=names,
         prompts=prompts,
-        prompt_emb=model.encode_text(prompts, progress=False),
+        prompt_emb=encode_text(model, prompts, progress=False),
         class_emb=text_classifier(model, names, resolve_templates("ensemble")),  # as improve
         logit_scale=float(model.logit_scale.detach()),
     )

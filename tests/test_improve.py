@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from claptune.embed import encode_text
 from claptune.errors import ClaptuneError
 from claptune.improve.config import ImproveConfig
 from claptune.improve.splits import holdout_indices, make_splits, stratified_split
@@ -206,7 +207,7 @@ def test_improve_end_to_end_cli(tiny_clap_dir, tiny_task, tmp_path):
     assert not curated_audio & held_out
 
     model = load_model(out / "model")
-    emb = model.encode_text(["a dog barking"], progress=False)
+    emb = encode_text(model, ["a dog barking"], progress=False)
     assert emb.shape == (1, 16)
     from huggingface_hub import ModelCard  # the model card: what made it, and its numbers
 

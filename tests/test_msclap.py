@@ -15,6 +15,7 @@ import pytest
 import soundfile as sf
 import torch
 
+from claptune.embed import encode_audio
 from claptune.models import load_model
 from claptune.models.checkpoints import CheckpointMismatchError, read_state_dict
 from claptune.models.msclap import MSClapModel
@@ -201,7 +202,7 @@ def test_encode_audio_repeats_short_clips_and_windows_long_ones(bert_dir, tmp_pa
     short = (0.1 * rng.standard_normal(int(0.2 * SR))).astype(np.float32)
     path = tmp_path / "short.wav"
     sf.write(path, short, SR, subtype="FLOAT")
-    emb = model.encode_audio([path], progress=False)
+    emb = encode_audio(model, [path], progress=False).embeddings
     with torch.no_grad():
         expected = model.audio_embeddings(
             torch.from_numpy(pad_window(short, model.clip_samples, "repeat"))[None]
@@ -212,7 +213,9 @@ def test_encode_audio_repeats_short_clips_and_windows_long_ones(bert_dir, tmp_pa
         per_window = model.audio_embeddings(torch.from_numpy(windows(long, model.clip_samples)))
     mean = per_window.mean(0)
     np.testing.assert_allclose(
-        model.encode_audio([long], progress=False)[0], (mean / mean.norm()).numpy(), atol=1e-6
+        encode_audio(model, [long], progress=False).embeddings[0],
+        (mean / mean.norm()).numpy(),
+        atol=1e-6,
     )
 
 

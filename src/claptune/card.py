@@ -281,9 +281,10 @@ def _body(info: CardInfo, library_name: str = "claptune") -> str:
         "",
         "```python",
         "from claptune import load_model",
+        "from claptune.embed import encode_audio, encode_text",
         'model = load_model("PATH/TO/THIS/FOLDER")  # or a local clone of this repository',
-        'audio_emb = model.encode_audio(["clip.wav"])',
-        'text_emb = model.encode_text(["a dog barks"])',
+        'audio_emb = encode_audio(model, ["clip.wav"]).embeddings',
+        'text_emb = encode_text(model, ["a dog barks"])',
         "```",
         "",
     ]

@@ -121,7 +121,7 @@ def build_curation_inputs(
 
     ``model`` is the teacher: it embeds sources that are not stores, the class prompts (and
     the corpus captions), and gives pseudo-labelling its logit scale. ``encode_text``
-    replaces ``model.encode_text`` for prompts and captions (``improve`` passes its feature
+    replaces ``claptune.embed.encode_text`` for prompts and captions (``improve`` passes its feature
     cache). ``class_emb`` (C, D) is the classifier pseudo-labels score with (e.g. a prompt
     ensemble); None: the prompts' embeddings.
     """
@@ -185,8 +185,10 @@ def _sub(cache: Path | None, name: str) -> Path | None:
 
 def _model_encoder(model: AudioTextModel | None) -> Callable[[list[str]], np.ndarray]:
     def encode(texts: list[str]) -> np.ndarray:
-        return _require_model(model, "embedding captions and class prompts").encode_text(
-            texts, progress=False
+        from claptune.embed import encode_text
+
+        return encode_text(
+            _require_model(model, "embedding captions and class prompts"), texts, progress=False
         )
 
     return encode

@@ -41,7 +41,7 @@ CROSSFIT_FOLDS = 2  # crossfit_lp_balance: a clip's label comes from the other h
 ROWS_PER_BLOCK = 65536  # clips scored at once: the (rows, C) float64 logits stay small
 
 
-def class_scores(
+def pseudo_predictions(
     audio_emb: np.ndarray, prompt_emb: np.ndarray, logit_scale: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(predicted class, softmax confidence, cosine margin) per clip, in blocks of clips."""
@@ -205,7 +205,7 @@ def pseudo_label(
         raise ValueError(f"need knn >= 1 and 0 <= knn_weight <= 1, got {knn}, {knn_weight}")
     shares = None
     if refine == "none":
-        pred, conf, margin = class_scores(target_emb, prompt_emb, float(logit_scale))
+        pred, conf, margin = pseudo_predictions(target_emb, prompt_emb, float(logit_scale))
     else:  # refined_probs rejects an unknown refine or prior
         probs, shares = refined_probs(
             target_emb,
@@ -277,7 +277,7 @@ __all__ = [
     "CRITERIA",
     "REFINES",
     "balance",
-    "class_scores",
+    "pseudo_predictions",
     "crossfit_propagation",
     "knn_smooth",
     "pseudo_label",

@@ -91,13 +91,15 @@ def text_classifier(
 ) -> np.ndarray:
     """(C, D) float32: per class, the renormalised mean of its prompt embeddings.
 
-    ``encode_text`` embeds the prompts instead of ``model.encode_text`` (``improve`` passes
+    ``encode_text`` embeds the prompts instead of ``claptune.embed.encode_text`` (``improve`` passes
     its cache of frozen text features); it must return (N, D) L2-normalised rows.
     """
     prompts = class_prompts(class_names, templates)
     flat = [p for group in prompts for p in group]
     if encode_text is None:
-        text_emb = model.encode_text(flat, batch_size=batch_size, progress=progress)
+        from claptune.embed import encode_text as embed_text
+
+        text_emb = embed_text(model, flat, batch_size=batch_size, progress=progress)
     else:
         text_emb = encode_text(flat)
     return prompt_classifier(text_emb, len(class_names))
@@ -115,11 +117,12 @@ def prompt_embeddings(
     ``prompt_classifier`` of its (C * T, D) reshape is ``text_classifier``."""
     prompts = class_prompts(class_names, templates)
     flat = [p for group in prompts for p in group]
-    emb = (
-        model.encode_text(flat, batch_size=batch_size, progress=False)
-        if encode_text is None
-        else encode_text(flat)
-    )
+    if encode_text is None:
+        from claptune.embed import encode_text as embed_text
+
+        emb = embed_text(model, flat, batch_size=batch_size, progress=False)
+    else:
+        emb = encode_text(flat)
     emb = np.asarray(emb, np.float32)
     return emb.reshape(len(class_names), len(prompts[0]), emb.shape[-1])
 

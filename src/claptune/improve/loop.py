@@ -26,7 +26,8 @@ from typing import Any
 import numpy as np
 
 from claptune.curation import CurationSettings, Pairs
-from claptune.improve.runs import RunOutcome, guard_keeps
+from claptune.evaluate.label_free import guard_keeps
+from claptune.improve.runs import RunOutcome
 from claptune.improve.splits import Split, whole_pool_split
 from claptune.improve.workspace import Workspace, log_progress
 

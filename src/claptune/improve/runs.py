@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from claptune.curation.priors import total_variation
+from claptune.evaluate.label_free import guard_keeps
 from claptune.evaluate.metrics import (
     accuracy,
     class_mean_accuracy,
@@ -240,12 +241,6 @@ def summarize_runs(
         transductive=summarize_pipelines(runs, labels, transductive_method, bootstrap_seed),
     )
     return summary, confusions
-
-
-def guard_keeps(guard: dict[str, float]) -> bool:
-    """Whether the guard's record (``Workspace.guard``) keeps the student; without a decision
-    (no guard clips) the student is kept."""
-    return guard.get("keep_student", 1.0) >= 0.5
 
 
 TWO_STAGE_RESAMPLES = 2000  # the two-stage bootstrap loops in Python: 2,000 keeps it ~1 s

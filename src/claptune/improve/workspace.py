@@ -30,6 +30,7 @@ from claptune.atomic import scratch_dir
 from claptune.curation import CurationSettings, Pairs
 from claptune.data.captioned import NO_CORPUS
 from claptune.errors import ClaptuneError, InputWarning
+from claptune.evaluate.label_free import agreement, guard_signals
 from claptune.evaluate.zeroshot import class_scores, predict_from_scores
 from claptune.features import FeatureStore
 from claptune.improve.config import UNLABELED, ImproveConfig
@@ -361,35 +362,17 @@ class Workspace:
         self, split: Split, scores_after: np.ndarray, student_transduced: np.ndarray
     ) -> dict[str, float]:
         """The label-free guard's signals on the split's guard clips (held out of curation; their
-        labels are never read), and its decision ``keep_student`` (1.0 or 0.0).
-
-        How much transduction has to correct a model is read as how far its plain predictions
-        stand from the structure of the clips: ``consistency_student`` is the share of guard
-        clips whose plain student class equals the student's transductive class,
-        ``consistency_teacher`` the same for the teacher. The student is kept when it is the
-        more consistent of the two by at least ``GUARD_MARGIN``; otherwise teacher + transduction
-        is what a user gets. ``agreement_*``: each model's plain class against the teacher's
-        transductive class, recorded beside it (bench/bench_guard.py measures both).
-        """
+        labels are never read) and its decision ``keep_student``
+        (``claptune.evaluate.label_free.guard_signals``)."""
         clips = split.guard_clips
         if len(clips) < 2:
             return {}
-        ref = predict_from_scores(self.teacher_transduced(clips))
-        student_plain = predict_from_scores(scores_after[clips])
-        teacher_plain = self.pred_before[clips]
-        student_trans = predict_from_scores(student_transduced)
-        out = {
-            "n_clips": float(len(clips)),
-            "consistency_student": float(np.mean(student_plain == student_trans)),
-            "consistency_teacher": float(np.mean(teacher_plain == ref)),
-            "agreement_student": float(np.mean(student_plain == ref)),
-            "agreement_teacher": float(np.mean(teacher_plain == ref)),
-            "transductive_agreement": float(np.mean(student_trans == ref)),
-        }
-        out["keep_student"] = float(
-            out["consistency_student"] >= out["consistency_teacher"] + GUARD_MARGIN
+        return guard_signals(
+            teacher_plain=self.pred_before[clips],
+            teacher_transduced=predict_from_scores(self.teacher_transduced(clips)),
+            student_plain=predict_from_scores(scores_after[clips]),
+            student_transduced=predict_from_scores(student_transduced),
         )
-        return out
 
     def transfer_scores(self, model: AudioTextModel) -> np.ndarray | None:
         """(T, C) cosines of the transfer-check clips, None when the corpus names no class."""
@@ -476,7 +459,7 @@ class Workspace:
             ("pseudo_agreement_held_out", split.test),
         ):
             if len(clips) > 1:
-                out[name] = float(np.mean(pred[clips] == self.reference_labels(clips)))
+                out[name] = agreement(pred[clips], self.reference_labels(clips))
         return out
 
     def outcome(self, split: Split, seed: int, pairs: Pairs, student, result) -> RunOutcome:
@@ -522,9 +505,6 @@ class Workspace:
 
 
 RETRIEVAL_KEYS = ("a2t_R@1", "a2t_R@5", "t2a_R@1", "t2a_R@5")
-# the guard keeps a student only when it is this much more consistent than the teacher on the
-# guard clips (a share of clips): ties and noise keep the model the user started from
-GUARD_MARGIN = 0.0
 
 
 def class_shares(pairs: Pairs) -> dict[str, float] | None:
@@ -559,4 +539,4 @@ def _scratch_root() -> str | None:
     return str(shm) if shm.is_dir() else None
 
 
-__all__ = ["Workspace", "RETRIEVAL_KEYS", "GUARD_MARGIN", "log_progress"]
+__all__ = ["Workspace", "RETRIEVAL_KEYS", "log_progress"]

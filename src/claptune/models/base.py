@@ -125,16 +125,3 @@ class AudioTextModel(nn.Module, ABC):
         Used as the key of the embedding cache, so that another model or another
         preprocessing never reuses stale vectors.
         """
-
-    # -- inference ------------------------------------------------------------------------------
-    def encode_audio(self, items: Sequence[AudioItem], **kwargs: Any) -> np.ndarray:
-        """(B, D) float32 L2-normalised embeddings of files or waveforms; see claptune.embed."""
-        from claptune.embed import encode_audio
-
-        return encode_audio(self, items, **kwargs).embeddings
-
-    def encode_text(self, texts: Sequence[str], **kwargs: Any) -> np.ndarray:
-        """(B, D) float32 L2-normalised embeddings of captions; see claptune.embed."""
-        from claptune.embed import encode_text
-
-        return encode_text(self, texts, **kwargs)
