@@ -100,6 +100,22 @@ def test_report_from_json_rejects_unknown_and_missing_keys():
         Report.from_dict(data)
 
 
+def test_both_reports_share_one_base_and_keep_their_key_order():
+    """Report and AdaptReport extend BaseReport; KEYS, each file's key order, names every field
+    once, and report.json follows it (the shared fields sit where they always did)."""
+    import dataclasses
+
+    from claptune.report.schema import AdaptReport, BaseReport, EvalScores, TransferScores
+
+    base = [f.name for f in dataclasses.fields(BaseReport)]
+    for cls in (Report, AdaptReport):
+        names = [f.name for f in dataclasses.fields(cls)]
+        assert issubclass(cls, BaseReport) and names[: len(base)] == base
+        assert sorted(cls.KEYS) == sorted(names) and len(set(cls.KEYS)) == len(cls.KEYS)
+    assert list(_summary(["dog"]).to_dict()) == list(Report.KEYS)
+    assert TransferScores is EvalScores
+
+
 def test_report_new_optional_fields_load_old_files():
     """A field added with a default leaves older report.json files readable."""
     data = _summary(["dog"]).to_dict()

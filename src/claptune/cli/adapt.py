@@ -30,7 +30,7 @@ from claptune.improve.config import TARGETS, UNLABELED
 
 if TYPE_CHECKING:
     from claptune.improve.config import ImproveConfig
-    from claptune.report.adapt_schema import AdaptReport
+    from claptune.report.schema import AdaptReport
 
 
 def add_parser(sub) -> argparse.ArgumentParser:

@@ -31,7 +31,7 @@ from claptune.improve.curate import describe, pair_rows
 from claptune.improve.loop import train_final
 from claptune.improve.pipeline import curation_record, save_model
 from claptune.improve.workspace import Workspace, log_progress
-from claptune.report.adapt_schema import (
+from claptune.report.schema import (
     AdaptReport,
     Agreement,
     ClassRow,

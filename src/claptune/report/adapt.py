@@ -1,7 +1,7 @@
 """The report of an ``adapt`` run: report.json, report.md (+ PNG figures) and report.html.
 
 ``write_adapt_report(out_dir, report, assets)`` takes the run's ``AdaptReport``
-(``claptune.report.adapt_schema``) and the curated pairs, and writes the same three files
+(``claptune.report.schema``) and the curated pairs, and writes the same three files
 as ``improve``'s report, with the label-free figures: the class shares curation balanced to,
 the pseudo-labels and predictions per class, the confidence and margin histograms, and the
 curated pairs of every class to listen to.
@@ -15,7 +15,7 @@ from pathlib import Path
 from claptune.report import plots
 from claptune.report.adapt_html import render_adapt_html
 from claptune.report.adapt_markdown import render_adapt_markdown
-from claptune.report.adapt_schema import AdaptReport
+from claptune.report.schema import AdaptReport
 from claptune.textfiles import write_text
 
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from claptune.report.format import pct, pvalue
 
 if TYPE_CHECKING:
-    from claptune.report.adapt_schema import AdaptReport, LabelledEval
+    from claptune.report.schema import AdaptReport, LabelledEval
 
 
 def summary_lines(report: AdaptReport) -> list[str]:

@@ -22,7 +22,7 @@ from claptune.report.html import _CSS, _pairs_by_class, _players, _table
 
 if TYPE_CHECKING:
     from claptune.report.adapt import AdaptAssets
-    from claptune.report.adapt_schema import AdaptReport
+    from claptune.report.schema import AdaptReport
 
 
 def _figure(figures: dict[str, bytes], name: str, alt: str) -> str:

@@ -18,7 +18,7 @@ from claptune.report.adapt_format import (
 from claptune.report.markdown import _table
 
 if TYPE_CHECKING:
-    from claptune.report.adapt_schema import AdaptReport
+    from claptune.report.schema import AdaptReport
 
 
 def render_adapt_markdown(report: AdaptReport, figure_files: Sequence[str] = ()) -> str:
