@@ -11,7 +11,7 @@ import soundfile as sf
 
 from claptune.errors import ClaptuneError
 from claptune.report import ReportAssets, write_report
-from claptune.report.audio import preview_encoding
+from claptune.report.page import preview_encoding
 from claptune.report.schema import (
     CurationCounts,
     Forgetting,
@@ -185,7 +185,7 @@ def test_previews_are_compressed_and_decode_to_the_clip_length(tmp_path):
     and decodes back to 4 s at 16 kHz."""
     import io
 
-    from claptune.report.audio import PREVIEW_RATE, preview_audio
+    from claptune.report.page import PREVIEW_RATE, preview_audio
 
     clip = tmp_path / "noise.wav"  # white noise: the hardest case for any codec
     sf.write(clip, 0.2 * np.random.default_rng(0).standard_normal(44_100 * 6), 44_100)
@@ -201,8 +201,7 @@ def test_previews_are_compressed_and_decode_to_the_clip_length(tmp_path):
 def test_report_says_when_a_run_had_no_corpus():
     from claptune.data.captioned import NO_CORPUS
     from claptune.report.format import corpus_line
-    from claptune.report.html import render_html
-    from claptune.report.markdown import render_markdown
+    from claptune.report.improve import render_html, render_markdown
 
     names = ["dog", "rain", "siren"]
     report = _summary(names)  # its config names no corpus

@@ -82,7 +82,7 @@ def config_from_args(args: argparse.Namespace) -> ImproveConfig:
 
 
 def print_summary(report: AdaptReport) -> None:
-    from claptune.report.adapt_format import check_rows, eval_lines, guard_lines, summary_lines
+    from claptune.report.format import check_rows, eval_lines, guard_lines, summary_lines
 
     for line in summary_lines(report):
         print(line)

@@ -112,7 +112,7 @@ def run_adapt(config: ImproveConfig, out_dir: str | Path, progress: bool = True)
     if model_dir is not None:
         write_adapt_card(ws, report, model_dir)
     from claptune.report.adapt import AdaptAssets, write_adapt_report
-    from claptune.report.html import surest_rows
+    from claptune.report.page import surest_rows
 
     write_adapt_report(
         out_dir,
