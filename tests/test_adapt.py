@@ -94,7 +94,7 @@ def test_adapt_end_to_end_cli(unlabeled_task, teacher, tmp_path, capsys):
     from claptune.improve.adapt import teacher_pseudo_labels
     from claptune.improve.config import ImproveConfig
     from claptune.improve.splits import whole_pool_split
-    from claptune.report.adapt_schema import AdaptReport
+    from claptune.report.schema import AdaptReport
 
     audio, classes, corpus, labelled = unlabeled_task
     out = tmp_path / "run"
@@ -284,7 +284,7 @@ def test_adapt_config_shares_improves_defaults():
 
 def test_adapt_balances_to_the_em_prior_when_asked(unlabeled_task, teacher, tmp_path):
     from claptune.cli import main
-    from claptune.report.adapt_schema import AdaptReport
+    from claptune.report.schema import AdaptReport
 
     audio, classes, corpus, _ = unlabeled_task
     out = tmp_path / "run"
@@ -324,7 +324,7 @@ def test_adapt_guard_and_predictions(unlabeled_task, teacher, tmp_path, capsys):
     from claptune import load_model
     from claptune.cli import main
     from claptune.evaluate.transductive import PREDICTION_COLUMNS
-    from claptune.report.adapt_schema import AdaptReport
+    from claptune.report.schema import AdaptReport
 
     audio, classes, corpus, _ = unlabeled_task
     out = tmp_path / "run"
@@ -376,7 +376,7 @@ def test_adapt_with_a_datasets_corpus_and_without_any(
     manifest twin; a run with no corpus says so in one warning line and in its report."""
     datasets = pytest.importorskip("datasets", reason="the datasets extra: claptune[datasets]")
     from claptune.cli import main
-    from claptune.report.adapt_schema import AdaptReport
+    from claptune.report.schema import AdaptReport
 
     monkeypatch.setenv("CLAPTUNE_DATA", str(tmp_path / "data"))
     audio, classes, corpus, _ = unlabeled_task

@@ -11,7 +11,7 @@ import soundfile as sf
 
 from claptune.errors import ClaptuneError
 from claptune.report import ReportAssets, write_report
-from claptune.report.audio import preview_encoding
+from claptune.report.page import preview_encoding
 from claptune.report.schema import (
     CurationCounts,
     Forgetting,
@@ -100,6 +100,22 @@ def test_report_from_json_rejects_unknown_and_missing_keys():
         Report.from_dict(data)
 
 
+def test_both_reports_share_one_base_and_keep_their_key_order():
+    """Report and AdaptReport extend BaseReport; KEYS, each file's key order, names every field
+    once, and report.json follows it (the shared fields sit where they always did)."""
+    import dataclasses
+
+    from claptune.report.schema import AdaptReport, BaseReport, EvalScores, TransferScores
+
+    base = [f.name for f in dataclasses.fields(BaseReport)]
+    for cls in (Report, AdaptReport):
+        names = [f.name for f in dataclasses.fields(cls)]
+        assert issubclass(cls, BaseReport) and names[: len(base)] == base
+        assert sorted(cls.KEYS) == sorted(names) and len(set(cls.KEYS)) == len(cls.KEYS)
+    assert list(_summary(["dog"]).to_dict()) == list(Report.KEYS)
+    assert TransferScores is EvalScores
+
+
 def test_report_new_optional_fields_load_old_files():
     """A field added with a default leaves older report.json files readable."""
     data = _summary(["dog"]).to_dict()
@@ -169,7 +185,7 @@ def test_previews_are_compressed_and_decode_to_the_clip_length(tmp_path):
     and decodes back to 4 s at 16 kHz."""
     import io
 
-    from claptune.report.audio import PREVIEW_RATE, preview_audio
+    from claptune.report.page import PREVIEW_RATE, preview_audio
 
     clip = tmp_path / "noise.wav"  # white noise: the hardest case for any codec
     sf.write(clip, 0.2 * np.random.default_rng(0).standard_normal(44_100 * 6), 44_100)
@@ -185,8 +201,7 @@ def test_previews_are_compressed_and_decode_to_the_clip_length(tmp_path):
 def test_report_says_when_a_run_had_no_corpus():
     from claptune.data.captioned import NO_CORPUS
     from claptune.report.format import corpus_line
-    from claptune.report.html import render_html
-    from claptune.report.markdown import render_markdown
+    from claptune.report.improve import render_html, render_markdown
 
     names = ["dog", "rain", "siren"]
     report = _summary(names)  # its config names no corpus

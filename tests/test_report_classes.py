@@ -11,8 +11,8 @@ import pytest
 import soundfile as sf
 
 from claptune.report import ReportAssets, write_report
-from claptune.report.audio import preview_encoding
 from claptune.report.format import top_confusions
+from claptune.report.page import preview_encoding
 from claptune.report.precision import pseudo_label_precision
 from claptune.report.schema import (
     ClassPriors,
@@ -121,6 +121,35 @@ def test_players_link_files_when_the_page_would_be_too_large(tmp_path, pairs):
     assert len(html.encode()) < small.max_page_bytes
 
 
+def test_adapt_page_links_its_players_past_the_size_limit_too(tmp_path, pairs):
+    """adapt's page gets its players from the same kit: inlined, or past ``max_page_bytes``
+    linked files beside it, one player per class."""
+    from claptune.report import AdaptAssets, AdaptReport, write_adapt_report
+
+    report = AdaptReport(
+        claptune_version="0",
+        model=ModelInfo(spec="tiny"),
+        target=TargetInfo(name="clips", n_clips=20, n_classes=len(CLASSES)),
+        seed=0,
+        methods=["pseudo_refined"],
+        loss="hard",
+    )
+    assets = AdaptAssets(pairs=pairs, audio_seconds=0.25)
+    written = write_adapt_report(tmp_path / "inline", report, assets)
+    _, _, mime, ext = preview_encoding()
+    assert len(re.findall(f'src="data:{mime};base64,', written["html"].read_text())) == 5
+    assert "audio" not in written
+
+    assets.max_page_bytes = 1
+    written = write_adapt_report(tmp_path / "linked", report, assets)
+    html = written["html"].read_text()
+    links = re.findall(f'<audio controls preload="none" src="(audio/[^"]+\\{ext})"', html)
+    assert "data:audio" not in html and len(links) == len(set(links)) == 5
+    assert sorted(p.name for p in written["audio"].iterdir()) == sorted(
+        link.split("/")[1] for link in links
+    )
+
+
 def test_top_confusions_match_a_brute_force_ranking():
     rng = np.random.default_rng(0)
     names = [f"c{i}" for i in range(7)]
@@ -217,7 +246,7 @@ def test_prior_figure_estimated_against_true(tmp_path):
 def test_every_class_gets_players_the_surest_clips_without_curated_pairs(tmp_path, pairs):
     """Classes that got no curated pair are heard too: the clips the teacher is surest of,
     marked as such; a class with curated pairs keeps them."""
-    from claptune.report.html import SUREST, surest_rows
+    from claptune.report.page import SUREST, surest_rows
 
     curated = [r for r in pairs if r["class"] in ("alarm", "bird")]
     items = [r["audio"] for r in pairs]  # 20 clips, 4 per class in CLASSES order

@@ -30,7 +30,7 @@ from claptune.improve.config import TARGETS, UNLABELED
 
 if TYPE_CHECKING:
     from claptune.improve.config import ImproveConfig
-    from claptune.report.adapt_schema import AdaptReport
+    from claptune.report.schema import AdaptReport
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -82,7 +82,7 @@ def config_from_args(args: argparse.Namespace) -> ImproveConfig:
 
 
 def print_summary(report: AdaptReport) -> None:
-    from claptune.report.adapt_format import check_rows, eval_lines, guard_lines, summary_lines
+    from claptune.report.format import check_rows, eval_lines, guard_lines, summary_lines
 
     for line in summary_lines(report):
         print(line)

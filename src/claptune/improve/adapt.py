@@ -31,7 +31,7 @@ from claptune.improve.curate import describe, pair_rows
 from claptune.improve.loop import train_final
 from claptune.improve.pipeline import curation_record, save_model
 from claptune.improve.workspace import Workspace, log_progress
-from claptune.report.adapt_schema import (
+from claptune.report.schema import (
     AdaptReport,
     Agreement,
     ClassRow,
@@ -112,7 +112,7 @@ def run_adapt(config: ImproveConfig, out_dir: str | Path, progress: bool = True)
     if model_dir is not None:
         write_adapt_card(ws, report, model_dir)
     from claptune.report.adapt import AdaptAssets, write_adapt_report
-    from claptune.report.html import surest_rows
+    from claptune.report.page import surest_rows
 
     write_adapt_report(
         out_dir,

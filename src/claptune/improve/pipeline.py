@@ -107,7 +107,7 @@ def run_improve(config: ImproveConfig, out_dir: str | Path, progress: bool = Tru
     if model_dir is not None:
         write_improve_card(ws, report, model_dir)
     from claptune.report import ReportAssets, write_report
-    from claptune.report.html import surest_rows
+    from claptune.report.page import surest_rows
 
     adapt_clips = ws.splits[report.model_run.split].adapt  # the clips its pairs came from
     write_report(

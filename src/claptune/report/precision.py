@@ -1,4 +1,5 @@
-"""Pseudo-label precision: how often a curated pseudo pair named its clip's true class.
+"""Pseudo-label precision: how often a curated pseudo pair named its clip's true class, and the
+records of report.json that hold it (``Report.pseudo_precision``).
 
 Scored after the run from the target's labels, for the report only; nothing the run chose
 (pairs, thresholds, models) ever reads it, so it cannot leak labels into the method.
@@ -7,10 +8,29 @@ Scored after the run from the target's labels, for the report only; nothing the 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-
-from claptune.report.schema import ClassPrecision, PseudoPrecision
+from dataclasses import dataclass, field
 
 PSEUDO_METHODS = ("pseudo", "pseudo_refined")  # the methods whose caption is a class name
+
+
+@dataclass
+class ClassPrecision:
+    n: int  # curated pseudo pairs of this class whose audio is a target clip
+    correct: int  # of those, how many name the clip's true class
+    precision: float | None = None  # correct / n; None when n == 0
+
+
+@dataclass
+class PseudoPrecision:
+    """How often the pseudo-labelled pairs of one split named the clip's true class (scored
+    after the run from the target's labels; no choice of the run ever reads it)."""
+
+    split: int
+    methods: list[str]  # the curation methods scored (pseudo, pseudo_refined)
+    n: int
+    correct: int
+    precision: float | None = None
+    per_class: dict[str, ClassPrecision] = field(default_factory=dict)  # every target class
 
 
 def pseudo_label_precision(
@@ -58,4 +78,4 @@ def pseudo_label_precision(
     )
 
 
-__all__ = ["PSEUDO_METHODS", "pseudo_label_precision"]
+__all__ = ["PSEUDO_METHODS", "ClassPrecision", "PseudoPrecision", "pseudo_label_precision"]

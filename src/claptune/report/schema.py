@@ -1,13 +1,15 @@
-"""The typed schema of report.json: one ``Report`` dataclass and the parts it nests.
+"""The typed schema of report.json: ``Report`` (``improve``) and ``AdaptReport`` (``adapt``).
 
-``improve`` builds a ``Report``; the renderers (Markdown, HTML, the CLI summary) read its
-attributes; ``Report.to_json()`` writes report.json with the same keys as before, and
-``Report.from_json()`` reads it back exactly (``from_json(r.to_json()) == r``).
+Both extend ``BaseReport``, the fields every report holds (the model, the target, the checks,
+the saved model, the configuration), and nest the records below; the renderers (Markdown, HTML,
+the CLI summaries) read their attributes. ``to_json()`` writes report.json in each report's own
+key order (``KEYS``), and ``from_json()`` reads it back exactly (``from_json(r.to_json()) == r``).
 
 To add a figure: give the dataclass that owns it a new field *with a default* (``None`` or a
-``field(default_factory=...)``), so reports written before it still load. Nested dataclasses,
-``X | None``, ``list[X]`` and ``dict[str, X]`` are converted both ways by ``to_dict`` /
-``from_dict``; anything else (plain numbers, strings, free-form dicts) is stored as is.
+``field(default_factory=...)``), so reports written before it still load (a report's new field
+goes at the end of its file unless named in ``KEYS``). Nested dataclasses, ``X | None``,
+``list[X]`` and ``dict[str, X]`` are converted both ways by ``to_dict`` / ``from_dict``;
+anything else (plain numbers, strings, free-form dicts) is stored as is.
 """
 
 from __future__ import annotations
@@ -18,16 +20,18 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
 from claptune.errors import ClaptuneError
+from claptune.report.precision import ClassPrecision, PseudoPrecision
 from claptune.stats import BootstrapResult, McNemarResult, Spread
 
 T = TypeVar("T")
 
 
+# -- the records both reports nest -------------------------------------------------------------
 @dataclass
 class ModelInfo:
     spec: str  # what the user asked for: registered name, folder or hub id
@@ -45,6 +49,68 @@ class TargetInfo:
     items: list[str] = field(default_factory=list)  # clip paths; splits index into these
 
 
+@dataclass
+class SplitPrior:
+    """The class shares one split's curation balanced its pool to, and how far they were from the
+    pool's true shares (scored after the run; the estimate never sees a label)."""
+
+    split: int
+    estimated: dict[str, float]
+    true: dict[str, float] | None = None  # shares of the pool's labels, where labels exist
+    tv: float | None = None  # total variation distance estimated <-> true
+    tv_uniform: float | None = None  # the same for a uniform prior, for reference
+
+
+@dataclass
+class ClassPriors:
+    method: str  # uniform | em (curation setting pseudo_refined_prior)
+    splits: list[SplitPrior] = field(default_factory=list)
+    tv: Spread | None = None  # over splits
+    tv_uniform: Spread | None = None
+
+
+@dataclass
+class Forgetting:
+    """Retrieval on the held-out part of the paired corpus: teacher, then students."""
+
+    n_pairs: int
+    before: dict[str, float]
+    after: dict[str, Spread]
+    change: dict[str, float] = field(default_factory=dict)
+    held_out_source: str = ""
+    held_out_audio: list[str] = field(default_factory=list)
+
+
+@dataclass
+class EvalScores:
+    """Zero-shot scores of one model on one set of clips."""
+
+    accuracy: float
+    class_mean_accuracy: float  # mean over the classes present of each class's accuracy
+
+
+TransferScores = EvalScores  # the name improve's transfer check builds it by
+
+
+@dataclass
+class TransferSpreads:
+    accuracy: Spread
+    class_mean_accuracy: Spread
+
+
+@dataclass
+class Transfer:
+    """Zero-shot on held-out corpus clips whose caption names one target class."""
+
+    n_clips: int
+    n_classes: int
+    clips_per_class: dict[str, int]
+    before: EvalScores
+    after: TransferSpreads
+    items: list[str] = field(default_factory=list)
+
+
+# -- the records of an improve run (over splits x seeds) --------------------------------------
 @dataclass
 class Side:
     """Zero-shot figures of one side (the teacher before, the students after) over runs."""
@@ -157,82 +223,6 @@ class RunsSummary:
 
 
 @dataclass
-class Forgetting:
-    """Retrieval on the held-out part of the paired corpus: teacher, then students."""
-
-    n_pairs: int
-    before: dict[str, float]
-    after: dict[str, Spread]
-    change: dict[str, float] = field(default_factory=dict)
-    held_out_source: str = ""
-    held_out_audio: list[str] = field(default_factory=list)
-
-
-@dataclass
-class TransferScores:
-    accuracy: float
-    class_mean_accuracy: float
-
-
-@dataclass
-class TransferSpreads:
-    accuracy: Spread
-    class_mean_accuracy: Spread
-
-
-@dataclass
-class Transfer:
-    """Zero-shot on held-out corpus clips whose caption names one target class."""
-
-    n_clips: int
-    n_classes: int
-    clips_per_class: dict[str, int]
-    before: TransferScores
-    after: TransferSpreads
-    items: list[str] = field(default_factory=list)
-
-
-@dataclass
-class SplitPrior:
-    """The class shares one split's curation balanced its pool to, and how far they were from the
-    pool's true shares (scored after the run; the estimate never sees a label)."""
-
-    split: int
-    estimated: dict[str, float]
-    true: dict[str, float] | None = None  # shares of the pool's labels, where labels exist
-    tv: float | None = None  # total variation distance estimated <-> true
-    tv_uniform: float | None = None  # the same for a uniform prior, for reference
-
-
-@dataclass
-class ClassPriors:
-    method: str  # uniform | em (curation setting pseudo_refined_prior)
-    splits: list[SplitPrior] = field(default_factory=list)
-    tv: Spread | None = None  # over splits
-    tv_uniform: Spread | None = None
-
-
-@dataclass
-class ClassPrecision:
-    n: int  # curated pseudo pairs of this class whose audio is a target clip
-    correct: int  # of those, how many name the clip's true class
-    precision: float | None = None  # correct / n; None when n == 0
-
-
-@dataclass
-class PseudoPrecision:
-    """How often the pseudo-labelled pairs of one split named the clip's true class (scored
-    after the run from the target's labels; no choice of the run ever reads it)."""
-
-    split: int
-    methods: list[str]  # the curation methods scored (pseudo, pseudo_refined)
-    n: int
-    correct: int
-    precision: float | None = None
-    per_class: dict[str, ClassPrecision] = field(default_factory=dict)  # every target class
-
-
-@dataclass
 class ModelRun:
     split: int = 0  # whose curated pairs the report shows (and, before 0.x, whose student)
     seed: int = 0
@@ -245,6 +235,59 @@ class ModelRun:
     guard: dict[str, float] = field(default_factory=dict)  # Workspace.guard on the held-out slice
 
 
+# -- the records of an adapt run (one run, no label) ------------------------------------------
+@dataclass
+class Histogram:
+    """Counts of one sureness score of the teacher's refined pseudo-labels over the clips."""
+
+    edges: list[float]  # bin edges, len(counts) + 1
+    counts: list[int]  # every clip
+    counts_curated: list[int]  # the clips kept as pseudo pairs
+    threshold: float | None = None  # the curation's cut on this score, when it cut on it
+
+
+@dataclass
+class ClassRow:
+    """One class: what curation aimed at and chose, and what teacher and student predict."""
+
+    share: float | None = None  # the class share curation balanced the pool to
+    pseudo_labels: int = 0  # clips whose refined teacher label is this class
+    curated: int = 0  # pseudo pairs of this class (the surest of those clips)
+    teacher: int = 0  # clips the teacher's zero-shot classifier puts in this class
+    student: int = 0  # the same for the student
+    unchanged: float | None = None  # of the teacher's clips, the share the student keeps here
+
+
+@dataclass
+class Agreement:
+    """Teacher/student agreement: the share of clips whose zero-shot class is unchanged."""
+
+    share: float
+    n_clips: int
+    curated: float | None = None  # on the clips curated as pseudo pairs
+    not_curated: float | None = None  # on the others (what the student learned to move)
+
+
+@dataclass
+class LabelledEval:
+    """Zero-shot scores on a labelled set named for scoring only (``--eval``): never read by
+    curation, training or any choice of the run."""
+
+    target: str
+    root: str | None
+    n_clips: int
+    n_classes: int  # classes present in the labelled set (all of them among the run's)
+    overlap: int  # its clips that were also adaptation clips (used there without labels)
+    before: EvalScores
+    after: EvalScores
+    bootstrap: BootstrapResult | None = None  # clip accuracy change, clips resampled
+    class_mean_bootstrap: BootstrapResult | None = None
+    per_class_before: dict[str, float] = field(default_factory=dict)
+    per_class_after: dict[str, float] = field(default_factory=dict)
+    failed_clips: list[dict[str, str]] = field(default_factory=list)
+
+
+# -- the reports --------------------------------------------------------------------------------
 class JsonRecord:
     """JSON round trip of a report dataclass: ``to_json``/``from_json`` (exact), ``read``."""
 
@@ -269,12 +312,38 @@ class JsonRecord:
 
 
 @dataclass(kw_only=True)
-class Report(JsonRecord):
-    """report.json of an ``improve`` run; field order is the file's key order."""
+class BaseReport(JsonRecord):
+    """The fields every report.json holds. Each report lists its file's key order in ``KEYS``:
+    its fields and these interleave there as they always did, so report.json keeps its bytes.
+    ``label_free`` is each report's own: one run's signals (adapt), their spread over runs
+    (improve)."""
+
+    KEYS: ClassVar[tuple[str, ...]] = ()
 
     claptune_version: str
     model: ModelInfo
-    target: TargetInfo
+    target: TargetInfo  # the clips and the class names
+    templates: list[str] = field(default_factory=list)
+    priors: ClassPriors | None = None  # the class shares curation balanced its pool to
+    forgetting: Forgetting | None = None
+    transfer: Transfer | None = None
+    model_dir: str | None = None  # the saved model, loadable by load_model
+    train: dict[str, Any] = field(default_factory=dict)  # the training overrides used
+    failed_clips: list[dict[str, str]] = field(default_factory=list)  # item, reason
+    timing_s: dict[str, float] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)  # the run's config, to_dict()
+
+
+@dataclass(kw_only=True)
+class Report(BaseReport):
+    """report.json of an ``improve`` run."""
+
+    KEYS: ClassVar[tuple[str, ...]] = tuple(
+        "claptune_version model target splits seeds n_runs before after gain paired_test "
+        "curation runs templates forgetting transfer model_dir model_run train failed_clips "
+        "timing_s config priors label_free pseudo_precision transductive".split()
+    )
+
     splits: list[dict[str, Any]] = field(default_factory=list)  # Split.to_dict() of each
     seeds: list[int] = field(default_factory=list)
     n_runs: int
@@ -284,16 +353,7 @@ class Report(JsonRecord):
     paired_test: PairedTest = field(default_factory=PairedTest)
     curation: CurationCounts = field(default_factory=CurationCounts)
     runs: list[RunRecord] = field(default_factory=list)
-    templates: list[str] = field(default_factory=list)
-    forgetting: Forgetting | None = None
-    transfer: Transfer | None = None
-    model_dir: str | None = None  # the saved student, loadable by load_model
     model_run: ModelRun = field(default_factory=ModelRun)  # whose student model_dir holds
-    train: dict[str, Any] = field(default_factory=dict)  # the training overrides used
-    failed_clips: list[dict[str, str]] = field(default_factory=list)  # item, reason
-    timing_s: dict[str, float] = field(default_factory=dict)
-    config: dict[str, Any] = field(default_factory=dict)  # ImproveConfig.to_dict()
-    priors: ClassPriors | None = None  # where a curation method balanced its pool
     # mean over runs of each label-free selection signal (RunRecord.label_free)
     label_free: dict[str, Spread] = field(default_factory=dict)
     pseudo_precision: PseudoPrecision | None = None  # split 0's pseudo labels vs the true ones
@@ -306,10 +366,42 @@ class Report(JsonRecord):
         return cls(**parts, **rest)
 
 
+@dataclass(kw_only=True)
+class AdaptReport(BaseReport):
+    """report.json of an ``adapt`` run: what can be measured without labels, and, only when a
+    labelled set is named for scoring, before/after accuracy on it."""
+
+    KEYS: ClassVar[tuple[str, ...]] = tuple(
+        "claptune_version model target seed methods loss templates n_pairs priors criterion "
+        "confidence margin classes agreement forgetting transfer label_free evaluation "
+        "model_dir guard saved predictions train train_result failed_clips timing_s config".split()
+    )
+
+    seed: int
+    methods: list[str]
+    loss: str
+    n_pairs: dict[str, int] = field(default_factory=dict)  # per method, then "total"
+    criterion: str = "confidence"  # the score the curation's threshold cut on
+    confidence: Histogram | None = None
+    margin: Histogram | None = None
+    classes: dict[str, ClassRow] = field(default_factory=dict)
+    agreement: Agreement | None = None
+    label_free: dict[str, float] = field(default_factory=dict)  # this run's selection signals
+    evaluation: LabelledEval | None = None
+    # the label-free guard (Workspace.guard): its signals on the held-out clips and its decision
+    guard: dict[str, float] = field(default_factory=dict)
+    saved: str = "student"  # which model model_dir holds and predictions.csv comes from
+    # predictions.csv: the transduction used and how many clips each class received
+    predictions: dict[str, Any] = field(default_factory=dict)
+    train_result: dict[str, Any] = field(default_factory=dict)  # steps, epochs, final loss
+
+
 def to_dict(obj: Any) -> Any:
     """A dataclass (and what it nests) as JSON-able dicts, lists and numbers."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        keys = getattr(obj, "KEYS", ())  # a report's key order (BaseReport), then the rest
+        names = [*keys, *(f.name for f in dataclasses.fields(obj) if f.name not in keys)]
+        return {name: to_dict(getattr(obj, name)) for name in names}
     if isinstance(obj, dict):
         return {str(k): to_dict(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
@@ -357,19 +449,31 @@ def _convert(tp: Any, value: Any) -> Any:
 
 
 __all__ = [
+    "AdaptReport",
+    "Agreement",
+    "BaseReport",
     "ClassPrecision",
+    "ClassPriors",
+    "ClassRow",
     "CurationCounts",
+    "EvalScores",
     "Forgetting",
     "Gain",
+    "Histogram",
+    "JsonRecord",
+    "LabelledEval",
     "ModelInfo",
     "ModelRun",
     "PairedTest",
+    "PipelineRow",
     "PseudoPrecision",
     "Report",
     "RunRecord",
     "RunsSummary",
     "Side",
+    "SplitPrior",
     "TargetInfo",
+    "Transductive",
     "Transfer",
     "TransferScores",
     "TransferSpreads",
