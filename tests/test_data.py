@@ -352,3 +352,11 @@ def test_real_captioned_sfx():
     corpus = load_captioned_corpus(root)
     assert len(corpus) == 2753 and all(c for c in corpus.captions)
     assert all(p.exists() for p in corpus.audio)
+
+
+def test_the_cli_targets_are_the_readers():
+    """improve's --target list (kept numpy-free for the parsers) names exactly the readers."""
+    from claptune.data import DATASETS
+    from claptune.improve.config import TARGETS
+
+    assert tuple(DATASETS) == TARGETS

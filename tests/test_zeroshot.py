@@ -7,8 +7,8 @@ import hashlib
 import json
 
 import numpy as np
-import torch
 import pytest
+import torch
 
 from claptune.cli import main
 from claptune.data import ClassificationDataset, load_dataset

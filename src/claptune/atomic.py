@@ -98,6 +98,13 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def ram_disk() -> str | None:
+    """/dev/shm where the machine has one (scratch files that never touch the disk), else None
+    (the temp folder)."""
+    shm = Path("/dev/shm")
+    return str(shm) if shm.is_dir() else None
+
+
 def scratch_dir(prefix: str, root: str | os.PathLike | None = None) -> Path:
     """A new temporary folder ``<prefix>pid<pid>-<random>`` under ``root`` (None: the temp
     folder). Folders of the same prefix whose process is gone (killed with ``kill -9``: it
@@ -124,6 +131,7 @@ def set_aside(path: Path, what: str, then: str = "its items will be computed aga
 __all__ = [
     "atomic_file",
     "fsync_dir",
+    "ram_disk",
     "remove_stale_temporaries",
     "scratch_dir",
     "set_aside",

@@ -133,3 +133,21 @@ def barrier(env: DistEnv) -> None:
     """Wait for every process of the group (nothing to do in one process)."""
     if env.enabled:
         dist.barrier()
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None):
+    """Run a block with ``n`` intra-op threads (None: unchanged), then restore the count.
+
+    Heads on cached features are small matrices: on a busy 2-core machine, two threads fight
+    over the cores and one head-training step takes ~10x longer than with one thread.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

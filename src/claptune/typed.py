@@ -24,6 +24,13 @@ from claptune.errors import ClaptuneError, did_you_mean
 T = TypeVar("T")
 
 
+def cli(help: str, flag: str | None = None, **more: Any) -> dict[str, Any]:
+    """A field's CLI metadata: its help, its flag when not ``--<field-name>``, and ``choices``,
+    ``nargs``, ``metavar``, ``negate`` (a ``--no-...`` flag), ``default_text`` (how the default
+    reads), ``what`` (its keys' name in errors)."""
+    return {"help": help, **({"flag": flag} if flag else {}), **more}
+
+
 def field_default(f: dataclasses.Field) -> Any:
     """A field's default value (calling its factory), or ``dataclasses.MISSING``."""
     if f.default is not dataclasses.MISSING:
@@ -75,4 +82,4 @@ def changed_fields(value: Any, base: Any) -> dict[str, Any]:
     return out
 
 
-__all__ = ["changed_fields", "field_default", "from_mapping", "override"]
+__all__ = ["changed_fields", "cli", "field_default", "from_mapping", "override"]

@@ -154,18 +154,17 @@ CORPUS_FLAGS = ("corpus", "corpus_holdout", "templates")
 RUN_FLAGS = ("on_error", "cache_dir")
 
 
-def add_config_flags(
-    p: argparse.ArgumentParser, names: Sequence[str], required: Sequence[str] = ()
+def add_fields(
+    p: argparse.ArgumentParser, cls: type, names: Sequence[str], required: Sequence[str] = ()
 ) -> None:
-    """One flag per ``ImproveConfig`` field in ``names``, generated from the field: its name
-    (or ``metadata["flag"]``), type, choices, help and default. A flag not given parses to None,
-    so that a ``--config`` file's value (else the field's default) applies."""
+    """One flag per field of the dataclass ``cls`` in ``names``, generated from the field: its
+    name (or ``metadata["flag"]``), type, choices, help and default. A flag not given parses to
+    None, so that a ``--config`` file's value (else the field's default) applies."""
     from dataclasses import fields
 
-    from claptune.improve.config import ImproveConfig
     from claptune.typed import field_default
 
-    by_name = {f.name: f for f in fields(ImproveConfig)}
+    by_name = {f.name: f for f in fields(cls)}
     for name in names:
         f = by_name[name]
         meta = dict(f.metadata)
@@ -173,7 +172,15 @@ def add_config_flags(
         default = meta.get("default_text")
         if default is None:
             value = field_default(f)
-            default = " ".join(map(str, value)) if isinstance(value, (tuple, list)) else str(value)
+            default = (
+                " ".join(map(str, value))
+                if isinstance(value, (tuple, list))
+                else "none"
+                if value is None
+                else "off"
+                if value is False
+                else str(value)
+            )
         kwargs: dict[str, Any] = {"dest": name, "default": None}
         if name in required:
             kwargs["required"] = True
@@ -193,6 +200,15 @@ def add_config_flags(
             if "metavar" not in kwargs and "choices" not in kwargs:
                 kwargs["metavar"] = flag.lstrip("-").replace("-", "_").upper()
         p.add_argument(flag, **kwargs)
+
+
+def add_config_flags(
+    p: argparse.ArgumentParser, names: Sequence[str], required: Sequence[str] = ()
+) -> None:
+    """``add_fields`` of ``ImproveConfig``: the flags of improve, adapt, ablate and demo."""
+    from claptune.improve.config import ImproveConfig
+
+    add_fields(p, ImproveConfig, names, required)
 
 
 def add_settings_flags(p: argparse.ArgumentParser) -> None:

@@ -18,42 +18,40 @@ import json
 from pathlib import Path
 
 from claptune.cli._common import (
-    NUM_WORKERS_HELP,
     add_cache_dir,
-    add_on_error,
+    add_fields,
     add_quiet,
     cache_dir,
     sub_parser,
 )
 from claptune.errors import ClaptuneError
-from claptune.train.config import TRAINABLE
 
-# flag -> TrainConfig field, for the flags that map one to one
-_FIELDS = {
-    "loss": "loss",
-    "beta": "beta",
-    "normalize_targets": "normalize_targets",
-    "epochs": "epochs",
-    "max_steps": "max_steps",
-    "batch_size": "batch_size",
-    "lr": "lr",
-    "min_lr": "min_lr",
-    "grad_clip": "grad_clip",
-    "p_curated": "p_curated",
-    "val_fraction": "val_fraction",
-    "keep": "keep",
-    "wise_alpha": "wise_alpha",
-    "trainable": "trainable",
-    "lora_rank": "lora_rank",
-    "lora_alpha": "lora_alpha",
-    "crop": "crop",
-    "precision": "precision",
-    "device": "device",
-    "seed": "seed",
-    "save_every": "save_every",
-    "num_workers": "num_workers",
-    "on_error": "on_error",
-}
+# the TrainConfig fields ``claptune train`` sets by a flag of its own, generated from the fields
+FLAGS = (
+    "loss",
+    "beta",
+    "normalize_targets",
+    "epochs",
+    "max_steps",
+    "batch_size",
+    "lr",
+    "min_lr",
+    "grad_clip",
+    "p_curated",
+    "val_fraction",
+    "keep",
+    "wise_alpha",
+    "trainable",
+    "lora_rank",
+    "lora_alpha",
+    "crop",
+    "precision",
+    "device",
+    "seed",
+    "save_every",
+    "num_workers",
+    "on_error",
+)
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -97,77 +95,11 @@ def add_parser(sub) -> argparse.ArgumentParser:
         "start again (default: off; an OUT holding a checkpoint is refused)",
     )
     add_quiet(p)
-    p.add_argument(
-        "--loss",
-        choices=["hard", "soft", "multipos"],
-        help="contrastive loss (hard is improve's: the better one in its ablation)",
-    )
-    p.add_argument("--beta", type=float, help="soft-target weight of teacher similarities")
-    p.add_argument(
-        "--normalize-targets",
-        action="store_true",
-        default=None,
-        help="renormalise soft target rows (the published rows are not)",
-    )
-    p.add_argument("--epochs", type=int, help="passes over the curated pairs")
-    p.add_argument("--max-steps", type=int, help="stop after this many steps in total")
-    p.add_argument("--batch-size", type=int, help="global batch size")
-    p.add_argument("--lr", type=float, help="AdamW learning rate")
-    p.add_argument("--min-lr", type=float, help="floor of the plateau schedule")
-    p.add_argument("--grad-clip", type=float, help="max grad norm; 0 disables")
-    p.add_argument("--p-curated", type=float, help="probability a step uses curated pairs")
-    p.add_argument(
-        "--val-fraction",
-        type=float,
-        help="fraction of curated clips held out for the plateau/selection loss",
-    )
-    p.add_argument(
-        "--keep",
-        choices=["last", "best_val"],
-        help="final model: last step or lowest held-out curated loss",
-    )
-    p.add_argument(
-        "--wise-alpha",
-        type=float,
-        help="weight-space ensemble with the starting model (WiSE-FT): keep alpha x fine-tuned "
-        "+ (1 - alpha) x starting weights; 1 = plain fine-tune (improve: --train wise_alpha=A)",
-    )
-    p.add_argument("--trainable", choices=TRAINABLE, help="which parameters train")
-    p.add_argument("--lora-rank", type=int, help="rank of the LoRA adapters")
-    p.add_argument("--lora-alpha", type=int, help="scale of the LoRA adapters")
-    p.add_argument(
-        "--crop",
-        choices=["fixed", "random"],
-        help="training windows: fixed (teacher cached) or random (paper)",
-    )
-    p.add_argument(
-        "--precision",
-        choices=["auto", "fp32", "bf16"],
-        help="auto: bf16 autocast on CUDA, fp32 on CPU",
-    )
-    p.add_argument(
-        "--device", help="torch device: auto (cuda if available, else cpu), cpu, cuda, cuda:1, ..."
-    )
-    p.add_argument("--seed", type=int, help="seed of batches, crops and initialisation")
-    p.add_argument("--save-every", type=int, help="steps between checkpoints")
-    p.add_argument("--num-workers", type=int, help=NUM_WORKERS_HELP)
-    add_on_error(p, "leave its pairs out and list it in OUT/skipped_clips.json", from_config=True)
-    add_cache_dir(p)  # frozen features, for models whose heads alone train
-    _show_config_defaults(p)
-    return p
-
-
-def _show_config_defaults(p: argparse.ArgumentParser) -> None:
-    """A flag left out takes the value of --config, else TrainConfig's default: say which."""
     from claptune.train.config import TrainConfig
 
-    defaults = TrainConfig()
-    for action in p._actions:
-        field = _FIELDS.get(action.dest)
-        if field is not None and "default" not in (action.help or ""):
-            value = getattr(defaults, field)
-            value = "none" if value is None else value
-            action.help = f"{action.help or ''} (default: {value})".lstrip()
+    add_fields(p, TrainConfig, FLAGS)
+    add_cache_dir(p)  # frozen features, for models whose heads alone train
+    return p
 
 
 def run(args: argparse.Namespace) -> int:
@@ -183,13 +115,7 @@ def run(args: argparse.Namespace) -> int:
             values = json.loads(read_text(args.config, what="config"))
         except (OSError, json.JSONDecodeError) as err:
             raise ClaptuneError(f"cannot read config {args.config}: {err}") from None
-    values.update(
-        {
-            field: getattr(args, flag)
-            for flag, field in _FIELDS.items()
-            if getattr(args, flag) is not None
-        }
-    )
+    values.update({name: getattr(args, name) for name in FLAGS if getattr(args, name) is not None})
     if args.quiet:
         values["progress"] = False
     from claptune.card import methods_of

@@ -136,6 +136,14 @@ class Pairs:
         """Pairs per named class (pairs without a class, such as du's, left out)."""
         return {c: n for c, n in self.counts("class").items() if c}
 
+    def class_shares(self) -> dict[str, float] | None:
+        """The class shares a balancing curation method aimed at (estimated without labels),
+        from the methods' meta; None when no method balanced."""
+        for meta in self.meta.values():
+            if isinstance(meta, dict) and meta.get("class_shares"):
+                return dict(meta["class_shares"])
+        return None
+
 
 def write_pairs(pairs: Pairs, path: str | os.PathLike) -> Path:
     """Write the CSV (columns ``audio,text,score,method,class``); refuses an empty table, so

@@ -1,8 +1,8 @@
 """Every figure that reads labels, in one place: clip accuracy, per-class accuracy, class-mean
-(balanced) accuracy and the confusion matrix. Everything else that scores predictions (the
-zero-shot evaluation, improve's runs, the transfer check, adapt's ``--eval``, the benchmarks)
-calls these; pseudo-label precision (``claptune.report.precision``) is accuracy on the curated
-clips. Predictions and labels are int class indices of the same length.
+(balanced) accuracy, the confusion matrix and pseudo-label precision. Everything else that
+scores predictions (the zero-shot evaluation, improve's runs, the transfer check, adapt's
+``--eval``, the report's pseudo-label precision, the benchmarks) calls these. Predictions and
+labels are int class indices of the same length.
 """
 
 from __future__ import annotations
@@ -43,4 +43,19 @@ def confusion_matrix(pred: np.ndarray, labels: np.ndarray, n_classes: int) -> np
     return cm
 
 
-__all__ = ["accuracy", "class_mean_accuracy", "confusion_matrix", "per_class_accuracy"]
+def label_precision(pseudo: np.ndarray, labels: np.ndarray, n_classes: int) -> tuple:
+    """(n, correct): (C,) int64 counts of the pseudo-labels given to each class and of those
+    that name the clip's true class (precision per class = correct / n)."""
+    pseudo, labels = np.asarray(pseudo).ravel(), np.asarray(labels).ravel()
+    n = np.bincount(pseudo, minlength=n_classes).astype(np.int64)
+    correct = np.bincount(pseudo[pseudo == labels], minlength=n_classes).astype(np.int64)
+    return n, correct
+
+
+__all__ = [
+    "accuracy",
+    "class_mean_accuracy",
+    "confusion_matrix",
+    "label_precision",
+    "per_class_accuracy",
+]

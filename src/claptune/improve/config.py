@@ -22,10 +22,11 @@ from typing import Any
 from claptune.curation.methods import METHODS
 from claptune.curation.settings import CurationSettings
 from claptune.errors import ClaptuneError, did_you_mean
-from claptune.train.config import TrainConfig
+from claptune.train.config import STUDENT_LOSSES, TrainConfig
+from claptune.typed import cli
 
 CURATION_METHODS = METHODS  # the one list, claptune.curation.methods
-LOSSES = ("hard", "soft")
+LOSSES = STUDENT_LOSSES  # the one list: claptune.train.config
 TARGETS = ("esc50", "us8k", "tut2017", "folder", "csv")
 # how clips are split (claptune.improve.splits); here so that parsers list them without numpy
 STRATEGIES = ("auto", "grouped", "random", "stratified")
@@ -57,35 +58,28 @@ def improve_training() -> TrainConfig:
     return TrainConfig(trainable="auto", epochs=None, progress=False)
 
 
-def _help(text: str, flag: str | None = None, **more: Any) -> dict[str, Any]:
-    """A field's CLI metadata (``claptune.cli._common.add_config_flags``)."""
-    return {"help": text, **({"flag": flag} if flag else {}), **more}
-
-
 @dataclass
 class ImproveConfig:
     model: str = field(
         default="default",
-        metadata=_help(
-            "registered name, model folder or hub id", default_text="the embedded model"
-        ),
+        metadata=cli("registered name, model folder or hub id", default_text="the embedded model"),
     )
     # a named labelled data set (esc50, us8k, tut2017, folder, csv), or "unlabeled": a user's
     # clips (audio) and class names (adapt), whose labels do not exist
-    target: str = field(default="esc50", metadata=_help("target task", choices=TARGETS))
+    target: str = field(default="esc50", metadata=cli("target task", choices=TARGETS))
     root: str | None = field(
         default=None,
-        metadata=_help("local copy of the target data set, a folder (a CSV for csv)"),
+        metadata=cli("local copy of the target data set, a folder (a CSV for csv)"),
     )  # None downloads where supported
     download: bool = field(
         default=False,
-        metadata=_help("download the target data set when --root is not given", default_text="off"),
+        metadata=cli("download the target data set when --root is not given", default_text="off"),
     )
     # the unlabeled target's clips (files, folders searched recursively, .txt lists) and class
     # names, in the user's words (target "unlabeled")
     audio: tuple[str, ...] = field(
         default=(),
-        metadata=_help(
+        metadata=cli(
             "clip files, folders (searched recursively) or .txt lists of clips",
             nargs="+",
             metavar="PATH",
@@ -93,7 +87,7 @@ class ImproveConfig:
     )
     class_names: tuple[str, ...] = field(
         default=(),
-        metadata=_help(
+        metadata=cli(
             "class names: a file with one per line (# comments and blank lines ignored) or 'a,b,c'",
             "--classes",
             metavar="CLASSES",
@@ -104,23 +98,23 @@ class ImproveConfig:
     # bench/results/ablation.md, README); the paper's DS + soft did not gain there
     methods: tuple[str, ...] = field(
         default=("pseudo_refined",),
-        metadata=_help(
+        metadata=cli(
             f"comma-separated curation methods of {', '.join(CURATION_METHODS)}; "
             "'none' fine-tunes on replay only"
         ),
     )
-    loss: str = field(default="hard", metadata=_help("contrastive loss", choices=LOSSES))
+    loss: str = field(default="hard", metadata=cli("contrastive loss", choices=LOSSES))
     # 3 x 3 runs: split-to-split and training-seed noise are both a few points, so one run
     # cannot tell a gain from luck; every figure is reported as mean ± std over the runs
-    n_splits: int = field(default=3, metadata=_help("adaptation/test splits", "--splits"))
-    n_seeds: int = field(default=3, metadata=_help("training seeds per split", "--seeds"))
-    test_fraction: float = field(default=0.5, metadata=_help("share of the clips scored only"))
+    n_splits: int = field(default=3, metadata=cli("adaptation/test splits", "--splits"))
+    n_seeds: int = field(default=3, metadata=cli("training seeds per split", "--seeds"))
+    test_fraction: float = field(default=0.5, metadata=cli("share of the clips scored only"))
     # how clips are split: auto = whole source recordings to one side where the data set names
     # them (ESC-50's src_file), else at random; never by label, which would hand the unlabeled
     # pool the task's exact class shares (stratified stays available for comparison)
     split: str = field(
         default="auto",
-        metadata=_help(
+        metadata=cli(
             "how clips are split: auto = grouped where the data set names each clip's source "
             "recording, else random; stratified hands the unlabeled pool the task's exact "
             "class shares (for comparison only)",
@@ -129,11 +123,11 @@ class ImproveConfig:
     )
     seed: int = field(
         default=0,
-        metadata=_help("base seed: split i uses seed + i, training seed j uses seed + j"),
+        metadata=cli("base seed: split i uses seed + i, training seed j uses seed + j"),
     )
     corpus: str | None = field(
         default_factory=default_corpus,
-        metadata=_help(
+        metadata=cli(
             "paired captioned corpus, replayed in fine-tuning and held out for the forgetting "
             "and transfer checks: a folder with manifest.csv, webdataset shards, or a Hugging "
             "Face dataset (a Hub id, a save_to_disk folder or an audiofolder with a caption "
@@ -144,13 +138,13 @@ class ImproveConfig:
     )  # paired corpus: replay + DS captions
     corpus_holdout: float = field(
         default=0.1,
-        metadata=_help("share of the corpus held out for the forgetting check"),
+        metadata=cli("share of the corpus held out for the forgetting check"),
     )
     # zero-shot prompts: template set names (default, ensemble) or templates with {}; the
     # 8-prompt ensemble smooths the quirks of one wording and uses no label
     templates: tuple[str, ...] = field(
         default=("ensemble",),
-        metadata=_help(
+        metadata=cli(
             "zero-shot prompts: ensemble (8 templates averaged), the set named default (the "
             "paper's 'this is a sound of {}'), or your own template with {} for the class "
             "name; repeat to average several",
@@ -169,29 +163,27 @@ class ImproveConfig:
     )
     save_model: bool = field(
         default=True,
-        metadata=_help(
-            "do not write RUN/model", "--no-save-model", negate=True, default_text="off"
-        ),
+        metadata=cli("do not write RUN/model", "--no-save-model", negate=True, default_text="off"),
     )  # the model worth saving (claptune.improve.loop.train_final)
     # best-scored curated pairs of each class playable in report.html: 2 on a labelled target,
     # 1 on a user's clips (its report lists every class's surest clips too); None: that choice
     audio_per_class: int | None = field(
         default=None,
-        metadata=_help(
+        metadata=cli(
             "best-scored curated pairs of each class playable in report.html",
             default_text="2; 1 for adapt",
         ),
     )
     audio_samples: int | None = field(
         default=None,
-        metadata=_help(
+        metadata=cli(
             "cap on all players in report.html, spread over the classes",
             default_text="no cap",
         ),
     )
     on_error: str = field(
         default="raise",
-        metadata=_help(
+        metadata=cli(
             "what to do with a clip that cannot be decoded: raise stops, skip leaves the clip "
             "out and lists it in the report",
             choices=("raise", "skip"),
@@ -201,7 +193,7 @@ class ImproveConfig:
     # claptune.evaluate.transductive): the labels adapt writes, and a figure of every report
     transduction: str = field(
         default="claptune",
-        metadata=_help(
+        metadata=cli(
             "transductive inference over the clips taken together, for the labels "
             "(predictions.csv) and the side-by-side figures: claptune, sinkhorn, "
             "label_propagation, gaussian_em, entropy or none",
@@ -213,7 +205,7 @@ class ImproveConfig:
     # of the model worth saving's); a measured split's guard reads its test part's audio
     guard_fraction: float = field(
         default=0.2,
-        metadata=_help(
+        metadata=cli(
             "share of the clips held out of curation, on whose audio the label-free guard "
             "decides whether the saved student beats the teacher; 0 turns the guard off"
         ),
@@ -226,7 +218,7 @@ class ImproveConfig:
     # targets, bench/results/adapt_labels.md) or "saved" (the model the guard keeps)
     labels_from: str = field(
         default="teacher",
-        metadata=_help(
+        metadata=cli(
             "whose scores predictions.csv refines: the teacher (measured best) or the saved model",
             choices=("teacher", "saved"),
         ),
@@ -235,7 +227,7 @@ class ImproveConfig:
     # an ablation of the same model skips the encoders; None keeps them in memory only
     cache_dir: str | None = field(
         default_factory=default_cache_dir,
-        metadata=_help(
+        metadata=cli(
             "frozen features kept across runs",
             default_text="$CLAPTUNE_CACHE, else ~/.cache/claptune",
         ),

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -195,6 +196,33 @@ def whole_pool_split(n: int, seed: int = 0, guard_fraction: float = 0.0) -> Spli
     )
 
 
+def corpus_holdout(
+    audio: list[str], corpus: str, heldout_ids: list[str], fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """(replay, held-out) indices of the corpus clips ``audio`` for the forgetting check, and
+    where the held-out part comes from.
+
+    A teacher whose metadata names the corpus clips it held out of its own training
+    (``heldout_ids``, paths relative to the corpus, as ``claptune pretrain`` records) keeps
+    exactly those out, so the check runs on pairs it never trained on; otherwise a seeded random
+    ``fraction``.
+    """
+    held_ids = set(heldout_ids)
+    if held_ids:
+        base = Path(corpus)
+        base = base.parent if base.suffix.lower() == ".csv" else base
+        rel = [
+            Path(a).relative_to(base).as_posix() if Path(a).is_relative_to(base) else a
+            for a in audio
+        ]
+        held = np.array([i for i, r in enumerate(rel) if r in held_ids], dtype=np.int64)
+        if len(held):
+            keep = np.setdiff1d(np.arange(len(audio)), held)
+            return keep, held, "the teacher's own pretraining hold-out"
+    keep, held = holdout_indices(len(audio), fraction, seed=seed)
+    return keep, held, f"random {fraction:.0%} (seed {seed})"
+
+
 def holdout_indices(n: int, fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """(kept, held_out) sorted indices of n items, a random ``fraction`` held out."""
     if not 0.0 <= fraction < 1.0:
@@ -208,6 +236,7 @@ __all__ = [
     "STRATEGIES",
     "Split",
     "grouped_split",
+    "corpus_holdout",
     "holdout_indices",
     "make_splits",
     "random_split",

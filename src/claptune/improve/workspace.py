@@ -13,7 +13,6 @@ Target labels are never read here except into ``labels``, which only the summari
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import functools
@@ -26,9 +25,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from claptune.atomic import scratch_dir
+from claptune.atomic import ram_disk, scratch_dir
 from claptune.curation import CurationSettings, Pairs
 from claptune.data.captioned import NO_CORPUS
+from claptune.distributed import torch_threads
 from claptune.errors import ClaptuneError, InputWarning
 from claptune.evaluate.label_free import agreement, guard_signals
 from claptune.evaluate.zeroshot import class_scores, predict_from_scores
@@ -38,7 +38,7 @@ from claptune.improve.curate import DS_PROMPT
 from claptune.improve.runs import (
     RunOutcome,
 )
-from claptune.improve.splits import Split, holdout_indices, make_splits
+from claptune.improve.splits import Split, corpus_holdout, make_splits
 from claptune.models.base import AudioTextModel
 
 if TYPE_CHECKING:
@@ -125,7 +125,13 @@ class Workspace:
             corpus = load_captioned_corpus(config.corpus)
             audio = [str(p) for p in corpus.audio]
             ok = set(self._add_clips(audio, "corpus audio").tolist())
-            keep, held = self._corpus_holdout(corpus, audio)
+            keep, held, self.holdout_source = corpus_holdout(
+                audio,
+                config.corpus,
+                getattr(self.teacher, "metadata", {}).get("heldout_ids") or [],
+                config.corpus_holdout,
+                config.seed,
+            )
             self.replay_audio = [audio[i] for i in keep if i in ok]
             self.replay_text = [corpus.captions[i] for i in keep if i in ok]
             self.replay_sources = [corpus.sources[i] for i in keep if i in ok]
@@ -176,29 +182,6 @@ class Workspace:
         self.setup_seconds = time.perf_counter() - t0
         log_progress(f"teacher ready in {self.setup_seconds:.0f} s", progress)
 
-    def _corpus_holdout(self, corpus, audio: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """(replay, held-out) corpus indices for the forgetting check.
-
-        A teacher whose metadata names the corpus clips it held out of its own training
-        (``heldout_ids``, as ``claptune pretrain`` records) keeps exactly those out, so the check
-        runs on pairs it never trained on; otherwise a seeded random ``corpus_holdout`` share.
-        """
-        held_ids = set(getattr(self.teacher, "metadata", {}).get("heldout_ids") or [])
-        if held_ids:
-            base = Path(self.config.corpus)
-            base = base.parent if base.suffix.lower() == ".csv" else base
-            rel = [
-                Path(a).relative_to(base).as_posix() if Path(a).is_relative_to(base) else a
-                for a in audio
-            ]
-            held = np.array([i for i, r in enumerate(rel) if r in held_ids], dtype=np.int64)
-            if len(held):
-                self.holdout_source = "the teacher's own pretraining hold-out"
-                return np.setdiff1d(np.arange(len(audio)), held), held
-        self.holdout_source = f"random {self.config.corpus_holdout:.0%} (seed {self.config.seed})"
-        return holdout_indices(len(audio), self.config.corpus_holdout, seed=self.config.seed)
-
-    # -- embedding and scoring with any student of the teacher --------------------------------
     def train_record(self) -> dict[str, Any]:
         """The training settings as reports record them: whether only heads trained, and every
         setting that differs from ``TrainConfig``'s defaults."""
@@ -433,10 +416,10 @@ class Workspace:
         student = copy.deepcopy(self.teacher)
         train_config = dataclasses.replace(self.train_config, loss=loss, seed=seed)
         # fit writes checkpoints and its final model: to a scratch folder on a RAM disk if any
-        scratch = scratch_dir("claptune-fit-", _scratch_root())  # removes killed runs' ones
+        scratch = scratch_dir("claptune-fit-", ram_disk())  # removes killed runs' ones
         replay = TrainPairs(self.replay_audio, self.replay_text) if self.replay_audio else None
         try:
-            with _torch_threads(1 if self.head_only else None):
+            with torch_threads(1 if self.head_only else None):
                 result = fit(
                     student,
                     pairs,
@@ -500,43 +483,11 @@ class Workspace:
                 "epochs": result.epochs_completed,
                 "final": result.history[-1] if result.history else None,
             },
-            class_shares=class_shares(pairs),
+            class_shares=pairs.class_shares(),
         )
 
 
 RETRIEVAL_KEYS = ("a2t_R@1", "a2t_R@5", "t2a_R@1", "t2a_R@5")
-
-
-def class_shares(pairs: Pairs) -> dict[str, float] | None:
-    """The class shares a balancing curation method aimed at (estimated without labels), from
-    the pairs' meta; None when no method balanced."""
-    for meta in pairs.meta.values():
-        if isinstance(meta, dict) and meta.get("class_shares"):
-            return dict(meta["class_shares"])
-    return None
-
-
-@contextlib.contextmanager
-def _torch_threads(n: int | None):
-    """Run a block with ``n`` intra-op threads (None: unchanged), then restore the count.
-
-    Heads on cached features are small matrices: on a busy 2-core machine, two threads fight
-    over the cores and one head-training step takes ~10x longer than with one thread.
-    """
-    import torch
-
-    before = torch.get_num_threads()
-    if n is not None:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def _scratch_root() -> str | None:
-    shm = Path("/dev/shm")
-    return str(shm) if shm.is_dir() else None
 
 
 __all__ = ["Workspace", "RETRIEVAL_KEYS", "log_progress"]

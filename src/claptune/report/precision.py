@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+
 PSEUDO_METHODS = ("pseudo", "pseudo_refined")  # the methods whose caption is a class name
 
 
@@ -48,25 +50,31 @@ def pseudo_label_precision(
     gets an entry (n=0 and precision None for a class no pseudo pair named)."""
     if labels is None:
         return None
-    truth = {str(item): class_names[int(lab)] for item, lab in zip(items, labels, strict=True)}
-    n = dict.fromkeys(class_names, 0)
-    correct = dict.fromkeys(class_names, 0)
-    used: set[str] = set()
-    for row in pairs:
-        true = truth.get(str(row["audio"]))
-        cls = row.get("class")
-        if row.get("method") not in methods or true is None or cls not in n:
-            continue
-        used.add(str(row["method"]))
-        n[cls] += 1
-        correct[cls] += int(cls == true)
-    total = sum(n.values())
-    if not total:
+    from claptune.evaluate.metrics import label_precision
+
+    truth = {str(item): int(lab) for item, lab in zip(items, labels, strict=True)}
+    index = {c: k for k, c in enumerate(class_names)}
+    rows = [
+        r
+        for r in pairs
+        if r.get("method") in methods and str(r["audio"]) in truth and r.get("class") in index
+    ]
+    if not rows:
         return None
-    hits = sum(correct.values())
+    used = {str(r["method"]) for r in rows}
+    n, correct = label_precision(
+        np.array([index[r["class"]] for r in rows]),
+        np.array([truth[str(r["audio"])] for r in rows]),
+        len(class_names),
+    )
+    total, hits = int(n.sum()), int(correct.sum())
     per_class = {
-        c: ClassPrecision(n=n[c], correct=correct[c], precision=correct[c] / n[c] if n[c] else None)
-        for c in class_names
+        c: ClassPrecision(
+            n=int(n[k]),
+            correct=int(correct[k]),
+            precision=int(correct[k]) / int(n[k]) if n[k] else None,
+        )
+        for k, c in enumerate(class_names)
     }
     return PseudoPrecision(
         split=split,

@@ -15,8 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from claptune.errors import ClaptuneError
+from claptune.typed import cli
 
 LOSSES = ("hard", "soft", "multipos")
+# the losses improve and ablate train students with: multipos needs pairs grouped by caption
+# (head pretraining), which curated pairs are not
+STUDENT_LOSSES = LOSSES[:2]
 # auto: projections on a model with a frozen-encoder split (heads on cached features), else all
 TRAINABLE = ("all", "projections", "lora", "auto")
 # epochs of head training on cached features when ``epochs`` is None (``for_model``): about 200
@@ -47,36 +51,104 @@ RESUMABLE_CHANGES = frozenset(
 
 @dataclass
 class TrainConfig:
-    loss: str = "hard"  # hard | soft | multipos; hard: the better loss in improve's ablation
-    beta: float = 0.3  # weight of the teacher's similarities in the soft targets
-    normalize_targets: bool = False  # False = the published (unnormalised) soft targets
-    epochs: int | None = 20  # None: HEAD_EPOCHS for heads on cached features, else 20
-    max_steps: int | None = None  # stop (with a checkpoint) after this many steps in total
-    batch_size: int = 128  # global batch: split across processes under torchrun
-    lr: float = 1e-4
+    # hard: the better loss in improve's ablation
+    loss: str = field(
+        default="hard",
+        metadata=cli(
+            "contrastive loss (hard is improve's: the better one in its ablation)", choices=LOSSES
+        ),
+    )
+    beta: float = field(default=0.3, metadata=cli("soft-target weight of teacher similarities"))
+    normalize_targets: bool = field(
+        default=False,
+        metadata=cli("renormalise soft target rows (the published rows are not)"),
+    )
+    epochs: int | None = field(
+        default=20,
+        metadata=cli(
+            "passes over the curated pairs (none: HEAD_EPOCHS for heads on cached features, "
+            "else 20)"
+        ),
+    )
+    max_steps: int | None = field(
+        default=None, metadata=cli("stop (with a checkpoint) after this many steps in total")
+    )
+    batch_size: int = field(
+        default=128, metadata=cli("global batch size (split across processes under torchrun)")
+    )
+    lr: float = field(default=1e-4, metadata=cli("Adam learning rate"))
     weight_decay: float = 0.0
-    min_lr: float = 1e-8  # ReduceLROnPlateau floor
+    min_lr: float = field(default=1e-8, metadata=cli("floor of the plateau schedule"))
     plateau_factor: float = 0.5
     plateau_patience: int = 2  # epochs without improvement of the held-out loss
-    grad_clip: float = 1.0  # max global grad norm; 0 disables clipping
-    p_curated: float = 0.5  # probability that a step draws its batch from the curated pairs
-    val_fraction: float = 0.05  # curated clips held out: the unlabeled plateau/selection signal
-    keep: str = "last"  # final model: last step, or lowest held-out curated loss (no labels)
-    # weight-space ensemble with the starting model (WiSE-FT, Wortsman et al. 2022): the kept
-    # weights become wise_alpha * fine-tuned + (1 - wise_alpha) * starting; 1 = plain fine-tune
-    wise_alpha: float = 1.0
-    trainable: str = "all"  # all | projections | lora | auto (see TRAINABLE)
-    lora_rank: int = 8
-    lora_alpha: int = 16
+    grad_clip: float = field(default=1.0, metadata=cli("max global grad norm; 0 disables"))
+    p_curated: float = field(
+        default=0.5, metadata=cli("probability that a step draws its batch from curated pairs")
+    )
+    val_fraction: float = field(
+        default=0.05,
+        metadata=cli("fraction of curated clips held out for the plateau/selection loss"),
+    )
+    keep: str = field(
+        default="last",
+        metadata=cli(
+            "final model: last step or lowest held-out curated loss (no labels)", choices=KEEP
+        ),
+    )
+    # weight-space ensemble with the starting model (WiSE-FT, Wortsman et al. 2022)
+    wise_alpha: float = field(
+        default=1.0,
+        metadata=cli(
+            "weight-space ensemble with the starting model (WiSE-FT): keep alpha x fine-tuned "
+            "+ (1 - alpha) x starting weights; 1 = plain fine-tune (improve: --train wise_alpha=A)"
+        ),
+    )
+    trainable: str = field(
+        default="all",
+        metadata=cli(
+            "which parameters train (auto: the projections where the encoders can stay frozen "
+            "with cached features, else all)",
+            choices=TRAINABLE,
+        ),
+    )
+    lora_rank: int = field(default=8, metadata=cli("rank of the LoRA adapters"))
+    lora_alpha: int = field(default=16, metadata=cli("scale of the LoRA adapters"))
     lora_targets: list[str] | None = None  # module-name suffixes; None = backend's choice
-    crop: str = "fixed"  # fixed: first window (teacher embeddings cacheable); random: paper
-    precision: str = "auto"  # auto = bf16 autocast on CUDA, fp32 on CPU
-    device: str = "auto"  # auto = cuda (this process's local rank) if available, else cpu
-    seed: int = 0
-    save_every: int = 200  # steps between checkpoints (each epoch end saves too)
-    num_workers: int = 2  # audio decoding processes
-    progress: bool = True  # tqdm bar per epoch
-    on_error: str = "raise"  # clips that cannot be read: stop before training, or "skip" them
+    crop: str = field(
+        default="fixed",
+        metadata=cli(
+            "training windows: fixed (teacher embeddings cacheable) or random (paper)",
+            choices=CROPS,
+        ),
+    )
+    precision: str = field(
+        default="auto",
+        metadata=cli("auto: bf16 autocast on CUDA, fp32 on CPU", choices=PRECISIONS),
+    )
+    device: str = field(
+        default="auto",
+        metadata=cli(
+            "torch device of training: auto (cuda, this process's local rank, if available, "
+            "else cpu), cpu, cuda, cuda:1, ..."
+        ),
+    )
+    seed: int = field(default=0, metadata=cli("seed of batches, crops and initialisation"))
+    save_every: int = field(
+        default=200, metadata=cli("steps between checkpoints (each epoch end saves too)")
+    )
+    num_workers: int = field(
+        default=2,
+        metadata=cli("audio decoding workers beside the main process; 0 decodes inline"),
+    )
+    progress: bool = True  # tqdm bar per epoch (claptune train --quiet turns it off)
+    on_error: str = field(
+        default="raise",
+        metadata=cli(
+            "unreadable audio: stop with an error (raise) or leave its pairs out and list it "
+            "in OUT/skipped_clips.json (skip)",
+            choices=ON_ERROR,
+        ),
+    )
     extra: dict[str, Any] = field(default_factory=dict)  # free-form notes kept with the run
 
     def __post_init__(self) -> None:

@@ -20,6 +20,18 @@ Every stage is the shared one: the corpus reader of ``claptune.data``, the froze
 4. After each epoch, retrieval on the held-out part (clip = mean of its window embeddings;
    each clip's caption among the distinct held-out captions; ties count against the model);
    the epoch with the best mean recall is kept (``select = "best_heldout"``) or the last one.
+
+Why a loop of its own rather than ``claptune.train.fit`` (the one trainer of fine-tuning):
+``fit`` adapts a *student from a teacher*: it starts from trained weights, mixes curated pairs
+with replay, builds soft targets from the frozen teacher, stops on a held-out curated loss
+(Adam, reduce-on-plateau) and resumes from checkpoints under torchrun. Pretraining starts the
+heads from random initialisation with no teacher at all, draws a fresh window and caption
+rewrite per clip each epoch, smooths targets over caption similarity, trains each ensemble
+member separately, and selects epochs by held-out *retrieval*; from random weights a plateau
+schedule stalls within the recipe's budget, so it uses AdamW with warm-up and cosine decay.
+None of ``fit``'s machinery applies and none of this belongs in ``fit``; both share the losses
+(``claptune.losses``), the feature store and the retrieval metric. The shipped weights are
+reproduced exactly by this loop (tests/test_default_model.py).
 """
 
 from __future__ import annotations
