@@ -212,3 +212,31 @@ def test_a_view_holding_pickled_objects_is_refused_unread(model, tmp_path, capsy
     (tmp_path / "manifest.json").write_text("{")
     with pytest.raises(ClaptuneError, match="cannot read .*manifest.json"):
         load_store(tmp_path)
+
+
+def test_ctrl_c_keeps_the_clips_finished_so_far(model, clips, tmp_path, monkeypatch):  # noqa: F811
+    """Ctrl-C in the middle of a part: the clips finished before it are written as a part of
+    their own, and the rerun embeds only the others, to the same vectors."""
+    import claptune.embed.encode as encode
+
+    real, calls = encode._forward_audio, []
+
+    def interrupted(m, batch):
+        calls.append(len(batch))
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return real(m, batch)
+
+    monkeypatch.setattr(encode, "_forward_audio", interrupted)
+    out = tmp_path / "store"
+    items = [str(c) for c in clips]
+    with pytest.raises(KeyboardInterrupt):
+        embed_to_store(model, items, out, batch_size=1, num_workers=0, progress=False)
+    kept = _part_keys(out)
+    assert 0 < len(kept) < len(items)  # some clips done (every window of them), not all
+    monkeypatch.setattr(encode, "_forward_audio", real)
+    store = load_store(embed_to_store(model, items, out, num_workers=0, progress=False))
+    fresh = embed_to_store(model, items, tmp_path / "fresh", num_workers=0, progress=False)
+    np.testing.assert_allclose(store.embeddings, load_store(fresh).embeddings, atol=1e-6)
+    assert store.ids == load_store(fresh).ids
+    assert len(_part_keys(out)) == len(items)  # the rerun added only the missing clips

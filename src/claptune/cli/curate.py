@@ -188,7 +188,10 @@ def run(args: argparse.Namespace) -> int:
             pseudo_criterion=args.criterion,
             pseudo_max_per_class=args.max_per_class,
             search=SearchOptions(
-                args.block_size, model_device(args.device)["device"], distributed=env.enabled
+                args.block_size,
+                model_device(args.device)["device"],
+                distributed=env.enabled,
+                progress=not args.quiet and env.rank == 0,
             ),
         )
         inputs = build_inputs(args, methods)

@@ -154,6 +154,19 @@ def _blocks(n: int, size: int) -> Iterator[tuple[int, int]]:
         yield start, min(start + size, n)
 
 
+def _progress(blocks: Iterator, n: int, size: int, progress: bool) -> Iterator:
+    """``blocks`` with a bar counting query rows, when asked and there is more than one block."""
+    from tqdm.auto import tqdm
+
+    total = -(-n // size)
+    with tqdm(
+        total=n, desc="curation search", unit="row", disable=not progress or total < 2
+    ) as bar:
+        for q0, q1 in blocks:
+            yield q0, q1
+            bar.update(q1 - q0)
+
+
 def _check_block_size(block_size: int) -> None:
     if block_size < 1:
         raise ValueError(f"block_size must be >= 1, got {block_size}")
@@ -189,8 +202,10 @@ def threshold_pairs(
     block_size: int = DEFAULT_BLOCK_SIZE,
     device: str | torch.device | None = None,
     distributed: bool = False,
+    progress: bool = False,
 ) -> Triples:
-    """Every (query, key) pair whose cosine is >= ``threshold``.
+    """Every (query, key) pair whose cosine is >= ``threshold`` (``progress``: a bar over the
+    blocks of queries when there are several).
 
     ``query_emb`` (N, D) and ``key_emb`` (M, D): L2-normalised float embeddings (NumPy or
     torch). Returns the pairs as ``Triples`` sorted by query, descending score, key index.
@@ -205,7 +220,7 @@ def threshold_pairs(
     tiles = _TileBuffer(block_size, q_t.device)
     parts = []
     with torch.inference_mode():
-        for q0, q1 in _blocks(hi - lo, block_size):
+        for q0, q1 in _progress(_blocks(hi - lo, block_size), hi - lo, block_size, progress):
             q0, q1 = q0 + lo, q1 + lo
             for k0, k1 in _blocks(len(k), block_size):
                 tile = tiles.matmul(q_t[q0:q1], k_t[k0:k1])
@@ -236,6 +251,7 @@ def topk_pairs(
     device: str | torch.device | None = None,
     distributed: bool = False,
     pad: int = 2,
+    progress: bool = False,
 ) -> Triples:
     """The ``k`` keys of highest cosine for every query (all keys when there are fewer).
 
@@ -253,7 +269,7 @@ def topk_pairs(
     search = _TopkSearch(q, keys, k, block_size, device)
     parts = []
     with torch.inference_mode():
-        for q0, q1 in _blocks(hi - lo, block_size):
+        for q0, q1 in _progress(_blocks(hi - lo, block_size), hi - lo, block_size, progress):
             rows = np.arange(q0 + lo, q1 + lo)
             key, score = search.rows(rows, k + pad)
             parts.append(Triples(np.repeat(rows, k), key.ravel(), score.ravel()))

@@ -88,6 +88,7 @@ class SearchOptions:
     block_size: int = DEFAULT_BLOCK_SIZE  # rows per tile side; memory ~ 4 * block_size**2 bytes
     device: str | torch.device | None = None  # torch device of the tiles (None = CPU)
     distributed: bool = False  # under torchrun: each rank a slice of the queries
+    progress: bool = False  # a bar over the query blocks of a search of several blocks
 
     def __post_init__(self) -> None:
         if self.block_size < 1:
@@ -98,6 +99,7 @@ class SearchOptions:
             "block_size": self.block_size,
             "device": self.device,
             "distributed": self.distributed,
+            "progress": self.progress,
         }
 
 

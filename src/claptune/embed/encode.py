@@ -47,6 +47,15 @@ class AudioEncoding:
     failed: list[tuple[str, str]] = field(default_factory=list)  # (item, reason)
 
 
+class EncodingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during ``encode_audio``: ``partial`` holds the clips finished before it (every
+    window of them embedded), so that a caller such as the embedding store keeps them."""
+
+    def __init__(self, partial: AudioEncoding):
+        super().__init__()
+        self.partial = partial
+
+
 # -- in-memory encoding ------------------------------------------------------------------------
 def encode_audio(
     model: AudioTextModel,
@@ -56,6 +65,7 @@ def encode_audio(
     progress: bool = True,
     on_error: str = "raise",
     precision: str = "float32",
+    on_clip: Callable[[], None] | None = None,
 ) -> AudioEncoding:
     """Embed files or 1-D waveforms (at ``model.sample_rate``) into (N_kept, D) float32.
 
@@ -66,7 +76,9 @@ def encode_audio(
     ``embeddings``/``kept`` and lists it in ``failed``. ``precision``: ``"float32"`` (exact, the
     default), or on a GPU ``"tf32"`` (TF32 matmuls and convolutions) or ``"bf16"`` (bfloat16
     autocast): faster, vectors about 1e-3 (tf32) to 1e-2 (bf16) away, so never mixed into a
-    store; the output is float32 either way.
+    store; the output is float32 either way. ``on_clip`` is called as each clip is read (a
+    caller's own progress bar). Ctrl-C raises ``EncodingInterrupted`` holding the clips finished
+    so far.
     """
     check_encode_args(batch_size, num_workers, on_error)
     if precision not in PRECISIONS:
@@ -96,35 +108,53 @@ def encode_audio(
         _precision(precision, _model_device(model)),
         tqdm(total=len(items), desc="embedding audio", unit="clip", disable=not progress) as bar,
     ):
-        # A few clips per thread keep the threads busy; long files come as lazy window streams
-        # (see _window_decoder), so what is held ahead stays small whatever the files' lengths.
-        for index, result in _prefetch(decode, items, num_workers, lookahead=4 * num_workers):
-            bar.update(1)
-            try:
-                for chunk in (
-                    [result] if isinstance(result, (np.ndarray, AudioDecodeError)) else result
-                ):
-                    if isinstance(chunk, AudioDecodeError):
-                        raise chunk
-                    pending_windows.extend(chunk)
-                    pending_owner.extend([index] * len(chunk))
-                    while len(pending_windows) >= batch_size:
-                        run_batch(batch_size)
-            except AudioDecodeError as err:
-                if on_error == "raise":
-                    raise
-                drop(index)
-                failed.append((err.path, err.reason))
+        current = -1  # the clip being read: never finished while its windows still come
+        try:
+            # A few clips per thread keep the threads busy; long files come as lazy window streams
+            # (see _window_decoder), so what is held ahead stays small whatever the files' lengths.
+            for index, result in _prefetch(decode, items, num_workers, lookahead=4 * num_workers):
+                current = index
+                bar.update(1)
+                if on_clip is not None:
+                    on_clip()
+                try:
+                    for chunk in (
+                        [result] if isinstance(result, (np.ndarray, AudioDecodeError)) else result
+                    ):
+                        if isinstance(chunk, AudioDecodeError):
+                            raise chunk
+                        pending_windows.extend(chunk)
+                        pending_owner.extend([index] * len(chunk))
+                        while len(pending_windows) >= batch_size:
+                            run_batch(batch_size)
+                except AudioDecodeError as err:
+                    if on_error == "raise":
+                        raise
+                    drop(index)
+                    failed.append((err.path, err.reason))
+        except KeyboardInterrupt:
+            done = sorted(set(sums) - set(pending_owner) - {current})
+            raise EncodingInterrupted(_encoding(model, sums, done, failed)) from None
         if pending_windows:
             run_batch(len(pending_windows))
 
-    kept = np.array(sorted(sums), dtype=np.int64)
+    return _encoding(model, sums, sorted(sums), failed)
+
+
+def _encoding(
+    model: AudioTextModel,
+    sums: dict[int, torch.Tensor],
+    done: list[int],
+    failed: list[tuple[str, str]],
+) -> AudioEncoding:
+    """The ``AudioEncoding`` of the clips ``done``: each the renormalised mean of its windows."""
+    kept = np.array(done, dtype=np.int64)
     if len(kept) == 0:
         return AudioEncoding(np.zeros((0, embedding_dim(model)), np.float32), kept, failed)
     # Mean of unit vectors, renormalised: the sum has the same direction as the mean.
     stacked = torch.stack([sums[i] for i in kept.tolist()]).double()
     embeddings = torch.nn.functional.normalize(stacked, dim=-1).float().cpu().numpy()
-    return AudioEncoding(embeddings, kept, failed)
+    return AudioEncoding(embeddings, kept, list(failed))
 
 
 def encode_text(
@@ -359,6 +389,7 @@ def chunked(items: Iterable[T], size: int) -> Iterator[list[T]]:
 
 
 __all__ = [
+    "EncodingInterrupted",
     "AudioEncoding",
     "ON_ERROR",
     "PRECISIONS",

@@ -49,6 +49,7 @@ from tqdm.auto import tqdm
 from claptune.atomic import atomic_file, remove_stale_temporaries, set_aside, write_json_atomic
 from claptune.distributed import barrier, join_process_group
 from claptune.embed.encode import (
+    EncodingInterrupted,
     chunked,
     embedding_dim,
     encode_audio,
@@ -137,8 +138,15 @@ def _write_items(model: AudioTextModel, out_dir: Path, request: StoreRequest) ->
                     time.sleep(CLAIM_POLL_S)
                     continue
                 _embed_part(
-                    model, [first_item[k] for k in chunk], chunk, claims.next_part(), request
+                    model,
+                    [first_item[k] for k in chunk],
+                    chunk,
+                    claims.next_part(),
+                    request,
+                    on_clip=bar.update if kind == "audio" else None,
                 )
+                if kind == "audio":
+                    bar.update(-len(chunk))  # counted clip by clip; the refresh counts them again
         barrier(env)
         if rank == 0:
             with _locked(cache):
@@ -245,18 +253,29 @@ def _embed_part(
     chunk_keys: list[str],
     path: Path,
     request: StoreRequest,
+    on_clip=None,
 ) -> None:
+    """Embed one chunk into the part at ``path``. Ctrl-C keeps the clips finished so far as a
+    part of their own (a rerun embeds only the rest) and stops."""
     failed_keys: list[str] = []
     reasons: list[str] = []
     if request.kind == "audio":
-        enc = encode_audio(
-            model,
-            chunk_items,
-            batch_size=request.batch_size,
-            num_workers=request.num_workers,
-            progress=False,
-            on_error=request.on_error,
-        )
+        try:
+            enc = encode_audio(
+                model,
+                chunk_items,
+                batch_size=request.batch_size,
+                num_workers=request.num_workers,
+                progress=False,
+                on_error=request.on_error,
+                on_clip=on_clip,
+            )
+        except EncodingInterrupted as stop:
+            done = stop.partial
+            if len(done.kept):
+                keys = [chunk_keys[i] for i in done.kept.tolist()]
+                _write_part(path, keys, done.embeddings, [], [])
+            raise KeyboardInterrupt from None
         embeddings = enc.embeddings
         kept = set(enc.kept.tolist())
         ok_keys = [chunk_keys[i] for i in enc.kept.tolist()]

@@ -408,13 +408,22 @@ class Workspace:
             parts.append(curate(["a2a"], inputs, settings))
         return Pairs.concat(parts).dedup() if len(parts) > 1 else parts[0]
 
-    def train(self, pairs: Pairs, loss: str, seed: int, work_dir: Path | None = None):
+    def train(
+        self,
+        pairs: Pairs,
+        loss: str,
+        seed: int,
+        work_dir: Path | None = None,
+        progress: bool = False,
+    ):
         """A fresh student fine-tuned from the teacher; returns (student, fit's TrainResult)."""
         from claptune.train import fit
         from claptune.train.data import TrainPairs
 
         student = copy.deepcopy(self.teacher)
-        train_config = dataclasses.replace(self.train_config, loss=loss, seed=seed)
+        train_config = dataclasses.replace(
+            self.train_config, loss=loss, seed=seed, progress=progress or self.train_config.progress
+        )
         # fit writes checkpoints and its final model: to a scratch folder on a RAM disk if any
         scratch = scratch_dir("claptune-fit-", ram_disk())  # removes killed runs' ones
         replay = TrainPairs(self.replay_audio, self.replay_text) if self.replay_audio else None
