@@ -61,7 +61,7 @@ def summarize(variants: list[dict], results: dict[str, dict]) -> str:
     by_ratio: dict[float, list[tuple[dict, dict]]] = {}
     for v in variants:
         res = results.get(v["name"])
-        if not res:
+        if not res or not any(r["loss"] is not None for r in res["rows"]):
             continue
         row = _row(res)
         by_ratio.setdefault(v["ratio"], []).append((v, res))
@@ -114,7 +114,39 @@ def summarize(variants: list[dict], results: dict[str, dict]) -> str:
             f"Over all {len(every)} targets: rank correlation of clip gain with pool size "
             f"{spearmanr(p, g).statistic:+.2f}.",
         ]
+    lines += guard_lines(by_ratio)
     return "\n".join(lines) + "\n"
+
+
+def guard_lines(by_ratio: dict) -> list[str]:
+    """The label-free guard on every run (its clips: each test part's audio, labels unread):
+    how often it kept the student, and against the test labels (scored only) how often that
+    was right, how many kept students lost to teacher + transduction and how many rejected
+    ones beat it."""
+    lines = [
+        "",
+        "The label-free guard over the same runs (student + transduction against teacher + "
+        "transduction on each test part; 'right' scored with the labels afterwards):",
+        "",
+        "| ratio | runs | kept the student | right | kept a worse student "
+        "| rejected a better one |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    for ratio, items in sorted(by_ratio.items()):
+        guards = [_row(r).get("guard") or {} for _, r in items]
+        guards = [g for g in guards if g.get("runs")]
+        if not guards:
+            continue
+        runs = sum(g["runs"] for g in guards)
+        kept = sum(g["kept_student"] * g["runs"] for g in guards)
+        right = sum(g["right"] * g["runs"] for g in guards)
+        worse = sum(g["kept_a_worse_student"] for g in guards)
+        better = sum(g["rejected_a_better_student"] for g in guards)
+        lines.append(
+            f"| {ratio:g} | {runs:.0f} | {100 * kept / runs:.0f} % | {100 * right / runs:.0f} % "
+            f"| {worse:.0f} | {better:.0f} |"
+        )
+    return lines
 
 
 def main(argv=None) -> int:
@@ -139,8 +171,9 @@ def main(argv=None) -> int:
     results: dict[str, dict] = {}
     for v in variants:
         done = args.work / v["name"] / "ablation.json"
-        if done.is_file():
-            results[v["name"]] = json.loads(done.read_text())
+        earlier = json.loads(done.read_text()) if done.is_file() else {}
+        if len(earlier.get("rows", [])) == len(grid()):  # finished (an interrupted one is not)
+            results[v["name"]] = earlier
         else:
             config = ImproveConfig(
                 model=args.model,

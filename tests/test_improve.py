@@ -780,3 +780,11 @@ def test_target_labels_only_score(tiny_task, tmp_path, monkeypatch, prior):
     assert real["model_run"] == fake["model_run"] and real["model_run"]["guard"]
     # what the labels change there: the scored accuracy of every pipeline
     assert set(real["transductive"]["rows"]) == set(fake["transductive"]["rows"])
+
+
+def test_corpus_none_means_no_corpus():
+    """--corpus none (or '') runs without a paired corpus, as --help says."""
+    assert ImproveConfig(corpus="none").corpus is None
+    assert ImproveConfig(corpus="").corpus is None
+    with pytest.raises(ClaptuneError, match="need a paired corpus"):
+        ImproveConfig(corpus="none", methods=("ds",))

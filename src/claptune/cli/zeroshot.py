@@ -172,11 +172,13 @@ def run(args: argparse.Namespace) -> int:
     report = result_to_json(result, dataset, config)
     args.out.mkdir(parents=True, exist_ok=True)
     if args.transductive != "none":
+        from claptune.evaluate.metrics import accuracy
+
         probs = transductive_probs(model, result.audio_emb, result.class_names, templates, args)
         transductive = probs.argmax(axis=1)
         report["transductive"] = {
             "method": args.transductive,
-            "accuracy": float((transductive == result.labels).mean()),
+            "accuracy": accuracy(transductive, result.labels),
         }
         from claptune.evaluate.transductive import write_predictions
 

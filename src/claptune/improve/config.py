@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from claptune.curation.methods import METHODS
+from claptune.curation.methods import METHODS, NEEDS
 from claptune.curation.settings import CurationSettings
 from claptune.errors import ClaptuneError, did_you_mean
 from claptune.train.config import STUDENT_LOSSES, TrainConfig
@@ -301,12 +301,8 @@ class ImproveConfig:
             raise ClaptuneError(f"test_fraction must be in (0, 1), got {self.test_fraction}")
         if not 0.0 <= self.corpus_holdout < 1.0:
             raise ClaptuneError(f"corpus_holdout must be in [0, 1), got {self.corpus_holdout}")
-        if self.corpus is None and (
-            "ds" in self.methods
-            or "ads" in self.methods
-            or "a2a" in self.methods
-            or "du" in self.methods
-        ):
+        # improve's unpaired captions are the corpus's: a method reading either needs one
+        if self.corpus is None and any({"corpus", "text"} & set(NEEDS[m]) for m in self.methods):
             raise ClaptuneError(
                 "these curation methods need a paired corpus: give --corpus or set CLAPTUNE_CORPUS"
             )

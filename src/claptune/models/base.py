@@ -7,11 +7,14 @@ never need to know which family they hold.
 Two levels:
 - differentiable forwards used by training: ``audio_embeddings(waveforms)`` on fixed-length
   windows and ``text_embeddings(texts)``, both (B, D) float32 L2-normalised tensors;
-- inference helpers used everywhere else: ``encode_audio(items)`` and ``encode_text(texts)``,
-  returning (B, D) float32 L2-normalised NumPy arrays, batched, deterministic, with no grad.
-  Clips longer than the model's window are embedded as the renormalised mean of the
-  embeddings of consecutive windows (see ``claptune.audio.windows``); shorter ones are
-  repeat-padded.
+- frozen features and heads (``audio_features``/``audio_head``, ``text_features``/
+  ``text_head``) where the family supports the feature cache.
+
+Inference over files and captions is a function of the model, one layer up:
+``claptune.embed.encode_audio(model, items)`` and ``encode_text(model, texts)`` return (B, D)
+float32 L2-normalised NumPy arrays, batched, deterministic, with no grad. Clips longer than the
+model's window are embedded as the renormalised mean of the embeddings of consecutive windows
+(see ``claptune.audio.windows``); shorter ones are repeat-padded.
 """
 
 from __future__ import annotations

@@ -17,10 +17,11 @@ from typing import Any
 from claptune.errors import ClaptuneError
 from claptune.typed import cli
 
-LOSSES = ("hard", "soft", "multipos")
-# the losses improve and ablate train students with: multipos needs pairs grouped by caption
-# (head pretraining), which curated pairs are not
-STUDENT_LOSSES = LOSSES[:2]
+# the losses improve and ablate train students with (and ablate's default grid)
+STUDENT_LOSSES = ("hard", "soft")
+# every loss fit knows: multipos needs pairs grouped by caption (head pretraining), which
+# curated pairs are not, so improve does not offer it
+LOSSES = (*STUDENT_LOSSES, "multipos")
 # auto: projections on a model with a frozen-encoder split (heads on cached features), else all
 TRAINABLE = ("all", "projections", "lora", "auto")
 # epochs of head training on cached features when ``epochs`` is None (``for_model``): about 200
