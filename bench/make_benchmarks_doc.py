@@ -38,6 +38,12 @@ SECTIONS = [
     ("ablation", "improve: curation methods and losses compared", "ablation.md", "claptune ablate"),
     ("skewed", "improve on skewed targets", "skewed.md", "bench/bench_skewed.py"),
     (
+        "skewed_default",
+        "improve's default on skewed targets: 10 fresh class orders per ratio",
+        "skewed_default.md",
+        "bench/bench_skewed_default.py",
+    ),
+    (
         "transduction",
         "Transductive inference without training",
         "transduction.md",
@@ -121,6 +127,7 @@ SECTIONS = [
         "bench/exactness/run_exactness.py",
     ),
     ("cli", "Command-line start-up", "cli.md", "bench/bench_cli.py"),
+    ("walks", "The composition layer: climbs back into it", "walks.md", "bench/walks.py"),
 ]
 
 HEADER = """# Benchmarks

@@ -105,7 +105,9 @@ def main(argv=None) -> int:
         files, edges = trace(fn, *fargs, **fkw)
         lines.append(f"| `{name}` | {len(files)} | {len(edges)} |")
         detail += ["", f"## `{name}`: climbs", ""]
-        detail += [f"- `{a}` -> `{b}` ({n} calls)" for (a, b), n in sorted(edges.items())]
+        detail += [f"- `{a}` -> `{b}` ({n} calls)" for (a, b), n in sorted(edges.items())] or [
+            "none"
+        ]
     text = "\n".join(lines + detail) + "\n"
     args.out.write_text(text)
     print(text)

@@ -106,7 +106,7 @@ class Workspace:
             f"{len(dataset.class_names)} classes",
             progress,
         )
-        kept = self._add_clips([str(p) for p in dataset.items], "target audio")
+        kept = self.add_clips([str(p) for p in dataset.items], "target audio")
         if len(kept) < len(dataset.items):
             dataset = dataset.subset(kept)
         self.dataset = dataset
@@ -124,7 +124,7 @@ class Workspace:
         if config.corpus:
             corpus = load_captioned_corpus(config.corpus)
             audio = [str(p) for p in corpus.audio]
-            ok = set(self._add_clips(audio, "corpus audio").tolist())
+            ok = set(self.add_clips(audio, "corpus audio").tolist())
             keep, held, self.holdout_source = corpus_holdout(
                 audio,
                 config.corpus,
@@ -194,9 +194,6 @@ class Workspace:
         """Make clips embeddable by ``embed_audio`` (decoded once, through the feature cache
         when there is one); the indices of those that decoded, the others join ``failed``
         (``config.on_error`` says whether a failure stops the run)."""
-        return self._add_clips(items, desc)
-
-    def _add_clips(self, items: list[str], desc: str) -> np.ndarray:
         if self.features is not None:
             kept, failed = self.features.add_clips(items, self.config.on_error, desc)
         else:
