@@ -202,7 +202,9 @@ def main(argv=None) -> int:
             test_fraction=args.test_fraction,
         )
         print(f"[bench_skewed] {v['name']}: {v['n_clips']} clips", flush=True)
-        results[v["name"]] = run_ablation(config, args.work / v["name"], grid(), progress=False)
+        results[v["name"]] = run_ablation(
+            config, args.work / v["name"], grid(), progress=False
+        ).to_dict()
         out = {
             "command": "python bench/bench_skewed.py "
             + " ".join(sys.argv[1:] if argv is None else argv),

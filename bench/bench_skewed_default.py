@@ -182,7 +182,8 @@ def main(argv=None) -> int:
                 test_fraction=args.test_fraction,
             )
             print(f"[bench_skewed_default] {v['name']}: {v['n_clips']} clips", flush=True)
-            results[v["name"]] = run_ablation(config, args.work / v["name"], grid(), progress=False)
+            ablation = run_ablation(config, args.work / v["name"], grid(), progress=False)
+            results[v["name"]] = ablation.to_dict()
         out = {
             "command": "python bench/bench_skewed_default.py "
             + " ".join(sys.argv[1:] if argv is None else argv),

@@ -176,7 +176,7 @@ def run(args: argparse.Namespace) -> int:
 
         probs = transductive_probs(model, result.audio_emb, result.class_names, templates, args)
         transductive = probs.argmax(axis=1)
-        report["transductive"] = {
+        report.transductive = {
             "method": args.transductive,
             "accuracy": accuracy(transductive, result.labels),
         }
@@ -190,15 +190,15 @@ def run(args: argparse.Namespace) -> int:
         )
         print(
             f"transductive ({args.transductive}): accuracy "
-            f"{report['transductive']['accuracy']:.1%} (plain: {result.accuracy:.1%}); "
+            f"{report.transductive['accuracy']:.1%} (plain: {result.accuracy:.1%}); "
             f"wrote {args.out / 'predictions.csv'}"
         )
-    _write_json(args.out / "zeroshot.json", report)
+    _write_json(args.out / "zeroshot.json", report.to_dict())
     title = (
         f"{args.model} on {args.target}: accuracy {result.accuracy:.1%} ({result.n_clips} clips)"
     )
     plot_confusion(result.confusion, result.class_names, args.out / "confusion.png", title=title)
-    print(format_table(result, report["per_fold"]))
+    print(format_table(result, report.per_fold))
     for item, reason in result.failed:
         print(f"skipped {printable(item)}: {reason}", file=sys.stderr)
     print(f"wrote {args.out / 'zeroshot.json'} and {args.out / 'confusion.png'}")
@@ -312,23 +312,25 @@ def parse_folds(spec: str | None) -> list[int] | None:
     return folds
 
 
-def result_to_json(result, dataset, config: dict) -> dict:
-    """The contents of zeroshot.json."""
+def result_to_json(result, dataset, config: dict):
+    """The typed contents of zeroshot.json (``claptune.report.records.ZeroShotRecord``)."""
+    from claptune.report.records import ZeroShotRecord
+
     names = result.class_names
-    return {
-        "accuracy": result.accuracy,
-        "n_clips": result.n_clips,
-        "n_correct": int((result.predictions == result.labels).sum()),
-        "per_class": result.per_class,
-        "per_class_n": {
+    return ZeroShotRecord(
+        accuracy=result.accuracy,
+        n_clips=result.n_clips,
+        n_correct=int(result.confusion.trace()),
+        per_class=result.per_class,
+        per_class_n={
             c: int(n) for c, n in zip(names, result.confusion.sum(axis=1), strict=True) if n > 0
         },
-        "per_fold": per_fold_accuracy(result, dataset),
-        "class_names": names,
-        "confusion": result.confusion.tolist(),
-        "config": config,
-        "failed": [{"path": item, "reason": reason} for item, reason in result.failed],
-        "predictions": [
+        per_fold=per_fold_accuracy(result, dataset),
+        class_names=names,
+        confusion=result.confusion.tolist(),
+        config=config,
+        failed=[{"path": item, "reason": reason} for item, reason in result.failed],
+        predictions=[
             {"path": str(dataset.items[i]), "label": names[y], "predicted": names[p]}
             for i, y, p in zip(
                 result.kept.tolist(),
@@ -337,16 +339,20 @@ def result_to_json(result, dataset, config: dict) -> dict:
                 strict=True,
             )
         ],
-    }
+    )
 
 
 def per_fold_accuracy(result, dataset) -> dict[str, float] | None:
     """Accuracy within each fold (None for a data set without folds)."""
     if dataset.folds is None:
         return None
+    from claptune.evaluate.metrics import accuracy
+
     folds = dataset.folds[result.kept]
-    correct = result.predictions == result.labels
-    return {str(f): float(correct[folds == f].mean()) for f in sorted(set(folds.tolist()))}
+    return {
+        str(f): accuracy(result.predictions[folds == f], result.labels[folds == f])
+        for f in sorted(set(folds.tolist()))
+    }
 
 
 def format_table(result, per_fold: dict[str, float] | None = None) -> str:

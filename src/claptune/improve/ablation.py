@@ -28,7 +28,8 @@ from claptune.improve.runs import (
 )
 from claptune.improve.workspace import Workspace, log_progress
 from claptune.report.format import pvalue
-from claptune.report.schema import ClassPriors, RunsSummary, to_dict
+from claptune.report.records import Ablation, AblationRow
+from claptune.report.schema import ClassPriors, RunsSummary
 from claptune.typed import override
 
 # the label-free selection signal the table's "label-free pick" maximises (RunRecord.label_free):
@@ -79,43 +80,43 @@ def _row(
     runs: list[RunOutcome],
     seconds: float,
     priors: ClassPriors | None = None,
-) -> dict[str, Any]:
-    """One row of ablation.json: the entry's figures from the report schema, as JSON."""
+) -> AblationRow:
+    """One row of ablation.json: the entry's figures from the report schema."""
     retrieval = [r.retrieval_after for r in runs if r.retrieval_after]
     label_free = summarize_label_free(summary.runs)
-    return {
-        "name": entry.name,
-        "methods": list(entry.methods),
-        "loss": entry.loss,
-        "curation": dict(entry.curation),
-        "n_runs": summary.n_runs,
-        "before": to_dict(summary.before.accuracy_spread),
-        "after": to_dict(summary.after.accuracy_spread),
-        "gain": to_dict(summary.gain.accuracy_spread),
-        "after_all": to_dict(summary.after.accuracy_all_spread),
-        "class_mean_before": to_dict(summary.before.class_mean_accuracy_spread),
-        "class_mean_after": to_dict(summary.after.class_mean_accuracy_spread),
-        "class_mean_gain": to_dict(summary.gain.class_mean_accuracy_spread),
-        "mcnemar": to_dict(summary.paired_test.mcnemar),
-        "bootstrap": to_dict(summary.paired_test.bootstrap),
-        "class_mean_bootstrap": to_dict(summary.paired_test.class_mean_bootstrap),
-        "two_stage": to_dict(summary.paired_test.two_stage),
-        "class_mean_two_stage": to_dict(summary.paired_test.class_mean_two_stage),
-        # the label-free pipelines on the same test parts (teacher peers, student + transduction)
-        "pipelines": to_dict(summary.transductive.rows) if summary.transductive else {},
-        "guard": dict(summary.transductive.guard) if summary.transductive else {},
-        "prior_tv": None if priors is None or priors.tv is None else priors.tv.mean,
-        "prior_tv_uniform": None
+    test = summary.paired_test
+    return AblationRow(
+        name=entry.name,
+        methods=list(entry.methods),
+        loss=entry.loss,
+        curation=dict(entry.curation),
+        n_runs=summary.n_runs,
+        before=summary.before.accuracy_spread,
+        after=summary.after.accuracy_spread,
+        gain=summary.gain.accuracy_spread,
+        after_all=summary.after.accuracy_all_spread,
+        class_mean_before=summary.before.class_mean_accuracy_spread,
+        class_mean_after=summary.after.class_mean_accuracy_spread,
+        class_mean_gain=summary.gain.class_mean_accuracy_spread,
+        mcnemar=test.mcnemar,
+        bootstrap=test.bootstrap,
+        class_mean_bootstrap=test.class_mean_bootstrap,
+        two_stage=test.two_stage,
+        class_mean_two_stage=test.class_mean_two_stage,
+        pipelines=dict(summary.transductive.rows) if summary.transductive else {},
+        guard=dict(summary.transductive.guard) if summary.transductive else {},
+        prior_tv=None if priors is None or priors.tv is None else priors.tv.mean,
+        prior_tv_uniform=None
         if priors is None or priors.tv_uniform is None
         else priors.tv_uniform.mean,
-        "label_free": label_free[SIGNAL].mean if SIGNAL in label_free else None,
-        "label_free_signals": {k: v.mean for k, v in label_free.items()},
-        "pairs": to_dict(summary.curation.pairs.get("total")),
-        "retrieval_after": {k: float(np.mean([r[k] for r in retrieval])) for k in retrieval[0]}
+        label_free=label_free[SIGNAL].mean if SIGNAL in label_free else None,
+        label_free_signals={k: v.mean for k, v in label_free.items()},
+        pairs=summary.curation.pairs.get("total"),
+        retrieval_after={k: float(np.mean([r[k] for r in retrieval])) for k in retrieval[0]}
         if retrieval
         else {},
-        "seconds": seconds,
-    }
+        seconds=seconds,
+    )
 
 
 def variant(config: ImproveConfig, entry: AblationEntry) -> Variant:
@@ -146,19 +147,18 @@ def run_ablation(
     t0 = time.perf_counter()
     ws = Workspace(config, out_dir, progress)
     runner = Runner(ws)
-    result: dict[str, Any] = {
-        "model": config.model,
-        "target": config.target,
-        "root": config.root,
-        "n_clips": len(ws.items),
-        "n_classes": len(ws.class_names),
-        "splits": [s.to_dict() for s in ws.splits],
-        "seeds": ws.seeds,
-        "retrieval_before": ws.retrieval_before,
-        "rows": [],
-        "config": config.to_dict(),
-        "train": ws.train_record(),
-    }
+    result = Ablation(
+        model=config.model,
+        target=config.target,
+        root=config.root,
+        n_clips=len(ws.items),
+        n_classes=len(ws.class_names),
+        splits=[s.to_dict() for s in ws.splits],
+        seeds=ws.seeds,
+        retrieval_before=ws.retrieval_before,
+        config=config.to_dict(),
+        train=ws.train_record(),
+    )
     n_trained = sum(1 for e in grid if e.loss is not None) * len(ws.splits) * len(ws.seeds)
     done = [0]
     # every student's class scores, for analyses of your own (scores.npz beside ablation.json)
@@ -187,17 +187,17 @@ def run_ablation(
             runs, ws.splits, ws.labels, ws.class_names, row_variant.curation.pseudo_refined_prior
         )
         row = _row(entry, summary, runs, time.perf_counter() - t_entry, priors)
-        result["rows"].append(row)
+        result.rows.append(row)
         if entry.loss is not None:
-            _keep_scores(scores, len(result["rows"]) - 1, runs)
+            _keep_scores(scores, len(result.rows) - 1, runs)
             np.savez_compressed(out_dir / "scores.npz", **scores)
         log_progress(
-            f"{entry.name}: {100 * row['after']['mean']:.1f} ± {100 * row['after']['std']:.1f} % "
-            f"(gain {100 * row['gain']['mean']:+.1f})",
+            f"{entry.name}: {100 * row.after.mean:.1f} ± {100 * row.after.std:.1f} % "
+            f"(gain {100 * row.gain.mean:+.1f})",
             progress,
         )
-        result["seconds"] = time.perf_counter() - t0
-        result["picks"] = picks(result["rows"])
+        result.seconds = time.perf_counter() - t0
+        result.picks = picks(result.rows)
         write_ablation(out_dir, result)
     return result
 
@@ -213,19 +213,22 @@ def _keep_scores(scores: dict[str, np.ndarray], row: int, runs: list[RunOutcome]
         )
 
 
-def picks(rows: list[dict[str, Any]]) -> dict[str, str | None]:
+def picks(rows: list[AblationRow]) -> dict[str, str | None]:
     """Which trained row a user would choose: by the label-free signal (computable without
     target labels), and by test-part accuracy (needs labels; what the table is scored on)."""
-    trained = [r for r in rows if r["loss"] is not None]
-    signal = [r for r in trained if r.get("label_free") is not None]
+    trained = [r for r in rows if r.loss is not None]
+    signal = [r for r in trained if r.label_free is not None]
     return {
-        "label_free": max(signal, key=lambda r: r["label_free"])["name"] if signal else None,
-        "labels": max(trained, key=lambda r: r["after"]["mean"])["name"] if trained else None,
+        "label_free": max(signal, key=lambda r: r.label_free).name if signal else None,
+        "labels": max(trained, key=lambda r: r.after.mean).name if trained else None,
         "signal": SIGNAL,
     }
 
 
-def ablation_markdown(result: dict[str, Any]) -> str:
+def ablation_markdown(result: Ablation | dict[str, Any]) -> str:
+    """ablation.md: the table of ``result`` (the typed record or ablation.json's content)."""
+    if isinstance(result, Ablation):
+        result = result.to_dict()
     n_runs = len(result["splits"]) * len(result["seeds"])
     strategy = result["splits"][0].get("strategy", "stratified") if result["splits"] else ""
     lines = [
@@ -330,9 +333,10 @@ def _pct(x: float | None) -> str:
     return "" if x is None else f"{100 * x:.1f}"
 
 
-def write_ablation(out_dir: Path, result: dict[str, Any]) -> None:
+def write_ablation(out_dir: Path, ablation: Ablation) -> None:
     from claptune.report.plots import ablation_plot
 
+    result = ablation.to_dict()
     (out_dir / "ablation.json").write_text(json.dumps(result, indent=2, default=str))
     (out_dir / "ablation.md").write_text(ablation_markdown(result))
     rows = [r for r in result["rows"] if r["loss"] is not None]
