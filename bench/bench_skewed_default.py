@@ -78,7 +78,8 @@ def summarize(variants: list[dict], results: dict[str, dict]) -> str:
     lines += [
         "",
         "Per ratio (mean over targets; 'below' counts targets whose two-stage CI lies wholly "
-        "below 0; rho = Spearman rank correlation of the clip gain with the pool size):",
+        "below 0; rho = Spearman rank correlation of the clip gain with the pool size, where the "
+        "grouped splits leave pools of different sizes):",
         "",
         "| ratio | targets | pool clips | clip gain | below (clip) | class-mean gain "
         "| below (class mean) | teacher + transduction gain | rho(gain, pool) |",
@@ -100,12 +101,13 @@ def summarize(variants: list[dict], results: dict[str, dict]) -> str:
             for x in rows
         ]
         trans = [t for t in trans if t is not None]
-        rho = spearmanr(pools, gains).statistic if len(set(pools)) > 1 else float("nan")
+        rho = spearmanr(pools, gains).statistic if len(set(pools)) > 1 else None
         every += list(zip(pools, gains, strict=True))
         lines.append(
             f"| {ratio:g} | {len(rows)} | {np.mean(pools):.0f} | {100 * np.mean(gains):+.1f} "
             f"| {below} | {100 * np.mean(cm):+.1f} | {below_cm} "
-            f"| {100 * np.mean(trans) if trans else float('nan'):+.1f} | {rho:+.2f} |"
+            f"| {100 * np.mean(trans) if trans else float('nan'):+.1f} "
+            f"| {'' if rho is None else f'{rho:+.2f}'} |"
         )
     if len(every) > 2:
         p, g = zip(*every, strict=True)
