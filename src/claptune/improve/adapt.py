@@ -27,7 +27,7 @@ import numpy as np
 
 from claptune.errors import ClaptuneError
 from claptune.improve.config import UNLABELED, ImproveConfig
-from claptune.improve.curate import describe, pair_rows
+from claptune.improve.curate import pair_rows
 from claptune.improve.loop import train_final
 from claptune.improve.pipeline import curation_record, save_model
 from claptune.improve.workspace import Workspace, log_progress
@@ -80,9 +80,6 @@ def run_adapt(config: ImproveConfig, out_dir: str | Path, progress: bool = True)
     ws = Workspace(config, out_dir, progress, target=unlabeled_clips(config))
     final = train_final(ws)
     run, pairs = final.run, final.pairs
-    log_progress(
-        f"{len(ws.items)} clips, {len(ws.class_names)} classes: curated {describe(pairs)}", progress
-    )
     # the labels come from the pipeline that measured best on fresh skewed targets
     # (bench/results/adapt_labels.md): the teacher with transduction over all clips, unless
     # the user asks for the saved model's scores

@@ -27,6 +27,7 @@ import numpy as np
 
 from claptune.curation import CurationSettings, Pairs
 from claptune.evaluate.label_free import guard_keeps
+from claptune.improve.curate import describe
 from claptune.improve.runs import RunOutcome
 from claptune.improve.splits import Split, whole_pool_split
 from claptune.improve.workspace import Workspace, log_progress
@@ -157,6 +158,11 @@ def train_final(ws: Workspace, variant: Variant | None = None) -> FinalModel:
     variant = variant or Variant.of(ws)
     split = whole_pool_split(len(ws.items), ws.config.seed, ws.config.guard_fraction)
     pairs = ws.curate(split, variant.methods, variant.curation)
+    log_progress(
+        f"model worth saving: {len(split.adapt)} clips curate {describe(pairs)}, "
+        f"{len(split.guard_clips)} held out for the guard",
+        ws.progress,
+    )
     # the one long training of the invocation shows its bar (the measured runs log a line each)
     student, result = ws.train(pairs, variant.loss, ws.seeds[0], progress=ws.progress)
     run = ws.outcome(split, ws.seeds[0], pairs, student, result)
