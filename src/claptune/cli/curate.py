@@ -65,7 +65,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument(
         "--method",
         required=True,
-        help="one or more of du, ds, ads, a2a, pseudo, pseudo_refined, comma-separated",
+        help=f"one or more of {', '.join(METHOD_NAMES)}, comma-separated",
     )
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument(
