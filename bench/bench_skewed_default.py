@@ -49,6 +49,30 @@ def _row(result: dict) -> dict:
     return next(r for r in result["rows"] if r["loss"] is not None)
 
 
+def _sizes(split: dict) -> tuple[int, int]:
+    """(pool, test) clips of a split, from ablation.json's or the compact record's."""
+    if "n_adapt" in split:
+        return split["n_adapt"], split["n_test"]
+    return len(split["adapt"]), len(split["test"])
+
+
+def compact(result: dict) -> dict:
+    """An ablation.json without what the tables do not read: the splits' clip lists become their
+    sizes, the config (the same for every target) is kept once at the top."""
+    out = {k: v for k, v in result.items() if k != "config"}
+    out["splits"] = [
+        {
+            "index": s["index"],
+            "seed": s["seed"],
+            "strategy": s.get("strategy"),
+            "n_adapt": _sizes(s)[0],
+            "n_test": _sizes(s)[1],
+        }
+        for s in result["splits"]
+    ]
+    return out
+
+
 def summarize(variants: list[dict], results: dict[str, dict]) -> str:
     from scipy.stats import spearmanr
 
@@ -65,10 +89,10 @@ def summarize(variants: list[dict], results: dict[str, dict]) -> str:
             continue
         row = _row(res)
         by_ratio.setdefault(v["ratio"], []).append((v, res))
-        split = res["splits"][0]
+        pool, test = _sizes(res["splits"][0])
         trans = (row.get("pipelines") or {}).get("teacher + claptune") or {}
         lines.append(
-            f"| {v['name']} | {v['n_clips']} | {len(split['adapt'])} / {len(split['test'])} "
+            f"| {v['name']} | {v['n_clips']} | {pool} / {test} "
             f"| {100 * row['before']['mean']:.1f} | {100 * row['after']['mean']:.1f} "
             f"| {_ci(row.get('two_stage'))} "
             f"| {100 * row['class_mean_before']['mean']:.1f} -> "
@@ -88,7 +112,7 @@ def summarize(variants: list[dict], results: dict[str, dict]) -> str:
     every = []
     for ratio, items in sorted(by_ratio.items()):
         rows = [_row(r) for _, r in items]
-        pools = [len(r["splits"][0]["adapt"]) for _, r in items]
+        pools = [_sizes(r["splits"][0])[0] for _, r in items]
         gains = [x["two_stage"]["difference"] for x in rows]
         cm = [x["class_mean_two_stage"]["difference"] for x in rows]
         below = sum(x["two_stage"]["ci_high"] < 0 for x in rows)
@@ -193,10 +217,11 @@ def main(argv=None) -> int:
             "machine": f"{platform.machine()}, Python {platform.python_version()}",
             "seconds": time.time() - t0,
             "variants": variants,
-            "results": results,
+            "config": next(iter(results.values())).get("config"),
+            "results": {name: compact(r) for name, r in results.items()},
         }
         args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "skewed_default.json").write_text(json.dumps(out, indent=2, default=str))
+        (args.out / "skewed_default.json").write_text(json.dumps(out, indent=1, default=str))
         head = f"{args.note}\n\n" if args.note else ""
         (args.out / "skewed_default.md").write_text(head + summarize(variants, results))
     print(summarize(variants, results))
