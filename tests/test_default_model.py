@@ -270,3 +270,12 @@ def test_ensemble_heads_join_independent_members(default_model, tmp_path):
     )
     with pytest.raises(ValueError, match="n_heads"):
         DefaultModelConfig(n_heads=0)
+
+
+def test_the_old_encode_methods_say_where_they_went(default_model):
+    """model.encode_audio/encode_text moved to claptune.embed (no import loop from models up into
+    embed); calling the old spelling names the new one."""
+    with pytest.raises(AttributeError, match=r"encode_audio\(model, items\)"):
+        default_model.encode_audio(["x.wav"])
+    with pytest.raises(AttributeError, match=r"encode_text\(model, texts\)"):
+        default_model.encode_text(["a dog"])

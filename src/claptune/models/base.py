@@ -128,3 +128,15 @@ class AudioTextModel(nn.Module, ABC):
         Used as the key of the embedding cache, so that another model or another
         preprocessing never reuses stale vectors.
         """
+
+    # -- moved one layer up: say where, rather than fail with a bare AttributeError -------------
+    def encode_audio(self, *args: Any, **kwargs: Any) -> np.ndarray:
+        raise AttributeError(
+            "model.encode_audio(items) moved to claptune.embed: "
+            "encode_audio(model, items).embeddings"
+        )
+
+    def encode_text(self, *args: Any, **kwargs: Any) -> np.ndarray:
+        raise AttributeError(
+            "model.encode_text(texts) moved to claptune.embed: encode_text(model, texts)"
+        )
