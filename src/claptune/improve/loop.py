@@ -88,7 +88,10 @@ class Runner:
             if on_split is not None:
                 on_split(split, pairs)
             for seed in self.ws.seeds:
-                student, result = self.ws.train(pairs, variant.loss, seed)
+                # each run shows fit's epoch bar (elapsed time included) where progress is on
+                student, result = self.ws.train(
+                    pairs, variant.loss, seed, progress=self.ws.progress
+                )
                 yield Training(split, seed, pairs, student, result)
 
     def runs(
