@@ -440,3 +440,22 @@ def test_crossfit_propagation_never_reads_a_clips_own_scores():
         changed[i] = np.eye(4)[(np.argmax(probs[i]) + 1) % 4]
         np.testing.assert_allclose(crossfit_propagation(changed, audio)[i], base[i], atol=1e-12)
     assert np.array_equal(crossfit_propagation(probs, audio), base)  # deterministic
+
+
+def test_method_meta_is_typed_and_writes_only_what_was_set():
+    """A method's record has declared fields; it lists and writes only those the method set,
+    in its order (summary.json stays as it was), and refuses a misspelt one."""
+    from claptune.curation.pairs import MethodMeta, meta_json
+
+    meta = MethodMeta(method="ds", threshold="q0.8", prior=None)
+    assert meta.to_dict() == {"method": "ds", "threshold": "q0.8", "prior": None}
+    assert list(meta) == ["method", "threshold", "prior"] and meta.threshold == "q0.8"
+    assert meta.get("top_k") is None and "top_k" not in meta
+    meta.top_k = 3
+    assert list(meta)[-1] == "top_k" and meta["top_k"] == 3
+    with pytest.raises(KeyError, match="no field 'thresold'"):
+        meta["thresold"] = 0.5
+    assert meta_json({"ds": meta, "duplicates_removed": 2}) == {
+        "ds": {"method": "ds", "threshold": "q0.8", "prior": None, "top_k": 3},
+        "duplicates_removed": 2,
+    }

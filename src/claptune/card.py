@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from claptune.textfiles import public_text
 
 logger = logging.getLogger(__name__)
 
@@ -141,35 +142,6 @@ def _base_from_card(folder: Path) -> BaseModel:
         license=data.get("license"),
         description=f"{folder} (a fine-tune of {base or 'an unknown model'})",
     )
-
-
-def public_text(value: Any) -> Any:
-    """``value`` with every local path replaced by its last component (strings, and the
-    strings inside lists and dicts): what a card, a report or a config may show to others.
-    A Hub id (``laion/clap-htsat-fused``) is not a path and stays."""
-    if isinstance(value, str):
-        return " ".join(_public_word(w) for w in value.split(" "))
-    if isinstance(value, dict):
-        return {k: public_text(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(public_text(v) for v in value)
-    return value
-
-
-def _public_word(word: str) -> str:
-    core = word.strip("()[],;'\"`")
-    if not core or ("/" not in core and "\\" not in core and not core.startswith("~")):
-        return word
-    local = (
-        os.path.isabs(core)
-        or core.startswith(("./", "../", "~", ".\\", "..\\"))
-        or re.match(r"^[A-Za-z]:[\\/]", core) is not None
-        or Path(core).exists()
-    )
-    if not local:
-        return word
-    name = Path(core.rstrip("/\\")).name or core
-    return word.replace(core, name)
 
 
 def hub_dataset(name: str) -> str | None:

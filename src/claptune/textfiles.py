@@ -17,8 +17,10 @@ import contextvars
 import csv
 import io
 import os
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from claptune.errors import ClaptuneError, printable
 
@@ -192,7 +194,37 @@ def _codec(encoding: str) -> str:
         raise ClaptuneError(f"unknown text encoding {encoding!r} (--encoding)") from None
 
 
+def public_text(value: Any) -> Any:
+    """``value`` with every local path replaced by its last component (strings, and the
+    strings inside lists and dicts): what a card, a report or a config may show to others.
+    A Hub id (``laion/clap-htsat-fused``) is not a path and stays."""
+    if isinstance(value, str):
+        return " ".join(_public_word(w) for w in value.split(" "))
+    if isinstance(value, dict):
+        return {k: public_text(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(public_text(v) for v in value)
+    return value
+
+
+def _public_word(word: str) -> str:
+    core = word.strip("()[],;'\"`")
+    if not core or ("/" not in core and "\\" not in core and not core.startswith("~")):
+        return word
+    local = (
+        os.path.isabs(core)
+        or core.startswith(("./", "../", "~", ".\\", "..\\"))
+        or re.match(r"^[A-Za-z]:[\\/]", core) is not None
+        or Path(core).exists()
+    )
+    if not local:
+        return word
+    name = Path(core.rstrip("/\\")).name or core
+    return word.replace(core, name)
+
+
 __all__ = [
+    "public_text",
     "check_text_fields",
     "csv_reader",
     "decode",

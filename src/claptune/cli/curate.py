@@ -42,6 +42,7 @@ from __future__ import annotations
 import argparse
 import sys
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 
 from claptune.cli._common import (
@@ -340,7 +341,7 @@ def report(pairs) -> None:
     from claptune.curation.thresholds import format_distribution
 
     for method, meta in pairs.meta.items():
-        if not isinstance(meta, dict) or "distribution" not in meta:
+        if not isinstance(meta, Mapping) or "distribution" not in meta:
             continue
         what = {
             "du": "audio-text cosine",

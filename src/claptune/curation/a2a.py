@@ -18,7 +18,7 @@ import numpy as np
 from claptune.curation.common import check_ids, warn_if_empty
 from claptune.curation.ds import CaptionSet
 from claptune.curation.methods import PAPER_THRESHOLDS
-from claptune.curation.pairs import Pairs
+from claptune.curation.pairs import MethodMeta, Pairs
 from claptune.curation.search import Triples, check_pair, topk_pairs
 from claptune.curation.settings import DEFAULT_SEARCH, SearchOptions, Threshold
 from claptune.curation.thresholds import describe
@@ -49,18 +49,18 @@ def audio_to_audio(
     threshold = Threshold.parse(threshold)
     value = threshold.resolve(nearest.score)
     kept = np.flatnonzero(nearest.score >= value)
-    meta = {
-        "method": "a2a",
-        "n_audio": len(audio_ids),
-        "n_target": len(target_emb),
-        "n_text": len(ds),
-        "threshold": str(threshold),
-        "threshold_value": value,
-        "clips_kept": int(len(kept)),
-        "top_k": top_k,
-        "text_threshold": text_threshold,
-        "distribution": describe(nearest.score, candidates=[A2A_THRESHOLD, 0.875]),
-    }
+    meta = MethodMeta(
+        method="a2a",
+        n_audio=len(audio_ids),
+        n_target=len(target_emb),
+        n_text=len(ds),
+        threshold=str(threshold),
+        threshold_value=value,
+        clips_kept=int(len(kept)),
+        top_k=top_k,
+        text_threshold=text_threshold,
+        distribution=describe(nearest.score, candidates=[A2A_THRESHOLD, 0.875]),
+    )
     warn_if_empty(len(kept), "a2a", value, float(nearest.score.max()))
     if len(kept) == 0:
         return Pairs.empty(meta)

@@ -11,7 +11,7 @@ import numpy as np
 from claptune.curation.common import check_ids, warn_if_empty
 from claptune.curation.ds import CaptionSet
 from claptune.curation.methods import PAPER_THRESHOLDS
-from claptune.curation.pairs import Pairs
+from claptune.curation.pairs import MethodMeta, Pairs
 from claptune.curation.search import check_pair, threshold_pairs
 from claptune.curation.settings import DEFAULT_SEARCH, SearchOptions, Threshold
 from claptune.curation.thresholds import describe, pair_score_sample
@@ -38,16 +38,16 @@ def augmented_domain_specific(
     threshold = Threshold.parse(threshold)
     value = threshold.resolve(sample)
     found = threshold_pairs(audio_emb, text_emb, value, **options.kwargs())
-    meta = {
-        "method": "ads",
-        "n_audio": len(audio_ids),
-        "n_text": len(ds),
-        "threshold": str(threshold),
-        "threshold_value": value,
-        "distribution": describe(
+    meta = MethodMeta(
+        method="ads",
+        n_audio=len(audio_ids),
+        n_text=len(ds),
+        threshold=str(threshold),
+        threshold_value=value,
+        distribution=describe(
             sample, exact, len(audio_emb) * len(text_emb), candidates=[0.65, ADS_THRESHOLD]
         ),
-    }
+    )
     warn_if_empty(len(found), "ads", value, meta["distribution"]["max"])
     return Pairs.build(
         [audio_ids[i] for i in found.query],

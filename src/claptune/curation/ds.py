@@ -15,7 +15,7 @@ import numpy as np
 
 from claptune.curation.common import check_ids, warn_if_empty
 from claptune.curation.methods import PAPER_THRESHOLDS
-from claptune.curation.pairs import Pairs
+from claptune.curation.pairs import MethodMeta, Pairs
 from claptune.curation.search import as_embeddings, check_pair, topk_pairs
 from claptune.curation.settings import DEFAULT_SEARCH, SearchOptions, Threshold
 from claptune.curation.thresholds import describe
@@ -60,14 +60,14 @@ def domain_specific(
     threshold = Threshold.parse(threshold)
     value = threshold.resolve(best.score)
     keep = np.flatnonzero(best.score >= value)
-    meta = {
-        "method": "ds",
-        "n_captions": len(captions),
-        "n_classes": len(class_names),
-        "threshold": str(threshold),
-        "threshold_value": value,
-        "distribution": describe(best.score, candidates=[0.6, 0.675, 0.7]),
-    }
+    meta = MethodMeta(
+        method="ds",
+        n_captions=len(captions),
+        n_classes=len(class_names),
+        threshold=str(threshold),
+        threshold_value=value,
+        distribution=describe(best.score, candidates=[0.6, 0.675, 0.7]),
+    )
     warn_if_empty(len(keep), "ds", value, float(best.score.max()))
     return Pairs.build(
         [corpus_audio[i] for i in keep],

@@ -11,7 +11,7 @@ import numpy as np
 
 from claptune.curation.common import check_ids, warn_if_empty
 from claptune.curation.methods import PAPER_THRESHOLDS
-from claptune.curation.pairs import Pairs
+from claptune.curation.pairs import MethodMeta, Pairs
 from claptune.curation.search import (
     Triples,
     as_embeddings,
@@ -52,14 +52,14 @@ def domain_unspecific(
     if top_k is None and threshold is None:
         threshold = DU_THRESHOLD
     sample, exact = pair_score_sample(audio_emb, text_emb)
-    meta = {
-        "method": "du",
-        "n_audio": len(audio_ids),
-        "n_text": len(texts),
-        "distribution": describe(
+    meta = MethodMeta(
+        method="du",
+        n_audio=len(audio_ids),
+        n_text=len(texts),
+        distribution=describe(
             sample, exact, len(audio_emb) * len(text_emb), candidates=[DU_THRESHOLD]
         ),
-    }
+    )
     value = None
     if threshold is not None:
         threshold = Threshold.parse(threshold)
@@ -109,12 +109,12 @@ def domain_unspecific_blocks(
     if top_k is None and threshold is None:
         threshold = DU_THRESHOLD
     sample, exact = _streamed_sample(audio, text_emb, n)
-    meta = {
-        "method": "du",
-        "n_audio": n,
-        "n_text": m,
-        "distribution": describe(sample, exact, n * m, candidates=[DU_THRESHOLD]),
-    }
+    meta = MethodMeta(
+        method="du",
+        n_audio=n,
+        n_text=m,
+        distribution=describe(sample, exact, n * m, candidates=[DU_THRESHOLD]),
+    )
     value = None
     if threshold is not None:
         threshold = Threshold.parse(threshold)

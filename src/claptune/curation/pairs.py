@@ -19,10 +19,10 @@ import csv
 import io
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -30,6 +30,92 @@ from claptune.errors import ClaptuneError, InputWarning
 from claptune.textfiles import check_text_fields, read_text
 
 COLUMNS = ("audio", "text", "score", "method", "class")
+
+
+class MethodMeta(Mapping):
+    """How one curation method's pairs were made: the typed record of ``Pairs.meta[method]``
+    and of summary.json's ``meta``. Each method sets the fields it has, in its own order; the
+    others stay unset, are not listed and are not written. Read it by attribute or as a
+    mapping (``meta["threshold_value"]``, ``meta.get("prior")``); ``to_dict`` is its JSON."""
+
+    method: str
+    n_audio: int  # unpaired clips searched (du, ads, a2a)
+    n_text: int  # captions searched (du; ads and a2a: the DS stage's)
+    n_target: int  # target clips (a2a, pseudo)
+    n_captions: int  # corpus captions scored against the prompts (ds)
+    n_classes: int
+    criterion: str  # pseudo's ranking: confidence or margin
+    refine: str  # pseudo_refined's refinement
+    logit_scale: float
+    prior: str | None  # the class shares balancing aimed at (uniform, em)
+    class_shares: dict[str, float] | None
+    threshold: str  # as given: a cosine or "q<quantile>"
+    threshold_value: float  # the raw cosine it resolved to
+    max_per_class: int | None
+    above_threshold: int
+    dropped_by_cap: int
+    clips_kept: int  # a2a: clips close enough to the target
+    top_k: int | None
+    text_threshold: float | None
+    distribution: dict[str, Any]  # the scores seen (claptune.curation.thresholds.describe)
+    duplicates_removed: int  # set by Pairs.dedup on a single method's table
+    missing_audio: list[str]  # ds: corpus clips named by the manifest that do not exist
+
+    FIELDS: ClassVar[tuple[str, ...]]
+
+    def __init__(self, **values: Any):
+        object.__setattr__(self, "_keys", [])
+        for key, value in values.items():
+            self[key] = value
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if key not in self.FIELDS:
+            raise KeyError(f"MethodMeta has no field {key!r}; fields: {', '.join(self.FIELDS)}")
+        if key not in self._keys:
+            self._keys.append(key)
+        object.__setattr__(self, key, value)
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        self[key] = value
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self._keys:
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __iter__(self):
+        return iter(list(self._keys))
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Mapping) and dict(self.items()) == dict(other.items())
+
+    def __repr__(self) -> str:
+        return f"MethodMeta({', '.join(f'{k}={self[k]!r}' for k in self._keys)})"
+
+    def update(self, **values: Any) -> None:
+        for key, value in values.items():
+            self[key] = value
+
+    def copy(self) -> MethodMeta:
+        return MethodMeta(**dict(self.items()))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.items())
+
+
+MethodMeta.FIELDS = tuple(k for k in MethodMeta.__annotations__ if k != "FIELDS")
+
+
+def meta_json(meta: Any) -> Any:
+    """``Pairs.meta`` as JSON-able dicts (its ``MethodMeta`` records by ``to_dict``)."""
+    if isinstance(meta, MethodMeta):
+        return meta.to_dict()
+    if isinstance(meta, dict):
+        return {k: meta_json(v) for k, v in meta.items()}
+    return meta
 
 
 @dataclass
@@ -41,7 +127,9 @@ class Pairs:
     score: np.ndarray  # (P,) float64
     method: list[str]
     classes: list[str]  # "" where no class prompt was involved
-    meta: dict[str, Any] = field(default_factory=dict)
+    # one method's table: its MethodMeta; a merged one (concat): {method: MethodMeta, ...} with
+    # what the merge did (duplicates_removed, missing_audio, the DS stage as "ds")
+    meta: dict[str, Any] | MethodMeta = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.score = np.asarray(self.score, dtype=np.float64).reshape(-1)
@@ -70,7 +158,7 @@ class Pairs:
         score: np.ndarray,
         method: str,
         classes: Sequence[str] | None = None,
-        meta: dict[str, Any] | None = None,
+        meta: MethodMeta | None = None,
     ) -> Pairs:
         """One method's pairs; ``classes`` defaults to "" for every pair."""
         classes = [""] * len(audio) if classes is None else [str(c) for c in classes]
@@ -80,7 +168,7 @@ class Pairs:
             score,
             [method] * len(audio),
             classes,
-            dict(meta or {}),
+            meta.copy() if isinstance(meta, MethodMeta) else dict(meta or {}),
         )
 
     def subset(self, indices: Sequence[int] | np.ndarray) -> Pairs:
@@ -91,7 +179,7 @@ class Pairs:
             self.score[idx],
             [self.method[i] for i in idx],
             [self.classes[i] for i in idx],
-            dict(self.meta),
+            self.meta.copy() if isinstance(self.meta, MethodMeta) else dict(self.meta),
         )
 
     @staticmethod
@@ -140,7 +228,7 @@ class Pairs:
         """The class shares a balancing curation method aimed at (estimated without labels),
         from the methods' meta; None when no method balanced."""
         for meta in self.meta.values():
-            if isinstance(meta, dict) and meta.get("class_shares"):
+            if isinstance(meta, Mapping) and meta.get("class_shares"):
                 return dict(meta["class_shares"])
         return None
 

@@ -31,7 +31,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from claptune.curation.common import check_ids, warn_if_empty
-from claptune.curation.pairs import Pairs
+from claptune.curation.pairs import MethodMeta, Pairs
 from claptune.curation.priors import estimate_prior, sinkhorn
 from claptune.curation.search import check_pair, topk_pairs
 from claptune.curation.settings import CRITERIA, DEFAULT_PRIOR_STRENGTH, PRIORS, REFINES, Threshold
@@ -226,24 +226,24 @@ def pseudo_label(
         max_per_class = 2 * math.ceil(len(target_ids) / len(class_names))
     keep = _cap_per_class(np.flatnonzero(sure), pred, score, max_per_class)
     name = "pseudo" if refine == "none" else "pseudo_refined"
-    meta = {
-        "method": name,
-        "n_target": len(target_ids),
-        "n_classes": len(class_names),
-        "criterion": criterion,
-        "refine": refine,
-        "logit_scale": float(logit_scale),
-        "prior": prior if shares is not None else None,
-        "class_shares": None
+    meta = MethodMeta(
+        method=name,
+        n_target=len(target_ids),
+        n_classes=len(class_names),
+        criterion=criterion,
+        refine=refine,
+        logit_scale=float(logit_scale),
+        prior=prior if shares is not None else None,
+        class_shares=None
         if shares is None
         else dict(zip(class_names, shares.tolist(), strict=True)),
-        "threshold": str(threshold),
-        "threshold_value": value,
-        "max_per_class": max_per_class,
-        "above_threshold": int(sure.sum()),
-        "dropped_by_cap": int(sure.sum() - len(keep)),
-        "distribution": describe(score),
-    }
+        threshold=str(threshold),
+        threshold_value=value,
+        max_per_class=max_per_class,
+        above_threshold=int(sure.sum()),
+        dropped_by_cap=int(sure.sum() - len(keep)),
+        distribution=describe(score),
+    )
     warn_if_empty(len(keep), name, value, float(score.max()))
     return Pairs.build(
         [target_ids[i] for i in keep],

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from claptune.curation.pairs import Pairs
+from claptune.curation.pairs import Pairs, meta_json
 
 
 def summarize(pairs: Pairs, out_dir: str | os.PathLike | None = None) -> dict:
@@ -25,7 +25,7 @@ def summarize(pairs: Pairs, out_dir: str | os.PathLike | None = None) -> dict:
         "score": {
             m: _stats(pairs.score[np.asarray(pairs.method) == m]) for m in pairs.counts("method")
         },
-        "meta": pairs.meta,
+        "meta": meta_json(pairs.meta),
     }
     if out_dir is not None:
         out_dir = Path(out_dir)

@@ -42,6 +42,7 @@ from claptune.report.page import (
 )
 from claptune.report.plots import class_count_bars, histogram_plot
 from claptune.report.schema import AdaptReport
+from claptune.textfiles import public_text
 
 
 @dataclass(kw_only=True)
@@ -101,7 +102,8 @@ def render_adapt_markdown(report: AdaptReport, figure_files: Sequence[str] = ())
     """report.md; ``figure_files``: the PNGs written beside it."""
     out = [f"- {line}" for line in summary_lines(report)]
     if report.model_dir:
-        out.append(f"- Adapted model: `{report.model_dir}`, loadable with `claptune.load_model`.")
+        where = public_text(report.model_dir)  # the run folder's model/, beside this report
+        out.append(f"- Adapted model: `{where}/`, loadable with `claptune.load_model`.")
     out.append("")
     out += ["## Labels and the guard", ""]
     out += [f"- {line}" for line in guard_lines(report)]
@@ -145,7 +147,7 @@ def render_adapt_html(
     parts = [f"<p>{escape(line)}</p>" for line in summary_lines(report)]
     if report.model_dir:
         parts.append(
-            f'<p class="muted">Adapted model: <code>{escape(report.model_dir)}</code>, '
+            f'<p class="muted">Adapted model: <code>{escape(public_text(report.model_dir))}/</code>, '
             "loadable with <code>claptune.load_model</code>.</p>"
         )
     parts.append("<h2>Labels and the guard</h2>")

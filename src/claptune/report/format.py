@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from claptune.textfiles import public_text
+
 if TYPE_CHECKING:
     from claptune.report.schema import AdaptReport, BaseReport, LabelledEval, Report
     from claptune.stats import Spread
@@ -274,7 +276,8 @@ def saved_model_line(report: Report) -> str:
         )
     else:  # a report of an older version
         what = f"the student of split {run.split}, seed {run.seed}"
-    return f"Saved model: `{report.model_dir}` ({what}), loadable with `claptune.load_model`."
+    where = public_text(report.model_dir)  # the run folder's model/, beside this report
+    return f"Saved model: `{where}/` ({what}), loadable with `claptune.load_model`."
 
 
 # -- adapt: one run, no label -----------------------------------------------------------------

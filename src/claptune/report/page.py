@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import soundfile as sf
 
-from claptune.textfiles import write_text
+from claptune.textfiles import public_text, write_text
 
 if TYPE_CHECKING:
     from claptune.report.schema import JsonRecord
@@ -79,12 +79,13 @@ def md_figure(name: str, alt: str) -> list[str]:
 
 
 def md_config(config: dict[str, Any]) -> list[str]:
-    """The resolved configuration, the last section of every report."""
+    """The resolved configuration, the last section of every report, with every local path cut
+    to its last component (the page may be shared; report.json keeps the paths as given)."""
     return [
         "## Resolved configuration",
         "",
         "```json",
-        json.dumps(config, indent=2, default=str),
+        json.dumps(public_text(config), indent=2, default=str),
         "```",
     ]
 
@@ -118,8 +119,9 @@ def html_img(figures: dict[str, bytes], name: str, alt: str, wide: bool = False)
 
 
 def html_config(config: dict[str, Any]) -> list[str]:
-    """The resolved configuration, the last section of every report."""
-    dump = json.dumps(config, indent=2, default=str)
+    """The resolved configuration, the last section of every report (local paths cut as in
+    ``md_config``)."""
+    dump = json.dumps(public_text(config), indent=2, default=str)
     return ["<h2>Resolved configuration</h2>", f"<pre>{escape(dump)}</pre>"]
 
 
