@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from claptune.improve.config import CURATION_METHODS, LOSSES, ImproveConfig
-from claptune.improve.loop import Runner, Training, Variant, teacher_run_arrays
+from claptune.improve.loop import Runner, Training, Variant
 from claptune.improve.runs import (
     RunOutcome,
     summarize_label_free,
@@ -162,7 +162,10 @@ def run_ablation(
     n_trained = sum(1 for e in grid if e.loss is not None) * len(ws.splits) * len(ws.seeds)
     done = [0]
     # every student's class scores, for analyses of your own (scores.npz beside ablation.json)
-    scores = teacher_run_arrays(ws)
+    scores: dict[str, np.ndarray] = {"teacher": ws.scores_before}
+    if ws.transfer_scores_before is not None:
+        scores["transfer_teacher"] = ws.transfer_scores_before
+        scores["transfer_labels"] = np.asarray(ws.transfer_labels)
     for entry in grid:
         t_entry = time.perf_counter()
 

@@ -23,8 +23,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from claptune.curation import CurationSettings, Pairs
 from claptune.evaluate.label_free import guard_keeps
 from claptune.improve.curate import describe
@@ -197,14 +195,4 @@ def train_final(ws: Workspace, variant: Variant | None = None) -> FinalModel:
     )
 
 
-def teacher_run_arrays(ws: Workspace) -> dict[str, np.ndarray]:
-    """The teacher's every-clip scores (and the transfer clips', with their caption classes),
-    for ablate's scores.npz."""
-    out = {"teacher": ws.scores_before}
-    if ws.transfer_scores_before is not None:
-        out["transfer_teacher"] = ws.transfer_scores_before
-        out["transfer_labels"] = np.asarray(ws.transfer_labels)
-    return out
-
-
-__all__ = ["FinalModel", "Runner", "Training", "Variant", "teacher_run_arrays", "train_final"]
+__all__ = ["FinalModel", "Runner", "Training", "Variant", "train_final"]

@@ -65,15 +65,9 @@ class Ablation(JsonRecord):
     rows: list[AblationRow] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)
-    seconds: float | None = None  # written after the first row
+    seconds: float = 0.0  # so far: the file is rewritten after each row
     # which trained row a user would choose: by the label-free signal, and by the labels
     picks: dict[str, str | None] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        out = to_dict(self)
-        if self.seconds is None:  # a file written before any row finished has neither key
-            del out["seconds"], out["picks"]
-        return out
 
 
 @dataclass(kw_only=True)
