@@ -73,6 +73,23 @@ def compact(result: dict) -> dict:
     return out
 
 
+def _group(variant: dict) -> str:
+    """The row of the per-ratio table a variant belongs to: its ratio, or the balanced control
+    of a ratio's variants (same clip count, ``make_skewed.py --controls``)."""
+    if variant.get("kind") == "control":
+        return f"control of {_ratio_of(variant['control_of']):g}"
+    return f"{variant['ratio']:g}"
+
+
+def _ratio_of(name: str) -> float:
+    return float(name[1:].split("-o")[0])
+
+
+def _group_order(group: str) -> tuple[float, int]:
+    control = group.startswith("control of ")
+    return (float(group.removeprefix("control of ")), int(control))
+
+
 def summarize(variants: list[dict], results: dict[str, dict]) -> str:
     from scipy.stats import spearmanr
 
@@ -82,13 +99,13 @@ def summarize(variants: list[dict], results: dict[str, dict]) -> str:
         "| teacher + transduction gain |",
         "|---|---:|---:|---:|---:|---|---|---|---|",
     ]
-    by_ratio: dict[float, list[tuple[dict, dict]]] = {}
+    by_ratio: dict[str, list[tuple[dict, dict]]] = {}
     for v in variants:
         res = results.get(v["name"])
         if not res or not any(r["loss"] is not None for r in res["rows"]):
             continue
         row = _row(res)
-        by_ratio.setdefault(v["ratio"], []).append((v, res))
+        by_ratio.setdefault(_group(v), []).append((v, res))
         pool, test = _sizes(res["splits"][0])
         trans = (row.get("pipelines") or {}).get("teacher + claptune") or {}
         lines.append(
@@ -110,7 +127,7 @@ def summarize(variants: list[dict], results: dict[str, dict]) -> str:
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     every = []
-    for ratio, items in sorted(by_ratio.items()):
+    for ratio, items in sorted(by_ratio.items(), key=lambda kv: _group_order(kv[0])):
         rows = [_row(r) for _, r in items]
         pools = [_sizes(r["splits"][0])[0] for _, r in items]
         gains = [x["two_stage"]["difference"] for x in rows]
@@ -128,7 +145,7 @@ def summarize(variants: list[dict], results: dict[str, dict]) -> str:
         rho = spearmanr(pools, gains).statistic if len(set(pools)) > 1 else None
         every += list(zip(pools, gains, strict=True))
         lines.append(
-            f"| {ratio:g} | {len(rows)} | {np.mean(pools):.0f} | {100 * np.mean(gains):+.1f} "
+            f"| {ratio} | {len(rows)} | {np.mean(pools):.0f} | {100 * np.mean(gains):+.1f} "
             f"| {below} | {100 * np.mean(cm):+.1f} | {below_cm} "
             f"| {100 * np.mean(trans) if trans else float('nan'):+.1f} "
             f"| {'' if rho is None else f'{rho:+.2f}'} |"
@@ -140,25 +157,84 @@ def summarize(variants: list[dict], results: dict[str, dict]) -> str:
             f"Over all {len(every)} targets: rank correlation of clip gain with pool size "
             f"{spearmanr(p, g).statistic:+.2f}.",
         ]
+    lines += control_lines(variants, results)
     lines += guard_lines(by_ratio)
     return "\n".join(lines) + "\n"
+
+
+def control_lines(variants: list[dict], results: dict[str, dict]) -> list[str]:
+    """Each skewed variant beside its balanced control of the same size (where both ran), and
+    how many meet the skewed-target goal: clip gain >= +3 points, class-mean gain >= 0, and clip
+    gain >= the control's - 1 (point estimates, two-stage)."""
+    pairs = []
+    for v in variants:
+        if v.get("kind") != "control":
+            continue
+        skewed, control = results.get(v["control_of"]), results.get(v["name"])
+        if (
+            skewed
+            and control
+            and all(any(r["loss"] is not None for r in x["rows"]) for x in (skewed, control))
+        ):
+            pairs.append((v["control_of"], _row(skewed), _row(control)))
+    if not pairs:
+        return []
+    lines = [
+        "",
+        "Each skewed target beside its balanced control of the same size (clip gain, two-stage; "
+        "goal: clip gain >= +3, class-mean gain >= 0, clip gain >= the control's - 1):",
+        "",
+        "| target | skewed clip gain | class-mean gain | control clip gain | skewed - control "
+        "| goal |",
+        "|---|---|---|---|---:|---|",
+    ]
+    met = []
+    for name, s, c in pairs:
+        g, cm = s["two_stage"]["difference"], s["class_mean_two_stage"]["difference"]
+        cg = c["two_stage"]["difference"]
+        ok = g >= 0.03 and cm >= 0 and g >= cg - 0.01
+        met.append(ok)
+        lines.append(
+            f"| {name} | {_ci(s['two_stage'])} | {_ci(s['class_mean_two_stage'])} "
+            f"| {_ci(c['two_stage'])} | {100 * (g - cg):+.1f} | {'met' if ok else 'not met'} |"
+        )
+    gs = [s["two_stage"]["difference"] for _, s, _ in pairs]
+    cms = [s["class_mean_two_stage"]["difference"] for _, s, _ in pairs]
+    cgs = [c["two_stage"]["difference"] for _, _, c in pairs]
+    lines += [
+        f"| mean of {len(pairs)} | {100 * np.mean(gs):+.1f} | {100 * np.mean(cms):+.1f} "
+        f"| {100 * np.mean(cgs):+.1f} | {100 * (np.mean(gs) - np.mean(cgs)):+.1f} "
+        f"| {sum(met)} of {len(met)} targets |",
+    ]
+    return lines
+
+
+def _mean_gain(items: list, pipeline: str) -> str:
+    """Mean two-stage gain of ``pipeline`` over the targets in ``items`` ('' if none has it)."""
+    found = [((_row(r).get("pipelines") or {}).get(pipeline) or {}).get("gain") for _, r in items]
+    found = [g["difference"] for g in found if g]
+    return f"{100 * np.mean(found):+.1f}" if found else ""
 
 
 def guard_lines(by_ratio: dict) -> list[str]:
     """The label-free guard on every run (its clips: each test part's audio, labels unread):
     how often it kept the student, and against the test labels (scored only) how often that
     was right, how many kept students lost to teacher + transduction and how many rejected
-    ones beat it."""
+    ones beat it; and what each pipeline gains over the teacher's plain zero-shot (mean over
+    targets): the student, the student + transduction, teacher + transduction, and what the
+    guard hands a user (``guarded``)."""
     lines = [
         "",
         "The label-free guard over the same runs (student + transduction against teacher + "
-        "transduction on each test part; 'right' scored with the labels afterwards):",
+        "transduction on each test part; 'right' scored with the labels afterwards), and the "
+        "gain of each pipeline over the teacher's plain zero-shot (points, mean over targets):",
         "",
         "| ratio | runs | kept the student | right | kept a worse student "
-        "| rejected a better one |",
-        "|---:|---:|---:|---:|---:|---:|",
+        "| rejected a better one | student | student + transduction | teacher + transduction "
+        "| guarded |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for ratio, items in sorted(by_ratio.items()):
+    for ratio, items in sorted(by_ratio.items(), key=lambda kv: _group_order(kv[0])):
         guards = [_row(r).get("guard") or {} for _, r in items]
         guards = [g for g in guards if g.get("runs")]
         if not guards:
@@ -168,9 +244,13 @@ def guard_lines(by_ratio: dict) -> list[str]:
         right = sum(g["right"] * g["runs"] for g in guards)
         worse = sum(g["kept_a_worse_student"] for g in guards)
         better = sum(g["rejected_a_better_student"] for g in guards)
+        gains = [
+            _mean_gain(items, name)
+            for name in ("student", "student + transduction", "teacher + claptune", "guarded")
+        ]
         lines.append(
-            f"| {ratio:g} | {runs:.0f} | {100 * kept / runs:.0f} % | {100 * right / runs:.0f} % "
-            f"| {worse:.0f} | {better:.0f} |"
+            f"| {ratio} | {runs:.0f} | {100 * kept / runs:.0f} % | {100 * right / runs:.0f} % "
+            f"| {worse:.0f} | {better:.0f} | " + " | ".join(gains) + " |"
         )
     return lines
 
@@ -185,15 +265,23 @@ def main(argv=None) -> int:
     ap.add_argument("--model", default="default")
     ap.add_argument("--test-fraction", type=float, default=0.25)
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument(
+        "--controls",
+        action="store_true",
+        help="also run each skewed variant's class-balanced control of the same size",
+    )
+    ap.add_argument("--name", default="skewed_default", help="stem of the results files")
     ap.add_argument("--note", default="", help="how the runs were made, written above the tables")
     args = ap.parse_args(argv)
     from claptune.improve.ablation import run_ablation
     from claptune.improve.config import ImproveConfig
 
     t0 = time.time()
-    variants = make_variants(Path(args.root), args.data, args.ratios, args.orders, controls=False)
+    variants = make_variants(
+        Path(args.root), args.data, args.ratios, args.orders, controls=args.controls
+    )
     # order by order, then ratio: a run cut short still covers every ratio
-    variants.sort(key=lambda v: (args.orders.index(v["order"]), v["ratio"]))
+    variants.sort(key=lambda v: (args.orders.index(v["order"]), _ratio_of(v["name"]), v["name"]))
     results: dict[str, dict] = {}
     for v in variants:
         done = args.work / v["name"] / "ablation.json"
@@ -221,9 +309,9 @@ def main(argv=None) -> int:
             "results": {name: compact(r) for name, r in results.items()},
         }
         args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "skewed_default.json").write_text(json.dumps(out, indent=1, default=str))
+        (args.out / f"{args.name}.json").write_text(json.dumps(out, indent=1, default=str))
         head = f"{args.note}\n\n" if args.note else ""
-        (args.out / "skewed_default.md").write_text(head + summarize(variants, results))
+        (args.out / f"{args.name}.md").write_text(head + summarize(variants, results))
     print(summarize(variants, results))
     return 0
 

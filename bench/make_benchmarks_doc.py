@@ -44,6 +44,19 @@ SECTIONS = [
         "bench/bench_skewed_default.py",
     ),
     (
+        "skewed8",
+        "improve's default at 8:1 beside balanced controls, and the guard",
+        "skewed8.md",
+        "bench/bench_skewed_default.py --ratios 8 --controls",
+    ),
+    ("levers", "Training and curation levers at 8:1", "levers.md", "bench/bench_levers.py"),
+    (
+        "guard_confirm",
+        "The guard on 16 later targets",
+        "guard_confirm.md",
+        "bench/bench_skewed_default.py --name guard_confirm",
+    ),
+    (
         "transduction",
         "Transductive inference without training",
         "transduction.md",

@@ -124,3 +124,32 @@ def test_predictions_table():
     assert (rows[0].label, rows[0].runner_up) == ("b", "c")
     assert rows[0].confidence == pytest.approx(0.7)
     assert (rows[1].label, rows[1].runner_up) == ("a", "b")  # ties: lower index first
+
+
+def test_guard_keeps_the_student_only_on_a_lead_beyond_chance():
+    from claptune.evaluate.label_free import guard_keeps, guard_signals, sign_test
+
+    assert sign_test(0, 0) == 1.0
+    assert sign_test(5, 5) == pytest.approx(1 / 32)
+    assert sign_test(8, 10) == pytest.approx(56 / 1024)  # P(X >= 8), X ~ Bin(10, 1/2)
+    n = 40
+    teacher_plain = np.zeros(n, int)
+    teacher_trans = np.zeros(n, int)
+    student_plain = np.zeros(n, int)
+    # on a tie the teacher (+ transduction) is kept, though the student is fully consistent
+    tie = guard_signals(teacher_plain, teacher_trans, student_plain, student_plain.copy())
+    assert tie["discordant"] == 0 and not guard_keeps(tie)
+    # the teacher's transduction corrects 12 of its clips, the student's none: 12 discordant
+    # clips all for the student, p = 2^-12, so the student is kept
+    teacher_trans[:12] = 1
+    lead = guard_signals(teacher_plain, teacher_trans, student_plain, student_plain.copy())
+    assert lead["discordant"] == 12 and lead["p_value"] == pytest.approx(2.0**-12)
+    assert guard_keeps(lead)
+    # a lead of 3 clips to 1 could be chance (p = 5/16): the teacher is kept
+    teacher_trans[:] = 0
+    teacher_trans[:3] = 1
+    student_trans = student_plain.copy()
+    student_trans[20] = 1
+    small = guard_signals(teacher_plain, teacher_trans, student_plain, student_trans)
+    assert small["consistency_student"] > small["consistency_teacher"]
+    assert small["p_value"] == pytest.approx(5 / 16) and not guard_keeps(small)

@@ -5,7 +5,7 @@ with each other only:
 
 - ``agreement``: how often two models' (or two pipelines') classes agree on the same clips;
 - ``guard_signals``: the label-free guard's view of a student against teacher + transduction on
-  clips held out of curation, and its decision (``GUARD_MARGIN``, ``guard_keeps``).
+  clips held out of curation, and its decision (``GUARD_ALPHA``, ``guard_keeps``).
 
 ``claptune.improve`` records them for every run (``Workspace.agreement``, ``Workspace.guard``);
 no choice made with them reads a target label.
@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import numpy as np
 
-# the guard keeps a student only when it is this much more consistent than the teacher on the
-# guard clips (a share of clips): ties and noise keep the model the user started from
-GUARD_MARGIN = 0.0
+# the guard keeps a student only when it is more consistent than the teacher on the guard clips
+# beyond what chance explains: a one-sided sign test over the clips where exactly one of the two
+# is consistent, at this level. A tie, or a lead that a few clips could reverse, keeps the
+# model the user started from (teacher + transduction)
+GUARD_ALPHA = 0.05
 
 
 def agreement(pred: np.ndarray, reference: np.ndarray) -> float:
@@ -31,7 +33,7 @@ def guard_signals(
     teacher_transduced: np.ndarray,
     student_plain: np.ndarray,
     student_transduced: np.ndarray,
-    margin: float = GUARD_MARGIN,
+    alpha: float = GUARD_ALPHA,
 ) -> dict[str, float]:
     """The guard's signals on its clips (each argument: (N,) classes of the same clips) and its
     decision ``keep_student`` (1.0 or 0.0).
@@ -39,10 +41,13 @@ def guard_signals(
     How much transduction has to correct a model is read as how far its plain predictions
     stand from the structure of the clips: ``consistency_student`` is the share of clips whose
     plain student class equals the student's transductive class, ``consistency_teacher`` the
-    same for the teacher. The student is kept when it is the more consistent of the two by at
-    least ``margin``; otherwise teacher + transduction is what a user gets. ``agreement_*``:
-    each model's plain class against the teacher's transductive class, recorded beside it
-    (bench/bench_guard.py measures both).
+    same for the teacher. The student is kept only when it is the more consistent of the two
+    beyond chance: of the ``discordant`` clips (consistent under exactly one model), the
+    student's share is tested against one half by a one-sided sign test, and ``p_value`` must
+    be below ``alpha``; otherwise (a tie or a small lead included) teacher + transduction is
+    what a user gets.
+    ``agreement_*``: each model's plain class against the teacher's transductive class, recorded
+    beside it (bench/bench_guard.py measures both).
     """
     out = {
         "n_clips": float(len(teacher_plain)),
@@ -52,8 +57,26 @@ def guard_signals(
         "agreement_teacher": agreement(teacher_plain, teacher_transduced),
         "transductive_agreement": agreement(student_transduced, teacher_transduced),
     }
-    out["keep_student"] = float(out["consistency_student"] >= out["consistency_teacher"] + margin)
+    tp, tt, sp, st = (
+        np.asarray(x).ravel()
+        for x in (teacher_plain, teacher_transduced, student_plain, student_transduced)
+    )
+    student_only = (sp == st) & (tp != tt)
+    teacher_only = (tp == tt) & (sp != st)
+    wins, discordant = int(student_only.sum()), int(student_only.sum() + teacher_only.sum())
+    out["discordant"] = float(discordant)
+    out["p_value"] = sign_test(wins, discordant)
+    out["keep_student"] = float(out["p_value"] < alpha)
     return out
+
+
+def sign_test(wins: int, n: int) -> float:
+    """One-sided sign test: P(X >= wins) for X ~ Binomial(n, 1/2); 1.0 when n is 0."""
+    if n == 0:
+        return 1.0
+    from scipy.stats import binom
+
+    return float(binom.sf(wins - 1, n, 0.5))
 
 
 def guard_keeps(guard: dict[str, float]) -> bool:
@@ -62,4 +85,4 @@ def guard_keeps(guard: dict[str, float]) -> bool:
     return guard.get("keep_student", 1.0) >= 0.5
 
 
-__all__ = ["GUARD_MARGIN", "agreement", "guard_keeps", "guard_signals"]
+__all__ = ["GUARD_ALPHA", "agreement", "guard_keeps", "guard_signals", "sign_test"]

@@ -309,8 +309,9 @@ def pipelines_markdown(result: dict[str, Any]) -> list[str]:
         "",
         "Label-free pipelines side by side on the same test parts (clip accuracy / class-mean "
         "accuracy in percent, mean over runs; gains over the teacher's plain zero-shot ensemble "
-        "in points, two-stage 95 % CI). `teacher + X`: transductive inference X over each test "
-        "part, no training; `+ transduction`: the student's scores refined the same way.",
+        "in points, two-stage 95 % CI). `teacher + X`: transductive inference X over all the "
+        "target's clips taken together (pool and test part, no label read), no training, scored "
+        "on the test part; `+ transduction`: the student's scores refined the same way.",
         "",
         "| pipeline | accuracy | class mean | gain [95 % CI] | class-mean gain [95 % CI] |",
         "|---|---:|---:|---|---|",

@@ -84,7 +84,11 @@ def run_adapt(config: ImproveConfig, out_dir: str | Path, progress: bool = True)
     # (bench/results/adapt_labels.md): the teacher with transduction over all clips, unless
     # the user asks for the saved model's scores
     labeller = ws.teacher if config.labels_from == "teacher" else final.model
-    probs = ws.transduced(labeller, ws.embed_audio(labeller, ws.items))
+    probs = (
+        ws.teacher_transduced()
+        if labeller is ws.teacher
+        else ws.transduced(labeller, ws.embed_audio(labeller, ws.items))
+    )
     from claptune.evaluate.transductive import write_predictions
 
     write_predictions(out_dir / "predictions.csv", ws.items, probs, ws.class_names)

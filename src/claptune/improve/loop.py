@@ -174,15 +174,15 @@ def train_final(ws: Workspace, variant: Variant | None = None) -> FinalModel:
         + (
             "the guard kept it"
             if keep
-            else f"the guard found it no better than teacher + transduction on {n_guard} "
+            else f"the guard found it not clearly better than teacher + transduction on {n_guard} "
             "held-out clips: the teacher is saved instead"
         ),
         ws.progress,
     )
     if not keep:
         logger.warning(
-            "the student trained on all clips did not beat the teacher on %d held-out clips "
-            "(no label read): saving the teacher",
+            "the student trained on all clips did not clearly beat the teacher on %d "
+            "held-out clips (no label read): saving the teacher",
             n_guard,
         )
     return FinalModel(

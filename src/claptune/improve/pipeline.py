@@ -179,7 +179,7 @@ def write_improve_card(ws: Workspace, report: Report, model_dir: str | Path) -> 
         "label read), kept by the label-free guard"
         if saved.saved == "student"
         else "this model is the teacher: the label-free guard found the student trained on "
-        "all clips no better than teacher + transduction"
+        "all clips not clearly better than teacher + transduction"
     )
     return write_model_card(
         model_dir,

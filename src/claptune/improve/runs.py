@@ -62,8 +62,9 @@ class RunOutcome:
     transfer_scores_after: np.ndarray | None = None  # (T, C) on the transfer-check clips
     # agreement with the teacher's refined pseudo-labels (Workspace.agreement): no label read
     agreement: dict[str, float] = field(default_factory=dict)
-    # (N,) transductive classes of teacher and student over the guard clips taken together
-    # (the test part on a labelled target), -1 elsewhere; the guard's signals and decision
+    # (N,) transductive classes of teacher and student (transduction over every clip of the
+    # target taken together) on the guard clips (the test part on a labelled target), -1
+    # elsewhere; the guard's signals and decision
     trans_before: np.ndarray | None = None
     trans_after: np.ndarray | None = None
     guard: dict[str, float] = field(default_factory=dict)

@@ -78,8 +78,10 @@ class Workspace:
             )
         self.config, self.out_dir, self.progress = config, out_dir, progress
         self._references: dict[bytes, np.ndarray] = {}  # reference_probs, by clip indices
-        self._teacher_transduced: dict[bytes, np.ndarray] = {}  # by clip indices
-        self._peers: dict[int, dict[str, np.ndarray]] = {}  # by split index
+        # transduction runs over every clip of the target (no label read), as a user labelling
+        # their collection would run it: the teacher's and its peers', computed once
+        self._teacher_transduced: np.ndarray | None = None
+        self._peers: dict[str, np.ndarray] | None = None
         t0 = time.perf_counter()
         log_progress(f"loading model {config.model!r}", progress)
         self.teacher: AudioTextModel = load_model(config.model).eval()
@@ -307,51 +309,52 @@ class Workspace:
             self.config.transduction,
         )
 
-    def teacher_transduced(self, clips: np.ndarray) -> np.ndarray:
-        """``transduced`` for the teacher over the clips at ``clips`` (cached per clip set)."""
-        key = np.asarray(clips, dtype=np.int64).tobytes()
-        if key not in self._teacher_transduced:
-            self._teacher_transduced[key] = self.transduced(
-                self.teacher, self.target_emb[np.asarray(clips, dtype=np.int64)]
-            )
-        return self._teacher_transduced[key]
+    def teacher_transduced(self) -> np.ndarray:
+        """(N, C) ``transduced`` for the teacher over every clip of the target (computed once)."""
+        if self._teacher_transduced is None:
+            self._teacher_transduced = self.transduced(self.teacher, self.target_emb)
+        return self._teacher_transduced
 
     def peers(self, split: Split) -> dict[str, np.ndarray]:
         """(N,) the teacher's classes by every transduction of
-        ``claptune.evaluate.transductive`` over the split's guard clips taken together (-1
-        elsewhere): the training-free peers of the student, on the clips it is scored on."""
+        ``claptune.evaluate.transductive`` over every clip of the target taken together, kept on
+        the split's guard clips (-1 elsewhere): the training-free peers of the student, on the
+        clips it is scored on."""
         from claptune.evaluate.transductive import TRANSDUCTIONS, transduce
 
-        clips = split.guard_clips
-        if split.index not in self._peers:
+        if self._peers is None:
             prompts = self.prompt_embeddings(self.teacher)
             scale = float(self.teacher.logit_scale.detach())
-            out = {}
-            for name in TRANSDUCTIONS:
-                probs = (  # the run's own transduction is computed once, for the guard too
-                    self.teacher_transduced(clips)
+            self._peers = {  # the run's own transduction is computed once, for the guard too
+                name: predict_from_scores(
+                    self.teacher_transduced()
                     if name == self.config.transduction
-                    else transduce(self.target_emb[clips], prompts, scale, name)
+                    else transduce(self.target_emb, prompts, scale, name)
                 )
-                out[name] = np.full(len(self.items), -1, dtype=np.int64)
-                out[name][clips] = predict_from_scores(probs)
-            self._peers[split.index] = out
-        return self._peers[split.index]
+                for name in TRANSDUCTIONS
+            }
+        clips = split.guard_clips
+        out = {}
+        for name, pred in self._peers.items():
+            out[name] = np.full(len(self.items), -1, dtype=np.int64)
+            out[name][clips] = pred[clips]
+        return out
 
     def guard(
         self, split: Split, scores_after: np.ndarray, student_transduced: np.ndarray
     ) -> dict[str, float]:
         """The label-free guard's signals on the split's guard clips (held out of curation; their
         labels are never read) and its decision ``keep_student``
-        (``claptune.evaluate.label_free.guard_signals``)."""
+        (``claptune.evaluate.label_free.guard_signals``). ``student_transduced``: (N, C) the
+        student's transduction over every clip of the target."""
         clips = split.guard_clips
         if len(clips) < 2:
             return {}
         return guard_signals(
             teacher_plain=self.pred_before[clips],
-            teacher_transduced=predict_from_scores(self.teacher_transduced(clips)),
+            teacher_transduced=predict_from_scores(self.teacher_transduced()[clips]),
             student_plain=predict_from_scores(scores_after[clips]),
-            student_transduced=predict_from_scores(student_transduced),
+            student_transduced=predict_from_scores(student_transduced[clips]),
         )
 
     def transfer_scores(self, model: AudioTextModel) -> np.ndarray | None:
@@ -456,16 +459,17 @@ class Workspace:
         scores = self.scores(student, student_emb)
         pred = predict_from_scores(scores)
         transfer = self.transfer_scores(student)
-        # transduction over the guard clips taken together (the test part's audio, or adapt's
-        # held-out slice), by each model: scored on a labelled target, the guard's input always
+        # transduction over every clip of the target taken together, by each model (no label
+        # read), kept on the guard clips (the test part's audio, or adapt's held-out slice):
+        # scored on a labelled target, the guard's input always
         clips = split.guard_clips
         trans_before = np.full(len(self.items), -1, dtype=np.int64)
         trans_after = np.full(len(self.items), -1, dtype=np.int64)
         guard: dict[str, float] = {}
         if len(clips) >= 2:
-            student_trans = self.transduced(student, student_emb[clips])
-            trans_before[clips] = predict_from_scores(self.teacher_transduced(clips))
-            trans_after[clips] = predict_from_scores(student_trans)
+            student_trans = self.transduced(student, student_emb)
+            trans_before[clips] = predict_from_scores(self.teacher_transduced()[clips])
+            trans_after[clips] = predict_from_scores(student_trans[clips])
             guard = self.guard(split, scores, student_trans)
         return RunOutcome(
             trans_before=trans_before,

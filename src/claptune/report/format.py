@@ -271,8 +271,8 @@ def saved_model_line(report: Report) -> str:
         )
     elif run.saved == "teacher":
         what = (
-            "the teacher: the label-free guard found the student trained on all clips no "
-            "better than teacher + transduction on the held-out clips"
+            "the teacher: the label-free guard found the student trained on all clips not "
+            "clearly better than teacher + transduction on the held-out clips"
         )
     else:  # a report of an older version
         what = f"the student of split {run.split}, seed {run.seed}"
@@ -391,13 +391,14 @@ def guard_lines(report: AdaptReport) -> list[str]:
             out.append(
                 f"Guard: the adapted student is kept. On {n} clips held out of curation it agreed "
                 f"with its own transductive labels on {cs:.0f} % of them, the teacher on {ct:.0f} "
-                "% (no label read)."
+                f"% (no label read; sign test p = {g.get('p_value', float('nan')):.3g})."
             )
         else:
             out.append(
-                f"Guard: **the adapted student did not beat the teacher** on {n} clips held out "
-                f"of curation (consistency {cs:.0f} % vs the teacher's {ct:.0f} %, no label "
-                "read): the teacher is saved."
+                f"Guard: **the adapted student did not clearly beat the teacher** on {n} clips "
+                f"held out of curation (consistency {cs:.0f} % vs the teacher's {ct:.0f} %, "
+                f"sign test p = {g.get('p_value', float('nan')):.3g}, no label read): the teacher "
+                "is saved."
             )
     else:
         out.append("Guard: not run (no clips were held out of curation; guard_fraction 0).")

@@ -150,7 +150,8 @@ def render_markdown(report: Report, assets: ReportAssets, figure_files: Sequence
         out.append("")
         out.append(
             f"Each pipeline labels the test part of each split from audio alone; `+ name`: "
-            f"transductive inference over the test clips taken together; `student + "
+            f"transductive inference over all the target's clips taken together (pool and test "
+            f"part, no label read), scored on the test part; `student + "
             f"transduction` uses `{report.transductive.method}`; `guarded`: what the label-free "
             "guard hands a user. Means over runs in percent; gains in points over the teacher's "
             "plain zero-shot ensemble, two-stage 95 % CI."
@@ -337,8 +338,9 @@ def render_html(
     if report.transductive is not None:
         parts.append("<h2>Label-free pipelines side by side</h2>")
         parts.append(
-            '<p class="muted">Test parts; <code>+ name</code>: transductive inference over the '
-            "test clips taken together; <code>guarded</code>: what the label-free guard hands a "
+            '<p class="muted">Test parts; <code>+ name</code>: transductive inference over all '
+            "the target's clips taken together (no label read), scored on the test part; "
+            "<code>guarded</code>: what the label-free guard hands a "
             "user. Gains in points over the teacher's plain zero-shot ensemble, two-stage 95 % "
             "CI.</p>"
         )
