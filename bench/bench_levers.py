@@ -6,9 +6,8 @@
 Each lever is the default row of ``claptune ablate`` (refined pseudo-labels, hard loss) with one
 override of ``TrainConfig`` or ``CurationSettings``, on the same 8:1 variants (``make_skewed``,
 ratio 8: class sizes 8 down to 1, 168 clips), 3 grouped splits x 1 seed, ``--test-fraction
-0.25``. One seed per split: the seeds' spread is small beside the splits' (a 3-seed output
-ensemble changed the gain by +0.3 points on average over 40 targets). Class orders 8100-8107 are
-development orders of our own. Reports each lever's mean two-stage clip and class-mean gain and
+0.25``. One seed per split: the splits' spread is the larger one (docs/improve.md). Class
+orders 8100-8107 are development orders of our own. Reports each lever's mean two-stage clip and class-mean gain and
 its difference from the default on the same splits. Resumable: a lever whose ablation.json is
 in ``--work`` is read, not trained again. Results: bench/results/levers.json and .md.
 """

@@ -13,6 +13,8 @@ no choice made with them reads a target label.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 # the guard keeps a student only when it is more consistent than the teacher on the guard clips
@@ -66,8 +68,17 @@ def guard_signals(
     wins, discordant = int(student_only.sum()), int(student_only.sum() + teacher_only.sum())
     out["discordant"] = float(discordant)
     out["p_value"] = sign_test(wins, discordant)
+    # with fewer discordant clips than this, not even a clean sweep reaches alpha: the guard
+    # cannot keep the student, whatever the student is worth (a larger guard slice can)
+    out["decidable"] = float(discordant >= min_discordant(alpha))
     out["keep_student"] = float(out["p_value"] < alpha)
     return out
+
+
+def min_discordant(alpha: float = GUARD_ALPHA) -> int:
+    """The fewest discordant clips on which a clean sweep passes the sign test at ``alpha``
+    (5 at 0.05: 2^-5 = 0.031)."""
+    return max(1, math.ceil(math.log2(1.0 / alpha) - 1e-12))
 
 
 def sign_test(wins: int, n: int) -> float:
@@ -85,4 +96,11 @@ def guard_keeps(guard: dict[str, float]) -> bool:
     return guard.get("keep_student", 1.0) >= 0.5
 
 
-__all__ = ["GUARD_ALPHA", "agreement", "guard_keeps", "guard_signals", "sign_test"]
+__all__ = [
+    "GUARD_ALPHA",
+    "agreement",
+    "guard_keeps",
+    "guard_signals",
+    "min_discordant",
+    "sign_test",
+]

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from claptune.curation import CurationSettings, Pairs
-from claptune.evaluate.label_free import guard_keeps
+from claptune.evaluate.label_free import guard_keeps, min_discordant
 from claptune.improve.curate import describe
 from claptune.improve.runs import RunOutcome
 from claptune.improve.splits import Split, whole_pool_split
@@ -179,7 +179,16 @@ def train_final(ws: Workspace, variant: Variant | None = None) -> FinalModel:
         ),
         ws.progress,
     )
-    if not keep:
+    if not keep and run.guard.get("decidable", 1.0) < 0.5:
+        logger.warning(
+            "the guard could not decide: on %d held-out clips only %d were classed consistently "
+            "by one model and not the other, fewer than the %d a lead beyond chance needs; "
+            "saving the teacher (more clips, or a larger --guard-fraction, let it decide)",
+            n_guard,
+            int(run.guard.get("discordant", 0)),
+            min_discordant(),
+        )
+    elif not keep:
         logger.warning(
             "the student trained on all clips did not clearly beat the teacher on %d "
             "held-out clips (no label read): saving the teacher",

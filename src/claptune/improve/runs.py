@@ -68,7 +68,8 @@ class RunOutcome:
     trans_before: np.ndarray | None = None
     trans_after: np.ndarray | None = None
     guard: dict[str, float] = field(default_factory=dict)
-    # (N,) the teacher's classes by every label-free transduction over the same clips (peers)
+    # (N,) the teacher's classes by every label-free transduction over every clip of the
+    # target, on the guard clips (-1 elsewhere): the peers
     peers: dict[str, np.ndarray] = field(default_factory=dict)
 
 

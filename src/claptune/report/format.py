@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from claptune.evaluate.label_free import min_discordant
 from claptune.textfiles import public_text
 
 if TYPE_CHECKING:
@@ -387,18 +388,26 @@ def guard_lines(report: AdaptReport) -> list[str]:
     if "keep_student" in g:
         n = int(g["n_clips"])
         cs, ct = 100 * g["consistency_student"], 100 * g["consistency_teacher"]
+        test = f"; sign test p = {g['p_value']:.3g}" if "p_value" in g else ""
         if g["keep_student"] >= 0.5:
             out.append(
                 f"Guard: the adapted student is kept. On {n} clips held out of curation it agreed "
                 f"with its own transductive labels on {cs:.0f} % of them, the teacher on {ct:.0f} "
-                f"% (no label read; sign test p = {g.get('p_value', float('nan')):.3g})."
+                f"% (no label read{test})."
+            )
+        elif g.get("decidable", 1.0) < 0.5:
+            out.append(
+                f"Guard: **could not decide** on {n} clips held out of curation: only "
+                f"{int(g['discordant'])} were classed consistently by one model and not the "
+                f"other, fewer than the {min_discordant()} a lead beyond chance needs (no label "
+                "read). The teacher is saved; more clips, or a larger `--guard-fraction`, let "
+                "the guard decide."
             )
         else:
             out.append(
                 f"Guard: **the adapted student did not clearly beat the teacher** on {n} clips "
-                f"held out of curation (consistency {cs:.0f} % vs the teacher's {ct:.0f} %, "
-                f"sign test p = {g.get('p_value', float('nan')):.3g}, no label read): the teacher "
-                "is saved."
+                f"held out of curation (consistency {cs:.0f} % vs the teacher's {ct:.0f} %{test}, "
+                "no label read): the teacher is saved."
             )
     else:
         out.append("Guard: not run (no clips were held out of curation; guard_fraction 0).")
