@@ -13,8 +13,6 @@ no choice made with them reads a target label.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 # the guard keeps a student only when it is more consistent than the teacher on the guard clips
@@ -76,9 +74,14 @@ def guard_signals(
 
 
 def min_discordant(alpha: float = GUARD_ALPHA) -> int:
-    """The fewest discordant clips on which a clean sweep passes the sign test at ``alpha``
+    """The fewest discordant clips on which a clean sweep passes ``sign_test`` at ``alpha``
     (5 at 0.05: 2^-5 = 0.031)."""
-    return max(1, math.ceil(math.log2(1.0 / alpha) - 1e-12))
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha must lie in (0, 1), got {alpha}")
+    n = 1
+    while sign_test(n, n) >= alpha:
+        n += 1
+    return n
 
 
 def sign_test(wins: int, n: int) -> float:

@@ -169,31 +169,25 @@ def train_final(ws: Workspace, variant: Variant | None = None) -> FinalModel:
     run = ws.outcome(split, ws.seeds[0], pairs, student, result)
     keep = guard_keeps(run.guard)
     n_guard = len(split.guard_clips)
-    log_progress(
-        f"saved model: trained on {len(split.adapt)} clips; "
-        + (
-            "the guard kept it"
-            if keep
-            else f"the guard found it not clearly better than teacher + transduction on {n_guard} "
-            "held-out clips: the teacher is saved instead"
-        ),
-        ws.progress,
-    )
-    if not keep and run.guard.get("decidable", 1.0) < 0.5:
-        logger.warning(
-            "the guard could not decide: on %d held-out clips only %d were classed consistently "
-            "by one model and not the other, fewer than the %d a lead beyond chance needs; "
-            "saving the teacher (more clips, or a larger --guard-fraction, let it decide)",
-            n_guard,
-            int(run.guard.get("discordant", 0)),
-            min_discordant(),
+    if keep:
+        verdict = "the guard kept it"
+    elif run.guard.get("decidable", 1.0) < 0.5:
+        verdict = (
+            f"the guard could not decide: on {n_guard} held-out clips only "
+            f"{int(run.guard.get('discordant', 0))} were classed consistently by one model and "
+            f"not the other, fewer than the {min_discordant()} a lead beyond chance needs; the "
+            "teacher is saved instead (more clips, or a larger --guard-fraction, let it decide)"
         )
-    elif not keep:
-        logger.warning(
-            "the student trained on all clips did not clearly beat the teacher on %d "
-            "held-out clips (no label read): saving the teacher",
-            n_guard,
+    else:
+        verdict = (
+            f"the guard found it not clearly better than teacher + transduction on {n_guard} "
+            "held-out clips (no label read): the teacher is saved instead"
         )
+    message = f"saved model: trained on {len(split.adapt)} clips; {verdict}"
+    if keep:
+        log_progress(message, ws.progress)
+    else:  # a warning, shown even with --quiet
+        logger.warning(message)
     return FinalModel(
         model=student if keep else ws.teacher,
         saved="student" if keep else "teacher",
