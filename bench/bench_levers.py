@@ -28,7 +28,8 @@ from make_skewed import make_variants
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
-# name -> (TrainConfig overrides, CurationSettings overrides); "default" has none
+# name -> (TrainConfig overrides, CurationSettings overrides); "default" has none. "loss" and
+# "methods" among the first are the ablation entry's (default: hard, pseudo_refined)
 LEVERS: dict[str, tuple[dict, dict]] = {
     "default": ({}, {}),
     "epochs 5": ({"epochs": 5}, {}),
@@ -36,6 +37,10 @@ LEVERS: dict[str, tuple[dict, dict]] = {
     "lr 3e-4": ({"lr": 3e-4}, {}),
     "p_curated 0.75": ({"p_curated": 0.75}, {}),
     "keep 70 % of the pseudo-labels (q0.3)": ({}, {"pseudo_refined_threshold": "q0.3"}),
+    "keep 25 % of the pseudo-labels (q0.75)": ({}, {"pseudo_refined_threshold": "q0.75"}),
+    "soft loss (beta 0.3)": ({"loss": "soft"}, {}),
+    "cross-fitted transductive labels": ({}, {"pseudo_refined_mode": "crossfit_lp_balance"}),
+    "ds + pseudo_refined, soft loss": ({"loss": "soft", "methods": ("ds", "pseudo_refined")}, {}),
 }
 
 
@@ -51,12 +56,15 @@ def run_lever(name: str, variant: dict, work: Path) -> dict:
         if len(result.get("rows", [])) == 2:
             return result
     train, curation = LEVERS[name]
+    train = dict(train)
+    # the ablation entry's loss and methods, not TrainConfig fields
+    loss, methods = train.pop("loss", "hard"), train.pop("methods", ("pseudo_refined",))
     config = ImproveConfig(
         model="default", target="esc50", root=str(variant["path"]), test_fraction=0.25, n_seeds=1
     )
     config.train = dataclasses.replace(config.train, **train)
     config.curation = dataclasses.replace(config.curation, **curation)
-    grid = [AblationEntry((), None), AblationEntry(("pseudo_refined",), "hard", label=name)]
+    grid = [AblationEntry((), None), AblationEntry(methods, loss, label=name)]
     return run_ablation(config, out, grid, progress=False).to_dict()
 
 
