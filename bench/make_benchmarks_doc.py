@@ -57,6 +57,12 @@ SECTIONS = [
         "bench/bench_skewed_default.py --name guard_confirm",
     ),
     (
+        "plain_guard",
+        "A label-free guard for single clips: tried, not used",
+        "plain_guard.md",
+        "bench/bench_plain_guard.py",
+    ),
+    (
         "transduction",
         "Transductive inference without training",
         "transduction.md",

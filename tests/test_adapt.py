@@ -328,7 +328,7 @@ def test_adapt_guard_and_predictions(unlabeled_task, teacher, tmp_path, capsys):
 
     audio, classes, corpus, _ = unlabeled_task
     out = tmp_path / "run"
-    assert main(_argv(teacher, audio, classes, corpus, out)) == 0
+    assert main(_argv(teacher, audio, classes, corpus, out, "--keep-student")) == 0
     printed = capsys.readouterr().out
     assert "Guard:" in printed and "predictions.csv" in printed
     report = AdaptReport.read(out / "report.json")
@@ -357,6 +357,14 @@ def test_adapt_guard_and_predictions(unlabeled_task, teacher, tmp_path, capsys):
     heads = load_model(teacher[0]).head_state_dict()
     same = all((saved[k] == heads[k]).all() for k in heads)
     assert same == (report.saved == "teacher")
+    # on 2 held-out clips the guard cannot decide: the teacher is RUN/model, and --keep-student
+    # writes the fine-tuned student beside it, named in the report and the console
+    assert report.saved == "teacher" and report.student_dir == str(out / "student")
+    kept = load_model(out / "student").head_state_dict()
+    assert not all((kept[k] == heads[k]).all() for k in heads)
+    assert (out / "student" / "adapt_config.json").is_file()
+    assert "student the guard did not keep" in printed
+    assert "(--keep-student)" in (out / "report.md").read_text()
     # deterministic: the same command gives the same labels
     out2 = tmp_path / "run2"
     assert main(_argv(teacher, audio, classes, corpus, out2, "--no-save-model")) == 0
@@ -367,6 +375,8 @@ def test_adapt_guard_and_predictions(unlabeled_task, teacher, tmp_path, capsys):
     assert main(argv) == 0
     third = AdaptReport.read(out3 / "report.json")
     assert third.predictions["model"] == third.saved == report.saved
+    # without --keep-student no student is written (nor with --no-save-model)
+    assert not (out3 / "student").exists() and third.student_dir is None
 
 
 def test_adapt_with_a_datasets_corpus_and_without_any(

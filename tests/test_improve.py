@@ -209,6 +209,8 @@ def test_improve_end_to_end_cli(tiny_clap_dir, tiny_task, tmp_path):
     model = load_model(out / "model")
     emb = encode_text(model, ["a dog barking"], progress=False)
     assert emb.shape == (1, 16)
+    # no RUN/student unless asked for (--keep-student), whichever model the guard saved
+    assert report["student_dir"] is None and not (out / "student").exists()
     from huggingface_hub import ModelCard  # the model card: what made it, and its numbers
 
     card = ModelCard.load(out / "model" / "README.md").data

@@ -388,4 +388,6 @@ def improve_and_print(config: ImproveConfig, out: Path, quiet: bool) -> int:
     print(f"report: {out / 'report.html'}")
     if result.model_dir is not None:
         print(f"improved model: {result.model_dir}")
+    if result.report.student_dir:
+        print(f"student the guard did not keep: {result.report.student_dir}")
     return 0

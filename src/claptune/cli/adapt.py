@@ -53,6 +53,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
             "guard_fraction",
             "audio_per_class",
             "save_model",
+            "keep_student",
         ],
     )
     add_settings_flags(p)
@@ -109,4 +110,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"report: {args.out / 'report.html'}")
     if result.model_dir is not None:
         print(f"adapted model: {result.model_dir}")
+    if result.report.student_dir:
+        print(f"student the guard did not keep: {result.report.student_dir}")
     return 0

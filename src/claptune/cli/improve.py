@@ -39,6 +39,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
             "audio_per_class",
             "audio_samples",
             "save_model",
+            "keep_student",
         ],
     )
     return p

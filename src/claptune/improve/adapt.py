@@ -29,7 +29,7 @@ from claptune.errors import ClaptuneError
 from claptune.improve.config import UNLABELED, ImproveConfig
 from claptune.improve.curate import pair_rows
 from claptune.improve.loop import train_final
-from claptune.improve.pipeline import curation_record, save_model
+from claptune.improve.pipeline import curation_record, save_model, save_rejected_student
 from claptune.improve.workspace import Workspace, log_progress
 from claptune.report.schema import (
     AdaptReport,
@@ -101,6 +101,7 @@ def run_adapt(config: ImproveConfig, out_dir: str | Path, progress: bool = True)
         "counts": dict(zip(ws.class_names, counts.tolist(), strict=True)),
     }
     model_dir = save_model(ws, final, out_dir) if config.save_model else None
+    student_dir = save_rejected_student(ws, final, out_dir) if config.save_model else None
     evaluation = (
         score_labelled(ws, final.student, config.eval_target, config.eval_root)
         if config.eval_target
@@ -109,6 +110,7 @@ def run_adapt(config: ImproveConfig, out_dir: str | Path, progress: bool = True)
     report = build_adapt_report(ws, config, final, evaluation, model_dir, time.perf_counter() - t0)
     report.guard = dict(run.guard)
     report.saved = final.saved
+    report.student_dir = None if student_dir is None else str(student_dir)
     report.predictions = predictions
     if model_dir is not None:
         write_adapt_card(ws, report, model_dir)

@@ -165,6 +165,14 @@ class ImproveConfig:
         default=True,
         metadata=cli("do not write RUN/model", "--no-save-model", negate=True, default_text="off"),
     )  # the model worth saving (claptune.improve.loop.train_final)
+    keep_student: bool = field(
+        default=False,
+        metadata=cli(
+            "when the guard saves the teacher, write the fine-tuned student to RUN/student as "
+            "well (for classifying single clips without transduction; the guard did not "
+            "vouch for it)"
+        ),
+    )
     # best-scored curated pairs of each class playable in report.html: 2 on a labelled target,
     # 1 on a user's clips (its report lists every class's surest clips too); None: that choice
     audio_per_class: int | None = field(

@@ -169,6 +169,7 @@ def train_final(ws: Workspace, variant: Variant | None = None) -> FinalModel:
     run = ws.outcome(split, ws.seeds[0], pairs, student, result)
     keep = guard_keeps(run.guard)
     n_guard = len(split.guard_clips)
+    kept = "saved" if ws.config.save_model else "kept"  # --no-save-model writes no model
     if keep:
         verdict = "the guard kept it"
     elif run.guard.get("decidable", 1.0) < 0.5:
@@ -176,14 +177,20 @@ def train_final(ws: Workspace, variant: Variant | None = None) -> FinalModel:
             f"the guard could not decide: on {n_guard} held-out clips only "
             f"{int(run.guard.get('discordant', 0))} were classed consistently by one model and "
             f"not the other, fewer than the {min_discordant()} a lead beyond chance needs; the "
-            "teacher is saved instead (more clips, or a larger --guard-fraction, let it decide)"
+            f"teacher is {kept} instead (more clips, or a larger --guard-fraction, let it decide)"
         )
     else:
         verdict = (
             f"the guard found it not clearly better than teacher + transduction on {n_guard} "
-            "held-out clips (no label read): the teacher is saved instead"
+            f"held-out clips (no label read): the teacher is {kept} instead"
         )
-    message = f"saved model: trained on {len(split.adapt)} clips; {verdict}"
+    if not keep and ws.config.save_model:
+        verdict += (
+            "; the student is written to RUN/student as well (--keep-student)"
+            if ws.config.keep_student
+            else "; --keep-student writes the student to RUN/student as well"
+        )
+    message = f"{kept} model: trained on {len(split.adapt)} clips; {verdict}"
     if keep:
         log_progress(message, ws.progress)
     else:  # a warning, shown even with --quiet

@@ -86,7 +86,9 @@ def run_improve(config: ImproveConfig, out_dir: str | Path, progress: bool = Tru
     runs = runner.runs(variant, on_run=log_run, keep_scores=False, on_split=log_split)
     final = train_final(ws, variant) if config.save_model else None
     model_dir = save_model(ws, final, out_dir) if final is not None else None
+    student_dir = save_rejected_student(ws, final, out_dir) if final is not None else None
     report, confusions = build_report(ws, runs, time.perf_counter() - t0, model_dir)
+    report.student_dir = None if student_dir is None else str(student_dir)
     if final is not None:
         report.model_run = ModelRun(
             split=0,
@@ -146,6 +148,21 @@ def save_model(ws: Workspace, final: FinalModel, out_dir: Path) -> Path:
     name = "adapt_config.json" if ws.config.target == UNLABELED else "improve_config.json"
     (model_dir / name).write_text(json.dumps(public_text(ws.config.to_dict()), indent=2))
     return model_dir
+
+
+def save_rejected_student(ws: Workspace, final: FinalModel, out_dir: Path) -> Path | None:
+    """RUN/student (``keep_student``): the student the guard did not keep, written beside the
+    saved teacher with the run's configuration, for a user who classifies single clips without
+    transduction, where the guard's comparison (student + transduction against teacher +
+    transduction) does not apply. None when not asked for or when the student is RUN/model."""
+    from claptune.card import public_text
+
+    if not ws.config.keep_student or final.saved != "teacher":
+        return None
+    student_dir = Path(final.student.save(out_dir / "student"))
+    name = "adapt_config.json" if ws.config.target == UNLABELED else "improve_config.json"
+    (student_dir / name).write_text(json.dumps(public_text(ws.config.to_dict()), indent=2))
+    return student_dir
 
 
 def curation_record(settings: CurationSettings) -> dict | None:
@@ -278,5 +295,6 @@ __all__ = [
     "curation_record",
     "run_improve",
     "save_model",
+    "save_rejected_student",
     "write_improve_card",
 ]

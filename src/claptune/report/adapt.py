@@ -21,6 +21,7 @@ from claptune.report.format import (
     corpus_line,
     eval_lines,
     guard_lines,
+    rejected_student_line,
     summary_lines,
 )
 from claptune.report.page import (
@@ -103,7 +104,10 @@ def render_adapt_markdown(report: AdaptReport, figure_files: Sequence[str] = ())
     out = [f"- {line}" for line in summary_lines(report)]
     if report.model_dir:
         where = public_text(report.model_dir)  # the run folder's model/, beside this report
-        out.append(f"- Adapted model: `{where}/`, loadable with `claptune.load_model`.")
+        out.append(
+            f"- Adapted model: `{where}/`, loadable with `claptune.load_model`."
+            + (rejected_student_line(report.student_dir) if report.student_dir else "")
+        )
     out.append("")
     out += ["## Labels and the guard", ""]
     out += [f"- {line}" for line in guard_lines(report)]
@@ -148,7 +152,13 @@ def render_adapt_html(
     if report.model_dir:
         parts.append(
             f'<p class="muted">Adapted model: <code>{escape(public_text(report.model_dir))}/</code>, '
-            "loadable with <code>claptune.load_model</code>.</p>"
+            "loadable with <code>claptune.load_model</code>."
+            + (
+                escape(rejected_student_line(report.student_dir).replace("`", ""))
+                if report.student_dir
+                else ""
+            )
+            + "</p>"
         )
     parts.append("<h2>Labels and the guard</h2>")
     parts += [

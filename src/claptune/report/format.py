@@ -278,7 +278,18 @@ def saved_model_line(report: Report) -> str:
     else:  # a report of an older version
         what = f"the student of split {run.split}, seed {run.seed}"
     where = public_text(report.model_dir)  # the run folder's model/, beside this report
-    return f"Saved model: `{where}/` ({what}), loadable with `claptune.load_model`."
+    return f"Saved model: `{where}/` ({what}), loadable with `claptune.load_model`." + (
+        rejected_student_line(report.student_dir) if report.student_dir else ""
+    )
+
+
+def rejected_student_line(student_dir: str) -> str:
+    """What RUN/student holds (``--keep-student``), a sentence to append."""
+    return (
+        f" The student the guard did not keep is in `{public_text(student_dir)}/` "
+        "(--keep-student): for classifying single clips without transduction, where the "
+        "guard's comparison does not apply; nothing label-free vouches for it on these clips."
+    )
 
 
 # -- adapt: one run, no label -----------------------------------------------------------------

@@ -328,6 +328,8 @@ class BaseReport(JsonRecord):
     forgetting: Forgetting | None = None
     transfer: Transfer | None = None
     model_dir: str | None = None  # the saved model, loadable by load_model
+    # the student the guard did not keep, written beside the saved teacher (keep_student)
+    student_dir: str | None = None
     train: dict[str, Any] = field(default_factory=dict)  # the training overrides used
     failed_clips: list[dict[str, str]] = field(default_factory=list)  # item, reason
     timing_s: dict[str, float] = field(default_factory=dict)
@@ -340,7 +342,8 @@ class Report(BaseReport):
 
     KEYS: ClassVar[tuple[str, ...]] = tuple(
         "claptune_version model target splits seeds n_runs before after gain paired_test "
-        "curation runs templates forgetting transfer model_dir model_run train failed_clips "
+        "curation runs templates forgetting transfer model_dir student_dir model_run train "
+        "failed_clips "
         "timing_s config priors label_free pseudo_precision transductive".split()
     )
 
@@ -374,7 +377,8 @@ class AdaptReport(BaseReport):
     KEYS: ClassVar[tuple[str, ...]] = tuple(
         "claptune_version model target seed methods loss templates n_pairs priors criterion "
         "confidence margin classes agreement forgetting transfer label_free evaluation "
-        "model_dir guard saved predictions train train_result failed_clips timing_s config".split()
+        "model_dir student_dir guard saved predictions train train_result failed_clips timing_s "
+        "config".split()
     )
 
     seed: int
