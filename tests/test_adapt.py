@@ -364,7 +364,15 @@ def test_adapt_guard_and_predictions(unlabeled_task, teacher, tmp_path, capsys):
     assert not all((kept[k] == heads[k]).all() for k in heads)
     assert (out / "student" / "adapt_config.json").is_file()
     assert "student the guard did not keep" in printed
-    assert "(--keep-student)" in (out / "report.md").read_text()
+    assert "saved model (the teacher: the guard did not keep the student)" in printed
+    md = (out / "report.md").read_text()
+    assert "(--keep-student)" in md and "Saved model (the teacher" in md
+    assert "<code>" in (out / "report.html").read_text().split("(--keep-student)")[0][-400:]
+    # each folder's card says which model it holds
+    assert "did not keep the adapted student" in (out / "model" / "README.md").read_text()
+    assert (
+        "student the label-free guard did not keep" in (out / "student" / "README.md").read_text()
+    )
     # deterministic: the same command gives the same labels
     out2 = tmp_path / "run2"
     assert main(_argv(teacher, audio, classes, corpus, out2, "--no-save-model")) == 0
@@ -377,6 +385,12 @@ def test_adapt_guard_and_predictions(unlabeled_task, teacher, tmp_path, capsys):
     assert third.predictions["model"] == third.saved == report.saved
     # without --keep-student no student is written (nor with --no-save-model)
     assert not (out3 / "student").exists() and third.student_dir is None
+    # the two flags contradict each other: refused, nothing run
+    capsys.readouterr()
+    out4 = tmp_path / "run4"
+    argv = _argv(teacher, audio, classes, corpus, out4, "--no-save-model", "--keep-student")
+    assert main(argv) != 0
+    assert "--keep-student" in capsys.readouterr().err and not (out4 / "report.json").exists()
 
 
 def test_adapt_with_a_datasets_corpus_and_without_any(

@@ -387,7 +387,13 @@ def improve_and_print(config: ImproveConfig, out: Path, quiet: bool) -> int:
     print_summary(result.report)
     print(f"report: {out / 'report.html'}")
     if result.model_dir is not None:
-        print(f"improved model: {result.model_dir}")
+        teacher = result.report.model_run.saved == "teacher"
+        what = (
+            "saved model (the teacher: the guard did not keep the student)"
+            if teacher
+            else ("improved model")
+        )
+        print(f"{what}: {result.model_dir}")
     if result.report.student_dir:
         print(f"student the guard did not keep: {result.report.student_dir}")
     return 0

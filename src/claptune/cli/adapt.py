@@ -109,7 +109,13 @@ def run(args: argparse.Namespace) -> int:
     print_summary(result.report)
     print(f"report: {args.out / 'report.html'}")
     if result.model_dir is not None:
-        print(f"adapted model: {result.model_dir}")
+        teacher = result.report.saved == "teacher"
+        what = (
+            "saved model (the teacher: the guard did not keep the student)"
+            if teacher
+            else ("adapted model")
+        )
+        print(f"{what}: {result.model_dir}")
     if result.report.student_dir:
         print(f"student the guard did not keep: {result.report.student_dir}")
     return 0

@@ -114,6 +114,8 @@ def run_adapt(config: ImproveConfig, out_dir: str | Path, progress: bool = True)
     report.predictions = predictions
     if model_dir is not None:
         write_adapt_card(ws, report, model_dir)
+    if student_dir is not None:
+        write_adapt_card(ws, report, student_dir, rejected_student=True)
     from claptune.report.adapt import AdaptAssets, write_adapt_report
     from claptune.report.page import surest_rows
 
@@ -325,9 +327,13 @@ def score_labelled(ws: Workspace, student, target: str, root: str | None) -> Lab
     )
 
 
-def write_adapt_card(ws: Workspace, report: AdaptReport, model_dir: str | Path) -> Path:
-    """The adapted model's card: base model, corpus, curation and loss, the label-free figures
-    and, where a labelled set was scored, its before/after accuracy."""
+def write_adapt_card(
+    ws: Workspace, report: AdaptReport, model_dir: str | Path, rejected_student: bool = False
+) -> Path:
+    """The adapted model's card: base model, corpus, curation and loss, the label-free figures,
+    which model it is (the student, or the teacher the guard kept; ``rejected_student``: the
+    student the guard did not keep, RUN/student) and, where a labelled set was scored, the
+    teacher's and the student's accuracy there."""
     from claptune.card import CardInfo, CardResult, base_of, write_model_card
 
     ev = report.evaluation
@@ -341,10 +347,19 @@ def write_adapt_card(ws: Workspace, report: AdaptReport, model_dir: str | Path) 
                 after=ev.after.accuracy,
                 split="all",
                 note=f"{ev.n_clips} clips scored only; {ev.overlap} of them were adaptation clips "
-                "(used without labels)",
+                "(used without labels); before: the teacher, after: the adapted student",
             )
         )
     corpus = ws.config.corpus
+    name = f"{report.model.spec} adapted to {report.target.n_classes} classes"
+    if rejected_student:
+        which = "the adapted student the label-free guard did not keep"
+        name += " (the student the guard did not keep)"
+    elif report.saved == "teacher":
+        which = "the teacher: the label-free guard did not keep the adapted student"
+        name = f"{report.model.spec} for {report.target.n_classes} classes (the teacher, kept by the guard)"
+    else:
+        which = "the adapted student, kept by the label-free guard"
     return write_model_card(
         model_dir,
         CardInfo(
@@ -363,8 +378,9 @@ def write_adapt_card(ws: Workspace, report: AdaptReport, model_dir: str | Path) 
                 "teacher/student agreement": round(report.agreement.share, 4),
                 "curation settings": curation_record(ws.config.curation),
                 "training settings": report.train or None,
+                "this model": which,
             },
-            model_name=f"{report.model.spec} adapted to {report.target.n_classes} classes",
+            model_name=name,
         ),
     )
 

@@ -326,6 +326,11 @@ class ImproveConfig:
             raise ClaptuneError(
                 f"unknown transduction {self.transduction!r}; choose from {', '.join(TRANSDUCTIONS)}"
             )
+        if self.keep_student and not self.save_model:
+            raise ClaptuneError(
+                "--keep-student writes the student beside the saved model; with --no-save-model "
+                "nothing is saved: drop one of the two"
+            )
         if not 0.0 <= self.guard_fraction < 0.9:
             raise ClaptuneError(f"guard_fraction must be in [0, 0.9), got {self.guard_fraction}")
 

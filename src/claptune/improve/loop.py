@@ -29,6 +29,7 @@ from claptune.improve.curate import describe
 from claptune.improve.runs import RunOutcome
 from claptune.improve.splits import Split, whole_pool_split
 from claptune.improve.workspace import Workspace, log_progress
+from claptune.report.format import clips_were
 
 logger = logging.getLogger(__name__)
 
@@ -175,8 +176,8 @@ def train_final(ws: Workspace, variant: Variant | None = None) -> FinalModel:
     elif run.guard.get("decidable", 1.0) < 0.5:
         verdict = (
             f"the guard could not decide: on {n_guard} held-out clips only "
-            f"{int(run.guard.get('discordant', 0))} were classed consistently by one model and "
-            f"not the other, fewer than the {min_discordant()} a lead beyond chance needs; the "
+            f"{clips_were(int(run.guard.get('discordant', 0)))} classed consistently by one "
+            f"model and not the other, fewer than the {min_discordant()} a lead beyond chance needs; the "
             f"teacher is {kept} instead (more clips, or a larger --guard-fraction, let it decide)"
         )
     else:
@@ -188,7 +189,7 @@ def train_final(ws: Workspace, variant: Variant | None = None) -> FinalModel:
         verdict += (
             "; the student is written to RUN/student as well (--keep-student)"
             if ws.config.keep_student
-            else "; --keep-student writes the student to RUN/student as well"
+            else "; pass --keep-student to write the student to RUN/student as well"
         )
     message = f"{kept} model: trained on {len(split.adapt)} clips; {verdict}"
     if keep:

@@ -108,6 +108,8 @@ def run_improve(config: ImproveConfig, out_dir: str | Path, progress: bool = Tru
     )
     if model_dir is not None:
         write_improve_card(ws, report, model_dir)
+    if student_dir is not None:
+        write_improve_card(ws, report, student_dir, rejected_student=True)
     from claptune.report import ReportAssets, write_report
     from claptune.report.page import surest_rows
 
@@ -170,9 +172,12 @@ def curation_record(settings: CurationSettings) -> dict | None:
     return changed_fields(settings, CurationSettings()) or None
 
 
-def write_improve_card(ws: Workspace, report: Report, model_dir: str | Path) -> Path:
+def write_improve_card(
+    ws: Workspace, report: Report, model_dir: str | Path, rejected_student: bool = False
+) -> Path:
     """The saved model's card: base model, target and corpus, curation and loss, what was
-    saved (``train_final``) and the configuration's measured gain over the runs, with its
+    saved (``train_final``; ``rejected_student``: the card of RUN/student, the student the
+    guard did not keep) and the configuration's measured gain over the runs, with its
     two-stage interval."""
     from claptune.card import CardInfo, CardResult, base_of, write_model_card
 
@@ -191,13 +196,22 @@ def write_improve_card(ws: Workspace, report: Report, model_dir: str | Path) -> 
             f"[{100 * ts.ci_low:+.1f}, {100 * ts.ci_high:+.1f}]"
         )
     )
-    what = (
-        f"this model: the student trained on {saved.n_clips} of the {len(ws.items)} clips (no "
-        "label read), kept by the label-free guard"
-        if saved.saved == "student"
-        else "this model is the teacher: the label-free guard found the student trained on "
-        "all clips not clearly better than teacher + transduction"
-    )
+    if rejected_student:
+        what = (
+            f"this model: the student trained on {saved.n_clips} of the {len(ws.items)} clips "
+            "(no label read), which the label-free guard did not keep (it saved the teacher); "
+            "written by --keep-student for classifying single clips"
+        )
+    elif saved.saved == "student":
+        what = (
+            f"this model: the student trained on {saved.n_clips} of the {len(ws.items)} clips "
+            "(no label read), kept by the label-free guard"
+        )
+    else:
+        what = (
+            "this model is the teacher: the label-free guard found the student trained on "
+            "all clips not clearly better than teacher + transduction"
+        )
     return write_model_card(
         model_dir,
         CardInfo(
@@ -219,10 +233,15 @@ def write_improve_card(ws: Workspace, report: Report, model_dir: str | Path) -> 
                 "teacher": config.model,
                 "curation settings": curation_record(config.curation),
                 "training settings": report.train or None,
-                "saved": saved.saved,
+                "saved": "student (not kept by the guard)" if rejected_student else saved.saved,
                 "guard": saved.guard or None,
             },
-            model_name=f"{config.model} improved on {config.target}",
+            model_name=(
+                f"{config.model} for {config.target} (the teacher, kept by the guard)"
+                if saved.saved == "teacher" and not rejected_student
+                else f"{config.model} improved on {config.target}"
+                + (" (the student the guard did not keep)" if rejected_student else "")
+            ),
         ),
     )
 

@@ -32,6 +32,7 @@ from claptune.report.page import (
     html_page,
     html_table,
     inline_players,
+    md_code_to_html,
     md_config,
     md_figure,
     md_page,
@@ -99,13 +100,20 @@ def _title(report: AdaptReport) -> str:
     return f"claptune adapt: {report.model.spec} on {report.target.n_clips} unlabeled clips"
 
 
+def saved_what(report: AdaptReport) -> str:
+    """What RUN/model holds, as the start of a sentence."""
+    if report.saved == "teacher":
+        return "Saved model (the teacher: the label-free guard did not keep the adapted student)"
+    return "Adapted model"
+
+
 def render_adapt_markdown(report: AdaptReport, figure_files: Sequence[str] = ()) -> str:
     """report.md; ``figure_files``: the PNGs written beside it."""
     out = [f"- {line}" for line in summary_lines(report)]
     if report.model_dir:
         where = public_text(report.model_dir)  # the run folder's model/, beside this report
         out.append(
-            f"- Adapted model: `{where}/`, loadable with `claptune.load_model`."
+            f"- {saved_what(report)}: `{where}/`, loadable with `claptune.load_model`."
             + (rejected_student_line(report.student_dir) if report.student_dir else "")
         )
     out.append("")
@@ -151,10 +159,11 @@ def render_adapt_html(
     parts = [f"<p>{escape(line)}</p>" for line in summary_lines(report)]
     if report.model_dir:
         parts.append(
-            f'<p class="muted">Adapted model: <code>{escape(public_text(report.model_dir))}/</code>, '
+            f'<p class="muted">{escape(saved_what(report))}: '
+            f"<code>{escape(public_text(report.model_dir))}/</code>, "
             "loadable with <code>claptune.load_model</code>."
             + (
-                escape(rejected_student_line(report.student_dir).replace("`", ""))
+                md_code_to_html(rejected_student_line(report.student_dir))
                 if report.student_dir
                 else ""
             )

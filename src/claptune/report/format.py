@@ -393,9 +393,15 @@ def eval_lines(ev: LabelledEval) -> list[str]:
     return lines
 
 
+def clips_were(n: int) -> str:
+    """'1 was' / '3 were': the count of clips as the subject of a sentence."""
+    return f"{n} {'was' if n == 1 else 'were'}"
+
+
 def guard_lines(report: AdaptReport) -> list[str]:
     """What the user got and why: the guard's decision in words, then predictions.csv."""
     g, out = report.guard, []
+    kept = "saved" if report.model_dir else "kept (no model written)"
     if "keep_student" in g:
         n = int(g["n_clips"])
         cs, ct = 100 * g["consistency_student"], 100 * g["consistency_teacher"]
@@ -409,16 +415,16 @@ def guard_lines(report: AdaptReport) -> list[str]:
         elif g.get("decidable", 1.0) < 0.5:
             out.append(
                 f"Guard: **could not decide** on {n} clips held out of curation: only "
-                f"{int(g['discordant'])} were classed consistently by one model and not the "
-                f"other, fewer than the {min_discordant()} a lead beyond chance needs (no label "
-                "read). The teacher is saved; more clips, or a larger `--guard-fraction`, let "
-                "the guard decide."
+                f"{clips_were(int(g['discordant']))} classed consistently by one model and not "
+                f"the other, fewer than the {min_discordant()} a lead beyond chance needs (no "
+                f"label read). The teacher is {kept}; more clips, or a larger "
+                "`--guard-fraction`, let the guard decide."
             )
         else:
             out.append(
                 f"Guard: **the adapted student did not clearly beat the teacher** on {n} clips "
                 f"held out of curation (consistency {cs:.0f} % vs the teacher's {ct:.0f} %{test}, "
-                "no label read): the teacher is saved."
+                f"no label read): the teacher is {kept}."
             )
     else:
         out.append("Guard: not run (no clips were held out of curation; guard_fraction 0).")

@@ -49,6 +49,7 @@ from claptune.report.page import (
     html_page,
     html_table,
     inline_players,
+    md_code_to_html,
     md_config,
     md_figure,
     md_page,
@@ -331,7 +332,7 @@ def render_html(
     )
     parts += [f"<p>{escape(line)}</p>" for line in paired_test_lines(report)]
     if report.model_dir:
-        parts.append(f'<p class="muted">{escape(saved_model_line(report).replace("`", ""))}</p>')
+        parts.append(f'<p class="muted">{md_code_to_html(saved_model_line(report))}</p>')
     if corpus_line(report):
         parts.append(f"<p>{escape(corpus_line(report))}</p>")
 

@@ -388,6 +388,12 @@ def _first_seconds(path: str | Path, seconds: float, sample_rate: int) -> np.nda
     return np.concatenate(blocks)[:n] if blocks else np.zeros(0, np.float32)
 
 
+def md_code_to_html(text: str) -> str:
+    """``text`` escaped for HTML, its `code` spans as <code> elements."""
+    parts = escape(text).split("`")
+    return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
+
+
 __all__ = [
     "AUDIO_DIR",
     "CSS",
@@ -402,6 +408,7 @@ __all__ = [
     "html_page",
     "html_table",
     "inline_players",
+    "md_code_to_html",
     "md_config",
     "md_figure",
     "md_page",
