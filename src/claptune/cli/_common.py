@@ -386,14 +386,18 @@ def improve_and_print(config: ImproveConfig, out: Path, quiet: bool) -> int:
     result = run_improve(config, out, progress=not quiet)
     print_summary(result.report)
     print(f"report: {out / 'report.html'}")
-    if result.model_dir is not None:
-        teacher = result.report.model_run.saved == "teacher"
+    print_saved(result.model_dir, result.report.model_run.saved, result.report.student_dir)
+    return 0
+
+
+def print_saved(model_dir, saved: str, student_dir: str | None, made: str = "improved") -> None:
+    """Where the saved model (and ``--keep-student``'s student) went, and which model it is."""
+    if model_dir is not None:
         what = (
             "saved model (the teacher: the guard did not keep the student)"
-            if teacher
-            else ("improved model")
+            if saved == "teacher"
+            else f"{made} model"
         )
-        print(f"{what}: {result.model_dir}")
-    if result.report.student_dir:
-        print(f"student the guard did not keep: {result.report.student_dir}")
-    return 0
+        print(f"{what}: {model_dir}")
+    if student_dir:
+        print(f"student the guard did not keep: {student_dir}")

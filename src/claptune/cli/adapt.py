@@ -23,6 +23,7 @@ from claptune.cli._common import (
     add_run_flags,
     add_settings_flags,
     holds_out_folder,
+    print_saved,
     sub_parser,
 )
 from claptune.errors import ClaptuneError, did_you_mean
@@ -108,14 +109,5 @@ def run(args: argparse.Namespace) -> int:
     result = run_adapt(config_from_args(args), args.out, progress=not args.quiet)
     print_summary(result.report)
     print(f"report: {args.out / 'report.html'}")
-    if result.model_dir is not None:
-        teacher = result.report.saved == "teacher"
-        what = (
-            "saved model (the teacher: the guard did not keep the student)"
-            if teacher
-            else ("adapted model")
-        )
-        print(f"{what}: {result.model_dir}")
-    if result.report.student_dir:
-        print(f"student the guard did not keep: {result.report.student_dir}")
+    print_saved(result.model_dir, result.report.saved, result.report.student_dir, "adapted")
     return 0
