@@ -291,9 +291,9 @@ def run_unlabeled(args: argparse.Namespace) -> int:
     )
     for item, reason in failed:
         print(f"skipped {printable(item)}: {reason}", file=sys.stderr)
+    how = "no" if args.transductive == "none" else args.transductive
     print(
-        f"{len(kept_items)} clips labelled ({args.transductive} transduction); "
-        f"wrote {args.out / 'predictions.csv'}"
+        f"{len(kept_items)} clips labelled ({how} transduction); wrote {args.out / 'predictions.csv'}"
     )
     return 0
 

@@ -357,7 +357,10 @@ def write_adapt_card(
         name += " (the student the guard did not keep)"
     elif report.saved == "teacher":
         which = "the teacher: the label-free guard did not keep the adapted student"
-        name = f"{report.model.spec} for {report.target.n_classes} classes (the teacher, kept by the guard)"
+        name = (
+            f"{report.model.spec} for {report.target.n_classes} classes "
+            "(the teacher: the guard did not keep the student)"
+        )
     else:
         which = "the adapted student, kept by the label-free guard"
     return write_model_card(

@@ -237,7 +237,8 @@ def write_improve_card(
                 "guard": saved.guard or None,
             },
             model_name=(
-                f"{config.model} for {config.target} (the teacher, kept by the guard)"
+                f"{config.model} for {config.target} (the teacher: the guard did not keep the "
+                "student)"
                 if saved.saved == "teacher" and not rejected_student
                 else f"{config.model} improved on {config.target}"
                 + (" (the student the guard did not keep)" if rejected_student else "")
