@@ -183,6 +183,7 @@ def test_adapt_end_to_end_cli(unlabeled_task, teacher, tmp_path, capsys):
 
     md, html = (out / "report.md").read_text(), (out / "report.html").read_text()
     assert "Per class" in md and "Forgetting and transfer checks" in md
+    assert "transfer check accuracy (2 clips; one clip moves it 50 points)" in md
     agree = f"{100 * report.label_free['pseudo_agreement']:.1f} % of clips"
     assert f"Student/refined pseudo-label agreement: {agree}" in md
     # one player per class: its curated pair, or the teacher's surest clip where it has none
