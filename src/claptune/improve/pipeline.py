@@ -144,12 +144,18 @@ def save_model(ws: Workspace, final: FinalModel, out_dir: Path) -> Path:
     """RUN/model: the model ``train_final`` chose, with the run's configuration beside it
     (``improve_config.json``, or ``adapt_config.json`` for a user's unlabeled clips) stripped
     of this machine's paths, since the folder may be published (``claptune push``)."""
+    return _save_with_config(ws, final.model, out_dir / "model")
+
+
+def _save_with_config(ws: Workspace, model, folder: Path) -> Path:
+    """``model`` saved to ``folder`` with the run's configuration beside it (``adapt_config.json``
+    or ``improve_config.json``), stripped of this machine's paths."""
     from claptune.card import public_text
 
-    model_dir = Path(final.model.save(out_dir / "model"))
+    saved = Path(model.save(folder))
     name = "adapt_config.json" if ws.config.target == UNLABELED else "improve_config.json"
-    (model_dir / name).write_text(json.dumps(public_text(ws.config.to_dict()), indent=2))
-    return model_dir
+    (saved / name).write_text(json.dumps(public_text(ws.config.to_dict()), indent=2))
+    return saved
 
 
 def save_rejected_student(ws: Workspace, final: FinalModel, out_dir: Path) -> Path | None:
@@ -157,14 +163,9 @@ def save_rejected_student(ws: Workspace, final: FinalModel, out_dir: Path) -> Pa
     saved teacher with the run's configuration, for a user who classifies single clips without
     transduction, where the guard's comparison (student + transduction against teacher +
     transduction) does not apply. None when not asked for or when the student is RUN/model."""
-    from claptune.card import public_text
-
     if not ws.config.keep_student or final.saved != "teacher":
         return None
-    student_dir = Path(final.student.save(out_dir / "student"))
-    name = "adapt_config.json" if ws.config.target == UNLABELED else "improve_config.json"
-    (student_dir / name).write_text(json.dumps(public_text(ws.config.to_dict()), indent=2))
-    return student_dir
+    return _save_with_config(ws, final.student, out_dir / "student")
 
 
 def curation_record(settings: CurationSettings) -> dict | None:

@@ -107,15 +107,19 @@ def saved_what(report: AdaptReport) -> str:
     return "Adapted model"
 
 
+def saved_line(report: AdaptReport) -> str:
+    """Where RUN/model (and ``--keep-student``'s RUN/student) went, in Markdown."""
+    where = public_text(report.model_dir)  # the run folder's model/, beside this report
+    return f"{saved_what(report)}: `{where}/`, loadable with `claptune.load_model`." + (
+        rejected_student_line(report.student_dir) if report.student_dir else ""
+    )
+
+
 def render_adapt_markdown(report: AdaptReport, figure_files: Sequence[str] = ()) -> str:
     """report.md; ``figure_files``: the PNGs written beside it."""
     out = [f"- {line}" for line in summary_lines(report)]
     if report.model_dir:
-        where = public_text(report.model_dir)  # the run folder's model/, beside this report
-        out.append(
-            f"- {saved_what(report)}: `{where}/`, loadable with `claptune.load_model`."
-            + (rejected_student_line(report.student_dir) if report.student_dir else "")
-        )
+        out.append(f"- {saved_line(report)}")
     out.append("")
     out += ["## Labels and the guard", ""]
     out += [f"- {line}" for line in guard_lines(report)]
@@ -158,17 +162,7 @@ def render_adapt_html(
     figures = figures or {}
     parts = [f"<p>{escape(line)}</p>" for line in summary_lines(report)]
     if report.model_dir:
-        parts.append(
-            f'<p class="muted">{escape(saved_what(report))}: '
-            f"<code>{escape(public_text(report.model_dir))}/</code>, "
-            "loadable with <code>claptune.load_model</code>."
-            + (
-                md_code_to_html(rejected_student_line(report.student_dir))
-                if report.student_dir
-                else ""
-            )
-            + "</p>"
-        )
+        parts.append(f'<p class="muted">{md_code_to_html(saved_line(report))}</p>')
     parts.append("<h2>Labels and the guard</h2>")
     parts += [
         f"<p>{escape(line.replace('**', '').replace('`', ''))}</p>" for line in guard_lines(report)
