@@ -101,7 +101,9 @@ def test_zeroshot_console_script_with_non_utf8_names(undecodable_names, tiny_cla
     assert "Traceback" not in proc.stderr
     assert "cl\\xffass" in proc.stdout  # the class folder's name, printable
     assert proc.stderr.count("worse\\xff.wav") == 2  # one skipped clip per class folder
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=300, env=env)
+    proc = subprocess.run(
+        [*argv, "--overwrite"], capture_output=True, text=True, timeout=300, env=env
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "worse\\xff.wav" in lines[0], proc.stderr

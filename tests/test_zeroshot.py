@@ -346,6 +346,13 @@ def test_cli_zeroshot_labels_unlabeled_clips(tiny_clap_dir, tmp_path, capsys):
     assert report["transductive"]["accuracy"] == pytest.approx(np.mean(trans == ds.labels))
     with (out / "predictions.csv").open() as f:
         assert [r["label"] for r in csv.DictReader(f)] == [ds.class_names[c] for c in trans]
+    # a finished run's folder is replaced only with --overwrite, and then wholly: the plain
+    # run writes no predictions.csv, so the transductive run's goes
+    again = argv + ["--num-workers", "0", "--quiet", "--out", str(out)]
+    assert main(again) == 2
+    assert "pass --overwrite" in capsys.readouterr().err
+    assert main(again + ["--overwrite"]) == 0
+    assert not (out / "predictions.csv").exists() and (out / "zeroshot.json").is_file()
     # one-line errors, exit 2
     for bad in (
         ["--audio", str(root)],

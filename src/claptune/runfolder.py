@@ -1,5 +1,5 @@
-"""One run per output folder: ``improve``, ``adapt``, ``demo`` and ``ablate`` hold their
-``--out`` while they run, and a finished folder is replaced only when asked.
+"""One run per output folder: ``improve``, ``adapt``, ``demo``, ``ablate`` and ``zeroshot`` hold
+their ``--out`` while they run, and a finished folder is replaced only when asked.
 
 ``hold_run_folder(out, command, overwrite)`` takes an advisory lock (``fcntl.flock`` on
 ``out/.claptune-lock``, released by the kernel when the process dies, so a killed run never
@@ -83,11 +83,10 @@ def _clear_finished(out: Path, command: str, overwrite: bool) -> None:
     if not overwrite:
         what = f"claptune {record.get('command', 'run')}" if isinstance(record, dict) else "run"
         raise ClaptuneError(
-            f"{out} holds a finished {what} (its report and model); pass --overwrite to replace "
-            "it, or choose another --out"
+            f"{out} holds a finished {what} (the files it wrote: {_listed(record)}); pass "
+            "--overwrite to replace them, or choose another --out"
         )
-    written = record.get("written", []) if isinstance(record, dict) else []
-    for name in written:
+    for name in _written(record):
         if not isinstance(name, str) or "/" in name or name in ("", ".", "..", LOCK_FILE):
             continue
         path = out / name
@@ -96,6 +95,21 @@ def _clear_finished(out: Path, command: str, overwrite: bool) -> None:
         else:
             path.unlink(missing_ok=True)
     record_path.unlink(missing_ok=True)
+
+
+def _written(record) -> list:
+    """The entries a finished run's record lists (none for a record unread or from before)."""
+    written = record.get("written", []) if isinstance(record, dict) else []
+    return written if isinstance(written, list) else []
+
+
+def _listed(record) -> str:
+    """The first entries of a finished run's record, for the refusal: ``report.json, model``."""
+    names = [str(n) for n in _written(record)]
+    if not names:
+        return "its report"
+    shown = ", ".join(names[:4])
+    return shown + (f" and {len(names) - 4} more" if len(names) > 4 else "")
 
 
 __all__ = ["LOCK_FILE", "RECORD_FILE", "hold_run_folder"]

@@ -272,7 +272,7 @@ def add_overwrite(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--overwrite",
         action="store_true",
-        help="replace the finished run in --out (its report and model; nothing else there)",
+        help="replace the finished run in --out (the files it wrote; nothing else there)",
     )
 
 

@@ -22,7 +22,8 @@ writes DIR/predictions.csv (path,label,confidence,runner_up,runner_up_confidence
 --transductive [METHOD] refines the scores over all the clips together without a label
 (claptune.evaluate.transductive; default method: claptune = label propagation on the kNN audio
 graph, then Sinkhorn balancing); on a labelled --target it also writes predictions.csv and
-reports the transductive accuracy beside the plain one.
+reports the transductive accuracy beside the plain one. A finished run's DIR is replaced only
+with --overwrite (as improve and adapt do).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from claptune.cli._common import (
     add_device,
     add_num_workers,
     add_on_error,
+    add_overwrite,
     add_quiet,
     add_template,
     alias,
@@ -109,13 +111,15 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     add_device(p)
     p.add_argument("--out", required=True, type=Path, help="output folder")
     add_quiet(p)
+    add_overwrite(p)
     return p
 
 
 def run(args: argparse.Namespace) -> int:
-    from claptune.data import load_dataset
+    """Check the flags, then hold ``--out`` (a finished run there needs ``--overwrite``) and
+    label the clips or score the data set."""
     from claptune.evaluate.transductive import TRANSDUCTIONS
-    from claptune.evaluate.zeroshot import evaluate_zeroshot, resolve_templates
+    from claptune.runfolder import hold_run_folder
 
     if args.batch_size < 1 or args.num_workers < 0:
         raise ClaptuneError("--batch-size must be >= 1 and --num-workers >= 0")
@@ -123,10 +127,25 @@ def run(args: argparse.Namespace) -> int:
         raise ClaptuneError(
             f"unknown --transductive {args.transductive!r}; choose from {', '.join(TRANSDUCTIONS)}"
         )
-    if args.audio is not None or args.classes is not None:
-        return run_unlabeled(args)
-    if args.target is None:
+    unlabeled = args.audio is not None or args.classes is not None
+    if unlabeled:
+        if args.audio is None or args.classes is None:
+            raise ClaptuneError("--audio and --classes go together (clips without labels)")
+        if args.target is not None:
+            raise ClaptuneError(
+                "give either --target (a labelled set) or --audio (clips), not both"
+            )
+    elif args.target is None:
         raise ClaptuneError("--target is required (esc50, us8k, tut2017, folder or csv)")
+    with hold_run_folder(args.out, "zeroshot", overwrite=args.overwrite):
+        return run_unlabeled(args) if unlabeled else run_labelled(args)
+
+
+def run_labelled(args: argparse.Namespace) -> int:
+    """--target: accuracy, per-class and per-fold scores and a confusion matrix."""
+    from claptune.data import load_dataset
+    from claptune.evaluate.zeroshot import evaluate_zeroshot, resolve_templates
+
     folds = parse_folds(args.folds)
     templates = resolve_templates(args.templates or ["ensemble"])  # improve's default
     extra = {"split": args.split} if args.split else {}
@@ -221,10 +240,6 @@ def run_unlabeled(args: argparse.Namespace) -> int:
     from claptune.curation.inputs import class_names_from
     from claptune.evaluate.zeroshot import resolve_templates
 
-    if args.audio is None or args.classes is None:
-        raise ClaptuneError("--audio and --classes go together (clips without labels)")
-    if args.target is not None:
-        raise ClaptuneError("give either --target (a labelled set) or --audio (clips), not both")
     class_names = class_names_from(args.classes)
     if len(class_names) < 2:
         raise ClaptuneError("--classes needs at least 2 class names")
