@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -155,11 +155,16 @@ RUN_FLAGS = ("on_error", "cache_dir")
 
 
 def add_fields(
-    p: argparse.ArgumentParser, cls: type, names: Sequence[str], required: Sequence[str] = ()
+    p: argparse.ArgumentParser,
+    cls: type,
+    names: Sequence[str],
+    required: Sequence[str] = (),
+    helps: Mapping[str, str] | None = None,
 ) -> None:
     """One flag per field of the dataclass ``cls`` in ``names``, generated from the field: its
-    name (or ``metadata["flag"]``), type, choices, help and default. A flag not given parses to
-    None, so that a ``--config`` file's value (else the field's default) applies."""
+    name (or ``metadata["flag"]``), type, choices, help (``helps[name]`` where a command uses
+    the field its own way) and default. A flag not given parses to None, so that a
+    ``--config`` file's value (else the field's default) applies."""
     from dataclasses import fields
 
     from claptune.typed import field_default
@@ -168,6 +173,8 @@ def add_fields(
     for name in names:
         f = by_name[name]
         meta = dict(f.metadata)
+        if helps and name in helps:
+            meta["help"] = helps[name]
         flag = meta.get("flag", "--" + name.replace("_", "-"))
         default = meta.get("default_text")
         if default is None:
@@ -203,12 +210,15 @@ def add_fields(
 
 
 def add_config_flags(
-    p: argparse.ArgumentParser, names: Sequence[str], required: Sequence[str] = ()
+    p: argparse.ArgumentParser,
+    names: Sequence[str],
+    required: Sequence[str] = (),
+    helps: Mapping[str, str] | None = None,
 ) -> None:
     """``add_fields`` of ``ImproveConfig``: the flags of improve, adapt, ablate and demo."""
     from claptune.improve.config import ImproveConfig
 
-    add_fields(p, ImproveConfig, names, required)
+    add_fields(p, ImproveConfig, names, required, helps)
 
 
 def add_settings_flags(p: argparse.ArgumentParser) -> None:

@@ -1,15 +1,20 @@
-"""``claptune adapt``: fine-tune a model on your own unlabeled recordings and class names.
+"""``claptune adapt``: label your own unlabeled recordings and fine-tune a model on them.
 
     claptune adapt --model default --audio recordings/ --classes classes.txt --out runs/mine
     claptune adapt --audio clips/ --classes classes.txt --out RUN --eval esc50:data/esc50
 
-No label is needed: curation pairs the clips the teacher is surest of with their class's prompt
-(improve's default curation and loss), the paired corpus is replayed, and RUN gets model/ (the
-adapted model, with its card, loadable with ``claptune.load_model``), pairs.csv and a label-free
-report (report.json, report.md, report.html): the class shares curation balanced to,
-pseudo-labels per class, their confidence and margin, teacher/student agreement, the forgetting
-and transfer checks, and the curated clips to listen to. ``--eval TARGET:ROOT`` scores teacher
-and student on a labelled set (esc50, us8k, tut2017, folder or csv) and uses it for nothing else.
+No label is needed. RUN/predictions.csv gives every clip a label (path,label,confidence and the
+runner-up), from the teacher's scores refined over all the clips together (--transductive).
+Curation pairs the clips the teacher is surest of with their class's prompt (improve's default
+curation and loss), the paired corpus is replayed, and a label-free guard decides on a held-out
+slice of the clips (--guard-fraction) whether the student beats the teacher: RUN/model is the
+one it keeps (loadable with ``claptune.load_model``, with its card; --keep-student writes a
+student it did not keep to RUN/student). RUN also gets pairs.csv and a label-free report
+(report.json, report.md, report.html): the class shares curation balanced to, pseudo-labels per
+class, their confidence and margin, teacher/student agreement, the guard's decision, the
+forgetting and transfer checks, and the curated clips to listen to. ``--eval TARGET:ROOT``
+scores teacher and student on a labelled set (esc50, us8k, tut2017, folder or csv) and uses it
+for nothing else.
 """
 
 from __future__ import annotations
@@ -56,6 +61,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
             "save_model",
             "keep_student",
         ],
+        helps={
+            "seed": "seed of the guard's held-out slice and of training (curation itself is "
+            "deterministic)"
+        },
     )
     add_settings_flags(p)
     add_run_flags(p)
