@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+from pathlib import Path
 
 import pytest
 
@@ -335,11 +336,17 @@ def test_adapt_guard_and_predictions(unlabeled_task, teacher, tmp_path, capsys):
     report = AdaptReport.read(out / "report.json")
     split = report.config  # the guard slice is recorded through the workspace's split
     g = report.guard
-    assert g["n_clips"] == 2 and g["keep_student"] in (0.0, 1.0)
+    assert g["n_clips"] == 2 and isinstance(g["keep_student"], bool)
     for key in ("consistency_student", "consistency_teacher", "agreement_student"):
         assert 0.0 <= g[key] <= 1.0
     assert report.saved == ("student" if g["keep_student"] else "teacher")
     assert split["guard_fraction"] == 0.2
+    # the configuration lists what adapt reads: no data set, splits or test parts of improve's,
+    # and the cache as an absolute folder
+    assert not {"root", "n_splits", "n_seeds", "test_fraction", "split"} & set(split)
+    assert Path(split["cache_dir"]).is_absolute()
+    saved_config = json.loads((out / "model" / "adapt_config.json").read_text())
+    assert "n_splits" not in saved_config and saved_config["guard_fraction"] == 0.2
     # curation saw only the clips outside the guard slice: 10 of the 12 that decoded
     assert sum(report.confidence.counts) == 10
     with (out / "predictions.csv").open() as f:
@@ -353,6 +360,12 @@ def test_adapt_guard_and_predictions(unlabeled_task, teacher, tmp_path, capsys):
     assert sum(counts.values()) == 12 and report.predictions["model"] == "teacher"
     for name, n in counts.items():
         assert n == sum(r["label"] == name for r in rows)
+    # the per-class table: curation's counts over the 10 clips it saw, the labels over all 12
+    assert sum(r.teacher for r in report.classes.values()) == 10
+    assert {c: r.labelled for c, r in report.classes.items()} == counts
+    md = (out / "report.md").read_text()
+    assert "the 10 clips curation saw (the guard's 2 clips held out)" in md
+    assert "labelled (predictions.csv)" in md and "over all 12 clips" in md
     # the saved model is the one the guard chose: the teacher's heads when it rejected
     saved = load_model(out / "model").head_state_dict()
     heads = load_model(teacher[0]).head_state_dict()

@@ -138,15 +138,17 @@ def test_guard_keeps_the_student_only_on_a_lead_beyond_chance():
     student_plain = np.zeros(n, int)
     # on a tie the teacher (+ transduction) is kept, though the student is fully consistent
     tie = guard_signals(teacher_plain, teacher_trans, student_plain, student_plain.copy())
-    assert tie["discordant"] == 0 and not guard_keeps(tie)
-    assert tie["decidable"] == 0.0  # no clip could show a lead: it says it could not decide
+    assert tie["discordant"] == 0 and not guard_keeps(tie) and tie["keep_student"] is False
+    assert type(tie["n_clips"]) is int and type(tie["discordant"]) is int
+    assert guard_keeps({"keep_student": 1.0}) and not guard_keeps({"keep_student": 0.0})  # old
+    assert tie["decidable"] is False  # no clip could show a lead: it says it could not decide
     assert min_discordant(0.05) == 5 and sign_test(5, 5) < 0.05 < sign_test(4, 4)
     # the teacher's transduction corrects 12 of its clips, the student's none: 12 discordant
     # clips all for the student, p = 2^-12, so the student is kept
     teacher_trans[:12] = 1
     lead = guard_signals(teacher_plain, teacher_trans, student_plain, student_plain.copy())
     assert lead["discordant"] == 12 and lead["p_value"] == pytest.approx(2.0**-12)
-    assert guard_keeps(lead) and lead["decidable"] == 1.0
+    assert guard_keeps(lead) and lead["decidable"] is True and lead["keep_student"] is True
     # a lead of 3 clips to 1 could be chance (p = 5/16): the teacher is kept
     teacher_trans[:] = 0
     teacher_trans[:3] = 1

@@ -34,9 +34,9 @@ def guard_signals(
     student_plain: np.ndarray,
     student_transduced: np.ndarray,
     alpha: float = GUARD_ALPHA,
-) -> dict[str, float]:
+) -> dict[str, float | int | bool]:
     """The guard's signals on its clips (each argument: (N,) classes of the same clips) and its
-    decision ``keep_student`` (1.0 or 0.0).
+    decision ``keep_student`` (a bool; counts are ints, shares and ``p_value`` floats).
 
     How much transduction has to correct a model is read as how far its plain predictions
     stand from the structure of the clips: ``consistency_student`` is the share of clips whose
@@ -49,8 +49,8 @@ def guard_signals(
     ``agreement_*``: each model's plain class against the teacher's transductive class, recorded
     beside it (bench/bench_guard.py measures both).
     """
-    out = {
-        "n_clips": float(len(teacher_plain)),
+    out: dict[str, float | int | bool] = {
+        "n_clips": len(teacher_plain),
         "consistency_student": agreement(student_plain, student_transduced),
         "consistency_teacher": agreement(teacher_plain, teacher_transduced),
         "agreement_student": agreement(student_plain, teacher_transduced),
@@ -64,12 +64,12 @@ def guard_signals(
     student_only = (sp == st) & (tp != tt)
     teacher_only = (tp == tt) & (sp != st)
     wins, discordant = int(student_only.sum()), int(student_only.sum() + teacher_only.sum())
-    out["discordant"] = float(discordant)
+    out["discordant"] = discordant
     out["p_value"] = sign_test(wins, discordant)
     # with fewer discordant clips than this, not even a clean sweep reaches alpha: the guard
     # cannot keep the student, whatever the student is worth (a larger guard slice can)
-    out["decidable"] = float(discordant >= min_discordant(alpha))
-    out["keep_student"] = float(out["p_value"] < alpha)
+    out["decidable"] = bool(discordant >= min_discordant(alpha))
+    out["keep_student"] = bool(out["p_value"] < alpha)
     return out
 
 
@@ -93,10 +93,10 @@ def sign_test(wins: int, n: int) -> float:
     return float(binom.sf(wins - 1, n, 0.5))
 
 
-def guard_keeps(guard: dict[str, float]) -> bool:
+def guard_keeps(guard: dict[str, float | int | bool]) -> bool:
     """Whether the guard's record (``guard_signals``) keeps the student; without a decision
-    (no guard clips) the student is kept."""
-    return guard.get("keep_student", 1.0) >= 0.5
+    (no guard clips) the student is kept. Records of earlier versions hold 1.0 / 0.0."""
+    return bool(guard.get("keep_student", True) >= 0.5)
 
 
 __all__ = [

@@ -112,6 +112,8 @@ def run_adapt(config: ImproveConfig, out_dir: str | Path, progress: bool = True)
     report.saved = final.saved
     report.student_dir = None if student_dir is None else str(student_dir)
     report.predictions = predictions
+    for name, n in predictions["counts"].items():
+        report.classes[name].labelled = n
     if model_dir is not None:
         write_adapt_card(ws, report, model_dir)
     if student_dir is not None:
@@ -261,7 +263,7 @@ def build_adapt_report(
         train_result=run.train,
         failed_clips=[{"item": i, "reason": r} for i, r in ws.failed],
         timing_s={"setup": ws.setup_seconds, "total": seconds},
-        config=config.to_dict(),
+        config=config.record(),
     )
 
 

@@ -37,6 +37,20 @@ UNLABELED = "unlabeled"
 _DEV_CORPUS = Path(__file__).resolve().parents[4] / "shared" / "data" / "captioned-sfx"
 
 
+# the ImproveConfig fields adapt does not read: no data set to load (its clips are ``audio``),
+# no test parts or splits (the guard slice is ``guard_fraction``), one training seed, and its
+# report's players are ``audio_per_class`` alone
+IMPROVE_ONLY = (
+    "root",
+    "download",
+    "n_splits",
+    "n_seeds",
+    "test_fraction",
+    "split",
+    "audio_samples",
+)
+
+
 def default_cache_dir() -> str:
     """CLAPTUNE_CACHE, else ~/.cache/claptune: frozen features reused across runs."""
     return os.environ.get("CLAPTUNE_CACHE") or str(Path.home() / ".cache" / "claptune")
@@ -258,6 +272,8 @@ class ImproveConfig:
             self.train = override(improve_training(), self.train, "training override")
         if self.corpus in ("", "none"):
             self.corpus = None
+        if self.cache_dir:  # recorded absolute: a report read later names the folder used
+            self.cache_dir = str(Path(self.cache_dir).expanduser().resolve())
         if self.audio_per_class is None:
             self.audio_per_class = 1 if self.target == UNLABELED else 2
         from claptune.evaluate.zeroshot import resolve_templates
@@ -355,6 +371,16 @@ class ImproveConfig:
         d = asdict(self)
         for key in ("methods", "templates", "audio", "class_names"):
             d[key] = list(d[key])
+        return d
+
+    def record(self) -> dict[str, Any]:
+        """``to_dict`` without the settings this run does not read: ``adapt`` (the unlabeled
+        target) has no data set to load, no splits and one training seed, so its reports and
+        saved configuration leave those out (``from_dict`` restores their defaults)."""
+        d = self.to_dict()
+        if self.target == UNLABELED:
+            for key in IMPROVE_ONLY:
+                d.pop(key, None)
         return d
 
 

@@ -140,7 +140,7 @@ class FinalModel:
     run: RunOutcome  # what Workspace.outcome measured of the student (guard included)
 
     @property
-    def guard(self) -> dict[str, float]:
+    def guard(self) -> dict[str, float | int | bool]:
         return self.run.guard
 
     @property
@@ -173,7 +173,7 @@ def train_final(ws: Workspace, variant: Variant | None = None) -> FinalModel:
     kept = "saved" if ws.config.save_model else "kept"  # --no-save-model writes no model
     if keep:
         verdict = "the guard kept it"
-    elif run.guard.get("decidable", 1.0) < 0.5:
+    elif not run.guard.get("decidable", True):
         verdict = (
             f"the guard could not decide: on {n_guard} held-out clips only "
             f"{clips_were(int(run.guard.get('discordant', 0)))} classed consistently by one "

@@ -154,7 +154,7 @@ def _save_with_config(ws: Workspace, model, folder: Path) -> Path:
 
     saved = Path(model.save(folder))
     name = "adapt_config.json" if ws.config.target == UNLABELED else "improve_config.json"
-    (saved / name).write_text(json.dumps(public_text(ws.config.to_dict()), indent=2))
+    (saved / name).write_text(json.dumps(public_text(ws.config.record()), indent=2))
     return saved
 
 

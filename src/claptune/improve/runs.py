@@ -67,7 +67,7 @@ class RunOutcome:
     # elsewhere; the guard's signals and decision
     trans_before: np.ndarray | None = None
     trans_after: np.ndarray | None = None
-    guard: dict[str, float] = field(default_factory=dict)
+    guard: dict[str, float | int | bool] = field(default_factory=dict)
     # (N,) the teacher's classes by every label-free transduction over every clip of the
     # target, on the guard clips (-1 elsewhere): the peers
     peers: dict[str, np.ndarray] = field(default_factory=dict)
@@ -322,7 +322,7 @@ def summarize_pipelines(
             ),
             trained=per_run[0][name][1],
         )
-    guard: dict[str, float] = {}
+    guard: dict[str, float | int] = {}
     decided = [r for r in runs if "keep_student" in r.guard]
     if decided:
         kept = np.array([guard_keeps(r.guard) for r in decided])
@@ -333,11 +333,11 @@ def summarize_pipelines(
             ]
         )
         guard = {
-            "runs": float(len(decided)),
+            "runs": len(decided),
             "kept_student": float(kept.mean()),
             "right": float(np.mean(kept == better)),
-            "kept_a_worse_student": float(np.sum(kept & ~better)),
-            "rejected_a_better_student": float(np.sum(~kept & better)),
+            "kept_a_worse_student": int(np.sum(kept & ~better)),
+            "rejected_a_better_student": int(np.sum(~kept & better)),
         }
     return Transductive(method=method, rows=rows, guard=guard)
 

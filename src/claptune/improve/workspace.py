@@ -465,7 +465,7 @@ class Workspace:
         clips = split.guard_clips
         trans_before = np.full(len(self.items), -1, dtype=np.int64)
         trans_after = np.full(len(self.items), -1, dtype=np.int64)
-        guard: dict[str, float] = {}
+        guard: dict[str, float | int | bool] = {}
         if len(clips) >= 2:
             student_trans = self.transduced(student, student_emb)
             trans_before[clips] = predict_from_scores(self.teacher_transduced()[clips])

@@ -18,7 +18,9 @@ from claptune.report.format import (
     CLASS_HEADER,
     check_rows,
     class_rows,
+    class_table_note,
     corpus_line,
+    count,
     eval_lines,
     guard_lines,
     rejected_student_line,
@@ -142,7 +144,7 @@ def render_adapt_markdown(report: AdaptReport, figure_files: Sequence[str] = ())
         out += [
             "## Per class",
             "",
-            "Clip counts; shares and agreement in percent. No label was read.",
+            class_table_note(report),
             "",
         ]
         out += md_table(CLASS_HEADER, class_rows(report))
@@ -195,6 +197,7 @@ def render_adapt_html(
     if report.classes:
         parts.append("<h2>Per class</h2>")
         parts.append(html_img(figures, "classes.png", "clips per class"))
+        parts.append(f'<p class="muted">{escape(class_table_note(report))}</p>')
         rows = [tuple(escape(c) for c in row) for row in class_rows(report)]
         parts.append(html_table(CLASS_HEADER, rows))
     parts += _listen(assets, players)
@@ -211,8 +214,8 @@ def _listen(assets: AdaptAssets, players: list[tuple[dict, Preview]] | None) -> 
     curated = pairs_by_class(assets.pairs)
     if fallback := len(classes) - len(curated):
         parts.append(
-            f'<p class="muted">{fallback} classes got no curated pair: their players '
-            "are the clips the teacher is surest of.</p>"
+            f'<p class="muted">{count(fallback, "class", "classes")} got no curated pair: their '
+            "players are the clips the teacher is surest of.</p>"
         )
     if players is None:
         players = inline_players(_heard(assets), assets.audio_seconds)
@@ -223,7 +226,7 @@ def _listen(assets: AdaptAssets, players: list[tuple[dict, Preview]] | None) -> 
         table = players_table(mine) if mine else ""
         if listed:
             table += pairs_table(listed, method=False)
-        what = f"{len(rows)} pairs" if cls in curated else "no curated pair"
+        what = count(len(rows), "pair") if cls in curated else "no curated pair"
         parts.append(f"<details><summary>{escape(cls)}: {what}</summary>{table}</details>")
     return parts
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from claptune.evaluate.label_free import min_discordant
+from claptune.evaluate.label_free import guard_keeps, min_discordant
 from claptune.textfiles import public_text
 
 if TYPE_CHECKING:
@@ -346,7 +346,7 @@ def check_rows(report: AdaptReport) -> list[tuple[str, str, str]]:
                 pct(tr.after.accuracy.mean),
             ),
             (
-                f"transfer check class-mean accuracy ({tr.n_classes} classes)",
+                f"transfer check class-mean accuracy ({count(tr.n_classes, 'class', 'classes')})",
                 pct(tr.before.class_mean_accuracy),
                 pct(tr.after.class_mean_accuracy.mean),
             ),
@@ -355,7 +355,8 @@ def check_rows(report: AdaptReport) -> list[tuple[str, str, str]]:
 
 
 def class_rows(report: AdaptReport) -> list[tuple[str, ...]]:
-    """(class, balanced share %, pseudo-labels, curated, teacher, student, unchanged %)."""
+    """(class, balanced share %, pseudo-labels, curated, teacher, student, unchanged %,
+    labelled in predictions.csv)."""
     return [
         (
             c,
@@ -365,6 +366,7 @@ def class_rows(report: AdaptReport) -> list[tuple[str, ...]]:
             str(r.teacher),
             str(r.student),
             pct(r.unchanged),
+            "" if r.labelled is None else str(r.labelled),
         )
         for c, r in report.classes.items()
     ]
@@ -378,7 +380,25 @@ CLASS_HEADER = [
     "teacher predicts",
     "student predicts",
     "unchanged (%)",
+    "labelled (predictions.csv)",
 ]
+
+
+def class_table_note(report: AdaptReport) -> str:
+    """Which clips the per-class counts cover: curation's (the guard's slice held out) and,
+    for the labels, every clip."""
+    n_all = report.target.n_clips
+    n_seen = report.agreement.n_clips if report.agreement else n_all
+    held = n_all - n_seen
+    scope = (
+        f"the {n_seen} clips curation saw (the guard's {count(held, 'clip')} held out)"
+        if held
+        else f"all {n_all} clips"
+    )
+    return (
+        f"Clip counts over {scope}; the labels of predictions.csv over all {n_all} clips. "
+        "Shares and agreement in percent. No label was read."
+    )
 
 
 def eval_lines(ev: LabelledEval) -> list[str]:
@@ -399,6 +419,11 @@ def eval_lines(ev: LabelledEval) -> list[str]:
     return lines
 
 
+def count(n: int, noun: str, plural: str | None = None) -> str:
+    """'1 class' / '3 classes': a count with its noun in the right number."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
+
+
 def clips_were(n: int) -> str:
     """'1 was' / '3 were': the count of clips as the subject of a sentence."""
     return f"{n} {'was' if n == 1 else 'were'}"
@@ -412,13 +437,13 @@ def guard_lines(report: AdaptReport) -> list[str]:
         n = int(g["n_clips"])
         cs, ct = 100 * g["consistency_student"], 100 * g["consistency_teacher"]
         test = f"; sign test p = {g['p_value']:.3g}" if "p_value" in g else ""
-        if g["keep_student"] >= 0.5:
+        if guard_keeps(g):
             out.append(
                 f"Guard: the adapted student is kept. On {n} clips held out of curation it agreed "
                 f"with its own transductive labels on {cs:.0f} % of them, the teacher on {ct:.0f} "
                 f"% (no label read{test})."
             )
-        elif g.get("decidable", 1.0) < 0.5:
+        elif not g.get("decidable", True):
             out.append(
                 f"Guard: **could not decide** on {n} clips held out of curation: only "
                 f"{clips_were(int(g['discordant']))} classed consistently by one model and not "

@@ -25,6 +25,7 @@ from claptune.report.format import (
     PIPELINE_HEADER,
     PRECISION_HEADER,
     corpus_line,
+    count,
     guard_over_runs_lines,
     headline_rows,
     label_free_lines,
@@ -408,14 +409,16 @@ def render_html(
                 capped = assets.audio_samples is not None and len(players) >= assets.audio_samples
                 cap = f", at most {assets.audio_samples} in all" if capped else ""
                 instead = (
-                    f"; for the {fallback} classes without a curated pair, the clips the teacher "
-                    "is surest of"
+                    f"; for the {count(fallback, 'class', 'classes')} without a curated pair, the "
+                    "clips the teacher is surest of"
                     if fallback
                     else ""
                 )
                 parts.append(
-                    f'<p class="muted">{len(players)} clips of {n_classes} classes: the '
-                    f"best-scored {assets.audio_per_class} pairs of each class{cap}{instead} "
+                    f'<p class="muted">{count(len(players), "clip")} of '
+                    f"{count(n_classes, 'class', 'classes')}: the "
+                    f"best-scored {count(assets.audio_per_class, 'pair')} of each class"
+                    f"{cap}{instead} "
                     f"(first {assets.audio_seconds:g} s of each clip).</p>"
                 )
                 parts.append(players_table(players))
@@ -424,7 +427,7 @@ def render_html(
                 top = rows_c[: assets.pairs_per_class]
                 table = pairs_table(top)
                 parts.append(
-                    f"<details><summary>{escape(cls)}: {len(rows_c)} pairs</summary>"
+                    f"<details><summary>{escape(cls)}: {count(len(rows_c), 'pair')}</summary>"
                     f"{table}</details>"
                 )
 

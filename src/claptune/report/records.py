@@ -40,7 +40,7 @@ class AblationRow(JsonRecord):
     class_mean_two_stage: BootstrapResult | None
     # the label-free pipelines on the same test parts (teacher peers, student + transduction)
     pipelines: dict[str, PipelineRow] = field(default_factory=dict)
-    guard: dict[str, float] = field(default_factory=dict)
+    guard: dict[str, float | int | bool] = field(default_factory=dict)
     prior_tv: float | None = None  # class shares curation balanced to vs the pool's (scored)
     prior_tv_uniform: float | None = None
     label_free: float | None = None  # the selection signal (ablation.SIGNAL), mean over runs

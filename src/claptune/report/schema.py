@@ -181,7 +181,8 @@ class RunRecord:
     label_free: dict[str, float] = field(default_factory=dict)
     # test-part accuracy of each label-free pipeline of this run (scored only; improve.runs)
     transductive: dict[str, float] = field(default_factory=dict)
-    guard: dict[str, float] = field(default_factory=dict)  # Workspace.guard: signals, decision
+    # Workspace.guard: signals, decision
+    guard: dict[str, float | int | bool] = field(default_factory=dict)
 
 
 @dataclass
@@ -205,7 +206,7 @@ class Transductive:
     # the guard over runs: how often it kept the student, and (scored only) how often that was
     # right: kept a student whose transductive accuracy beat teacher + transduction, or rejected
     # one that did not
-    guard: dict[str, float] = field(default_factory=dict)
+    guard: dict[str, float | int | bool] = field(default_factory=dict)
 
 
 @dataclass
@@ -232,7 +233,8 @@ class ModelRun:
     saved: str = ""
     n_clips: int = 0  # clips curated for it
     n_pairs: int = 0  # pairs curated for it
-    guard: dict[str, float] = field(default_factory=dict)  # Workspace.guard on the held-out slice
+    # Workspace.guard on the held-out slice
+    guard: dict[str, float | int | bool] = field(default_factory=dict)
 
 
 # -- the records of an adapt run (one run, no label) ------------------------------------------
@@ -256,6 +258,7 @@ class ClassRow:
     teacher: int = 0  # clips the teacher's zero-shot classifier puts in this class
     student: int = 0  # the same for the student
     unchanged: float | None = None  # of the teacher's clips, the share the student keeps here
+    labelled: int | None = None  # clips predictions.csv labels with this class (all clips)
 
 
 @dataclass
@@ -393,7 +396,7 @@ class AdaptReport(BaseReport):
     label_free: dict[str, float] = field(default_factory=dict)  # this run's selection signals
     evaluation: LabelledEval | None = None
     # the label-free guard (Workspace.guard): its signals on the held-out clips and its decision
-    guard: dict[str, float] = field(default_factory=dict)
+    guard: dict[str, float | int | bool] = field(default_factory=dict)
     saved: str = "student"  # which model model_dir holds and predictions.csv comes from
     # predictions.csv: the transduction used and how many clips each class received
     predictions: dict[str, Any] = field(default_factory=dict)
