@@ -416,6 +416,63 @@ def test_a_finished_run_folder_needs_overwrite_which_removes_only_that_run(tmp_p
         pass
 
 
+def test_a_failed_or_killed_overwrite_gives_the_earlier_run_back(tmp_path):
+    """--overwrite replaces a finished run only when the new run finishes: a run that fails
+    (a typo found after the folder was taken, Ctrl-C) or is killed leaves the earlier run."""
+    from claptune.runfolder import REPLACED_DIR, hold_run_folder
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with hold_run_folder(out, "ablate"):
+        (out / "ablation.json").write_text('{"old": 1}')
+        (out / "scores").mkdir()
+        (out / "scores" / "a.npz").write_bytes(b"old")
+
+    def state():
+        return {
+            p.relative_to(out).as_posix(): p.read_bytes()
+            for p in sorted(out.rglob("*"))
+            if p.is_file() and p.name != ".claptune-lock"
+        }
+
+    kept = state()
+    for error in (ClaptuneError("unknown loss 'hrad'"), KeyboardInterrupt()):
+        with pytest.raises(type(error)), hold_run_folder(out, "ablate", overwrite=True):
+            assert not (out / "ablation.json").exists()  # set aside while the new run goes
+            (out / "ablation.json").write_text("partial")
+            (out / "new.png").write_bytes(b"x")
+            raise error
+        assert state() == kept  # the earlier run back, the failed run's files gone
+    # a replacement that finishes removes the earlier run; its record lists what it wrote
+    with hold_run_folder(out, "ablate", overwrite=True):
+        (out / "ablation.json").write_text("new")
+    assert (out / "ablation.json").read_text() == "new" and not (out / "scores").exists()
+    assert (out / "notes.txt").read_text() == "mine" and not (out / REPLACED_DIR).exists()
+    # killed outright while replacing: the next run into the folder puts the earlier one back
+    # (and, being finished, it still needs --overwrite)
+    out2 = tmp_path / "killed"
+    out2.mkdir()
+    with hold_run_folder(out2, "adapt"):
+        (out2 / "report.json").write_text("old")
+    aside = out2 / REPLACED_DIR
+    aside.mkdir()  # what a killed --overwrite run leaves: the earlier run aside, a partial
+    for name in ("report.json", ".claptune-run.json"):
+        (out2 / name).rename(aside / name)
+    (out2 / "report.json").write_text("partial")
+    with pytest.raises(ClaptuneError, match="finished claptune adapt"):
+        with hold_run_folder(out2, "adapt"):
+            pass
+    assert (out2 / "report.json").read_text() == "old" and not aside.exists()
+    # a folder holding an ablation.json of an earlier version counts as finished
+    legacy = tmp_path / "legacy"
+    legacy.mkdir()
+    (legacy / "ablation.json").write_text("{}")
+    with pytest.raises(ClaptuneError, match="ablation.json.*--overwrite"):
+        with hold_run_folder(legacy, "ablate"):
+            pass
+
+
 def test_a_run_folder_held_by_a_live_run_is_refused_in_one_line(tmp_path, capsys):
     from claptune.runfolder import hold_run_folder
 

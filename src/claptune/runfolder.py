@@ -7,10 +7,14 @@ leaves the folder locked); a second run into a folder that a live run holds is r
 line naming that run. When the run ends without an error it records itself in
 ``out/.claptune-run.json``: the command and the entries of ``out`` that were not there
 before it started. A folder holding such a record (or, from earlier versions, a
-``report.json``) is finished: a new run into it needs ``overwrite=True`` (``--overwrite``),
-which first deletes the entries the record lists and nothing else, so files of the user's
-that were in the folder before are never touched. A folder left by a killed run has no record:
-rerunning into it needs no flag and completes it.
+``report.json`` or an ``ablation.json``) is finished: a new run into it needs ``overwrite=True``
+(``--overwrite``). The entries the record lists, and nothing else, are then moved aside into
+``out/.claptune-replaced/`` and deleted only when the new run finishes: a new run that fails
+(a typo found after the folder was taken, a missing data set, Ctrl-C) puts the earlier run back
+and removes what it wrote itself, and a run killed outright gets it back at the next run into
+the folder. So files of the user's that were in the folder before are never touched, and a
+finished run is lost only to a finished replacement. A folder left by a killed run (no record)
+is completed by rerunning without a flag.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from claptune.errors import ClaptuneError
 
 LOCK_FILE = ".claptune-lock"
 RECORD_FILE = ".claptune-run.json"
+REPLACED_DIR = ".claptune-replaced"  # the finished run an --overwrite run replaces, till it ends
 
 
 @contextlib.contextmanager
@@ -55,9 +60,18 @@ def hold_run_folder(
         fh.truncate()
         fh.write(f"claptune {command}, process {os.getpid()} on {socket.gethostname()}")
         fh.flush()
-        _clear_finished(out, command, overwrite)
+        _put_back(out)  # a replacing run killed outright: the run it replaced comes back
+        aside = _set_aside_finished(out, overwrite)
         before = {p.name for p in out.iterdir()}
-        yield
+        try:
+            yield
+        except BaseException:
+            if aside is not None:  # the replacement failed: the earlier run comes back
+                for p in out.iterdir():
+                    if p.name not in before:
+                        _remove(p)
+                _put_back(out)
+            raise
         written = sorted(p.name for p in out.iterdir() if p.name not in before | {RECORD_FILE})
         write_json_atomic(
             out / RECORD_FILE,
@@ -67,9 +81,32 @@ def hold_run_folder(
                 "written": written,
             },
         )
+        if aside is not None:
+            shutil.rmtree(aside, ignore_errors=True)
 
 
-def _clear_finished(out: Path, command: str, overwrite: bool) -> None:
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _put_back(out: Path) -> None:
+    """Move the entries of ``out/.claptune-replaced`` back (over any of the same name)."""
+    aside = out / REPLACED_DIR
+    if not aside.is_dir():
+        return
+    for p in aside.iterdir():
+        _remove(out / p.name)
+        p.rename(out / p.name)
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def _set_aside_finished(out: Path, overwrite: bool) -> Path | None:
+    """Refuse a finished ``out`` without ``overwrite``; with it, move the earlier run's entries
+    (its record's list, and the record) into ``out/.claptune-replaced``, returned. None when
+    the folder holds no finished run."""
     record_path = out / RECORD_FILE
     record = None
     if record_path.is_file():
@@ -77,24 +114,28 @@ def _clear_finished(out: Path, command: str, overwrite: bool) -> None:
             record = json.loads(record_path.read_text())
         except (OSError, ValueError):
             record = {}
-    finished = record is not None or (out / "report.json").is_file()
-    if not finished:
-        return
+    legacy = [name for name in ("report.json", "ablation.json") if (out / name).is_file()]
+    if record is None and not legacy:
+        return None
     if not overwrite:
         what = f"claptune {record.get('command', 'run')}" if isinstance(record, dict) else "run"
         raise ClaptuneError(
-            f"{out} holds a finished {what} (the files it wrote: {_listed(record)}); pass "
+            f"{out} holds a finished {what} (the files it wrote: "
+            f"{_listed(record) if record else ', '.join(legacy) or 'unknown'}); pass "
             "--overwrite to replace them, or choose another --out"
         )
-    for name in _written(record):
+    aside = out / REPLACED_DIR
+    aside.mkdir()
+    names = _written(record) if record is not None else legacy
+    for name in [*names, RECORD_FILE]:
         if not isinstance(name, str) or "/" in name or name in ("", ".", "..", LOCK_FILE):
             continue
+        if name == REPLACED_DIR:
+            continue
         path = out / name
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
-    record_path.unlink(missing_ok=True)
+        if path.exists() or path.is_symlink():
+            path.rename(aside / name)
+    return aside
 
 
 def _written(record) -> list:
@@ -107,9 +148,9 @@ def _listed(record) -> str:
     """The first entries of a finished run's record, for the refusal: ``report.json, model``."""
     names = [str(n) for n in _written(record)]
     if not names:
-        return "its report"
+        return "none"
     shown = ", ".join(names[:4])
     return shown + (f" and {len(names) - 4} more" if len(names) > 4 else "")
 
 
-__all__ = ["LOCK_FILE", "RECORD_FILE", "hold_run_folder"]
+__all__ = ["LOCK_FILE", "RECORD_FILE", "REPLACED_DIR", "hold_run_folder"]
