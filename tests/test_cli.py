@@ -402,3 +402,23 @@ def test_threshold_takes_several_values_either_way(command):
 
     argv = [*command, "--out", "o", "--threshold", "ds=0.5", "a2a=q0.2", "--threshold", "du=0.1"]
     assert build_parser(argv).parse_args(argv).threshold == ["ds=0.5", "a2a=q0.2", "du=0.1"]
+
+
+def test_a_log_file_gets_a_bar_line_at_most_every_30_s():
+    """tqdm reads TQDM_* once, when first imported: ``main`` imports it only after setting
+    them, so a command whose stderr is a file (here a pipe) gets the 30 s throttle."""
+    code = (
+        "import sys\n"
+        "import claptune.cli.models as models\n"
+        "def run(args):\n"
+        "    import tqdm\n"
+        "    print(tqdm.tqdm(total=1, file=sys.stderr).mininterval)\n"
+        "    return 0\n"
+        "models.run = run\n"
+        "from claptune.cli import main\n"
+        "sys.exit(main(['models']))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert float(proc.stdout.strip()) == 30.0

@@ -526,6 +526,12 @@ def test_ablate_cli_writes_table_on_shared_splits(tiny_clap_dir, tiny_task, tmp_
         p = row["pipelines"]["teacher"]
         assert p["gain"]["difference"] == 0.0 and p["trained"] is False
         assert row["pipelines"]["student"]["accuracy"] == pytest.approx(row["after"]["mean"])
+        # one pooled estimator for a pipeline's figures and its gains: the columns subtract
+        for q in row["pipelines"].values():
+            assert q["accuracy"] - p["accuracy"] == pytest.approx(q["gain"]["difference"])
+            assert q["class_mean_accuracy"] - p["class_mean_accuracy"] == pytest.approx(
+                q["class_mean_gain"]["difference"]
+            )
         assert set(row["guard"]) >= {"kept_student", "right"}
     assert "pooled McNemar" in text.split("\n\n")[-1] and "not valid" in text.split("\n\n")[-1]
     # every student's class scores: their argmax is what the rows scored

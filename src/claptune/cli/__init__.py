@@ -170,7 +170,10 @@ def logging_settings(level: str) -> Iterator[None]:
 def progress_settings(args: argparse.Namespace) -> Iterator[None]:
     """Quiet sub-commands silence every bar; a log file gets a bar line at most every 30 s.
 
-    Undone on exit, so that ``main()`` called in process leaves no global state behind."""
+    Through TQDM_DISABLE / TQDM_MININTERVAL, which tqdm reads once, when it is first imported:
+    ``main`` imports it only inside this context, so a ``claptune`` process gets them; a
+    process that imported tqdm before calling ``main()`` keeps its own settings. Undone on
+    exit, so that ``main()`` called in process leaves no global state behind."""
     saved = {k: os.environ.get(k) for k in ("TQDM_DISABLE", "TQDM_MININTERVAL")}
     quiet = getattr(args, "quiet", False)
     if quiet:  # huggingface_hub only then: `claptune models` starts without it
@@ -201,7 +204,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser(argv)
     args = parser.parse_args(argv)
-    from tqdm.contrib.logging import logging_redirect_tqdm
 
     from claptune.textfiles import default_encoding
 
@@ -210,11 +212,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             default_encoding(getattr(args, "encoding", None)),
             logging_settings(args.log_level),
             progress_settings(args),
-            logging_redirect_tqdm(),
-            warnings.catch_warnings(),
         ):
-            warnings.showwarning = _one_line_warning(args.command, warnings.showwarning)
-            return int(args._run(args) or 0)
+            # imported only now: tqdm reads TQDM_* once, when first imported (progress_settings)
+            from tqdm.contrib.logging import logging_redirect_tqdm
+
+            with logging_redirect_tqdm(), warnings.catch_warnings():
+                warnings.showwarning = _one_line_warning(args.command, warnings.showwarning)
+                return int(args._run(args) or 0)
     except ClaptuneError as err:
         print(f"claptune {args.command}: error: {printable(err)}", file=sys.stderr)
         return 2

@@ -3,11 +3,15 @@ with pseudo_refined, each with the hard and the soft loss, on the same splits an
 by default), as a Markdown table and a plot. ``--methods`` takes methods and "+"-joined
 combinations, e.g. ``ds,pseudo,ds+pseudo``.
 
-    claptune ablate --model default --target esc50 --root ../shared/data/esc50-subset --out bench/results
+    claptune ablate --model default --target esc50 --root ../shared/data/esc50-subset --out runs/ablation
 
 OUT gets ablation.md (the table), ablation.json (every figure, with spreads and paired
 tests), ablation.png and scores.npz (every student's class scores on every clip, for analyses
-of your own such as bench/bench_selection.py), rewritten after each configuration.
+of your own such as bench/bench_selection.py), rewritten after each configuration. A second
+table puts the label-free peers side by side on the same test parts: the teacher's zero-shot
+ensemble alone and with each transduction (entropy prompt weighting, Sinkhorn, label
+propagation, TransCLIP's Gaussian EM, claptune's chain), and each trained row's student plain,
+with transduction, and as the guard would hand it over. A configuration named twice runs once.
 """
 
 from __future__ import annotations
@@ -17,7 +21,6 @@ import argparse
 from claptune.cli._common import (
     add_common_arguments,
     config_from_args,
-    holds_out_folder,
     sub_parser,
 )
 from claptune.errors import ClaptuneError
@@ -51,23 +54,27 @@ def _names(value: str, allowed: tuple[str, ...], what: str) -> tuple[str, ...]:
     return names
 
 
-@holds_out_folder
 def run(args: argparse.Namespace) -> int:
+    """Check the grid and the configuration, then hold ``--out`` and run the ablation."""
     from claptune.improve import ablation_grid, run_ablation
+    from claptune.runfolder import hold_run_folder
 
     entries = tuple(
-        _names(e.replace("+", ","), CURATION_METHODS, "curation method(s)")
-        for e in args.methods.split(",")
-        if e.strip()
+        dict.fromkeys(  # a configuration named twice runs once
+            _names(e.replace("+", ","), CURATION_METHODS, "curation method(s)")
+            for e in args.methods.split(",")
+            if e.strip()
+        )
     )
     if not entries:
         raise ClaptuneError(f"--methods {args.methods!r} names no curation method")
     methods = tuple(dict.fromkeys(m for e in entries for m in e))
-    losses = _names(args.losses, LOSSES, "loss(es)")
+    losses = tuple(dict.fromkeys(_names(args.losses, LOSSES, "loss(es)")))
     # the workspace validates against the union of methods; save_model is irrelevant here
     config = config_from_args(args, methods=methods, save_model=False)
     grid = ablation_grid(entries, losses, replay_only=not args.no_replay_only)
-    result = run_ablation(config, args.out, grid, progress=not args.quiet)
+    with hold_run_folder(args.out, args.command, overwrite=args.overwrite):
+        result = run_ablation(config, args.out, grid, progress=not args.quiet)
     from claptune.improve.ablation import ablation_markdown
 
     print(ablation_markdown(result))

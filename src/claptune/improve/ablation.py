@@ -27,7 +27,7 @@ from claptune.improve.runs import (
     summarize_runs,
 )
 from claptune.improve.workspace import Workspace, log_progress
-from claptune.report.format import pvalue
+from claptune.report.format import count, pvalue
 from claptune.report.records import Ablation, AblationRow
 from claptune.report.schema import ClassPriors, RunsSummary
 from claptune.typed import override
@@ -236,12 +236,15 @@ def ablation_markdown(result: Ablation | dict[str, Any]) -> str:
     strategy = result["splits"][0].get("strategy", "stratified") if result["splits"] else ""
     lines = [
         f"Model `{result['model']}` on `{result['target']}` ({result['n_clips']} clips, "
-        f"{result['n_classes']} classes); {len(result['splits'])} {strategy} splits x "
-        f"{len(result['seeds'])} seeds = {n_runs} runs per row, test parts only. "
+        f"{result['n_classes']} classes); {count(len(result['splits']), f'{strategy} split')} x "
+        f"{count(len(result['seeds']), 'seed')} = {count(n_runs, 'run')} per row, test parts "
+        "only. "
         "Accuracy in percent, mean ± std over runs; gain = after - before per run. "
-        "CI = 95 % two-stage bootstrap (the splits resampled, then the test clips within each), "
-        "the point estimate the pooled gain of the same estimator; the clip bootstrap (splits "
-        "held fixed) is narrower and kept in ablation.json. Pooled McNemar treats the runs' "
+        "CI = 95 % two-stage bootstrap (the splits resampled, and the test clips once for all "
+        "splits, so a clip in several test parts counts once), the point estimate the pooled "
+        "gain of the same estimator (outcomes of all runs together, where the gain column is "
+        "the mean of the runs' gains); the clip bootstrap (splits held fixed) is kept in "
+        "ablation.json. Pooled McNemar treats the runs' "
         "shared clips as independent outcomes and is not valid here: it is in the appendix "
         "below. Class-mean = "
         "the mean of per-class accuracies (every class counts the same). Prior TV = total "
@@ -251,9 +254,9 @@ def ablation_markdown(result: Ablation | dict[str, Any]) -> str:
         "the signal a user without labels can choose by.",
         "",
         "| configuration | pairs/run | accuracy | gain | pooled gain [95 % CI] | class-mean acc. "
-        "| class-mean gain [95 % CI] | prior TV | label-free | held-out a2t R@1 "
-        "| held-out t2a R@1 |",
-        "|---|---:|---:|---:|---|---:|---|---:|---:|---:|---:|",
+        "| class-mean gain | pooled class-mean gain [95 % CI] | prior TV | label-free "
+        "| held-out a2t R@1 | held-out t2a R@1 |",
+        "|---|---:|---:|---:|---|---:|---:|---|---:|---:|---:|---:|",
     ]
     for row in result["rows"]:
         pairs = "" if row["pairs"] is None else f"{row['pairs']['mean']:.0f}"
@@ -261,14 +264,16 @@ def ablation_markdown(result: Ablation | dict[str, Any]) -> str:
         bs = row.get("two_stage") or row["bootstrap"]
         cbs = row.get("class_mean_two_stage") or row.get("class_mean_bootstrap")
         cm = row.get("class_mean_after")
-        cm_text = "" if cm is None else f"{100 * cm['mean']:.1f} ± {100 * cm['std']:.1f}"
+        cm_text = "" if cm is None else _spread(cm)
+        cmg = row.get("class_mean_gain")
+        cmg_text = "" if cmg is None or row["loss"] is None else _spread(cmg, sign=True)
         cg_text = "" if cbs is None else _ci(cbs)
         tv = row.get("prior_tv")
         lf = row.get("label_free")
         lines.append(
-            f"| {row['name']} | {pairs} | {100 * row['after']['mean']:.1f} ± {100 * row['after']['std']:.1f} "
-            f"| {100 * row['gain']['mean']:+.1f} ± {100 * row['gain']['std']:.1f} "
-            f"| {_ci(bs)} | {cm_text} | {cg_text} "
+            f"| {row['name']} | {pairs} | {_spread(row['after'])} "
+            f"| {_spread(row['gain'], sign=True)} "
+            f"| {_ci(bs)} | {cm_text} | {cmg_text} | {cg_text} "
             f"| {'' if tv is None else f'{tv:.3f}'} | {_pct(lf)} "
             f"| {_pct(r.get('a2t_R@1'))} | {_pct(r.get('t2a_R@1'))} |"
         )
@@ -295,6 +300,13 @@ def ablation_markdown(result: Ablation | dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _spread(s: dict[str, float], sign: bool = False) -> str:
+    """``mean ± std`` in points; the std is left out where one run gives none."""
+    mean = f"{100 * s['mean']:+.1f}" if sign else f"{100 * s['mean']:.1f}"
+    n = s.get("n", 2)
+    return mean if n is not None and n < 2 else f"{mean} ± {100 * s['std']:.1f}"
+
+
 def _ci(bs: dict[str, float]) -> str:
     return f"{100 * bs['difference']:+.1f} [{100 * bs['ci_low']:+.1f}, {100 * bs['ci_high']:+.1f}]"
 
@@ -308,8 +320,8 @@ def pipelines_markdown(result: dict[str, Any]) -> list[str]:
     lines = [
         "",
         "Label-free pipelines side by side on the same test parts (clip accuracy / class-mean "
-        "accuracy in percent, mean over runs; gains over the teacher's plain zero-shot ensemble "
-        "in points, two-stage 95 % CI). `teacher + X`: transductive inference X over all the "
+        "accuracy in percent, pooled over the runs' test outcomes; gains over the teacher's "
+        "plain zero-shot ensemble in points from the same pooled estimator, two-stage 95 % CI). `teacher + X`: transductive inference X over all the "
         "target's clips taken together (pool and test part, no label read), no training, scored "
         "on the test part; `+ transduction`: the student's scores refined the same way.",
         "",

@@ -192,8 +192,9 @@ def summarize_runs(
             n_resamples=bootstrap_resamples,
             seed=bootstrap_seed,
         ),
-        note="test-part outcomes of all runs pooled; the two-stage bootstraps (splits, then clips "
-        "within them) lead; the clip bootstraps hold the splits fixed and are narrower; pooled "
+        note="test-part outcomes of all runs pooled; the two-stage bootstraps (splits and clips "
+        "resampled, a clip shared by splits drawn once) lead; the clip bootstraps hold the "
+        "splits fixed; pooled "
         "McNemar treats the runs' shared clips as independent outcomes and is not valid here",
     )
 
@@ -291,23 +292,12 @@ def summarize_pipelines(
         ok = np.concatenate(
             [p[name][0][r.test] == labels[r.test] for p, r in zip(per_run, runs, strict=True)]
         )
+        pred = np.concatenate([p[name][0][r.test] for p, r in zip(per_run, runs, strict=True)])
+        # pooled over the runs' test parts: the estimator of the gains' point estimates, so that
+        # a pipeline's figure minus the teacher's is its gain
         rows[name] = PipelineRow(
-            accuracy=float(
-                np.mean(
-                    [
-                        _accuracy(p[name][0], labels, r.test)
-                        for p, r in zip(per_run, runs, strict=True)
-                    ]
-                )
-            ),
-            class_mean_accuracy=float(
-                np.mean(
-                    [
-                        _class_mean(p[name][0], labels, r.test)
-                        for p, r in zip(per_run, runs, strict=True)
-                    ]
-                )
-            ),
+            accuracy=float(ok.mean()),
+            class_mean_accuracy=class_mean_accuracy(pred, labels[clip_ids]),
             gain=two_stage_bootstrap(
                 base, ok, split_ids, clip_ids, n_resamples=TWO_STAGE_RESAMPLES, seed=seed
             ),

@@ -91,8 +91,9 @@ def headline_rows(report: Report) -> list[tuple[str, str, str, str]]:
 
 
 def paired_test_lines(report: Report) -> list[str]:
-    """The two-stage bootstraps first (splits, then clips within them: the interval holds the
-    split-to-split spread), then the clip bootstraps (splits held fixed, narrower). Pooled
+    """The two-stage bootstraps first (splits and clips resampled, a clip scored in several
+    splits drawn once: the interval holds the split-to-split spread), then the clip bootstraps
+    (splits held fixed). Pooled
     McNemar is not shown here: runs share test clips, so it is not valid (``mcnemar_lines``)."""
     lines = []
     for what, bs in (
@@ -101,8 +102,9 @@ def paired_test_lines(report: Report) -> list[str]:
     ):
         if bs is not None:
             lines.append(
-                f"Gain in {what}, two-stage bootstrap (the {bs.n_units} splits, then test clips "
-                f"within them; {bs.n_resamples} resamples): {pct(bs.difference)} points, "
+                f"Gain in {what}, two-stage bootstrap (the {bs.n_units} splits and their test "
+                f"clips resampled, a clip shared by splits drawn once; {bs.n_resamples} "
+                f"resamples): {pct(bs.difference)} points, "
                 f"{int(bs.confidence * 100)} % CI [{pct(bs.ci_low)}, {pct(bs.ci_high)}]"
             )
     for what, bs in (

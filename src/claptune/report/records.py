@@ -36,7 +36,7 @@ class AblationRow(JsonRecord):
     mcnemar: McNemarResult | None  # pooled; not valid for shared test clips (appendix only)
     bootstrap: BootstrapResult | None  # clips resampled, splits held fixed
     class_mean_bootstrap: BootstrapResult | None
-    two_stage: BootstrapResult | None  # the headline interval: splits, then clips
+    two_stage: BootstrapResult | None  # the headline interval: splits and clips resampled
     class_mean_two_stage: BootstrapResult | None
     # the label-free pipelines on the same test parts (teacher peers, student + transduction)
     pipelines: dict[str, PipelineRow] = field(default_factory=dict)

@@ -149,7 +149,7 @@ class PairedTest:
     bootstrap: BootstrapResult | None = None  # clip accuracy, resamples clips
     note: str = ""
     class_mean_bootstrap: BootstrapResult | None = None  # class-mean accuracy, resamples clips
-    # the headline intervals: splits resampled, then clips within them (stats.two_stage_bootstrap)
+    # the headline intervals: splits and clips resampled (stats.two_stage_bootstrap)
     two_stage: BootstrapResult | None = None
     class_mean_two_stage: BootstrapResult | None = None
 
@@ -188,7 +188,9 @@ class RunRecord:
 @dataclass
 class PipelineRow:
     """One label-free pipeline scored on the test parts of all runs, against the teacher's plain
-    zero-shot ensemble: means over runs, gains with two-stage intervals (one estimator each)."""
+    zero-shot ensemble: accuracy and class mean pooled over the runs' test outcomes, the gains'
+    point estimates from the same pooled estimator (so a row minus the teacher's row is its
+    gain), with two-stage intervals."""
 
     accuracy: float
     class_mean_accuracy: float
