@@ -29,11 +29,14 @@ RESULTS = Path(__file__).resolve().parent / "results"
 FLIP = 0.15  # share of the teacher's right clips an "after" outcome turns wrong
 
 
-def per_split_draws(before, after, splits, clips, n_resamples, seed):
-    """The earlier estimator: splits drawn, then each drawn split's test clips on their own."""
+def per_split_draws(before, after, splits, clips, n_resamples, seed, labels=None):
+    """The earlier estimator (claptune before 2026-12-07), step for step: splits drawn, then
+    each drawn split's test clips on their own. (low, high) of the 95 % interval; with
+    ``labels`` the class-mean difference. The same seed gives the intervals it recorded."""
     d = np.asarray(after, float) - np.asarray(before, float)
     split_ids = np.unique(splits, return_inverse=True)[1]
     n_splits = split_ids.max() + 1
+    class_ids = None if labels is None else np.unique(labels, return_inverse=True)[1]
     members = []
     local = np.empty(d.size, dtype=np.int64)
     for s in range(n_splits):
@@ -41,16 +44,27 @@ def per_split_draws(before, after, splits, clips, n_resamples, seed):
         uniq, inv = np.unique(np.asarray(clips)[rows], return_inverse=True)
         local[rows] = inv
         members.append((rows, len(uniq)))
+
+    def statistic(w):
+        if class_ids is None:
+            return (w * d).sum() / w.sum()
+        n_c = np.bincount(class_ids, weights=w)
+        d_c = np.bincount(class_ids, weights=w * d)
+        present = n_c > 0
+        return np.mean(d_c[present] / n_c[present])
+
     rng = np.random.default_rng(seed)
     samples = np.empty(n_resamples)
     for r in range(n_resamples):
         w = np.zeros(d.size)
         times = np.bincount(rng.integers(0, n_splits, n_splits), minlength=n_splits)
         for s, t in enumerate(times):
+            if t == 0:
+                continue
             rows, n = members[s]
             for _ in range(t):
                 w[rows] += np.bincount(rng.integers(0, n, n), minlength=n)[local[rows]]
-        samples[r] = (w * d).sum() / w.sum()
+        samples[r] = statistic(w)
     return np.quantile(samples, [0.025, 0.975])
 
 

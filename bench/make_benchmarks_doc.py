@@ -57,6 +57,30 @@ SECTIONS = [
         "bench/bench_skewed_default.py --name guard_confirm",
     ),
     (
+        "ci_coverage",
+        "Two-stage intervals: coverage, and the skewed benchmarks rechecked",
+        "ci_coverage.md",
+        "bench/bench_ci_coverage.py",
+    ),
+    (
+        "ci_recheck_skewed_default",
+        "Intervals rechecked: 40 skewed targets",
+        "ci_recheck_skewed_default.md",
+        "bench/bench_ci_recheck.py --name skewed_default",
+    ),
+    (
+        "ci_recheck_skewed8",
+        "Intervals rechecked: 8:1 targets and their controls",
+        "ci_recheck_skewed8.md",
+        "bench/bench_ci_recheck.py --name skewed8",
+    ),
+    (
+        "ci_recheck_guard_confirm",
+        "Intervals rechecked: the 16 later targets",
+        "ci_recheck_guard_confirm.md",
+        "bench/bench_ci_recheck.py --name guard_confirm",
+    ),
+    (
         "plain_guard",
         "A label-free guard for single clips: tried, not used",
         "plain_guard.md",
