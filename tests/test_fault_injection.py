@@ -414,6 +414,11 @@ def test_a_finished_run_folder_needs_overwrite_which_removes_only_that_run(tmp_p
         raise RuntimeError("killed")
     with hold_run_folder(killed, "improve"):
         pass
+    # a run that fails before writing anything leaves no empty folder it made
+    empty = tmp_path / "empty"
+    with pytest.raises(ClaptuneError), hold_run_folder(empty, "ablate"):
+        raise ClaptuneError("--root nosuchdir: not found")
+    assert not empty.exists()
 
 
 def test_a_failed_or_killed_overwrite_gives_the_earlier_run_back(tmp_path):

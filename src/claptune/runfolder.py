@@ -13,8 +13,9 @@ before it started. A folder holding such a record (or, from earlier versions, a
 (a typo found after the folder was taken, a missing data set, Ctrl-C) puts the earlier run back
 and removes what it wrote itself, and a run killed outright gets it back at the next run into
 the folder. So files of the user's that were in the folder before are never touched, and a
-finished run is lost only to a finished replacement. A folder left by a killed run (no record)
-is completed by rerunning without a flag.
+finished run is lost only to a finished replacement. A folder the failed run created and left
+empty is removed. A folder left by a killed run (no record) is completed by rerunning without a
+flag.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ def hold_run_folder(
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ClaptuneError(f"--out {out} is a file, not a folder")
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     with open(out / LOCK_FILE, "a+") as fh:
         try:
@@ -71,6 +73,8 @@ def hold_run_folder(
                     if p.name not in before:
                         _remove(p)
                 _put_back(out)
+            if created and [p.name for p in out.iterdir()] == [LOCK_FILE]:
+                shutil.rmtree(out, ignore_errors=True)  # a folder this run made, left empty
             raise
         written = sorted(p.name for p in out.iterdir() if p.name not in before | {RECORD_FILE})
         write_json_atomic(

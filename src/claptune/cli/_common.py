@@ -69,7 +69,10 @@ def alias(p: argparse.ArgumentParser, *flags: str, dest: str, **kwargs: Any) -> 
 
 def add_quiet(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--quiet", action="store_true", help="no progress bars (log lines stay; see --log-level)"
+        "--quiet",
+        action="store_true",
+        help="no progress bars, nor the progress log lines of improve, adapt, ablate and demo "
+        "(warnings and errors stay; see --log-level)",
     )
     alias(p, "--no-progress", dest="quiet", action="store_true")
 

@@ -317,13 +317,16 @@ def pipelines_markdown(result: dict[str, Any]) -> list[str]:
     trained = [r for r in result["rows"] if r["loss"] is not None and r.get("pipelines")]
     if not trained:
         return []
+    transduction = (result.get("config") or {}).get("transduction", "claptune")
     lines = [
         "",
         "Label-free pipelines side by side on the same test parts (clip accuracy / class-mean "
         "accuracy in percent, pooled over the runs' test outcomes; gains over the teacher's "
-        "plain zero-shot ensemble in points from the same pooled estimator, two-stage 95 % CI). `teacher + X`: transductive inference X over all the "
-        "target's clips taken together (pool and test part, no label read), no training, scored "
-        "on the test part; `+ transduction`: the student's scores refined the same way.",
+        "plain zero-shot ensemble in points from the same pooled estimator, two-stage 95 % CI). "
+        "`teacher + X`: transductive inference X over all the target's clips taken together "
+        "(pool and test part, no label read), no training, scored on the test part; "
+        f"`+ transduction`: the student's scores refined the same way ({transduction}); "
+        "`guarded`: what the label-free guard hands over, student or teacher + transduction.",
         "",
         "| pipeline | accuracy | class mean | gain [95 % CI] | class-mean gain [95 % CI] |",
         "|---|---:|---:|---|---|",
@@ -342,6 +345,18 @@ def pipelines_markdown(result: dict[str, Any]) -> list[str]:
         for name, p in row["pipelines"].items():
             if p["trained"]:
                 lines.append(line(f"{row['name']}: {name}", p))
+    guards = [(row["name"], row["guard"]) for row in trained if row.get("guard")]
+    if guards:
+        lines += [
+            "",
+            "The guard (scored afterwards): "
+            + "; ".join(
+                f"{name}: kept the student in {round(g['kept_student'] * g['runs'])} of "
+                f"{count(int(g['runs']), 'run')}, right on {100 * g['right']:.0f} %"
+                for name, g in guards
+            )
+            + ".",
+        ]
     return lines
 
 

@@ -272,8 +272,11 @@ class ImproveConfig:
             self.train = override(improve_training(), self.train, "training override")
         if self.corpus in ("", "none"):
             self.corpus = None
-        if self.cache_dir:  # recorded absolute: a report read later names the folder used
+        # recorded absolute: a report read later names the folders used
+        if self.cache_dir:
             self.cache_dir = str(Path(self.cache_dir).expanduser().resolve())
+        if self.root:
+            self.root = str(Path(self.root).expanduser().resolve())
         if self.audio_per_class is None:
             self.audio_per_class = 1 if self.target == UNLABELED else 2
         from claptune.evaluate.zeroshot import resolve_templates
