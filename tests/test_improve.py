@@ -540,6 +540,9 @@ def test_ablate_cli_writes_table_on_shared_splits(tiny_clap_dir, tiny_task, tmp_
     labels = np.asarray(load_dataset("folder", root=str(target)).labels)
     scores = np.load(out / "scores.npz")
     assert scores["teacher"].shape == (len(labels), 3)
+    # the files alone say which clip each index is and its class
+    assert (scores["labels"] == labels).all() and len(result["items"]) == len(labels)
+    assert result["class_names"] == load_dataset("folder", root=str(target)).class_names
     for i, row in enumerate(result["rows"][1:], start=1):
         runs = scores[f"row{i}"].astype(np.float32)
         assert runs.shape == (2, len(labels), 3)

@@ -6,8 +6,9 @@ combinations, e.g. ``ds,pseudo,ds+pseudo``.
     claptune ablate --model default --target esc50 --root ../shared/data/esc50-subset --out runs/ablation
 
 OUT gets ablation.md (the table), ablation.json (every figure, with spreads and paired
-tests), ablation.png and scores.npz (every student's class scores on every clip, for analyses
-of your own such as bench/bench_selection.py), rewritten after each configuration. A second
+tests; the clips and class names in the order of the indices), ablation.png and scores.npz
+(every student's class scores on every clip, and the clips' classes, for analyses of your own
+such as bench/bench_selection.py), rewritten after each configuration. A second
 table puts the label-free peers side by side on the same test parts: the teacher's zero-shot
 ensemble alone and with each transduction (entropy prompt weighting, Sinkhorn, label
 propagation, TransCLIP's Gaussian EM, claptune's chain), and each trained row's student plain,

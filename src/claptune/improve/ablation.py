@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from claptune.errors import printable
 from claptune.improve.config import CURATION_METHODS, LOSSES, ImproveConfig
 from claptune.improve.loop import Runner, Training, Variant
 from claptune.improve.runs import (
@@ -158,11 +159,15 @@ def run_ablation(
         retrieval_before=ws.retrieval_before,
         config=config.to_dict(),
         train=ws.train_record(),
+        items=[printable(i) for i in ws.items],
+        class_names=list(ws.class_names),
     )
     n_trained = sum(1 for e in grid if e.loss is not None) * len(ws.splits) * len(ws.seeds)
     done = [0]
     # every student's class scores, for analyses of your own (scores.npz beside ablation.json)
     scores: dict[str, np.ndarray] = {"teacher": ws.scores_before}
+    if ws.labels is not None:
+        scores["labels"] = np.asarray(ws.labels)
     if ws.transfer_scores_before is not None:
         scores["transfer_teacher"] = ws.transfer_scores_before
         scores["transfer_labels"] = np.asarray(ws.transfer_labels)

@@ -68,6 +68,10 @@ class Ablation(JsonRecord):
     seconds: float = 0.0  # so far: the file is rewritten after each row
     # which trained row a user would choose: by the label-free signal, and by the labels
     picks: dict[str, str | None] = field(default_factory=dict)
+    # the clips in the order of the splits' indices and of scores.npz (whose "labels" are their
+    # classes, indices into class_names), so that every figure can be recomputed from the files
+    items: list[str] = field(default_factory=list)
+    class_names: list[str] = field(default_factory=list)
 
 
 @dataclass(kw_only=True)
