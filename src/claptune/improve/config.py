@@ -319,15 +319,22 @@ class ImproveConfig:
         if self.labels_from not in ("teacher", "saved"):
             raise ClaptuneError(f"labels_from must be teacher or saved, got {self.labels_from!r}")
         if self.n_splits < 1 or self.n_seeds < 1:
-            raise ClaptuneError("n_splits and n_seeds must be at least 1")
+            raise ClaptuneError(
+                f"--splits and --seeds (n_splits, n_seeds) must be at least 1, got "
+                f"{self.n_splits} and {self.n_seeds}"
+            )
         if self.split not in STRATEGIES:
             raise ClaptuneError(
                 f"unknown split strategy {self.split!r}; choose from {', '.join(STRATEGIES)}"
             )
         if not 0.0 < self.test_fraction < 1.0:
-            raise ClaptuneError(f"test_fraction must be in (0, 1), got {self.test_fraction}")
+            raise ClaptuneError(
+                f"--test-fraction (test_fraction) must be in (0, 1), got {self.test_fraction}"
+            )
         if not 0.0 <= self.corpus_holdout < 1.0:
-            raise ClaptuneError(f"corpus_holdout must be in [0, 1), got {self.corpus_holdout}")
+            raise ClaptuneError(
+                f"--corpus-holdout (corpus_holdout) must be in [0, 1), got {self.corpus_holdout}"
+            )
         # improve's unpaired captions are the corpus's: a method reading either needs one
         if self.corpus is None and any({"corpus", "text"} & set(NEEDS[m]) for m in self.methods):
             raise ClaptuneError(
@@ -351,7 +358,9 @@ class ImproveConfig:
                 "nothing is saved: drop one of the two"
             )
         if not 0.0 <= self.guard_fraction < 0.9:
-            raise ClaptuneError(f"guard_fraction must be in [0, 0.9), got {self.guard_fraction}")
+            raise ClaptuneError(
+                f"--guard-fraction (guard_fraction) must be in [0, 0.9), got {self.guard_fraction}"
+            )
 
     @classmethod
     def unlabeled(
