@@ -153,17 +153,31 @@ def ablation_plot(
     stds: Sequence[float],
     baseline: float | None = None,
 ) -> bytes:
-    """Bars of mean test-part accuracy (0..1) per configuration with std error bars."""
+    """Bars of mean test-part accuracy (0..1) per configuration with std error bars (the spread
+    over runs, splits included: not an interval of the mean), soft-loss rows in blue."""
+    from matplotlib.patches import Patch
+
     plt = _pyplot()
     x = np.arange(len(labels))
     fig, ax = plt.subplots(figsize=(max(5.0, 0.55 * len(labels) + 1.5), 3.6))
     colors = ["#2f7ed8" if "soft" in lab else "#9aa5b1" for lab in labels]
     ax.bar(x, np.asarray(means) * 100, yerr=np.asarray(stds) * 100, color=colors, capsize=3)
+    handles = [Patch(color="#9aa5b1", label="hard loss"), Patch(color="#2f7ed8", label="soft loss")]
     if baseline is not None:
-        ax.axhline(baseline * 100, color="#c0392b", lw=1, ls="--", label="before (teacher)")
-        _legend_above(ax, 1)
+        handles.append(
+            ax.axhline(baseline * 100, color="#c0392b", lw=1, ls="--", label="before (teacher)")
+        )
+    ax.legend(
+        handles=handles,
+        loc="lower left",
+        bbox_to_anchor=(0.0, 1.0),
+        ncol=len(handles),
+        fontsize=8,
+        frameon=False,
+        borderaxespad=0.3,
+    )
     ax.set_xticks(x, list(labels), rotation=45, ha="right", fontsize=8)
-    ax.set_ylabel("test-part accuracy (%)")
+    ax.set_ylabel("test-part accuracy (%)\nmean ± std over runs", fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     return _png(fig)
 
