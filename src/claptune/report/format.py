@@ -164,10 +164,10 @@ def guard_over_runs_lines(report: Report) -> list[str]:
     g = tr.guard
     return [
         f"Label-free guard (on each split's test-part audio, labels unread): kept the student in "
-        f"{pct(g['kept_student'], 0)} % of {int(g['runs'])} runs; scored afterwards, its "
-        f"decision was right in {pct(g['right'], 0)} % (kept {int(g['kept_a_worse_student'])} "
-        f"student(s) worse than teacher + transduction, rejected "
-        f"{int(g['rejected_a_better_student'])} better one(s))."
+        f"{pct(g['kept_student'], 0)} % of {count(int(g['runs']), 'run')}; scored afterwards, "
+        f"its decision was right in {pct(g['right'], 0)} % (kept "
+        f"{count(int(g['kept_a_worse_student']), 'student')} worse than teacher + "
+        f"transduction, rejected {count(int(g['rejected_a_better_student']), 'better one')})."
     ]
 
 
