@@ -146,8 +146,8 @@ class ImproveConfig:
             "and transfer checks: a folder with manifest.csv, webdataset shards, or a Hugging "
             "Face dataset (a Hub id, a save_to_disk folder or an audiofolder with a caption "
             "column; needs claptune[datasets]); '' or none for none",
-            default_text="$CLAPTUNE_CORPUS, else ../shared/data/captioned-sfx where it "
-            "exists, else none",
+            default_text="$CLAPTUNE_CORPUS, else shared/data/captioned-sfx beside a "
+            "development checkout of claptune where it exists, else none",
         ),
     )  # paired corpus: replay + DS captions
     corpus_holdout: float = field(
