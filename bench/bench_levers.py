@@ -41,10 +41,13 @@ LEVERS: dict[str, tuple[dict, dict]] = {
     "soft loss (beta 0.3)": ({"loss": "soft"}, {}),
     "cross-fitted transductive labels": ({}, {"pseudo_refined_mode": "crossfit_lp_balance"}),
     "ds + pseudo_refined, soft loss": ({"loss": "soft", "methods": ("ds", "pseudo_refined")}, {}),
+    "weight-space ensemble (wise_alpha 0.8)": ({"wise_alpha": 0.8}, {}),
+    "batch size 32": ({"batch_size": 32}, {}),
+    "lowest held-out loss (keep best_val)": ({"keep": "best_val"}, {}),
 }
 
 
-def run_lever(name: str, variant: dict, work: Path) -> dict:
+def run_lever(name: str, variant: dict, work: Path, n_seeds: int = 1) -> dict:
     from claptune.improve.ablation import AblationEntry, run_ablation
     from claptune.improve.config import ImproveConfig
 
@@ -60,7 +63,11 @@ def run_lever(name: str, variant: dict, work: Path) -> dict:
     # the ablation entry's loss and methods, not TrainConfig fields
     loss, methods = train.pop("loss", "hard"), train.pop("methods", ("pseudo_refined",))
     config = ImproveConfig(
-        model="default", target="esc50", root=str(variant["path"]), test_fraction=0.25, n_seeds=1
+        model="default",
+        target="esc50",
+        root=str(variant["path"]),
+        test_fraction=0.25,
+        n_seeds=n_seeds,
     )
     config.train = dataclasses.replace(config.train, **train)
     config.curation = dataclasses.replace(config.curation, **curation)
@@ -75,6 +82,8 @@ def main(argv=None) -> int:
     ap.add_argument("--work", type=Path, default=Path("runs/levers"))
     ap.add_argument("--orders", type=int, nargs="+", default=list(range(8100, 8108)))
     ap.add_argument("--levers", nargs="+", default=list(LEVERS), choices=list(LEVERS))
+    ap.add_argument("--seeds", type=int, default=1, help="training seeds per split (1)")
+    ap.add_argument("--name", default="levers", help="results name (bench/results/NAME.md)")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
     t0 = time.time()
@@ -83,7 +92,7 @@ def main(argv=None) -> int:
     for name in ["default", *[lever for lever in args.levers if lever != "default"]]:
         for v in variants:
             print(f"[bench_levers] {name}: {v['name']}", flush=True)
-            row = run_lever(name, v, args.work)["rows"][1]
+            row = run_lever(name, v, args.work, args.seeds)["rows"][1]
             gains.setdefault(name, {})[v["name"]] = (
                 row["two_stage"]["difference"],
                 row["class_mean_two_stage"]["difference"],
@@ -105,8 +114,8 @@ def main(argv=None) -> int:
         )
     md = "\n".join(lines) + "\n"
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "levers.md").write_text(md)
-    (args.out / "levers.json").write_text(
+    (args.out / f"{args.name}.md").write_text(md)
+    (args.out / f"{args.name}.json").write_text(
         json.dumps(
             {
                 "command": "python bench/bench_levers.py "

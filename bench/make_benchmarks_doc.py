@@ -51,6 +51,12 @@ SECTIONS = [
     ),
     ("levers", "Training and curation levers at 8:1", "levers.md", "bench/bench_levers.py"),
     (
+        "levers_fresh",
+        "Three levers on fresh 8:1 orders",
+        "levers_fresh.md",
+        "bench/bench_levers.py --orders 9500 ... 9507",
+    ),
+    (
         "guard_confirm",
         "The guard on 16 later targets",
         "guard_confirm.md",
