@@ -57,6 +57,12 @@ SECTIONS = [
         "bench/bench_levers.py --orders 9500 ... 9507",
     ),
     (
+        "levers_confirm",
+        "Two levers on ten more 8:1 orders, the full protocol",
+        "levers_confirm.md",
+        "bench/bench_levers.py --orders 9600 ... 9609 --seeds 3 --name levers_confirm",
+    ),
+    (
         "guard_confirm",
         "The guard on 16 later targets",
         "guard_confirm.md",
