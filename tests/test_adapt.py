@@ -252,6 +252,8 @@ def test_adapt_user_errors_are_one_line(unlabeled_task, tmp_path, capsys):
         (["--classes", str(spelled)], "'church_bells' and 'Church bells'"),
         (["--classes", str(tmp_path / "missing.txt")], "class names file not found"),
         (["--eval", "esc51:/x"], "TARGET must be one of"),
+        # a missing --eval set is found before the model loads and anything trains
+        (["--eval", f"esc50:{tmp_path / 'nowhere'}"], "not found"),
     ]
     for extra, message in cases:
         argv = _argv(teacher, audio, classes, corpus, tmp_path / "o")

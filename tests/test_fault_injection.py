@@ -709,3 +709,34 @@ def test_a_full_disk_under_the_feature_cache_and_a_checkpoint_leaves_nothing_par
     assert disk_full(info.value) and "no space left" in disk_full(info.value)
     assert not (tmp_path / f"{first.name}.tmp").exists()
     assert checkpoint.find_checkpoint(tmp_path) == first  # the previous one stays whole
+
+
+def test_sigterm_unwinds_like_ctrl_c_and_gives_the_earlier_run_back(tmp_path):
+    """``timeout``, ``kill`` and batch schedulers stop a job with SIGTERM: the command exits
+    with 143 in one line, and a failed --overwrite puts the earlier run back as on Ctrl-C."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    code = (
+        "import os, signal, sys, time\n"
+        "from pathlib import Path\n"
+        "from claptune.runfolder import hold_run_folder\n"
+        f"out = Path({str(out)!r})\n"
+        "with hold_run_folder(out, 'adapt'):\n"
+        "    (out / 'report.json').write_text('old')\n"
+        "import claptune.cli.models as models\n"
+        "def run(args):\n"
+        "    with hold_run_folder(out, 'adapt', overwrite=True):\n"
+        "        (out / 'report.json').write_text('partial')\n"
+        "        os.kill(os.getpid(), signal.SIGTERM)\n"
+        "        time.sleep(30)\n"
+        "    return 0\n"
+        "models.run = run\n"
+        "from claptune.cli import main\n"
+        "sys.exit(main(['models']))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 143, proc.stderr
+    assert "stopped by signal 15" in proc.stderr and "Traceback" not in proc.stderr
+    assert (out / "report.json").read_text() == "old"

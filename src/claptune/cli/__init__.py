@@ -209,6 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         with (
+            stop_signals(),
             default_encoding(getattr(args, "encoding", None)),
             logging_settings(args.log_level),
             progress_settings(args),
@@ -225,11 +226,50 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("claptune: interrupted", file=sys.stderr)
         return 130
+    except Terminated as err:
+        print(f"claptune: stopped by signal {err.signum}", file=sys.stderr)
+        return 128 + err.signum
     except Exception as err:
         if (full := disk_full(err)) is None:
             raise
         print(f"claptune {args.command}: error: {full}", file=sys.stderr)
         return 2
+
+
+class Terminated(BaseException):
+    """SIGTERM / SIGHUP (``timeout``, ``kill``, a batch scheduler's cancel) raised in the main
+    thread like Ctrl-C, so that a run unwinds: a failed ``--overwrite`` puts the earlier run
+    back (``claptune.runfolder``) and partial files are cleaned up as on an interrupt."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def stop_signals() -> Iterator[None]:
+    """Turn SIGTERM and SIGHUP into ``Terminated`` while a command runs (main thread only);
+    the previous handlers come back on exit."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def raise_terminated(signum, frame):
+        raise Terminated(signum)
+
+    saved = {}
+    for name in ("SIGTERM", "SIGHUP"):
+        sig = getattr(signal, name, None)
+        if sig is not None:
+            saved[sig] = signal.signal(sig, raise_terminated)
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
 
 
 def _one_line_warning(command: str, show):

@@ -77,6 +77,7 @@ def run_adapt(config: ImproveConfig, out_dir: str | Path, progress: bool = True)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
+    eval_set = labelled_set(config)  # a wrong --eval fails here, not after training
     ws = Workspace(config, out_dir, progress, target=unlabeled_clips(config))
     final = train_final(ws)
     run, pairs = final.run, final.pairs
@@ -102,11 +103,7 @@ def run_adapt(config: ImproveConfig, out_dir: str | Path, progress: bool = True)
     }
     model_dir = save_model(ws, final, out_dir) if config.save_model else None
     student_dir = save_rejected_student(ws, final, out_dir) if config.save_model else None
-    evaluation = (
-        score_labelled(ws, final.student, config.eval_target, config.eval_root)
-        if config.eval_target
-        else None
-    )
+    evaluation = None if eval_set is None else score_labelled(ws, final.student, eval_set)
     report = build_adapt_report(ws, config, final, evaluation, model_dir, time.perf_counter() - t0)
     report.guard = dict(run.guard)
     report.saved = final.saved
@@ -273,22 +270,36 @@ def _word_key(name: str) -> str:
     return clean_class_name(name).lower()
 
 
-def score_labelled(ws: Workspace, student, target: str, root: str | None) -> LabelledEval:
-    """Zero-shot accuracy and class-mean accuracy of teacher and student on a labelled set,
-    classifying among the run's class names (matched to the set's by their words: ``dog_bark``
-    is ``dog bark``). Scored only: nothing of the run reads it."""
+def labelled_set(config: ImproveConfig):
+    """The ``--eval`` data set, checked before anything is trained or written: it loads, and
+    its classes are among the run's class names (matched by their words: ``dog_bark`` is
+    ``dog bark``). None without ``--eval``."""
+    if not config.eval_target:
+        return None
     from claptune.data import load_dataset
-    from claptune.evaluate.metrics import accuracy, class_mean_accuracy, per_class_accuracy
-    from claptune.stats import class_mean_bootstrap, paired_bootstrap
 
-    dataset = load_dataset(target, root=root)
-    ours = {_word_key(c): k for k, c in enumerate(ws.class_names)}
+    dataset = load_dataset(config.eval_target, root=config.eval_root)
+    ours = {_word_key(c) for c in config.class_names}
     missing = [c for c in dataset.class_names if _word_key(c) not in ours]
     if missing:
         shown = ", ".join(missing[:5]) + (
             f", ... ({len(missing)} in all)" if len(missing) > 5 else ""
         )
-        raise ClaptuneError(f"--eval {target}: classes not among the run's class names: {shown}")
+        raise ClaptuneError(
+            f"--eval {config.eval_target}: classes not among the run's class names: {shown}"
+        )
+    return dataset
+
+
+def score_labelled(ws: Workspace, student, dataset) -> LabelledEval:
+    """Zero-shot accuracy and class-mean accuracy of teacher and student on a labelled set
+    (``labelled_set``), classifying among the run's class names. Scored only: nothing of the
+    run reads it."""
+    from claptune.evaluate.metrics import accuracy, class_mean_accuracy, per_class_accuracy
+    from claptune.stats import class_mean_bootstrap, paired_bootstrap
+
+    target = ws.config.eval_target
+    ours = {_word_key(c): k for k, c in enumerate(ws.class_names)}
     failed_before = len(ws.failed)
     items = [str(p) for p in dataset.items]
     kept = ws.add_clips(items, f"{target} audio (scored only)")
@@ -311,7 +322,7 @@ def score_labelled(ws: Workspace, student, target: str, root: str | None) -> Lab
     adapted = {str(Path(i).resolve()) for i in ws.items}
     return LabelledEval(
         target=target,
-        root=root,
+        root=ws.config.eval_root,
         n_clips=len(items),
         n_classes=len(np.unique(labels)),
         overlap=sum(str(Path(i).resolve()) in adapted for i in items),
