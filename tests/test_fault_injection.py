@@ -740,3 +740,47 @@ def test_sigterm_unwinds_like_ctrl_c_and_gives_the_earlier_run_back(tmp_path):
     assert proc.returncode == 143, proc.stderr
     assert "stopped by signal 15" in proc.stderr and "Traceback" not in proc.stderr
     assert (out / "report.json").read_text() == "old"
+
+
+def test_a_killed_run_completed_later_records_all_it_wrote_and_user_files_are_not_written_over(
+    tmp_path,
+):
+    """A run killed outright leaves a 'running' record with the entries that were there before
+    it: the run that completes the folder records everything the two wrote, so a later failed
+    --overwrite puts back a whole run, not a mix. A file the command would write over that no
+    claptune run wrote (the user's own predictions.csv) is refused without --overwrite."""
+    import json
+
+    from claptune.runfolder import RECORD_FILE, hold_run_folder
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    # killed outright: simulated by a record left 'running' and the files it wrote
+    with pytest.raises(RuntimeError), hold_run_folder(out, "adapt"):
+        (out / "model").mkdir()
+        (out / "predictions.csv").write_text("old labels")
+        raise RuntimeError("killed")
+    assert json.loads((out / RECORD_FILE).read_text())["state"] == "running"
+    with hold_run_folder(out, "adapt"):  # completes it without a flag
+        (out / "report.json").write_text("old")
+    written = json.loads((out / RECORD_FILE).read_text())["written"]
+    assert written == ["model", "predictions.csv", "report.json"]
+    # a replacement that fails gives back the whole earlier run, nothing of its own
+    with pytest.raises(ClaptuneError), hold_run_folder(out, "adapt", overwrite=True):
+        (out / "predictions.csv").write_text("new labels")
+        raise ClaptuneError("--eval: not found")
+    assert (out / "predictions.csv").read_text() == "old labels"
+    assert (out / "report.json").read_text() == "old" and (out / "notes.txt").exists()
+    # the user's own file of an output's name, in a folder no run has used
+    user = tmp_path / "user"
+    user.mkdir()
+    (user / "predictions.csv").write_text("my labels")
+    with pytest.raises(ClaptuneError, match="predictions.csv, which this run would write over"):
+        with hold_run_folder(user, "zeroshot"):
+            pass
+    assert (user / "predictions.csv").read_text() == "my labels"
+    with hold_run_folder(user, "zeroshot", overwrite=True):
+        assert not (user / "predictions.csv").exists()  # set aside, gone when the run ends
+        (user / "zeroshot.json").write_text("{}")
+    assert not (user / "predictions.csv").exists()

@@ -4,18 +4,20 @@ their ``--out`` while they run, and a finished folder is replaced only when aske
 ``hold_run_folder(out, command, overwrite)`` takes an advisory lock (``fcntl.flock`` on
 ``out/.claptune-lock``, released by the kernel when the process dies, so a killed run never
 leaves the folder locked); a second run into a folder that a live run holds is refused in one
-line naming that run. When the run ends without an error it records itself in
-``out/.claptune-run.json``: the command and the entries of ``out`` that were not there
-before it started. A folder holding such a record (or, from earlier versions, a
-``report.json`` or an ``ablation.json``) is finished: a new run into it needs ``overwrite=True``
-(``--overwrite``). The entries the record lists, and nothing else, are then moved aside into
-``out/.claptune-replaced/`` and deleted only when the new run finishes: a new run that fails
-(a typo found after the folder was taken, a missing data set, Ctrl-C) puts the earlier run back
-and removes what it wrote itself, and a run killed outright gets it back at the next run into
-the folder. So files of the user's that were in the folder before are never touched, and a
-finished run is lost only to a finished replacement. A folder the failed run created and left
-empty is removed. A folder left by a killed run (no record) is completed by rerunning without a
-flag.
+line naming that run. A run records itself in ``out/.claptune-run.json``: while it runs, as
+'running' with the entries that were there before it; when it ends without an error, as
+finished with the entries it wrote (everything but those that were there before). A folder
+holding a finished record (or, from earlier versions, a ``report.json`` or an
+``ablation.json``) is finished: a new run into it needs ``overwrite=True`` (``--overwrite``).
+So does a file the command writes (``OUTPUTS``) that no claptune run wrote, such as a user's own
+``predictions.csv``: it is never written over unasked. What ``--overwrite`` replaces is moved
+aside into ``out/.claptune-replaced/`` and deleted only when the new run finishes: a new run
+that fails (a typo found after the folder was taken, a missing data set, Ctrl-C, SIGTERM) puts
+the earlier run back and removes what it wrote itself, and a run killed outright gets it back
+at the next run into the folder. Other files of the user's in the folder are never touched. A
+folder left by a killed run (a 'running' record) is completed by rerunning without a flag, and
+the completed record lists what both runs wrote. A folder the failed run created and left
+empty is removed.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import json
 import os
 import shutil
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -38,12 +40,39 @@ RECORD_FILE = ".claptune-run.json"
 REPLACED_DIR = ".claptune-replaced"  # the finished run an --overwrite run replaces, till it ends
 
 
+INTERNAL = (LOCK_FILE, RECORD_FILE, REPLACED_DIR)
+_REPORT = ("report.json", "report.md", "report.html", "model", "student")
+# what each command writes into its --out (the main files; improve also writes one pairs file
+# per split): a file of these names that no claptune run wrote is not written over unasked
+OUTPUTS: dict[str, tuple[str, ...]] = {
+    "zeroshot": ("zeroshot.json", "confusion.png", "predictions.csv"),
+    "adapt": (
+        *_REPORT,
+        "predictions.csv",
+        "pairs.csv",
+        "classes.png",
+        "confidence.png",
+        "margin.png",
+    ),
+    "improve": (*_REPORT, "per_class.png", "priors.png", "confusion_after.png", "pairs_split0.csv"),
+    "demo": (*_REPORT, "per_class.png", "priors.png", "confusion_after.png", "pairs_split0.csv"),
+    "ablate": ("ablation.json", "ablation.md", "ablation.png", "scores.npz"),
+}
+
+
 @contextlib.contextmanager
 def hold_run_folder(
-    out: str | os.PathLike, command: str, overwrite: bool = False
+    out: str | os.PathLike,
+    command: str,
+    overwrite: bool = False,
+    outputs: Sequence[str] | None = None,
 ) -> Iterator[None]:
-    """Hold ``out`` for one run of ``command`` (see the module docstring)."""
+    """Hold ``out`` for one run of ``command`` (see the module docstring). ``outputs``: the
+    names the command writes into ``out`` (default ``OUTPUTS[command]``); one that is already
+    there and no claptune run wrote is refused without ``overwrite`` (it would be written over)
+    and set aside with it."""
     out = Path(out)
+    outputs = OUTPUTS.get(command, ()) if outputs is None else tuple(outputs)
     if out.exists() and not out.is_dir():
         raise ClaptuneError(f"--out {out} is a file, not a folder")
     created = not out.exists()
@@ -63,8 +92,25 @@ def hold_run_folder(
         fh.write(f"claptune {command}, process {os.getpid()} on {socket.gethostname()}")
         fh.flush()
         _put_back(out)  # a replacing run killed outright: the run it replaced comes back
-        aside = _set_aside_finished(out, overwrite)
+        record = _read_record(out)
+        if isinstance(record, dict) and record.get("state") == "running":
+            # a run killed before it finished: this one completes it, and what that run wrote
+            # is this run's too (its record kept the entries that were there before it)
+            names = record.get("preexisting")
+            preexisting = (
+                {n for n in names if isinstance(n, str)} if isinstance(names, list) else set()
+            )
+            record = None
+        else:
+            preexisting = None
+        aside = _set_aside_finished(out, overwrite, record, outputs, preexisting)
         before = {p.name for p in out.iterdir()}
+        if preexisting is None:
+            preexisting = before - set(INTERNAL)
+        write_json_atomic(
+            out / RECORD_FILE,
+            {"command": command, "state": "running", "preexisting": sorted(preexisting)},
+        )
         try:
             yield
         except BaseException:
@@ -73,10 +119,12 @@ def hold_run_folder(
                     if p.name not in before:
                         _remove(p)
                 _put_back(out)
-            if created and [p.name for p in out.iterdir()] == [LOCK_FILE]:
+            elif created and {p.name for p in out.iterdir()} <= {LOCK_FILE, RECORD_FILE}:
                 shutil.rmtree(out, ignore_errors=True)  # a folder this run made, left empty
             raise
-        written = sorted(p.name for p in out.iterdir() if p.name not in before | {RECORD_FILE})
+        written = sorted(
+            p.name for p in out.iterdir() if p.name not in preexisting and p.name not in INTERNAL
+        )
         write_json_atomic(
             out / RECORD_FILE,
             {
@@ -107,30 +155,50 @@ def _put_back(out: Path) -> None:
     shutil.rmtree(aside, ignore_errors=True)
 
 
-def _set_aside_finished(out: Path, overwrite: bool) -> Path | None:
-    """Refuse a finished ``out`` without ``overwrite``; with it, move the earlier run's entries
-    (its record's list, and the record) into ``out/.claptune-replaced``, returned. None when
-    the folder holds no finished run."""
-    record_path = out / RECORD_FILE
-    record = None
-    if record_path.is_file():
-        try:
-            record = json.loads(record_path.read_text())
-        except (OSError, ValueError):
-            record = {}
+def _read_record(out: Path):
+    """The folder's record: a dict, {} when it cannot be read, None when there is none."""
+    path = out / RECORD_FILE
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def _set_aside_finished(
+    out: Path, overwrite: bool, record, outputs: Sequence[str], completing: set[str] | None
+) -> Path | None:
+    """Refuse a finished ``out`` (a record, or a report.json / ablation.json of an earlier
+    version), or one holding files of ``outputs`` that no claptune run wrote, without
+    ``overwrite``; with it, move those entries (and the record) into
+    ``out/.claptune-replaced``, returned. None when there is nothing to replace.
+    ``completing``: the entries that were there before a killed run this one completes."""
     legacy = [name for name in ("report.json", "ablation.json") if (out / name).is_file()]
-    if record is None and not legacy:
+    if completing is not None:  # a killed run's outputs are this run's to complete
+        theirs = [n for n in outputs if (out / n).exists() and n in completing]
+        finished = False
+    else:
+        theirs = [n for n in outputs if (out / n).exists() and n not in _written(record)]
+        finished = record is not None or bool(legacy)
+    if not finished and not theirs:
         return None
     if not overwrite:
-        what = f"claptune {record.get('command', 'run')}" if isinstance(record, dict) else "run"
+        if finished:
+            what = f"claptune {record.get('command', 'run')}" if record else "run"
+            listed = _listed(record) if record else ", ".join(legacy)
+            raise ClaptuneError(
+                f"{out} holds a finished {what} (the files it wrote: {listed}); pass "
+                "--overwrite to replace them, or choose another --out"
+            )
         raise ClaptuneError(
-            f"{out} holds a finished {what} (the files it wrote: "
-            f"{_listed(record) if record else ', '.join(legacy) or 'unknown'}); pass "
-            "--overwrite to replace them, or choose another --out"
+            f"{out} holds {', '.join(theirs)}, which this run would write over and no claptune "
+            "run wrote; move it away, pass --overwrite to replace it, or choose another --out"
         )
     aside = out / REPLACED_DIR
     aside.mkdir()
-    names = _written(record) if record is not None else legacy
+    names = [*(_written(record) if record else legacy if finished else []), *theirs]
     for name in [*names, RECORD_FILE]:
         if not isinstance(name, str) or "/" in name or name in ("", ".", "..", LOCK_FILE):
             continue
@@ -157,4 +225,4 @@ def _listed(record) -> str:
     return shown + (f" and {len(names) - 4} more" if len(names) > 4 else "")
 
 
-__all__ = ["LOCK_FILE", "RECORD_FILE", "REPLACED_DIR", "hold_run_folder"]
+__all__ = ["LOCK_FILE", "OUTPUTS", "RECORD_FILE", "REPLACED_DIR", "hold_run_folder"]
