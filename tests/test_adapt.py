@@ -254,6 +254,8 @@ def test_adapt_user_errors_are_one_line(unlabeled_task, tmp_path, capsys):
         (["--eval", "esc51:/x"], "TARGET must be one of"),
         # a missing --eval set is found before the model loads and anything trains
         (["--eval", f"esc50:{tmp_path / 'nowhere'}"], "not found"),
+        # a value of the wrong type is one line, not a traceback from deep inside
+        (["--train", "lr=abc"], "training override lr: expected float, got 'abc'"),
     ]
     for extra, message in cases:
         argv = _argv(teacher, audio, classes, corpus, tmp_path / "o")

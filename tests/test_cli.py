@@ -412,7 +412,8 @@ def test_a_log_file_gets_a_bar_line_at_most_every_30_s():
         "import claptune.cli.models as models\n"
         "def run(args):\n"
         "    import tqdm\n"
-        "    print(tqdm.tqdm(total=1, file=sys.stderr).mininterval)\n"
+        "    bar = tqdm.tqdm(total=1, file=sys.stderr)\n"
+        "    print(bar.mininterval, bar.delay)\n"
         "    return 0\n"
         "models.run = run\n"
         "from claptune.cli import main\n"
@@ -421,4 +422,4 @@ def test_a_log_file_gets_a_bar_line_at_most_every_30_s():
     proc = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
     )
-    assert float(proc.stdout.strip()) == 30.0
+    assert [float(x) for x in proc.stdout.split()] == [30.0, 30.0]

@@ -57,7 +57,37 @@ def from_mapping(cls: type[T], values: Mapping[str, Any], what: str) -> T:
         if isinstance(value, Mapping) and dataclasses.is_dataclass(default):
             label = fields[name].metadata.get("what", f"{what} {name}")
             kwargs[name] = override(default, value, label)
+        else:
+            _check_scalar(fields[name], value, what)
     return cls(**kwargs)
+
+
+_SCALARS = {"int", "float", "bool", "str", "None"}
+
+
+def _check_scalar(f: dataclasses.Field, value: Any, what: str) -> None:
+    """A value given for a field annotated with plain scalars (``float``, ``int | None``,
+    ``str | float``) has one of those types (an int is a float; a bool is neither): a typo
+    such as ``lr=abc`` is a one-line error here, not a comparison failing deep inside."""
+    annotation = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")
+    parts = {p.strip() for p in annotation.split("|")}
+    if not parts or not parts <= _SCALARS:
+        return
+    if value is None:
+        ok = "None" in parts
+    elif isinstance(value, bool):
+        ok = "bool" in parts
+    elif isinstance(value, int):
+        ok = bool({"int", "float"} & parts)
+    elif isinstance(value, float):
+        ok = "float" in parts
+    elif isinstance(value, str):
+        ok = "str" in parts
+    else:
+        ok = False
+    if not ok:
+        wanted = " or ".join(sorted(p if p != "None" else "none" for p in parts))
+        raise ClaptuneError(f"{what} {f.name}: expected {wanted}, got {value!r}")
 
 
 def override(base: T, values: Mapping[str, Any], what: str) -> T:

@@ -9,7 +9,8 @@ sub-command) configures ``logging`` for the ``claptune`` loggers, with timestamp
 torchrun rank) so that a cluster job's log reads in order; progress bars are tqdm's, written
 through ``logging_redirect_tqdm`` so log lines do not tear them; a sub-command's
 ``--quiet`` also silences the Hugging Face download bars; and when stderr is
-not a terminal (a batch job's log file) bars refresh at most every 30 s.
+not a terminal (a batch job's log file) a bar shows after 30 s and refreshes at most every
+30 s.
 """
 
 from __future__ import annotations
@@ -168,13 +169,14 @@ def logging_settings(level: str) -> Iterator[None]:
 
 @contextlib.contextmanager
 def progress_settings(args: argparse.Namespace) -> Iterator[None]:
-    """Quiet sub-commands silence every bar; a log file gets a bar line at most every 30 s.
+    """Quiet sub-commands silence every bar; a log file gets a bar line at most every 30 s, and
+    none for a bar done sooner (training's epoch bars, a cached embedding pass).
 
-    Through TQDM_DISABLE / TQDM_MININTERVAL, which tqdm reads once, when it is first imported:
+    Through TQDM_DISABLE / TQDM_MININTERVAL / TQDM_DELAY, which tqdm reads once, when it is first imported:
     ``main`` imports it only inside this context, so a ``claptune`` process gets them; a
     process that imported tqdm before calling ``main()`` keeps its own settings. Undone on
     exit, so that ``main()`` called in process leaves no global state behind."""
-    saved = {k: os.environ.get(k) for k in ("TQDM_DISABLE", "TQDM_MININTERVAL")}
+    saved = {k: os.environ.get(k) for k in ("TQDM_DISABLE", "TQDM_MININTERVAL", "TQDM_DELAY")}
     quiet = getattr(args, "quiet", False)
     if quiet:  # huggingface_hub only then: `claptune models` starts without it
         from huggingface_hub.utils import (
@@ -186,8 +188,9 @@ def progress_settings(args: argparse.Namespace) -> Iterator[None]:
         hf_was_disabled = are_progress_bars_disabled()
         disable_progress_bars()
         os.environ["TQDM_DISABLE"] = "1"  # bars created without an explicit disable=
-    if not sys.stderr.isatty():
+    if not sys.stderr.isatty():  # a bar shows after 30 s and refreshes every 30 s, no sooner
         os.environ.setdefault("TQDM_MININTERVAL", "30")
+        os.environ.setdefault("TQDM_DELAY", "30")
     try:
         yield
     finally:
