@@ -110,7 +110,12 @@ def test_key_value_keys_in_help_are_the_dataclass_fields():
 # flags of a config field with a meaning of their own: ablate's --methods takes "+"-joined
 # combinations to compare, demo's --root is ESC-50's
 # flags whose help a command words its own way (adapt has no splits: its seed draws the guard slice)
-SPECIAL_FLAGS = {("ablate", "methods"), ("demo", "root"), ("adapt", "seed")}
+SPECIAL_FLAGS = {
+    ("ablate", "methods"),
+    ("demo", "root"),
+    ("adapt", "seed"),
+    ("adapt", "audio_per_class"),
+}
 
 
 def test_run_flags_are_generated_once_from_the_config_fields():

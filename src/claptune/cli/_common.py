@@ -162,7 +162,7 @@ def add_fields(
     cls: type,
     names: Sequence[str],
     required: Sequence[str] = (),
-    helps: Mapping[str, str] | None = None,
+    helps: Mapping[str, str | tuple[str, str]] | None = None,
 ) -> None:
     """One flag per field of the dataclass ``cls`` in ``names``, generated from the field: its
     name (or ``metadata["flag"]``), type, choices, help (``helps[name]`` where a command uses
@@ -176,8 +176,11 @@ def add_fields(
     for name in names:
         f = by_name[name]
         meta = dict(f.metadata)
-        if helps and name in helps:
-            meta["help"] = helps[name]
+        if helps and name in helps:  # text, or (text, default text)
+            text = helps[name]
+            meta["help"], meta["default_text"] = (
+                text if isinstance(text, tuple) else (text, meta.get("default_text"))
+            )
         flag = meta.get("flag", "--" + name.replace("_", "-"))
         default = meta.get("default_text")
         if default is None:
@@ -216,7 +219,7 @@ def add_config_flags(
     p: argparse.ArgumentParser,
     names: Sequence[str],
     required: Sequence[str] = (),
-    helps: Mapping[str, str] | None = None,
+    helps: Mapping[str, str | tuple[str, str]] | None = None,
 ) -> None:
     """``add_fields`` of ``ImproveConfig``: the flags of improve, adapt, ablate and demo."""
     from claptune.improve.config import ImproveConfig

@@ -63,7 +63,11 @@ def add_parser(sub) -> argparse.ArgumentParser:
         ],
         helps={
             "seed": "seed of the guard's held-out slice and of training (curation itself is "
-            "deterministic)"
+            "deterministic)",
+            "audio_per_class": (
+                "best-scored curated pairs of each class playable in report.html",
+                "1",
+            ),
         },
     )
     add_settings_flags(p)

@@ -18,7 +18,8 @@ Clips without labels, a class list, and a label for each clip:
     claptune zeroshot --model M --audio my_clips/ --classes classes.txt --out DIR
     claptune zeroshot --model M --audio my_clips/ --classes classes.txt --transductive --out DIR
 
-writes DIR/predictions.csv (path,label,confidence,runner_up,runner_up_confidence).
+writes DIR/predictions.csv (path,label,confidence,runner_up,runner_up_confidence) and
+DIR/zeroshot.json (the clips' count, the predicted count per class, the configuration).
 --transductive [METHOD] refines the scores over all the clips together without a label
 (claptune.evaluate.transductive; default method: claptune = label propagation on the kNN audio
 graph, then Sinkhorn balancing); on a labelled --target it also writes predictions.csv and

@@ -308,8 +308,14 @@ def summary_lines(report: AdaptReport) -> list[str]:
     if report.priors:
         lines.append(f"Class shares curation balanced to: {report.priors.method}.")
     ag = report.agreement
+    seen = ""
+    if ag is not None and ag.n_clips < report.target.n_clips:
+        seen = f" of the {ag.n_clips} curation saw"  # the guard's slice is held out
     if ag is not None:
-        line = f"Teacher/student agreement: {pct(ag.share)} % of clips keep their zero-shot class"
+        line = (
+            f"Teacher/student agreement: {pct(ag.share)} % of clips{seen} keep their zero-shot "
+            "class"
+        )
         if ag.curated is not None and ag.not_curated is not None:
             line += (
                 f" ({pct(ag.curated)} % of curated clips, {pct(ag.not_curated)} % of the others)"
@@ -318,7 +324,8 @@ def summary_lines(report: AdaptReport) -> list[str]:
     agree = (report.label_free or {}).get("pseudo_agreement")
     if agree is not None:
         lines.append(
-            f"Student/refined pseudo-label agreement: {pct(agree)} % of clips (the label-free "
+            f"Student/refined pseudo-label agreement: {pct(agree)} % of clips{seen} (the "
+            "label-free "
             "signal claptune ablate chooses configurations by; compare runs of other settings "
             "on the same clips by it, higher is better)."
         )
@@ -381,7 +388,7 @@ CLASS_HEADER = [
     "curated",
     "teacher predicts",
     "student predicts",
-    "unchanged (%)",
+    "teacher's clips the student keeps (%)",
     "labelled (predictions.csv)",
 ]
 
