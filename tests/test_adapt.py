@@ -256,6 +256,8 @@ def test_adapt_user_errors_are_one_line(unlabeled_task, tmp_path, capsys):
         (["--eval", f"esc50:{tmp_path / 'nowhere'}"], "not found"),
         # a value of the wrong type is one line, not a traceback from deep inside
         (["--train", "lr=abc"], "training override lr: expected float, got 'abc'"),
+        # the runs' seeds come from --seed: a training seed override would be ignored
+        (["--train", "seed=7"], "--train seed=7 would be ignored"),
     ]
     for extra, message in cases:
         argv = _argv(teacher, audio, classes, corpus, tmp_path / "o")

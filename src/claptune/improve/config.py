@@ -318,6 +318,12 @@ class ImproveConfig:
             )
         if self.labels_from not in ("teacher", "saved"):
             raise ClaptuneError(f"labels_from must be teacher or saved, got {self.labels_from!r}")
+        if self.train.seed != improve_training().seed:
+            raise ClaptuneError(
+                f"--train seed={self.train.seed} would be ignored: the runs' training seeds "
+                "come from --seed (improve and ablate: split i and seed j use seed + i and "
+                "seed + j; adapt: seed); set --seed instead"
+            )
         if self.n_splits < 1 or self.n_seeds < 1:
             raise ClaptuneError(
                 f"--splits and --seeds (n_splits, n_seeds) must be at least 1, got "
