@@ -353,6 +353,13 @@ def test_adapt_guard_and_predictions(unlabeled_task, teacher, tmp_path, capsys):
     assert Path(split["cache_dir"]).is_absolute()
     saved_config = json.loads((out / "model" / "adapt_config.json").read_text())
     assert "n_splits" not in saved_config and saved_config["guard_fraction"] == 0.2
+    # this machine's paths are left out, not cut, so the file passed back with --config
+    # takes the defaults or the flags given rather than a folder that exists nowhere
+    assert not {"audio", "corpus", "cache_dir"} & set(saved_config)
+    from claptune.improve.config import ImproveConfig
+
+    again = ImproveConfig.from_dict({**saved_config, "audio": [str(audio)]})
+    assert again.class_names == tuple(report.target.class_names) and again.corpus != "corpus"
     # curation saw only the clips outside the guard slice: 10 of the 12 that decoded
     assert sum(report.confidence.counts) == 10
     with (out / "predictions.csv").open() as f:

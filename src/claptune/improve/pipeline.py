@@ -24,6 +24,7 @@ run depends on them.
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -147,15 +148,31 @@ def save_model(ws: Workspace, final: FinalModel, out_dir: Path) -> Path:
     return _save_with_config(ws, final.model, out_dir / "model")
 
 
+# settings that may name a folder or file of this machine
+LOCAL_PATHS = ("audio", "root", "corpus", "cache_dir", "eval_root")
+
+
 def _save_with_config(ws: Workspace, model, folder: Path) -> Path:
     """``model`` saved to ``folder`` with the run's configuration beside it (``adapt_config.json``
-    or ``improve_config.json``), stripped of this machine's paths."""
+    or ``improve_config.json``) without this machine's paths, since the folder may be published:
+    a setting naming a local file or folder is left out rather than cut to its last part, so
+    that the file passed back with ``--config`` gets the defaults (or the flags given) instead
+    of a path that exists nowhere; a Hub id stays."""
     from claptune.card import public_text
 
     saved = Path(model.save(folder))
     name = "adapt_config.json" if ws.config.target == UNLABELED else "improve_config.json"
-    (saved / name).write_text(json.dumps(public_text(ws.config.record()), indent=2))
+    record = {k: v for k, v in ws.config.record().items() if not _local_path(k, v)}
+    (saved / name).write_text(json.dumps(public_text(record), indent=2))
     return saved
+
+
+def _local_path(key: str, value) -> bool:
+    """Whether setting ``key`` names a file or folder of this machine (a Hub id does not)."""
+    if key not in LOCAL_PATHS or not value:
+        return False
+    values = value if isinstance(value, (list, tuple)) else [value]
+    return any(os.path.isabs(str(v)) or Path(str(v)).expanduser().exists() for v in values)
 
 
 def save_rejected_student(ws: Workspace, final: FinalModel, out_dir: Path) -> Path | None:
