@@ -38,10 +38,9 @@ from claptune.errors import ClaptuneError
 LOCK_FILE = ".claptune-lock"
 RECORD_FILE = ".claptune-run.json"
 REPLACED_DIR = ".claptune-replaced"  # the finished run an --overwrite run replaces, till it ends
-
-
 INTERNAL = (LOCK_FILE, RECORD_FILE, REPLACED_DIR)
 _REPORT = ("report.json", "report.md", "report.html", "model", "student")
+_IMPROVE = (*_REPORT, "per_class.png", "priors.png", "confusion_after.png", "pairs_split0.csv")
 # what each command writes into its --out (the main files; improve also writes one pairs file
 # per split): a file of these names that no claptune run wrote is not written over unasked
 OUTPUTS: dict[str, tuple[str, ...]] = {
@@ -54,8 +53,8 @@ OUTPUTS: dict[str, tuple[str, ...]] = {
         "confidence.png",
         "margin.png",
     ),
-    "improve": (*_REPORT, "per_class.png", "priors.png", "confusion_after.png", "pairs_split0.csv"),
-    "demo": (*_REPORT, "per_class.png", "priors.png", "confusion_after.png", "pairs_split0.csv"),
+    "improve": _IMPROVE,
+    "demo": _IMPROVE,
     "ablate": ("ablation.json", "ablation.md", "ablation.png", "scores.npz"),
 }
 
@@ -187,7 +186,7 @@ def _set_aside_finished(
     if not overwrite:
         if finished:
             what = f"claptune {record.get('command', 'run')}" if record else "run"
-            listed = _listed(record) if record else ", ".join(legacy)
+            listed = _listed(record) if record else ", ".join(legacy) or "unknown"
             raise ClaptuneError(
                 f"{out} holds a finished {what} (the files it wrote: {listed}); pass "
                 "--overwrite to replace them, or choose another --out"

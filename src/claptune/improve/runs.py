@@ -289,10 +289,8 @@ def summarize_pipelines(
     base = np.concatenate([r.pred_before[r.test] == labels[r.test] for r in runs])
     rows = {}
     for name in names:
-        ok = np.concatenate(
-            [p[name][0][r.test] == labels[r.test] for p, r in zip(per_run, runs, strict=True)]
-        )
         pred = np.concatenate([p[name][0][r.test] for p, r in zip(per_run, runs, strict=True)])
+        ok = pred == labels[clip_ids]
         # pooled over the runs' test parts: the estimator of the gains' point estimates, so that
         # a pipeline's figure minus the teacher's is its gain
         rows[name] = PipelineRow(
