@@ -44,6 +44,7 @@ LEVERS: dict[str, tuple[dict, dict]] = {
     "weight-space ensemble (wise_alpha 0.8)": ({"wise_alpha": 0.8}, {}),
     "batch size 32": ({"batch_size": 32}, {}),
     "lowest held-out loss (keep best_val)": ({"keep": "best_val"}, {}),
+    "keep best_val and wise_alpha 0.8": ({"keep": "best_val", "wise_alpha": 0.8}, {}),
 }
 
 

@@ -296,3 +296,41 @@ def test_legends_sit_outside_the_data(monkeypatch):
         (ax,) = fig.axes
         legend = ax.get_legend().get_window_extent(renderer)
         assert not legend.overlaps(ax.get_window_extent(renderer)), fig
+
+
+def test_guard_lines_say_which_way_the_guard_went_and_why():
+    """The report's guard sentence for each outcome: kept, not clearly better, and could not
+    decide, whose reason is the console's own words (``undecided_reason``)."""
+    from claptune.report import AdaptReport
+    from claptune.report.format import guard_lines, undecided_reason
+
+    def lines(guard):
+        report = AdaptReport(
+            claptune_version="0",
+            model=ModelInfo(spec="tiny"),
+            target=TargetInfo(name="clips", n_clips=80, n_classes=len(CLASSES)),
+            seed=0,
+            methods=["pseudo_refined"],
+            loss="hard",
+            guard=guard,
+            model_dir="RUN/model",
+        )
+        return guard_lines(report)
+
+    base = {"n_clips": 16, "consistency_student": 0.75, "consistency_teacher": 0.5}
+    kept = lines(
+        {**base, "keep_student": True, "decidable": True, "discordant": 6, "p_value": 0.02}
+    )
+    assert "student is kept" in kept[0] and "p = 0.02" in kept[0]
+    lost = lines(
+        {**base, "keep_student": False, "decidable": True, "discordant": 9, "p_value": 0.3}
+    )
+    assert "did not clearly beat the teacher" in lost[0] and "the teacher is saved" in lost[0]
+    undecided = lines({**base, "keep_student": False, "decidable": False, "discordant": 1})
+    assert "could not decide" in undecided[0]
+    assert undecided_reason(16, 1) in undecided[0]
+    assert "only 1 was classed" in undecided_reason(16, 1)
+    assert "only 3 were classed" in undecided_reason(
+        16, 3
+    ) and "fewer than the 5 " in undecided_reason(16, 3)
+    assert lines({}) == ["Guard: not run (no clips were held out of curation; guard_fraction 0)."]

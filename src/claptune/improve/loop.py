@@ -24,12 +24,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from claptune.curation import CurationSettings, Pairs
-from claptune.evaluate.label_free import guard_keeps, min_discordant
+from claptune.evaluate.label_free import guard_keeps
 from claptune.improve.curate import describe
 from claptune.improve.runs import RunOutcome
 from claptune.improve.splits import Split, whole_pool_split
 from claptune.improve.workspace import Workspace, log_progress
-from claptune.report.format import clips_were
+from claptune.report.format import undecided_reason
 
 logger = logging.getLogger(__name__)
 
@@ -175,10 +175,9 @@ def train_final(ws: Workspace, variant: Variant | None = None) -> FinalModel:
         verdict = "the guard kept it"
     elif not run.guard.get("decidable", True):
         verdict = (
-            f"the guard could not decide: on {n_guard} held-out clips only "
-            f"{clips_were(int(run.guard.get('discordant', 0)))} classed consistently by one "
-            f"model and not the other, fewer than the {min_discordant()} a lead beyond chance needs; the "
-            f"teacher is {kept} instead (more clips, or a larger --guard-fraction, let it decide)"
+            "the guard could not decide: "
+            f"{undecided_reason(n_guard, int(run.guard.get('discordant', 0)))}; the teacher is "
+            f"{kept} instead (more clips, or a larger --guard-fraction, let it decide)"
         )
     else:
         verdict = (

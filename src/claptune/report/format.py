@@ -438,6 +438,17 @@ def clips_were(n: int) -> str:
     return f"{n} {'was' if n == 1 else 'were'}"
 
 
+def undecided_reason(n_clips: int, discordant: int) -> str:
+    """Why the guard could not decide, in the words the console and the reports share: 'on N
+    clips held out of curation only D were classed consistently by one model and not the
+    other, fewer than the 5 a lead beyond chance needs (no label read)'."""
+    return (
+        f"on {n_clips} clips held out of curation only {clips_were(discordant)} classed "
+        "consistently by one model and not the other, fewer than the "
+        f"{min_discordant()} a lead beyond chance needs (no label read)"
+    )
+
+
 def guard_lines(report: AdaptReport) -> list[str]:
     """What the user got and why: the guard's decision in words, then predictions.csv."""
     g, out = report.guard, []
@@ -454,11 +465,9 @@ def guard_lines(report: AdaptReport) -> list[str]:
             )
         elif not g.get("decidable", True):
             out.append(
-                f"Guard: **could not decide** on {n} clips held out of curation: only "
-                f"{clips_were(int(g['discordant']))} classed consistently by one model and not "
-                f"the other, fewer than the {min_discordant()} a lead beyond chance needs (no "
-                f"label read). The teacher is {kept}; more clips, or a larger "
-                "`--guard-fraction`, let the guard decide."
+                f"Guard: **could not decide**: {undecided_reason(n, int(g['discordant']))}. "
+                f"The teacher is {kept}; more clips, or a larger `--guard-fraction`, let the "
+                "guard decide."
             )
         else:
             out.append(
