@@ -329,7 +329,9 @@ def pipelines_markdown(result: dict[str, Any]) -> list[str]:
         "accuracy in percent, pooled over the runs' test outcomes; gains over the teacher's "
         "plain zero-shot ensemble in points from the same pooled estimator, two-stage 95 % CI). "
         "`teacher + X`: transductive inference X over all the target's clips taken together "
-        "(pool and test part, no label read), no training, scored on the test part; "
+        "(pool and test part, no label read), no training, scored on the test part "
+        "(`claptune` names the tool's own chain: label propagation over each clip's 3 nearest "
+        "clips, then Sinkhorn balancing; no training); "
         f"`+ transduction`: the student's scores refined the same way ({transduction}); "
         "`guarded`: what the label-free guard hands over, student or teacher + transduction.",
         "",

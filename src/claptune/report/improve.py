@@ -153,10 +153,12 @@ def render_markdown(report: Report, assets: ReportAssets, figure_files: Sequence
         out.append(
             f"Each pipeline labels the test part of each split from audio alone; `+ name`: "
             f"transductive inference over all the target's clips taken together (pool and test "
-            f"part, no label read), scored on the test part; `student + "
-            f"transduction` uses `{report.transductive.method}`; `guarded`: what the label-free "
-            "guard hands a user. Means over runs in percent; gains in points over the teacher's "
-            "plain zero-shot ensemble, two-stage 95 % CI."
+            f"part, no label read), scored on the test part (`+ claptune`: the tool's own "
+            "chain, label propagation over each clip's 3 nearest clips then Sinkhorn balancing, "
+            f"no training); `student + transduction` uses `{report.transductive.method}`; "
+            "`guarded`: what the label-free guard hands a user. Accuracy and class mean pooled "
+            "over the runs' test outcomes, in percent; gains in points over the teacher's plain "
+            "zero-shot ensemble from the same pooled estimator, two-stage 95 % CI."
         )
         out.append("")
         out += md_table(PIPELINE_HEADER, pipeline_rows(report))
