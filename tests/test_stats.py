@@ -54,6 +54,10 @@ def test_mean_spread():
     assert (s.min, s.max, s.n) == (0.1, 0.6, 3)
     assert mean_spread([0.5]).std == 0.0
     assert s.format() == "30.0 ± 26.5"
+    assert (
+        s.format(sign=True) == "+30.0 ± 26.5" and mean_spread([-0.02]).format(sign=True) == "-2.0"
+    )
+    assert mean_spread([0.5]).format() == "50.0"  # one value: no spread to show
     with pytest.raises(ValueError):
         mean_spread([])
 

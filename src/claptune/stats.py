@@ -32,9 +32,12 @@ class Spread:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def format(self, scale: float = 100.0, digits: int = 1) -> str:
-        """'mean ± std' with values multiplied by ``scale`` (percent by default)."""
-        return f"{self.mean * scale:.{digits}f} ± {self.std * scale:.{digits}f}"
+    def format(self, scale: float = 100.0, digits: int = 1, sign: bool = False) -> str:
+        """'mean ± std' with values multiplied by ``scale`` (percent by default); ``sign``
+        writes the mean's sign ('+4.0 ± 1.2', for gains). One value has no spread: its mean
+        alone."""
+        mean = f"{self.mean * scale:{'+' if sign else ''}.{digits}f}"
+        return mean if self.n < 2 else f"{mean} ± {self.std * scale:.{digits}f}"
 
 
 def mean_spread(values) -> Spread:

@@ -14,6 +14,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -28,9 +29,10 @@ from claptune.improve.runs import (
     summarize_runs,
 )
 from claptune.improve.workspace import Workspace, log_progress
-from claptune.report.format import count, pvalue
+from claptune.report.format import ci, count, pvalue
 from claptune.report.records import Ablation, AblationRow
 from claptune.report.schema import ClassPriors, RunsSummary
+from claptune.stats import Spread
 from claptune.typed import override
 
 # the label-free selection signal the table's "label-free pick" maximises (RunRecord.label_free):
@@ -306,14 +308,16 @@ def ablation_markdown(result: Ablation | dict[str, Any]) -> str:
 
 
 def _spread(s: dict[str, float], sign: bool = False) -> str:
-    """``mean ± std`` in points; the std is left out where one run gives none."""
-    mean = f"{100 * s['mean']:+.1f}" if sign else f"{100 * s['mean']:.1f}"
-    n = s.get("n", 2)
-    return mean if n is not None and n < 2 else f"{mean} ± {100 * s['std']:.1f}"
+    """``mean ± std`` in points of a recorded ``Spread`` (``Spread.format``); records of
+    earlier versions without a count are taken as several runs."""
+    return Spread(**{"sem": 0.0, "min": 0.0, "max": 0.0, **s, "n": s.get("n") or 2}).format(
+        sign=sign
+    )
 
 
 def _ci(bs: dict[str, float]) -> str:
-    return f"{100 * bs['difference']:+.1f} [{100 * bs['ci_low']:+.1f}, {100 * bs['ci_high']:+.1f}]"
+    """A recorded ``BootstrapResult`` as ``report.format.ci`` writes it."""
+    return ci(SimpleNamespace(**bs))
 
 
 def pipelines_markdown(result: dict[str, Any]) -> list[str]:
