@@ -17,13 +17,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import platform
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
+from _results import write_results
 from make_skewed import make_variants
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -114,19 +113,8 @@ def main(argv=None) -> int:
             f"| {100 * diff.mean():+.1f} | {int((diff > 0).sum())} |"
         )
     md = "\n".join(lines) + "\n"
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{args.name}.md").write_text(md)
-    (args.out / f"{args.name}.json").write_text(
-        json.dumps(
-            {
-                "command": "python bench/bench_levers.py "
-                + " ".join(sys.argv[1:] if argv is None else argv),
-                "machine": f"{platform.machine()}, Python {platform.python_version()}",
-                "seconds": time.time() - t0,
-                "gains": gains,
-            },
-            indent=1,
-        )
+    write_results(
+        args.out, args.name, {"gains": gains}, md, script="bench_levers.py", argv=argv, t0=t0
     )
     print(md)
     return 0

@@ -27,12 +27,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+from _results import write_results
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -132,22 +132,8 @@ def main(argv: list[str] | None = None) -> int:
             f"| {100 * row['handed_gain']:+.1f} |"
         )
     md = "\n".join(lines) + "\n"
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{args.name}.md").write_text(md)
-    (args.out / f"{args.name}.json").write_text(
-        json.dumps(
-            {
-                "command": "python bench/bench_plain_guard.py "
-                + " ".join(sys.argv[1:] if argv is None else argv),
-                "machine": f"{platform.machine()}, Python {platform.python_version()}",
-                "seconds": time.time() - t0,
-                "spearman": rho,
-                "rules": table,
-                "runs": runs,
-            },
-            indent=1,
-        )
-    )
+    data = {"spearman": rho, "rules": table, "runs": runs}
+    write_results(args.out, args.name, data, md, script="bench_plain_guard.py", argv=argv, t0=t0)
     print(md)
     return 0
 

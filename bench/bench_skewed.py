@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
+from _results import write_results
 from make_skewed import make_variants
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -123,7 +122,7 @@ def aggregate(variants: list[dict], results: dict[str, dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def summarize_only(args) -> int:
+def summarize_only(args, argv=None) -> int:
     # each variant once (a later --data folder may list the same variant again)
     by_name = {
         v["name"]: v for d in args.data for v in json.loads((d / "variants.json").read_text())
@@ -142,17 +141,10 @@ def summarize_only(args) -> int:
         return (ratio, v["order"], v["kind"] == "control")
 
     variants.sort(key=rank)
-    out = {
-        "command": "python bench/bench_skewed.py " + " ".join(sys.argv[1:]),
-        "note": args.note,
-        "machine": f"{platform.machine()}, Python {platform.python_version()}",
-        "variants": variants,
-        "results": results,
-    }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "skewed.json").write_text(json.dumps(out, indent=2, default=str))
+    data = {"note": args.note, "variants": variants, "results": results}
     head = f"{args.note}\n\n" if args.note else ""
-    (args.out / "skewed.md").write_text(head + summarize(variants, results))
+    md = head + summarize(variants, results)
+    write_results(args.out, "skewed", data, md, script="bench_skewed.py", argv=argv, indent=2)
     print(summarize(variants, results))
     return 0
 
@@ -185,7 +177,7 @@ def main(argv=None) -> int:
     )
     args = ap.parse_args(argv)
     if args.summarize:
-        return summarize_only(args)
+        return summarize_only(args, argv)
     from claptune.improve.ablation import run_ablation
     from claptune.improve.config import ImproveConfig
 
@@ -205,17 +197,11 @@ def main(argv=None) -> int:
         results[v["name"]] = run_ablation(
             config, args.work / v["name"], grid(), progress=False
         ).to_dict()
-        out = {
-            "command": "python bench/bench_skewed.py "
-            + " ".join(sys.argv[1:] if argv is None else argv),
-            "machine": f"{platform.machine()}, Python {platform.python_version()}",
-            "seconds": time.time() - t0,
-            "variants": variants,
-            "results": results,
-        }
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "skewed.json").write_text(json.dumps(out, indent=2, default=str))
-        (args.out / "skewed.md").write_text(summarize(variants, results))
+        data = {"variants": variants, "results": results}
+        md = summarize(variants, results)
+        write_results(
+            args.out, "skewed", data, md, script="bench_skewed.py", argv=argv, t0=t0, indent=2
+        )
     print(summarize(variants, results))
     return 0
 

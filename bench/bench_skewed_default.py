@@ -21,13 +21,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
+from _results import write_results
 from make_skewed import make_variants
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -303,20 +302,17 @@ def main(argv=None) -> int:
             print(f"[bench_skewed_default] {v['name']}: {v['n_clips']} clips", flush=True)
             ablation = run_ablation(config, args.work / v["name"], grid(), progress=False)
             results[v["name"]] = ablation.to_dict()
-        out = {
-            "command": "python bench/bench_skewed_default.py "
-            + " ".join(sys.argv[1:] if argv is None else argv),
+        data = {
             "note": args.note,
-            "machine": f"{platform.machine()}, Python {platform.python_version()}",
-            "seconds": time.time() - t0,
             "variants": variants,
             "config": next(iter(results.values())).get("config"),
             "results": {name: compact(r) for name, r in results.items()},
         }
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / f"{args.name}.json").write_text(json.dumps(out, indent=1, default=str))
         head = f"{args.note}\n\n" if args.note else ""
-        (args.out / f"{args.name}.md").write_text(head + summarize(variants, results))
+        md = head + summarize(variants, results)
+        write_results(
+            args.out, args.name, data, md, script="bench_skewed_default.py", argv=argv, t0=t0
+        )
     print(summarize(variants, results))
     return 0
 
