@@ -52,7 +52,7 @@ SECTIONS = [
     ("levers", "Training and curation levers at 8:1", "levers.md", "bench/bench_levers.py"),
     (
         "levers_fresh",
-        "Three levers on fresh 8:1 orders",
+        "Levers on fresh 8:1 orders",
         "levers_fresh.md",
         "bench/bench_levers.py --orders 9500 ... 9507",
     ),
@@ -61,6 +61,12 @@ SECTIONS = [
         "Two levers on ten more 8:1 orders, the full protocol",
         "levers_confirm.md",
         "bench/bench_levers.py --orders 9600 ... 9609 --seeds 3 --name levers_confirm",
+    ),
+    (
+        "levers_confirm2",
+        "keep=best_val on ten further 8:1 orders, and the default over 30",
+        "levers_confirm2.md",
+        "bench/bench_levers.py --orders 9700 ... 9709 --seeds 3 --name levers_confirm2",
     ),
     (
         "guard_confirm",
