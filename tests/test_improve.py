@@ -515,12 +515,14 @@ def test_ablate_cli_writes_table_on_shared_splits(tiny_clap_dir, tiny_task, tmp_
         return sum(line.startswith("| ") for line in block.splitlines())
 
     assert rows_of(table) == 5  # header + 4 rows
-    # the peers side by side: the teacher's training-free pipelines once, then each trained
-    # row's student plain, with transduction, and guarded; gains with two-stage intervals
+    # the peers side by side: the teacher's training-free pipelines once (every transduction
+    # and the class head), then each trained row's student without and with its class head,
+    # with transduction, and guarded; gains with two-stage intervals
     from claptune.evaluate.transductive import TRANSDUCTIONS
 
-    assert rows_of(peers) == 1 + len(TRANSDUCTIONS) + 3 * 3
+    assert rows_of(peers) == 1 + len(TRANSDUCTIONS) + 1 + 3 * 4
     assert "| teacher + claptune |" in peers and "| ds / soft: student + transduction |" in peers
+    assert "| teacher + class head |" in peers and "| ds / soft: student, no class head |" in peers
     for row in result["rows"][1:]:
         assert row["two_stage"]["n_units"] == 2
         p = row["pipelines"]["teacher"]
@@ -713,6 +715,7 @@ def test_target_labels_only_score(tiny_task, tmp_path, monkeypatch, prior):
     import claptune.data
     from claptune import load_model
     from claptune.cli import main
+    from claptune.evaluate.prototypes import ClassHead
     from claptune.models.default import DefaultModel
 
     target, corpus = tiny_task
@@ -760,6 +763,8 @@ def test_target_labels_only_score(tiny_task, tmp_path, monkeypatch, prior):
         report = json.loads((out / "report.json").read_text())
         report["_pairs"] = (out / "pairs_split0.csv").read_text()
         report["_heads"] = load_model(out / "model").head_state_dict()
+        head = ClassHead.load(out / "model")
+        report["_class_head"] = (head.class_names, head.weight, head.n_clips, head.means.tobytes())
         return report
 
     real = run("real")
@@ -778,6 +783,8 @@ def test_target_labels_only_score(tiny_task, tmp_path, monkeypatch, prior):
     assert est == [s["estimated"] for s in fake["priors"]["splits"]]
     assert real["priors"]["method"] == prior
     assert all(torch.equal(real["_heads"][k], fake["_heads"][k]) for k in real["_heads"])
+    assert real["_class_head"] == fake["_class_head"]  # the saved class head reads none either
+    assert real["_class_head"][2] > 0
     # what the labels do change: the true shares the estimate is scored against
     assert [s["true"] for s in real["priors"]["splits"]] != [
         s["true"] for s in fake["priors"]["splits"]

@@ -19,6 +19,7 @@ from claptune.evaluate.zeroshot import (
     DEFAULT_TEMPLATES,
     ENSEMBLE_TEMPLATES,
     class_prompts,
+    class_scores,
     clean_class_name,
     evaluate_zeroshot,
     predict,
@@ -362,3 +363,71 @@ def test_cli_zeroshot_labels_unlabeled_clips(tiny_clap_dir, tmp_path, capsys):
         assert main(["zeroshot", "--model", str(tiny_clap_dir), "--out", str(out), *bad]) == 2
     err = capsys.readouterr().err
     assert "go together" in err and "not both" in err and "unknown --transductive" in err
+
+
+def test_cli_zeroshot_scores_with_the_class_head_a_saved_model_carries(
+    tiny_clap_dir, tmp_path, capsys
+):
+    """A model folder with a class head (what improve and adapt save): zeroshot scores the
+    classes it holds with it, on a labelled target and on unlabeled clips, equal to an
+    independent computation; --no-class-head and --transductive score with the prompts alone."""
+    import csv
+    import shutil
+
+    from claptune.evaluate.prototypes import ClassHead
+    from claptune.evaluate.transductive import transduce
+    from claptune.evaluate.zeroshot import prompt_embeddings
+    from claptune.models import load_model
+
+    root = make_esc50(tmp_path / "esc")
+    ds = load_dataset("esc50", root=root)
+    model_dir = tmp_path / "model"
+    shutil.copytree(tiny_clap_dir, model_dir)
+    model = load_model(model_dir)
+    assert getattr(model, "class_head", None) is None
+    items = [str(p) for p in ds.items]
+    audio = encode_audio(model, items, progress=False).embeddings
+    prompts = prompt_embeddings(model, ds.class_names, ENSEMBLE_TEMPLATES)
+    scale = float(model.logit_scale.detach())
+    # a head that holds all classes but the last, with a weight that moves predictions
+    head = ClassHead.fit(audio, prompts[:-1], scale, ds.class_names[:-1], weight=2.0)
+    head.save(model_dir)
+    assert load_model(model_dir).class_head.n_clips == len(items)
+    text = text_classifier(model, ds.class_names, ENSEMBLE_TEMPLATES)
+    moved = head.classifier(text, ds.class_names)
+    np.testing.assert_allclose(moved[-1], text[-1], rtol=1e-5, atol=1e-6)  # not held: unmoved
+    with_head = class_scores(audio, moved).argmax(1)
+    plain = class_scores(audio, text).argmax(1)
+    assert (with_head != plain).any()  # the check below can tell the two apart
+
+    base = ["zeroshot", "--model", str(model_dir), "--num-workers", "0", "--quiet"]
+    labelled = [*base, "--target", "esc50", "--root", str(root)]
+    for flags, expected in (([], with_head), (["--no-class-head"], plain)):
+        out = tmp_path / f"labelled{len(flags)}"
+        assert main([*labelled, *flags, "--out", str(out)]) == 0
+        report = json.loads((out / "zeroshot.json").read_text())
+        assert [ds.class_names.index(p["predicted"]) for p in report["predictions"]] == list(
+            expected
+        )
+        printed = capsys.readouterr().out
+        if flags:
+            assert report["config"]["class_head"] is None and "class head" not in printed
+        else:
+            assert report["config"]["class_head"]["classes"] == len(ds.class_names) - 1
+            assert f"{len(ds.class_names) - 1} of {len(ds.class_names)} classes" in printed
+    classes = tmp_path / "classes.txt"
+    classes.write_text("\n".join(ds.class_names) + "\n")
+    unlabeled = [*base, "--audio", str(root / "audio"), "--classes", str(classes)]
+    runs = (
+        ([], with_head),
+        (["--no-class-head"], plain),
+        (["--transductive"], transduce(audio, prompts, scale, "claptune").argmax(1)),
+    )
+    for i, (flags, expected) in enumerate(runs):
+        out = tmp_path / f"unlabeled{i}"
+        assert main([*unlabeled, *flags, "--out", str(out)]) == 0
+        with (out / "predictions.csv").open() as f:
+            labels = {r["path"]: r["label"] for r in csv.DictReader(f)}
+        assert [labels[item] for item in items] == [ds.class_names[c] for c in expected]
+        summary = json.loads((out / "zeroshot.json").read_text())
+        assert (summary["config"]["class_head"] is not None) == (not flags)

@@ -370,6 +370,7 @@ def config_from_args(args: argparse.Namespace, **fixed: Any) -> ImproveConfig:
 
 def print_summary(report: Report) -> None:
     from claptune.report.format import (
+        class_head_lines,
         headline_rows,
         label_free_lines,
         paired_test_lines,
@@ -378,7 +379,8 @@ def print_summary(report: Report) -> None:
 
     for name, before, after, change in headline_rows(report):
         print(f"{name:38s} before {before:>12s}   after {after:>12s}   change {change:>12s}")
-    for line in paired_test_lines(report) + prior_lines(report) + label_free_lines(report):
+    lines = class_head_lines(report) + paired_test_lines(report)
+    for line in lines + prior_lines(report) + label_free_lines(report):
         print(line)
     fg = report.forgetting
     if fg:

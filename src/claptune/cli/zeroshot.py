@@ -81,6 +81,13 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "default when the flag is given alone), sinkhorn, label_propagation, gaussian_em, "
         "entropy or none (default: none)",
     )
+    p.add_argument(
+        "--no-class-head",
+        dest="class_head",
+        action="store_false",
+        help="score with the prompts alone, not the class head a model saved by improve or "
+        "adapt carries for its classes (default: the head is used, without --transductive)",
+    )
     alias(p, "--dataset", dest="target")
     p.add_argument(
         "--root",
@@ -174,6 +181,7 @@ def run_labelled(args: argparse.Namespace) -> int:
         num_workers=args.num_workers,
         progress=not args.quiet,
         cache_dir=cache,
+        class_head=args.class_head,
     )
     config = {
         "model": args.model,
@@ -188,6 +196,7 @@ def run_labelled(args: argparse.Namespace) -> int:
         "batch_size": args.batch_size,
         "on_error": args.on_error,
         "cache": str(cache) if cache else None,
+        "class_head": head_record(model, result.class_head),
     }
     report = result_to_json(result, dataset, config)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -219,20 +228,53 @@ def run_labelled(args: argparse.Namespace) -> int:
     )
     plot_confusion(result.confusion, result.class_names, args.out / "confusion.png", title=title)
     print(format_table(result, report.per_fold))
+    if result.class_head:
+        print(head_line(model, result.class_head, result.class_names))
     for item, reason in result.failed:
         print(f"skipped {printable(item)}: {reason}", file=sys.stderr)
     print(f"wrote {args.out / 'zeroshot.json'} and {args.out / 'confusion.png'}")
     return 0
 
 
-def transductive_probs(model, audio_emb, class_names, templates, args):
+def transductive_probs(model, audio_emb, class_names, templates, args, head=None):
     """(N, C) class probabilities of ``audio_emb`` by ``args.transductive`` (``none``: the plain
-    zero-shot softmax), with ``model``'s own logit scale."""
+    zero-shot softmax, through the class ``head`` when one is given), with ``model``'s own
+    logit scale. Transduction starts from the prompts alone, as it was measured."""
     from claptune.evaluate.transductive import transduce
     from claptune.evaluate.zeroshot import prompt_embeddings
 
     prompts = prompt_embeddings(model, class_names, templates)
+    if head is not None and args.transductive == "none":
+        mean = prompts.mean(axis=1)
+        prompts = head.classifier(mean, class_names)[:, None, :]  # one row per class
     return transduce(audio_emb, prompts, float(model.logit_scale.detach()), args.transductive)
+
+
+def held_classes(model, class_names, args) -> list[str]:
+    """The classes of ``class_names`` the model's saved class head moves for this command
+    (none with --no-class-head or --transductive)."""
+    head = getattr(model, "class_head", None)
+    if head is None or not args.class_head or args.transductive != "none":
+        return []
+    return head.holds(class_names)
+
+
+def head_record(model, held: list[str]) -> dict | None:
+    """zeroshot.json's record of the class head used (None when none was)."""
+    if not held:
+        return None
+    head = model.class_head
+    return {"classes": len(held), "weight": head.weight, "n_clips": head.n_clips}
+
+
+def head_line(model, held: list[str], class_names) -> str:
+    """What the console says when the model's class head moved the classifier."""
+    head = model.class_head
+    return (
+        f"class head: {len(held)} of {len(class_names)} classes scored with the model's class "
+        f"head (audio prototypes from {head.n_clips} clips, weight {head.weight:g}; "
+        "--no-class-head scores with the prompts alone)"
+    )
 
 
 def run_unlabeled(args: argparse.Namespace) -> int:
@@ -282,7 +324,9 @@ def run_unlabeled(args: argparse.Namespace) -> int:
     if len(kept) == 0:
         raise ClaptuneError(f"none of the {len(items)} clips could be read")
     kept_items = [items[i] for i in kept.tolist()]
-    probs = transductive_probs(model, audio_emb, class_names, templates, args)
+    held = held_classes(model, class_names, args)
+    head = model.class_head if held else None
+    probs = transductive_probs(model, audio_emb, class_names, templates, args, head)
     args.out.mkdir(parents=True, exist_ok=True)
     write_predictions(args.out / "predictions.csv", kept_items, probs, class_names)
     import numpy as np
@@ -301,12 +345,15 @@ def run_unlabeled(args: argparse.Namespace) -> int:
                 "templates": list(templates),
                 "transductive": args.transductive,
                 "on_error": args.on_error,
+                "class_head": head_record(model, held),
             },
             "failed": [{"path": printable(i), "reason": r} for i, r in failed],
         },
     )
     for item, reason in failed:
         print(f"skipped {printable(item)}: {reason}", file=sys.stderr)
+    if held:
+        print(head_line(model, held, class_names))
     how = "no" if args.transductive == "none" else args.transductive
     print(
         f"{len(kept_items)} clips labelled ({how} transduction); wrote {args.out / 'predictions.csv'}"

@@ -165,6 +165,8 @@ class ZeroShotResult:
     failed: list[tuple[str, str]] = field(default_factory=list)  # (clip, reason) skipped
     templates: tuple[str, ...] = DEFAULT_TEMPLATES
     audio_emb: np.ndarray | None = None  # (n_clips, D) the clips' embeddings, for transduction
+    # the classes the model's saved class head moved (claptune.evaluate.prototypes); [] if none
+    class_head: list[str] = field(default_factory=list)
 
 
 def score(
@@ -195,8 +197,13 @@ def evaluate_zeroshot(
     num_workers: int = 2,
     progress: bool = True,
     cache_dir: str | Path | None = None,
+    class_head: bool = True,
 ) -> ZeroShotResult:
     """Zero-shot accuracy of ``model`` on ``dataset``.
+
+    A model saved by ``improve`` or ``adapt`` carries a class head (``model.class_head``,
+    ``claptune.evaluate.prototypes``): with ``class_head`` it moves the classifier rows of the
+    classes it holds (matched by name); the others are the plain prompt classifier.
 
     ``audio_emb`` (N, D), one row per item, skips embedding the clips. ``cache_dir`` embeds
     through the resumable store of ``claptune.embed`` instead of in memory, so a rerun (other
@@ -232,6 +239,10 @@ def evaluate_zeroshot(
             f"(first failure: {failed[0][0]}: {failed[0][1]})"
         )
     classifier = text_classifier(model, dataset.class_names, templates)
+    head = getattr(model, "class_head", None) if class_head else None
+    held = head.holds(dataset.class_names) if head is not None else []
+    if held:
+        classifier = head.classifier(classifier, dataset.class_names)
     predictions = predict(audio_emb, classifier)
     labels = dataset.labels[kept]
     accuracy, per_class, confusion = score(predictions, labels, dataset.class_names)
@@ -247,6 +258,7 @@ def evaluate_zeroshot(
         failed=list(failed),
         templates=templates,
         audio_emb=audio_emb,
+        class_head=held,
     )
 
 

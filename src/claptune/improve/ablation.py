@@ -336,6 +336,10 @@ def pipelines_markdown(result: dict[str, Any]) -> list[str]:
         "(pool and test part, no label read), no training, scored on the test part "
         "(`claptune` names the tool's own chain: label propagation over each clip's 3 nearest "
         "clips, then Sinkhorn balancing; no training); "
+        "`teacher + class head`: the teacher's prompts moved towards the audio means of the "
+        "split's pool (`claptune.evaluate.prototypes`; fitted without labels on the pool "
+        "alone, then each test clip scored by itself); `student`: the student with its own "
+        "class head fitted the same way (`student, no class head`: its prompts alone); "
         f"`+ transduction`: the student's scores refined the same way ({transduction}); "
         "`guarded`: what the label-free guard hands over, student or teacher + transduction.",
         "",

@@ -223,6 +223,18 @@ class ImproveConfig:
             metavar="METHOD",
         ),
     )
+    # the class head (claptune.evaluate.prototypes): each class's text embedding moved towards
+    # the mean audio embedding of the pool's clips transduction assigns to it, this much; fitted
+    # on each split's pool and scored on its test part, and saved beside RUN/model
+    class_head: float = field(
+        default=0.5,  # claptune.evaluate.prototypes.DEFAULT_HEAD_WEIGHT (numpy-free import here)
+        metadata=cli(
+            "weight of the class head: each class's prompt embedding moved towards the mean "
+            "audio embedding of the clips transduction assigns to it (fitted on the clips "
+            "curation sees, saved with RUN/model, used by zeroshot); 0 turns it off",
+            metavar="WEIGHT",
+        ),
+    )
     # share of an unlabeled target's clips held out of curation for the label-free guard (and
     # of the model worth saving's); a measured split's guard reads its test part's audio
     guard_fraction: float = field(
@@ -316,6 +328,8 @@ class ImproveConfig:
             raise ClaptuneError(
                 f"unknown eval target {self.eval_target!r}; choose from {', '.join(TARGETS)}"
             )
+        if not self.class_head >= 0:
+            raise ClaptuneError(f"--class-head must be at least 0, got {self.class_head}")
         if self.labels_from not in ("teacher", "saved"):
             raise ClaptuneError(f"labels_from must be teacher or saved, got {self.labels_from!r}")
         if self.train.seed != improve_training().seed:

@@ -29,6 +29,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from claptune.curation import write_pairs
 from claptune.curation.settings import CurationSettings
 from claptune.evaluate.metrics import accuracy
@@ -153,14 +155,19 @@ LOCAL_PATHS = ("audio", "root", "corpus", "cache_dir", "eval_root")
 
 
 def _save_with_config(ws: Workspace, model, folder: Path) -> Path:
-    """``model`` saved to ``folder`` with the run's configuration beside it (``adapt_config.json``
-    or ``improve_config.json``) without this machine's paths, since the folder may be published:
+    """``model`` saved to ``folder`` with its class head (``claptune.evaluate.prototypes``) and
+    the run's configuration beside it (``adapt_config.json`` or ``improve_config.json``) without
+    this machine's paths, since the folder may be published:
     a setting naming a local file or folder is left out rather than cut to its last part, so
     that the file passed back with ``--config`` gets the defaults (or the flags given) instead
     of a path that exists nowhere; a Hub id stays."""
     from claptune.card import public_text
 
     saved = Path(model.save(folder))
+    # its class head, fitted on every clip of the target with this model (no label read)
+    head = ws.class_head(model, ws.embed_audio(model, ws.items), np.arange(len(ws.items)))
+    if head is not None:
+        head.save(saved)
     name = "adapt_config.json" if ws.config.target == UNLABELED else "improve_config.json"
     record = {k: v for k, v in ws.config.record().items() if not _local_path(k, v)}
     (saved / name).write_text(json.dumps(public_text(record), indent=2))

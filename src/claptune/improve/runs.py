@@ -51,7 +51,7 @@ class RunOutcome:
     seed: int
     test: np.ndarray  # clip indices of this split's test part
     pred_before: np.ndarray  # (N,) teacher predictions on all clips
-    pred_after: np.ndarray  # (N,) student predictions on all clips
+    pred_after: np.ndarray  # (N,) student predictions on all clips (with its class head)
     n_pairs: dict[str, int] = field(default_factory=dict)  # curated pairs per method (+ "total")
     pairs_per_class: dict[str, int] = field(default_factory=dict)
     retrieval_after: dict[str, float] = field(default_factory=dict)
@@ -71,6 +71,8 @@ class RunOutcome:
     # (N,) the teacher's classes by every label-free transduction over every clip of the
     # target, on the guard clips (-1 elsewhere): the peers
     peers: dict[str, np.ndarray] = field(default_factory=dict)
+    # (N,) the student's predictions without its class head (None: no head was fitted)
+    pred_after_plain: np.ndarray | None = None
 
 
 def _accuracy(pred: np.ndarray, labels: np.ndarray, idx: np.ndarray | None = None) -> float:
@@ -257,6 +259,8 @@ def _pipeline_preds(run: RunOutcome) -> dict[str, tuple[np.ndarray, bool]]:
     for name, pred in run.peers.items():
         if name != "none":
             out[f"teacher + {name}"] = (pred, False)
+    if run.pred_after_plain is not None:
+        out["student, no class head"] = (run.pred_after_plain, True)
     out["student"] = (run.pred_after, True)
     if run.trans_after is not None and (run.trans_after >= 0).any():
         out["student + transduction"] = (run.trans_after, True)

@@ -31,6 +31,7 @@ from claptune.data.captioned import NO_CORPUS
 from claptune.distributed import torch_threads
 from claptune.errors import ClaptuneError, InputWarning
 from claptune.evaluate.label_free import agreement, guard_signals
+from claptune.evaluate.prototypes import ClassHead
 from claptune.evaluate.zeroshot import class_scores, predict_from_scores
 from claptune.features import FeatureStore
 from claptune.improve.config import UNLABELED, ImproveConfig
@@ -259,10 +260,35 @@ class Workspace:
 
         return predict(audio_emb, self.classifier(model))
 
-    def scores(self, model: AudioTextModel, audio_emb: np.ndarray) -> np.ndarray:
+    def scores(
+        self, model: AudioTextModel, audio_emb: np.ndarray, head: ClassHead | None = None
+    ) -> np.ndarray:
         """(N, C) float32 cosines of each row of ``audio_emb`` with ``model``'s class
-        embeddings (its argmax is ``predictions``)."""
-        return class_scores(audio_emb, self.classifier(model)).astype(np.float32)
+        embeddings (its argmax is ``predictions``), moved by ``head`` when one is given."""
+        classifier = self.classifier(model)
+        if head is not None:
+            classifier = head.classifier(classifier, self.class_names)
+        return class_scores(audio_emb, classifier).astype(np.float32)
+
+    def class_head(
+        self, model: AudioTextModel, audio_emb: np.ndarray, clips: np.ndarray
+    ) -> ClassHead | None:
+        """``model``'s class head (``claptune.evaluate.prototypes``) fitted on ``clips`` (indices
+        into the target; no label read) from their rows of ``audio_emb``; None when
+        ``config.class_head`` is 0 or there are too few clips."""
+        from claptune.evaluate.prototypes import MIN_HEAD_CLIPS
+
+        clips = np.asarray(clips, dtype=np.int64)
+        if self.config.class_head <= 0 or len(clips) < MIN_HEAD_CLIPS:
+            return None
+        return ClassHead.fit(
+            audio_emb[clips],
+            self.prompt_embeddings(model),
+            float(model.logit_scale.detach()),
+            self.class_names,
+            self.config.class_head,
+            self.config.transduction,
+        )
 
     def reference_probs(self, clips: np.ndarray) -> np.ndarray:
         """(len(clips), C) the teacher's refined class probabilities of ``clips`` (indices into
@@ -319,7 +345,8 @@ class Workspace:
         """(N,) the teacher's classes by every transduction of
         ``claptune.evaluate.transductive`` over every clip of the target taken together, kept on
         the split's guard clips (-1 elsewhere): the training-free peers of the student, on the
-        clips it is scored on."""
+        clips it is scored on; and ``class head``, the teacher with a class head fitted on the
+        split's pool (``claptune.evaluate.prototypes``), when the run fits heads."""
         from claptune.evaluate.transductive import TRANSDUCTIONS, transduce
 
         if self._peers is None:
@@ -333,9 +360,17 @@ class Workspace:
                 )
                 for name in TRANSDUCTIONS
             }
+        preds = dict(self._peers)
+        # the teacher with its class head fitted on the split's pool: the training-free peer of
+        # the student's own head, scored clip by clip like the student
+        head = self.class_head(self.teacher, self.target_emb, split.adapt)
+        if head is not None:
+            preds["class head"] = predict_from_scores(
+                self.scores(self.teacher, self.target_emb, head)
+            )
         clips = split.guard_clips
         out = {}
-        for name, pred in self._peers.items():
+        for name, pred in preds.items():
             out[name] = np.full(len(self.items), -1, dtype=np.int64)
             out[name][clips] = pred[clips]
         return out
@@ -357,11 +392,14 @@ class Workspace:
             student_transduced=predict_from_scores(student_transduced[clips]),
         )
 
-    def transfer_scores(self, model: AudioTextModel) -> np.ndarray | None:
-        """(T, C) cosines of the transfer-check clips, None when the corpus names no class."""
+    def transfer_scores(
+        self, model: AudioTextModel, head: ClassHead | None = None
+    ) -> np.ndarray | None:
+        """(T, C) cosines of the transfer-check clips (with ``head`` when given), None when the
+        corpus names no class."""
         if not self.transfer_audio:
             return None
-        return self.scores(model, self.embed_audio(model, self.transfer_audio))
+        return self.scores(model, self.embed_audio(model, self.transfer_audio), head)
 
     def retrieval(self, model: AudioTextModel) -> dict[str, float]:
         from claptune.evaluate.retrieval import retrieval_metrics
@@ -456,9 +494,13 @@ class Workspace:
 
     def outcome(self, split: Split, seed: int, pairs: Pairs, student, result) -> RunOutcome:
         student_emb = self.embed_audio(student, self.items)
-        scores = self.scores(student, student_emb)
+        plain = self.scores(student, student_emb)
+        # the student's class head, fitted on the clips curation saw (the split's pool): what
+        # it hands a user for clips it never saw, the test part's among them
+        head = self.class_head(student, student_emb, split.adapt)
+        scores = plain if head is None else self.scores(student, student_emb, head)
         pred = predict_from_scores(scores)
-        transfer = self.transfer_scores(student)
+        transfer = self.transfer_scores(student, head)
         # transduction over every clip of the target taken together, by each model (no label
         # read), kept on the guard clips (the test part's audio, or adapt's held-out slice):
         # scored on a labelled target, the guard's input always
@@ -470,7 +512,7 @@ class Workspace:
             student_trans = self.transduced(student, student_emb)
             trans_before[clips] = predict_from_scores(self.teacher_transduced()[clips])
             trans_after[clips] = predict_from_scores(student_trans[clips])
-            guard = self.guard(split, scores, student_trans)
+            guard = self.guard(split, plain, student_trans)  # plain models, as it compares
         return RunOutcome(
             trans_before=trans_before,
             trans_after=trans_after,
@@ -481,6 +523,7 @@ class Workspace:
             test=split.test,
             pred_before=self.pred_before,
             pred_after=pred,
+            pred_after_plain=None if head is None else predict_from_scores(plain),
             scores_after=scores,
             agreement=self.agreement(split, pred),
             n_pairs=pairs.method_counts(),

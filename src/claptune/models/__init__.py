@@ -136,6 +136,17 @@ def split_revision(spec: str) -> tuple[str, str | None]:
     return name, revision
 
 
+def _with_class_head(model: AudioTextModel, path: Path) -> AudioTextModel:
+    """``model`` with the class head saved beside it (``claptune.evaluate.prototypes``) as its
+    ``class_head`` attribute, which ``claptune zeroshot`` applies to the classes it holds."""
+    from claptune.evaluate.prototypes import ClassHead
+
+    head = ClassHead.load(path)
+    if head is not None:
+        model.class_head = head
+    return model
+
+
 def load_model(spec: str | Path, revision: str | None = None, **kwargs) -> AudioTextModel:
     """Load a model from a registered name, a local directory or a Hugging Face hub id.
 
@@ -176,11 +187,11 @@ def load_model(spec: str | Path, revision: str | None = None, **kwargs) -> Audio
                 raise ClaptuneError(
                     f"{marker} names no known backend ({backend!r}); known: {', '.join(BACKENDS)}"
                 )
-            return backend_class(backend).load(path, **kwargs)
+            return _with_class_head(backend_class(backend).load(path, **kwargs), path)
         for backend in BACKENDS:
             cls = backend_class(backend)
             if cls.recognizes(path):
-                return cls.load(path, **kwargs)
+                return _with_class_head(cls.load(path, **kwargs), path)
         for config in sorted(path.glob("*.json")):
             read_json(config)  # a damaged config hides the format: name it, not the folder
         raise ClaptuneError(f"model directory {path} is not in a format claptune knows")

@@ -17,6 +17,7 @@ from pathlib import Path
 from claptune.report.format import (
     CLASS_HEADER,
     check_rows,
+    class_head_sentence,
     class_rows,
     class_table_note,
     corpus_line,
@@ -112,7 +113,8 @@ def saved_what(report: AdaptReport) -> str:
 def saved_line(report: AdaptReport) -> str:
     """Where RUN/model (and ``--keep-student``'s RUN/student) went, in Markdown."""
     where = public_text(report.model_dir)  # the run folder's model/, beside this report
-    return f"{saved_what(report)}: `{where}/`, loadable with `claptune.load_model`." + (
+    head = class_head_sentence(report.model_dir)
+    return f"{saved_what(report)}: `{where}/`, loadable with `claptune.load_model`.{head}" + (
         rejected_student_line(report.student_dir) if report.student_dir else ""
     )
 

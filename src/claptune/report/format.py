@@ -5,11 +5,13 @@ and HTML pages and by the CLI summaries."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from claptune.evaluate.label_free import guard_keeps, min_discordant
+from claptune.evaluate.prototypes import HEAD_FILE
 from claptune.textfiles import public_text
 
 if TYPE_CHECKING:
@@ -88,6 +90,25 @@ def headline_rows(report: Report) -> list[tuple[str, str, str, str]]:
             )
         )
     return rows
+
+
+def class_head_lines(report: Report) -> list[str]:
+    """What 'after' is when the students carry a class head, and what the head adds (pooled
+    test-part accuracy of the same runs without it, and of the teacher with its own head)."""
+    weight = (report.config or {}).get("class_head")
+    rows = report.transductive.rows if report.transductive is not None else {}
+    plain, student = rows.get("student, no class head"), rows.get("student")
+    if not weight or plain is None or student is None:
+        return []
+    teacher = rows.get("teacher + class head")
+    also = f"; the teacher with its own head {pct(teacher.accuracy)} %" if teacher else ""
+    return [
+        f"'After' is the student with its class head (weight {weight:g}): each class's prompt "
+        "embedding moved towards the mean audio embedding of the split's pool clips that "
+        "transduction assigns to it, no label read; each test clip is then scored by itself. "
+        f"Pooled over the runs: {pct(student.accuracy)} % with it, {pct(plain.accuracy)} % "
+        f"without{also} (`--class-head 0` turns it off)."
+    ]
 
 
 def paired_test_lines(report: Report) -> list[str]:
@@ -280,8 +301,20 @@ def saved_model_line(report: Report) -> str:
     else:  # a report of an older version
         what = f"the student of split {run.split}, seed {run.seed}"
     where = public_text(report.model_dir)  # the run folder's model/, beside this report
-    return f"Saved model: `{where}/` ({what}), loadable with `claptune.load_model`." + (
+    head = class_head_sentence(report.model_dir)
+    return f"Saved model: `{where}/` ({what}), loadable with `claptune.load_model`.{head}" + (
         rejected_student_line(report.student_dir) if report.student_dir else ""
+    )
+
+
+def class_head_sentence(model_dir: str | None) -> str:
+    """' Its class head ... goes with it ...' when ``model_dir`` holds one, else ''."""
+    if not model_dir or not (Path(model_dir) / HEAD_FILE).is_file():
+        return ""
+    return (
+        f" Its class head (`{HEAD_FILE}`, fitted on every clip without a label) goes with it: "
+        "`claptune zeroshot` scores these classes with it (`--no-class-head`: the prompts "
+        "alone)."
     )
 
 

@@ -24,6 +24,7 @@ from claptune.report.format import (
     CONFUSION_HEADER,
     PIPELINE_HEADER,
     PRECISION_HEADER,
+    class_head_lines,
     corpus_line,
     count,
     guard_over_runs_lines,
@@ -140,7 +141,7 @@ def render_markdown(report: Report, assets: ReportAssets, figure_files: Sequence
     ]
     out += md_table(["figure", "before", "after", "change"], headline_rows(report))
     out.append("")
-    for line in paired_test_lines(report):
+    for line in class_head_lines(report) + paired_test_lines(report):
         out.append(f"- {line}")
     if report.model_dir:
         out.append(f"- {saved_model_line(report)}")
@@ -155,7 +156,11 @@ def render_markdown(report: Report, assets: ReportAssets, figure_files: Sequence
             f"transductive inference over all the target's clips taken together (pool and test "
             f"part, no label read), scored on the test part (`+ claptune`: the tool's own "
             "chain, label propagation over each clip's 3 nearest clips then Sinkhorn balancing, "
-            f"no training); `student + transduction` uses `{report.transductive.method}`; "
+            "no training); `teacher + class head`: the teacher's prompts moved towards the "
+            "audio means of the split's pool (fitted without labels on the pool alone, each test "
+            "clip then scored by itself); `student`: the student with its own class head fitted "
+            "the same way, the 'after' of the table above (`student, no class head`: its "
+            f"prompts alone); `student + transduction` uses `{report.transductive.method}`; "
             "`guarded`: what the label-free guard hands a user. Accuracy and class mean pooled "
             "over the runs' test outcomes, in percent; gains in points over the teacher's plain "
             "zero-shot ensemble from the same pooled estimator, two-stage 95 % CI."
@@ -333,7 +338,9 @@ def render_html(
     parts.append(
         '<div class="big">' + html_table(["", "before", "after", "change"], rows) + "</div>"
     )
-    parts += [f"<p>{escape(line)}</p>" for line in paired_test_lines(report)]
+    parts += [
+        f"<p>{escape(line)}</p>" for line in class_head_lines(report) + paired_test_lines(report)
+    ]
     if report.model_dir:
         parts.append(f'<p class="muted">{md_code_to_html(saved_model_line(report))}</p>')
     if corpus_line(report):
