@@ -69,6 +69,24 @@ SECTIONS = [
         "bench/bench_levers.py --orders 9700 ... 9709 --seeds 3 --name levers_confirm2",
     ),
     (
+        "class_head_dev",
+        "The class head's weight on development orders",
+        "class_head_dev.md",
+        "bench/bench_class_head_weights.py --name class_head_dev",
+    ),
+    (
+        "class_head_fresh",
+        "The class head's weight on fresh orders",
+        "class_head_fresh.md",
+        "bench/bench_class_head_weights.py --orders 9500 ... 9507 --name class_head_fresh",
+    ),
+    (
+        "class_head",
+        "The class head at 8:1",
+        "class_head.md",
+        "bench/bench_class_head.py --orders 9800 ... 9809 --seeds 3",
+    ),
+    (
         "guard_confirm",
         "The guard on 16 later targets",
         "guard_confirm.md",

@@ -25,6 +25,10 @@ DIR/zeroshot.json (the clips' count, the predicted count per class, the configur
 graph, then Sinkhorn balancing); on a labelled --target it also writes predictions.csv and
 reports the transductive accuracy beside the plain one. A finished run's DIR is replaced only
 with --overwrite (as improve and adapt do).
+
+A model saved by improve or adapt carries a class head (audio prototypes of its classes,
+claptune.evaluate.prototypes): the classes it holds are scored with it, as improve measured
+them; --no-class-head scores with the prompts alone.
 """
 
 from __future__ import annotations
