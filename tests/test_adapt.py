@@ -198,6 +198,10 @@ def test_adapt_end_to_end_cli(unlabeled_task, teacher, tmp_path, capsys):
 
     card = ModelCard.load(out / "model" / "README.md").data
     assert card.claptune["made_by"] == "claptune adapt"
+    # its class head, fitted on every clip without a label, goes with it
+    head = student.class_head
+    assert head.class_names == tuple(report.target.class_names) and head.n_clips == 12
+    assert "class_head.safetensors" in (out / "model" / "README.md").read_text()
     assert (
         card.claptune["curation"] == ["pseudo_refined"] and card.datasets is None
     )  # local: in the text

@@ -209,6 +209,14 @@ def test_improve_end_to_end_cli(tiny_clap_dir, tiny_task, tmp_path):
     model = load_model(out / "model")
     emb = encode_text(model, ["a dog barking"], progress=False)
     assert emb.shape == (1, 16)
+    # its class head, fitted on every clip, goes with it and is named in its card
+    assert (
+        model.class_head.n_clips == report["target"]["n_clips"] and model.class_head.weight == 0.5
+    )
+    assert (
+        "class_head.safetensors: audio prototypes of 3 classes"
+        in (out / "model" / "README.md").read_text()
+    )
     # no RUN/student unless asked for (--keep-student), whichever model the guard saved
     assert report["student_dir"] is None and not (out / "student").exists()
     from huggingface_hub import ModelCard  # the model card: what made it, and its numbers

@@ -147,4 +147,16 @@ class ClassHead:
         )
 
 
-__all__ = ["DEFAULT_HEAD_WEIGHT", "HEAD_FILE", "ClassHead", "class_means"]
+def head_summary(directory: str | Path) -> str | None:
+    """One line on the class head saved in ``directory`` (for its model card); None if none."""
+    head = ClassHead.load(directory)
+    if head is None:
+        return None
+    return (
+        f"{HEAD_FILE}: audio prototypes of {len(head.class_names)} classes from "
+        f"{head.n_clips} unlabeled clips ({head.transduction} transduction), weight "
+        f"{head.weight:g}; claptune zeroshot scores these classes with it"
+    )
+
+
+__all__ = ["DEFAULT_HEAD_WEIGHT", "HEAD_FILE", "ClassHead", "class_means", "head_summary"]

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from claptune.errors import ClaptuneError
+from claptune.evaluate.prototypes import head_summary
 from claptune.improve.config import UNLABELED, ImproveConfig
 from claptune.improve.curate import pair_rows
 from claptune.improve.loop import train_final
@@ -395,6 +396,7 @@ def write_adapt_card(
                 "curation settings": curation_record(ws.config.curation),
                 "training settings": report.train or None,
                 "this model": which,
+                "class head": head_summary(model_dir),
             },
             model_name=name,
         ),

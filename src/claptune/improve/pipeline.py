@@ -34,6 +34,7 @@ import numpy as np
 from claptune.curation import write_pairs
 from claptune.curation.settings import CurationSettings
 from claptune.evaluate.metrics import accuracy
+from claptune.evaluate.prototypes import head_summary
 from claptune.improve.config import UNLABELED, ImproveConfig
 from claptune.improve.curate import describe, pair_rows
 from claptune.improve.loop import FinalModel, Runner, Training, Variant, train_final
@@ -260,6 +261,7 @@ def write_improve_card(
                 "training settings": report.train or None,
                 "saved": "student (not kept by the guard)" if rejected_student else saved.saved,
                 "guard": saved.guard or None,
+                "class head": head_summary(model_dir),
             },
             model_name=(
                 f"{config.model} for {config.target} (the teacher: the guard did not keep the "
