@@ -396,6 +396,7 @@ def test_adapt_guard_and_predictions(unlabeled_task, teacher, tmp_path, capsys):
     assert (out / "student" / "adapt_config.json").is_file()
     assert "student the guard did not keep" in printed
     assert "saved model (the teacher: the guard did not keep the student)" in printed
+    assert "with its class head (class_head.safetensors: audio prototypes of" in printed
     md = (out / "report.md").read_text()
     assert "(--keep-student)" in md and "Saved model (the teacher" in md
     assert "<code>" in (out / "report.html").read_text().split("(--keep-student)")[0][-400:]

@@ -143,6 +143,7 @@ def test_run_flags_are_generated_once_from_the_config_fields():
                 assert text == fields[action.dest].metadata["help"], (command, action.dest)
                 seen.setdefault(action.dest, command)
     assert {"model", "seed", "corpus", "templates", "transduction", "guard_fraction"} <= set(seen)
+    assert {"class_head"} <= set(seen)  # --class-head, on improve, ablate and adapt
     adapt_seed = next(a for a in sub.choices["adapt"]._actions if a.dest == "seed")
     assert "guard" in adapt_seed.help and "split i" not in adapt_seed.help
 

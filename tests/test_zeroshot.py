@@ -368,13 +368,14 @@ def test_cli_zeroshot_labels_unlabeled_clips(tiny_clap_dir, tmp_path, capsys):
 def test_cli_zeroshot_scores_with_the_class_head_a_saved_model_carries(
     tiny_clap_dir, tmp_path, capsys
 ):
-    """A model folder with a class head (what improve and adapt save): zeroshot scores the
-    classes it holds with it, on a labelled target and on unlabeled clips, equal to an
-    independent computation; --no-class-head and --transductive score with the prompts alone."""
+    """A model folder with a class head (what improve and adapt save): zeroshot scores with it
+    when it holds every class asked for, on a labelled target and on unlabeled clips, equal to
+    an independent computation; --no-class-head, --transductive and a head over some of the
+    classes only score with the prompts alone; a damaged head file is one line."""
     import csv
     import shutil
 
-    from claptune.evaluate.prototypes import ClassHead
+    from claptune.evaluate.prototypes import HEAD_FILE, ClassHead
     from claptune.evaluate.transductive import transduce
     from claptune.evaluate.zeroshot import prompt_embeddings
     from claptune.models import load_model
@@ -389,16 +390,16 @@ def test_cli_zeroshot_scores_with_the_class_head_a_saved_model_carries(
     audio = encode_audio(model, items, progress=False).embeddings
     prompts = prompt_embeddings(model, ds.class_names, ENSEMBLE_TEMPLATES)
     scale = float(model.logit_scale.detach())
-    # a head that holds all classes but the last, with a weight that moves predictions
-    head = ClassHead.fit(audio, prompts[:-1], scale, ds.class_names[:-1], weight=2.0)
+    # a head over every class (named in another case: matched all the same), with a weight
+    # that moves predictions
+    upper = [c.upper() for c in ds.class_names]
+    head = ClassHead.fit(audio, prompts, scale, upper, weight=2.0)
     head.save(model_dir)
     assert load_model(model_dir).class_head.n_clips == len(items)
     text = text_classifier(model, ds.class_names, ENSEMBLE_TEMPLATES)
-    moved = head.classifier(text, ds.class_names)
-    np.testing.assert_allclose(moved[-1], text[-1], rtol=1e-5, atol=1e-6)  # not held: unmoved
-    with_head = class_scores(audio, moved).argmax(1)
+    with_head = class_scores(audio, head.classifier(text, ds.class_names)).argmax(1)
     plain = class_scores(audio, text).argmax(1)
-    assert (with_head != plain).any()  # the check below can tell the two apart
+    assert (with_head != plain).any()  # the checks below can tell the two apart
 
     base = ["zeroshot", "--model", str(model_dir), "--num-workers", "0", "--quiet"]
     labelled = [*base, "--target", "esc50", "--root", str(root)]
@@ -413,8 +414,10 @@ def test_cli_zeroshot_scores_with_the_class_head_a_saved_model_carries(
         if flags:
             assert report["config"]["class_head"] is None and "class head" not in printed
         else:
-            assert report["config"]["class_head"]["classes"] == len(ds.class_names) - 1
-            assert f"{len(ds.class_names) - 1} of {len(ds.class_names)} classes" in printed
+            assert report["config"]["class_head"]["classes"] == len(ds.class_names)
+            assert (
+                f"the {len(ds.class_names)} classes scored with the model's class head" in printed
+            )
     classes = tmp_path / "classes.txt"
     classes.write_text("\n".join(ds.class_names) + "\n")
     unlabeled = [*base, "--audio", str(root / "audio"), "--classes", str(classes)]
@@ -431,3 +434,21 @@ def test_cli_zeroshot_scores_with_the_class_head_a_saved_model_carries(
         assert [labels[item] for item in items] == [ds.class_names[c] for c in expected]
         summary = json.loads((out / "zeroshot.json").read_text())
         assert (summary["config"]["class_head"] is not None) == (not flags)
+    capsys.readouterr()
+    # a head over some of the classes only is not used: moved rows would draw clips to them
+    ClassHead.fit(audio, prompts[:-1], scale, ds.class_names[:-1], weight=2.0).save(model_dir)
+    out = tmp_path / "partial"
+    assert main([*labelled, "--out", str(out)]) == 0
+    report = json.loads((out / "zeroshot.json").read_text())
+    assert [ds.class_names.index(p["predicted"]) for p in report["predictions"]] == list(plain)
+    n = len(ds.class_names)
+    assert f"class head not used: the model's head holds {n - 1} of these {n}" in (
+        capsys.readouterr().out
+    )
+    # a damaged head file, or one of another model: one line, exit 2
+    (model_dir / HEAD_FILE).write_bytes(b"not a safetensors file")
+    assert main([*labelled, "--out", str(tmp_path / "damaged")]) == 2
+    assert f"{HEAD_FILE} cannot be read" in capsys.readouterr().err
+    ClassHead.fit(np.eye(4)[:3], np.eye(4)[:3, None], 1.0, ds.class_names[:3]).save(model_dir)
+    assert main([*labelled, "--out", str(tmp_path / "foreign")]) == 2
+    assert "does not fit it" in capsys.readouterr().err

@@ -417,5 +417,10 @@ def print_saved(model_dir, saved: str, student_dir: str | None, made: str = "imp
             else f"{made} model"
         )
         print(f"{what}: {model_dir}")
+        from claptune.evaluate.prototypes import head_summary
+
+        head = head_summary(model_dir)
+        if head:
+            print(f"  with its class head ({head})")
     if student_dir:
         print(f"student the guard did not keep: {student_dir}")

@@ -32,7 +32,7 @@ from claptune.improve.config import CURATION_METHODS, LOSSES
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub_parser(sub, "ablate", __doc__)
     add_common_arguments(p)
-    add_config_flags(p, ["transduction"])
+    add_config_flags(p, ["transduction", "class_head"])
     # DS first: the paper's claim is the row a cut-short ablation must not miss
     order = ("ds", "pseudo_refined", "pseudo", "ds+pseudo_refined", "ads", "a2a", "du")
     p.add_argument(

@@ -55,6 +55,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
             "seed",
             *CORPUS_FLAGS,
             "transduction",
+            "class_head",
             "labels_from",
             "guard_fraction",
             "audio_per_class",

@@ -35,6 +35,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
             "methods",
             "loss",
             "transduction",
+            "class_head",
             "guard_fraction",
             "audio_per_class",
             "audio_samples",

@@ -27,8 +27,8 @@ reports the transductive accuracy beside the plain one. A finished run's DIR is 
 with --overwrite (as improve and adapt do).
 
 A model saved by improve or adapt carries a class head (audio prototypes of its classes,
-claptune.evaluate.prototypes): the classes it holds are scored with it, as improve measured
-them; --no-class-head scores with the prompts alone.
+claptune.evaluate.prototypes): when it holds every class asked for, the plain predictions are
+scored with it, as improve measured them; --no-class-head scores with the prompts alone.
 """
 
 from __future__ import annotations
@@ -90,7 +90,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         dest="class_head",
         action="store_false",
         help="score with the prompts alone, not the class head a model saved by improve or "
-        "adapt carries for its classes (default: the head is used, without --transductive)",
+        "adapt carries (default: the head scores the plain predictions when it holds every "
+        "class asked for; --transductive always starts from the prompts alone)",
     )
     alias(p, "--dataset", dest="target")
     p.add_argument(
@@ -207,7 +208,7 @@ def run_labelled(args: argparse.Namespace) -> int:
     if args.transductive != "none":
         from claptune.evaluate.metrics import accuracy
 
-        probs = transductive_probs(model, result.audio_emb, result.class_names, templates, args)
+        probs, _ = transductive_probs(model, result.audio_emb, result.class_names, templates, args)
         transductive = probs.argmax(axis=1)
         report.transductive = {
             "method": args.transductive,
@@ -232,53 +233,63 @@ def run_labelled(args: argparse.Namespace) -> int:
     )
     plot_confusion(result.confusion, result.class_names, args.out / "confusion.png", title=title)
     print(format_table(result, report.per_fold))
-    if result.class_head:
-        print(head_line(model, result.class_head, result.class_names))
+    line = head_line(model, result.class_head, result.class_names, args)
+    if line:
+        print(line)
     for item, reason in result.failed:
         print(f"skipped {printable(item)}: {reason}", file=sys.stderr)
     print(f"wrote {args.out / 'zeroshot.json'} and {args.out / 'confusion.png'}")
     return 0
 
 
-def transductive_probs(model, audio_emb, class_names, templates, args, head=None):
-    """(N, C) class probabilities of ``audio_emb`` by ``args.transductive`` (``none``: the plain
-    zero-shot softmax, through the class ``head`` when one is given), with ``model``'s own
-    logit scale. Transduction starts from the prompts alone, as it was measured."""
+def transductive_probs(model, audio_emb, class_names, templates, args, head: bool = False):
+    """((N, C) class probabilities of ``audio_emb`` by ``args.transductive``, the classes the
+    model's class head moved). ``none``: the plain zero-shot softmax, through the class head
+    when ``head`` (``with_class_head``); a transduction starts from the prompts alone, as it was
+    measured. ``model``'s own logit scale."""
     from claptune.evaluate.transductive import transduce
-    from claptune.evaluate.zeroshot import prompt_embeddings
+    from claptune.evaluate.zeroshot import prompt_embeddings, with_class_head
 
     prompts = prompt_embeddings(model, class_names, templates)
-    if head is not None and args.transductive == "none":
+    used: list[str] = []
+    if head and args.transductive == "none":
         mean = prompts.mean(axis=1)
-        prompts = head.classifier(mean, class_names)[:, None, :]  # one row per class
-    return transduce(audio_emb, prompts, float(model.logit_scale.detach()), args.transductive)
+        moved, used = with_class_head(model, mean, class_names)
+        if used:
+            prompts = moved[:, None, :]  # one row per class
+    scale = float(model.logit_scale.detach())
+    return transduce(audio_emb, prompts, scale, args.transductive), used
 
 
-def held_classes(model, class_names, args) -> list[str]:
-    """The classes of ``class_names`` the model's saved class head moves for this command
-    (none with --no-class-head or --transductive)."""
-    head = getattr(model, "class_head", None)
-    if head is None or not args.class_head or args.transductive != "none":
-        return []
-    return head.holds(class_names)
-
-
-def head_record(model, held: list[str]) -> dict | None:
+def head_record(model, used: list[str]) -> dict | None:
     """zeroshot.json's record of the class head used (None when none was)."""
-    if not held:
+    if not used:
         return None
     head = model.class_head
-    return {"classes": len(held), "weight": head.weight, "n_clips": head.n_clips}
+    return {"classes": len(used), "weight": head.weight, "n_clips": head.n_clips}
 
 
-def head_line(model, held: list[str], class_names) -> str:
-    """What the console says when the model's class head moved the classifier."""
-    head = model.class_head
-    return (
-        f"class head: {len(held)} of {len(class_names)} classes scored with the model's class "
-        f"head (audio prototypes from {head.n_clips} clips, weight {head.weight:g}; "
-        "--no-class-head scores with the prompts alone)"
-    )
+def head_line(model, used: list[str], class_names, args) -> str | None:
+    """What the console says about the model's class head: used, or why not (None: it has
+    none, or --no-class-head)."""
+    head = getattr(model, "class_head", None)
+    if head is None or not args.class_head:
+        return None
+    if used:
+        return (
+            f"class head: the {len(used)} classes scored with the model's class head (audio "
+            f"prototypes from {head.n_clips} unlabeled clips, weight {head.weight:g}; on those "
+            "clips themselves this is not a held-out score; --no-class-head scores with the "
+            "prompts alone)"
+        )
+    held = head.holds(class_names)
+    if len(held) < len(class_names):
+        return (
+            f"class head not used: the model's head holds {len(held)} of these "
+            f"{len(class_names)} classes, and a head over some of them only would draw clips "
+            "to those; scored with the prompts alone"
+        )
+    return None  # --transductive: the labels start from the prompts, as measured
 
 
 def run_unlabeled(args: argparse.Namespace) -> int:
@@ -328,9 +339,9 @@ def run_unlabeled(args: argparse.Namespace) -> int:
     if len(kept) == 0:
         raise ClaptuneError(f"none of the {len(items)} clips could be read")
     kept_items = [items[i] for i in kept.tolist()]
-    held = held_classes(model, class_names, args)
-    head = model.class_head if held else None
-    probs = transductive_probs(model, audio_emb, class_names, templates, args, head)
+    probs, held = transductive_probs(
+        model, audio_emb, class_names, templates, args, head=args.class_head
+    )
     args.out.mkdir(parents=True, exist_ok=True)
     write_predictions(args.out / "predictions.csv", kept_items, probs, class_names)
     import numpy as np
@@ -356,8 +367,9 @@ def run_unlabeled(args: argparse.Namespace) -> int:
     )
     for item, reason in failed:
         print(f"skipped {printable(item)}: {reason}", file=sys.stderr)
-    if held:
-        print(head_line(model, held, class_names))
+    line = head_line(model, held, class_names, args) if args.transductive == "none" else None
+    if line:
+        print(line)
     how = "no" if args.transductive == "none" else args.transductive
     print(
         f"{len(kept_items)} clips labelled ({how} transduction); wrote {args.out / 'predictions.csv'}"

@@ -15,8 +15,8 @@ of TransCLIP's mixture, arXiv 2406.01837), renormalised and added to the text cl
 The head is fitted once on a pool of clips and then classifies any clip alone, clips it never
 saw included: ``improve`` fits it on each split's adaptation pool and scores the test part,
 and saves the one fitted on every clip beside ``RUN/model`` (``HEAD_FILE``), where
-``load_model`` attaches it and ``claptune zeroshot`` uses it for the classes it holds. No label
-is read, and the result is deterministic.
+``load_model`` attaches it and ``claptune zeroshot`` uses it when it holds every class asked for
+(``ClassHead.covers``). No label is read, and the result is deterministic.
 """
 
 from __future__ import annotations
@@ -43,13 +43,18 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.where(norm > 0, norm, 1.0)
 
 
+def _key(name: str) -> str:
+    """A class name as heads match it: cleaned (``dog_bark`` -> ``dog bark``) and casefolded."""
+    return clean_class_name(name).casefold()
+
+
 def class_means(audio_emb: np.ndarray, probs: np.ndarray) -> np.ndarray:
     """(C, D) unit rows: each class's mean of the L2-normalised ``audio_emb`` (N, D) weighted by
     its column of ``probs`` (N, C); a class no clip has any probability of is a zero row."""
     return _unit(np.asarray(probs, np.float64).T @ _unit(audio_emb))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # compared by identity: it holds an array
 class ClassHead:
     """Audio prototypes of ``class_names`` and their ``weight`` against the text classifier."""
 
@@ -75,8 +80,12 @@ class ClassHead:
 
         if len(audio_emb) < MIN_HEAD_CLIPS:
             raise ValueError(f"a class head needs at least {MIN_HEAD_CLIPS} clips")
-        if weight < 0:
-            raise ValueError(f"the class head's weight must be at least 0, got {weight}")
+        if not 0 <= weight < np.inf:
+            raise ValueError(f"the class head's weight must be finite and at least 0, got {weight}")
+        if len(prompt_emb) != len(class_names):
+            raise ValueError(
+                f"{len(prompt_emb)} classes of prompts for {len(class_names)} class names"
+            )
         probs = transduce(audio_emb, prompt_emb, logit_scale, transduction)
         return cls(
             class_names=tuple(class_names),
@@ -87,12 +96,12 @@ class ClassHead:
         )
 
     def rows(self, class_names: Sequence[str]) -> np.ndarray:
-        """(C', D) the prototype of each of ``class_names`` (matched by cleaned name), a zero row
-        for a class the head does not hold."""
-        index = {clean_class_name(c): i for i, c in enumerate(self.class_names)}
+        """(C', D) the prototype of each of ``class_names`` (matched by cleaned name, any case),
+        a zero row for a class the head does not hold."""
+        index = {_key(c): i for i, c in enumerate(self.class_names)}
         out = np.zeros((len(class_names), self.means.shape[1]), np.float64)
         for j, name in enumerate(class_names):
-            i = index.get(clean_class_name(name))
+            i = index.get(_key(name))
             if i is not None:
                 out[j] = self.means[i]
         return out
@@ -102,10 +111,20 @@ class ClassHead:
         rows = self.rows(class_names)
         return [c for c, r in zip(class_names, rows, strict=True) if np.any(r)]
 
+    def covers(self, class_names: Sequence[str]) -> bool:
+        """Whether the head holds every one of ``class_names``. Only then is it applied by
+        ``claptune zeroshot`` and ``evaluate_zeroshot``: moved rows sit nearer the audio than
+        unmoved ones, so a head over some of the classes would draw clips to them."""
+        return len(self.holds(class_names)) == len(class_names)
+
     def classifier(self, text_classifier: np.ndarray, class_names: Sequence[str]) -> np.ndarray:
         """(C', D) float32: ``text_classifier`` (rows in ``class_names`` order) with each row the
         head holds moved towards its prototype and renormalised; other rows unchanged."""
         text = _unit(text_classifier)
+        if text.ndim != 2 or len(text) != len(class_names):
+            raise ValueError(
+                f"a classifier of shape {text.shape} for {len(class_names)} class names"
+            )
         if text.shape[1] != self.means.shape[1]:
             raise ValueError(
                 f"the class head holds {self.means.shape[1]}-d prototypes for a "

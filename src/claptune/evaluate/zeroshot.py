@@ -165,7 +165,7 @@ class ZeroShotResult:
     failed: list[tuple[str, str]] = field(default_factory=list)  # (clip, reason) skipped
     templates: tuple[str, ...] = DEFAULT_TEMPLATES
     audio_emb: np.ndarray | None = None  # (n_clips, D) the clips' embeddings, for transduction
-    # the classes the model's saved class head moved (claptune.evaluate.prototypes); [] if none
+    # the classes the model's saved class head moved (all, or [] when none was used)
     class_head: list[str] = field(default_factory=list)
 
 
@@ -187,6 +187,24 @@ def score(
     )
 
 
+def with_class_head(
+    model: AudioTextModel, classifier: np.ndarray, class_names: Sequence[str]
+) -> tuple[np.ndarray, list[str]]:
+    """(``classifier`` moved by the class head ``model`` carries, the classes moved): the head is
+    applied only when it holds every one of ``class_names`` (``ClassHead.covers``); otherwise,
+    or without a head, ``classifier`` comes back unchanged with no class."""
+    head = getattr(model, "class_head", None)
+    if head is None or not head.covers(class_names):
+        return classifier, []
+    try:
+        return head.classifier(classifier, class_names), list(class_names)
+    except ValueError as err:
+        raise ClaptuneError(
+            f"the model's class head does not fit it: {err}; remove its class_head.safetensors "
+            "or score with the prompts alone (--no-class-head)"
+        ) from None
+
+
 def evaluate_zeroshot(
     model: AudioTextModel,
     dataset: ClassificationDataset,
@@ -202,8 +220,8 @@ def evaluate_zeroshot(
     """Zero-shot accuracy of ``model`` on ``dataset``.
 
     A model saved by ``improve`` or ``adapt`` carries a class head (``model.class_head``,
-    ``claptune.evaluate.prototypes``): with ``class_head`` it moves the classifier rows of the
-    classes it holds (matched by name); the others are the plain prompt classifier.
+    ``claptune.evaluate.prototypes``): with ``class_head`` it moves the classifier when it holds
+    every class of ``dataset`` (``with_class_head``).
 
     ``audio_emb`` (N, D), one row per item, skips embedding the clips. ``cache_dir`` embeds
     through the resumable store of ``claptune.embed`` instead of in memory, so a rerun (other
@@ -239,10 +257,9 @@ def evaluate_zeroshot(
             f"(first failure: {failed[0][0]}: {failed[0][1]})"
         )
     classifier = text_classifier(model, dataset.class_names, templates)
-    head = getattr(model, "class_head", None) if class_head else None
-    held = head.holds(dataset.class_names) if head is not None else []
-    if held:
-        classifier = head.classifier(classifier, dataset.class_names)
+    held: list[str] = []
+    if class_head:
+        classifier, held = with_class_head(model, classifier, dataset.class_names)
     predictions = predict(audio_emb, classifier)
     labels = dataset.labels[kept]
     accuracy, per_class, confusion = score(predictions, labels, dataset.class_names)

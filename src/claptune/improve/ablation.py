@@ -29,7 +29,7 @@ from claptune.improve.runs import (
     summarize_runs,
 )
 from claptune.improve.workspace import Workspace, log_progress
-from claptune.report.format import ci, count, pvalue
+from claptune.report.format import HEAD_LEGEND, ci, count, pvalue
 from claptune.report.records import Ablation, AblationRow
 from claptune.report.schema import ClassPriors, RunsSummary
 from claptune.stats import Spread
@@ -327,6 +327,7 @@ def pipelines_markdown(result: dict[str, Any]) -> list[str]:
     if not trained:
         return []
     transduction = (result.get("config") or {}).get("transduction", "claptune")
+    heads = any("teacher + class head" in r["pipelines"] for r in trained)
     lines = [
         "",
         "Label-free pipelines side by side on the same test parts (clip accuracy / class-mean "
@@ -336,11 +337,8 @@ def pipelines_markdown(result: dict[str, Any]) -> list[str]:
         "(pool and test part, no label read), no training, scored on the test part "
         "(`claptune` names the tool's own chain: label propagation over each clip's 3 nearest "
         "clips, then Sinkhorn balancing; no training); "
-        "`teacher + class head`: the teacher's prompts moved towards the audio means of the "
-        "split's pool (`claptune.evaluate.prototypes`; fitted without labels on the pool "
-        "alone, then each test clip scored by itself); `student`: the student with its own "
-        "class head fitted the same way (`student, no class head`: its prompts alone); "
-        f"`+ transduction`: the student's scores refined the same way ({transduction}); "
+        + (HEAD_LEGEND + "; " if heads else "")
+        + f"`+ transduction`: the student's scores refined the same way ({transduction}); "
         "`guarded`: what the label-free guard hands over, student or teacher + transduction.",
         "",
         "| pipeline | accuracy | class mean | gain [95 % CI] | class-mean gain [95 % CI] |",

@@ -14,6 +14,7 @@ defaults).
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -328,8 +329,10 @@ class ImproveConfig:
             raise ClaptuneError(
                 f"unknown eval target {self.eval_target!r}; choose from {', '.join(TARGETS)}"
             )
-        if not self.class_head >= 0:
-            raise ClaptuneError(f"--class-head must be at least 0, got {self.class_head}")
+        if not (isinstance(self.class_head, (int, float)) and 0 <= self.class_head < math.inf):
+            raise ClaptuneError(
+                f"--class-head must be a finite weight of at least 0, got {self.class_head}"
+            )
         if self.labels_from not in ("teacher", "saved"):
             raise ClaptuneError(f"labels_from must be teacher or saved, got {self.labels_from!r}")
         if self.train.seed != improve_training().seed:

@@ -138,10 +138,16 @@ def split_revision(spec: str) -> tuple[str, str | None]:
 
 def _with_class_head(model: AudioTextModel, path: Path) -> AudioTextModel:
     """``model`` with the class head saved beside it (``claptune.evaluate.prototypes``) as its
-    ``class_head`` attribute, which ``claptune zeroshot`` applies to the classes it holds."""
-    from claptune.evaluate.prototypes import ClassHead
+    ``class_head`` attribute, which ``claptune zeroshot`` applies when it holds every class asked for."""
+    from claptune.evaluate.prototypes import HEAD_FILE, ClassHead
 
-    head = ClassHead.load(path)
+    try:
+        head = ClassHead.load(path)
+    except Exception as err:  # a damaged file: name it, not a deserialiser's traceback
+        raise ClaptuneError(
+            f"{path / HEAD_FILE} cannot be read ({type(err).__name__}: {err}); remove it to "
+            "load the model without its class head"
+        ) from None
     if head is not None:
         model.class_head = head
     return model

@@ -92,6 +92,15 @@ def headline_rows(report: Report) -> list[tuple[str, str, str, str]]:
     return rows
 
 
+# what the side-by-side tables say of the class head's rows, where they have them
+HEAD_LEGEND = (
+    "`teacher + class head`: the teacher's prompts moved towards the audio means of the split's "
+    "pool (`claptune.evaluate.prototypes`; fitted without labels on the pool alone, then each "
+    "test clip scored by itself); `student`: the student with its own class head fitted the same "
+    "way (`student, no class head`: its prompts alone)"
+)
+
+
 def class_head_lines(report: Report) -> list[str]:
     """What 'after' is when the students carry a class head, and what the head adds (pooled
     test-part accuracy of the same runs without it, and of the teacher with its own head)."""

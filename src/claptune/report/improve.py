@@ -22,6 +22,7 @@ import numpy as np
 
 from claptune.report.format import (
     CONFUSION_HEADER,
+    HEAD_LEGEND,
     PIPELINE_HEADER,
     PRECISION_HEADER,
     class_head_lines,
@@ -151,16 +152,15 @@ def render_markdown(report: Report, assets: ReportAssets, figure_files: Sequence
     if report.transductive is not None:
         out.append("## Label-free pipelines side by side (test parts)")
         out.append("")
+        heads = "teacher + class head" in report.transductive.rows
         out.append(
-            f"Each pipeline labels the test part of each split from audio alone; `+ name`: "
-            f"transductive inference over all the target's clips taken together (pool and test "
-            f"part, no label read), scored on the test part (`+ claptune`: the tool's own "
+            "Each pipeline labels the test part of each split from audio alone; `+ name`: "
+            "transductive inference over all the target's clips taken together (pool and test "
+            "part, no label read), scored on the test part (`+ claptune`: the tool's own "
             "chain, label propagation over each clip's 3 nearest clips then Sinkhorn balancing, "
-            "no training); `teacher + class head`: the teacher's prompts moved towards the "
-            "audio means of the split's pool (fitted without labels on the pool alone, each test "
-            "clip then scored by itself); `student`: the student with its own class head fitted "
-            "the same way, the 'after' of the table above (`student, no class head`: its "
-            f"prompts alone); `student + transduction` uses `{report.transductive.method}`; "
+            "no training); "
+            + (HEAD_LEGEND + ", the 'after' of the table above; " if heads else "")
+            + f"`student + transduction` uses `{report.transductive.method}`; "
             "`guarded`: what the label-free guard hands a user. Accuracy and class mean pooled "
             "over the runs' test outcomes, in percent; gains in points over the teacher's plain "
             "zero-shot ensemble from the same pooled estimator, two-stage 95 % CI."
