@@ -351,7 +351,12 @@ def render_html(
         parts.append(
             '<p class="muted">Test parts; <code>+ name</code>: transductive inference over all '
             "the target's clips taken together (no label read), scored on the test part; "
-            "<code>guarded</code>: what the label-free guard hands a "
+            + (
+                md_code_to_html(HEAD_LEGEND) + "; "
+                if "teacher + class head" in report.transductive.rows
+                else ""
+            )
+            + "<code>guarded</code>: what the label-free guard hands a "
             "user. Gains in points over the teacher's plain zero-shot ensemble, two-stage 95 % "
             "CI.</p>"
         )
