@@ -34,12 +34,12 @@ def _unit(x):
 
 def score_heads(x, prompts, scale, class_names, pool, test, labels, rec, who) -> None:
     """Test accuracy of the plain classifier and of every head on ``x`` (N, D) unit rows."""
-    from claptune.evaluate.prototypes import ClassHead
+    from claptune.evaluate.prototypes import fit_class_head
 
     text = _unit(prompts.mean(axis=1))
     rec(f"{who}: no head", (x[test] @ text.T).argmax(1) == labels[test])
     for w in WEIGHTS:
-        head = ClassHead.fit(x[pool], prompts, scale, class_names, weight=w)
+        head = fit_class_head(x[pool], prompts, scale, class_names, weight=w)
         rec(
             f"{who}: head {w:g}",
             (x[test] @ head.classifier(text, class_names).T).argmax(1) == labels[test],

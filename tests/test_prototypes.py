@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from claptune.evaluate.prototypes import HEAD_FILE, ClassHead, class_means
+from claptune.evaluate.prototypes import HEAD_FILE, ClassHead, class_means, fit_class_head
 
 
 def _unit(x):
@@ -37,7 +37,7 @@ def test_class_means_are_the_probability_weighted_means_of_the_unit_clips():
 def test_the_head_moves_each_class_towards_its_clips_and_only_the_classes_it_holds():
     audio, text, labels = _task()
     names = ["dog_bark", "rain", "siren"]
-    head = ClassHead.fit(audio, text[:, None, :], 20.0, names, weight=0.5, transduction="none")
+    head = fit_class_head(audio, text[:, None, :], 20.0, names, weight=0.5, transduction="none")
     assert head.n_clips == len(audio) and head.means.shape == text.shape
     moved = head.classifier(text, names)
     np.testing.assert_allclose(np.linalg.norm(moved, axis=1), 1.0, rtol=1e-6)
@@ -54,15 +54,15 @@ def test_the_head_moves_each_class_towards_its_clips_and_only_the_classes_it_hol
     np.testing.assert_allclose(rows[2], _unit(text[1]), rtol=1e-6)
     assert head.holds(other) == ["siren", "dog bark"]
     # weight 0 is the prompt classifier itself
-    zero = ClassHead.fit(audio, text[:, None, :], 20.0, names, weight=0.0, transduction="none")
+    zero = fit_class_head(audio, text[:, None, :], 20.0, names, weight=0.0, transduction="none")
     np.testing.assert_allclose(zero.classifier(text, names), _unit(text), rtol=1e-6)
 
 
 def test_a_head_is_deterministic_reads_no_label_and_round_trips(tmp_path):
     audio, text, _ = _task(seed=1)
     names = ["a", "b", "c"]
-    first = ClassHead.fit(audio, text[:, None, :], 30.0, names)
-    again = ClassHead.fit(audio.copy(), text[:, None, :].copy(), 30.0, names)
+    first = fit_class_head(audio, text[:, None, :], 30.0, names)
+    again = fit_class_head(audio.copy(), text[:, None, :].copy(), 30.0, names)
     np.testing.assert_array_equal(first.means, again.means)
     path = first.save(tmp_path)
     assert path == tmp_path / HEAD_FILE
@@ -81,10 +81,10 @@ def test_a_head_is_deterministic_reads_no_label_and_round_trips(tmp_path):
 def test_a_head_refuses_what_it_cannot_be():
     audio, text, _ = _task()
     with pytest.raises(ValueError, match="at least 2 clips"):
-        ClassHead.fit(audio[:1], text[:, None, :], 20.0, ["a", "b", "c"])
+        fit_class_head(audio[:1], text[:, None, :], 20.0, ["a", "b", "c"])
     with pytest.raises(ValueError, match="at least 0"):
-        ClassHead.fit(audio, text[:, None, :], 20.0, ["a", "b", "c"], weight=-1.0)
-    head = ClassHead.fit(audio, text[:, None, :], 20.0, ["a", "b", "c"])
+        fit_class_head(audio, text[:, None, :], 20.0, ["a", "b", "c"], weight=-1.0)
+    head = fit_class_head(audio, text[:, None, :], 20.0, ["a", "b", "c"])
     with pytest.raises(ValueError, match="another model"):
         head.classifier(np.ones((3, 4)), ["a", "b", "c"])
 

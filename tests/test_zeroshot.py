@@ -375,7 +375,7 @@ def test_cli_zeroshot_scores_with_the_class_head_a_saved_model_carries(
     import csv
     import shutil
 
-    from claptune.evaluate.prototypes import HEAD_FILE, ClassHead
+    from claptune.evaluate.prototypes import HEAD_FILE, fit_class_head
     from claptune.evaluate.transductive import transduce
     from claptune.evaluate.zeroshot import prompt_embeddings
     from claptune.models import load_model
@@ -393,7 +393,7 @@ def test_cli_zeroshot_scores_with_the_class_head_a_saved_model_carries(
     # a head over every class (named in another case: matched all the same), with a weight
     # that moves predictions
     upper = [c.upper() for c in ds.class_names]
-    head = ClassHead.fit(audio, prompts, scale, upper, weight=2.0)
+    head = fit_class_head(audio, prompts, scale, upper, weight=2.0)
     head.save(model_dir)
     assert load_model(model_dir).class_head.n_clips == len(items)
     text = text_classifier(model, ds.class_names, ENSEMBLE_TEMPLATES)
@@ -436,7 +436,7 @@ def test_cli_zeroshot_scores_with_the_class_head_a_saved_model_carries(
         assert (summary["config"]["class_head"] is not None) == (not flags)
     capsys.readouterr()
     # a head over some of the classes only is not used: moved rows would draw clips to them
-    ClassHead.fit(audio, prompts[:-1], scale, ds.class_names[:-1], weight=2.0).save(model_dir)
+    fit_class_head(audio, prompts[:-1], scale, ds.class_names[:-1], weight=2.0).save(model_dir)
     out = tmp_path / "partial"
     assert main([*labelled, "--out", str(out)]) == 0
     report = json.loads((out / "zeroshot.json").read_text())
@@ -449,6 +449,6 @@ def test_cli_zeroshot_scores_with_the_class_head_a_saved_model_carries(
     (model_dir / HEAD_FILE).write_bytes(b"not a safetensors file")
     assert main([*labelled, "--out", str(tmp_path / "damaged")]) == 2
     assert f"{HEAD_FILE} cannot be read" in capsys.readouterr().err
-    ClassHead.fit(np.eye(4)[:3], np.eye(4)[:3, None], 1.0, ds.class_names[:3]).save(model_dir)
+    fit_class_head(np.eye(4)[:3], np.eye(4)[:3, None], 1.0, ds.class_names[:3]).save(model_dir)
     assert main([*labelled, "--out", str(tmp_path / "foreign")]) == 2
     assert "does not fit it" in capsys.readouterr().err

@@ -234,3 +234,10 @@ __all__ = [
     "read_text",
     "write_text",
 ]
+
+
+def clean_class_name(name: str) -> str:
+    """A label as words: ``dog_bark`` -> ``dog bark``, ``cafe/restaurant`` -> ``cafe or
+    restaurant``, ``crackling_fire`` -> ``crackling fire``; case is kept."""
+    words = name.replace("_", " ").replace("/", " or ")
+    return re.sub(r"\s+", " ", words).strip()

@@ -22,6 +22,7 @@ import numpy as np
 
 from claptune.data.dataset import ClassificationDataset
 from claptune.errors import ClaptuneError
+from claptune.textfiles import clean_class_name  # re-exported: prompts are built here
 
 if TYPE_CHECKING:  # torch loads only when a model is used
     from claptune.models.base import AudioTextModel
@@ -64,13 +65,6 @@ def resolve_templates(spec: str | Sequence[str] | None) -> tuple[str, ...]:
                 "text with exactly one {} where the class name goes"
             )
     return tuple(dict.fromkeys(out))
-
-
-def clean_class_name(name: str) -> str:
-    """A label as words: ``dog_bark`` -> ``dog bark``, ``cafe/restaurant`` -> ``cafe or
-    restaurant``, ``crackling_fire`` -> ``crackling fire``; case is kept."""
-    words = name.replace("_", " ").replace("/", " or ")
-    return re.sub(r"\s+", " ", words).strip()
 
 
 def class_prompts(

@@ -31,7 +31,7 @@ from claptune.data.captioned import NO_CORPUS
 from claptune.distributed import torch_threads
 from claptune.errors import ClaptuneError, InputWarning
 from claptune.evaluate.label_free import agreement, guard_signals
-from claptune.evaluate.prototypes import ClassHead
+from claptune.evaluate.prototypes import ClassHead, fit_class_head
 from claptune.evaluate.zeroshot import class_scores, predict_from_scores
 from claptune.features import FeatureStore
 from claptune.improve.config import UNLABELED, ImproveConfig
@@ -281,7 +281,7 @@ class Workspace:
         clips = np.asarray(clips, dtype=np.int64)
         if self.config.class_head <= 0 or len(clips) < MIN_HEAD_CLIPS:
             return None
-        return ClassHead.fit(
+        return fit_class_head(
             audio_emb[clips],
             self.prompt_embeddings(model),
             float(model.logit_scale.detach()),

@@ -137,9 +137,9 @@ def split_revision(spec: str) -> tuple[str, str | None]:
 
 
 def _with_class_head(model: AudioTextModel, path: Path) -> AudioTextModel:
-    """``model`` with the class head saved beside it (``claptune.evaluate.prototypes``) as its
+    """``model`` with the class head saved beside it (``claptune.models.class_head``) as its
     ``class_head`` attribute, which ``claptune zeroshot`` applies when it holds every class asked for."""
-    from claptune.evaluate.prototypes import HEAD_FILE, ClassHead
+    from claptune.models.class_head import HEAD_FILE, ClassHead
 
     try:
         head = ClassHead.load(path)

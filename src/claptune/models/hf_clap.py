@@ -376,7 +376,7 @@ def _check_weight_shapes(name: str, config, model_cls) -> None:
         return
     with torch.device("meta"):
         expected = {k: tuple(v.shape) for k, v in model_cls(config).state_dict().items()}
-    from claptune.evaluate.prototypes import HEAD_FILE  # the class head: not model weights
+    from claptune.models.class_head import HEAD_FILE  # the class head: not model weights
 
     for file in sorted(directory.glob("*.safetensors")):
         if file.name == HEAD_FILE:

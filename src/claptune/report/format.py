@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from claptune.evaluate.label_free import guard_keeps, min_discordant
-from claptune.evaluate.prototypes import HEAD_FILE
+from claptune.models.class_head import HEAD_FILE
 from claptune.textfiles import public_text
 
 if TYPE_CHECKING:
