@@ -87,6 +87,12 @@ SECTIONS = [
         "bench/bench_class_head.py --orders 9800 ... 9809 --seeds 3",
     ),
     (
+        "class_head_20",
+        "The class head on twenty earlier 8:1 orders, and the default over 40",
+        "class_head_20.md",
+        "bench/bench_class_head.py --orders 9600 ... 9709 --seeds 3 --name class_head_20",
+    ),
+    (
         "guard_confirm",
         "The guard on 16 later targets",
         "guard_confirm.md",
