@@ -213,10 +213,9 @@ def test_improve_end_to_end_cli(tiny_clap_dir, tiny_task, tmp_path):
     assert (
         model.class_head.n_clips == report["target"]["n_clips"] and model.class_head.weight == 0.5
     )
-    assert (
-        "class_head.safetensors: audio prototypes of 3 classes"
-        in (out / "model" / "README.md").read_text()
-    )
+    card_text = (out / "model" / "README.md").read_text()
+    assert "class_head.safetensors: audio prototypes of 3 classes" in card_text
+    assert "model.class_head.classifier(text_classifier, class_names)" in card_text
     # no RUN/student unless asked for (--keep-student), whichever model the guard saved
     assert report["student_dir"] is None and not (out / "student").exists()
     from huggingface_hub import ModelCard  # the model card: what made it, and its numbers

@@ -260,6 +260,14 @@ def _body(info: CardInfo, library_name: str = "claptune") -> str:
         "```",
         "",
     ]
+    if info.details.get("class head"):
+        lines += [
+            "The folder's class head scores its task's classes as they were measured: "
+            "`claptune zeroshot --model PATH/TO/THIS/FOLDER ...`, or in Python "
+            "`model.class_head.classifier(text_classifier, class_names)` "
+            "(`claptune.evaluate.zeroshot.text_classifier`).",
+            "",
+        ]
     if library_name == "transformers":
         lines += [
             "The folder is also a `transformers` CLAP model:",

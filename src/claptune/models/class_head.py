@@ -123,7 +123,7 @@ def head_summary(directory: str | Path) -> str | None:
         return None
     return (
         f"{HEAD_FILE}: audio prototypes of {len(head.class_names)} classes from "
-        f"{head.n_clips} unlabeled clips ({head.transduction} transduction), weight "
+        f"{head.n_clips} unlabeled clips by {head.transduction} transduction, weight "
         f"{head.weight:g}; claptune zeroshot scores these classes with it"
     )
 
