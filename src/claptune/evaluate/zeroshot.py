@@ -22,6 +22,7 @@ import numpy as np
 
 from claptune.data.dataset import ClassificationDataset
 from claptune.errors import ClaptuneError
+from claptune.models.class_head import HEAD_FILE
 from claptune.textfiles import clean_class_name  # re-exported: prompts are built here
 
 if TYPE_CHECKING:  # torch loads only when a model is used
@@ -194,7 +195,7 @@ def with_class_head(
         return head.classifier(classifier, class_names), list(class_names)
     except ValueError as err:
         raise ClaptuneError(
-            f"the model's class head does not fit it: {err}; remove its class_head.safetensors "
+            f"the model's class head does not fit it: {err}; remove its {HEAD_FILE} "
             "or score with the prompts alone (--no-class-head)"
         ) from None
 

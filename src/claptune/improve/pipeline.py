@@ -165,8 +165,10 @@ def _save_with_config(ws: Workspace, model, folder: Path) -> Path:
     from claptune.card import public_text
 
     saved = Path(model.save(folder))
-    # its class head, fitted on every clip of the target with this model (no label read)
-    head = ws.class_head(model, ws.embed_audio(model, ws.items), np.arange(len(ws.items)))
+    # its class head, fitted on every clip of the target with this model (no label read); the
+    # teacher's embeddings of them are at hand
+    emb = ws.target_emb if model is ws.teacher else ws.embed_audio(model, ws.items)
+    head = ws.class_head(model, emb, np.arange(len(ws.items)))
     if head is not None:
         head.save(saved)
     name = "adapt_config.json" if ws.config.target == UNLABELED else "improve_config.json"

@@ -31,7 +31,7 @@ from claptune.data.captioned import NO_CORPUS
 from claptune.distributed import torch_threads
 from claptune.errors import ClaptuneError, InputWarning
 from claptune.evaluate.label_free import agreement, guard_signals
-from claptune.evaluate.prototypes import ClassHead, fit_class_head
+from claptune.evaluate.prototypes import MIN_HEAD_CLIPS, ClassHead, fit_class_head
 from claptune.evaluate.zeroshot import class_scores, predict_from_scores
 from claptune.features import FeatureStore
 from claptune.improve.config import UNLABELED, ImproveConfig
@@ -83,6 +83,7 @@ class Workspace:
         # their collection would run it: the teacher's and its peers', computed once
         self._teacher_transduced: np.ndarray | None = None
         self._peers: dict[str, np.ndarray] | None = None
+        self._head_peers: dict[int, np.ndarray | None] = {}  # teacher + class head, by split
         t0 = time.perf_counter()
         log_progress(f"loading model {config.model!r}", progress)
         self.teacher: AudioTextModel = load_model(config.model).eval()
@@ -276,8 +277,6 @@ class Workspace:
         """``model``'s class head (``claptune.evaluate.prototypes``) fitted on ``clips`` (indices
         into the target; no label read) from their rows of ``audio_emb``; None when
         ``config.class_head`` is 0 or there are too few clips."""
-        from claptune.evaluate.prototypes import MIN_HEAD_CLIPS
-
         clips = np.asarray(clips, dtype=np.int64)
         if self.config.class_head <= 0 or len(clips) < MIN_HEAD_CLIPS:
             return None
@@ -362,12 +361,17 @@ class Workspace:
             }
         preds = dict(self._peers)
         # the teacher with its class head fitted on the split's pool: the training-free peer of
-        # the student's own head, scored clip by clip like the student
-        head = self.class_head(self.teacher, self.target_emb, split.adapt)
-        if head is not None:
-            preds["class head"] = predict_from_scores(
-                self.scores(self.teacher, self.target_emb, head)
+        # the student's own head, scored clip by clip like the student (fitted once per split,
+        # whichever seeds ask)
+        if split.index not in self._head_peers:
+            head = self.class_head(self.teacher, self.target_emb, split.adapt)
+            self._head_peers[split.index] = (
+                None
+                if head is None
+                else predict_from_scores(self.scores(self.teacher, self.target_emb, head))
             )
+        if self._head_peers[split.index] is not None:
+            preds["class head"] = self._head_peers[split.index]
         clips = split.guard_clips
         out = {}
         for name, pred in preds.items():
